@@ -7,6 +7,7 @@ process on 127.0.0.1 and waits until the port answers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,8 +15,11 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 LUA_DIR = REPO_DIR / "lua"
@@ -91,6 +95,7 @@ class NginxLauncher:
         main_extra: str = "",
         start_timeout: float = 10.0,
         nginx_bin: str = "nginx",
+        extra_lua_paths: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         self._own_prefix = prefix is None
@@ -101,6 +106,7 @@ class NginxLauncher:
         self.main_extra = main_extra
         self.start_timeout = start_timeout
         self.nginx_bin = shutil.which(nginx_bin) or nginx_bin
+        self.extra_lua_paths = extra_lua_paths
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.prefix / "conf" / "nginx.conf"
         self.error_log = self.prefix / "logs" / "error.log"
@@ -118,7 +124,7 @@ class NginxLauncher:
             prefix=self.prefix,
             log_level=self.log_level,
             main_extra=self.main_extra,
-            lua_path=lua_package_path(),
+            lua_path=";".join([*self.extra_lua_paths, lua_package_path()]),
             http=body,
         )
 
@@ -260,6 +266,16 @@ class NginxLauncher:
     def url(self, path: str = "/") -> str:
         """Return http://127.0.0.1:<port><path>."""
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def json(self, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+        """GET ``path`` (or POST ``body`` as JSON) and return the decoded JSON reply."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url(path), data=data, method="GET" if data is None else "POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise NginxError(f"{path} answered {exc.code}; error log: {self.error_lines()[-5:]}") from exc
 
     def _tail(self, n: int = 20) -> str:
         lines = self.log_lines()

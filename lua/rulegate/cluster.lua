@@ -1,0 +1,610 @@
+-- A bounded Redis Cluster client on cosockets (lua-resty-redis).
+--
+-- Every call has a budget: at most `max_attempts` command attempts and at
+-- most `max_connections` redis instances created, whatever happens (timeouts,
+-- redirects, failover). The slot map lives in a lua_shared_dict, each worker
+-- keeps a decoded copy keyed on the dict's version counter.
+local ok_resty, redis = pcall(require, "resty.redis")
+if not ok_resty then
+    redis = require("nginx.redis")
+end
+local cjson = require("cjson.safe")
+local crc16 = require("rulegate.crc16")
+
+local ngx = ngx
+local shared = ngx.shared
+local now = ngx.now
+local update_time = ngx.update_time
+local sleep = ngx.sleep
+local null = ngx.null
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local tonumber = tonumber
+local tostring = tostring
+local setmetatable = setmetatable
+local rawget = rawget
+local error = error
+local unpack = unpack
+local remove = table.remove
+local sort = table.sort
+local sub = string.sub
+local match = string.match
+local lower = string.lower
+local min = math.min
+
+local _M = { _VERSION = "0.1.0" }
+local mt = { __index = _M }
+
+local HAS_SET_TIMEOUTS = rawget(redis, "set_timeouts") ~= nil
+
+-- per-worker counters; tests and the status endpoint read them
+local stats = {
+    calls = 0, attempts = 0, connections = 0, redirects = 0, moved = 0,
+    ask = 0, retries = 0, failures = 0, refreshes = 0, budget_exhausted = 0,
+    max_attempts_per_call = 0, max_connections_per_call = 0,
+}
+_M.stats = stats
+
+-- per-worker decoded slot maps: name -> { ver = n, slots = { [0..16383] = range } }
+local worker_maps = {}
+local store_seq = 0
+
+local RETRYABLE = { TRYAGAIN = true, CLUSTERDOWN = true, LOADING = true, MASTERDOWN = true }
+
+local DEFAULTS = {
+    name = "default", connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
+    keepalive_timeout = 60000, keepalive_pool_size = 16, max_attempts = 3,
+    max_connections = 2, read_replica = false, refresh_interval = 1, lock_ttl = 5,
+    slots_ttl = 30, deadline = 3000,
+}
+
+
+function _M.reset_stats()
+    for k in pairs(stats) do
+        stats[k] = 0
+    end
+end
+
+
+-- "host:port" -> host, port (the port is the text after the last colon)
+local function split_addr(addr)
+    local host, port = match(addr, "^(.*):(%d+)$")
+    if not host then
+        return nil, nil
+    end
+    return host, tonumber(port)
+end
+_M.split_addr = split_addr
+
+
+-- Parse a MOVED / ASK error reply: returns kind ("MOVED"|"ASK"), slot, "host:port".
+function _M.parse_redirect(err)
+    if type(err) ~= "string" then
+        return nil
+    end
+    local kind, slot, addr = match(err, "^(%u+) (%d+) (%S+)$")
+    if kind ~= "MOVED" and kind ~= "ASK" then
+        return nil
+    end
+    if sub(addr, 1, 1) == ":" then
+        -- "MOVED 3999 :6380": the same host as the node that answered
+        return kind, tonumber(slot), addr
+    end
+    if not split_addr(addr) then
+        return nil
+    end
+    return kind, tonumber(slot), addr
+end
+
+
+local function node_addr(node, default_host)
+    if type(node) ~= "table" then
+        return nil
+    end
+    local host, port = node[1], node[2]
+    if host == nil or host == null or host == "" or host == "?" then
+        host = default_host
+    end
+    if type(host) ~= "string" or not tonumber(port) then
+        return nil
+    end
+    return host .. ":" .. tostring(port)
+end
+
+
+-- Parse a CLUSTER SLOTS reply into a sorted list of ranges
+-- { {first = n, last = n, master = "h:p", replicas = {"h:p", ...}}, ... }.
+-- `default_host` replaces empty endpoints ("" / "?").
+function _M.parse_slots(reply, default_host)
+    if type(reply) ~= "table" then
+        return nil, "bad CLUSTER SLOTS reply"
+    end
+    local ranges = {}
+    for _, entry in ipairs(reply) do
+        local first, last = tonumber(entry[1]), tonumber(entry[2])
+        local master = node_addr(entry[3], default_host)
+        if not first or not last or not master or first > last or last > 16383 then
+            return nil, "bad CLUSTER SLOTS entry"
+        end
+        local replicas = {}
+        for i = 4, #entry do
+            local addr = node_addr(entry[i], default_host)
+            if addr then
+                replicas[#replicas + 1] = addr
+            end
+        end
+        ranges[#ranges + 1] = { first = first, last = last, master = master, replicas = replicas }
+    end
+    if #ranges == 0 then
+        return nil, "empty CLUSTER SLOTS reply"
+    end
+    sort(ranges, function(a, b) return a.first < b.first end)
+    return ranges
+end
+
+
+-- Build the per-worker slot -> range lookup from a list of ranges.
+function _M.build_slot_index(ranges)
+    local slots = {}
+    for _, r in ipairs(ranges) do
+        for s = r.first, r.last do
+            slots[s] = r
+        end
+    end
+    return slots
+end
+
+
+function _M.new(opts)
+    if type(opts) ~= "table" then
+        error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    local dict = opts.dict and shared[opts.dict]
+    if not dict then
+        error("bad argument #1 to 'new' (opts.dict must name a lua_shared_dict)", 2)
+    end
+    local nodes = opts.startup_nodes
+    if type(nodes) ~= "table" or #nodes == 0 then
+        error("bad argument #1 to 'new' (opts.startup_nodes must be a non-empty list)", 2)
+    end
+    local self = { dict = dict, startup_nodes = {} }
+    for k, v in pairs(DEFAULTS) do
+        local o = opts[k]
+        if o == nil then
+            o = v
+        end
+        self[k] = o
+    end
+    for i, n in ipairs(nodes) do
+        if type(n) == "table" then
+            n = n[1] .. ":" .. tostring(n[2])
+        end
+        if not split_addr(n) then
+            error("bad argument #1 to 'new' (bad startup node " .. tostring(n) .. ")", 2)
+        end
+        self.startup_nodes[i] = n
+    end
+    self.username = opts.username
+    self.password = opts.password
+    local cred = ""
+    if self.password then
+        cred = ":" .. sub(ngx.md5((self.username or "") .. "\0" .. self.password), 1, 12)
+    end
+    self.pool_suffix = cred
+    self.key_slots = self.name .. ":slots"
+    self.key_ver = self.name .. ":slots_ver"
+    self.key_lock = self.name .. ":slots_lock"
+    self.key_last = self.name .. ":slots_last"
+    self.key_stale = self.name .. ":slots_stale"
+    return setmetatable(self, mt)
+end
+
+
+-- The worker's decoded slot index, refreshed from the shared dict when its version moved.
+function _M.slot_index(self)
+    local ver = self.dict:get(self.key_ver)
+    if not ver then
+        return nil
+    end
+    local cached = worker_maps[self.name]
+    if cached and cached.ver == ver then
+        return cached.slots
+    end
+    local ranges = cjson.decode(self.dict:get(self.key_slots) or "")
+    if type(ranges) ~= "table" then
+        return nil
+    end
+    local slots = _M.build_slot_index(ranges)
+    worker_maps[self.name] = { ver = ver, slots = slots }
+    return slots
+end
+
+
+function _M.store_ranges(self, ranges)
+    local ok, err = self.dict:set(self.key_slots, cjson.encode(ranges))
+    if not ok then
+        return nil, "failed to store the slot map: " .. tostring(err)
+    end
+    -- a version unique across flushes and workers, so no worker keeps a stale copy
+    store_seq = store_seq + 1
+    self.dict:set(self.key_ver, now() .. ":" .. ngx.worker.pid() .. ":" .. store_seq)
+    self.dict:set(self.key_last, now())
+    self.dict:delete(self.key_stale)
+    return true
+end
+
+
+-- ---------------------------------------------------------------------------
+-- one call's state: its budget and the connections it opened
+
+local function budget_new(self)
+    return {
+        attempts = 0, conns = 0, pool = {}, failed = {},
+        deadline = now() + self.deadline / 1000,
+    }
+end
+
+
+local function set_timeouts(red, c, s, r)
+    if HAS_SET_TIMEOUTS then
+        return red:set_timeouts(c, s, r)
+    end
+    return rawget(red, "_sock"):settimeouts(c, s, r)
+end
+
+
+-- An open connection to addr for this call: reused within the call, else a
+-- new redis instance (counted against max_connections).
+local function connect(self, b, addr, readonly)
+    local key = readonly and addr .. "#ro" or addr
+    local red = b.pool[key]
+    if red then
+        return red
+    end
+    if b.conns >= self.max_connections then
+        return nil, "connection budget exhausted (" .. self.max_connections .. ")", true
+    end
+    local host, port = split_addr(addr)
+    if not host then
+        return nil, "bad node address " .. tostring(addr)
+    end
+    b.conns = b.conns + 1
+    stats.connections = stats.connections + 1
+    local err
+    red, err = redis:new()
+    if not red then
+        return nil, "failed to create a redis client: " .. tostring(err)
+    end
+    set_timeouts(red, self.connect_timeout, self.send_timeout, self.read_timeout)
+    local pool = "rulegate:" .. addr .. self.pool_suffix .. (readonly and ":ro" or "")
+    local ok
+    ok, err = red:connect(host, port, { pool = pool, pool_size = self.keepalive_pool_size })
+    if not ok then
+        red:close()
+        return nil, "failed to connect to redis " .. addr .. ": " .. tostring(err)
+    end
+    if red:get_reused_times() == 0 then
+        if self.password then
+            if self.username then
+                ok, err = red:auth(self.username, self.password)
+            else
+                ok, err = red:auth(self.password)
+            end
+            if not ok then
+                red:close()
+                return nil, "failed to authenticate to redis " .. addr .. ": " .. tostring(err)
+            end
+        end
+        if readonly then
+            ok, err = red:readonly()
+            if not ok then
+                red:close()
+                return nil, "READONLY failed on redis " .. addr .. ": " .. tostring(err)
+            end
+        end
+    end
+    b.pool[key] = red
+    return red
+end
+
+
+local function drop(b, addr, red)
+    red:close()
+    if b.pool[addr] == red then
+        b.pool[addr] = nil
+    end
+    if b.pool[addr .. "#ro"] == red then
+        b.pool[addr .. "#ro"] = nil
+    end
+end
+
+
+local function release(self, b)
+    for key, red in pairs(b.pool) do
+        local ok = red:set_keepalive(self.keepalive_timeout, self.keepalive_pool_size)
+        if not ok then
+            red:close()
+        end
+        b.pool[key] = nil
+    end
+end
+
+
+-- Send cmds (a list of argument lists) on red as one pipeline.
+-- Returns the list of replies (error replies as {false, err}) or nil, err.
+local function run_pipeline(red, cmds, asking)
+    red:init_pipeline(#cmds + 1)
+    if asking then
+        red:asking()
+    end
+    for _, c in ipairs(cmds) do
+        red[lower(c[1])](red, unpack(c, 2))
+    end
+    local res, err = red:commit_pipeline()
+    if not res then
+        return nil, err
+    end
+    if asking then
+        remove(res, 1)
+    end
+    return res
+end
+
+
+-- The first redirect / retryable error among the replies, if any.
+local function reply_error(res)
+    for _, r in ipairs(res) do
+        if type(r) == "table" and r[1] == false then
+            local e = r[2]
+            local kind = match(e or "", "^(%u+)")
+            if kind == "MOVED" or kind == "ASK" or RETRYABLE[kind] then
+                return e, kind
+            end
+        end
+    end
+    return nil
+end
+
+
+-- Refresh the slot map over conn (or a new connection when conn is nil and the
+-- budget allows). Single-flight through a shared-dict lock and rate-limited.
+local function refresh(self, b, conn, conn_addr, force)
+    local dict = self.dict
+    local last = dict:get(self.key_last)
+    if not force and last and now() - last < self.refresh_interval then
+        return nil, "rate-limited"
+    end
+    local ok = dict:add(self.key_lock, true, self.lock_ttl)
+    if not ok then
+        return nil, "refresh in progress"
+    end
+    local red, addr, err = conn, conn_addr, nil
+    if not red then
+        for _, a in ipairs(self.startup_nodes) do
+            if not b.failed[a] then
+                red, err = connect(self, b, a, false)
+                if red then
+                    addr = a
+                    break
+                end
+                b.failed[a] = true
+                if b.conns >= self.max_connections then
+                    break
+                end
+            end
+        end
+    end
+    if not red then
+        dict:delete(self.key_lock)
+        return nil, err or "no node to ask for the slot map"
+    end
+    local reply
+    reply, err = red:cluster("slots")
+    if not reply then
+        drop(b, addr, red)
+        dict:delete(self.key_lock)
+        return nil, "CLUSTER SLOTS failed on " .. addr .. ": " .. tostring(err)
+    end
+    local ranges
+    ranges, err = _M.parse_slots(reply, (split_addr(addr)))
+    if ranges then
+        ok, err = self:store_ranges(ranges)
+        stats.refreshes = stats.refreshes + 1
+    end
+    dict:delete(self.key_lock)
+    if not ranges or not ok then
+        return nil, err
+    end
+    return self:slot_index()
+end
+
+
+function _M.refresh_slots(self)
+    local b = budget_new(self)
+    local slots, err = refresh(self, b, nil, nil, true)
+    release(self, b)
+    return slots, err
+end
+
+
+-- Candidate nodes for a slot in the order this call should try them.
+local function candidates(range, readonly, read_replica)
+    local list = {}
+    if readonly and read_replica then
+        for _, r in ipairs(range.replicas) do
+            list[#list + 1] = { r, true }
+        end
+        list[#list + 1] = { range.master, false }
+    else
+        list[1] = { range.master, false }
+        if readonly then
+            for _, r in ipairs(range.replicas) do
+                list[#list + 1] = { r, true }
+            end
+        end
+    end
+    return list
+end
+
+
+local function pick(b, range, readonly, read_replica)
+    if not range then
+        return nil
+    end
+    for _, c in ipairs(candidates(range, readonly, read_replica)) do
+        if not b.failed[c[1]] then
+            return c[1], c[2]
+        end
+    end
+    return nil
+end
+
+
+local function finish(self, b, res, err)
+    if b.attempts > stats.max_attempts_per_call then
+        stats.max_attempts_per_call = b.attempts
+    end
+    if b.conns > stats.max_connections_per_call then
+        stats.max_connections_per_call = b.conns
+    end
+    if not res then
+        stats.failures = stats.failures + 1
+    end
+    -- a redirect or a dead node marked the map stale: refresh it over an open
+    -- connection (no new instance), single-flight and rate-limited
+    local dict = self.dict
+    local last = dict:get(self.key_last) or 0
+    if dict:get(self.key_stale) or now() - last > self.slots_ttl then
+        for key, red in pairs(b.pool) do
+            local addr = match(key, "^([^#]+)")
+            refresh(self, b, red, addr, false)
+            break
+        end
+    end
+    release(self, b)
+    return res, err
+end
+
+
+-- Run cmds (a list of argument lists, all on the slot of `key`) as one pipeline.
+-- opts.readonly allows replicas (READONLY). Returns the list of replies, error
+-- replies as {false, err}, or nil, err.
+function _M.pipeline(self, key, cmds, opts)
+    if type(key) ~= "string" then
+        error("bad argument #1 to 'pipeline' (string expected, got " .. type(key) .. ")", 2)
+    end
+    local readonly = opts and opts.readonly or false
+    local slot = crc16.slot(key)
+    local b = budget_new(self)
+    stats.calls = stats.calls + 1
+
+    local slots = self:slot_index()
+    if not slots then
+        local err
+        slots, err = refresh(self, b, nil, nil, true)
+        if not slots then
+            slots = self:slot_index() -- another worker may have just stored one
+            if not slots then
+                return finish(self, b, nil, "no slot map: " .. tostring(err))
+            end
+        end
+    end
+
+    local target, target_ro, asking
+    local last_err = "no node serves slot " .. slot
+    local backoff = 0.01
+    while b.attempts < self.max_attempts do
+        update_time()
+        if now() >= b.deadline then
+            last_err = "deadline exceeded: " .. last_err
+            break
+        end
+        local addr, ro = target, target_ro
+        if not addr then
+            addr, ro = pick(b, slots[slot], readonly, self.read_replica)
+        end
+        if not addr then
+            break
+        end
+        local red, err, exhausted = connect(self, b, addr, ro)
+        if exhausted then
+            stats.budget_exhausted = stats.budget_exhausted + 1
+            last_err = err .. "; last error: " .. last_err
+            break
+        end
+        b.attempts = b.attempts + 1
+        stats.attempts = stats.attempts + 1
+        if not red then
+            last_err = err
+            b.failed[addr] = true
+            self.dict:set(self.key_stale, true)
+            target, asking = nil, nil
+        else
+            local res
+            res, err = run_pipeline(red, cmds, asking)
+            asking = nil
+            if not res then
+                drop(b, addr, red)
+                b.failed[addr] = true
+                self.dict:set(self.key_stale, true)
+                last_err = "redis " .. addr .. ": " .. tostring(err)
+                target = nil
+            else
+                local rerr, kind = reply_error(res)
+                if not rerr then
+                    return finish(self, b, res)
+                end
+                last_err = "redis " .. addr .. ": " .. rerr
+                if kind == "MOVED" or kind == "ASK" then
+                    local _, _, to = _M.parse_redirect(rerr)
+                    if sub(to, 1, 1) == ":" then
+                        to = (split_addr(addr)) .. to
+                    end
+                    stats.redirects = stats.redirects + 1
+                    target, target_ro = to, false
+                    if kind == "MOVED" then
+                        stats.moved = stats.moved + 1
+                        self.dict:set(self.key_stale, true)
+                    else
+                        stats.ask = stats.ask + 1
+                        asking = true
+                    end
+                else
+                    stats.retries = stats.retries + 1
+                    target = nil
+                    sleep(backoff)
+                    backoff = min(backoff * 2, 0.2)
+                end
+            end
+        end
+    end
+    if b.attempts >= self.max_attempts then
+        stats.budget_exhausted = stats.budget_exhausted + 1
+        last_err = "attempt budget exhausted (" .. self.max_attempts .. "): " .. last_err
+    end
+    return finish(self, b, nil, last_err)
+end
+
+
+-- Run one command on the slot of `key`. Returns the reply or nil, err
+-- (an error reply comes back as nil, "<redis error>").
+function _M.command(self, key, cmd, opts)
+    local res, err = self:pipeline(key, { cmd }, opts)
+    if not res then
+        return nil, err
+    end
+    local r = res[1]
+    if type(r) == "table" and r[1] == false then
+        return nil, r[2]
+    end
+    return r
+end
+
+
+function _M.slot_of(key)
+    return crc16.slot(key)
+end
+
+
+return _M
