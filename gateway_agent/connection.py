@@ -1,0 +1,89 @@
+"""Redis client construction: cluster or single node, timeouts, bounded retries, AUTH and TLS."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+
+from .errors import StoreError
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """How to reach Redis. `nodes` are "host:port" startup nodes; mode is cluster|single|auto."""
+
+    nodes: tuple[str, ...] = ("127.0.0.1:7000",)
+    mode: str = "auto"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    connect_timeout: float = 0.5
+    socket_timeout: float = 1.0
+    retries: int = 2
+    backoff_base: float = 0.02
+    backoff_cap: float = 0.5
+    max_connections: int = 16
+
+    @classmethod
+    def from_nodes(cls, nodes: str | list[str] | tuple[str, ...], **kwargs) -> "RedisConfig":
+        """Return a config from "h:p,h:p" or a list of "h:p"."""
+        if isinstance(nodes, str):
+            nodes = [n.strip() for n in nodes.split(",") if n.strip()]
+        return cls(nodes=tuple(nodes), **kwargs)
+
+
+def parse_node(address: str) -> tuple[str, int]:
+    """Return (host, port) of "host:port"; raise ValueError naming the bad address."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad Redis node address {address!r}; expected host:port")
+    return host, int(port)
+
+
+def _common_kwargs(cfg: RedisConfig) -> dict:
+    kwargs = dict(username=cfg.username, password=cfg.password,
+                  socket_timeout=cfg.socket_timeout, socket_connect_timeout=cfg.connect_timeout,
+                  retry=Retry(ExponentialWithJitterBackoff(cap=cfg.backoff_cap, base=cfg.backoff_base),
+                              cfg.retries),
+                  health_check_interval=0, max_connections=cfg.max_connections)
+    if cfg.ssl:
+        kwargs.update(ssl=True, ssl_ca_certs=cfg.ssl_ca_certs, ssl_certfile=cfg.ssl_certfile,
+                      ssl_keyfile=cfg.ssl_keyfile)
+    return kwargs
+
+
+def _is_cluster(cfg: RedisConfig) -> bool:
+    if cfg.mode in ("cluster", "single"):
+        return cfg.mode == "cluster"
+    errors = []
+    for address in cfg.nodes:
+        host, port = parse_node(address)
+        try:
+            with redis.Redis(host=host, port=port, **_common_kwargs(cfg)) as probe:
+                return str(probe.info("cluster").get("cluster_enabled", 0)) == "1"
+        except redis.RedisError as exc:
+            errors.append(f"{address}: {exc.__class__.__name__}")
+    if len(cfg.nodes) > 1:
+        return True
+    raise StoreError("no Redis node reachable (" + "; ".join(errors) + ")")
+
+
+def connect(cfg: RedisConfig) -> redis.Redis | RedisCluster:
+    """Return a Redis or RedisCluster client for cfg; raise StoreError when mode=auto finds no node."""
+    if not cfg.nodes:
+        raise ValueError("at least one Redis node is required")
+    addresses = [parse_node(a) for a in cfg.nodes]
+    if not _is_cluster(cfg):
+        host, port = addresses[0]
+        return redis.Redis(host=host, port=port, **_common_kwargs(cfg))
+    kwargs = _common_kwargs(cfg)
+    kwargs.pop("max_connections")
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in addresses],
+                        require_full_coverage=False, max_connections=cfg.max_connections,
+                        dynamic_startup_nodes=True, **kwargs)

@@ -1,0 +1,327 @@
+"""The pure rule evaluator: compile a rule set once, then `decide()` per request with no I/O.
+
+Semantics (mirrored by lua/rulegate/router.lua and pinned by tests/vectors/):
+route = most specific matching rules (exact host > longest wildcard suffix > '*', then longest
+path prefix; methods filter); inside the route an active degrade rule covering the request's
+bucket wins (rule id order), else the split rule (first matching policy, then `default`),
+else `pass` (the gateway uses its own default upstream).
+"""
+from __future__ import annotations
+
+import ipaddress
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .schema import BUCKETS
+
+EMPTY: Mapping[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the evaluator needs of an HTTP request. Header names are lowercase."""
+
+    host: str
+    path: str = "/"
+    method: str = "GET"
+    ip: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    args: Mapping[str, str] = field(default_factory=dict)
+    now: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Request":
+        """Return a Request from a JSON-shaped mapping (the vectors' and the sidecar's format)."""
+        host = str(data.get("host", "")).lower().split(":", 1)[0]
+        path = str(data.get("path", "/")).split("?", 1)[0] or "/"
+        return cls(host=host, path=path, method=str(data.get("method", "GET")).upper(),
+                   ip=str(data.get("ip", "")),
+                   headers={str(k).lower(): str(v) for k, v in (data.get("headers") or {}).items()},
+                   cookies={str(k): str(v) for k, v in (data.get("cookies") or {}).items()},
+                   args={str(k): str(v) for k, v in (data.get("args") or {}).items()},
+                   now=data.get("now"))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the gateway does: proxy to `upstream`, respond, redirect, or pass (no rule)."""
+
+    action: str
+    upstream: str | None = None
+    status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+    location: str | None = None
+    rule_id: str | None = None
+    revision: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON shape used by the sidecar and the vectors."""
+        out: dict[str, Any] = {"action": self.action, "rule_id": self.rule_id, "revision": self.revision}
+        if self.action == "proxy":
+            out["upstream"] = self.upstream
+        elif self.action in ("respond", "redirect"):
+            out.update(status=self.status, headers=dict(self.headers), body=self.body)
+            if self.location is not None:
+                out["location"] = self.location
+        return out
+
+
+def bucket_of(salt: str, key: str) -> int:
+    """Return the sticky bucket 0..9999 of a key: crc32(salt + ':' + key) % 10000."""
+    return zlib.crc32(f"{salt}:{key}".encode()) % BUCKETS
+
+
+def _key_value(source: str, name: str, req: Request) -> str | None:
+    if source == "ip":
+        return req.ip or None
+    if source == "header":
+        return req.headers.get(name)
+    if source == "cookie":
+        return req.cookies.get(name)
+    return req.args.get(name)
+
+
+class _Split:
+    __slots__ = ("rule_id", "source", "name", "checks", "default")
+
+    def __init__(self, rule: dict, revision: int):
+        self.rule_id = rule["id"]
+        self.source = rule["key"]["source"]
+        self.name = rule["key"].get("name", "").lower() if self.source == "header" else rule["key"].get("name", "")
+        self.checks = [_compile_policy(p, rule["id"], revision) for p in rule["policies"]]
+        self.default = Decision("proxy", upstream=rule["default"], rule_id=rule["id"], revision=revision)
+
+    def pick(self, req: Request) -> Decision:
+        key = _key_value(self.source, self.name, req)
+        for check in self.checks:
+            hit = check(key, req)
+            if hit is not None:
+                return hit
+        return self.default
+
+
+def _compile_policy(p: dict, rule_id: str, revision: int):
+    ptype = p["type"]
+    if ptype == "percent":
+        salt = p.get("salt", rule_id)
+        edges = []
+        total = 0
+        for b in p["buckets"]:
+            total += b["weight"]
+            edges.append((total, Decision("proxy", upstream=b["upstream"], rule_id=rule_id, revision=revision)))
+
+        def percent(key: str | None, req: Request) -> Decision | None:
+            k = key if key is not None else req.ip
+            bucket = bucket_of(salt, k)
+            for edge, decision in edges:
+                if bucket < edge:
+                    return decision
+            return None
+        return percent
+    hit = Decision("proxy", upstream=p["upstream"], rule_id=rule_id, revision=revision)
+    if ptype == "uid_range":
+        ranges = [(lo, hi) for lo, hi in p["ranges"]]
+
+        def uid_range(key: str | None, req: Request) -> Decision | None:
+            if key is None or not key.isascii() or not key.isdigit() or len(key) > 18:
+                return None
+            uid = int(key)
+            for lo, hi in ranges:
+                if lo <= uid <= hi:
+                    return hit
+            return None
+        return uid_range
+    if ptype == "uid_suffix":
+        suffixes = tuple(p["suffixes"])
+        return lambda key, req: hit if key is not None and key.endswith(suffixes) else None
+    if ptype == "ip_cidr":
+        nets = [ipaddress.ip_network(c) for c in p["cidrs"]]
+
+        def ip_cidr(key: str | None, req: Request) -> Decision | None:
+            try:
+                addr = ipaddress.ip_address(req.ip)
+            except ValueError:
+                return None
+            return hit if any(addr in n for n in nets) else None
+        return ip_cidr
+    values = frozenset(p["values"])
+    name = p["name"]
+    if ptype == "header":
+        lname = name.lower()
+        return lambda key, req: hit if req.headers.get(lname) in values else None
+    if ptype == "cookie":
+        return lambda key, req: hit if req.cookies.get(name) in values else None
+    return lambda key, req: hit if req.args.get(name) in values else None
+
+
+class _Degrade:
+    __slots__ = ("rule_id", "edge", "start", "end", "source", "name", "salt", "decision")
+
+    def __init__(self, rule: dict, revision: int):
+        self.rule_id = rule["id"]
+        self.edge = int(rule["percent"] * 100 + 0.5)
+        window = rule.get("window") or {}
+        self.start = window.get("start")
+        self.end = window.get("end")
+        key = rule.get("key") or {"source": "ip"}
+        self.source = key["source"]
+        self.name = key.get("name", "").lower() if self.source == "header" else key.get("name", "")
+        self.salt = rule.get("salt", rule["id"])
+        self.decision = _action_decision(rule["action"], rule["id"], revision)
+
+    def applies(self, req: Request, now: float) -> bool:
+        if self.start is not None and now < self.start:
+            return False
+        if self.end is not None and now >= self.end:
+            return False
+        if self.edge >= BUCKETS:
+            return True
+        if self.edge <= 0:
+            return False
+        key = _key_value(self.source, self.name, req)
+        return bucket_of(self.salt, key if key is not None else req.ip) < self.edge
+
+
+def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
+    atype = action["type"]
+    if atype == "upstream":
+        return Decision("proxy", upstream=action["upstream"], rule_id=rule_id, revision=revision)
+    if atype == "static":
+        headers = {"Content-Type": action["content_type"], **action["headers"]}
+        return Decision("respond", status=action["status"], headers=headers, body=action["body"],
+                        rule_id=rule_id, revision=revision)
+    if atype == "redirect":
+        return Decision("redirect", status=action["status"], headers={"Location": action["location"]},
+                        location=action["location"], rule_id=rule_id, revision=revision)
+    headers = {"Retry-After": str(action["retry_after"])} if "retry_after" in action else {}
+    return Decision("respond", status=action["status"], headers=headers, body="",
+                    rule_id=rule_id, revision=revision)
+
+
+class _Route:
+    __slots__ = ("degrades", "splits")
+
+    def __init__(self) -> None:
+        self.degrades: list[tuple[frozenset | None, _Degrade]] = []
+        self.splits: list[tuple[frozenset | None, _Split]] = []
+
+
+class _HostIndex:
+    """Routes of one host pattern, looked up by path prefix length (longest first)."""
+
+    __slots__ = ("by_path", "lengths")
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, _Route] = {}
+        self.lengths: list[int] = []
+
+    def finish(self) -> None:
+        self.lengths = sorted({len(p) for p in self.by_path}, reverse=True)
+        for route in self.by_path.values():
+            route.degrades.sort(key=lambda item: item[1].rule_id)
+            route.splits.sort(key=lambda item: item[1].rule_id)
+
+
+class RuleSet:
+    """An immutable compiled rule set of one namespace at one revision."""
+
+    def __init__(self, rules: Iterable[dict], revision: int = 0, generation: str = ""):
+        self.revision = revision
+        self.generation = generation
+        self.rules: dict[str, dict] = {r["id"]: r for r in rules}
+        self.exact: dict[str, _HostIndex] = {}
+        self.wildcard: dict[str, _HostIndex] = {}
+        self.any_host: _HostIndex | None = None
+        self.pass_decision = Decision("pass", revision=revision)
+        for rule in self.rules.values():
+            if rule.get("enabled", True):
+                self._add(rule)
+        for index in self._indexes():
+            index.finish()
+
+    def _indexes(self) -> list[_HostIndex]:
+        out = list(self.exact.values()) + list(self.wildcard.values())
+        return out + ([self.any_host] if self.any_host else [])
+
+    def _add(self, rule: dict) -> None:
+        host = rule["route"]["host"]
+        if host == "*":
+            if self.any_host is None:
+                self.any_host = _HostIndex()
+            index = self.any_host
+        elif host.startswith("*."):
+            index = self.wildcard.setdefault(host[1:], _HostIndex())
+        else:
+            index = self.exact.setdefault(host, _HostIndex())
+        route = index.by_path.setdefault(rule["route"]["path"], _Route())
+        methods = frozenset(rule["route"]["methods"]) if rule["route"].get("methods") else None
+        if rule["kind"] == "split":
+            route.splits.append((methods, _Split(rule, self.revision)))
+        else:
+            route.degrades.append((methods, _Degrade(rule, self.revision)))
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _route_in(index: _HostIndex, req: Request) -> _Route | None:
+    path = req.path
+    by_path = index.by_path
+    for n in index.lengths:
+        route = by_path.get(path[:n]) if len(path) >= n else None
+        if route is not None and _method_matches(route, req.method):
+            return route
+    return None
+
+
+def _method_matches(route: _Route, method: str) -> bool:
+    for methods, _ in route.degrades:
+        if methods is None or method in methods:
+            return True
+    for methods, _ in route.splits:
+        if methods is None or method in methods:
+            return True
+    return False
+
+
+def find_route(rs: RuleSet, req: Request) -> _Route | None:
+    """Return the most specific route matching the request, or None."""
+    host = req.host
+    index = rs.exact.get(host)
+    if index is not None:
+        route = _route_in(index, req)
+        if route is not None:
+            return route
+    if rs.wildcard:
+        dot = host.find(".")
+        while dot != -1:
+            index = rs.wildcard.get(host[dot:])
+            if index is not None:
+                route = _route_in(index, req)
+                if route is not None:
+                    return route
+            dot = host.find(".", dot + 1)
+    if rs.any_host is not None:
+        return _route_in(rs.any_host, req)
+    return None
+
+
+def decide(rs: RuleSet, req: Request) -> Decision:
+    """Return the Decision for one request; pure, no I/O, never raises on request content."""
+    route = find_route(rs, req)
+    if route is None:
+        return rs.pass_decision
+    method = req.method
+    if route.degrades:
+        now = req.now if req.now is not None else time.time()
+        for methods, degrade in route.degrades:
+            if (methods is None or method in methods) and degrade.applies(req, now):
+                return degrade.decision
+    for methods, split in route.splits:
+        if methods is None or method in methods:
+            return split.pick(req)
+    return rs.pass_decision

@@ -1,0 +1,419 @@
+"""Rule schema v1: validation with field paths, normalisation and canonical msgpack encoding.
+
+A rule is a plain dict (JSON-shaped). `validate_rule` returns the normalised dict (defaults
+filled in) or raises ValidationError listing every problem with its field path. The full
+field reference lives in docs/rules.md.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable
+
+import msgpack
+
+from .errors import CorruptDataError, ValidationError
+
+MAX_RULES_PER_NAMESPACE = 20_000
+MAX_POLICIES = 32
+MAX_BUCKETS = 100
+MAX_LIST_ITEMS = 256
+MAX_HEADERS = 32
+MAX_BODY_BYTES = 64 * 1024
+MAX_TEXT = 1024
+MAX_ENCODED_RULE = 96 * 1024
+BUCKETS = 10_000
+
+KINDS = ("split", "degrade")
+KEY_SOURCES = ("header", "cookie", "arg", "ip")
+MATCH_POLICIES = ("header", "cookie", "arg")
+POLICY_TYPES = ("uid_range", "uid_suffix", "ip_cidr", "header", "cookie", "arg", "percent")
+ACTIONS = ("static", "redirect", "upstream", "reject")
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+_ID_FIRST = set("abcdefghijklmnopqrstuvwxyz0123456789")
+_ID_REST = _ID_FIRST | set("_.-")
+_UPSTREAM_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+_TOKEN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")
+_HOST_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def is_valid_id(value: object) -> bool:
+    """Return True when value is a rule id or namespace name: [a-z0-9][a-z0-9_.-]{0,63}."""
+    return (isinstance(value, str) and 0 < len(value) <= 64 and value[0] in _ID_FIRST
+            and all(c in _ID_REST for c in value))
+
+
+class _Checker:
+    """Collects errors by field path while walking one rule."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.setdefault(path or "<root>", message)
+
+    def obj(self, value: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict | None:
+        if not isinstance(value, dict):
+            self.fail(path, "must be an object")
+            return None
+        for name in value:
+            if name not in required and name not in optional:
+                self.fail(_join(path, str(name)), "unknown field")
+        for name in required:
+            if name not in value:
+                self.fail(_join(path, name), "is required")
+        return value
+
+    def text(self, value: Any, path: str, *, max_len: int = MAX_TEXT, min_len: int = 0,
+             chars: set[str] | None = None) -> str | None:
+        if not isinstance(value, str):
+            self.fail(path, "must be a string")
+            return None
+        if len(value) < min_len:
+            self.fail(path, "must not be empty" if min_len == 1 else f"must be at least {min_len} characters")
+            return None
+        if len(value) > max_len:
+            self.fail(path, f"must be at most {max_len} characters")
+            return None
+        if chars is not None and any(c not in chars for c in value):
+            self.fail(path, "contains characters that are not allowed")
+            return None
+        if "\r" in value or "\n" in value or "\x00" in value:
+            self.fail(path, "must not contain control characters")
+            return None
+        return value
+
+    def integer(self, value: Any, path: str, lo: int, hi: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, "must be an integer")
+            return None
+        if not lo <= value <= hi:
+            self.fail(path, f"must be between {lo} and {hi}")
+            return None
+        return value
+
+    def items(self, value: Any, path: str, max_items: int, min_items: int = 1) -> list:
+        if not isinstance(value, list):
+            self.fail(path, "must be a list")
+            return []
+        if len(value) < min_items:
+            self.fail(path, f"must have at least {min_items} item{'s' if min_items > 1 else ''}")
+        if len(value) > max_items:
+            self.fail(path, f"must have at most {max_items} items")
+            return []
+        return value
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _upstream(c: _Checker, value: Any, path: str) -> None:
+    c.text(value, path, max_len=128, min_len=1, chars=_UPSTREAM_CHARS)
+
+
+def _check_route(c: _Checker, value: Any) -> None:
+    route = c.obj(value, "route", ("host", "path"), ("methods",))
+    if route is None:
+        return
+    host = route.get("host")
+    if isinstance(host, str) and host != "*":
+        bare = host[2:] if host.startswith("*.") else host
+        if not bare or len(host) > 253 or any(ch not in _HOST_CHARS for ch in bare) or ".." in bare \
+                or bare.startswith(("-", ".")) or bare.endswith((".", "-")):
+            c.fail("route.host", "must be a lowercase host name, '*.' + a domain, or '*'")
+    elif "host" in route and not isinstance(host, str):
+        c.fail("route.host", "must be a string")
+    path = route.get("path")
+    if "path" in route and c.text(path, "route.path", max_len=512, min_len=1) is not None:
+        if not path.startswith("/") or any(ch in path for ch in "?# "):
+            c.fail("route.path", "must start with '/' and hold no '?', '#' or spaces")
+    if "methods" in route:
+        methods = c.items(route["methods"], "route.methods", len(METHODS))
+        for i, m in enumerate(methods):
+            if m not in METHODS:
+                c.fail(f"route.methods[{i}]", f"must be one of {', '.join(METHODS)}")
+        if len(set(map(str, methods))) != len(methods):
+            c.fail("route.methods", "must not repeat a method")
+
+
+def _check_key(c: _Checker, value: Any, path: str) -> None:
+    key = c.obj(value, path, ("source",), ("name",))
+    if key is None:
+        return
+    source = key.get("source")
+    if source not in KEY_SOURCES:
+        c.fail(_join(path, "source"), f"must be one of {', '.join(KEY_SOURCES)}")
+    elif source == "ip":
+        if "name" in key:
+            c.fail(_join(path, "name"), "is not used with source 'ip'")
+    elif "name" not in key:
+        c.fail(_join(path, "name"), "is required")
+    else:
+        c.text(key["name"], _join(path, "name"), max_len=128, min_len=1, chars=_TOKEN_CHARS)
+
+
+def _check_uid_range(c: _Checker, p: dict, path: str) -> None:
+    for i, pair in enumerate(c.items(p.get("ranges"), f"{path}.ranges", MAX_LIST_ITEMS)):
+        ip = f"{path}.ranges[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            c.fail(ip, "must be a [lo, hi] pair")
+            continue
+        lo = c.integer(pair[0], f"{ip}[0]", 0, 10**18)
+        hi = c.integer(pair[1], f"{ip}[1]", 0, 10**18)
+        if lo is not None and hi is not None and lo > hi:
+            c.fail(ip, "lo must be <= hi")
+
+
+def _check_uid_suffix(c: _Checker, p: dict, path: str) -> None:
+    for i, s in enumerate(c.items(p.get("suffixes"), f"{path}.suffixes", MAX_LIST_ITEMS)):
+        c.text(s, f"{path}.suffixes[{i}]", max_len=32, min_len=1, chars=_TOKEN_CHARS)
+
+
+def _check_ip_cidr(c: _Checker, p: dict, path: str) -> None:
+    for i, cidr in enumerate(c.items(p.get("cidrs"), f"{path}.cidrs", MAX_LIST_ITEMS)):
+        if c.text(cidr, f"{path}.cidrs[{i}]", max_len=64, min_len=1) is None:
+            continue
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError as exc:
+            c.fail(f"{path}.cidrs[{i}]", f"is not a valid CIDR ({exc})")
+
+
+def _check_match(c: _Checker, p: dict, path: str) -> None:
+    c.text(p.get("name"), f"{path}.name", max_len=128, min_len=1, chars=_TOKEN_CHARS)
+    for i, v in enumerate(c.items(p.get("values"), f"{path}.values", MAX_LIST_ITEMS)):
+        c.text(v, f"{path}.values[{i}]", max_len=MAX_TEXT)
+
+
+def _check_percent_policy(c: _Checker, p: dict, path: str) -> None:
+    if "salt" in p:
+        c.text(p["salt"], f"{path}.salt", max_len=64)
+    total = 0
+    for i, b in enumerate(c.items(p.get("buckets"), f"{path}.buckets", MAX_BUCKETS)):
+        bp = f"{path}.buckets[{i}]"
+        bucket = c.obj(b, bp, ("upstream", "weight"), ())
+        if bucket is None:
+            continue
+        if "upstream" in bucket:
+            _upstream(c, bucket["upstream"], f"{bp}.upstream")
+        w = bucket.get("weight")
+        if "weight" in bucket:
+            if isinstance(w, bool) or not isinstance(w, int):
+                c.fail(f"{bp}.weight", "must be an integer")
+            elif w <= 0:
+                c.fail(f"{bp}.weight", "must be > 0")
+            elif w > BUCKETS:
+                c.fail(f"{bp}.weight", f"must be <= {BUCKETS}")
+            else:
+                total += w
+    if total > BUCKETS:
+        c.fail(f"{path}.buckets", f"weights sum to {total}; they must sum to at most {BUCKETS}")
+
+
+_POLICY_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable]] = {
+    "uid_range": (("type", "ranges", "upstream"), (), _check_uid_range),
+    "uid_suffix": (("type", "suffixes", "upstream"), (), _check_uid_suffix),
+    "ip_cidr": (("type", "cidrs", "upstream"), (), _check_ip_cidr),
+    "header": (("type", "name", "values", "upstream"), (), _check_match),
+    "cookie": (("type", "name", "values", "upstream"), (), _check_match),
+    "arg": (("type", "name", "values", "upstream"), (), _check_match),
+    "percent": (("type", "buckets"), ("salt",), _check_percent_policy),
+}
+
+
+def _check_policy(c: _Checker, value: Any, path: str) -> None:
+    ptype = value.get("type") if isinstance(value, dict) else None
+    if ptype not in _POLICY_FIELDS:
+        if isinstance(value, dict):
+            c.fail(f"{path}.type", f"must be one of {', '.join(POLICY_TYPES)}")
+        else:
+            c.fail(path, "must be an object")
+        return
+    required, optional, check = _POLICY_FIELDS[ptype]
+    policy = c.obj(value, path, required, optional)
+    if policy is None:
+        return
+    if "upstream" in required and "upstream" in policy:
+        _upstream(c, policy["upstream"], f"{path}.upstream")
+    check(c, policy, path)
+
+
+def _check_action(c: _Checker, value: Any) -> None:
+    atype = value.get("type") if isinstance(value, dict) else None
+    fields = {
+        "static": (("type", "status"), ("content_type", "headers", "body")),
+        "redirect": (("type", "location"), ("status",)),
+        "upstream": (("type", "upstream"), ()),
+        "reject": (("type",), ("status", "retry_after")),
+    }
+    if atype not in fields:
+        c.fail("action.type" if isinstance(value, dict) else "action",
+               f"must be one of {', '.join(ACTIONS)}" if isinstance(value, dict) else "must be an object")
+        return
+    action = c.obj(value, "action", *fields[atype])
+    if action is None:
+        return
+    if atype == "static":
+        c.integer(action.get("status"), "action.status", 200, 599)
+        if "content_type" in action:
+            c.text(action["content_type"], "action.content_type", max_len=128, min_len=1)
+        if "body" in action and c.text(action["body"], "action.body", max_len=MAX_BODY_BYTES * 4) is None:
+            pass
+        elif len(action.get("body", "").encode()) > MAX_BODY_BYTES:
+            c.fail("action.body", f"must be at most {MAX_BODY_BYTES} bytes")
+        if "headers" in action:
+            _check_headers(c, action["headers"])
+    elif atype == "redirect":
+        if "status" in action and action["status"] not in REDIRECT_STATUSES:
+            c.fail("action.status", f"must be one of {', '.join(map(str, REDIRECT_STATUSES))}")
+        loc = c.text(action.get("location"), "action.location", max_len=2048, min_len=1)
+        if loc is not None and not (loc.startswith(("http://", "https://", "/")) and " " not in loc):
+            c.fail("action.location", "must be an absolute URL or a path starting with '/'")
+    elif atype == "upstream":
+        _upstream(c, action.get("upstream"), "action.upstream")
+    else:
+        if "status" in action:
+            c.integer(action["status"], "action.status", 400, 599)
+        if "retry_after" in action:
+            c.integer(action["retry_after"], "action.retry_after", 0, 86_400)
+
+
+def _check_headers(c: _Checker, value: Any) -> None:
+    if not isinstance(value, dict):
+        c.fail("action.headers", "must be an object of header name -> value")
+        return
+    if len(value) > MAX_HEADERS:
+        c.fail("action.headers", f"must have at most {MAX_HEADERS} headers")
+        return
+    for name, v in value.items():
+        c.text(name, f"action.headers.{name}", max_len=128, min_len=1, chars=_TOKEN_CHARS)
+        if isinstance(name, str) and name.lower() in ("content-length", "transfer-encoding", "connection"):
+            c.fail(f"action.headers.{name}", "is set by the gateway")
+        c.text(v, f"action.headers.{name}", max_len=MAX_TEXT)
+
+
+def _check_percent(c: _Checker, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        c.fail("percent", "must be a number")
+    elif not 0 <= value <= 100:
+        c.fail("percent", "must be between 0 and 100")
+    elif abs(value * 100 - round(value * 100)) > 1e-6:
+        c.fail("percent", "must have at most two decimals")
+
+
+def _check_window(c: _Checker, value: Any) -> None:
+    window = c.obj(value, "window", (), ("start", "end"))
+    if window is None:
+        return
+    start = c.integer(window["start"], "window.start", 0, 2**40) if "start" in window else None
+    end = c.integer(window["end"], "window.end", 0, 2**40) if "end" in window else None
+    if not window:
+        c.fail("window", "needs a start, an end or both")
+    if start is not None and end is not None and start >= end:
+        c.fail("window.end", "must be after window.start")
+
+
+_COMMON_REQUIRED = ("id", "kind", "route")
+_COMMON_OPTIONAL = ("enabled", "description", "updated_by", "updated_at")
+_KIND_FIELDS = {
+    "split": (("key", "policies", "default"), ()),
+    "degrade": (("action",), ("percent", "window", "key", "salt")),
+}
+
+
+def validate_rule(data: Any) -> dict:
+    """Return the normalised rule dict; raise ValidationError with every field-path problem."""
+    c = _Checker()
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if isinstance(data, dict) and kind not in KINDS:
+        c.fail("kind", f"must be one of {', '.join(KINDS)}")
+        kind_req, kind_opt = (), tuple(f for pair in _KIND_FIELDS.values() for fs in pair for f in fs)
+    else:
+        kind_req, kind_opt = _KIND_FIELDS.get(kind, ((), ()))
+    rule = c.obj(data, "", _COMMON_REQUIRED + kind_req, _COMMON_OPTIONAL + kind_opt)
+    if rule is None:
+        raise ValidationError(c.errors)
+    if "id" in rule and not is_valid_id(rule["id"]):
+        c.fail("id", "must match [a-z0-9][a-z0-9_.-]{0,63}")
+    if "route" in rule:
+        _check_route(c, rule["route"])
+    if "enabled" in rule and not isinstance(rule["enabled"], bool):
+        c.fail("enabled", "must be true or false")
+    if "description" in rule:
+        c.text(rule["description"], "description", max_len=MAX_TEXT)
+    if "updated_by" in rule:
+        c.text(rule["updated_by"], "updated_by", max_len=128)
+    if "updated_at" in rule:
+        c.integer(rule["updated_at"], "updated_at", 0, 2**40)
+    if kind == "split":
+        if "key" in rule:
+            _check_key(c, rule["key"], "key")
+        for i, p in enumerate(c.items(rule.get("policies"), "policies", MAX_POLICIES, min_items=0)):
+            _check_policy(c, p, f"policies[{i}]")
+        if "default" in rule:
+            _upstream(c, rule["default"], "default")
+    elif kind == "degrade":
+        if "action" in rule:
+            _check_action(c, rule["action"])
+        if "percent" in rule:
+            _check_percent(c, rule["percent"])
+        if "window" in rule:
+            _check_window(c, rule["window"])
+        if "key" in rule:
+            _check_key(c, rule["key"], "key")
+        if "salt" in rule:
+            c.text(rule["salt"], "salt", max_len=64)
+    if c.errors:
+        raise ValidationError(c.errors)
+    return normalise(rule)
+
+
+def normalise(rule: dict) -> dict:
+    """Return a copy of a valid rule with defaults filled in and keys in canonical order."""
+    out = dict(rule)
+    out.setdefault("enabled", True)
+    out.setdefault("description", "")
+    out.setdefault("updated_by", "")
+    out.setdefault("updated_at", 0)
+    if out["kind"] == "degrade":
+        out.setdefault("percent", 100)
+        action = dict(out["action"])
+        if action["type"] == "static":
+            action.setdefault("content_type", "text/plain; charset=utf-8")
+            action.setdefault("headers", {})
+            action.setdefault("body", "")
+        elif action["type"] == "redirect":
+            action.setdefault("status", 302)
+        elif action["type"] == "reject":
+            action.setdefault("status", 503)
+        out["action"] = action
+    return _sorted(out)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def encode_rule(rule: dict) -> bytes:
+    """Return the canonical (deterministic) msgpack encoding of a validated rule."""
+    return msgpack.packb(_sorted(rule), use_bin_type=True)
+
+
+def decode_rule(raw: bytes, *, where: str = "rule") -> dict:
+    """Return the validated rule stored as msgpack bytes; raise CorruptDataError otherwise."""
+    if not isinstance(raw, (bytes, bytearray)) or len(raw) > MAX_ENCODED_RULE:
+        raise CorruptDataError(f"{where}: not a msgpack rule (wrong type or too large)")
+    try:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise CorruptDataError(f"{where}: undecodable msgpack ({exc.__class__.__name__})") from None
+    try:
+        return validate_rule(data)
+    except ValidationError as exc:
+        raise CorruptDataError(f"{where}: stored rule fails validation: {exc}") from None

@@ -1,0 +1,110 @@
+"""Last-known-good rule set on disk, shared by the Python agent and the nginx modules.
+
+File format (docs/snapshot.md): one ASCII header line
+    RGSNAP1 <crc32 of payload, 8 lowercase hex digits> <payload length in bytes>\n
+followed by the payload: msgpack map {"namespace": str, "generation": str, "revision": int,
+"written_at": int, "rules": {rule id: the rule's msgpack bytes exactly as stored in Redis}}.
+Written as tmp file + fsync + rename (+ fsync of the directory), so readers never see half a file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from .errors import CorruptDataError, SnapshotError
+from .schema import decode_rule
+
+MAGIC = b"RGSNAP1"
+MAX_HEADER = 64
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A rule set as saved on disk."""
+
+    namespace: str
+    generation: str
+    revision: int
+    written_at: int
+    raw_rules: dict[str, bytes]
+
+    def rules(self) -> dict[str, dict]:
+        """Return the validated rules; raise SnapshotError when one fails validation."""
+        try:
+            return {k: decode_rule(v, where=f"snapshot rule {k!r}") for k, v in self.raw_rules.items()}
+        except CorruptDataError as exc:
+            raise SnapshotError(str(exc)) from None
+
+
+def encode_snapshot(snap: Snapshot) -> bytes:
+    """Return the bytes of a snapshot file."""
+    payload = msgpack.packb({"namespace": snap.namespace, "generation": snap.generation,
+                             "revision": snap.revision, "written_at": snap.written_at,
+                             "rules": dict(sorted(snap.raw_rules.items()))}, use_bin_type=True)
+    header = b"%s %08x %d\n" % (MAGIC, zlib.crc32(payload), len(payload))
+    return header + payload
+
+
+def decode_snapshot(data: bytes) -> Snapshot:
+    """Return the Snapshot in data; raise SnapshotError when truncated, corrupt or foreign."""
+    nl = data.find(b"\n", 0, MAX_HEADER)
+    if nl < 0:
+        raise SnapshotError("not a rulegate snapshot (no header line)")
+    parts = data[:nl].split(b" ")
+    if len(parts) != 3 or parts[0] != MAGIC or len(parts[1]) != 8 or not parts[2].isdigit():
+        raise SnapshotError("not a rulegate snapshot (bad header)")
+    payload = data[nl + 1:]
+    if len(payload) != int(parts[2]):
+        raise SnapshotError(f"truncated snapshot: {len(payload)} of {int(parts[2])} payload bytes")
+    if b"%08x" % zlib.crc32(payload) != parts[1]:
+        raise SnapshotError("snapshot checksum mismatch")
+    try:
+        body = msgpack.unpackb(payload, raw=False)
+        rules = body["rules"]
+        if not isinstance(rules, dict) or not all(isinstance(v, bytes) for v in rules.values()):
+            raise TypeError("rules")
+        return Snapshot(str(body["namespace"]), str(body["generation"]), int(body["revision"]),
+                        int(body["written_at"]), rules)
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise SnapshotError(f"undecodable snapshot payload ({exc.__class__.__name__})") from None
+
+
+def write_snapshot(path: str | os.PathLike, snap: Snapshot) -> None:
+    """Atomically replace the file at path with snap (tmp + fsync + rename + dir fsync)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encode_snapshot(snap))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_snapshot(path: str | os.PathLike) -> Snapshot:
+    """Return the snapshot at path; raise SnapshotError when missing, truncated or corrupt."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror}") from None
+    return decode_snapshot(data)
+
+
+def make_snapshot(namespace: str, generation: str, revision: int, raw_rules: dict[str, bytes]) -> Snapshot:
+    """Return a Snapshot stamped with the current time."""
+    return Snapshot(namespace, generation, revision, int(time.time()), dict(raw_rules))

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real 6-node Redis Cluster (one per test session) and a store on it."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gateway_agent.connection import RedisConfig
+from gateway_agent.store import RuleStore
+from rulegate_dev.cluster import LocalCluster
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def load_vectors() -> list[tuple[str, dict, dict]]:
+    """Return (vector file name, file content, case) for every case in tests/vectors/."""
+    out = []
+    for path in sorted(VECTORS.glob("*.json")):
+        data = json.loads(path.read_text())
+        for case in data["cases"]:
+            out.append((path.stem, data, case))
+    return out
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A running 3-master/3-replica Redis Cluster on free loopback ports."""
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_config(cluster) -> RedisConfig:
+    """Client settings for the session cluster."""
+    return RedisConfig.from_nodes(cluster.startup_nodes, mode="cluster")
+
+
+@pytest.fixture()
+def store(redis_config):
+    """A RuleStore on the session cluster."""
+    s = RuleStore.from_config(redis_config)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def namespace() -> str:
+    """A fresh namespace name, unique per test."""
+    return "t" + uuid.uuid4().hex[:12]
