@@ -1,0 +1,155 @@
+"""Rule schema: field-path errors, limits, canonical msgpack round trip (hypothesis)."""
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway_agent.errors import CorruptDataError, ValidationError
+from gateway_agent.schema import MAX_POLICIES, decode_rule, encode_rule, validate_rule
+
+ids = st.from_regex(r"\A[a-z0-9][a-z0-9_.-]{0,20}\Z")
+upstreams = st.from_regex(r"\A[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,20}\Z")
+tokens = st.from_regex(r"\A[a-zA-Z0-9_-]{1,12}\Z")
+texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"), max_size=30)
+hosts = st.sampled_from(["a.example.com", "*.example.com", "*", "x-1.y.org"])
+paths = st.sampled_from(["/", "/api", "/api/v1/", "/a-b_c"])
+key = st.one_of(st.just({"source": "ip"}),
+                st.builds(lambda s, n: {"source": s, "name": n}, st.sampled_from(["header", "cookie", "arg"]), tokens))
+
+
+@st.composite
+def policies(draw):
+    kind = draw(st.sampled_from(["uid_range", "uid_suffix", "ip_cidr", "header", "cookie", "arg", "percent"]))
+    if kind == "uid_range":
+        lo = draw(st.integers(0, 10**12))
+        return {"type": kind, "ranges": [[lo, lo + draw(st.integers(0, 10**6))]], "upstream": draw(upstreams)}
+    if kind == "uid_suffix":
+        return {"type": kind, "suffixes": draw(st.lists(tokens, min_size=1, max_size=3)), "upstream": draw(upstreams)}
+    if kind == "ip_cidr":
+        return {"type": kind, "cidrs": draw(st.lists(st.sampled_from(["10.0.0.0/8", "2001:db8::/32", "1.2.3.4/32"]),
+                                                     min_size=1, max_size=3)), "upstream": draw(upstreams)}
+    if kind == "percent":
+        weights = draw(st.lists(st.integers(1, 2500), min_size=1, max_size=4))
+        return {"type": kind, "buckets": [{"upstream": draw(upstreams), "weight": w} for w in weights]}
+    return {"type": kind, "name": draw(tokens), "values": draw(st.lists(texts, min_size=1, max_size=3)),
+            "upstream": draw(upstreams)}
+
+
+@st.composite
+def split_rules(draw):
+    return {"id": draw(ids), "kind": "split", "route": {"host": draw(hosts), "path": draw(paths)},
+            "key": draw(key), "policies": draw(st.lists(policies(), max_size=5)), "default": draw(upstreams),
+            "description": draw(texts), "enabled": draw(st.booleans())}
+
+
+@st.composite
+def degrade_rules(draw):
+    action = draw(st.sampled_from([
+        {"type": "static", "status": 503, "body": "down", "headers": {"Cache-Control": "no-store"}},
+        {"type": "redirect", "location": "https://example.com/x", "status": 307},
+        {"type": "upstream", "upstream": "fallback"},
+        {"type": "reject", "retry_after": 5},
+    ]))
+    rule = {"id": draw(ids), "kind": "degrade", "route": {"host": draw(hosts), "path": draw(paths)},
+            "action": action, "percent": draw(st.integers(0, 10000)) / 100}
+    if draw(st.booleans()):
+        start = draw(st.integers(0, 2**31))
+        rule["window"] = {"start": start, "end": start + draw(st.integers(1, 10**6))}
+    return rule
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(split_rules(), degrade_rules()))
+def test_valid_rules_round_trip_through_msgpack(rule):
+    """A valid rule validates, encodes deterministically and decodes to the same dict."""
+    normal = validate_rule(rule)
+    raw = encode_rule(normal)
+    assert decode_rule(raw) == normal
+    assert encode_rule(decode_rule(raw)) == raw
+    assert validate_rule(normal) == normal
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
+                           lambda children: st.lists(children, max_size=4)
+                           | st.dictionaries(texts, children, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(split_rules(), degrade_rules()), st.sampled_from(
+    ["id", "kind", "route", "key", "policies", "default", "action", "percent", "window", "extra"]), json_values)
+def test_mutated_rules_never_raise_anything_but_validation_errors(rule, field, value):
+    """Any mutation of a rule either validates or yields field-path errors, never another exception."""
+    rule = dict(rule)
+    rule[field] = value
+    try:
+        validate_rule(rule)
+    except ValidationError as exc:
+        assert exc.errors and all(isinstance(k, str) and k for k in exc.errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_arbitrary_json_never_crashes(value):
+    """Arbitrary JSON is either a rule or a ValidationError."""
+    try:
+        validate_rule(value)
+    except ValidationError as exc:
+        assert exc.errors
+
+
+def base_split(**kw) -> dict:
+    rule = {"id": "r1", "kind": "split", "route": {"host": "a.example.com", "path": "/"},
+            "key": {"source": "header", "name": "x-uid"}, "policies": [], "default": "stable"}
+    rule.update(kw)
+    return rule
+
+
+@pytest.mark.parametrize("rule,path,message", [
+    (base_split(policies=[{}, {}, {"type": "percent", "buckets": [{"upstream": "a", "weight": 0}]}]),
+     "policies[2].buckets[0].weight", "must be > 0"),
+    (base_split(policies=[{"type": "percent", "buckets": [{"upstream": "a", "weight": 6000},
+                                                           {"upstream": "b", "weight": 6000}]}]),
+     "policies[0].buckets", "at most 10000"),
+    (base_split(id="Bad Id"), "id", "must match"),
+    (base_split(colour="red"), "colour", "unknown field"),
+    (base_split(route={"host": "a.example.com", "path": "nope"}), "route.path", "start with '/'"),
+    (base_split(route={"host": "A.example.com", "path": "/"}), "route.host", "lowercase"),
+    (base_split(key={"source": "header"}), "key.name", "is required"),
+    (base_split(policies=[{"type": "uid_range", "ranges": [[5, 1]], "upstream": "a"}]), "policies[0].ranges[0]", "lo must be"),
+    (base_split(policies=[{"type": "ip_cidr", "cidrs": ["10.0.0.1/8"], "upstream": "a"}]), "policies[0].cidrs[0]", "CIDR"),
+    (base_split(policies=[{"type": "regex", "pattern": ".*"}]), "policies[0].type", "must be one of"),
+    (base_split(policies=[{"type": "header", "name": "x", "values": ["a"], "upstream": "a"}] * (MAX_POLICIES + 1)),
+     "policies", "at most"),
+    (base_split(default="has space"), "default", "not allowed"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 200, "body": "x" * 70000}}, "action.body", "at most"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"}, "action": {"type": "reject"},
+      "window": {"start": 10, "end": 5}}, "window.end", "after"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"}, "action": {"type": "reject"},
+      "percent": 101}, "percent", "between 0 and 100"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "redirect", "location": "https://x", "status": 200}}, "action.status", "one of"),
+])
+def test_invalid_rules_name_the_field(rule, path, message):
+    """Each invalid rule reports the exact field path and a readable reason."""
+    with pytest.raises(ValidationError) as info:
+        validate_rule(rule)
+    assert path in info.value.errors, info.value.errors
+    assert message in info.value.errors[path]
+
+
+def test_every_problem_is_reported_at_once():
+    """Validation collects all problems, not just the first."""
+    with pytest.raises(ValidationError) as info:
+        validate_rule(base_split(id="", default="", colour=1))
+    assert {"id", "default", "colour"} <= set(info.value.errors)
+
+
+def test_garbage_bytes_are_corrupt_data():
+    """Undecodable or invalid stored bytes raise CorruptDataError."""
+    with pytest.raises(CorruptDataError):
+        decode_rule(b"\xc1")
+    with pytest.raises(CorruptDataError):
+        decode_rule(msgpack.packb({"id": "x"}))
