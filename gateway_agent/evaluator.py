@@ -75,6 +75,11 @@ def bucket_of(salt: str, key: str) -> int:
     return zlib.crc32(f"{salt}:{key}".encode()) % BUCKETS
 
 
+def _seed(salt: str) -> int:
+    """Return the running CRC-32 of salt + ':' (so a bucket costs one crc32 over the key only)."""
+    return zlib.crc32(f"{salt}:".encode())
+
+
 def _key_value(source: str, name: str, req: Request) -> str | None:
     if source == "ip":
         return req.ip or None
@@ -96,7 +101,13 @@ class _Split:
         self.default = Decision("proxy", upstream=rule["default"], rule_id=rule["id"], revision=revision)
 
     def pick(self, req: Request) -> Decision:
-        key = _key_value(self.source, self.name, req)
+        source = self.source
+        if source == "header":
+            key = req.headers.get(self.name)
+        elif source == "ip":
+            key = req.ip or None
+        else:
+            key = (req.cookies if source == "cookie" else req.args).get(self.name)
         for check in self.checks:
             hit = check(key, req)
             if hit is not None:
@@ -107,7 +118,8 @@ class _Split:
 def _compile_policy(p: dict, rule_id: str, revision: int):
     ptype = p["type"]
     if ptype == "percent":
-        salt = p.get("salt", rule_id)
+        seed = _seed(p.get("salt", rule_id))
+        crc32 = zlib.crc32
         edges = []
         total = 0
         for b in p["buckets"]:
@@ -115,8 +127,7 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
             edges.append((total, Decision("proxy", upstream=b["upstream"], rule_id=rule_id, revision=revision)))
 
         def percent(key: str | None, req: Request) -> Decision | None:
-            k = key if key is not None else req.ip
-            bucket = bucket_of(salt, k)
+            bucket = crc32((key if key is not None else req.ip).encode(), seed) % BUCKETS
             for edge, decision in edges:
                 if bucket < edge:
                     return decision
@@ -159,7 +170,7 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
 
 
 class _Degrade:
-    __slots__ = ("rule_id", "edge", "start", "end", "source", "name", "salt", "decision")
+    __slots__ = ("rule_id", "edge", "start", "end", "source", "name", "seed", "decision")
 
     def __init__(self, rule: dict, revision: int):
         self.rule_id = rule["id"]
@@ -170,7 +181,7 @@ class _Degrade:
         key = rule.get("key") or {"source": "ip"}
         self.source = key["source"]
         self.name = key.get("name", "").lower() if self.source == "header" else key.get("name", "")
-        self.salt = rule.get("salt", rule["id"])
+        self.seed = _seed(rule.get("salt", rule["id"]))
         self.decision = _action_decision(rule["action"], rule["id"], revision)
 
     def applies(self, req: Request, now: float) -> bool:
@@ -183,7 +194,7 @@ class _Degrade:
         if self.edge <= 0:
             return False
         key = _key_value(self.source, self.name, req)
-        return bucket_of(self.salt, key if key is not None else req.ip) < self.edge
+        return zlib.crc32((key if key is not None else req.ip).encode(), self.seed) % BUCKETS < self.edge
 
 
 def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
@@ -203,11 +214,18 @@ def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
 
 
 class _Route:
-    __slots__ = ("degrades", "splits")
+    __slots__ = ("degrades", "splits", "fast")
 
     def __init__(self) -> None:
         self.degrades: list[tuple[frozenset | None, _Degrade]] = []
         self.splits: list[tuple[frozenset | None, _Split]] = []
+        self.fast = None
+
+    def finish(self) -> None:
+        self.degrades.sort(key=lambda item: item[1].rule_id)
+        self.splits.sort(key=lambda item: item[1].rule_id)
+        if not self.degrades and len(self.splits) == 1 and self.splits[0][0] is None:
+            self.fast = self.splits[0][1].pick
 
 
 class _HostIndex:
@@ -222,8 +240,7 @@ class _HostIndex:
     def finish(self) -> None:
         self.lengths = sorted({len(p) for p in self.by_path}, reverse=True)
         for route in self.by_path.values():
-            route.degrades.sort(key=lambda item: item[1].rule_id)
-            route.splits.sort(key=lambda item: item[1].rule_id)
+            route.finish()
 
 
 class RuleSet:
@@ -237,6 +254,7 @@ class RuleSet:
         self.wildcard: dict[str, _HostIndex] = {}
         self.any_host: _HostIndex | None = None
         self.pass_decision = Decision("pass", revision=revision)
+        self.route_cache: dict[tuple[str, str, str], _Route | None] = {}
         for rule in self.rules.values():
             if rule.get("enabled", True):
                 self._add(rule)
@@ -310,11 +328,23 @@ def find_route(rs: RuleSet, req: Request) -> _Route | None:
     return None
 
 
+ROUTE_CACHE_SIZE = 20_000
+_MISS = object()
+
+
 def decide(rs: RuleSet, req: Request) -> Decision:
     """Return the Decision for one request; pure, no I/O, never raises on request content."""
-    route = find_route(rs, req)
+    cache_key = (req.host, req.path, req.method)
+    route = rs.route_cache.get(cache_key, _MISS)
+    if route is _MISS:
+        route = find_route(rs, req)
+        if len(rs.route_cache) >= ROUTE_CACHE_SIZE:
+            rs.route_cache.clear()
+        rs.route_cache[cache_key] = route
     if route is None:
         return rs.pass_decision
+    if route.fast is not None:
+        return route.fast(req)
     method = req.method
     if route.degrades:
         now = req.now if req.now is not None else time.time()
