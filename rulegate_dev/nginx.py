@@ -45,8 +45,7 @@ http {{
     fastcgi_temp_path {prefix}/tmp/fastcgi;
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
-    lua_package_path "{lua_path};;";
-{http}
+{lua_path}{http}
 }}
 """
 
@@ -81,7 +80,10 @@ class NginxLauncher:
     """Run one nginx with a given ``http {}`` body; a context manager.
 
     ``http`` is the text inside ``http {}``; ``{port}``, ``{prefix}`` and ``{repo}``
-    in it are replaced (use ``{{``/``}}`` for literal braces).
+    in it are replaced (use ``{{``/``}}`` for literal braces). ``files`` are written
+    into the prefix (e.g. ``conf/rulegate.json``); ``$prefix/lua`` links to the repo's
+    Lua modules, so ``lua/conf/rulegate.conf`` can be included as an operator would.
+    With ``package_path=False`` the launcher sets no ``lua_package_path`` (the include does).
     """
 
     def __init__(
@@ -96,6 +98,8 @@ class NginxLauncher:
         start_timeout: float = 10.0,
         nginx_bin: str = "nginx",
         extra_lua_paths: tuple[str, ...] = (),
+        package_path: bool = True,
+        files: dict[str, str | bytes] | None = None,
     ) -> None:
         self.port = port or free_port()
         self._own_prefix = prefix is None
@@ -107,6 +111,8 @@ class NginxLauncher:
         self.start_timeout = start_timeout
         self.nginx_bin = shutil.which(nginx_bin) or nginx_bin
         self.extra_lua_paths = extra_lua_paths
+        self.package_path = package_path
+        self.files = dict(files or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.prefix / "conf" / "nginx.conf"
         self.error_log = self.prefix / "logs" / "error.log"
@@ -124,7 +130,10 @@ class NginxLauncher:
             prefix=self.prefix,
             log_level=self.log_level,
             main_extra=self.main_extra,
-            lua_path=";".join([*self.extra_lua_paths, lua_package_path()]),
+            lua_path=(
+                f'    lua_package_path "{";".join([*self.extra_lua_paths, lua_package_path()])};;";\n'
+                if self.package_path else ""
+            ),
             http=body,
         )
 
@@ -132,6 +141,16 @@ class NginxLauncher:
         """Write nginx.conf (and the prefix's directories); return its path."""
         for sub in ("conf", "logs", "tmp"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        link = self.prefix / "lua"
+        if not link.exists():
+            link.symlink_to(LUA_DIR)  # the include finds the modules at $prefix/lua
+        for name, content in self.files.items():
+            target = self.prefix / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
         if http is not None:
             self.http = http
         self.conf_path.write_text(self.render())

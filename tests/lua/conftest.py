@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,17 +43,6 @@ HARNESS_HTTP = """
         }}
     }}
 """
-
-
-if os.environ.get("RULEGATE_DEV_CLUSTER") and not (HERE.parent / "conftest.py").exists():
-
-    @pytest.fixture(scope="session")
-    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-        """A 6-node cluster for development before tests/conftest.py provides one."""
-        from rulegate_dev.cluster import LocalCluster
-
-        with LocalCluster(tmp_path_factory.mktemp("cluster")) as c:
-            yield c
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,347 @@
+-- rulegate for nginx: init(opts) in init_by_lua, init_worker() in
+-- init_worker_by_lua, access() in access_by_lua, status() as a content handler.
+-- Requests are routed from memory only: zero Redis calls on the request path.
+local cjson = require("cjson.safe")
+local router = require("rulegate.router")
+local sync = require("rulegate.sync")
+local cluster = require("rulegate.cluster")
+
+local ngx = ngx
+local var = ngx.var
+local header = ngx.header
+local req_get_headers = ngx.req.get_headers
+local req_get_uri_args = ngx.req.get_uri_args
+local req_get_method = ngx.req.get_method
+local log = ngx.log
+local ERR = ngx.ERR
+local NOTICE = ngx.NOTICE
+local now = ngx.now
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local tostring = tostring
+local tonumber = tonumber
+local setmetatable = setmetatable
+local rawget = rawget
+local rawset = rawset
+local error = error
+local find = string.find
+local sub = string.sub
+local lower = string.lower
+local gmatch = string.gmatch
+local match = string.match
+
+local _M = { _VERSION = "0.1.0" }
+
+local K = sync.KEYS
+local conf         -- set by init(), inherited by the workers
+local current = {} -- this worker's compiled rule set: { ver, rs, bad_ver }
+
+local DEFAULTS = {
+    dict = "rulegate", refresh_interval = 1, max_stale = 30, heartbeat_interval = 5,
+    lock_ttl = 30, upstream_var = "rulegate_upstream", response_headers = true,
+    connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
+    max_attempts = 3, max_connections = 2, read_replica = false,
+}
+
+
+local function read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then
+        return nil, err
+    end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+
+local function hostname()
+    return match(read_file("/proc/sys/kernel/hostname") or "", "^%s*(.-)%s*$") or "nginx"
+end
+
+
+local function check_opts(opts)
+    if type(opts) == "string" then
+        local data, err = read_file(opts)
+        if not data then
+            error("rulegate: cannot read the config file " .. opts .. ": " .. tostring(err), 3)
+        end
+        local decoded = cjson.decode(data)
+        if type(decoded) ~= "table" then
+            error("rulegate: the config file " .. opts .. " is not a JSON object", 3)
+        end
+        opts = decoded
+    end
+    if type(opts) ~= "table" then
+        error("bad argument #1 to 'init' (table or path expected, got " .. type(opts) .. ")", 3)
+    end
+    local c = {}
+    for k, v in pairs(DEFAULTS) do
+        c[k] = v
+    end
+    for k, v in pairs(opts) do
+        c[k] = v
+    end
+    if type(c.namespace) ~= "string" or not match(c.namespace, "^[a-z0-9][a-z0-9_.-]*$") then
+        error("bad argument #1 to 'init' (opts.namespace must be a namespace name)", 3)
+    end
+    if type(c.startup_nodes) ~= "table" or #c.startup_nodes == 0 then
+        error("bad argument #1 to 'init' (opts.startup_nodes must list host:port)", 3)
+    end
+    c.shm = ngx.shared[c.dict]
+    if not c.shm then
+        error("bad argument #1 to 'init' (no lua_shared_dict named " .. tostring(c.dict) .. ")", 3)
+    end
+    c.gateway_id = c.gateway_id or (hostname() .. ":" .. ngx.config.prefix())
+    c.keys = sync.ns_keys(c.namespace)
+    c.cluster = {
+        dict = c.dict, name = "cl:" .. c.namespace, startup_nodes = c.startup_nodes,
+        username = c.username, password = c.password,
+        connect_timeout = c.connect_timeout, send_timeout = c.send_timeout,
+        read_timeout = c.read_timeout, max_attempts = c.max_attempts,
+        max_connections = c.max_connections, read_replica = c.read_replica,
+    }
+    if c.ip_header then
+        c.ip_header = lower(c.ip_header)
+    end
+    if c.now_header then
+        c.now_header = lower(c.now_header)
+    end
+    return c
+end
+
+
+-- init_by_lua: read the options (a table, or the path of a JSON file) and load
+-- the snapshot so a restart with Redis down routes with the last good rules.
+function _M.init(opts)
+    conf = check_opts(opts)
+    if conf.snapshot_path then
+        local ok, err = sync.load_snapshot(conf)
+        if ok then
+            log(NOTICE, "rulegate: namespace ", conf.namespace, " revision ",
+                conf.shm:get(K.rev), " loaded from ", conf.snapshot_path)
+        else
+            log(NOTICE, "rulegate: no snapshot loaded: ", err)
+        end
+    end
+    return true
+end
+
+
+-- This worker's compiled rule set, rebuilt when the shared dict's version moved.
+local function ruleset()
+    local shm = conf.shm
+    local ver = shm:get(K.ver)
+    if ver == nil or ver == current.ver or ver == current.bad_ver then
+        return current.rs
+    end
+    local rs, err = sync.compile_payload(shm:get(K.payload) or "")
+    if not rs then
+        current.bad_ver = ver
+        log(ERR, "rulegate: cannot compile the shared rule set: ", err)
+        return current.rs
+    end
+    current.rs, current.ver = rs, ver
+    return rs
+end
+
+
+function _M.init_worker()
+    if not conf then
+        error("rulegate.init() must run in init_by_lua before init_worker()", 2)
+    end
+    conf.on_tick = ruleset
+    ruleset()
+    local ok, err = sync.start(conf)
+    if not ok then
+        log(ERR, "rulegate: ", err)
+    end
+end
+
+
+-- lazily filled request maps: headers (lowercase names), cookies, args
+local LOADED = {}
+
+local function first(v)
+    if type(v) == "table" then
+        return v[1]
+    end
+    return v
+end
+
+local headers_mt = { __index = function(t, name)
+    if rawget(t, LOADED) then
+        return nil
+    end
+    rawset(t, LOADED, true)
+    local h = req_get_headers(100, true)
+    for k, v in pairs(h) do
+        local lk = lower(k)
+        if rawget(t, lk) == nil then
+            rawset(t, lk, first(v))
+        end
+    end
+    return rawget(t, name)
+end }
+
+local cookies_mt = { __index = function(t, name)
+    if rawget(t, LOADED) then
+        return nil
+    end
+    rawset(t, LOADED, true)
+    local raw = var.http_cookie
+    if raw then
+        for pair in gmatch(raw, "[^;]+") do
+            local k, v = match(pair, "^%s*([^=]-)%s*=%s*(.-)%s*$")
+            if k and k ~= "" and rawget(t, k) == nil then
+                rawset(t, k, v)
+            end
+        end
+    end
+    return rawget(t, name)
+end }
+
+local args_mt = { __index = function(t, name)
+    if rawget(t, LOADED) then
+        return nil
+    end
+    rawset(t, LOADED, true)
+    for k, v in pairs(req_get_uri_args(100)) do
+        v = first(v)
+        if v == true then
+            v = ""
+        end
+        if type(k) == "string" and rawget(t, k) == nil then
+            rawset(t, k, v)
+        end
+    end
+    return rawget(t, name)
+end }
+
+
+local function build_request()
+    local uri = var.request_uri or "/"
+    local q = find(uri, "?", 1, true)
+    local path = q and sub(uri, 1, q - 1) or uri
+    if path == "" then
+        path = "/"
+    end
+    local headers = setmetatable({}, headers_mt)
+    local ip
+    if conf.ip_header then
+        ip = headers[conf.ip_header]
+    end
+    if ip == nil then
+        ip = var.remote_addr or ""
+    end
+    local t
+    if conf.now_header then
+        t = tonumber(headers[conf.now_header])
+    end
+    return {
+        host = var.host or "", path = path, method = req_get_method(), ip = ip,
+        now = t or now(), headers = headers,
+        cookies = setmetatable({}, cookies_mt), args = setmetatable({}, args_mt),
+    }
+end
+
+
+local function respond(d)
+    ngx.status = d.status
+    for k, v in pairs(d.headers) do
+        header[k] = v
+    end
+    local body = d.body or ""
+    header["Content-Length"] = #body
+    if body ~= "" then
+        ngx.print(body)
+    else
+        ngx.send_headers()
+    end
+    return ngx.exit(ngx.HTTP_OK)
+end
+
+
+-- The decision for the current request (also used by tests and log phases).
+function _M.decide()
+    local rs = ruleset()
+    if not rs then
+        return nil
+    end
+    return router.decide(rs, build_request())
+end
+
+
+-- access_by_lua: set the upstream variable, or answer the request itself.
+function _M.access()
+    local d = _M.decide()
+    ngx.ctx.rulegate = d
+    if d == nil then
+        if conf.default_upstream then
+            var[conf.upstream_var] = conf.default_upstream
+        end
+        return
+    end
+    if conf.response_headers then
+        header["X-Rulegate-Rev"] = d.revision
+        if d.rule_id then
+            header["X-Rulegate-Rule"] = d.rule_id
+        end
+    end
+    local action = d.action
+    if action == "proxy" then
+        var[conf.upstream_var] = d.upstream
+        return
+    end
+    if action == "pass" then
+        if conf.default_upstream then
+            var[conf.upstream_var] = conf.default_upstream
+        end
+        return
+    end
+    return respond(d)
+end
+
+
+-- A JSON view of this gateway's sync state (for /rulegate/status).
+function _M.state()
+    local shm = conf.shm
+    local t = now()
+    local last_ok = shm:get(K.last_ok)
+    local staleness = last_ok and (t - last_ok) or cjson.null
+    local stats = {}
+    for _, key in ipairs(shm:get_keys(0)) do
+        if sub(key, 1, 6) == "stats:" then
+            stats[sub(key, 7)] = cjson.decode(shm:get(key) or "null")
+        end
+    end
+    stats[tostring(ngx.worker.pid())] = cluster.stats
+    local rs = current.rs
+    return {
+        namespace = conf.namespace, gateway_id = conf.gateway_id,
+        revision = shm:get(K.rev) or cjson.null, generation = shm:get(K.gen) or cjson.null,
+        rules = shm:get(K.count) or 0, source = shm:get(K.source) or cjson.null,
+        state = shm:get(K.state) or "starting", last_ok = last_ok or cjson.null,
+        staleness = staleness,
+        stale = last_ok == nil or (t - last_ok) > conf.max_stale,
+        last_error = shm:get(K.last_error) or cjson.null,
+        error_since = shm:get(K.error_since) or cjson.null,
+        checks = shm:get(K.checks) or 0, applies = shm:get(K.applies) or 0,
+        heartbeat_error = shm:get(K.hb_error) or cjson.null,
+        worker = { pid = ngx.worker.pid(), revision = rs and rs.revision or cjson.null },
+        cluster_stats = stats,
+    }
+end
+
+
+function _M.status()
+    local st = _M.state()
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.say(cjson.encode(st))
+    return ngx.exit(ngx.HTTP_OK)
+end
+
+
+return _M

@@ -1,0 +1,450 @@
+-- The rule router: compile a rule set once, then decide() per request with no I/O.
+-- Mirrors gateway_agent/evaluator.py exactly; tests/vectors/ pin the semantics.
+local ffi = require("ffi")
+local iputil = require("rulegate.iputil")
+
+local ngx = ngx
+local crc32 = ngx.crc32_long
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local tostring = tostring
+local floor = math.floor
+local sort = table.sort
+local sub = string.sub
+local find = string.find
+local lower = string.lower
+local byte = string.byte
+local next = next
+
+local int64 = ffi.typeof("int64_t")
+
+local _M = { _VERSION = "0.1.0", BUCKETS = 10000 }
+
+local BUCKETS = 10000
+
+
+-- The sticky bucket 0..9999 of a key: crc32(salt .. ":" .. key) % 10000.
+local function bucket_of(salt, key)
+    return crc32(salt .. ":" .. key) % BUCKETS
+end
+_M.bucket_of = bucket_of
+
+
+local function key_value(source, name, req)
+    if source == "ip" then
+        local ip = req.ip
+        if ip == nil or ip == "" then
+            return nil
+        end
+        return ip
+    end
+    if source == "header" then
+        return req.headers[name]
+    end
+    if source == "cookie" then
+        return req.cookies[name]
+    end
+    return req.args[name]
+end
+
+
+local function proxy(upstream, rule_id, rev)
+    return { action = "proxy", upstream = upstream, rule_id = rule_id, revision = rev }
+end
+
+
+-- A decimal string of at most 18 ASCII digits as an exact int64, else nil.
+local function parse_uid(key)
+    local n = #key
+    if n == 0 or n > 18 then
+        return nil
+    end
+    local v = int64(0)
+    for i = 1, n do
+        local d = byte(key, i) - 48
+        if d < 0 or d > 9 then
+            return nil
+        end
+        v = v * 10 + d
+    end
+    return v
+end
+
+
+local function set_of(list)
+    local s = {}
+    for _, v in ipairs(list) do
+        s[v] = true
+    end
+    return s
+end
+
+
+local function ends_with(s, suffix)
+    local n = #suffix
+    return n <= #s and sub(s, -n) == suffix
+end
+
+
+local function compile_policy(p, rule_id, rev)
+    local ptype = p.type
+    if ptype == "percent" then
+        local salt = p.salt or rule_id
+        local edges, total = {}, 0
+        for i, b in ipairs(p.buckets) do
+            total = total + b.weight
+            edges[i] = { total, proxy(b.upstream, rule_id, rev) }
+        end
+        return function(key, req)
+            local k = key
+            if k == nil then
+                k = req.ip or ""
+            end
+            local bucket = bucket_of(salt, k)
+            for i = 1, #edges do
+                local e = edges[i]
+                if bucket < e[1] then
+                    return e[2]
+                end
+            end
+            return nil
+        end
+    end
+    local hit = proxy(p.upstream, rule_id, rev)
+    if ptype == "uid_range" then
+        local ranges = {}
+        for i, r in ipairs(p.ranges) do
+            ranges[i] = { int64(r[1]), int64(r[2]) }
+        end
+        return function(key)
+            if key == nil then
+                return nil
+            end
+            local uid = parse_uid(key)
+            if uid == nil then
+                return nil
+            end
+            for i = 1, #ranges do
+                local r = ranges[i]
+                if r[1] <= uid and uid <= r[2] then
+                    return hit
+                end
+            end
+            return nil
+        end
+    end
+    if ptype == "uid_suffix" then
+        local suffixes = p.suffixes
+        return function(key)
+            if key == nil then
+                return nil
+            end
+            for i = 1, #suffixes do
+                if ends_with(key, suffixes[i]) then
+                    return hit
+                end
+            end
+            return nil
+        end
+    end
+    if ptype == "ip_cidr" then
+        local nets = {}
+        for i, c in ipairs(p.cidrs) do
+            nets[i] = assert(iputil.parse_cidr(c))
+        end
+        return function(_, req)
+            local addr = iputil.parse_ip(req.ip)
+            if not addr then
+                return nil
+            end
+            for i = 1, #nets do
+                if iputil.contains(nets[i], addr) then
+                    return hit
+                end
+            end
+            return nil
+        end
+    end
+    local values = set_of(p.values)
+    local name = p.name
+    local field = ptype == "header" and "headers" or ptype == "cookie" and "cookies" or "args"
+    if ptype == "header" then
+        name = lower(name)
+    end
+    return function(_, req)
+        local v = req[field][name]
+        if v ~= nil and values[v] then
+            return hit
+        end
+        return nil
+    end
+end
+
+
+local function key_name(key)
+    local name = key.name or ""
+    if key.source == "header" then
+        return lower(name)
+    end
+    return name
+end
+
+
+local function compile_split(rule, rev)
+    local checks = {}
+    for i, p in ipairs(rule.policies or {}) do
+        checks[i] = compile_policy(p, rule.id, rev)
+    end
+    return {
+        rule_id = rule.id, source = rule.key.source, name = key_name(rule.key),
+        checks = checks, default = proxy(rule.default, rule.id, rev),
+    }
+end
+
+
+local function action_decision(action, rule_id, rev)
+    local atype = action.type
+    if atype == "upstream" then
+        return proxy(action.upstream, rule_id, rev)
+    end
+    if atype == "static" then
+        local headers = { ["Content-Type"] = action.content_type or "text/plain; charset=utf-8" }
+        for k, v in pairs(action.headers or {}) do
+            headers[k] = v
+        end
+        return { action = "respond", status = action.status, headers = headers,
+                 body = action.body or "", rule_id = rule_id, revision = rev }
+    end
+    if atype == "redirect" then
+        return { action = "redirect", status = action.status or 302,
+                 headers = { Location = action.location }, body = "",
+                 location = action.location, rule_id = rule_id, revision = rev }
+    end
+    local headers = {}
+    if action.retry_after ~= nil then
+        headers["Retry-After"] = tostring(action.retry_after)
+    end
+    return { action = "respond", status = action.status or 503, headers = headers, body = "",
+             rule_id = rule_id, revision = rev }
+end
+
+
+local function compile_degrade(rule, rev)
+    local window = rule.window or {}
+    local key = rule.key or { source = "ip" }
+    local percent = rule.percent
+    if percent == nil then
+        percent = 100
+    end
+    return {
+        rule_id = rule.id, edge = floor(percent * 100 + 0.5),
+        start = window.start, ["end"] = window["end"],
+        source = key.source, name = key_name(key), salt = rule.salt or rule.id,
+        decision = action_decision(rule.action, rule.id, rev),
+    }
+end
+
+
+local function degrade_applies(d, req, now)
+    if d.start ~= nil and now < d.start then
+        return false
+    end
+    if d["end"] ~= nil and now >= d["end"] then
+        return false
+    end
+    if d.edge >= BUCKETS then
+        return true
+    end
+    if d.edge <= 0 then
+        return false
+    end
+    local key = key_value(d.source, d.name, req)
+    if key == nil then
+        key = req.ip or ""
+    end
+    return bucket_of(d.salt, key) < d.edge
+end
+
+
+local function by_rule_id(a, b)
+    return a[2].rule_id < b[2].rule_id
+end
+
+
+local function methods_set(route)
+    local m = route.methods
+    if type(m) ~= "table" or #m == 0 then
+        return nil
+    end
+    return set_of(m)
+end
+
+
+-- Compile a list of (validated, normalised) rules at a revision into a rule set.
+function _M.compile(rules, revision)
+    local rev = revision or 0
+    local rs = {
+        revision = rev, exact = {}, wildcard = {}, any_host = nil, count = 0,
+        pass = { action = "pass", revision = rev },
+    }
+    local indexes = {}
+    for _, rule in ipairs(rules) do
+        rs.count = rs.count + 1
+        if rule.enabled ~= false then
+            local host = rule.route.host
+            local index
+            if host == "*" then
+                index = rs.any_host
+                if not index then
+                    index = { by_path = {} }
+                    rs.any_host = index
+                    indexes[#indexes + 1] = index
+                end
+            else
+                local map, k = rs.exact, host
+                if sub(host, 1, 2) == "*." then
+                    map, k = rs.wildcard, sub(host, 2)
+                end
+                index = map[k]
+                if not index then
+                    index = { by_path = {} }
+                    map[k] = index
+                    indexes[#indexes + 1] = index
+                end
+            end
+            local path = rule.route.path
+            local route = index.by_path[path]
+            if not route then
+                route = { degrades = {}, splits = {} }
+                index.by_path[path] = route
+            end
+            local methods = methods_set(rule.route)
+            if rule.kind == "split" then
+                route.splits[#route.splits + 1] = { methods, compile_split(rule, rev) }
+            else
+                route.degrades[#route.degrades + 1] = { methods, compile_degrade(rule, rev) }
+            end
+        end
+    end
+    for _, index in ipairs(indexes) do
+        local seen, lengths = {}, {}
+        for path, route in pairs(index.by_path) do
+            if not seen[#path] then
+                seen[#path] = true
+                lengths[#lengths + 1] = #path
+            end
+            sort(route.degrades, by_rule_id)
+            sort(route.splits, by_rule_id)
+        end
+        sort(lengths, function(a, b) return a > b end)
+        index.lengths = lengths
+    end
+    return rs
+end
+
+
+local function method_matches(route, method)
+    for _, item in ipairs(route.degrades) do
+        if item[1] == nil or item[1][method] then
+            return true
+        end
+    end
+    for _, item in ipairs(route.splits) do
+        if item[1] == nil or item[1][method] then
+            return true
+        end
+    end
+    return false
+end
+
+
+local function route_in(index, req)
+    local path = req.path
+    local plen = #path
+    local by_path = index.by_path
+    local lengths = index.lengths
+    for i = 1, #lengths do
+        local n = lengths[i]
+        if plen >= n then
+            local route = by_path[sub(path, 1, n)]
+            if route ~= nil and method_matches(route, req.method) then
+                return route
+            end
+        end
+    end
+    return nil
+end
+
+
+-- The most specific route matching the request, or nil.
+function _M.find_route(rs, req)
+    local host = req.host
+    local index = rs.exact[host]
+    if index then
+        local route = route_in(index, req)
+        if route then
+            return route
+        end
+    end
+    if next(rs.wildcard) ~= nil then
+        local dot = find(host, ".", 1, true)
+        while dot do
+            index = rs.wildcard[sub(host, dot)]
+            if index then
+                local route = route_in(index, req)
+                if route then
+                    return route
+                end
+            end
+            dot = find(host, ".", dot + 1, true)
+        end
+    end
+    if rs.any_host then
+        return route_in(rs.any_host, req)
+    end
+    return nil
+end
+
+
+-- The decision for one request. req = {host, path, method, ip, now, headers,
+-- cookies, args}; headers are keyed by lowercase name. Never raises on request content.
+function _M.decide(rs, req)
+    local route = _M.find_route(rs, req)
+    if route == nil then
+        return rs.pass
+    end
+    local method = req.method
+    local degrades = route.degrades
+    if #degrades > 0 then
+        local now = req.now or ngx.now()
+        for i = 1, #degrades do
+            local item = degrades[i]
+            if (item[1] == nil or item[1][method]) and degrade_applies(item[2], req, now) then
+                return item[2].decision
+            end
+        end
+    end
+    local splits = route.splits
+    for i = 1, #splits do
+        local item = splits[i]
+        if item[1] == nil or item[1][method] then
+            local split = item[2]
+            local key = key_value(split.source, split.name, req)
+            local checks = split.checks
+            for j = 1, #checks do
+                local hit = checks[j](key, req)
+                if hit ~= nil then
+                    return hit
+                end
+            end
+            return split.default
+        end
+    end
+    return rs.pass
+end
+
+
+_M.parse_uid = parse_uid
+
+return _M

@@ -1,0 +1,205 @@
+-- The last-known-good rule set on disk, in the agent's format
+-- (gateway_agent/snapshot.py): one header line
+--   RGSNAP1 <crc32 of payload, 8 lowercase hex digits> <payload length>\n
+-- then a msgpack map {namespace, generation, revision, written_at,
+-- rules = {rule id: the rule's msgpack bytes as stored in Redis (bin)}}.
+-- Written as tmp file + fsync + rename + directory fsync.
+local ffi = require("ffi")
+local mp = require("MessagePack")
+
+local ngx = ngx
+local crc32 = ngx.crc32_long
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local pcall = pcall
+local tonumber = tonumber
+local tostring = tostring
+local format = string.format
+local char = string.char
+local find = string.find
+local match = string.match
+local sub = string.sub
+local concat = table.concat
+local sort = table.sort
+local floor = math.floor
+local io_open = io.open
+
+local _M = { _VERSION = "0.1.0", MAGIC = "RGSNAP1" }
+
+local C = ffi.C
+for _, decl in ipairs({
+    "int open(const char *pathname, int flags, int mode);",
+    "int close(int fd);",
+    "long write(int fd, const void *buf, size_t count);",
+    "int fsync(int fd);",
+    "int rename(const char *oldpath, const char *newpath);",
+    "int unlink(const char *pathname);",
+    "int getpid(void);",
+}) do
+    pcall(ffi.cdef, decl)
+end
+
+local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0x40, 0x200
+local packers = mp.packers
+
+
+local function pack_map_header(buf, n)
+    if n < 16 then
+        buf[#buf + 1] = char(0x80 + n)
+    elseif n < 0x10000 then
+        buf[#buf + 1] = char(0xde, floor(n / 256), n % 256)
+    else
+        buf[#buf + 1] = char(0xdf, floor(n / 16777216) % 256, floor(n / 65536) % 256,
+            floor(n / 256) % 256, n % 256)
+    end
+end
+
+
+-- The payload bytes: a msgpack map whose rule values are bin (so Python reads bytes).
+function _M.encode_payload(namespace, generation, revision, written_at, raw_rules)
+    local buf = {}
+    pack_map_header(buf, 5)
+    buf[#buf + 1] = mp.pack("namespace")
+    buf[#buf + 1] = mp.pack(namespace)
+    buf[#buf + 1] = mp.pack("generation")
+    buf[#buf + 1] = mp.pack(generation)
+    buf[#buf + 1] = mp.pack("revision")
+    buf[#buf + 1] = mp.pack(revision)
+    buf[#buf + 1] = mp.pack("written_at")
+    buf[#buf + 1] = mp.pack(written_at)
+    buf[#buf + 1] = mp.pack("rules")
+    local ids = {}
+    for id in pairs(raw_rules) do
+        ids[#ids + 1] = id
+    end
+    sort(ids)
+    pack_map_header(buf, #ids)
+    for _, id in ipairs(ids) do
+        buf[#buf + 1] = mp.pack(id)
+        packers["binary"](buf, raw_rules[id])
+    end
+    return concat(buf)
+end
+
+
+function _M.encode(namespace, generation, revision, written_at, raw_rules)
+    local payload = _M.encode_payload(namespace, generation, revision, written_at, raw_rules)
+    return format("%s %08x %d\n", _M.MAGIC, crc32(payload), #payload) .. payload
+end
+
+
+-- Decode a payload: {namespace, generation, revision, written_at, rules} or nil, err.
+function _M.decode_payload(payload)
+    local ok, body = pcall(mp.unpack, payload)
+    if not ok or type(body) ~= "table" or type(body.rules) ~= "table" then
+        return nil, "undecodable snapshot payload"
+    end
+    local rev = tonumber(body.revision)
+    if not rev or type(body.namespace) ~= "string" then
+        return nil, "undecodable snapshot payload"
+    end
+    for k, v in pairs(body.rules) do
+        if type(k) ~= "string" or type(v) ~= "string" then
+            return nil, "undecodable snapshot payload"
+        end
+    end
+    return {
+        namespace = body.namespace, generation = tostring(body.generation or ""),
+        revision = rev, written_at = tonumber(body.written_at) or 0, rules = body.rules,
+        payload = payload,
+    }
+end
+
+
+-- Decode snapshot file bytes; nil, err when truncated, corrupt or foreign.
+function _M.decode(data)
+    local nl = find(data, "\n", 1, true)
+    if not nl or nl > 64 then
+        return nil, "not a rulegate snapshot (no header line)"
+    end
+    local magic, sum, len = match(sub(data, 1, nl - 1), "^(%S+) (%x%x%x%x%x%x%x%x) (%d+)$")
+    if magic ~= _M.MAGIC then
+        return nil, "not a rulegate snapshot (bad header)"
+    end
+    local payload = sub(data, nl + 1)
+    if #payload ~= tonumber(len) then
+        return nil, "truncated snapshot: " .. #payload .. " of " .. len .. " payload bytes"
+    end
+    if format("%08x", crc32(payload)) ~= sum then
+        return nil, "snapshot checksum mismatch"
+    end
+    return _M.decode_payload(payload)
+end
+
+
+function _M.read(path)
+    local f, err = io_open(path, "rb")
+    if not f then
+        return nil, "cannot read snapshot " .. path .. ": " .. tostring(err)
+    end
+    local data = f:read("*a")
+    f:close()
+    if not data then
+        return nil, "cannot read snapshot " .. path
+    end
+    return _M.decode(data)
+end
+
+
+local function errno_msg(what, path)
+    return what .. " " .. path .. " failed: " .. ffi.string(ffi.C.strerror(ffi.errno()))
+end
+pcall(ffi.cdef, "char *strerror(int errnum);")
+
+
+local function write_all(fd, data)
+    local off, n = 0, #data
+    local p = ffi.cast("const char *", data)
+    while off < n do
+        local w = C.write(fd, p + off, n - off)
+        if w < 0 then
+            return false
+        end
+        off = off + tonumber(w)
+    end
+    return true
+end
+
+
+-- Atomically replace the file at path with data (tmp + fsync + rename + dir fsync).
+function _M.write_file(path, data)
+    local tmp = path .. "." .. C.getpid() .. ".tmp"
+    local fd = C.open(tmp, O_WRONLY + O_CREAT + O_TRUNC, 420) -- 0644
+    if fd < 0 then
+        return nil, errno_msg("open", tmp)
+    end
+    if not write_all(fd, data) or C.fsync(fd) ~= 0 then
+        local err = errno_msg("write", tmp)
+        C.close(fd)
+        C.unlink(tmp)
+        return nil, err
+    end
+    C.close(fd)
+    if C.rename(tmp, path) ~= 0 then
+        local err = errno_msg("rename", tmp)
+        C.unlink(tmp)
+        return nil, err
+    end
+    local dir = match(path, "^(.*)/[^/]*$") or "."
+    local dfd = C.open(dir == "" and "/" or dir, O_RDONLY, 0)
+    if dfd >= 0 then
+        C.fsync(dfd)
+        C.close(dfd)
+    end
+    return true
+end
+
+
+function _M.write(path, namespace, generation, revision, raw_rules)
+    local data = _M.encode(namespace, generation, revision, floor(ngx.now()), raw_rules)
+    return _M.write_file(path, data)
+end
+
+
+return _M

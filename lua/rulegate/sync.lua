@@ -1,0 +1,366 @@
+-- Background sync of one namespace's rules from the Redis Cluster into a
+-- lua_shared_dict: a timer in every worker, one worker at a time (shared-dict
+-- lock), rev compare, full reload on change, validation, snapshot file,
+-- stale-if-error, fleet heartbeat. Never on the request path.
+local mp = require("MessagePack")
+local cjson = require("cjson.safe")
+local cluster = require("rulegate.cluster")
+local schema = require("rulegate.schema")
+local router = require("rulegate.router")
+local snapshot = require("rulegate.snapshot")
+
+local ngx = ngx
+local log = ngx.log
+local ERR = ngx.ERR
+local WARN = ngx.WARN
+local NOTICE = ngx.NOTICE
+local now = ngx.now
+local update_time = ngx.update_time
+local timer_at = ngx.timer.at
+local worker_pid = ngx.worker.pid
+local null = ngx.null
+local type = type
+local pairs = pairs
+local pcall = pcall
+local xpcall = xpcall
+local tonumber = tonumber
+local tostring = tostring
+local traceback = debug.traceback
+local random = math.random
+local floor = math.floor
+
+local _M = { _VERSION = "0.1.0" }
+
+-- shared-dict keys
+local K = {
+    payload = "rs:payload", rev = "rs:rev", gen = "rs:gen", ver = "rs:ver",
+    source = "rs:source", count = "rs:count", applied_at = "rs:applied_at",
+    lock = "sync:lock", last_check = "sync:last_check", last_ok = "sync:last_ok",
+    state = "sync:state", last_error = "sync:last_error", error_since = "sync:error_since",
+    notice = "sync:notice", hb_last = "sync:hb_last", hb_error = "sync:hb_error",
+    checks = "sync:checks", applies = "sync:applies",
+}
+_M.KEYS = K
+
+local publish_seq = 0
+
+
+local function ns_keys(ns)
+    local tag = "{rg:" .. ns .. "}"
+    return { rules = tag .. ":rules", rev = tag .. ":rev", meta = tag .. ":meta",
+             fleet = tag .. ":fleet" }
+end
+_M.ns_keys = ns_keys
+
+
+-- Decode and check every raw rule; returns the list of rules or nil, err.
+function _M.decode_rules(raw_rules)
+    local rules = {}
+    for id, raw in pairs(raw_rules) do
+        local ok, rule = pcall(mp.unpack, raw)
+        if not ok then
+            return nil, "rule " .. tostring(id) .. ": undecodable msgpack"
+        end
+        local good, err = schema.check(rule)
+        if not good then
+            return nil, "rule " .. tostring(id) .. ": " .. err
+        end
+        if rule.id ~= id then
+            return nil, "rule " .. tostring(id) .. ": id does not match its hash field"
+        end
+        rules[#rules + 1] = rule
+    end
+    return rules
+end
+
+
+-- Compile a payload (the snapshot payload format) into a router rule set.
+function _M.compile_payload(payload)
+    local snap, err = snapshot.decode_payload(payload)
+    if not snap then
+        return nil, err
+    end
+    local rules
+    rules, err = _M.decode_rules(snap.rules)
+    if not rules then
+        return nil, err
+    end
+    local ok, rs = pcall(router.compile, rules, snap.revision)
+    if not ok then
+        return nil, "rule set does not compile: " .. tostring(rs)
+    end
+    rs.generation = snap.generation
+    return rs, snap
+end
+
+
+-- Store a validated payload as the current rule set of every worker.
+function _M.publish(dict, payload, rev, gen, count, source)
+    local ok, err = dict:set(K.payload, payload)
+    if not ok then
+        return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+    end
+    publish_seq = publish_seq + 1
+    dict:set(K.rev, rev)
+    dict:set(K.gen, gen)
+    dict:set(K.count, count)
+    dict:set(K.source, source)
+    dict:set(K.applied_at, now())
+    dict:set(K.ver, rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now())
+    dict:incr(K.applies, 1, 0)
+    return true
+end
+
+
+-- Record the outcome of a check; log once per state change.
+local function set_state(conf, state, err)
+    local dict = conf.shm
+    local prev = dict:get(K.state)
+    if state == "ok" then
+        dict:set(K.last_ok, now())
+        if prev ~= "ok" then
+            dict:set(K.state, "ok")
+            dict:delete(K.error_since)
+            if prev == "error" or prev == "regression" then
+                log(NOTICE, "rulegate: sync of namespace ", conf.namespace,
+                    " recovered; serving revision ", dict:get(K.rev))
+            end
+        end
+        return
+    end
+    dict:set(K.last_error, err)
+    if prev ~= state then
+        dict:set(K.state, state)
+        dict:set(K.error_since, now())
+        if state == "regression" then
+            log(ERR, "rulegate: ", err)
+        else
+            log(ERR, "rulegate: sync of namespace ", conf.namespace, " failing (", err,
+                "); serving the last good rules (revision ", tostring(dict:get(K.rev)),
+                ") until Redis answers again")
+        end
+    end
+end
+
+
+local function reply_value(r)
+    if r == nil or r == null then
+        return nil
+    end
+    if type(r) == "table" and r[1] == false then
+        return nil, r[2]
+    end
+    return r
+end
+
+
+local function new_client(conf)
+    return cluster.new(conf.cluster)
+end
+
+
+-- Read rev + generation, and the whole rules hash when they moved.
+local function fetch(conf, cl, held_rev, held_gen)
+    local keys = conf.keys
+    local res, err = cl:pipeline(keys.rev, {
+        { "GET", keys.rev }, { "HGET", keys.meta, "gen" },
+    }, { readonly = true })
+    if not res then
+        return nil, err
+    end
+    local rev, gen = tonumber(reply_value(res[1]) or 0) or 0, reply_value(res[2]) or ""
+    if rev == held_rev and gen == held_gen then
+        return { unchanged = true, rev = rev, gen = gen }
+    end
+    res, err = cl:pipeline(keys.rev, {
+        { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGETALL", keys.rules },
+        { "GET", keys.rev },
+    }, { readonly = true })
+    if not res then
+        return nil, err
+    end
+    local rev1 = tonumber(reply_value(res[1]) or 0) or 0
+    local rev2 = tonumber(reply_value(res[4]) or 0) or 0
+    local flat, herr = reply_value(res[3])
+    if herr then
+        return nil, "HGETALL " .. keys.rules .. ": " .. herr
+    end
+    if rev1 ~= rev2 then
+        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
+    end
+    local raw = {}
+    flat = flat or {}
+    for i = 1, #flat, 2 do
+        raw[flat[i]] = flat[i + 1]
+    end
+    return { rev = rev1, gen = reply_value(res[2]) or "", raw = raw }
+end
+
+
+local function heartbeat(conf, cl, force)
+    local dict = conf.shm
+    local t = now()
+    if not force and t - (dict:get(K.hb_last) or 0) < conf.heartbeat_interval then
+        return
+    end
+    dict:set(K.hb_last, t)
+    local last_ok = dict:get(K.last_ok)
+    local value = mp.pack({
+        gateway = conf.gateway_id, kind = "nginx",
+        revision = dict:get(K.rev) or 0, generation = dict:get(K.gen) or "",
+        applied_at = floor(dict:get(K.applied_at) or 0), ts = floor(t),
+        staleness = last_ok and floor(t - last_ok) or -1,
+        state = dict:get(K.state) or "starting", error = dict:get(K.last_error) or "",
+    })
+    local _, err = cl:command(conf.keys.fleet, { "HSET", conf.keys.fleet, conf.gateway_id, value })
+    if err then
+        dict:set(K.hb_error, err)
+    else
+        dict:delete(K.hb_error)
+    end
+end
+
+
+-- Apply a fetched rule set unless it would roll the gateway back.
+local function apply(conf, got, held_rev, held_gen)
+    local dict = conf.shm
+    if held_gen ~= "" and got.gen ~= "" and got.gen ~= held_gen then
+        log(ERR, "rulegate: namespace ", conf.namespace, " has a new generation ", got.gen,
+            " (was ", held_gen, ", revision ", held_rev, "): the store was rebuilt; ",
+            "accepting its revision ", got.rev)
+    elseif got.rev < held_rev and (got.gen == held_gen or got.gen == "") then
+        return nil, "regression", "store revision " .. got.rev .. " of namespace "
+            .. conf.namespace .. " is lower than the applied revision " .. held_rev
+            .. " (same generation); keeping " .. held_rev
+    end
+    local payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
+    local rs, err = _M.compile_payload(payload)
+    if not rs then
+        return nil, "error", "revision " .. got.rev .. " rejected: " .. err
+    end
+    local ok
+    ok, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis")
+    if not ok then
+        return nil, "error", err
+    end
+    if conf.snapshot_path then
+        local data = snapshot.encode(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
+        ok, err = snapshot.write_file(conf.snapshot_path, data)
+        if not ok then
+            log(WARN, "rulegate: cannot write the snapshot: ", err)
+        end
+    end
+    return true
+end
+
+
+-- One check of the store (the caller holds the lock). Returns true or nil, err.
+function _M.run_once(conf)
+    local dict = conf.shm
+    dict:incr(K.checks, 1, 0)
+    dict:set(K.last_check, now())
+    local cl = new_client(conf)
+    local held_rev = dict:get(K.rev) or -1
+    local held_gen = dict:get(K.gen) or ""
+    local got, err = fetch(conf, cl, held_rev, held_gen)
+    if not got then
+        set_state(conf, "error", err)
+        return nil, err
+    end
+    local changed = false
+    if not got.unchanged then
+        local ok, state, aerr = apply(conf, got, held_rev, held_gen)
+        if not ok then
+            set_state(conf, state, aerr)
+            heartbeat(conf, cl, false)
+            return nil, aerr
+        end
+        changed = true
+    end
+    set_state(conf, "ok")
+    heartbeat(conf, cl, changed)
+    return true
+end
+
+
+-- Load the snapshot file into the shared dict (init_by_lua, cold start).
+function _M.load_snapshot(conf)
+    local dict = conf.shm
+    local snap, err = snapshot.read(conf.snapshot_path)
+    if not snap then
+        return nil, err
+    end
+    if snap.namespace ~= conf.namespace then
+        return nil, "snapshot is for namespace " .. snap.namespace
+    end
+    local held = dict:get(K.rev)
+    if held and held >= snap.revision and dict:get(K.gen) == snap.generation then
+        return true -- a reload: the dict already holds this or a newer revision
+    end
+    local rs
+    rs, err = _M.compile_payload(snap.payload)
+    if not rs then
+        return nil, err
+    end
+    local ok
+    ok, err = _M.publish(dict, snap.payload, snap.revision, snap.generation, rs.count, "snapshot")
+    if not ok then
+        return nil, err
+    end
+    dict:set(K.last_ok, snap.written_at)
+    dict:set(K.state, "snapshot")
+    return true
+end
+
+
+local function step(conf)
+    local dict = conf.shm
+    update_time()
+    local last = dict:get(K.last_check) or 0
+    if now() - last < conf.refresh_interval * 0.5 then
+        return
+    end
+    local ok = dict:add(K.lock, worker_pid(), conf.lock_ttl)
+    if not ok then
+        return
+    end
+    local pok, perr = xpcall(_M.run_once, traceback, conf)
+    dict:delete(K.lock)
+    dict:set("stats:" .. worker_pid(), cjson.encode(cluster.stats), 3600)
+    if not pok then
+        log(ERR, "rulegate: sync crashed: ", perr)
+    end
+end
+
+
+local function tick(premature, conf)
+    if premature then
+        return
+    end
+    local ok, err = xpcall(step, traceback, conf)
+    if not ok then
+        log(ERR, "rulegate: sync step failed: ", err)
+    end
+    if conf.on_tick then
+        pcall(conf.on_tick)
+    end
+    local delay = conf.refresh_interval * (0.5 + 0.5 * random())
+    ok, err = timer_at(delay, tick, conf)
+    if not ok and err ~= "process exiting" then
+        log(ERR, "rulegate: cannot schedule the sync timer: ", err)
+    end
+end
+
+
+-- Start the sync timer of this worker (init_worker).
+function _M.start(conf)
+    math.randomseed(worker_pid() + floor(now() * 1000))
+    local ok, err = timer_at(0, tick, conf)
+    if not ok then
+        return nil, "cannot start the sync timer: " .. tostring(err)
+    end
+    return true
+end
+
+
+return _M
