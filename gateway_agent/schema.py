@@ -66,7 +66,7 @@ class _Checker:
         return value
 
     def text(self, value: Any, path: str, *, max_len: int = MAX_TEXT, min_len: int = 0,
-             chars: set[str] | None = None) -> str | None:
+             chars: set[str] | None = None, single_line: bool = True) -> str | None:
         if not isinstance(value, str):
             self.fail(path, "must be a string")
             return None
@@ -79,7 +79,7 @@ class _Checker:
         if chars is not None and any(c not in chars for c in value):
             self.fail(path, "contains characters that are not allowed")
             return None
-        if "\r" in value or "\n" in value or "\x00" in value:
+        if "\x00" in value or (single_line and ("\r" in value or "\n" in value)):
             self.fail(path, "must not contain control characters")
             return None
         return value
@@ -259,7 +259,7 @@ def _check_action(c: _Checker, value: Any) -> None:
         c.integer(action.get("status"), "action.status", 200, 599)
         if "content_type" in action:
             c.text(action["content_type"], "action.content_type", max_len=128, min_len=1)
-        if "body" in action and c.text(action["body"], "action.body", max_len=MAX_BODY_BYTES * 4) is None:
+        if "body" in action and c.text(action["body"], "action.body", max_len=MAX_BODY_BYTES * 4, single_line=False) is None:
             pass
         elif len(action.get("body", "").encode()) > MAX_BODY_BYTES:
             c.fail("action.body", f"must be at most {MAX_BODY_BYTES} bytes")
@@ -342,7 +342,7 @@ def validate_rule(data: Any) -> dict:
     if "enabled" in rule and not isinstance(rule["enabled"], bool):
         c.fail("enabled", "must be true or false")
     if "description" in rule:
-        c.text(rule["description"], "description", max_len=MAX_TEXT)
+        c.text(rule["description"], "description", max_len=MAX_TEXT, single_line=False)
     if "updated_by" in rule:
         c.text(rule["updated_by"], "updated_by", max_len=128)
     if "updated_at" in rule:
