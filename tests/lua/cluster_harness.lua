@@ -48,4 +48,19 @@ function _M.call()
     ngx.say(cjson.encode(out))
 end
 
+-- POST /decide {rules, revision, request} -> the router's decision (no Redis)
+function _M.decide()
+    local router = require("rulegate.router")
+    ngx.req.read_body()
+    local body = assert(cjson.decode(ngx.req.get_body_data()))
+    local rs = router.compile(body.rules, body.revision)
+    local r = body.request
+    local req = {
+        host = r.host, path = r.path, method = r.method, ip = r.ip, now = r.now,
+        headers = r.headers or {}, cookies = r.cookies or {}, args = r.args or {},
+    }
+    local d = router.decide(rs, req)
+    ngx.say(cjson.encode(d))
+end
+
 return _M

@@ -36,6 +36,11 @@ HARNESS_HTTP = """
                 ngx.say(cjson.encode(out))
             }}
         }}
+        location = /decide {{
+            content_by_lua_block {{
+                require("cluster_harness").decide()
+            }}
+        }}
         location = /call {{
             content_by_lua_block {{
                 require("cluster_harness").call()
