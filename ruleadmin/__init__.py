@@ -1,0 +1,45 @@
+"""ruleadmin: the multi-instance Flask admin for rulegate rules. Entry point: create_app()."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Mapping
+
+from flask import Flask
+
+from . import config as config_mod
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Return a configured app: defaults, then `config`, then RULEADMIN_* env; raise ConfigError."""
+    app = Flask(__name__)
+    app.config.from_mapping(config_mod.DEFAULTS)
+    if config:
+        app.config.from_mapping(config)
+    app.config.from_prefixed_env("RULEADMIN")
+    config_mod.check(app.config, app.debug)
+    if isinstance(app.config["PERMANENT_SESSION_LIFETIME"], int):
+        app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["PERMANENT_SESSION_LIFETIME"])
+
+    from . import api, auth, errors, health, metrics, web
+    from .extensions import Backend, csrf
+
+    app.extensions["ruleadmin"] = Backend(app)
+    csrf.init_app(app)
+    csrf.exempt(api.bp)
+    auth.init_app(app)
+    metrics.init_app(app)
+    errors.register(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(web.bp)
+
+    @app.after_request
+    def _security_headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        resp.headers.setdefault("Content-Security-Policy",
+                                "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+        return resp
+
+    return app

@@ -1,0 +1,65 @@
+"""Configuration defaults, the startup checks, and the Redis settings built from app.config."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from gateway_agent.connection import RedisConfig
+
+DEFAULTS: dict[str, Any] = {
+    "SECRET_KEY": None,
+    "REDIS_NODES": "127.0.0.1:7000",
+    "REDIS_MODE": "auto",
+    "REDIS_USERNAME": None,
+    "REDIS_PASSWORD": None,
+    "REDIS_SSL": False,
+    "REDIS_SSL_CA_CERTS": None,
+    "REDIS_SSL_CERTFILE": None,
+    "REDIS_SSL_KEYFILE": None,
+    "REDIS_SOCKET_TIMEOUT": 1.0,
+    "REDIS_MAX_CONNECTIONS": 32,
+    "WAIT_REPLICAS": 1,
+    "WAIT_TIMEOUT_MS": 500,
+    "MAX_CONTENT_LENGTH": 256 * 1024,
+    "MAX_FORM_MEMORY_SIZE": 256 * 1024,
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_MAX_FAILURES_PER_IP": 50,
+    "LOGIN_WINDOW_SECONDS": 300,
+    "SESSION_COOKIE_SECURE": True,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_NAME": "ruleadmin_session",
+    "REMEMBER_COOKIE_SECURE": True,
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    "PERMANENT_SESSION_LIFETIME": 8 * 3600,
+    "WTF_CSRF_TIME_LIMIT": 8 * 3600,
+    "WTF_CSRF_SSL_STRICT": False,
+    "HISTORY_MAX_LIMIT": 500,
+}
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says which setting to fix."""
+
+
+def check(config: Mapping[str, Any], debug: bool) -> None:
+    """Return None when the config is usable; raise ConfigError naming the missing setting."""
+    if not config.get("SECRET_KEY") and not debug and not config.get("TESTING"):
+        raise ConfigError("RULEADMIN_SECRET_KEY is not set: refusing to start outside debug mode. "
+                          "Set it to a long random string shared by every ruleadmin instance, e.g. "
+                          "RULEADMIN_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')")
+    if not config.get("REDIS_NODES"):
+        raise ConfigError("RULEADMIN_REDIS_NODES is empty; expected host:port[,host:port...]")
+    wait = config.get("WAIT_REPLICAS")
+    if not isinstance(wait, int) or isinstance(wait, bool) or wait < 0:
+        raise ConfigError("RULEADMIN_WAIT_REPLICAS must be an integer >= 0")
+
+
+def redis_config(config: Mapping[str, Any]) -> RedisConfig:
+    """Return the RedisConfig described by the RULEADMIN_REDIS_* settings."""
+    return RedisConfig.from_nodes(
+        str(config["REDIS_NODES"]), mode=config["REDIS_MODE"], username=config["REDIS_USERNAME"],
+        password=config["REDIS_PASSWORD"], ssl=bool(config["REDIS_SSL"]),
+        ssl_ca_certs=config["REDIS_SSL_CA_CERTS"], ssl_certfile=config["REDIS_SSL_CERTFILE"],
+        ssl_keyfile=config["REDIS_SSL_KEYFILE"], socket_timeout=float(config["REDIS_SOCKET_TIMEOUT"]),
+        max_connections=int(config["REDIS_MAX_CONNECTIONS"]))

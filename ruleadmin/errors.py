@@ -1,0 +1,64 @@
+"""The one JSON API error type and the handlers that render every failure as JSON (never a traceback)."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from gateway_agent.errors import StoreError
+
+log = logging.getLogger("ruleadmin")
+
+
+class APIError(Exception):
+    """An API failure with an HTTP status, a one-line message and optional field errors."""
+
+    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None,
+                 extra: dict | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields or {}
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+    def response(self):
+        """Return the Flask response for this error."""
+        body = {"error": self.message, "fields": self.fields, **self.extra}
+        resp = jsonify(body)
+        resp.status_code = self.status
+        resp.headers.update(self.headers)
+        return resp
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path in ("/healthz",)
+
+
+def register(app: Flask) -> None:
+    """Attach the error handlers: JSON for the API, simple pages for the web UI."""
+
+    @app.errorhandler(APIError)
+    def _api_error(exc: APIError):
+        return exc.response()
+
+    @app.errorhandler(StoreError)
+    def _store_error(exc: StoreError):
+        log.warning("redis unavailable: %s", exc)
+        if _wants_json():
+            return APIError(503, "rule store unavailable; retry later", extra={"detail": str(exc)}).response()
+        return render_template("error.html", status=503, message="The rule store is unavailable; retry later."), 503
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if _wants_json():
+            return APIError(exc.code or 500, exc.description or exc.name).response()
+        return render_template("error.html", status=exc.code, message=exc.description or exc.name), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if _wants_json():
+            return APIError(500, "internal error").response()
+        return render_template("error.html", status=500, message="Internal error."), 500

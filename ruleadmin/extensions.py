@@ -1,0 +1,68 @@
+"""Unbound extensions (attached in create_app) and the per-process Redis backend."""
+from __future__ import annotations
+
+import threading
+
+from flask import Flask, current_app
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+
+from gateway_agent.connection import connect
+from gateway_agent.store import RuleStore
+
+from . import config as config_mod
+from .accounts import Accounts
+from .rules import RuleService
+
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+
+class Backend:
+    """Owns the process's one Redis Cluster client and the services built on it (created lazily)."""
+
+    def __init__(self, app: Flask):
+        self._config = app.config
+        self._lock = threading.Lock()
+        self._store: RuleStore | None = None
+        self._rules: RuleService | None = None
+        self._accounts: Accounts | None = None
+
+    def _ensure(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                return
+            cfg = self._config
+            client = connect(config_mod.redis_config(cfg))
+            self._store = RuleStore(client, wait_replicas=int(cfg["WAIT_REPLICAS"]),
+                                    wait_timeout_ms=int(cfg["WAIT_TIMEOUT_MS"]))
+            self._rules = RuleService(self._store)
+            self._accounts = Accounts(client, max_failures=int(cfg["LOGIN_MAX_FAILURES"]),
+                                      max_failures_per_ip=int(cfg["LOGIN_MAX_FAILURES_PER_IP"]),
+                                      window_seconds=int(cfg["LOGIN_WINDOW_SECONDS"]))
+
+    @property
+    def store(self) -> RuleStore:
+        self._ensure()
+        return self._store
+
+    @property
+    def rules(self) -> RuleService:
+        self._ensure()
+        return self._rules
+
+    @property
+    def accounts(self) -> Accounts:
+        self._ensure()
+        return self._accounts
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+            self._store = self._rules = self._accounts = None
+
+
+def backend() -> Backend:
+    """Return the current app's Backend."""
+    return current_app.extensions["ruleadmin"]

@@ -1,0 +1,137 @@
+"""The rule service: the only place the admin's views read and change rules (through RuleStore)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from gateway_agent.errors import (AlreadyExistsError, ConflictError, CorruptDataError, NotFoundError,
+                                  ValidationError)
+from gateway_agent.evaluator import Decision, Request, RuleSet, decide
+from gateway_agent.history import HistoryUnavailableError, rollback_plan
+from gateway_agent.keyspace import NAMESPACES_KEY
+from gateway_agent.schema import decode_rule, is_valid_id, validate_rule
+from gateway_agent.store import LogEntry, RuleStore, WriteResult
+
+__all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
+           "ValidationError", "HistoryUnavailableError", "NamespaceMissing", "NothingToDo"]
+
+
+class NamespaceMissing(LookupError):
+    """The namespace does not exist (an admin creates namespaces)."""
+
+
+class NothingToDo(ValueError):
+    """The requested change would not change anything (e.g. rollback to the current rule set)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One rule change of a history entry, decoded for display (None = absent)."""
+
+    id: str
+    before: dict | None
+    after: dict | None
+
+
+class RuleService:
+    """Validated, conflict-safe reads and writes of rules, history, rollback and simulation."""
+
+    def __init__(self, store: RuleStore):
+        self.store = store
+
+    # ---- namespaces ------------------------------------------------------------------------
+    def namespaces(self) -> list[dict]:
+        """Return [{name, revision}] for every namespace."""
+        return [{"name": ns, "revision": self.store.revision(ns)} for ns in self.store.namespaces()]
+
+    def require_namespace(self, ns: str) -> None:
+        """Return None when ns exists; raise NamespaceMissing otherwise."""
+        if not is_valid_id(ns) or ns not in self.store.namespaces():
+            raise NamespaceMissing(ns)
+
+    def create_namespace(self, ns: str) -> bool:
+        """Register a namespace name; return False when it already existed."""
+        if not is_valid_id(ns):
+            raise ValidationError({"name": "must match [a-z0-9][a-z0-9_.-]{0,63}"})
+        return bool(self.store._call(self.store.client.sadd, NAMESPACES_KEY, ns))
+
+    # ---- rules -----------------------------------------------------------------------------
+    def list_rules(self, ns: str) -> tuple[int, list[dict]]:
+        """Return (revision, rules sorted by id)."""
+        self.require_namespace(ns)
+        state = self.store.load(ns)
+        return state.revision, [state.rules[k] for k in sorted(state.rules)]
+
+    def get_rule(self, ns: str, rule_id: str) -> tuple[int, dict]:
+        """Return (revision, rule); raise NotFoundError."""
+        rev, rules = self.list_rules(ns)
+        for rule in rules:
+            if rule["id"] == rule_id:
+                return rev, rule
+        raise NotFoundError(f"rule {rule_id!r} does not exist")
+
+    def prepare(self, data: Any, actor: str) -> dict:
+        """Return the validated rule with updated_by/updated_at stamped; raise ValidationError."""
+        if isinstance(data, dict):
+            data = {**data, "updated_by": actor, "updated_at": int(time.time())}
+        return validate_rule(data)
+
+    def put_rule(self, ns: str, data: Any, expected_rev: int | None, actor: str) -> tuple[dict, WriteResult]:
+        """Create (expected_rev None: create-only) or replace a rule at expected_rev."""
+        self.require_namespace(ns)
+        rule = self.prepare(data, actor)
+        result = self.store.put_rule(ns, rule, expected_rev, actor, create_only=expected_rev is None)
+        return rule, result
+
+    def delete_rule(self, ns: str, rule_id: str, expected_rev: int, actor: str) -> WriteResult:
+        """Delete a rule at expected_rev; raise NotFoundError or ConflictError."""
+        self.require_namespace(ns)
+        return self.store.delete_rule(ns, rule_id, expected_rev, actor)
+
+    # ---- history & rollback ----------------------------------------------------------------
+    def history(self, ns: str, since: int | None, before: int | None, limit: int) -> list[dict]:
+        """Return newest-first history entries (revision > since, < before) with decoded changes."""
+        self.require_namespace(ns)
+        entries = self.store.history(ns, before, limit)
+        if since is not None:
+            entries = [e for e in entries if e.revision > since]
+        return [self.describe(e) for e in entries]
+
+    def describe(self, entry: LogEntry) -> dict:
+        """Return a log entry as a JSON-shaped dict."""
+        return {"revision": entry.revision, "op": entry.op, "actor": entry.actor, "ts": entry.ts,
+                "changes": [{"id": rid, "before": _decode(b), "after": _decode(a)}
+                            for rid, b, a in entry.changes]}
+
+    def rollback(self, ns: str, to_rev: int, expected_rev: int | None, actor: str) -> tuple[WriteResult, int]:
+        """Commit a new revision restoring the rule set of to_rev; return (result, changed rules)."""
+        self.require_namespace(ns)
+        current, changes = rollback_plan(self.store, ns, to_rev)
+        if expected_rev is not None and expected_rev != current:
+            raise ConflictError(expected_rev, current)
+        if not changes:
+            raise NothingToDo(f"the rule set already equals revision {to_rev}")
+        return self.store.commit(ns, changes, current, actor, op="rollback"), len(changes)
+
+    # ---- simulation ------------------------------------------------------------------------
+    def simulate(self, ns: str, request: dict) -> tuple[int, Decision]:
+        """Return (revision, the decision the gateways would make for request)."""
+        self.require_namespace(ns)
+        state = self.store.load(ns)
+        rs = RuleSet(state.rules.values(), state.revision, state.generation)
+        return state.revision, decide(rs, Request.from_dict(request))
+
+
+def _decode(raw: bytes | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        return decode_rule(raw)
+    except CorruptDataError:
+        try:
+            return {"_undecodable": True, "raw": repr(msgpack.unpackb(raw, raw=False))[:500]}
+        except (ValueError, msgpack.UnpackException, TypeError):
+            return {"_undecodable": True}

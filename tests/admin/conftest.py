@@ -1,0 +1,160 @@
+"""Fixtures for the admin tests: an in-process app, users/tokens, and two real gunicorn instances."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from ruleadmin import create_app
+from ruleadmin.extensions import Backend
+
+PASSWORD = "correct-horse-battery"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """Return a free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def admin_config(cluster) -> dict:
+    """The config every test app and gunicorn instance uses (plain-HTTP cookies for loopback)."""
+    return {"SECRET_KEY": "test-" + uuid.uuid4().hex, "REDIS_NODES": ",".join(cluster.startup_nodes),
+            "REDIS_MODE": "cluster", "SESSION_COOKIE_SECURE": False, "REMEMBER_COOKIE_SECURE": False,
+            "WAIT_REPLICAS": 1, "WAIT_TIMEOUT_MS": 1000}
+
+
+@pytest.fixture(scope="session")
+def app(admin_config):
+    """An in-process app on the session cluster."""
+    application = create_app(admin_config)
+    yield application
+    application.extensions["ruleadmin"].close()
+
+
+@pytest.fixture(scope="session")
+def backend(app) -> Backend:
+    """The app's Redis backend (store, rules, accounts)."""
+    return app.extensions["ruleadmin"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A test user with its password and an API token."""
+
+    username: str
+    role: str
+    token: str
+    token_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+def users(backend) -> dict[str, Principal]:
+    """One user per role (viewer, editor, admin), each with a token; password is PASSWORD."""
+    out = {}
+    for role in ("viewer", "editor", "admin"):
+        name = f"{role}-{uuid.uuid4().hex[:6]}"
+        backend.accounts.create_user(name, role, PASSWORD)
+        token_id, token = backend.accounts.create_token(name, "tests")
+        out[role] = Principal(name, role, token, token_id)
+    return out
+
+
+@pytest.fixture()
+def client(app):
+    """A Flask test client."""
+    return app.test_client()
+
+
+@pytest.fixture()
+def ns(backend) -> str:
+    """A fresh, created namespace."""
+    name = "t" + uuid.uuid4().hex[:12]
+    backend.rules.create_namespace(name)
+    return name
+
+
+def split_rule(rule_id: str, weight: int = 5000, upstream: str = "canary") -> dict:
+    """Return a small valid split rule."""
+    return {"id": rule_id, "kind": "split", "route": {"host": "shop.example.com", "path": "/"},
+            "key": {"source": "header", "name": "x-uid"}, "default": "stable",
+            "policies": [{"type": "percent", "buckets": [{"upstream": upstream, "weight": weight}]}]}
+
+
+def degrade_rule(rule_id: str, status: int = 503) -> dict:
+    """Return a small valid degrade rule."""
+    return {"id": rule_id, "kind": "degrade", "route": {"host": "shop.example.com", "path": "/checkout"},
+            "action": {"type": "reject", "status": status, "retry_after": 30}}
+
+
+class Gunicorn:
+    """One `ruleadmin serve` process (gunicorn + gevent workers) on a free port."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, log_dir: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open((log_dir or Path("/tmp")) / f"ruleadmin-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ruleadmin.cli", "serve", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(workers)], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn on {self.url} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def server_env(admin_config: dict) -> dict[str, str]:
+    """Return the environment for a ruleadmin process from the test config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RULEADMIN_")}
+    for key, value in admin_config.items():
+        env["RULEADMIN_" + key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def servers(admin_config, users, tmp_path_factory) -> list[Gunicorn]:
+    """Two gunicorn instances (2 gevent workers each) on two ports, sharing only the cluster."""
+    log_dir = tmp_path_factory.mktemp("gunicorn")
+    env = server_env(admin_config)
+    procs = [Gunicorn(env, log_dir=log_dir) for _ in range(2)]
+    try:
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()

@@ -1,0 +1,119 @@
+"""Access control: anonymous, roles, CSRF, token revocation, login rate limiting, startup checks."""
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from ruleadmin import create_app
+from ruleadmin.config import ConfigError
+
+from .conftest import PASSWORD, split_rule
+
+pytestmark = pytest.mark.integration
+
+
+def _login(client, username, password=PASSWORD):
+    page = client.get("/login")
+    token = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page.data).group(1).decode()
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": token})
+
+
+def test_anonymous_api_is_401(client, ns):
+    """Every API call without a token is 401 with a JSON error."""
+    r = client.get(f"/api/v1/namespaces/{ns}/rules")
+    assert r.status_code == 401 and r.get_json()["error"] and "Bearer" in r.headers["WWW-Authenticate"]
+
+
+def test_anonymous_web_redirects_to_login(client, ns):
+    """Web pages redirect anonymous users to the login page."""
+    r = client.get(f"/ns/{ns}/")
+    assert r.status_code == 302 and r.location.startswith("/login")
+
+
+def test_viewer_cannot_write(client, users, ns):
+    """A viewer token reads but gets 403 on PUT, DELETE and rollback."""
+    h = users["viewer"].headers
+    assert client.get(f"/api/v1/namespaces/{ns}/rules", headers=h).status_code == 200
+    assert client.put(f"/api/v1/namespaces/{ns}/rules/web", json=split_rule("web"), headers=h).status_code == 403
+    assert client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 0}, headers=h).status_code == 403
+
+
+def test_only_admin_creates_namespaces(client, users):
+    """Editors cannot create namespaces; admins can."""
+    name = "n" + uuid.uuid4().hex[:8]
+    assert client.post("/api/v1/namespaces", json={"name": name}, headers=users["editor"].headers).status_code == 403
+    assert client.post("/api/v1/namespaces", json={"name": name}, headers=users["admin"].headers).status_code == 201
+
+
+def test_revoked_token_is_refused(client, backend, users):
+    """A revoked token stops working immediately, on every instance (the hash is gone from Redis)."""
+    token_id, token = backend.accounts.create_token(users["editor"].username, "short-lived")
+    h = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/whoami", headers=h).status_code == 200
+    r = client.delete(f"/api/v1/tokens/{token_id}", headers=users["admin"].headers)
+    assert r.status_code == 200
+    r = client.get("/api/v1/whoami", headers=h)
+    assert r.status_code == 401 and "revoked" in r.get_json()["error"]
+
+
+def test_garbage_tokens_are_refused(client):
+    """Unknown and malformed bearer tokens get 401."""
+    for value in ("Bearer rgt_nope", "Bearer ", "Basic abc", "Bearer " + "x" * 5000):
+        assert client.get("/api/v1/whoami", headers={"Authorization": value}).status_code == 401
+
+
+def test_form_post_without_csrf_is_refused(client, users, ns):
+    """A logged-in form POST without the CSRF token is refused and writes nothing."""
+    assert _login(client, users["editor"].username).status_code == 302
+    r = client.post(f"/ns/{ns}/rules/new?kind=degrade", data={"id": "x", "host": "a.example.com", "path": "/"})
+    assert r.status_code == 400 and b"CSRF" in r.data
+
+
+def test_login_without_csrf_is_refused(client, users):
+    """Even the login form needs its CSRF token."""
+    r = client.post("/login", data={"username": users["viewer"].username, "password": PASSWORD})
+    assert r.status_code == 400
+
+
+def test_viewer_session_cannot_open_edit_forms(client, users, ns):
+    """A viewer's session gets 403 on the create form."""
+    _login(client, users["viewer"].username)
+    assert client.get(f"/ns/{ns}/rules/new?kind=split").status_code == 403
+
+
+def test_login_is_rate_limited_per_user(client, backend):
+    """After the configured failures a correct password is refused too (429), for a while."""
+    name = "rl-" + uuid.uuid4().hex[:6]
+    backend.accounts.create_user(name, "viewer", PASSWORD)
+    for _ in range(5):
+        assert _login(client, name, "wrong-password").status_code == 401
+    assert _login(client, name, PASSWORD).status_code == 429
+
+
+def test_logout_ends_the_session(client, users):
+    """After logging out, pages redirect to login again."""
+    _login(client, users["viewer"].username)
+    assert client.get("/").status_code == 200
+    page = client.get("/").data
+    token = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1).decode()
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_session_cookie_flags_by_default(admin_config, users):
+    """With the default config the session cookie is Secure, HttpOnly and SameSite=Lax."""
+    app = create_app({**admin_config, "SESSION_COOKIE_SECURE": True})
+    c = app.test_client()
+    r = _login(c, users["viewer"].username)
+    cookie = [v for k, v in r.headers.items() if k == "Set-Cookie" and "ruleadmin_session" in v][0]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    app.extensions["ruleadmin"].close()
+
+
+def test_refuses_to_start_without_secret_key(monkeypatch):
+    """Outside debug mode, no secret key means no app, with a message naming the variable."""
+    monkeypatch.delenv("RULEADMIN_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="RULEADMIN_SECRET_KEY"):
+        create_app({"REDIS_NODES": "127.0.0.1:1"})
