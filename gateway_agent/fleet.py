@@ -1,0 +1,70 @@
+"""Fleet heartbeats: every gateway writes the revision it applied into HASH {rg:<ns>}:fleet.
+
+Field = gateway id; value = msgpack map {"kind": "agent"|"nginx", "revision": int,
+"generation": str, "applied_at": float, "heartbeat_at": float, "staleness": float,
+"last_error": str}. The agent writes it, nginx writes the same format, the admin reads it.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import CorruptDataError
+from .keyspace import Keys
+
+FIELDS = ("kind", "revision", "generation", "applied_at", "heartbeat_at", "staleness", "last_error")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One gateway's report of what it runs."""
+
+    kind: str
+    revision: int
+    generation: str
+    applied_at: float
+    heartbeat_at: float
+    staleness: float
+    last_error: str = ""
+
+    def encode(self) -> bytes:
+        """Return the msgpack bytes stored in the fleet hash."""
+        return msgpack.packb(asdict(self), use_bin_type=True)
+
+
+def default_gateway_id() -> str:
+    """Return "agent-<hostname>-<pid>"."""
+    return f"agent-{socket.gethostname()}-{os.getpid()}"
+
+
+def decode_heartbeat(raw: bytes, where: str = "heartbeat") -> Heartbeat:
+    """Return the Heartbeat in raw; raise CorruptDataError when it is not one."""
+    try:
+        data: Any = msgpack.unpackb(raw, raw=False)
+        if not isinstance(data, dict):
+            raise TypeError("not a map")
+        return Heartbeat(kind=str(data["kind"]), revision=int(data["revision"]),
+                         generation=str(data.get("generation", "")),
+                         applied_at=float(data.get("applied_at", 0.0)),
+                         heartbeat_at=float(data["heartbeat_at"]),
+                         staleness=float(data.get("staleness", 0.0)),
+                         last_error=str(data.get("last_error") or ""))
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise CorruptDataError(f"{where}: undecodable ({exc.__class__.__name__})") from None
+
+
+def read_fleet(client, namespace: str) -> dict[str, Heartbeat | None]:
+    """Return gateway id -> Heartbeat (None for an undecodable value); raises redis errors."""
+    raw = client.hgetall(Keys(namespace).fleet)
+    out: dict[str, Heartbeat | None] = {}
+    for key, value in raw.items():
+        gateway = key.decode() if isinstance(key, bytes) else key
+        try:
+            out[gateway] = decode_heartbeat(value, f"fleet entry {gateway!r}")
+        except CorruptDataError:
+            out[gateway] = None
+    return dict(sorted(out.items()))

@@ -1,0 +1,479 @@
+"""The sync loop: bootstrap (snapshot, then Redis), then revalidate on notification or TTL.
+
+One `Syncer` owns the applied rule set. It is replaced, never mutated: readers take
+`syncer.current` (one attribute read) and evaluate against it. Every Redis access runs under
+the `Budget`. Pub/sub is a hint that shortens the wait; the revision check is the truth.
+Works with plain threads and under gevent (monkey-patched threading).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import redis
+from redis.exceptions import MovedError
+
+from .budget import RETRYABLE, Budget, BudgetExhausted, NodePool, Operation, SlotMap, execute
+from .errors import CorruptDataError, SnapshotError, StoreError
+from .evaluator import RuleSet
+from .fleet import Heartbeat
+from .keyspace import Keys
+from .schema import decode_rule
+from .snapshot import make_snapshot, read_snapshot, write_snapshot
+from .store import LogEntry, _decode_entry
+
+log = logging.getLogger("rulegate.agent.sync")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """An applied, compiled rule set and the raw bytes it came from (never mutated)."""
+
+    ruleset: RuleSet
+    raw: Mapping[str, bytes]
+    revision: int
+    generation: str
+    source: str
+    applied_at: float
+
+
+@dataclass
+class SyncConfig:
+    """What the sync loop does and how often."""
+
+    namespace: str
+    refresh_interval: float = 1.0
+    jitter: float = 0.2
+    max_stale: float = 30.0
+    snapshot_path: str | None = None
+    gateway_id: str = ""
+    heartbeat_interval: float = 5.0
+    log_batch: int = 1000
+    notifications: bool = True
+
+
+@dataclass
+class SyncStats:
+    """Counters of the sync loop (read under `lock`)."""
+
+    syncs_ok: int = 0
+    syncs_failed: int = 0
+    full_reloads: int = 0
+    deltas_applied: int = 0
+    rejected: int = 0
+    rollbacks_refused: int = 0
+    generation_changes: int = 0
+    notifications: int = 0
+    snapshot_writes: int = 0
+    snapshot_errors: int = 0
+    heartbeats_ok: int = 0
+    heartbeats_failed: int = 0
+    propagation_lag: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def snapshot(self) -> dict[str, float]:
+        """Return the counters as a plain dict."""
+        with self.lock:
+            return {k: v for k, v in vars(self).items() if k != "lock"}
+
+
+class Rejected(StoreError):
+    """Redis holds a rule set the agent refuses to apply (garbage, invalid, or older)."""
+
+
+class Syncer:
+    """Owns the applied rule set of one namespace and the loop that keeps it current."""
+
+    def __init__(self, config: SyncConfig, budget: Budget, pool: NodePool, slots: SlotMap, *,
+                 wall: Callable[[], float] = time.time):
+        self.config = config
+        self.keys = Keys(config.namespace)
+        self.budget = budget
+        self.pool = pool
+        self.slots = slots
+        self.wall = wall
+        self.stats = SyncStats()
+        self.current: Applied | None = None
+        self.confirmed_at: float | None = None
+        self.redis_state = "unknown"
+        self.last_error = ""
+        self._reported: tuple[str, str] | None = None
+        self._changed = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._first_cycle = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_heartbeat = 0.0
+        self.notifier = Notifier(self) if config.notifications else None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self, wait: float | None = None) -> None:
+        """Bootstrap from the snapshot, start the loop; wait up to `wait` s for the first Redis sync."""
+        self.bootstrap_from_snapshot()
+        self._thread = threading.Thread(target=self._run, name=f"rulegate-sync-{self.config.namespace}",
+                                        daemon=True)
+        self._thread.start()
+        if self.notifier is not None:
+            self.notifier.start()
+        if wait:
+            self._first_cycle.wait(wait)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and the notifier and close connections."""
+        self._stop.set()
+        self._wake.set()
+        if self.notifier is not None:
+            self.notifier.stop(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.pool.close()
+
+    def wake(self) -> None:
+        """Ask the loop to revalidate now."""
+        self._wake.set()
+
+    def wait_for_revision(self, revision: int, timeout: float) -> bool:
+        """Return True once a rule set with at least `revision` is applied, False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self.current is not None and self.current.revision >= revision, timeout)
+
+    def staleness(self) -> float:
+        """Return seconds since the applied rule set was last confirmed current (inf if never)."""
+        confirmed = self.confirmed_at
+        return float("inf") if confirmed is None else max(0.0, self.wall() - confirmed)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            self.cycle()
+            self._first_cycle.set()
+            interval = self.config.refresh_interval
+            self._wake.wait(interval * (1 + self.config.jitter * (2 * random.random() - 1)))
+
+    def cycle(self) -> None:
+        """Run one revalidation (and a heartbeat when due); never raises on Redis trouble."""
+        try:
+            if self.slots.stale:
+                self.slots.refresh(self.budget, self.pool, self.slots.version)
+            self.sync_once()
+            self.stats.add("syncs_ok")
+        except Rejected as exc:
+            self.stats.add("syncs_failed")
+            self._report("rejected", str(exc), logging.ERROR)
+        except (StoreError, redis.RedisError) as exc:
+            self.stats.add("syncs_failed")
+            self._report("down", f"{exc.__class__.__name__}: {exc}", logging.WARNING)
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+            self.heartbeat()
+
+    def _report(self, state: str, message: str, level: int) -> None:
+        self.redis_state = state
+        self.last_error = message
+        if self._reported != (state, message):
+            self._reported = (state, message)
+            log.log(level, "namespace %s: %s (serving revision %s, stale %.1fs)", self.config.namespace,
+                    message, self.current.revision if self.current else None, self.staleness())
+
+    def _confirm(self) -> None:
+        self.confirmed_at = self.wall()
+        if self.redis_state not in ("ok", "unknown"):
+            log.info("namespace %s: in sync at revision %s", self.config.namespace,
+                     self.current.revision if self.current else None)
+        self.redis_state, self.last_error, self._reported = "ok", "", None
+
+    # ---- one revalidation ------------------------------------------------------------------
+    def sync_once(self) -> bool:
+        """Compare revisions and apply deltas or a full reload; return True when a new set was applied."""
+        cur = self.current
+        k = self.keys
+        cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen")]
+        if cur is not None and cur.source == "redis":
+            cmds.append(("XRANGE", k.log, f"{cur.revision + 1}-0", "+", "COUNT", self.config.log_batch))
+        replies = self._read("revision check", cmds)
+        rev, gen = int(replies[0] or 0), _s(replies[1] or b"")
+        if cur is None or (gen and gen != cur.generation):
+            return self.full_reload()
+        if rev == cur.revision:
+            self._confirm()
+            return False
+        if rev < cur.revision:
+            self.stats.add("rollbacks_refused")
+            raise Rejected(f"store revision {rev} is lower than applied revision {cur.revision} of "
+                           f"generation {gen or '(none)'}; not rolling back")
+        entries = self._entries(replies[2]) if len(replies) > 2 else None
+        if entries is None or not _contiguous(entries, cur.revision, rev, self.config.log_batch):
+            return self.full_reload()
+        try:
+            self._apply_delta(cur, entries, gen)
+        except CorruptDataError as exc:
+            log.warning("namespace %s: log delta rejected (%s); trying a full reload",
+                        self.config.namespace, exc)
+            return self.full_reload()
+        if entries[-1].revision < rev:
+            self.wake()
+        return True
+
+    def _entries(self, raw: list) -> list[LogEntry] | None:
+        try:
+            return [_decode_entry(self.config.namespace, eid, _pairs(fields)) for eid, fields in raw]
+        except CorruptDataError as exc:
+            log.warning("namespace %s: %s; falling back to a full reload", self.config.namespace, exc)
+            return None
+
+    def _apply_delta(self, cur: Applied, entries: list[LogEntry], gen: str) -> None:
+        raw = dict(cur.raw)
+        rules = dict(cur.ruleset.rules)
+        for entry in entries:
+            for rule_id, _before, after in entry.changes:
+                if after:
+                    rules[rule_id] = decode_rule(after, where=f"log rev {entry.revision} rule {rule_id!r}")
+                    raw[rule_id] = after
+                else:
+                    rules.pop(rule_id, None)
+                    raw.pop(rule_id, None)
+        last = entries[-1]
+        self._install(Applied(RuleSet(rules.values(), last.revision, gen), raw, last.revision, gen,
+                              "redis", self.wall()))
+        with self.stats.lock:
+            self.stats.deltas_applied += len(entries)
+            self.stats.propagation_lag = max(0.0, self.wall() - last.ts)
+
+    def full_reload(self) -> bool:
+        """Read the whole namespace and apply it if valid and not older; return True when applied."""
+        k = self.keys
+        for _ in range(3):
+            rev1, flat, gen, rev2 = self._read("full reload", [("GET", k.rev), ("HGETALL", k.rules),
+                                                               ("HGET", k.meta, "gen"), ("GET", k.rev)])
+            if rev1 == rev2:
+                break
+        else:
+            raise StoreError("namespace kept changing during three full reads")
+        rev, gen = int(rev1 or 0), _s(gen or b"")
+        raw = {_s(key): value for key, value in _pairs(flat).items()}
+        cur = self.current
+        if cur is not None and gen == cur.generation and rev < cur.revision:
+            self.stats.add("rollbacks_refused")
+            raise Rejected(f"store revision {rev} is lower than applied revision {cur.revision}; "
+                           "not rolling back")
+        if cur is not None and gen == cur.generation and rev == cur.revision and cur.source == "redis":
+            self._confirm()
+            return False
+        rules = {}
+        try:
+            for rule_id, value in raw.items():
+                rule = decode_rule(value, where=f"namespace {self.config.namespace!r} rule {rule_id!r}")
+                if rule["id"] != rule_id:
+                    raise CorruptDataError(f"rule {rule_id!r} is stored under another id")
+                rules[rule_id] = rule
+        except CorruptDataError as exc:
+            self.stats.add("rejected")
+            raise Rejected(f"revision {rev} not applied: {exc}") from None
+        if cur is not None and cur.generation and gen != cur.generation:
+            self.stats.add("generation_changes")
+            log.warning("namespace %s: NEW GENERATION %s replaces %s (revision %s -> %s); accepting "
+                        "the new lineage", self.config.namespace, gen, cur.generation, cur.revision, rev)
+        self.stats.add("full_reloads")
+        self._install(Applied(RuleSet(rules.values(), rev, gen), raw, rev, gen, "redis", self.wall()))
+        return True
+
+    def _read(self, name: str, cmds: list[tuple]) -> list:
+        """Return the replies of cmds from one node of the slot (master first), under the budget."""
+        position = {"i": 0}
+
+        def attempt(op: Operation) -> list:
+            candidates = self.slots.candidates()
+            address = candidates[position["i"] % len(candidates)]
+            try:
+                return execute(self.pool.get(address, op, readonly=address != self.slots.master), *cmds)
+            except MovedError as exc:
+                self.slots.moved(exc)
+                position["i"] = 0
+                raise
+            except RETRYABLE:
+                self.pool.drop(address)
+                self.slots.stale = True
+                position["i"] += 1
+                raise
+
+        return self.budget.run(name, attempt)
+
+    def _install(self, applied: Applied) -> None:
+        with self._changed:
+            self.current = applied
+            self._confirm()
+            self._changed.notify_all()
+        log.info("namespace %s: applied revision %s (%d rules, generation %s, from %s)",
+                 self.config.namespace, applied.revision, len(applied.raw), applied.generation, applied.source)
+        if applied.source == "redis" and self.config.snapshot_path:
+            self._write_snapshot(applied)
+
+    # ---- snapshot and heartbeat ------------------------------------------------------------
+    def bootstrap_from_snapshot(self) -> bool:
+        """Apply the disk snapshot when present and valid; return True when applied."""
+        path = self.config.snapshot_path
+        if not path or self.current is not None:
+            return False
+        if not os.path.exists(path):
+            log.info("no snapshot at %s yet; starting from Redis", path)
+            return False
+        try:
+            snap = read_snapshot(path)
+            if snap.namespace != self.config.namespace:
+                raise SnapshotError(f"snapshot is for namespace {snap.namespace!r}")
+            rules = snap.rules()
+        except SnapshotError as exc:
+            log.warning("ignoring snapshot %s: %s", path, exc)
+            return False
+        with self._changed:
+            self.current = Applied(RuleSet(rules.values(), snap.revision, snap.generation), snap.raw_rules,
+                                   snap.revision, snap.generation, "snapshot", self.wall())
+            self.confirmed_at = float(snap.written_at)
+            self._changed.notify_all()
+        log.info("namespace %s: loaded revision %s from snapshot %s (written %.0fs ago)",
+                 self.config.namespace, snap.revision, path, self.staleness())
+        return True
+
+    def _write_snapshot(self, applied: Applied) -> None:
+        try:
+            write_snapshot(self.config.snapshot_path, make_snapshot(
+                self.config.namespace, applied.generation, applied.revision, dict(applied.raw)))
+            self.stats.add("snapshot_writes")
+        except OSError as exc:
+            self.stats.add("snapshot_errors")
+            log.error("cannot write snapshot %s: %s", self.config.snapshot_path, exc)
+
+    def heartbeat(self) -> None:
+        """Write this gateway's heartbeat into the fleet hash (best effort, under the budget)."""
+        cur = self.current
+        now = self.wall()
+        beat = Heartbeat("agent", cur.revision if cur else 0, cur.generation if cur else "",
+                         cur.applied_at if cur else 0.0, now, min(self.staleness(), 1e9), self.last_error)
+
+        def attempt(op: Operation) -> None:
+            address = self.slots.candidates(writes=True)[0]
+            try:
+                execute(self.pool.get(address, op), ("HSET", self.keys.fleet, self.config.gateway_id,
+                                                     beat.encode()))
+            except MovedError as exc:
+                self.slots.moved(exc)
+                raise
+            except RETRYABLE:
+                self.pool.drop(address)
+                self.slots.stale = True
+                raise
+
+        try:
+            self.budget.run("heartbeat", attempt)
+            self.stats.add("heartbeats_ok")
+        except (StoreError, redis.RedisError) as exc:
+            self.stats.add("heartbeats_failed")
+            log.debug("heartbeat failed: %s", exc)
+
+
+class Notifier:
+    """Listens on the sharded channel {rg:<ns>}:events and wakes the sync loop (a hint only)."""
+
+    def __init__(self, syncer: Syncer):
+        self.syncer = syncer
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn = None
+        self.subscribed_to: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rulegate-notify", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._conn is not None:
+            self._conn.disconnect()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._subscribe()
+                failures = 0
+                self._listen()
+            except (StoreError, redis.RedisError, OSError) as exc:
+                failures += 1
+                log.debug("notification channel: %s", exc)
+            if self._conn is not None:
+                self._conn.disconnect()
+                self._conn = None
+            self.subscribed_to = None
+            self.syncer.wake()  # messages may have been lost: revalidate now
+            self._stop.wait(self.syncer.budget.backoff.compute(min(failures, 5)) + 0.05)
+
+    def _subscribe(self) -> None:
+        s = self.syncer
+        if s.slots.master is None or s.slots.stale:
+            s.slots.refresh(s.budget, s.pool, s.slots.version)
+        address = s.slots.candidates(writes=True)[0]
+
+        def attempt(op: Operation):
+            op.open_connection()
+            conn = s.pool._new(address)
+            try:
+                conn.connect()
+                conn.send_command("SSUBSCRIBE", s.keys.events)
+                conn.read_response()
+            except (redis.RedisError, OSError):
+                conn.disconnect()
+                raise
+            return conn
+
+        self._conn = s.budget.run("subscribe", attempt)
+        self._conn._sock.settimeout(None)
+        self.subscribed_to = address
+
+    def _listen(self) -> None:
+        s = self.syncer
+        while not self._stop.is_set():
+            if s.slots.master != self.subscribed_to:
+                return  # the slot moved: resubscribe on its new master
+            if not self._conn.can_read(timeout=0.5):
+                continue
+            message = self._conn.read_response()
+            if isinstance(message, list) and message and message[0] in (b"smessage", "smessage"):
+                s.stats.add("notifications")
+                s.wake()
+            elif isinstance(message, list) and message and message[0] in (b"sunsubscribe", "sunsubscribe"):
+                s.slots.stale = True
+                return
+
+
+def _contiguous(entries: list[LogEntry], held: int, current: int, batch: int) -> bool:
+    """Return True when entries are held+1, held+2, ... and reach `current` (or fill a batch)."""
+    if not entries or entries[0].revision != held + 1:
+        return False
+    for a, b in zip(entries, entries[1:]):
+        if b.revision != a.revision + 1:
+            return False
+    return entries[-1].revision >= current or len(entries) >= batch
+
+
+def _pairs(flat) -> dict:
+    if isinstance(flat, dict):
+        return flat
+    it = iter(flat or [])
+    return dict(zip(it, it))
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
