@@ -14,6 +14,8 @@ from pathlib import Path
 
 import redis
 
+from .acl import OPS_USER, AclUsers
+
 log = logging.getLogger("rulegate.dev.cluster")
 
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
@@ -63,7 +65,7 @@ class LocalCluster:
 
     def __init__(self, data_dir: str | os.PathLike, base_port: int | None = None, *, masters: int = 3,
                  node_timeout_ms: int = 1000, extra_config: dict[str, str] | None = None,
-                 password: str | None = None, username: str | None = None):
+                 password: str | None = None, username: str | None = None, acl: "AclUsers | None" = None):
         self.data_dir = Path(data_dir)
         self.base_port = base_port if base_port is not None else find_free_base(masters * 2)
         self.masters = masters
@@ -71,6 +73,9 @@ class LocalCluster:
         self.extra_config = dict(extra_config or {})
         self.username = username
         self.password = password
+        self.acl = acl
+        if acl is not None:
+            self.username, self.password = OPS_USER, acl.ops_password
         self.nodes = [Node(self.base_port + i, self.data_dir / str(self.base_port + i)) for i in range(masters * 2)]
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -111,7 +116,12 @@ class LocalCluster:
             "appendonly": "no", "save": '""', "loglevel": "warning",
         }
         conf.update(self.extra_config)
-        return "".join(f"{k} {v}\n" for k, v in conf.items())
+        users = ""
+        if self.acl is not None:
+            acl_conf = self.acl.config_lines()
+            users = "".join(f"user {line}\n" for line in acl_conf.pop("__users__").splitlines())
+            conf.update(acl_conf)
+        return "".join(f"{k} {v}\n" for k, v in conf.items()) + users
 
     def start_node(self, node: Node, wait: bool = True) -> None:
         """(Re)start one node's redis-server with its existing data dir."""
@@ -202,8 +212,11 @@ class LocalCluster:
 
     def _write_state(self) -> None:
         state = {"base_port": self.base_port, "masters": self.masters,
-                 "nodes": [{"port": n.port, "pid": n.pid} for n in self.nodes]}
-        (self.data_dir / "cluster.json").write_text(json.dumps(state, indent=1))
+                 "nodes": [{"port": n.port, "pid": n.pid} for n in self.nodes],
+                 "acl": vars(self.acl) if self.acl else None}
+        path = self.data_dir / "cluster.json"
+        path.write_text(json.dumps(state, indent=1))
+        path.chmod(0o600)
 
     def stop(self) -> None:
         """Stop every node this launcher started (SIGCONT first, then SIGTERM, then SIGKILL)."""
@@ -341,7 +354,8 @@ def load_state(data_dir: str | os.PathLike) -> LocalCluster:
     if not path.exists():
         raise LauncherError(f"no cluster recorded in {data_dir} (run: rulegate-dev cluster up)")
     state = json.loads(path.read_text())
-    cluster = LocalCluster(data_dir, state["base_port"], masters=state["masters"])
+    acl = AclUsers(**state["acl"]) if state.get("acl") else None
+    cluster = LocalCluster(data_dir, state["base_port"], masters=state["masters"], acl=acl)
     for node, saved in zip(cluster.nodes, state["nodes"]):
         node.pid = saved["pid"]
     return cluster
