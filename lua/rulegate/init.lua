@@ -253,7 +253,9 @@ local function respond(d)
         header[k] = v
     end
     local body = d.body or ""
-    header["Content-Length"] = #body
+    if d.status ~= 204 and d.status ~= 304 then
+        header["Content-Length"] = #body
+    end
     if body ~= "" then
         ngx.print(body)
     else

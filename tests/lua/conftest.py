@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import http.client
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from rulegate_dev.nginx import NginxLauncher
+from rulegate_dev.nginx import NginxLauncher, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,3 +64,118 @@ def lua_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxLaunc
     )
     with ngx:
         yield ngx
+
+
+GATEWAY_HTTP = """
+    include {repo}/lua/conf/rulegate.conf;
+    lua_shared_dict rulegate_test 1m;
+{upstreams}
+    server {{
+        listen 127.0.0.1:{echo_port};
+        location / {{
+            add_header X-Echo-Upstream $http_x_upstream always;
+            return 200 "$http_x_upstream";
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /rulegate/status {{
+            content_by_lua_block {{ require("rulegate").status() }}
+        }}
+        location = /lua-memory {{
+            content_by_lua_block {{
+                collectgarbage()
+                ngx.say(require("cjson").encode({{ pid = ngx.worker.pid(), kb = collectgarbage("count") }}))
+            }}
+        }}
+        location / {{
+            set $rulegate_upstream default;
+            access_by_lua_block {{ require("rulegate").access() }}
+            proxy_set_header X-Upstream $rulegate_upstream;
+            proxy_pass http://$rulegate_upstream;
+        }}
+    }}
+"""
+
+UPSTREAMS = ("default", "stable", "canary", "a", "b", "c", "v1", "v2", "fallback")
+
+
+class Gateway(NginxLauncher):
+    """An nginx with lua/conf/rulegate.conf included, in front of an echo upstream."""
+
+    def __init__(self, options: dict[str, Any], upstreams: tuple[str, ...] = UPSTREAMS, **kw: Any) -> None:
+        self.echo_port = free_port()
+        names = sorted(set(upstreams) | {"default"})
+        blocks = "\n".join(
+            f"    upstream {n} {{{{ server 127.0.0.1:{self.echo_port}; keepalive 8; }}}}" for n in names
+        )
+        http = GATEWAY_HTTP.replace("{upstreams}", blocks).replace("{echo_port}", str(self.echo_port))
+        self.options = options
+        super().__init__(http, package_path=False, workers=kw.pop("workers", 2),
+                         files={"conf/rulegate.json": json.dumps(options)}, **kw)
+
+    def write_conf(self, http: str | None = None) -> Path:
+        self.files["conf/rulegate.json"] = json.dumps(self.options)
+        return super().write_conf(http)
+
+    def status(self) -> dict[str, Any]:
+        """Return /rulegate/status."""
+        return self.json("/rulegate/status")
+
+    def wait_revision(self, rev: int, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until the gateway serves revision ``rev``; return the status."""
+        deadline = time.monotonic() + timeout
+        st: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            st = self.status()
+            if st["revision"] == rev:
+                return st
+            time.sleep(0.02)
+        raise AssertionError(f"gateway still at revision {st.get('revision')} (want {rev}): {st}")
+
+    def get(self, path: str = "/", host: str = "app.example.com", headers: dict[str, str] | None = None,
+            method: str = "GET", conn: http.client.HTTPConnection | None = None) -> Response:
+        """Send one request (on ``conn`` when given, keep-alive) and return the response."""
+        own = conn is None
+        c = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            hdrs = {"Host": host, **(headers or {})}
+            c.request(method, path, headers=hdrs)
+            r = c.getresponse()
+            body = r.read().decode(errors="replace")
+            return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, body)
+        finally:
+            if own:
+                c.close()
+
+
+@dataclass
+class Response:
+    """An HTTP response, header names lowercased."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+@pytest.fixture(scope="session")
+def redis_nodes(cluster: Any) -> list[str]:
+    """The session cluster's startup nodes."""
+    return list(cluster.startup_nodes)
+
+
+@pytest.fixture()
+def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """A factory of started Gateways (stopped at teardown); kwargs are rulegate options."""
+    started: list[Gateway] = []
+
+    def make(namespace: str, nodes: list[str], prefix: Path | None = None, **options: Any) -> Gateway:
+        opts = {"namespace": namespace, "startup_nodes": nodes, "refresh_interval": 0.2,
+                "gateway_id": f"test-{namespace}-{len(started)}", **options}
+        gw = Gateway(opts, prefix=prefix or tmp_path / f"nginx{len(started)}")
+        started.append(gw)
+        return gw.start()
+
+    yield make
+    for gw in started:
+        gw.stop()
