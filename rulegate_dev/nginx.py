@@ -29,7 +29,7 @@ ERROR_MARKERS = ("[error]", "[crit]", "[alert]", "[emerg]")
 
 MAIN_TEMPLATE = """\
 {load_modules}
-worker_processes {workers};
+{user}worker_processes {workers};
 error_log {prefix}/logs/error.log {log_level};
 pid {prefix}/logs/nginx.pid;
 {main_extra}
@@ -126,6 +126,8 @@ class NginxLauncher:
         body = (http if http is not None else self.http).format(**values)
         return MAIN_TEMPLATE.format(
             load_modules=load,
+            # as root, run workers as root too so they can write into the test's temp dirs
+            user="user root root;\n" if os.geteuid() == 0 else "",
             workers=self.workers,
             prefix=self.prefix,
             log_level=self.log_level,

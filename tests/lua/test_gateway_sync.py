@@ -1,0 +1,169 @@
+"""nginx + lua/rulegate against the session cluster: propagation, heartbeat, revision safety."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import msgpack
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from gateway_agent.keyspace import Keys
+from gateway_agent.snapshot import make_snapshot, read_snapshot, write_snapshot
+from gateway_agent.schema import encode_rule, validate_rule
+from gateway_agent.store import RuleStore
+
+from .conftest import Gateway
+
+pytestmark = pytest.mark.integration
+
+
+def split_rule(rule_id: str, upstream: str, path: str = "/", host: str = "app.example.com") -> dict:
+    return validate_rule({
+        "id": rule_id, "kind": "split", "route": {"host": host, "path": path},
+        "key": {"source": "header", "name": "X-Uid"},
+        "policies": [{"type": "uid_suffix", "suffixes": ["7"], "upstream": "canary"}],
+        "default": upstream,
+    })
+
+
+def raw_client(cluster: Any) -> RedisCluster:
+    host, port = cluster.startup_nodes[0].rsplit(":", 1)
+    return RedisCluster(host=host, port=int(port))
+
+
+def test_rule_change_routes_within_refresh_interval(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """A rule written through the store changes routing within refresh_interval + 100 ms."""
+    interval = 0.5
+    rev = store.put_rule(namespace, split_rule("r1", "a"), None, "test").revision
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=interval)
+    gw.wait_revision(rev)
+    assert gw.get("/").headers["x-echo-upstream"] == "a"
+    worst = 0.0
+    for i, target in enumerate(["b", "c", "a", "b"]):
+        rev = store.put_rule(namespace, split_rule("r1", target), rev, "test").revision
+        t0 = time.monotonic()
+        while gw.get("/").headers["x-echo-upstream"] != target:
+            assert time.monotonic() - t0 < 3, f"change {i} not routed after 3 s"
+            time.sleep(0.005)
+        worst = max(worst, time.monotonic() - t0)
+    assert worst <= interval + 0.1, f"slowest propagation {worst:.3f}s"
+    assert gw.error_lines() == []
+
+
+def test_requests_make_no_redis_calls(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """Routing 500 requests adds no cluster-client call: the request path never touches Redis."""
+    rev = store.put_rule(namespace, split_rule("r1", "a"), None, "test").revision
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=30)
+    gw.wait_revision(rev)
+
+    def calls() -> int:
+        return sum(s["calls"] for s in gw.status()["cluster_stats"].values())
+
+    before = calls()
+    for _ in range(500):
+        assert gw.get("/").status == 200
+    assert calls() == before
+
+
+def test_heartbeat_reports_applied_revision(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """The gateway writes its applied revision and state into the namespace's fleet hash."""
+    rev = store.put_rule(namespace, split_rule("r1", "a"), None, "test").revision
+    gw = make_gateway(namespace, cluster.startup_nodes)
+    gw.wait_revision(rev)
+    client = raw_client(cluster)
+    deadline = time.monotonic() + 5
+    raw = None
+    while time.monotonic() < deadline and raw is None:
+        raw = client.hget(Keys(namespace).fleet, gw.options["gateway_id"])
+        time.sleep(0.05)
+    assert raw is not None
+    beat = msgpack.unpackb(raw, raw=False)
+    assert beat["revision"] == rev
+    assert beat["kind"] == "nginx"
+    assert beat["state"] == "ok"
+    assert beat["gateway"] == gw.options["gateway_id"]
+    client.close()
+
+
+def test_lower_revision_of_same_generation_is_refused(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """A store whose rev went backwards (same generation) is not applied and is reported."""
+    store.put_rule(namespace, split_rule("r1", "a"), None, "test")
+    rev = store.put_rule(namespace, split_rule("r1", "b"), None, "test").revision
+    gw = make_gateway(namespace, cluster.startup_nodes)
+    gw.wait_revision(rev)
+    client = raw_client(cluster)
+    keys = Keys(namespace)
+    client.set(keys.rev, rev - 1)
+    client.hset(keys.rules, "r1", encode_rule(split_rule("r1", "c")))
+    deadline = time.monotonic() + 5
+    st = gw.status()
+    while time.monotonic() < deadline and st["state"] != "regression":
+        time.sleep(0.05)
+        st = gw.status()
+    assert st["state"] == "regression"
+    assert st["revision"] == rev
+    assert "lower than the applied revision" in st["last_error"]
+    assert gw.get("/").headers["x-echo-upstream"] == "b"
+    # a rebuilt store (new generation) is accepted, loudly
+    client.hset(keys.meta, "gen", "rebuilt-generation")
+    gw.wait_revision(rev - 1)
+    assert gw.get("/").headers["x-echo-upstream"] == "c"
+    assert gw.status()["generation"] == "rebuilt-generation"
+    assert any("new generation" in line for line in gw.error_lines())
+    client.close()
+
+
+def test_snapshot_written_by_nginx_reads_in_python(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str, tmp_path: Any
+) -> None:
+    """The snapshot file nginx writes is the agent's format: gateway_agent.snapshot reads it."""
+    store.put_rule(namespace, split_rule("r1", "a"), None, "test")
+    rev = store.put_rule(namespace, split_rule("r2", "b", path="/b"), None, "test").revision
+    path = tmp_path / "snap" / "rules.snap"
+    path.parent.mkdir()
+    gw = make_gateway(namespace, cluster.startup_nodes, snapshot_path=str(path))
+    gw.wait_revision(rev)
+    deadline = time.monotonic() + 5
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    snap = read_snapshot(path)
+    assert snap.namespace == namespace
+    assert snap.revision == rev
+    assert set(snap.rules()) == {"r1", "r2"}
+    assert snap.rules()["r2"]["default"] == "b"
+
+
+def test_python_snapshot_boots_nginx_without_redis(
+    make_gateway: Callable[..., Gateway], tmp_path: Any
+) -> None:
+    """nginx started with Redis unreachable routes from a snapshot the Python agent wrote."""
+    path = tmp_path / "agent.snap"
+    rule = split_rule("r1", "canary")
+    write_snapshot(path, make_snapshot("offline", "gen-1", 42, {"r1": encode_rule(rule)}))
+    dead = [f"127.0.0.1:{_closed_port()}"]
+    gw = make_gateway("offline", dead, snapshot_path=str(path), connect_timeout=100)
+    r = gw.get("/")
+    assert r.headers["x-echo-upstream"] == "canary"
+    assert r.headers["x-rulegate-rev"] == "42"
+    st = gw.status()
+    assert st["source"] == "snapshot"
+    assert st["revision"] == 42
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
