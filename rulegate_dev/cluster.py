@@ -334,6 +334,11 @@ def _wait_exit(node: Node, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
+            if os.waitpid(node.pid, os.WNOHANG)[0] == node.pid:
+                return  # our own child (started by this process), now reaped
+        except ChildProcessError:
+            pass
+        try:
             os.kill(node.pid, 0)
         except ProcessLookupError:
             return
