@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -181,8 +182,9 @@ class Syncer:
     def _report(self, state: str, message: str, level: int) -> None:
         self.redis_state = state
         self.last_error = message
-        if self._reported != (state, message):
-            self._reported = (state, message)
+        key = (state, re.sub(r"\d+(\.\d+)?", "#", message))
+        if self._reported != key:
+            self._reported = key
             log.log(level, "namespace %s: %s (serving revision %s, stale %.1fs)", self.config.namespace,
                     message, self.current.revision if self.current else None, self.staleness())
 

@@ -1,0 +1,92 @@
+"""Prometheus metrics of the agent: read from the client's counters at scrape time."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .client import RuleClient
+
+ACTIONS = ("proxy", "respond", "redirect", "pass")
+
+_SYNC_COUNTERS = {
+    "full_reloads": "Full reloads of the namespace applied",
+    "deltas_applied": "Log entries applied as deltas",
+    "rejected": "Rule sets refused because they failed decoding or validation",
+    "rollbacks_refused": "Revisions lower than the applied one that were refused",
+    "generation_changes": "New namespace generations accepted",
+    "notifications": "Pub/sub notifications received",
+    "snapshot_writes": "Disk snapshots written",
+    "snapshot_errors": "Disk snapshot writes that failed",
+}
+_BUDGET_COUNTERS = {
+    "attempts": "Redis attempts made by budgeted operations",
+    "redirects": "MOVED/ASK redirects seen",
+    "connections_opened": "Redis connections opened",
+    "slot_refreshes": "Slot-map refreshes",
+}
+
+
+class AgentCollector:
+    """Exposes a RuleClient's state and counters (no work on the decide() path)."""
+
+    def __init__(self, client: RuleClient):
+        self.client = client
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.client
+        sync = c.syncer.stats.snapshot()
+        budget = c.budget.stats.snapshot()
+        staleness = c.staleness()
+        yield _gauge("rulegate_agent_revision", "Applied namespace revision", c.revision or 0)
+        yield _gauge("rulegate_agent_rules", "Rules in the applied set", len(c.syncer.current.raw)
+                     if c.syncer.current else 0)
+        yield _gauge("rulegate_agent_loaded", "1 when a rule set is loaded", int(c.revision is not None))
+        yield _gauge("rulegate_agent_staleness_seconds", "Seconds since the rules were last confirmed current",
+                     staleness if staleness != float("inf") else -1)
+        yield _gauge("rulegate_agent_stale", "1 when staleness exceeds max_stale",
+                     int(staleness > c.config.max_stale))
+        yield _gauge("rulegate_agent_propagation_lag_seconds",
+                     "Commit-to-apply lag of the last applied delta (commit ts has 1 s resolution)",
+                     sync["propagation_lag"])
+        syncs = CounterMetricFamily("rulegate_agent_syncs", "Revalidations by result", labels=["result"])
+        syncs.add_metric(["ok"], sync["syncs_ok"])
+        syncs.add_metric(["failed"], sync["syncs_failed"])
+        yield syncs
+        beats = CounterMetricFamily("rulegate_agent_heartbeats", "Fleet heartbeats by result", labels=["result"])
+        beats.add_metric(["ok"], sync["heartbeats_ok"])
+        beats.add_metric(["failed"], sync["heartbeats_failed"])
+        yield beats
+        for name, doc in _SYNC_COUNTERS.items():
+            yield CounterMetricFamily(f"rulegate_agent_{name}", doc, value=sync[name])
+        ops = CounterMetricFamily("rulegate_agent_redis_operations", "Budgeted Redis operations by result",
+                                  labels=["result"])
+        ops.add_metric(["ok"], budget["operations"] - budget["failed_operations"])
+        ops.add_metric(["failed"], budget["failed_operations"])
+        yield ops
+        for name, doc in _BUDGET_COUNTERS.items():
+            yield CounterMetricFamily(f"rulegate_agent_redis_{name}", doc, value=budget[name])
+        yield _gauge("rulegate_agent_redis_max_connections_per_operation",
+                     "Most connections any one operation opened (cap: budget max_connections)",
+                     budget["max_connections_in_operation"])
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class AgentMetrics:
+    """The registry a sidecar serves: the client collector plus decisions by action."""
+
+    def __init__(self, client: RuleClient):
+        self.registry = CollectorRegistry()
+        self.registry.register(AgentCollector(client))
+        decisions = Counter("rulegate_agent_decisions", "Decisions served by action", ["action"],
+                            registry=self.registry)
+        self.decisions = {a: decisions.labels(a) for a in ACTIONS}
+
+    def render(self) -> tuple[bytes, str]:
+        """Return (body, content type) of the Prometheus text exposition."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,138 @@
+"""The sidecar: a gevent WSGI server answering decisions over HTTP for non-nginx gateways.
+
+POST /v1/decide  JSON request -> JSON decision        GET /v1/rules  rules + revision
+GET  /healthz    200 when a rule set is loaded         GET /metrics   Prometheus text
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+from typing import Any, Callable, Iterable
+
+from .client import RuleClient
+from .evaluator import Request
+from .metrics import AgentMetrics
+
+log = logging.getLogger("rulegate.agent.sidecar")
+
+MAX_BODY = 64 * 1024
+_STR_FIELDS = ("host", "path", "method", "ip")
+_MAP_FIELDS = ("headers", "cookies", "args")
+_JSON = [("Content-Type", "application/json")]
+
+
+class BadRequest(ValueError):
+    """The HTTP request cannot be turned into a decision request; the message says why."""
+
+
+def parse_request(body: bytes) -> Request:
+    """Return the Request in a JSON body; raise BadRequest naming the problem."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = set(data) - set(_STR_FIELDS) - set(_MAP_FIELDS) - {"now"}
+    if unknown:
+        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
+    if not isinstance(data.get("host"), str) or not data["host"]:
+        raise BadRequest("host is required and must be a string")
+    for name in _STR_FIELDS:
+        if name in data and not isinstance(data[name], str):
+            raise BadRequest(f"{name} must be a string")
+    for name in _MAP_FIELDS:
+        value = data.get(name)
+        if value is not None and not (isinstance(value, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+            raise BadRequest(f"{name} must be an object of string values")
+    now = data.get("now")
+    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float))):
+        raise BadRequest("now must be a number")
+    return Request.from_dict(data)
+
+
+class SidecarApp:
+    """The WSGI application over one RuleClient."""
+
+    def __init__(self, client: RuleClient, metrics: AgentMetrics | None = None):
+        self.client = client
+        self.metrics = metrics or AgentMetrics(client)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if path == "/v1/decide":
+            if method != "POST":
+                return _reply(start_response, 405, {"error": "use POST"})
+            return self.decide(environ, start_response)
+        if method not in ("GET", "HEAD"):
+            return _reply(start_response, 405, {"error": "use GET"})
+        if path == "/healthz":
+            health = self.client.health()
+            return _reply(start_response, 200 if health["loaded"] else 503, health)
+        if path == "/v1/rules":
+            return _reply(start_response, 200, {"namespace": self.client.config.namespace,
+                                                "revision": self.client.revision,
+                                                "generation": self.client.generation,
+                                                "rules": self.client.rules})
+        if path == "/metrics":
+            body, ctype = self.metrics.render()
+            start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+            return [body]
+        return _reply(start_response, 404, {"error": f"no such endpoint {path}"})
+
+    def decide(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _reply(start_response, 400, {"error": "bad Content-Length"})
+        if length <= 0 or length > MAX_BODY:
+            return _reply(start_response, 400 if length <= 0 else 413,
+                          {"error": f"body must be 1..{MAX_BODY} bytes of JSON"})
+        try:
+            request = parse_request(environ["wsgi.input"].read(length))
+        except BadRequest as exc:
+            return _reply(start_response, 400, {"error": str(exc)})
+        decision = self.client.decide(request)
+        self.metrics.decisions[decision.action].inc()
+        return _reply(start_response, 200, decision.to_dict())
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            413: "Payload Too Large", 503: "Service Unavailable"}
+
+
+def _reply(start_response: Callable, status: int, payload: Any) -> list[bytes]:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    start_response(f"{status} {_REASONS[status]}", _JSON + [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def serve(client: RuleClient, host: str, port: int, *, stop_timeout: float = 5.0) -> None:
+    """Start client and a gevent WSGI server on host:port; return after SIGTERM/SIGINT (graceful)."""
+    import gevent
+    from gevent.pywsgi import WSGIHandler, WSGIServer
+
+    class Handler(WSGIHandler):
+        def handle(self) -> None:
+            # headers and body go out in separate writes: without NODELAY, Nagle + delayed ACK add 40 ms
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().handle()
+
+    client.start()
+    server = WSGIServer((host, port), SidecarApp(client), log=None, error_log=log, handler_class=Handler)
+
+    def shutdown() -> None:
+        log.info("shutting down: draining requests for up to %.0fs", stop_timeout)
+        server.stop(timeout=stop_timeout)
+
+    gevent.signal_handler(signal.SIGTERM, shutdown)
+    gevent.signal_handler(signal.SIGINT, shutdown)
+    log.info("sidecar for namespace %s listening on %s:%d", client.config.namespace, host, port)
+    try:
+        server.serve_forever()
+    finally:
+        client.stop()
+        log.info("sidecar stopped")
