@@ -56,7 +56,7 @@ local DEFAULTS = {
     name = "default", connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
     keepalive_timeout = 60000, keepalive_pool_size = 16, max_attempts = 3,
     max_connections = 2, read_replica = false, refresh_interval = 1, lock_ttl = 5,
-    slots_ttl = 30, deadline = 3000,
+    slots_ttl = 10, deadline = 3000,
 }
 
 
@@ -367,6 +367,31 @@ local function reply_error(res)
 end
 
 
+-- Startup nodes, then every node of the current slot map, without duplicates.
+local function known_nodes(self)
+    local out, seen = {}, {}
+    local function add(a)
+        if not seen[a] then
+            seen[a] = true
+            out[#out + 1] = a
+        end
+    end
+    for _, a in ipairs(self.startup_nodes) do
+        add(a)
+    end
+    local ranges = cjson.decode(self.dict:get(self.key_slots) or "")
+    if type(ranges) == "table" then
+        for _, r in ipairs(ranges) do
+            add(r.master)
+            for _, rep in ipairs(r.replicas or {}) do
+                add(rep)
+            end
+        end
+    end
+    return out
+end
+
+
 -- Refresh the slot map over conn (or a new connection when conn is nil and the
 -- budget allows). Single-flight through a shared-dict lock and rate-limited.
 local function refresh(self, b, conn, conn_addr, force)
@@ -381,7 +406,7 @@ local function refresh(self, b, conn, conn_addr, force)
     end
     local red, addr, err = conn, conn_addr, nil
     if not red then
-        for _, a in ipairs(self.startup_nodes) do
+        for _, a in ipairs(known_nodes(self)) do
             if not b.failed[a] then
                 red, err = connect(self, b, a, false)
                 if red then
@@ -523,6 +548,15 @@ function _M.pipeline(self, key, cmds, opts)
         local addr, ro = target, target_ro
         if not addr then
             addr, ro = pick(b, slots[slot], readonly, self.read_replica)
+        end
+        if not addr and not b.refreshed and b.conns < self.max_connections then
+            -- every known node of the slot failed: ask another node for the map
+            b.refreshed = true
+            local fresh = refresh(self, b, nil, nil, false)
+            if fresh then
+                slots = fresh
+                addr, ro = pick(b, slots[slot], readonly, self.read_replica)
+            end
         end
         if not addr then
             break
