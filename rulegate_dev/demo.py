@@ -1,62 +1,134 @@
-"""The demo: a real cluster on loopback, sample rules written through the store, live decisions."""
+"""The demo: the whole system on loopback, sample rules, and `--check` that asserts the split."""
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
-import zlib
+import urllib.request
 from collections import Counter
 
 from gateway_agent.connection import RedisConfig
-from gateway_agent.evaluator import Request, RuleSet, decide
 from gateway_agent.schema import validate_rule
 from gateway_agent.store import RuleStore
 
-from .cluster import LocalCluster
-from .sample_rules import SAMPLE_REQUESTS, SAMPLE_RULES
-
-NAMESPACE = "demo"
+from .sample_rules import SAMPLE_RULES
+from .system import NAMESPACE, System
 
 
-def seed(store: RuleStore) -> int:
-    """Write the sample rules (idempotently) and return the namespace revision."""
-    for rule in SAMPLE_RULES:
-        rule = validate_rule({**rule, "updated_by": "demo", "updated_at": int(time.time())})
-        rev = store.revision(NAMESPACE)
-        store.put_rule(NAMESPACE, rule, rev, "demo-seed")
-    return store.revision(NAMESPACE)
+def seed_rules(nodes: list[str], username: str | None = None, password: str | None = None) -> int:
+    """Write the sample rules through the store (CAS, idempotent); return the revision."""
+    store = RuleStore.from_config(RedisConfig.from_nodes(nodes, mode="cluster", username=username,
+                                                         password=password))
+    try:
+        for rule in SAMPLE_RULES:
+            rule = validate_rule({**rule, "updated_by": "demo-seed", "updated_at": int(time.time())})
+            store.put_rule(NAMESPACE, rule, store.revision(NAMESPACE), "demo-seed")
+        return store.revision(NAMESPACE)
+    finally:
+        store.close()
 
 
-def check_split(rs: RuleSet, n: int = 20_000) -> float:
-    """Return the canary share for n anonymous-ish uids (expected about 10%)."""
-    counts = Counter(decide(rs, Request("shop.localhost", "/", headers={"x-uid": f"u{zlib.crc32(str(i).encode())}"})).upstream
-                     for i in range(n))
-    return counts["canary"] / n
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+    req = urllib.request.Request(url, headers=headers or {})
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(req, timeout=5) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(), dict(err.headers)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def check(system: System, n: int = 2000) -> list[str]:
+    """Send traffic through nginx and the agent; return the failed expectations (empty = OK)."""
+    failures = []
+    base = f"http://127.0.0.1:{system.nginx_port}"
+    deadline = time.monotonic() + 10
+    while _get(base + "/", {"Host": "shop.localhost", "X-Uid": "1500"})[1].strip() != "canary":
+        if time.monotonic() > deadline:
+            return ["nginx never applied the seeded rules"]
+        time.sleep(0.1)
+    counts = Counter()
+    for i in range(n):
+        status, body, _ = _get(base + "/", {"Host": "shop.localhost", "X-Uid": f"user{i}"})
+        counts[body.strip() if status == 200 else f"HTTP {status}"] += 1
+    share = counts["canary"] / n
+    print(f"nginx split over {n} users: {dict(counts)} -> canary {share:.1%} (expected 10% +- 3%)")
+    if not 0.07 <= share <= 0.13 or counts["stable"] + counts["canary"] != n:
+        failures.append(f"split off: {dict(counts)}")
+    status, body, _ = _get(base + "/", {"Host": "shop.localhost", "X-Uid": "1500"})
+    if (status, body.strip()) != (200, "canary"):
+        failures.append(f"grey uid 1500 -> {status} {body!r}")
+    status, body, _ = _get(base + "/checkout/pay", {"Host": "shop.localhost"})
+    if status != 503 or "maintenance" not in body:
+        failures.append(f"checkout degrade -> {status} {body!r}")
+    status, _, headers = _get(base + "/old/x", {"Host": "shop.localhost"})
+    if status != 301 or headers.get("Location") != "/":
+        failures.append(f"redirect -> {status} {headers.get('Location')}")
+    agent = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"http://127.0.0.1:{system.agent_port}/v1/decide", method="POST",
+        data=json.dumps({"host": "shop.localhost", "path": "/", "headers": {"x-uid": "1500"}}).encode(),
+        headers={"Content-Type": "application/json"}), timeout=5).read())
+    if agent.get("upstream") != "canary":
+        failures.append(f"agent decision for uid 1500: {agent}")
+    failures += _check_live_change(system, base)
+    return failures
+
+
+def _check_live_change(system: System, base: str) -> list[str]:
+    """Shift the canary to 100% through the admin API and watch nginx follow."""
+    api = f"http://127.0.0.1:{system.admin_ports[1]}/api/v1/namespaces/{NAMESPACE}/rules/shop-canary"
+    auth = {"Authorization": f"Bearer {system.token}"}
+    with urllib.request.urlopen(urllib.request.Request(api, headers=auth), timeout=5) as resp:
+        etag, rule = resp.headers["ETag"], json.loads(resp.read())
+    rule = rule.get("rule", rule)
+    rule["policies"][-1]["buckets"][0]["weight"] = 10000
+    for k in ("updated_at", "updated_by"):
+        rule.pop(k, None)
+    req = urllib.request.Request(api, method="PUT", data=json.dumps(rule).encode(),
+                                 headers={**auth, "If-Match": etag, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        written = json.loads(resp.read())
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        status, body, _ = _get(base + "/", {"Host": "shop.localhost", "X-Uid": "user7"})
+        if body.strip() == "canary":
+            print(f"admin write {written.get('revision')} (replicated={written.get('replicated')}) "
+                  f"reached nginx in {(time.monotonic() - t0) * 1000:.0f} ms")
+            return []
+        time.sleep(0.05)
+    return ["a 100% canary written through the admin API never reached nginx"]
 
 
 def run_demo(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="rulegate-demo-")
-    print(f"starting a 6-node Redis Cluster in {data_dir} ...", flush=True)
-    with LocalCluster(data_dir, args.base_port) as cluster:
-        print("cluster ready: " + ",".join(cluster.startup_nodes), flush=True)
-        store = RuleStore.from_config(RedisConfig.from_nodes(cluster.startup_nodes, mode="cluster"))
-        rev = seed(store)
-        state = store.load(NAMESPACE)
-        rs = RuleSet(state.rules.values(), state.revision, state.generation)
-        print(f"seeded {len(state.rules)} rules into namespace {NAMESPACE!r} at revision {rev}\n")
-        for req in SAMPLE_REQUESTS:
-            print(f"{req['host']}{req['path']}  {req.get('headers', {})}  ->  {decide(rs, Request.from_dict(req)).to_dict()}")
-        share = check_split(rs)
-        print(f"\ncanary share over 20,000 uids: {share:.1%} (configured 10% + grey range)")
-        store.close()
+    system = System(data_dir, fixed_ports=not args.check)
+    try:
+        system.start()
+        print(f"""
+rulegate demo is up (state and logs in {data_dir})
+  Redis Cluster     {system.nodes}   (ACL users rg-admin / rg-gateway; default user off)
+  ruleadmin #1      http://127.0.0.1:{system.admin_ports[0]}/   login: admin / {system.admin_password}
+  ruleadmin #2      http://127.0.0.1:{system.admin_ports[1]}/   (same users, shares nothing but Redis)
+  API token         {system.token}
+  gateway-agent     http://127.0.0.1:{system.agent_port}/healthz   POST /v1/decide
+  nginx gateway     curl -H 'Host: shop.localhost' -H 'X-Uid: 1500' http://127.0.0.1:{system.nginx_port}/
+  nginx status      http://127.0.0.1:{system.nginx_port}/rulegate/status
+""", flush=True)
         if args.check:
-            ok = 0.09 <= share <= 0.11
-            print("demo check: " + ("OK" if ok else "FAILED"))
-            return 0 if ok else 1
-        print("\nrunning; press Ctrl-C to stop everything")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("\nstopping ...")
-    return 0
+            failures = check(system)
+            print("demo check: " + ("OK" if not failures else "FAILED\n  " + "\n  ".join(failures)))
+            return 1 if failures else 0
+        print("running; press Ctrl-C to stop everything")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        return 0
+    finally:
+        system.stop()

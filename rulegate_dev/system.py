@@ -1,0 +1,199 @@
+"""The whole system on loopback: ACL'd Redis Cluster, two ruleadmin instances, agent sidecar, nginx."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .acl import ADMIN_USER, GATEWAY_USER, AclUsers
+from .cluster import LauncherError, LocalCluster
+from .nginx import NginxLauncher, free_port
+
+NAMESPACE = "demo"
+ADMIN_LOGIN = "admin"
+
+NGINX_HTTP = """
+include {prefix}/lua/conf/rulegate.conf;
+upstream stable {{ server 127.0.0.1:@STABLE@; }}
+upstream canary {{ server 127.0.0.1:@CANARY@; }}
+server {{
+    listen 127.0.0.1:@STABLE@;
+    location / {{ default_type text/plain; return 200 "stable\\n"; }}
+}}
+server {{
+    listen 127.0.0.1:@CANARY@;
+    location / {{ default_type text/plain; return 200 "canary\\n"; }}
+}}
+server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        set $rulegate_upstream stable;
+        access_by_lua_block {{ require("rulegate").access() }}
+        proxy_pass http://$rulegate_upstream;
+    }}
+    location = /rulegate/status {{
+        content_by_lua_block {{ require("rulegate").status() }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Service:
+    """One child process of the system."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    url: str
+    log: Path
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def wait_healthy(self, path: str = "/healthz", timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LauncherError(f"{self.name} exited; see {self.log}: {_tail(self.log)}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise LauncherError(f"{self.name} not healthy after {timeout:.0f}s; see {self.log}")
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class System:
+    """Starts and stops every process of a rulegate deployment on 127.0.0.1."""
+
+    def __init__(self, data_dir: str | os.PathLike, *, fixed_ports: bool = False, refresh_interval: float = 1.0):
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.acl = AclUsers()
+        self.cluster = LocalCluster(self.dir / "cluster", 7000 if fixed_ports and _free(7000, 6) else None,
+                                    acl=self.acl)
+        pick = (lambda p: p if fixed_ports and _free(p, 1) else free_port())
+        self.admin_ports = [pick(8081), pick(8082)]
+        self.agent_port = pick(9901)
+        self.nginx_port = pick(8080)
+        self.admin_password = secrets.token_urlsafe(12)
+        self.secret_key = secrets.token_hex(32)
+        self.refresh_interval = refresh_interval
+        self.admins: list[Service] = []
+        self.agent: Service | None = None
+        self.nginx: NginxLauncher | None = None
+        self.token = ""
+
+    @property
+    def nodes(self) -> str:
+        return ",".join(self.cluster.startup_nodes)
+
+    def admin_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(RULEADMIN_REDIS_NODES=self.nodes, RULEADMIN_REDIS_MODE="cluster",
+                   RULEADMIN_REDIS_USERNAME=ADMIN_USER, RULEADMIN_REDIS_PASSWORD=self.acl.admin_password,
+                   RULEADMIN_SECRET_KEY=self.secret_key, RULEADMIN_SESSION_COOKIE_SECURE="false",
+                   RULEADMIN_REMEMBER_COOKIE_SECURE="false")
+        return env
+
+    def start(self, progress=print) -> "System":
+        progress(f"starting a 6-node Redis Cluster with ACL users in {self.dir / 'cluster'} ...")
+        self.cluster.start()
+        self._seed(progress)
+        for i, port in enumerate(self.admin_ports, 1):
+            svc = Service(f"ruleadmin #{i}", [sys.executable, "-m", "ruleadmin.cli", "serve", "--bind",
+                                              f"127.0.0.1:{port}", "--workers", "2"],
+                          self.admin_env(), f"http://127.0.0.1:{port}", self.dir / f"admin{i}.log")
+            svc.start()
+            self.admins.append(svc)
+        pw_file = self.dir / "gateway.password"
+        pw_file.write_text(self.acl.gateway_password)
+        pw_file.chmod(0o600)
+        self.agent = Service("gateway-agent", [
+            sys.executable, "-m", "gateway_agent", "serve", "--redis-nodes", self.nodes, "--namespace", NAMESPACE,
+            "--listen", f"127.0.0.1:{self.agent_port}", "--snapshot", str(self.dir / "agent.snap"),
+            "--refresh-interval", str(self.refresh_interval), "--heartbeat-interval", "1",
+            "--gateway-id", "agent-demo", "--redis-username", GATEWAY_USER, "--redis-password-file", str(pw_file)],
+            dict(os.environ), f"http://127.0.0.1:{self.agent_port}", self.dir / "agent.log")
+        self.agent.start()
+        self._start_nginx()
+        for svc in self.admins + [self.agent]:
+            svc.wait_healthy()
+        self.token = self._make_token()
+        return self
+
+    def _seed(self, progress) -> None:
+        from .demo import seed_rules
+        env = self.admin_env()
+        cli = [sys.executable, "-m", "ruleadmin.cli"]
+        subprocess.run(cli + ["create-user", "--username", ADMIN_LOGIN, "--role", "admin", "--password-stdin"],
+                       input=self.admin_password + "\n", env=env, check=True, capture_output=True, text=True)
+        rev = seed_rules(self.cluster.startup_nodes, ADMIN_USER, self.acl.admin_password)
+        progress(f"seeded the sample rules into namespace {NAMESPACE!r} (revision {rev})")
+
+    def _make_token(self) -> str:
+        out = subprocess.run([sys.executable, "-m", "ruleadmin.cli", "create-token", "--username", ADMIN_LOGIN,
+                              "--name", "demo"], env=self.admin_env(), check=True, capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    def _start_nginx(self) -> None:
+        stable, canary = free_port(), free_port()
+        opts = {"namespace": NAMESPACE, "startup_nodes": self.cluster.startup_nodes, "username": GATEWAY_USER,
+                "password": self.acl.gateway_password, "refresh_interval": self.refresh_interval,
+                "max_stale": 30, "snapshot_path": str(self.dir / "nginx.snap"), "default_upstream": "stable",
+                "gateway_id": "nginx-demo", "response_headers": True, "heartbeat_interval": 1}
+        http = NGINX_HTTP.replace("@STABLE@", str(stable)).replace("@CANARY@", str(canary))
+        self.nginx = NginxLauncher(http, port=self.nginx_port, prefix=self.dir / "nginx", workers=2,
+                                   log_level="warn", package_path=False,
+                                   files={"conf/rulegate.json": json.dumps(opts)})
+        self.nginx.start()
+
+    def stop(self) -> None:
+        """Stop everything this System started (nginx, agent, admins, cluster)."""
+        if self.nginx is not None:
+            self.nginx.stop()
+        for svc in ([self.agent] if self.agent else []) + self.admins:
+            svc.stop()
+        self.cluster.stop()
+
+    def __enter__(self) -> "System":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free(base: int, count: int) -> bool:
+    from .cluster import port_is_free
+    return all(port_is_free(base + i) and port_is_free(base + i + 10000) for i in range(count))
