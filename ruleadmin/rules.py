@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -17,6 +17,9 @@ from gateway_agent.store import LogEntry, RuleStore, WriteResult
 
 __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
            "ValidationError", "HistoryUnavailableError", "NamespaceMissing", "NothingToDo"]
+
+
+REBASE_ATTEMPTS = 5
 
 
 class NamespaceMissing(LookupError):
@@ -90,6 +93,25 @@ class RuleService:
         """Delete a rule at expected_rev; raise NotFoundError or ConflictError."""
         self.require_namespace(ns)
         return self.store.delete_rule(ns, rule_id, expected_rev, actor)
+
+    def rebased(self, ns: str, rule_id: str, seen_rev: int, write: Callable[[int], WriteResult]) -> WriteResult:
+        """Run write(expected_rev); on a conflict caused only by other rules' changes, retry at the newer
+        revision (the web UI's per-rule optimistic locking). Raise ConflictError when rule_id changed."""
+        expected = seen_rev
+        for _ in range(REBASE_ATTEMPTS):
+            try:
+                return write(expected)
+            except ConflictError as exc:
+                entries = self.store.changes_since(ns, expected)
+                if not entries or any(c[0] == rule_id for e in entries for c in e.changes):
+                    raise ConflictError(seen_rev, exc.current) from None
+                expected = entries[-1].revision
+        raise ConflictError(seen_rev, self.store.revision(ns))
+
+    def changes_to(self, ns: str, rule_id: str, since_rev: int) -> list[dict]:
+        """Return the history entries after since_rev that touched rule_id (newest first)."""
+        entries = self.store.changes_since(ns, since_rev) or []
+        return [self.describe(e) for e in reversed(entries) if any(c[0] == rule_id for c in e.changes)]
 
     # ---- history & rollback ----------------------------------------------------------------
     def history(self, ns: str, since: int | None, before: int | None, limit: int) -> list[dict]:

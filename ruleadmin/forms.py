@@ -1,0 +1,302 @@
+"""WTForms for the web UI and the conversion between form data and rule dicts (both directions)."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (BooleanField, FieldList, Form, FormField, HiddenField, IntegerField, SelectField,
+                     StringField, TextAreaField)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Length, NumberRange, Optional
+
+from gateway_agent.schema import ACTIONS, KEY_SOURCES, POLICY_TYPES
+
+_SPLIT = re.compile(r"[\n,]+")
+
+
+def _items(text: str | None) -> list[str]:
+    return [x.strip() for x in _SPLIT.split(text or "") if x.strip()]
+
+
+class PolicyForm(Form):
+    """One split policy; `values` holds ranges/suffixes/CIDRs/values, `buckets` 'upstream weight' lines."""
+
+    type = SelectField("Type", choices=list(POLICY_TYPES))
+    name = StringField("Name", validators=[Optional(), Length(max=128)])
+    values = TextAreaField("Values", validators=[Optional(), Length(max=16384)],
+                           description="one per line: lo-hi ranges, suffixes, CIDRs or values")
+    upstream = StringField("Upstream", validators=[Optional(), Length(max=128)])
+    buckets = TextAreaField("Buckets", validators=[Optional(), Length(max=16384)],
+                            description="one 'upstream weight' per line; weights are out of 10000")
+    salt = StringField("Salt", validators=[Optional(), Length(max=64)])
+
+
+class _RuleForm(FlaskForm):
+    id = StringField("Id", validators=[Length(max=64)])
+    description = StringField("Description", validators=[Optional(), Length(max=1024)])
+    enabled = BooleanField("Enabled", default=True)
+    host = StringField("Host", validators=[Length(max=253)])
+    path = StringField("Path prefix", default="/", validators=[Length(max=512)])
+    methods = StringField("Methods", validators=[Optional(), Length(max=128)], description="e.g. GET, POST; empty = all")
+    key_source = SelectField("Key source", choices=[SelectChoice("", "-")] + list(KEY_SOURCES), default="",
+                             validate_choice=False)
+    key_name = StringField("Key name", validators=[Optional(), Length(max=128)])
+    expected_rev = HiddenField()
+
+
+class SplitForm(_RuleForm):
+    """Create/edit a split rule: key, ordered policies, default upstream."""
+
+    default = StringField("Default upstream", validators=[Length(max=128)])
+    policies = FieldList(FormField(PolicyForm), min_entries=0, max_entries=32)
+
+
+class DegradeForm(_RuleForm):
+    """Create/edit a degrade rule: action and its fields, percent, window."""
+
+    action_type = SelectField("Action", choices=list(ACTIONS))
+    status = IntegerField("Status", validators=[Optional(), NumberRange(100, 599)])
+    content_type = StringField("Content type", validators=[Optional(), Length(max=128)])
+    headers = TextAreaField("Headers", validators=[Optional(), Length(max=16384)], description="'Name: value' per line")
+    body = TextAreaField("Body", validators=[Optional(), Length(max=65536)])
+    location = StringField("Location", validators=[Optional(), Length(max=2048)])
+    upstream = StringField("Fallback upstream", validators=[Optional(), Length(max=128)])
+    retry_after = IntegerField("Retry-After (s)", validators=[Optional(), NumberRange(0, 86400)])
+    percent = StringField("Percent", default="100", validators=[Optional(), Length(max=16)])
+    window_start = StringField("Active from (UTC)", validators=[Optional(), Length(max=32)],
+                               description="YYYY-MM-DDTHH:MM, empty = now")
+    window_end = StringField("Active until (UTC)", validators=[Optional(), Length(max=32)])
+    salt = StringField("Salt", validators=[Optional(), Length(max=64)])
+
+
+class SimulateForm(FlaskForm):
+    """A request to simulate."""
+
+    host = StringField("Host", validators=[Length(max=253)])
+    path = StringField("Path", default="/", validators=[Length(max=2048)])
+    method = SelectField("Method", choices=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    ip = StringField("Client IP", validators=[Optional(), Length(max=64)])
+    headers = TextAreaField("Headers", validators=[Optional(), Length(max=8192)], description="'name: value' per line")
+    cookies = TextAreaField("Cookies", validators=[Optional(), Length(max=8192)], description="'name=value' per line")
+    args = TextAreaField("Query args", validators=[Optional(), Length(max=8192)], description="'name=value' per line")
+
+
+class ConfirmForm(FlaskForm):
+    """A confirmation (rollback, delete, toggle) carrying the revision the page showed."""
+
+    expected_rev = HiddenField()
+
+
+class NamespaceForm(FlaskForm):
+    """Create a namespace."""
+
+    name = StringField("Name", validators=[Length(max=64)])
+
+
+# ---- form -> rule ------------------------------------------------------------------------------
+class FormErrors(dict):
+    """Field name -> message for problems found while parsing form text (before schema checks)."""
+
+
+def _pairs(text: str | None, sep: str) -> dict[str, str]:
+    out = {}
+    for line in (text or "").splitlines():
+        if line.strip():
+            k, _, v = line.partition(sep)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _parse_utc(text: str | None, field: str, errors: FormErrors) -> int | None:
+    if not text or not text.strip():
+        return None
+    try:
+        return int(datetime.fromisoformat(text.strip()).replace(tzinfo=timezone.utc).timestamp())
+    except ValueError:
+        errors[field] = "must look like 2026-01-31T18:00 (UTC)"
+        return None
+
+
+def _common(form: _RuleForm, kind: str) -> dict:
+    rule: dict[str, Any] = {"id": (form.id.data or "").strip(), "kind": kind, "enabled": bool(form.enabled.data),
+                            "description": form.description.data or "",
+                            "route": {"host": (form.host.data or "").strip(), "path": (form.path.data or "").strip()}}
+    methods = [m.upper() for m in _items(form.methods.data)]
+    if methods:
+        rule["route"]["methods"] = methods
+    if form.key_source.data:
+        rule["key"] = {"source": form.key_source.data}
+        if form.key_source.data != "ip" or form.key_name.data:
+            rule["key"]["name"] = (form.key_name.data or "").strip()
+    return rule
+
+
+def _policy(p: PolicyForm, i: int, errors: FormErrors) -> dict:
+    ptype = p.type.data
+    out: dict[str, Any] = {"type": ptype}
+    items = _items(p.values.data)
+    if ptype == "percent":
+        buckets = []
+        for n, line in enumerate(l for l in (p.buckets.data or "").splitlines() if l.strip()):
+            parts = line.replace("=", " ").split()
+            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+                errors[f"policies-{i}-buckets"] = f"line {n + 1}: expected 'upstream weight' with an integer weight"
+                continue
+            buckets.append({"upstream": parts[0], "weight": int(parts[1])})
+        out["buckets"] = buckets
+        if p.salt.data:
+            out["salt"] = p.salt.data
+        return out
+    out["upstream"] = (p.upstream.data or "").strip()
+    if ptype == "uid_range":
+        ranges = []
+        for item in items:
+            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", item)
+            if not m:
+                errors[f"policies-{i}-values"] = f"{item!r}: expected lo-hi"
+                continue
+            ranges.append([int(m.group(1)), int(m.group(2))])
+        out["ranges"] = ranges
+    elif ptype == "uid_suffix":
+        out["suffixes"] = items
+    elif ptype == "ip_cidr":
+        out["cidrs"] = items
+    else:
+        out["name"] = (p.name.data or "").strip()
+        out["values"] = items
+    return out
+
+
+def split_rule_from(form: SplitForm) -> tuple[dict, FormErrors]:
+    """Return (rule dict, parse errors) from a submitted split form."""
+    errors = FormErrors()
+    rule = _common(form, "split")
+    rule["default"] = (form.default.data or "").strip()
+    rule["policies"] = [_policy(entry.form, i, errors) for i, entry in enumerate(form.policies.entries)]
+    if "key" not in rule:
+        errors["key_source"] = "a split rule needs a key source"
+    return rule, errors
+
+
+def degrade_rule_from(form: DegradeForm) -> tuple[dict, FormErrors]:
+    """Return (rule dict, parse errors) from a submitted degrade form."""
+    errors = FormErrors()
+    rule = _common(form, "degrade")
+    atype = form.action_type.data
+    action: dict[str, Any] = {"type": atype}
+    if form.status.data is not None and atype != "upstream":
+        action["status"] = form.status.data
+    if atype == "static":
+        action.setdefault("status", 503)
+        if form.content_type.data:
+            action["content_type"] = form.content_type.data
+        action["headers"] = _pairs(form.headers.data, ":")
+        action["body"] = form.body.data or ""
+    elif atype == "redirect":
+        action["location"] = (form.location.data or "").strip()
+    elif atype == "upstream":
+        action["upstream"] = (form.upstream.data or "").strip()
+    elif form.retry_after.data is not None:
+        action["retry_after"] = form.retry_after.data
+    rule["action"] = action
+    percent = (form.percent.data or "100").strip()
+    try:
+        rule["percent"] = int(percent) if re.fullmatch(r"\d+", percent) else float(percent)
+    except ValueError:
+        errors["percent"] = "must be a number between 0 and 100"
+    start = _parse_utc(form.window_start.data, "window_start", errors)
+    end = _parse_utc(form.window_end.data, "window_end", errors)
+    if start is not None or end is not None:
+        rule["window"] = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    if form.salt.data:
+        rule["salt"] = form.salt.data
+    return rule, errors
+
+
+# ---- rule -> form ------------------------------------------------------------------------------
+def _fmt_utc(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M") if ts is not None else ""
+
+
+def policy_data(p: dict) -> dict:
+    """Return PolicyForm data for a policy dict."""
+    values = {"uid_range": lambda: [f"{lo}-{hi}" for lo, hi in p.get("ranges", [])],
+              "uid_suffix": lambda: p.get("suffixes", []), "ip_cidr": lambda: p.get("cidrs", [])}
+    vals = values.get(p["type"], lambda: p.get("values", []))()
+    return {"type": p["type"], "name": p.get("name", ""), "values": "\n".join(map(str, vals)),
+            "upstream": p.get("upstream", ""), "salt": p.get("salt", ""),
+            "buckets": "\n".join(f"{b['upstream']} {b['weight']}" for b in p.get("buckets", []))}
+
+
+def form_data(rule: dict, revision: int) -> dict:
+    """Return form data (SplitForm or DegradeForm) for a stored rule."""
+    key = rule.get("key") or {}
+    data = {"id": rule["id"], "description": rule.get("description", ""), "enabled": rule.get("enabled", True),
+            "host": rule["route"]["host"], "path": rule["route"]["path"],
+            "methods": ", ".join(rule["route"].get("methods", [])), "key_source": key.get("source", ""),
+            "key_name": key.get("name", ""), "expected_rev": str(revision)}
+    if rule["kind"] == "split":
+        data.update(default=rule["default"], policies=[policy_data(p) for p in rule["policies"]])
+        return data
+    a = rule["action"]
+    window = rule.get("window") or {}
+    data.update(action_type=a["type"], status=a.get("status"), content_type=a.get("content_type", ""),
+                headers="\n".join(f"{k}: {v}" for k, v in a.get("headers", {}).items()), body=a.get("body", ""),
+                location=a.get("location", ""), upstream=a.get("upstream", ""), retry_after=a.get("retry_after"),
+                percent=str(rule.get("percent", 100)), window_start=_fmt_utc(window.get("start")),
+                window_end=_fmt_utc(window.get("end")), salt=rule.get("salt", ""))
+    return data
+
+
+# ---- schema errors -> form fields --------------------------------------------------------------
+_TOP = {"id": "id", "description": "description", "enabled": "enabled", "route.host": "host", "route.path": "path",
+        "route.methods": "methods", "route": "host", "key": "key_source", "key.source": "key_source",
+        "key.name": "key_name", "default": "default", "action.type": "action_type", "action": "action_type",
+        "action.status": "status", "action.content_type": "content_type", "action.headers": "headers",
+        "action.body": "body", "action.location": "location", "action.upstream": "upstream",
+        "action.retry_after": "retry_after", "percent": "percent", "window": "window_start",
+        "window.start": "window_start", "window.end": "window_end", "salt": "salt"}
+_POLICY = {"type": "type", "name": "name", "upstream": "upstream", "buckets": "buckets", "salt": "salt",
+           "ranges": "values", "suffixes": "values", "cidrs": "values", "values": "values"}
+
+
+def field_for(path: str) -> str | None:
+    """Return the form field name ('host', 'policies-0-buckets', ...) for a schema error path."""
+    m = re.match(r"policies\[(\d+)\]\.?([a-z_]*)", path)
+    if m:
+        return f"policies-{m.group(1)}-{_POLICY.get(m.group(2), 'type')}"
+    base = re.sub(r"\[\d+\].*$", "", path)
+    for candidate in (base, base.rsplit(".", 1)[0] if "." in base else base):
+        if candidate in _TOP:
+            return _TOP[candidate]
+    if base.startswith("action.headers"):
+        return "headers"
+    return None
+
+
+def attach_errors(form: FlaskForm, errors: dict[str, str]) -> list[str]:
+    """Put each error next to its field (schema paths or form field names); return the unplaced ones."""
+    fields = {f.name: f for f in form}
+    if hasattr(form, "policies"):
+        for entry in form.policies.entries:
+            fields.update({f.name: f for f in entry.form})
+    unplaced = []
+    for path, message in errors.items():
+        name = path if path in fields else field_for(path)
+        field = fields.get(name) if name else None
+        if field is None:
+            unplaced.append(f"{path}: {message}")
+            continue
+        if not isinstance(field.errors, list):
+            field.errors = list(field.errors)
+        detail = path if name != path and "[" in path else ""
+        field.errors.append(f"{message}" + (f" ({detail})" if detail else ""))
+    return unplaced
+
+
+def pretty(rule: dict | None) -> str:
+    """Return a rule as stable, indented JSON for display and diffs."""
+    return json.dumps(rule, indent=2, sort_keys=True) if rule is not None else ""
