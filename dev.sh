@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(python3 python3-venv python3-pip redis-server redis-tools nginx libnginx-mod-http-lua
-  lua-nginx-redis lua-resty-core lua-messagepack lua-cjson wrk chromium ca-certificates)
+  lua-nginx-redis lua-resty-core lua-messagepack lua-cjson wrk chromium ca-certificates docker-compose)
 VENV=${RULEGATE_VENV:-.venv}
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
