@@ -41,6 +41,19 @@ def slot_master(cluster: Any, slot: int) -> tuple[str, str]:
     raise AssertionError(f"no master for slot {slot}")
 
 
+def wait_replicas_gossiped(cluster: Any, slot: int, timeout: float = 10.0) -> None:
+    """Wait until the nodes the client asks list a replica for ``slot`` in CLUSTER SLOTS."""
+    deadline = time.monotonic() + timeout
+    for addr in cluster.startup_nodes[:2]:
+        c = node_client(addr)
+        while True:
+            ranges = c.execute_command("CLUSTER", "SLOTS")
+            if any(lo <= slot <= hi and len(rest) >= 1 for lo, hi, _m, *rest in ranges):
+                break
+            assert time.monotonic() < deadline, f"{addr} lists no replica for slot {slot}"
+            time.sleep(0.05)
+
+
 def random_keys(n: int) -> list[str]:
     rnd = random.Random(5)
     keys = []
@@ -145,6 +158,7 @@ def test_replica_reads_use_readonly(lua_harness: NginxLauncher, cluster: Any) ->
     slot = node_client(cluster.startup_nodes[0]).execute_command("CLUSTER", "KEYSLOT", key)
     master_addr, _ = slot_master(cluster, slot)
     node_client(master_addr).execute_command("WAIT", 1, 2000)
+    wait_replicas_gossiped(cluster, slot)
     res = call(lua_harness, cluster, key=key, cmds=[["GET", key]], readonly=True, reset_stats=True,
                forget_map=True, opts={"read_replica": True}, show_map=[slot])
     assert res["ok"], res["err"]
