@@ -1,12 +1,13 @@
 """Two gunicorn instances on two ports edit the same rule concurrently through the real cluster."""
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
 import requests
 
-from .conftest import split_rule
+from .conftest import PASSWORD, split_rule
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +60,44 @@ def test_both_instances_share_sessions_and_tokens(servers, users):
     for s in servers:
         r = requests.get(f"{s.url}/api/v1/whoami", headers=users["viewer"].headers, timeout=5)
         assert r.status_code == 200 and r.json()["username"] == users["viewer"].username
+
+
+def _session(server, username: str) -> requests.Session:
+    s = requests.Session()
+    page = s.get(f"{server.url}/login", timeout=5)
+    r = s.post(f"{server.url}/login", timeout=5, allow_redirects=False,
+               data={"username": username, "password": PASSWORD, "csrf_token": _csrf(page.content)})
+    assert r.status_code == 302
+    return s
+
+
+def _csrf(html: bytes) -> str:
+    return re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1).decode()
+
+
+def test_concurrent_form_edits_one_wins_other_sees_conflict_page(servers, users, ns, backend):
+    """Two admins on two instances save the same rule's edit form at once: one saves, one gets the conflict page."""
+    backend.rules.put_rule(ns, split_rule("web"), None, "seed")
+    sessions = [_session(s, users["editor"].username) for s in servers]
+    pages = [s.get(f"{srv.url}/ns/{ns}/rules/web/edit", timeout=5) for s, srv in zip(sessions, servers)]
+    barrier = threading.Barrier(2)
+    results = [None, None]
+
+    def save(i):
+        data = {"csrf_token": _csrf(pages[i].content), "expected_rev": "1", "id": "web", "host": "shop.example.com",
+                "path": "/", "enabled": "y", "key_source": "header", "key_name": "x-uid", "default": "stable",
+                "policies-0-type": "percent", "policies-0-buckets": f"canary {100 + i}", "action": "save"}
+        barrier.wait()
+        results[i] = sessions[i].post(f"{servers[i].url}/ns/{ns}/rules/web/edit", data=data, timeout=10,
+                                      allow_redirects=False)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(r.status_code for r in results)
+    assert codes == [302, 409]
+    loser = next(r for r in results if r.status_code == 409)
+    assert b'id="conflict"' in loser.content and users["editor"].username.encode() in loser.content
+    assert backend.store.revision(ns) == 2
