@@ -9,7 +9,6 @@ local cluster = require("rulegate.cluster")
 local ngx = ngx
 local var = ngx.var
 local header = ngx.header
-local req_get_headers = ngx.req.get_headers
 local req_get_uri_args = ngx.req.get_uri_args
 local req_get_method = ngx.req.get_method
 local log = ngx.log
@@ -29,6 +28,8 @@ local find = string.find
 local sub = string.sub
 local lower = string.lower
 local gmatch = string.gmatch
+local gsub = string.gsub
+local clear_tab = require("table.clear")
 local match = string.match
 
 local _M = { _VERSION = "0.1.0" }
@@ -160,8 +161,10 @@ function _M.init_worker()
 end
 
 
--- lazily filled request maps: headers (lowercase names), cookies, args
+-- The request seen by the router. One table per worker, refilled per request:
+-- decide() never yields, so no two requests of a worker share it at once.
 local LOADED = {}
+local header_vars = {} -- header name -> nginx variable name ("x-uid" -> "http_x_uid")
 
 local function first(v)
     if type(v) == "table" then
@@ -170,22 +173,18 @@ local function first(v)
     return v
 end
 
-local headers_mt = { __index = function(t, name)
-    if rawget(t, LOADED) then
-        return nil
+-- headers through $http_*: no table per request; nginx drops names with "_" by
+-- default (underscores_in_headers off), so "-" and "_" cannot be confused
+local headers = setmetatable({}, { __index = function(_, name)
+    local vn = header_vars[name]
+    if vn == nil then
+        vn = "http_" .. gsub(lower(name), "-", "_")
+        header_vars[name] = vn
     end
-    rawset(t, LOADED, true)
-    local h = req_get_headers(100, true)
-    for k, v in pairs(h) do
-        local lk = lower(k)
-        if rawget(t, lk) == nil then
-            rawset(t, lk, first(v))
-        end
-    end
-    return rawget(t, name)
-end }
+    return var[vn]
+end })
 
-local cookies_mt = { __index = function(t, name)
+local cookies = setmetatable({}, { __index = function(t, name)
     if rawget(t, LOADED) then
         return nil
     end
@@ -200,9 +199,9 @@ local cookies_mt = { __index = function(t, name)
         end
     end
     return rawget(t, name)
-end }
+end })
 
-local args_mt = { __index = function(t, name)
+local args = setmetatable({}, { __index = function(t, name)
     if rawget(t, LOADED) then
         return nil
     end
@@ -217,17 +216,24 @@ local args_mt = { __index = function(t, name)
         end
     end
     return rawget(t, name)
-end }
+end })
+
+local request = { headers = headers, cookies = cookies, args = args }
 
 
 local function build_request()
+    if rawget(cookies, LOADED) then
+        clear_tab(cookies)
+    end
+    if rawget(args, LOADED) then
+        clear_tab(args)
+    end
     local uri = var.request_uri or "/"
     local q = find(uri, "?", 1, true)
     local path = q and sub(uri, 1, q - 1) or uri
     if path == "" then
         path = "/"
     end
-    local headers = setmetatable({}, headers_mt)
     local ip
     if conf.ip_header then
         ip = headers[conf.ip_header]
@@ -239,11 +245,13 @@ local function build_request()
     if conf.now_header then
         t = tonumber(headers[conf.now_header])
     end
-    return {
-        host = var.host or "", path = path, method = req_get_method(), ip = ip,
-        now = t or now(), headers = headers,
-        cookies = setmetatable({}, cookies_mt), args = setmetatable({}, args_mt),
-    }
+    local req = request
+    req.host = var.host or ""
+    req.path = path
+    req.method = req_get_method()
+    req.ip = ip
+    req.now = t or now()
+    return req
 end
 
 
@@ -278,7 +286,6 @@ end
 -- access_by_lua: set the upstream variable, or answer the request itself.
 function _M.access()
     local d = _M.decide()
-    ngx.ctx.rulegate = d
     if d == nil then
         if conf.default_upstream then
             var[conf.upstream_var] = conf.default_upstream

@@ -9,6 +9,7 @@ local type = type
 local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
+local tonumber = tonumber
 local floor = math.floor
 local sort = table.sort
 local sub = string.sub
@@ -54,19 +55,25 @@ local function proxy(upstream, rule_id, rev)
 end
 
 
--- A decimal string of at most 18 ASCII digits as an exact int64, else nil.
+-- A decimal string of at most 18 ASCII digits as an exact number: a Lua
+-- number up to 15 digits (exact in a double), an int64 cdata above; else nil.
 local function parse_uid(key)
     local n = #key
     if n == 0 or n > 18 then
         return nil
     end
-    local v = int64(0)
     for i = 1, n do
-        local d = byte(key, i) - 48
-        if d < 0 or d > 9 then
+        local d = byte(key, i)
+        if d < 48 or d > 57 then
             return nil
         end
-        v = v * 10 + d
+    end
+    if n <= 15 then
+        return tonumber(key)
+    end
+    local v = int64(0)
+    for i = 1, n do
+        v = v * 10 + (byte(key, i) - 48)
     end
     return v
 end
@@ -90,7 +97,7 @@ end
 local function compile_policy(p, rule_id, rev)
     local ptype = p.type
     if ptype == "percent" then
-        local salt = p.salt or rule_id
+        local prefix = (p.salt or rule_id) .. ":"
         local edges, total = {}, 0
         for i, b in ipairs(p.buckets) do
             total = total + b.weight
@@ -101,7 +108,7 @@ local function compile_policy(p, rule_id, rev)
             if k == nil then
                 k = req.ip or ""
             end
-            local bucket = bucket_of(salt, k)
+            local bucket = crc32(prefix .. k) % BUCKETS
             for i = 1, #edges do
                 local e = edges[i]
                 if bucket < e[1] then
@@ -115,7 +122,8 @@ local function compile_policy(p, rule_id, rev)
     if ptype == "uid_range" then
         local ranges = {}
         for i, r in ipairs(p.ranges) do
-            ranges[i] = { int64(r[1]), int64(r[2]) }
+            -- numbers for short uids, exact int64 bounds for long ones
+            ranges[i] = { r[1], r[2], int64(r[1]), int64(r[2]) }
         end
         return function(key)
             if key == nil then
@@ -125,9 +133,13 @@ local function compile_policy(p, rule_id, rev)
             if uid == nil then
                 return nil
             end
+            local lo, hi = 1, 2
+            if type(uid) ~= "number" then
+                lo, hi = 3, 4
+            end
             for i = 1, #ranges do
                 local r = ranges[i]
-                if r[1] <= uid and uid <= r[2] then
+                if r[lo] <= uid and uid <= r[hi] then
                     return hit
                 end
             end

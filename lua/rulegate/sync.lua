@@ -208,9 +208,9 @@ local function heartbeat(conf, cl, force)
     local value = mp.pack({
         gateway = conf.gateway_id, kind = "nginx",
         revision = dict:get(K.rev) or 0, generation = dict:get(K.gen) or "",
-        applied_at = floor(dict:get(K.applied_at) or 0), ts = floor(t),
+        applied_at = floor(dict:get(K.applied_at) or 0), heartbeat_at = t,
         staleness = last_ok and floor(t - last_ok) or -1,
-        state = dict:get(K.state) or "starting", error = dict:get(K.last_error) or "",
+        state = dict:get(K.state) or "starting", last_error = dict:get(K.last_error) or "",
     })
     local _, err = cl:command(conf.keys.fleet, { "HSET", conf.keys.fleet, conf.gateway_id, value })
     if err then
