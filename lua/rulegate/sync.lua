@@ -205,11 +205,12 @@ local function heartbeat(conf, cl, force)
     end
     dict:set(K.hb_last, t)
     local last_ok = dict:get(K.last_ok)
+    -- the fleet format of gateway_agent/fleet.py (extra fields are ignored there)
     local value = mp.pack({
-        gateway = conf.gateway_id, kind = "nginx",
+        kind = "nginx", gateway = conf.gateway_id,
         revision = dict:get(K.rev) or 0, generation = dict:get(K.gen) or "",
-        applied_at = floor(dict:get(K.applied_at) or 0), heartbeat_at = t,
-        staleness = last_ok and floor(t - last_ok) or -1,
+        applied_at = dict:get(K.applied_at) or 0.0, heartbeat_at = t,
+        staleness = last_ok and (t - last_ok) or -1.0,
         state = dict:get(K.state) or "starting", last_error = dict:get(K.last_error) or "",
     })
     local _, err = cl:command(conf.keys.fleet, { "HSET", conf.keys.fleet, conf.gateway_id, value })

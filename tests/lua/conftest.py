@@ -179,3 +179,6 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     yield make
     for gw in started:
         gw.stop()
+    for gw in started:
+        leaks = [line for line in gw.log_lines() if "writing a global Lua variable" in line]
+        assert leaks == [], leaks

@@ -91,6 +91,9 @@ def test_heartbeat_reports_applied_revision(
     assert beat["kind"] == "nginx"
     assert beat["state"] == "ok"
     assert beat["gateway"] == gw.options["gateway_id"]
+    from gateway_agent.fleet import decode_heartbeat
+    shared = decode_heartbeat(raw)  # the format the agent writes and the admin reads
+    assert shared.kind == "nginx" and shared.revision == rev and shared.heartbeat_at > 0
     client.close()
 
 
