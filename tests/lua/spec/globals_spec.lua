@@ -1,6 +1,6 @@
 -- lua-releng style: loading any rulegate module must not write a global.
 local MODULES = {
-    "rulegate.crc16", "rulegate.iputil", "rulegate.cluster", "rulegate.schema", "rulegate.router",
+    "rulegate.crc16", "rulegate.iputil", "rulegate.slots", "rulegate.cluster", "rulegate.schema", "rulegate.router",
     "rulegate.snapshot", "rulegate.sync", "rulegate",
 }
 

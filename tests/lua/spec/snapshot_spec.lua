@@ -1,0 +1,48 @@
+local snapshot = require("rulegate.snapshot")
+local mp = require("MessagePack")
+
+return function(t)
+    local raw = { r1 = mp.pack({ id = "r1" }), r2 = mp.pack({ id = "r2" }) }
+
+    t.it("encode then decode returns the same rule set", function()
+        local data = snapshot.encode("prod", "gen-1", 7, 1700000000, raw)
+        local snap = assert(snapshot.decode(data))
+        t.eq({ snap.namespace, snap.generation, snap.revision, snap.written_at },
+            { "prod", "gen-1", 7, 1700000000 })
+        t.eq(snap.rules, raw)
+    end)
+
+    t.it("the header carries crc32 and payload length", function()
+        local data = snapshot.encode("prod", "g", 1, 1, raw)
+        local sum, len = data:match("^RGSNAP1 (%x+) (%d+)\n")
+        t.eq(#sum, 8)
+        t.eq(tonumber(len), #data - #data:match("^[^\n]*\n"))
+    end)
+
+    t.it("truncated, corrupted and foreign files are rejected", function()
+        local data = snapshot.encode("prod", "g", 1, 1, raw)
+        t.truthy(select(2, snapshot.decode(data:sub(1, -2))):find("truncated"))
+        local flipped = data:sub(1, -2) .. string.char((data:byte(-1) + 1) % 256)
+        t.eq(select(2, snapshot.decode(flipped)), "snapshot checksum mismatch")
+        t.truthy(select(2, snapshot.decode("hello\nworld")):find("bad header"))
+        t.truthy(select(2, snapshot.decode("no newline")):find("no header"))
+    end)
+
+    t.it("write_file replaces the file atomically and leaves no temp file", function()
+        local dir = ngx.config.prefix() .. "tmp"
+        local path = dir .. "/spec.snap"
+        assert(snapshot.write_file(path, "one"))
+        assert(snapshot.write_file(path, "two"))
+        local f = assert(io.open(path, "rb"))
+        t.eq(f:read("*a"), "two")
+        f:close()
+        t.eq(io.open(path .. "." .. ngx.worker.pid() .. ".tmp", "rb"), nil)
+        os.remove(path)
+    end)
+
+    t.it("write_file reports an unwritable directory", function()
+        local ok, err = snapshot.write_file("/nonexistent-dir/x.snap", "x")
+        t.eq(ok, nil)
+        t.truthy(err:find("open"))
+    end)
+end
