@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 
 import redis
+
+from gateway_agent.connection import REDIS_ERRORS
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway_agent.errors import StoreError
@@ -65,7 +67,7 @@ class Accounts:
     def _call(self, fn, *args):
         try:
             return fn(*args)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"redis: {exc.__class__.__name__}") from None
 
     # ---- users -----------------------------------------------------------------------------

@@ -246,6 +246,14 @@ def simulate(ns: str):
     return jsonify(revision=rev, decision=decision.to_dict())
 
 
+@bp.get("/namespaces/<ns>/fleet")
+@api_role("viewer")
+def fleet(ns: str):
+    """Return which revision every gateway of the namespace runs, with laggards flagged."""
+    _check_names(ns)
+    return jsonify(backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"])))
+
+
 @bp.get("/tokens")
 @api_role("admin")
 def list_tokens():

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_TIME_LIMIT": 8 * 3600,
     "WTF_CSRF_SSL_STRICT": False,
     "HISTORY_MAX_LIMIT": 500,
+    "FLEET_SILENT_SECONDS": 60,
 }
 
 

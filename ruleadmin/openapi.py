@@ -110,6 +110,10 @@ def document() -> dict:
                                                         "request": {"$ref": "#/components/schemas/SimRequest"}}}),
                          "responses": {"200": _ok("the decision"), **errors}},
             },
+            "/namespaces/{ns}/fleet": {
+                "get": {"operationId": "fleet", "parameters": [NS],
+                        "responses": {"200": _ok("gateways with applied revision and status"), **errors}},
+            },
             "/tokens": {
                 "get": {"operationId": "listTokens", "responses": {"200": _ok("token ids"), **errors}},
                 "post": {"operationId": "createToken",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import msgpack
@@ -10,6 +10,7 @@ import msgpack
 from gateway_agent.errors import (AlreadyExistsError, ConflictError, CorruptDataError, NotFoundError,
                                   ValidationError)
 from gateway_agent.evaluator import Decision, Request, RuleSet, decide
+from gateway_agent.fleet import read_fleet
 from gateway_agent.history import HistoryUnavailableError, rollback_plan
 from gateway_agent.keyspace import NAMESPACES_KEY
 from gateway_agent.schema import decode_rule, is_valid_id, validate_rule
@@ -138,6 +139,24 @@ class RuleService:
             raise NothingToDo(f"the rule set already equals revision {to_rev}")
         return self.store.commit(ns, changes, current, actor, op="rollback"), len(changes)
 
+    # ---- fleet -----------------------------------------------------------------------------
+    def fleet(self, ns: str, silent_after: float, now: float | None = None) -> dict:
+        """Return the namespace revision and every gateway's heartbeat with a status:
+        current, lagging, ahead, other-generation, silent (no heartbeat for silent_after s), undecodable."""
+        self.require_namespace(ns)
+        rev, gen, _raw = self.store.load_raw(ns)
+        beats = self.store._call(read_fleet, self.store.client, ns)
+        now = time.time() if now is None else now
+        gateways = []
+        for gateway_id, beat in beats.items():
+            if beat is None:
+                gateways.append({"id": gateway_id, "status": "undecodable"})
+                continue
+            gateways.append({"id": gateway_id, **asdict(beat), "lag": max(rev - beat.revision, 0),
+                             "status": _fleet_status(beat, rev, gen, now - silent_after)})
+        return {"namespace": ns, "revision": rev, "generation": gen, "gateways": gateways,
+                "counts": {s: sum(g["status"] == s for g in gateways) for s in FLEET_STATUSES}}
+
     # ---- simulation ------------------------------------------------------------------------
     def simulate(self, ns: str, request: dict) -> tuple[int, Decision]:
         """Return (revision, the decision the gateways would make for request)."""
@@ -145,6 +164,19 @@ class RuleService:
         state = self.store.load(ns)
         rs = RuleSet(state.rules.values(), state.revision, state.generation)
         return state.revision, decide(rs, Request.from_dict(request))
+
+
+FLEET_STATUSES = ("current", "lagging", "ahead", "other-generation", "silent", "undecodable")
+
+
+def _fleet_status(beat, rev: int, gen: str, silent_before: float) -> str:
+    if beat.heartbeat_at < silent_before:
+        return "silent"
+    if gen and beat.generation and beat.generation != gen:
+        return "other-generation"
+    if beat.revision < rev:
+        return "lagging"
+    return "ahead" if beat.revision > rev else "current"
 
 
 def _decode(raw: bytes | None) -> dict | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from gateway_agent.errors import LimitError
@@ -239,6 +239,14 @@ def _diff(before: str, after: str) -> list[tuple[str, str]]:
             continue
         out.append(("diff-add" if line.startswith("+") else "diff-del" if line.startswith("-") else "", line))
     return out
+
+
+@bp.get("/ns/<ns>/fleet")
+@web_role("viewer")
+def fleet(ns: str):
+    """Which gateways run which revision; laggards and silent gateways flagged."""
+    data = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
+    return render_template("fleet.html", ns=ns, fleet=data)
 
 
 @bp.get("/ns/<ns>/history")
