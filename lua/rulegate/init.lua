@@ -148,6 +148,12 @@ local function ruleset()
 end
 
 
+-- This worker's compiled rule set (nil before the first one arrives).
+_M.ruleset = function()
+    return ruleset()
+end
+
+
 function _M.init_worker()
     if not conf then
         error("rulegate.init() must run in init_by_lua before init_worker()", 2)

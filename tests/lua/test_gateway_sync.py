@@ -170,3 +170,22 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_reload_keeps_routing_and_revision(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """A SIGHUP reload replaces the workers; they route at once with the revision held in the dict."""
+    rev = store.put_rule(namespace, split_rule("r1", "b"), None, "test").revision
+    gw = make_gateway(namespace, cluster.startup_nodes)
+    gw.wait_revision(rev)
+    old = set(gw.worker_pids())
+    gw.reload()
+    assert not set(gw.worker_pids()) & old
+    r = gw.get("/")
+    assert r.headers["x-echo-upstream"] == "b"
+    assert r.headers["x-rulegate-rev"] == str(rev)
+    rev = store.put_rule(namespace, split_rule("r1", "c"), rev, "test").revision
+    gw.wait_revision(rev)
+    assert gw.get("/").headers["x-echo-upstream"] == "c"
+    assert gw.error_lines() == []

@@ -1,0 +1,219 @@
+"""Benchmark of the Python agent; prints a table, each figure next to a baseline from the same run.
+
+    python bench/agent.py [--rules 10000] [--seconds 2]
+
+Starts a private 6-node cluster (rulegate_dev.LocalCluster) in a temp dir and a sidecar child
+process; both are stopped (by pid) at the end. Numbers are for comparison, not assertions.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway_agent import RuleClient  # noqa: E402
+from gateway_agent.budget import Operation, execute  # noqa: E402
+from gateway_agent.connection import RedisConfig  # noqa: E402
+from gateway_agent.evaluator import Request, RuleSet, decide  # noqa: E402
+from gateway_agent.keyspace import Keys  # noqa: E402
+from gateway_agent.schema import encode_rule, validate_rule  # noqa: E402
+from gateway_agent.store import RuleStore  # noqa: E402
+from rulegate_dev.cluster import LocalCluster  # noqa: E402
+
+BASELINE_SERVER = r"""
+from gevent import monkey; monkey.patch_all()
+import socket, sys
+from gevent.pywsgi import WSGIServer, WSGIHandler
+class H(WSGIHandler):
+    def handle(self):
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle()
+BODY = b'{"action":"pass","rule_id":null,"revision":0}'
+def app(environ, start_response):
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+WSGIServer(("127.0.0.1", int(sys.argv[1])), app, log=None, handler_class=H).serve_forever()
+"""
+
+
+def make_rule(i: int) -> dict:
+    """Return a realistic split rule; hosts and paths spread over 100 x 100 routes."""
+    return validate_rule({
+        "id": f"r{i:05d}", "kind": "split",
+        "route": {"host": f"svc{i % 100}.example.com", "path": f"/api/v{i // 100}"},
+        "key": {"source": "header", "name": "x-uid"},
+        "policies": [{"type": "uid_suffix", "suffixes": ["1", "7"], "upstream": f"canary{i}"},
+                     {"type": "percent", "buckets": [{"upstream": f"blue{i}", "weight": 2000}]}],
+        "default": f"stable{i}"})
+
+
+def requests_for(n: int) -> list[Request]:
+    rnd = random.Random(7)
+    return [Request.from_dict({"host": f"svc{rnd.randrange(100)}.example.com",
+                               "path": f"/api/v{rnd.randrange(100)}/items", "ip": "10.1.2.3",
+                               "headers": {"x-uid": str(rnd.randrange(10**6))}}) for _ in range(n)]
+
+
+def rate(fn, seconds: float) -> float:
+    """Return calls per second of fn() over about `seconds`."""
+    n, start = 0, time.perf_counter()
+    while True:
+        for _ in range(1000):
+            fn()
+        n += 1000
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return n / elapsed
+
+
+def http_rate(port: int, method: str, path: str, body: bytes | None, clients: int, seconds: float) -> float:
+    """Return requests per second with `clients` keep-alive connections in threads."""
+    counts = [0] * clients
+    stop = time.perf_counter() + seconds
+    headers = {"Content-Type": "application/json"} if body else {}
+
+    def worker(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        while time.perf_counter() < stop:
+            conn.request(method, path, body=body, headers=headers)
+            conn.getresponse().read()
+            counts[k] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port: int) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def load_rules(store: RuleStore, ns: str, count: int) -> None:
+    for lo in range(0, count, 500):
+        changes = [(f"r{i:05d}", encode_rule(make_rule(i))) for i in range(lo, min(count, lo + 500))]
+        store.commit(ns, changes, None, "bench", op="import")
+
+
+def reload_numbers(cluster: LocalCluster, ns: str, runs: int) -> dict[str, float]:
+    """Return timings and memory of a full reload vs a bare HGETALL of the same hash."""
+    client = RuleClient(cluster.startup_nodes, ns, notifications=False)
+    s = client.syncer
+    s.slots.refresh(client.budget, s.pool)
+    hgetall, reload = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        client.budget.run("bench", lambda op: execute(s.pool.get(s.slots.master, op), ("HGETALL", Keys(ns).rules)))
+        hgetall.append(time.perf_counter() - t)
+        s.current = None
+        t = time.perf_counter()
+        s.full_reload()
+        reload.append(time.perf_counter() - t)
+    raw_bytes = sum(len(k) + len(v) for k, v in s.current.raw.items())
+    s.current = None
+    gc.collect()
+    tracemalloc.start()
+    s.full_reload()
+    gc.collect()
+    held, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    s.pool.close()
+    return {"hgetall": min(hgetall), "reload": min(reload), "held": held, "raw": raw_bytes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="rulegate-bench-")
+    cluster = LocalCluster(Path(tmp) / "cluster").start()
+    procs: list[subprocess.Popen] = []
+    rows: list[tuple[str, str, str]] = []
+    try:
+        store = RuleStore.from_config(RedisConfig.from_nodes(cluster.startup_nodes, mode="cluster"))
+        ns = "bench"
+        load_rules(store, ns, args.rules)
+
+        reqs = requests_for(1000)
+        it = iter(reqs * 10**6)
+        with RuleClient(cluster.startup_nodes, ns) as client:
+            rs: RuleSet = client.syncer.current.ruleset
+            base = rate(lambda: decide(rs, next(it)), args.seconds)
+            ours = rate(lambda: client.decide(next(it)), args.seconds)
+        rows.append((f"in-process decide() ({args.rules} rules)", f"{ours:,.0f}/s",
+                     f"evaluator.decide() direct: {base:,.0f}/s"))
+
+        port, base_port = free_port(), free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "gateway_agent", "serve", "--redis-nodes",
+                                       ",".join(cluster.startup_nodes), "--namespace", ns, "--listen",
+                                       f"127.0.0.1:{port}", "--log-level", "WARNING"], env=env))
+        procs.append(subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, str(base_port)], env=env))
+        wait_http(port)
+        wait_http(base_port)
+        time.sleep(1.0)
+        body = json.dumps({"host": "svc3.example.com", "path": "/api/v4/items", "ip": "10.1.2.3",
+                           "headers": {"x-uid": "12345"}}).encode()
+        for clients in (1, 8):
+            ours = http_rate(port, "POST", "/v1/decide", body, clients, args.seconds)
+            base = http_rate(base_port, "POST", "/v1/decide", body, clients, args.seconds)
+            rows.append((f"sidecar HTTP decide, {clients} client(s)", f"{ours:,.0f}/s",
+                         f"static-JSON gevent WSGI server: {base:,.0f}/s"))
+
+        r = reload_numbers(cluster, ns, 3)
+        rows.append((f"full reload of {args.rules} rules", f"{r['reload'] * 1000:,.0f} ms",
+                     f"bare HGETALL of the hash: {r['hgetall'] * 1000:,.0f} ms"))
+        rows.append((f"memory held by the applied set", f"{r['held'] / 2**20:,.1f} MiB",
+                     f"raw msgpack bytes: {r['raw'] / 2**20:,.1f} MiB"))
+        store.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+        cluster.stop()
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure'.ljust(width)} | {'agent':>12} | baseline (same run)")
+    print("-" * (width + 50))
+    for name, value, baseline in rows:
+        print(f"{name.ljust(width)} | {value:>12} | {baseline}")
+    print(f"\n(python {sys.version.split()[0]}, {os.cpu_count()} CPUs; HTTP clients are Python threads "
+          "in this process, so the 8-client rows are bounded by the client side as well)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
