@@ -277,6 +277,8 @@ function _M.run_once(conf)
             return nil, aerr
         end
         changed = true
+    elseif dict:get(K.source) == "snapshot" then
+        dict:set(K.source, "redis") -- the store confirmed the snapshot's revision
     end
     set_state(conf, "ok")
     heartbeat(conf, cl, changed)
