@@ -20,6 +20,7 @@ from redis.connection import Connection, SSLConnection
 from redis.exceptions import AskError, MovedError
 from redis.retry import Retry
 
+from .connection import REDIS_ERRORS
 from .errors import StoreError
 
 T = TypeVar("T")
@@ -150,7 +151,7 @@ class Budget:
                         self.stats.redirects += 1
                 if on_failure is not None:
                     on_failure(exc)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._failed()
                 raise
         self._failed()

@@ -67,7 +67,7 @@ def _is_cluster(cfg: RedisConfig) -> bool:
         try:
             with redis.Redis(host=host, port=port, **_common_kwargs(cfg)) as probe:
                 return str(probe.info("cluster").get("cluster_enabled", 0)) == "1"
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             errors.append(f"{address}: {exc.__class__.__name__}")
     if len(cfg.nodes) > 1:
         return True
@@ -87,3 +87,7 @@ def connect(cfg: RedisConfig) -> redis.Redis | RedisCluster:
     return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in addresses],
                         require_full_coverage=False, max_connections=cfg.max_connections,
                         dynamic_startup_nodes=True, **kwargs)
+
+
+# redis-py raises RedisClusterException (not a RedisError) when no startup node is reachable
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException)

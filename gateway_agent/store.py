@@ -12,7 +12,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from .commit_script import COMMIT_LUA
-from .connection import RedisConfig, connect
+from .connection import REDIS_ERRORS, RedisConfig, connect
 from .errors import (AlreadyExistsError, ConflictError, CorruptDataError, LimitError, NotFoundError,
                      StoreError)
 from .keyspace import NAMESPACES_KEY, Keys
@@ -124,6 +124,8 @@ class RuleStore:
                 if done is not None:
                     return done
                 raise _map_script_error(exc, expected_rev) from None
+            except REDIS_ERRORS as exc:
+                raise StoreError(f"commit to namespace {ns!r}: {exc.__class__.__name__}: {_safe(exc)}") from None
             self._remember_namespace(ns)
             return WriteResult(int(reply[0]), _s(reply[1]), acked, self.wait_replicas)
         raise StoreError(f"commit to namespace {ns!r} failed after {self.max_attempts} attempts")
@@ -159,7 +161,7 @@ class RuleStore:
         if isinstance(self.client, RedisCluster):
             try:
                 self.client.nodes_manager.initialize()
-            except RETRYABLE + (redis.RedisError,):
+            except RETRYABLE + (REDIS_ERRORS,):
                 pass
 
     def _maybe_already_committed(self, ns: str, exc: Exception, txid: str, ambiguous: bool) -> WriteResult | None:
@@ -175,7 +177,7 @@ class RuleStore:
     def _remember_namespace(self, ns: str) -> None:
         try:
             self.client.sadd(NAMESPACES_KEY, ns)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not record namespace", extra={"ns": ns, "error": exc.__class__.__name__})
 
     # ---- reads -----------------------------------------------------------------------------
@@ -250,7 +252,7 @@ class RuleStore:
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreError(f"redis: {exc.__class__.__name__}: {_safe(exc)}") from None
 
 

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-import redis
 from redis.exceptions import MovedError
 
-from .budget import RETRYABLE, Budget, BudgetExhausted, NodePool, Operation, SlotMap, execute
+from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
+from .connection import REDIS_ERRORS
 from .errors import CorruptDataError, SnapshotError, StoreError
 from .evaluator import RuleSet
 from .fleet import Heartbeat
@@ -157,7 +157,10 @@ class Syncer:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            self.cycle()
+            try:
+                self.cycle()
+            except Exception:  # noqa: BLE001 - the loop outlives any bug in one cycle; stale rules keep serving
+                log.exception("sync cycle failed unexpectedly; keeping the current rule set")
             self._first_cycle.set()
             interval = self.config.refresh_interval
             self._wake.wait(interval * (1 + self.config.jitter * (2 * random.random() - 1)))
@@ -172,7 +175,7 @@ class Syncer:
         except Rejected as exc:
             self.stats.add("syncs_failed")
             self._report("rejected", str(exc), logging.ERROR)
-        except (StoreError, redis.RedisError) as exc:
+        except (StoreError, *REDIS_ERRORS) as exc:
             self.stats.add("syncs_failed")
             self._report("down", f"{exc.__class__.__name__}: {exc}", logging.WARNING)
         if time.monotonic() >= self._next_heartbeat:
@@ -379,7 +382,7 @@ class Syncer:
         try:
             self.budget.run("heartbeat", attempt)
             self.stats.add("heartbeats_ok")
-        except (StoreError, redis.RedisError) as exc:
+        except (StoreError, *REDIS_ERRORS) as exc:
             self.stats.add("heartbeats_failed")
             log.debug("heartbeat failed: %s", exc)
 
@@ -411,8 +414,9 @@ class Notifier:
             try:
                 self._subscribe()
                 failures = 0
+                self.syncer.wake()  # changes committed before the subscription took effect
                 self._listen()
-            except (StoreError, redis.RedisError, OSError) as exc:
+            except (StoreError, *REDIS_ERRORS, OSError) as exc:
                 failures += 1
                 log.debug("notification channel: %s", exc)
             if self._conn is not None:
@@ -435,7 +439,7 @@ class Notifier:
                 conn.connect()
                 conn.send_command("SSUBSCRIBE", s.keys.events)
                 conn.read_response()
-            except (redis.RedisError, OSError):
+            except (*REDIS_ERRORS, OSError):
                 conn.disconnect()
                 raise
             return conn

@@ -18,6 +18,8 @@ from gateway_agent.schema import is_valid_id
 USERS_KEY = "rg:users"
 TOKENS_KEY = "rg:tokens"
 LOGIN_FAIL_PREFIX = "rg:login:fail:"
+AUDIT_KEY = "rg:audit"
+AUDIT_MAXLEN = 10_000
 ROLES = ("viewer", "editor", "admin")
 TOKEN_PREFIX = "rgt_"
 # a constant hash so an unknown user costs as much as a wrong password (no user enumeration by timing)
@@ -70,8 +72,20 @@ class Accounts:
         except REDIS_ERRORS as exc:
             raise StoreError(f"redis: {exc.__class__.__name__}") from None
 
+    # ---- audit (account events; rule changes are in each namespace's log) --------------------
+    def audit(self, event: str, actor: str, subject: str, detail: str = "") -> None:
+        """Append an account event (user/token/namespace/login) to the capped rg:audit stream."""
+        self._call(lambda: self.client.xadd(AUDIT_KEY, {"event": event, "actor": actor, "subject": subject,
+                                                        "detail": detail, "ts": int(time.time())},
+                                            maxlen=AUDIT_MAXLEN, approximate=True))
+
+    def recent_audit(self, count: int = 100) -> list[dict]:
+        """Return the newest account events first."""
+        raw = self._call(self.client.xrevrange, AUDIT_KEY, "+", "-", count)
+        return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in raw]
+
     # ---- users -----------------------------------------------------------------------------
-    def create_user(self, username: str, role: str, password: str) -> User:
+    def create_user(self, username: str, role: str, password: str, actor: str = "cli") -> User:
         """Create or update a user; raise AccountError for a bad name, role or short password."""
         if not is_valid_id(username):
             raise AccountError("username must match [a-z0-9][a-z0-9_.-]{0,63}")
@@ -81,6 +95,7 @@ class Accounts:
             raise AccountError("password must have at least 8 characters")
         record = {"role": role, "password": generate_password_hash(password), "created_at": int(time.time())}
         self._call(self.client.hset, USERS_KEY, username, json.dumps(record))
+        self.audit("user.saved", actor, username, role)
         return User(username, role)
 
     def _record(self, username: str) -> dict | None:
@@ -92,11 +107,14 @@ class Accounts:
         rec = self._record(username) if is_valid_id(username) else None
         return User(username, rec["role"]) if rec and rec.get("role") in ROLES else None
 
-    def delete_user(self, username: str) -> bool:
+    def delete_user(self, username: str, actor: str = "cli") -> bool:
         """Delete a user and every token of it; return whether the user existed."""
-        for tid, info in self.list_tokens(username).items():
-            self.revoke_token(tid)
-        return bool(self._call(self.client.hdel, USERS_KEY, username))
+        for tid in self.list_tokens(username):
+            self.revoke_token(tid, actor)
+        existed = bool(self._call(self.client.hdel, USERS_KEY, username))
+        if existed:
+            self.audit("user.deleted", actor, username)
+        return existed
 
     def list_users(self) -> list[User]:
         """Return every user, sorted by name."""
@@ -111,8 +129,10 @@ class Accounts:
         ok = check_password_hash(rec["password"] if rec else _DUMMY_HASH, password)
         if rec and ok and rec.get("role") in ROLES:
             self._call(self.client.delete, LOGIN_FAIL_PREFIX + "u:" + username)
+            self.audit("login.ok", username, username, ip)
             return User(username, rec["role"])
         self._fail(username, ip)
+        self.audit("login.failed", username if rec else "-", username[:64], ip)
         return None
 
     # ---- rate limiting ---------------------------------------------------------------------
@@ -135,7 +155,7 @@ class Accounts:
                 self._call(self.client.expire, key, self.window)
 
     # ---- tokens ----------------------------------------------------------------------------
-    def create_token(self, username: str, name: str = "") -> tuple[str, str]:
+    def create_token(self, username: str, name: str = "", actor: str = "cli") -> tuple[str, str]:
         """Return (token id, secret token) for an existing user; only the hash is stored."""
         if self.get_user(username) is None:
             raise AccountError(f"user {username!r} does not exist")
@@ -143,6 +163,7 @@ class Accounts:
         digest = token_hash(token)
         record = {"username": username, "name": name[:128], "created_at": int(time.time())}
         self._call(self.client.hset, TOKENS_KEY, digest, json.dumps(record))
+        self.audit("token.created", actor, username, digest[:16])
         return digest[:16], token
 
     def user_for_token(self, token: str) -> User | None:
@@ -166,13 +187,16 @@ class Accounts:
                 out[digest.decode()[:16]] = rec
         return out
 
-    def revoke_token(self, token_id: str) -> bool:
+    def revoke_token(self, token_id: str, actor: str = "cli") -> bool:
         """Delete the token whose id (hash prefix) is token_id; return whether one was deleted."""
         if len(token_id) != 16 or any(c not in "0123456789abcdef" for c in token_id):
             return False
         for digest in self._call(self.client.hkeys, TOKENS_KEY):
             if digest.decode().startswith(token_id):
-                return bool(self._call(self.client.hdel, TOKENS_KEY, digest))
+                deleted = bool(self._call(self.client.hdel, TOKENS_KEY, digest))
+                if deleted:
+                    self.audit("token.revoked", actor, token_id)
+                return deleted
         return False
 
 

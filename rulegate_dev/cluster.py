@@ -50,8 +50,11 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def find_free_base(count: int, start: int = 21000, stop: int = 40000, step: int = 17) -> int:
-    """Return a base port where `count` ports and their cluster-bus ports (+10000) are free."""
+def find_free_base(count: int, start: int = 20000, stop: int = 22700, step: int = 7) -> int:
+    """Return a base port where `count` ports and their bus ports (+10000) are free.
+
+    Ports stay below the kernel ephemeral range (32768+), so a restarted node never finds its
+    bus port taken by some client connection."""
     rng = int.from_bytes(os.urandom(2), "big")
     for i in range((stop - start) // step):
         base = start + ((rng + i) * step) % (stop - start - count)

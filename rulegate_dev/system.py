@@ -102,7 +102,7 @@ class System:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.acl = AclUsers()
         self.cluster = LocalCluster(self.dir / "cluster", 7000 if fixed_ports and _free(7000, 6) else None,
-                                    acl=self.acl)
+                                    acl=self.acl, extra_config={"save": "3600 1", "appendonly": "no"})
         pick = (lambda p: p if fixed_ports and _free(p, 1) else free_port())
         self.admin_ports = [pick(8081), pick(8082)]
         self.agent_port = pick(9901)
