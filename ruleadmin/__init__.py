@@ -20,7 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if isinstance(app.config["PERMANENT_SESSION_LIFETIME"], int):
         app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["PERMANENT_SESSION_LIFETIME"])
 
-    from . import api, auth, errors, health, metrics, web
+    from . import api, auth, errors, health, metrics, users, web
     from .extensions import Backend, csrf
 
     app.extensions["ruleadmin"] = Backend(app)
@@ -32,6 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(users.bp)
 
     @app.after_request
     def _security_headers(resp):

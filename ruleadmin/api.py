@@ -148,6 +148,8 @@ def create_namespace():
     if not is_valid_id(name):
         raise APIError(400, "invalid namespace name", {"name": ID_RULE})
     created = backend().rules.create_namespace(name)
+    if created:
+        backend().accounts.audit("namespace.created", api_user().username, name)
     return jsonify(name=name, created=created), 201 if created else 200
 
 
@@ -254,6 +256,14 @@ def fleet(ns: str):
     return jsonify(backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"])))
 
 
+@bp.get("/audit")
+@api_role("admin")
+def audit():
+    """Return the newest account events (users, tokens, namespaces, logins), newest first."""
+    limit = _int_arg("limit", 1, 1000) or 100
+    return jsonify(events=backend().accounts.recent_audit(limit))
+
+
 @bp.get("/tokens")
 @api_role("admin")
 def list_tokens():
@@ -270,7 +280,8 @@ def create_token():
     if not isinstance(name, str):
         raise APIError(400, "invalid token name", {"name": "must be a string"})
     try:
-        token_id, token = backend().accounts.create_token(str(data.get("username", "")), name)
+        token_id, token = backend().accounts.create_token(str(data.get("username", "")), name,
+                                                          actor=api_user().username)
     except AccountError as exc:
         raise APIError(400, str(exc), {"username": str(exc)}) from None
     return jsonify(id=token_id, token=token), 201
@@ -283,6 +294,6 @@ def revoke_token(token_id: str):
     user = api_user()
     if not user.can("admin") and token_id != user.token_id:
         raise APIError(403, "only admins revoke other users' tokens")
-    if not backend().accounts.revoke_token(token_id):
+    if not backend().accounts.revoke_token(token_id, actor=user.username):
         raise APIError(404, f"token {token_id!r} does not exist")
     return jsonify(revoked=token_id)

@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> None:
-    """Exec gunicorn (the master never imports the app, so workers monkey-patch before redis)."""
+    """Check the config, then exec gunicorn (workers load the app after gevent monkey-patches)."""
+    from . import create_app
+    create_app()  # raises ConfigError (e.g. no RULEADMIN_SECRET_KEY) before any worker starts
     argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(args.workers),
             "--worker-connections", str(args.worker_connections), "--bind", args.bind,
             "--timeout", str(args.timeout), "--graceful-timeout", "10", "--forwarded-allow-ips", "127.0.0.1"]
@@ -58,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        serve(args)
+        try:
+            serve(args)
+        except ConfigError as exc:
+            print(f"ruleadmin: {exc}", file=sys.stderr)
+            return 2
         return 0
     from . import create_app
     from .accounts import AccountError
@@ -68,20 +74,23 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app({"SECRET_KEY": secrets.token_hex(16)})
         with app.app_context():
             b = backend()
+            actor = f"cli:{getpass.getuser()}"
             if args.command == "create-user":
-                b.accounts.create_user(args.username, args.role, _read_password(args.password_stdin))
+                b.accounts.create_user(args.username, args.role, _read_password(args.password_stdin), actor)
                 print(f"user {args.username} ({args.role}) saved")
             elif args.command == "create-token":
-                token_id, token = b.accounts.create_token(args.username, args.name)
+                token_id, token = b.accounts.create_token(args.username, args.name, actor)
                 print(f"token id {token_id} for {args.username} (shown once):", file=sys.stderr)
                 print(token)
             elif args.command == "revoke-token":
-                if not b.accounts.revoke_token(args.id):
+                if not b.accounts.revoke_token(args.id, actor):
                     print(f"no token with id {args.id}", file=sys.stderr)
                     return 1
                 print(f"token {args.id} revoked")
             elif args.command == "create-namespace":
                 created = b.rules.create_namespace(args.name)
+                if created:
+                    b.accounts.audit("namespace.created", actor, args.name)
                 print(f"namespace {args.name} {'created' if created else 'already exists'}")
     except (AccountError, ConfigError, StoreError, ValueError) as exc:
         print(f"ruleadmin: {exc}", file=sys.stderr)

@@ -114,6 +114,11 @@ def document() -> dict:
                 "get": {"operationId": "fleet", "parameters": [NS],
                         "responses": {"200": _ok("gateways with applied revision and status"), **errors}},
             },
+            "/audit": {
+                "get": {"operationId": "audit", "description": "admin only", "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                    "responses": {"200": _ok("account events, newest first"), **errors}},
+            },
             "/tokens": {
                 "get": {"operationId": "listTokens", "responses": {"200": _ok("token ids"), **errors}},
                 "post": {"operationId": "createToken",

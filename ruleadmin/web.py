@@ -51,7 +51,8 @@ def create_namespace():
     if not form.validate_on_submit() or not is_valid_id(form.name.data):
         form.name.errors = list(form.name.errors) + ["must match [a-z0-9][a-z0-9_.-]{0,63}"]
         return render_template("index.html", namespaces=backend().rules.namespaces(), form=form), 400
-    backend().rules.create_namespace(form.name.data)
+    if backend().rules.create_namespace(form.name.data):
+        backend().accounts.audit("namespace.created", current_user.username, form.name.data)
     flash(f"Namespace {form.name.data} created.")
     return redirect(url_for("web.rules", ns=form.name.data))
 

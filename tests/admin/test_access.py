@@ -117,3 +117,38 @@ def test_refuses_to_start_without_secret_key(monkeypatch):
     monkeypatch.delenv("RULEADMIN_SECRET_KEY", raising=False)
     with pytest.raises(ConfigError, match="RULEADMIN_SECRET_KEY"):
         create_app({"REDIS_NODES": "127.0.0.1:1"})
+
+
+def test_admin_pages_manage_users_tokens_and_audit(client, users, backend):
+    """Admins create a user and a token in the web UI, revoke it, and see the audit trail; editors get 403."""
+    _login(client, users["editor"].username)
+    assert client.get("/admin/users").status_code == 403
+    admin = _relogin(client, users["admin"].username)
+    page = admin.get("/admin/users")
+    name = "new-" + uuid.uuid4().hex[:6]
+    r = admin.post("/admin/users", data={"csrf_token": _csrf(page.data), "username": name, "role": "viewer",
+                                         "password": "another-long-one"})
+    assert r.status_code == 302 and backend.accounts.get_user(name).role == "viewer"
+    r = admin.post("/admin/tokens", data={"csrf_token": _csrf(page.data), "username": name, "name": "ci"})
+    token = re.search(rb'id="new-token">([^<]+)<', r.data).group(1).decode()
+    assert client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    token_id = next(k for k, v in backend.accounts.list_tokens(name).items())
+    r = admin.post(f"/admin/tokens/{token_id}/revoke", data={"csrf_token": _csrf(page.data)})
+    assert r.status_code == 302
+    assert client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    events = [(e["event"], e["actor"]) for e in backend.accounts.recent_audit(20)]
+    for event in ("user.saved", "token.created", "token.revoked"):
+        assert (event, users["admin"].username) in events
+
+
+def _csrf(html: bytes) -> str:
+    return re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1).decode()
+
+
+def _relogin(client, username):
+    """Log the given client out (fresh session) and in as username."""
+    page = client.get("/")
+    if b'id="logout"' in page.data:
+        client.post("/logout", data={"csrf_token": _csrf(page.data)})
+    assert _login(client, username).status_code == 302
+    return client
