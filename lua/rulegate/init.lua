@@ -224,7 +224,38 @@ local args = setmetatable({}, { __index = function(t, name)
     return rawget(t, name)
 end })
 
-local request = { headers = headers, cookies = cookies, args = args }
+-- ip and now are computed on first use: most routes need neither
+local lazy = {
+    ip = function()
+        local ip
+        if conf.ip_header then
+            ip = headers[conf.ip_header]
+        end
+        if ip == nil then
+            ip = var.remote_addr or ""
+        end
+        return ip
+    end,
+    now = function()
+        local t
+        if conf.now_header then
+            t = tonumber(headers[conf.now_header])
+        end
+        return t or now()
+    end,
+}
+
+local request = setmetatable({ headers = headers, cookies = cookies, args = args }, {
+    __index = function(t, name)
+        local f = lazy[name]
+        if f == nil then
+            return nil
+        end
+        local v = f()
+        rawset(t, name, v)
+        return v
+    end,
+})
 
 
 local function build_request()
@@ -240,23 +271,12 @@ local function build_request()
     if path == "" then
         path = "/"
     end
-    local ip
-    if conf.ip_header then
-        ip = headers[conf.ip_header]
-    end
-    if ip == nil then
-        ip = var.remote_addr or ""
-    end
-    local t
-    if conf.now_header then
-        t = tonumber(headers[conf.now_header])
-    end
     local req = request
     req.host = var.host or ""
     req.path = path
     req.method = req_get_method()
-    req.ip = ip
-    req.now = t or now()
+    req.ip = nil
+    req.now = nil
     return req
 end
 
