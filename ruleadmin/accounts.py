@@ -7,11 +7,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import redis
-
-from gateway_agent.connection import REDIS_ERRORS
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from gateway_agent.connection import REDIS_ERRORS
 from gateway_agent.errors import StoreError
 from gateway_agent.schema import is_valid_id
 

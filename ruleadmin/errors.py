@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 
+import redis.exceptions
+
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -43,11 +45,14 @@ def register(app: Flask) -> None:
     def _api_error(exc: APIError):
         return exc.response()
 
+    @app.errorhandler(redis.exceptions.RedisError)
+    @app.errorhandler(redis.exceptions.RedisClusterException)
     @app.errorhandler(StoreError)
-    def _store_error(exc: StoreError):
+    def _store_error(exc: Exception):
         log.warning("redis unavailable: %s", exc)
         if _wants_json():
-            return APIError(503, "rule store unavailable; retry later", extra={"detail": str(exc)}).response()
+            return APIError(503, "rule store unavailable; retry later",
+                            extra={"detail": str(exc)[:200] or exc.__class__.__name__}).response()
         return render_template("error.html", status=503, message="The rule store is unavailable; retry later."), 503
 
     @app.errorhandler(HTTPException)

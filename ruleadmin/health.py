@@ -1,12 +1,10 @@
 """GET /healthz: Redis reachable and the cluster state, as JSON (503 when unhealthy)."""
 from __future__ import annotations
 
-import redis
-
-from gateway_agent.connection import REDIS_ERRORS
 from flask import Blueprint, jsonify
 from redis.cluster import RedisCluster
 
+from gateway_agent.connection import REDIS_ERRORS
 from gateway_agent.errors import StoreError
 
 from .extensions import backend
@@ -24,7 +22,7 @@ def healthz():
         if isinstance(client, RedisCluster):
             info = client.cluster_info(target_nodes=RedisCluster.RANDOM)
             state = str(info.get("cluster_state", "unknown"))
-    except (REDIS_ERRORS, StoreError, ValueError) as exc:
+    except (*REDIS_ERRORS, StoreError, ValueError) as exc:
         return jsonify(ok=False, redis="unreachable", error=exc.__class__.__name__), 503
     ok = state in ("ok", "standalone")
     return jsonify(ok=ok, redis="ok", cluster_state=state), 200 if ok else 503

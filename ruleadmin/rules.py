@@ -116,11 +116,15 @@ class RuleService:
 
     # ---- history & rollback ----------------------------------------------------------------
     def history(self, ns: str, since: int | None, before: int | None, limit: int) -> list[dict]:
-        """Return newest-first history entries (revision > since, < before) with decoded changes."""
+        """Return history with decoded changes: with `since`, the `limit` oldest entries after it
+        (oldest first, to follow the feed); otherwise the newest entries older than `before`."""
         self.require_namespace(ns)
-        entries = self.store.history(ns, before, limit)
         if since is not None:
-            entries = [e for e in entries if e.revision > since]
+            entries = self.store.log_range(ns, f"{since + 1}-0", "+", count=limit)
+            if before is not None:
+                entries = [e for e in entries if e.revision < before]
+        else:
+            entries = self.store.history(ns, before, limit)
         return [self.describe(e) for e in entries]
 
     def describe(self, entry: LogEntry) -> dict:

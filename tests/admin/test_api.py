@@ -153,3 +153,15 @@ def test_healthz_and_metrics(client):
     assert h.status_code == 200 and h.get_json()["cluster_state"] == "ok"
     m = client.get("/metrics")
     assert m.status_code == 200 and b"ruleadmin_http_requests_total" in m.data
+
+
+def test_redis_unreachable_is_503_json(admin_config, users):
+    """With no reachable Redis, the API and healthz answer 503 JSON (no traceback) and login pages still render."""
+    from ruleadmin import create_app
+    app = create_app({**admin_config, "REDIS_NODES": "127.0.0.1:1", "REDIS_MODE": "single"})
+    c = app.test_client()
+    r = c.get("/api/v1/namespaces", headers=users["viewer"].headers)
+    assert r.status_code == 503 and r.get_json()["error"] == "rule store unavailable; retry later"
+    assert c.get("/healthz").status_code == 503
+    assert c.get("/login").status_code == 200
+    app.extensions["ruleadmin"].close()
