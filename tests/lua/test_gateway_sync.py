@@ -189,3 +189,32 @@ def test_reload_keeps_routing_and_revision(
     gw.wait_revision(rev)
     assert gw.get("/").headers["x-echo-upstream"] == "c"
     assert gw.error_lines() == []
+
+
+def test_least_privilege_gateway_user_syncs_and_heartbeats(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """A gateway ACL user that may only read the namespace and write its fleet hash is enough."""
+    nodes = [redis.Redis(host=a.rsplit(":", 1)[0], port=int(a.rsplit(":", 1)[1])) for a in cluster.startup_nodes]
+    tag = "{rg:" + namespace + "}"
+    for n in nodes:
+        n.execute_command(
+            "ACL", "SETUSER", "rggw-test", "reset", "on", ">gw-secret", f"%R~{tag}:*", f"%W~{tag}:fleet",
+            "+get", "+hget", "+hgetall", "+hset", "+cluster|slots", "+readonly", "+asking", "+ping",
+        )
+    try:
+        rev = store.put_rule(namespace, split_rule("r1", "b"), None, "test").revision
+        gw = make_gateway(namespace, cluster.startup_nodes, username="rggw-test", password="gw-secret")
+        gw.wait_revision(rev)
+        assert gw.get("/").headers["x-echo-upstream"] == "b"
+        client = raw_client(cluster)
+        deadline = time.monotonic() + 5
+        while client.hget(Keys(namespace).fleet, gw.options["gateway_id"]) is None:
+            assert time.monotonic() < deadline, gw.status()
+            time.sleep(0.05)
+        client.close()
+        assert gw.status()["heartbeat_error"] is None
+    finally:
+        for n in nodes:
+            n.execute_command("ACL", "DELUSER", "rggw-test")
+            n.close()
