@@ -5,6 +5,7 @@ from datetime import timedelta
 from typing import Any, Mapping
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_mod
 
@@ -23,6 +24,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from . import api, auth, errors, health, metrics, users, web
     from .extensions import Backend, csrf
 
+    if app.config["PROXY_FIX_X_FOR"] or app.config["PROXY_FIX_X_PROTO"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["PROXY_FIX_X_FOR"]),
+                                x_proto=int(app.config["PROXY_FIX_X_PROTO"]))
     app.extensions["ruleadmin"] = Backend(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)

@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_SSL_STRICT": False,
     "HISTORY_MAX_LIMIT": 500,
     "FLEET_SILENT_SECONDS": 60,
+    "PROXY_FIX_X_FOR": 0,
+    "PROXY_FIX_X_PROTO": 0,
 }
 
 

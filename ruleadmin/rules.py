@@ -53,7 +53,7 @@ class RuleService:
 
     def require_namespace(self, ns: str) -> None:
         """Return None when ns exists; raise NamespaceMissing otherwise."""
-        if not is_valid_id(ns) or ns not in self.store.namespaces():
+        if not is_valid_id(ns) or not self.store._call(self.store.client.sismember, NAMESPACES_KEY, ns):
             raise NamespaceMissing(ns)
 
     def create_namespace(self, ns: str) -> bool:
