@@ -161,7 +161,7 @@ class RuleStore:
         if isinstance(self.client, RedisCluster):
             try:
                 self.client.nodes_manager.initialize()
-            except RETRYABLE + (REDIS_ERRORS,):
+            except RETRYABLE + REDIS_ERRORS:
                 pass
 
     def _maybe_already_committed(self, ns: str, exc: Exception, txid: str, ambiguous: bool) -> WriteResult | None:
