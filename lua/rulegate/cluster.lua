@@ -362,11 +362,70 @@ local function refresh(self, b, conn, conn_addr, force)
 end
 
 
+-- Wait (briefly) for the slot map another worker is fetching.
+local function await_map(self)
+    local deadline = now() + (self.connect_timeout + self.read_timeout) / 1000
+    while now() < deadline do
+        if not self.dict:get(self.key_lock) then
+            break
+        end
+        sleep(0.01)
+        update_time()
+    end
+    return self:slot_index()
+end
+
+
 function _M.refresh_slots(self)
     local b = budget_new(self)
     local slots, err = refresh(self, b, nil, nil, true)
     release(self, b)
     return slots, err
+end
+
+
+-- The master address serving the slot of key (fetching the slot map when
+-- this worker has none), or nil, err.
+function _M.master_of(self, key)
+    local idx = self:slot_index()
+    if not idx then
+        local err
+        idx, err = self:refresh_slots()
+        if not idx then
+            idx = await_map(self)
+            if not idx then
+                return nil, err
+            end
+        end
+    end
+    local range = idx[crc16.slot(key)]
+    if not range then
+        return nil, "no node serves the slot of " .. key
+    end
+    return range.master
+end
+
+
+-- A dedicated connection to addr for a long-lived use (a subscription): one
+-- connection, authenticated, with this client's timeouts; the caller closes it.
+function _M.open(self, addr)
+    stats.calls = stats.calls + 1
+    local b = budget_new(self)
+    b.attempts = 1
+    stats.attempts = stats.attempts + 1
+    local red, err = connect(self, b, addr, false)
+    b.pool = {}
+    if b.conns > stats.max_connections_per_call then
+        stats.max_connections_per_call = b.conns
+    end
+    if stats.max_attempts_per_call < 1 then
+        stats.max_attempts_per_call = 1
+    end
+    if not red then
+        stats.failures = stats.failures + 1
+        return nil, err
+    end
+    return red
 end
 
 
@@ -446,7 +505,7 @@ function _M.pipeline(self, key, cmds, opts)
         local err
         slots, err = refresh(self, b, nil, nil, true)
         if not slots then
-            slots = self:slot_index() -- another worker may have just stored one
+            slots = await_map(self) -- another worker may be fetching one
             if not slots then
                 return finish(self, b, nil, "no slot map: " .. tostring(err))
             end

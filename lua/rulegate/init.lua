@@ -43,6 +43,7 @@ local DEFAULTS = {
     lock_ttl = 30, upstream_var = "rulegate_upstream", response_headers = true,
     connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
     max_attempts = 3, max_connections = 2, read_replica = false,
+    notifications = true, listen_max = 30, listen_lock_ttl = 5,
 }
 
 
@@ -103,6 +104,8 @@ local function check_opts(opts)
         read_timeout = c.read_timeout, max_attempts = c.max_attempts,
         max_connections = c.max_connections, read_replica = c.read_replica,
     }
+    -- the listener renews its lock after every read timeout
+    c.listen_lock_ttl = math.max(c.listen_lock_ttl, c.read_timeout / 1000 * 3)
     if c.ip_header then
         c.ip_header = lower(c.ip_header)
     end
@@ -364,6 +367,8 @@ function _M.state()
         error_since = shm:get(K.error_since) or cjson.null,
         checks = shm:get(K.checks) or 0, applies = shm:get(K.applies) or 0,
         heartbeat_error = shm:get(K.hb_error) or cjson.null,
+        listener = shm:get(K.sub_lock) or cjson.null,
+        listener_error = shm:get(K.sub_error) or cjson.null,
         worker = { pid = ngx.worker.pid(), revision = rs and rs.revision or cjson.null },
         cluster_stats = stats,
     }

@@ -39,6 +39,7 @@ local K = {
     state = "sync:state", last_error = "sync:last_error", error_since = "sync:error_since",
     notice = "sync:notice", hb_last = "sync:hb_last", hb_error = "sync:hb_error",
     checks = "sync:checks", applies = "sync:applies",
+    sub_lock = "sync:sub_lock", sub_error = "sync:sub_error",
 }
 _M.KEYS = K
 
@@ -48,7 +49,7 @@ local publish_seq = 0
 local function ns_keys(ns)
     local tag = "{rg:" .. ns .. "}"
     return { rules = tag .. ":rules", rev = tag .. ":rev", meta = tag .. ":meta",
-             fleet = tag .. ":fleet" }
+             fleet = tag .. ":fleet", events = tag .. ":events" }
 end
 _M.ns_keys = ns_keys
 
@@ -355,12 +356,108 @@ local function tick(premature, conf)
 end
 
 
--- Start the sync timer of this worker (init_worker).
+-- Run a check now (a notification arrived), unless another worker holds the lock.
+local function check_now(conf)
+    local dict = conf.shm
+    if not dict:add(K.lock, worker_pid(), conf.lock_ttl) then
+        return
+    end
+    local pok, perr = xpcall(_M.run_once, traceback, conf)
+    dict:delete(K.lock)
+    if not pok then
+        log(ERR, "rulegate: sync crashed: ", perr)
+    end
+end
+
+
+-- Hold a sharded subscription to the namespace's events channel on the slot's
+-- master for at most listen_max seconds; every "rev N" message runs a check.
+-- Returns when the subscription ends (error, timeout of the session, exit).
+local function listen_once(conf)
+    local dict = conf.shm
+    local pid = worker_pid()
+    local cl = new_client(conf)
+    local addr, err = cl:master_of(conf.keys.rev)
+    if not addr then
+        return nil, err
+    end
+    local red
+    red, err = cl:open(addr)
+    if not red then
+        return nil, err
+    end
+    local channel = conf.keys.events
+    local res
+    res, err = red:ssubscribe(channel)
+    if not res then
+        red:close()
+        return nil, "SSUBSCRIBE " .. channel .. " on " .. addr .. ": " .. tostring(err)
+    end
+    -- lua-resty-redis knows SUBSCRIBE but not SSUBSCRIBE: enter its subscribed mode
+    red._subscribed = true
+    local deadline = now() + conf.listen_max
+    while not ngx.worker.exiting() and now() < deadline do
+        dict:set(K.sub_lock, pid, conf.listen_lock_ttl)
+        res, err = red:read_reply()
+        if res then
+            if res[1] == "smessage" then
+                check_now(conf)
+            elseif res[1] == "sunsubscribe" then
+                break -- the slot moved away from this node
+            end
+        elseif err ~= "timeout" then
+            red:close()
+            return nil, "subscription to " .. addr .. " ended: " .. tostring(err)
+        end
+        update_time()
+    end
+    red:close()
+    return true
+end
+
+
+local function listen(premature, conf)
+    if premature then
+        return
+    end
+    local dict = conf.shm
+    local pid = worker_pid()
+    local holder = dict:get(K.sub_lock)
+    local delay = conf.refresh_interval
+    if holder == nil and dict:add(K.sub_lock, pid, conf.listen_lock_ttl) or holder == pid then
+        local ok, res, err = xpcall(listen_once, traceback, conf)
+        dict:delete(K.sub_lock)
+        if ok and res then
+            delay = 0
+        elseif not ok then
+            log(ERR, "rulegate: notification listener crashed: ", res)
+        else
+            dict:set(K.sub_error, err)
+            delay = math.min(conf.refresh_interval, 1)
+        end
+    end
+    if ngx.worker.exiting() then
+        return
+    end
+    local tok, terr = timer_at(delay, listen, conf)
+    if not tok and terr ~= "process exiting" then
+        log(ERR, "rulegate: cannot schedule the notification listener: ", terr)
+    end
+end
+
+
+-- Start the sync timer (and the notification listener) of this worker (init_worker).
 function _M.start(conf)
     math.randomseed(worker_pid() + floor(now() * 1000))
     local ok, err = timer_at(0, tick, conf)
     if not ok then
         return nil, "cannot start the sync timer: " .. tostring(err)
+    end
+    if conf.notifications then
+        ok, err = timer_at(0, listen, conf)
+        if not ok then
+            return nil, "cannot start the notification listener: " .. tostring(err)
+        end
     end
     return true
 end

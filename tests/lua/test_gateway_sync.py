@@ -40,7 +40,7 @@ def test_rule_change_routes_within_refresh_interval(
     """A rule written through the store changes routing within refresh_interval + 100 ms."""
     interval = 0.5
     rev = store.put_rule(namespace, split_rule("r1", "a"), None, "test").revision
-    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=interval)
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=interval, notifications=False)
     gw.wait_revision(rev)
     assert gw.get("/").headers["x-echo-upstream"] == "a"
     worst = 0.0
@@ -55,12 +55,36 @@ def test_rule_change_routes_within_refresh_interval(
     assert gw.error_lines() == []
 
 
+def test_notification_routes_a_change_before_the_next_poll(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """With a 10 s poll, the SPUBLISHed "rev N" makes the gateway route a change within 300 ms."""
+    rev = store.put_rule(namespace, split_rule("r1", "a"), None, "test").revision
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=10)
+    gw.wait_revision(rev)
+    deadline = time.monotonic() + 5
+    while gw.status()["listener"] is None:
+        assert time.monotonic() < deadline, gw.status()
+        time.sleep(0.02)
+    time.sleep(0.2)  # the SSUBSCRIBE reply has been read
+    worst = 0.0
+    for target in ["b", "c", "a"]:
+        rev = store.put_rule(namespace, split_rule("r1", target), rev, "test").revision
+        t0 = time.monotonic()
+        while gw.get("/").headers["x-echo-upstream"] != target:
+            assert time.monotonic() - t0 < 5, gw.status()
+            time.sleep(0.005)
+        worst = max(worst, time.monotonic() - t0)
+    assert worst < 0.3, f"slowest notified change {worst:.3f}s"
+    assert gw.error_lines() == []
+
+
 def test_requests_make_no_redis_calls(
     make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
 ) -> None:
     """Routing 500 requests adds no cluster-client call: the request path never touches Redis."""
     rev = store.put_rule(namespace, split_rule("r1", "a"), None, "test").revision
-    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=30)
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=30, notifications=False)
     gw.wait_revision(rev)
 
     def calls() -> int:
