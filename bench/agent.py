@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
+import itertools
 import json
 import os
 import random
@@ -169,8 +170,10 @@ def main() -> int:
         load_rules(store, ns, args.rules)
 
         reqs = requests_for(1000)
-        it = iter(reqs * 10**6)
+        it = itertools.cycle(reqs)
         with RuleClient(cluster.startup_nodes, ns) as client:
+            if not client.wait_for_revision(store.revision(ns), 30):
+                raise RuntimeError(f"client did not load the rules: {client.health()['last_error']}")
             rs: RuleSet = client.syncer.current.ruleset
             base = rate(lambda: decide(rs, next(it)), args.seconds)
             ours = rate(lambda: client.decide(next(it)), args.seconds)
