@@ -128,8 +128,8 @@ try:
     runs = {name: [] for name, _ in gateways}
     for name, ngx in gateways:
         wrk(ngx.port)  # warm-up, discarded
-    for _ in range(ROUNDS):  # interleaved rounds: background noise hits every config alike
-        for name, ngx in gateways:
+    for r in range(ROUNDS):  # interleaved, rotated rounds: background noise hits every config alike
+        for name, ngx in gateways[r % len(gateways):] + gateways[:r % len(gateways)]:
             runs[name].append(wrk(ngx.port))
     decide_ns = {}
     for name, ngx in gateways:

@@ -302,19 +302,19 @@ local function respond(d)
 end
 
 
--- The decision for the current request (also used by tests and log phases).
+-- The decision for the current request and the rule set it came from.
 function _M.decide()
     local rs = ruleset()
     if not rs then
         return nil
     end
-    return router.decide(rs, build_request())
+    return router.decide(rs, build_request()), rs
 end
 
 
 -- access_by_lua: set the upstream variable, or answer the request itself.
 function _M.access()
-    local d = _M.decide()
+    local d, rs = _M.decide()
     if d == nil then
         if conf.default_upstream then
             var[conf.upstream_var] = conf.default_upstream
@@ -322,7 +322,7 @@ function _M.access()
         return
     end
     if conf.response_headers then
-        header["X-Rulegate-Rev"] = d.revision
+        header["X-Rulegate-Rev"] = rs.revision_text
         if d.rule_id then
             header["X-Rulegate-Rule"] = d.rule_id
         end

@@ -299,6 +299,7 @@ function _M.compile(rules, revision)
     local rs = {
         revision = rev, exact = {}, wildcard = {}, any_host = nil, count = 0,
         pass = { action = "pass", revision = rev },
+        revision_text = tostring(rev), -- for the response header, built once
     }
     local indexes = {}
     for _, rule in ipairs(rules) do
