@@ -201,7 +201,7 @@ class NodePool:
                                  ssl_keyfile=self.auth.ssl_keyfile, **kwargs)
         return Connection(**kwargs)
 
-    def get(self, address: str, op: Operation, readonly: bool = False) -> Connection:
+    def get(self, address: str, op: Operation) -> Connection:
         """Return a connected connection to address; a new socket counts against op's cap."""
         with self._lock:
             conn = self._conns.get(address)
@@ -213,8 +213,7 @@ class NodePool:
             op.open_connection()
             conn.socket_connect_timeout = op.timeout(self.config.connect_timeout)
             conn.connect()
-            if readonly:
-                execute(conn, ("READONLY",))
+            execute(conn, ("READONLY",))  # replica reads; a no-op on a master
         conn._sock.settimeout(timeout)
         return conn
 
@@ -259,12 +258,21 @@ class SlotMap:
         self.replicas: list[str] = []
         self.version = 0
         self.stale = True
+        self._suspects: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def candidates(self, writes: bool = False) -> list[str]:
         """Return the addresses to try in order: master, then replicas (reads), then seeds."""
         known = ([self.master] if self.master else []) + ([] if writes else self.replicas)
-        return known if known else list(self.seeds)
+        return self._healthy_first(known if known else list(self.seeds))
+
+    def suspect(self, address: str, seconds: float = 2.0) -> None:
+        """Try address last for a while (it just failed): a frozen master costs one timeout, not one per call."""
+        self._suspects[address] = time.monotonic() + seconds
+
+    def _healthy_first(self, addresses: list[str]) -> list[str]:
+        now = time.monotonic()
+        return sorted(addresses, key=lambda a: self._suspects.get(a, 0.0) > now)
 
     def moved(self, exc: MovedError) -> None:
         """Adopt the owner named by a MOVED reply and mark the map for a full refresh."""
@@ -275,36 +283,61 @@ class SlotMap:
             self.version += 1
 
     def refresh(self, budget: Budget, pool: NodePool, seen_version: int | None = None) -> None:
-        """Re-read CLUSTER SLOTS unless another caller refreshed since seen_version; raise BudgetExhausted."""
+        """Re-read CLUSTER NODES unless another caller refreshed since seen_version; raise BudgetExhausted."""
         with self._lock:
             if seen_version is not None and self.version != seen_version and not self.stale:
                 return
             with budget.stats.lock:
                 budget.stats.slot_refreshes += 1
             order = ([self.master] if self.master else []) + self.replicas
-            order += [s for s in self.seeds if s not in order]
+            order = self._healthy_first(order + [s for s in self.seeds if s not in order])
             tried: list[str] = []
 
-            def fetch(op: Operation) -> list:
+            def fetch(op: Operation) -> bytes:
                 candidates = [a for a in order if a not in tried] or order
                 address = candidates[0]
                 tried.append(address)
                 try:
-                    return execute(pool.get(address, op), ("CLUSTER", "SLOTS"))[0]
+                    return execute(pool.get(address, op), ("CLUSTER", "NODES"))[0]
                 except RETRYABLE:
                     pool.drop(address)
+                    self.suspect(address)
                     raise
 
-            slots = budget.run("slot-map refresh", fetch)
-            for lo, hi, master, *replicas in slots:
-                if int(lo) <= self.slot <= int(hi):
-                    self.master = _address(master)
-                    self.replicas = [_address(r) for r in replicas]
-                    break
-            self.stale = False
+            master, replicas = parse_cluster_nodes(budget.run("slot-map refresh", fetch), self.slot)
+            if master is not None:
+                self.master, self.replicas = master, replicas
+            self.stale = master is None
             self.version += 1
 
 
-def _address(entry: list) -> str:
-    host = entry[0].decode() if isinstance(entry[0], bytes) else str(entry[0])
-    return f"{host or '127.0.0.1'}:{int(entry[1])}"
+def parse_cluster_nodes(text: bytes | str, slot: int) -> tuple[str | None, list[str]]:
+    """Return (master address, healthy replica addresses) serving slot, from CLUSTER NODES output.
+
+    CLUSTER NODES is used rather than CLUSTER SLOTS because Redis 7.0 leaves replicas that have
+    not yet reported a replication offset out of CLUSTER SLOTS.
+    """
+    if isinstance(text, bytes):
+        text = text.decode()
+    nodes = [line.split() for line in text.splitlines() if line.strip()]
+    master_id, master = None, None
+    for fields in nodes:
+        flags = fields[2].split(",") if len(fields) >= 8 else []
+        if "master" not in flags or "fail" in flags:
+            continue
+        for spec in fields[8:]:
+            if spec.startswith("["):
+                continue
+            lo, _, hi = spec.partition("-")
+            if int(lo) <= slot <= int(hi or lo):
+                master_id, master = fields[0], _node_address(fields[1])
+    replicas = [_node_address(f[1]) for f in nodes
+                if len(f) >= 8 and master_id and f[3] == master_id and "fail" not in f[2].split(",")
+                and f[7] == "connected"]
+    return master, replicas
+
+
+def _node_address(field_: str) -> str:
+    """Return host:port of a CLUSTER NODES address field ip:port@cport[,hostname]."""
+    host, _, port = field_.split("@", 1)[0].rpartition(":")
+    return f"{host or '127.0.0.1'}:{int(port)}"

@@ -301,13 +301,14 @@ class Syncer:
             candidates = self.slots.candidates()
             address = candidates[position["i"] % len(candidates)]
             try:
-                return execute(self.pool.get(address, op, readonly=address != self.slots.master), *cmds)
+                return execute(self.pool.get(address, op), *cmds)
             except MovedError as exc:
                 self.slots.moved(exc)
                 position["i"] = 0
                 raise
             except RETRYABLE:
                 self.pool.drop(address)
+                self.slots.suspect(address)
                 self.slots.stale = True
                 position["i"] += 1
                 raise

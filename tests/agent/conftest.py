@@ -67,6 +67,9 @@ class DecisionLoop:
             time.sleep(0.0005)
 
     def __exit__(self, *exc: object) -> None:
+        deadline = time.monotonic() + 2
+        while self.count < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._stop.set()
         self._thread.join(5)
 

@@ -134,3 +134,24 @@ def test_non_retryable_errors_are_raised_at_once():
     with pytest.raises(redis.ResponseError):
         budget.run("op", wrongtype)
     assert calls == [1]
+
+
+NODES = """\
+aaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+bbb 127.0.0.1:7001@17001 master,fail? - 0 0 2 connected 5461-10922 [5500->-ccc]
+ccc 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16383
+ddd 127.0.0.1:7003@17003 slave bbb 0 0 2 connected
+eee 127.0.0.1:7004@17004 slave,fail bbb 0 0 2 disconnected
+fff 127.0.0.1:7005@17005 slave aaa 0 0 1 connected
+"""
+
+
+@pytest.mark.parametrize("slot, master, replicas", [
+    (0, "127.0.0.1:7000", ["127.0.0.1:7005"]),
+    (5500, "127.0.0.1:7001", ["127.0.0.1:7003"]),
+    (16383, "127.0.0.1:7002", []),
+])
+def test_parse_cluster_nodes(slot, master, replicas):
+    """The slot's master (even if only suspected down) and its healthy connected replicas are found."""
+    from gateway_agent.budget import parse_cluster_nodes
+    assert parse_cluster_nodes(NODES.encode(), slot) == (master, replicas)

@@ -154,3 +154,22 @@ def test_whole_cluster_down_then_snapshot_restart_then_catch_up(own_cluster, tmp
         health = _health(client)
         assert health["stale"] is False and health["redis"] == "ok" and health["source"] == "redis"
     loop.check()
+
+
+def test_frozen_master_falls_back_to_replica_reads(cluster, store, namespace):
+    """With only the master SIGSTOPped, revalidation succeeds on a replica and staleness stays low."""
+    store.put_rule(namespace, split_rule("checkout", "before"), None, "test")
+    master = cluster.slot_owner(Keys(namespace).slot)
+    budget = BudgetConfig(deadline=0.8, socket_timeout=0.2, connect_timeout=0.2)
+    with make_client(cluster, namespace, budget=budget, max_stale=0.8) as client, \
+            DecisionLoop(client, {"before"}) as loop:
+        cluster.pause(master)
+        try:
+            time.sleep(1.0)  # shorter than the failover threshold
+            health = client.health()
+            assert health["stale"] is False and health["redis"] == "ok", (health["last_error"], client.syncer.slots.master, client.syncer.slots.replicas, [(n.port, n.pid) for n in cluster.nodes], master.port)
+            assert client.budget.stats.snapshot()["max_connections_in_operation"] <= 2
+        finally:
+            cluster.resume(master)
+        cluster.wait_ready()
+    loop.check()
