@@ -277,7 +277,9 @@ class Syncer:
             return False
         rules = {}
         try:
-            for rule_id, value in raw.items():
+            for n, (rule_id, value) in enumerate(raw.items(), 1):
+                if n % 500 == 0:
+                    time.sleep(0)  # let request greenlets/threads run during a large reload
                 rule = decode_rule(value, where=f"namespace {self.config.namespace!r} rule {rule_id!r}")
                 if rule["id"] != rule_id:
                     raise CorruptDataError(f"rule {rule_id!r} is stored under another id")
