@@ -53,7 +53,11 @@ RULEGATE = "    include {repo}/lua/conf/rulegate.conf;\n" + UPSTREAMS + """
         listen 127.0.0.1:{port};
         location / {{
             set $rulegate_upstream default;
+            set $rulegate_rule "";
+            set $rulegate_rev "";
             access_by_lua_block {{ require("rulegate").access() }}
+            add_header X-Rulegate-Rule $rulegate_rule always;
+            add_header X-Rulegate-Rev $rulegate_rev always;
             proxy_http_version 1.1; proxy_set_header Connection "";
             proxy_pass http://$rulegate_upstream;
         }}
@@ -123,7 +127,7 @@ try:
         snap = tmp / f"rules{n}.snap"
         write_snapshot(snap, make_snapshot("bench", "bench-gen", n, rules(n)))
         opts = ('{"namespace": "bench", "startup_nodes": ["127.0.0.1:%d"], "refresh_interval": 5,'
-                ' "connect_timeout": 100, "snapshot_path": "%s", "response_headers": true}' % (dead, snap))
+                ' "connect_timeout": 100, "snapshot_path": "%s", "response_headers": "vars"}' % (dead, snap))
         start(f"rulegate_{n}_rules", RULEGATE, files={"conf/rulegate.json": opts})
     runs = {name: [] for name, _ in gateways}
     for name, ngx in gateways:

@@ -321,7 +321,13 @@ function _M.access()
         end
         return
     end
-    if conf.response_headers then
+    local rh = conf.response_headers
+    if rh == "vars" then
+        -- ~20 ns: nginx adds the headers (add_header X-Rulegate-Rule $rulegate_rule)
+        var.rulegate_rev = rs.revision_text
+        var.rulegate_rule = d.rule_id or ""
+    elseif rh then
+        -- ~600 ns per header through ngx.header
         header["X-Rulegate-Rev"] = rs.revision_text
         if d.rule_id then
             header["X-Rulegate-Rule"] = d.rule_id

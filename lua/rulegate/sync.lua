@@ -44,6 +44,7 @@ local K = {
 _M.KEYS = K
 
 local publish_seq = 0
+local listen_failures = 0 -- this worker's failed subscriptions in a row
 
 
 local function ns_keys(ns)
@@ -429,11 +430,16 @@ local function listen(premature, conf)
         dict:delete(K.sub_lock)
         if ok and res then
             delay = 0
-        elseif not ok then
-            log(ERR, "rulegate: notification listener crashed: ", res)
+            listen_failures = 0
+            dict:delete(K.sub_error)
         else
-            dict:set(K.sub_error, err)
-            delay = math.min(conf.refresh_interval, 1)
+            if not ok then
+                log(ERR, "rulegate: notification listener crashed: ", res)
+            end
+            dict:set(K.sub_error, ok and err or "crashed")
+            -- polling still runs: back off, 0.5 s doubling up to 30 s
+            delay = math.min(0.5 * 2 ^ listen_failures, 30)
+            listen_failures = listen_failures + 1
         end
     end
     if ngx.worker.exiting() then

@@ -90,7 +90,11 @@ GATEWAY_HTTP = """
         }}
         location / {{
             set $rulegate_upstream default;
+            set $rulegate_rule "";
+            set $rulegate_rev "";
             access_by_lua_block {{ require("rulegate").access() }}
+            add_header X-Rulegate-Rule $rulegate_rule always;
+            add_header X-Rulegate-Rev $rulegate_rev always;
             proxy_set_header X-Upstream $rulegate_upstream;
             proxy_pass http://$rulegate_upstream;
         }}
@@ -171,6 +175,7 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
 
     def make(namespace: str, nodes: list[str], prefix: Path | None = None, **options: Any) -> Gateway:
         opts = {"namespace": namespace, "startup_nodes": nodes, "refresh_interval": 0.2,
+                "response_headers": "vars",
                 "gateway_id": f"test-{namespace}-{len(started)}", **options}
         gw = Gateway(opts, prefix=prefix or tmp_path / f"nginx{len(started)}")
         started.append(gw)

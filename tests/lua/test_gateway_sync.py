@@ -225,6 +225,7 @@ def test_least_privilege_gateway_user_syncs_and_heartbeats(
         n.execute_command(
             "ACL", "SETUSER", "rggw-test", "reset", "on", ">gw-secret", f"%R~{tag}:*", f"%W~{tag}:fleet",
             "+get", "+hget", "+hgetall", "+hset", "+cluster|slots", "+readonly", "+asking", "+ping",
+            "+ssubscribe", f"&{tag}:events",
         )
     try:
         rev = store.put_rule(namespace, split_rule("r1", "b"), None, "test").revision
@@ -237,7 +238,12 @@ def test_least_privilege_gateway_user_syncs_and_heartbeats(
             assert time.monotonic() < deadline, gw.status()
             time.sleep(0.05)
         client.close()
-        assert gw.status()["heartbeat_error"] is None
+        while gw.status()["listener"] is None:
+            assert time.monotonic() < deadline, gw.status()
+            time.sleep(0.05)
+        st = gw.status()
+        assert st["heartbeat_error"] is None
+        assert st["listener_error"] is None
     finally:
         for n in nodes:
             n.execute_command("ACL", "DELUSER", "rggw-test")

@@ -32,22 +32,23 @@ def vector_upstreams() -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def vector_gateways(cluster: Any, tmp_path_factory: pytest.TempPathFactory, redis_config: Any):
     """Per vector file: a namespace holding its rules and a gateway synced to it (lazy)."""
-    started: dict[str, tuple[Gateway, int]] = {}
+    started: dict[tuple[str, Any], tuple[Gateway, int]] = {}
     store = RuleStore.from_config(redis_config)
 
-    def get(file: str, data: dict) -> tuple[Gateway, int]:
-        if file not in started:
+    def get(file: str, data: dict, header_mode: Any) -> tuple[Gateway, int]:
+        if (file, header_mode) not in started:
             ns = "vec-" + re.sub(r"[^a-z0-9]", "-", file.lower()) + "-" + tmp_path_factory.mktemp("n").name[-4:]
             rev = 0
             for rule in data["rules"]:
                 rev = store.put_rule(ns, validate_rule(rule), None, "vectors").revision
             gw = Gateway({"namespace": ns, "startup_nodes": list(cluster.startup_nodes),
-                          "refresh_interval": 0.2, "ip_header": "X-Test-Ip", "now_header": "X-Test-Now"},
+                          "refresh_interval": 0.2, "ip_header": "X-Test-Ip", "now_header": "X-Test-Now",
+                          "response_headers": header_mode},
                          upstreams=vector_upstreams(), prefix=tmp_path_factory.mktemp("gw"))
             gw.start()
             gw.wait_revision(rev)
-            started[file] = (gw, rev)
-        return started[file]
+            started[(file, header_mode)] = (gw, rev)
+        return started[(file, header_mode)]
 
     yield get
     for gw, _ in started.values():
@@ -72,10 +73,11 @@ def http_request(case_req: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
     return case_req.get("method", "GET"), path, headers
 
 
+@pytest.mark.parametrize("header_mode", ["vars", True])
 @pytest.mark.parametrize("file,data,case", CASES, ids=[f"{f}:{c['name']}" for f, _, c in CASES])
-def test_vector_over_http(vector_gateways, file: str, data: dict, case: dict) -> None:
+def test_vector_over_http(vector_gateways, file: str, data: dict, case: dict, header_mode: Any) -> None:
     """nginx answers the vector request exactly as the Python evaluator decides it."""
-    gw, rev = vector_gateways(file, data)
+    gw, rev = vector_gateways(file, data, header_mode)
     rules = [validate_rule(r) for r in data["rules"]]
     want = decide(RuleSet(rules, rev), Request.from_dict(case["request"])).to_dict()
     method, target, headers = http_request(case["request"])
