@@ -20,7 +20,6 @@ local sleep = ngx.sleep
 local type = type
 local pairs = pairs
 local ipairs = ipairs
-local tonumber = tonumber
 local tostring = tostring
 local setmetatable = setmetatable
 local rawget = rawget
