@@ -12,7 +12,7 @@ ADMIN_USER = "rg-admin"
 GATEWAY_USER = "rg-gateway"
 
 _CLUSTER_READS = ("+cluster|slots +cluster|shards +cluster|nodes +cluster|info +cluster|myid "
-                  "+cluster|keyslot +readonly +readwrite +info +command +ping +hello +auth +client|setname "
+                  "+cluster|keyslot +asking +readonly +readwrite +info +command +ping +hello +auth +client|setname "
                   "+client|id +select")
 ADMIN_RULES = ("~rg:* ~{rg:* resetchannels &{rg:* -@all "
                "+get +set +del +exists +expire +ttl +incr +incrby +hget +hgetall +hset +hsetnx +hdel +hlen +hexists +hkeys "
