@@ -28,13 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway_agent import RuleClient  # noqa: E402
-from gateway_agent.budget import Operation, execute  # noqa: E402
+from gateway_agent.budget import execute  # noqa: E402
 from gateway_agent.connection import RedisConfig  # noqa: E402
 from gateway_agent.evaluator import Request, RuleSet, decide  # noqa: E402
 from gateway_agent.keyspace import Keys  # noqa: E402
 from gateway_agent.schema import encode_rule, validate_rule  # noqa: E402
 from gateway_agent.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
+from rulegate_dev.nginx import free_port  # noqa: E402
 
 BASELINE_SERVER = r"""
 from gevent import monkey; monkey.patch_all()
@@ -104,12 +105,6 @@ def http_rate(port: int, method: str, path: str, body: bytes | None, clients: in
     for t in threads:
         t.join()
     return sum(counts) / (time.perf_counter() - start)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(port: int) -> None:

@@ -127,7 +127,7 @@ class RuleStore:
             except REDIS_ERRORS as exc:
                 raise StoreError(f"commit to namespace {ns!r}: {exc.__class__.__name__}: {_safe(exc)}") from None
             self._remember_namespace(ns)
-            return WriteResult(int(reply[0]), _s(reply[1]), acked, self.wait_replicas)
+            return WriteResult(int(reply[0]), as_text(reply[1]), acked, self.wait_replicas)
         raise StoreError(f"commit to namespace {ns!r} failed after {self.max_attempts} attempts")
 
     def _eval_and_wait(self, keys: Keys, key_list: list[str], args: list) -> tuple[list, int]:
@@ -186,7 +186,7 @@ class RuleStore:
         return int(self._call(self.client.get, Keys(ns).rev) or 0)
 
     def _generation(self, ns: str) -> str:
-        return _s(self._call(self.client.hget, Keys(ns).meta, "gen") or b"")
+        return as_text(self._call(self.client.hget, Keys(ns).meta, "gen") or b"")
 
     def load_raw(self, ns: str) -> tuple[int, str, dict[str, bytes]]:
         """Return (rev, generation, raw rules) read consistently (rev checked before and after)."""
@@ -199,7 +199,7 @@ class RuleStore:
             pipe.get(keys.rev)
             rev1, raw, gen, rev2 = self._call(pipe.execute)
             if rev1 == rev2:
-                return int(rev1 or 0), _s(gen or b""), {_s(k): v for k, v in raw.items()}
+                return int(rev1 or 0), as_text(gen or b""), {as_text(k): v for k, v in raw.items()}
         raise StoreError(f"namespace {ns!r} changed during five consecutive reads")
 
     def load(self, ns: str) -> NamespaceState:
@@ -236,7 +236,7 @@ class RuleStore:
             raw = self._call(self.client.xrevrange, key, end, start, count=count)
         else:
             raw = self._call(self.client.xrange, key, start, end, count=count)
-        return [_decode_entry(ns, entry_id, fields) for entry_id, fields in raw]
+        return [decode_entry(ns, entry_id, fields) for entry_id, fields in raw]
 
     def history(self, ns: str, before_rev: int | None = None, limit: int = 50) -> list[LogEntry]:
         """Return up to `limit` newest log entries (older than before_rev when given)."""
@@ -247,7 +247,7 @@ class RuleStore:
 
     def namespaces(self) -> list[str]:
         """Return the names of every namespace ever written, sorted."""
-        return sorted(_s(n) for n in self._call(self.client.smembers, NAMESPACES_KEY))
+        return sorted(as_text(n) for n in self._call(self.client.smembers, NAMESPACES_KEY))
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -256,7 +256,8 @@ class RuleStore:
             raise StoreError(f"redis: {exc.__class__.__name__}: {_safe(exc)}") from None
 
 
-def _s(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """Return value as str (Redis replies are bytes)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -284,14 +285,15 @@ def _map_script_error(exc: redis.ResponseError, expected: int | None) -> Excepti
     return StoreError(f"commit failed: {_safe(exc)}")
 
 
-def _decode_entry(ns: str, entry_id: bytes | str, fields: dict) -> LogEntry:
-    f = {_s(k): v for k, v in fields.items()}
+def decode_entry(ns: str, entry_id: bytes | str, fields: dict) -> LogEntry:
+    """Return the LogEntry of one stream entry; raise CorruptDataError when undecodable."""
+    f = {as_text(k): v for k, v in fields.items()}
     try:
         changes = msgpack.unpackb(f["changes"], raw=True)
-        return LogEntry(int(f["rev"]), _s(f["op"]), _s(f["actor"]), int(f["ts"]), _s(f.get("txid", b"")),
-                        [(_s(c[0]), c[1] or None, c[2] or None) for c in changes])
+        return LogEntry(int(f["rev"]), as_text(f["op"]), as_text(f["actor"]), int(f["ts"]), as_text(f.get("txid", b"")),
+                        [(as_text(c[0]), c[1] or None, c[2] or None) for c in changes])
     except (KeyError, ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
-        raise CorruptDataError(f"namespace {ns!r} log entry {_s(entry_id)}: undecodable "
+        raise CorruptDataError(f"namespace {ns!r} log entry {as_text(entry_id)}: undecodable "
                                f"({exc.__class__.__name__})") from None
 
 

@@ -26,7 +26,7 @@ from .fleet import Heartbeat
 from .keyspace import Keys
 from .schema import decode_rule
 from .snapshot import make_snapshot, read_snapshot, write_snapshot
-from .store import LogEntry, _decode_entry
+from .store import LogEntry, as_text, decode_entry
 
 log = logging.getLogger("rulegate.agent.sync")
 
@@ -207,7 +207,7 @@ class Syncer:
         if cur is not None and cur.source == "redis":
             cmds.append(("XRANGE", k.log, f"{cur.revision + 1}-0", "+", "COUNT", self.config.log_batch))
         replies = self._read("revision check", cmds)
-        rev, gen = int(replies[0] or 0), _s(replies[1] or b"")
+        rev, gen = int(replies[0] or 0), as_text(replies[1] or b"")
         if cur is None or (gen and gen != cur.generation):
             return self.full_reload()
         if rev == cur.revision:
@@ -232,7 +232,7 @@ class Syncer:
 
     def _entries(self, raw: list) -> list[LogEntry] | None:
         try:
-            return [_decode_entry(self.config.namespace, eid, _pairs(fields)) for eid, fields in raw]
+            return [decode_entry(self.config.namespace, eid, _pairs(fields)) for eid, fields in raw]
         except CorruptDataError as exc:
             log.warning("namespace %s: %s; falling back to a full reload", self.config.namespace, exc)
             return None
@@ -265,8 +265,8 @@ class Syncer:
                 break
         else:
             raise StoreError("namespace kept changing during three full reads")
-        rev, gen = int(rev1 or 0), _s(gen or b"")
-        raw = {_s(key): value for key, value in _pairs(flat).items()}
+        rev, gen = int(rev1 or 0), as_text(gen or b"")
+        raw = {as_text(key): value for key, value in _pairs(flat).items()}
         cur = self.current
         if cur is not None and gen == cur.generation and rev < cur.revision:
             self.stats.add("rollbacks_refused")
@@ -483,6 +483,3 @@ def _pairs(flat) -> dict:
     it = iter(flat or [])
     return dict(zip(it, it))
 
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

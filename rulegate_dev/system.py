@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .acl import ADMIN_USER, GATEWAY_USER, AclUsers
-from .cluster import LauncherError, LocalCluster
+from .cluster import LauncherError, LocalCluster, _tail
 from .nginx import NginxLauncher, free_port
 
 NAMESPACE = "demo"
@@ -85,13 +85,6 @@ class Service:
                 pass
             time.sleep(0.2)
         raise LauncherError(f"{self.name} not healthy after {timeout:.0f}s; see {self.log}")
-
-
-def _tail(path: Path, n: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 class System:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import requests
 
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig
+from rulegate_dev.nginx import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "shop.example.com"
@@ -76,12 +76,6 @@ class DecisionLoop:
     def check(self) -> None:
         assert self.count > 10, "the decision loop barely ran"
         assert self.failures == [], self.failures[:5]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sidecar:

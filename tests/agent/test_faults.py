@@ -5,7 +5,6 @@ import threading
 import time
 
 import pytest
-import requests
 
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig

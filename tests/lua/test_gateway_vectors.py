@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import pytest
