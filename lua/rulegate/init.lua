@@ -134,7 +134,16 @@ end
 
 
 -- This worker's compiled rule set, rebuilt when the shared dict's version moved.
+-- The dict is looked at once per millisecond of nginx's cached clock: a shared-dict
+-- read takes its lock, and under load many requests share one event-loop tick.
+local checked_at = -1
+
 local function ruleset()
+    local t = now()
+    if t == checked_at then
+        return current.rs
+    end
+    checked_at = t
     local shm = conf.shm
     local ver = shm:get(K.ver)
     if ver == nil or ver == current.ver or ver == current.bad_ver then

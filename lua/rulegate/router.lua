@@ -2,9 +2,11 @@
 -- Mirrors gateway_agent/evaluator.py exactly; tests/vectors/ pin the semantics.
 local ffi = require("ffi")
 local iputil = require("rulegate.iputil")
+local crc32 = require("rulegate.crc32")
 
 local ngx = ngx
-local crc32 = ngx.crc32_long
+local crc_update = crc32.update
+local crc_finish = crc32.finish
 local type = type
 local pairs = pairs
 local ipairs = ipairs
@@ -25,11 +27,21 @@ local _M = { _VERSION = "0.1.0", BUCKETS = 10000 }
 local BUCKETS = 10000
 
 
--- The sticky bucket 0..9999 of a key: crc32(salt .. ":" .. key) % 10000.
-local function bucket_of(salt, key)
-    return crc32(salt .. ":" .. key) % BUCKETS
+-- The running CRC-32 of salt .. ":", computed once per rule at compile time.
+local function salt_seed(salt)
+    return crc_update(nil, salt .. ":")
 end
-_M.bucket_of = bucket_of
+
+
+-- The sticky bucket 0..9999 of a key under a salt seed: crc32(salt .. ":" .. key) % 10000.
+local function bucket_from(seed, key)
+    return crc_finish(crc_update(seed, key)) % BUCKETS
+end
+
+
+function _M.bucket_of(salt, key)
+    return bucket_from(salt_seed(salt), key)
+end
 
 
 local function key_value(source, name, req)
@@ -97,7 +109,7 @@ end
 local function compile_policy(p, rule_id, rev)
     local ptype = p.type
     if ptype == "percent" then
-        local prefix = (p.salt or rule_id) .. ":"
+        local seed = salt_seed(p.salt or rule_id)
         local edges, total = {}, 0
         for i, b in ipairs(p.buckets) do
             total = total + b.weight
@@ -108,7 +120,7 @@ local function compile_policy(p, rule_id, rev)
             if k == nil then
                 k = req.ip or ""
             end
-            local bucket = crc32(prefix .. k) % BUCKETS
+            local bucket = bucket_from(seed, k)
             for i = 1, #edges do
                 local e = edges[i]
                 if bucket < e[1] then
@@ -252,7 +264,7 @@ local function compile_degrade(rule, rev)
     return {
         rule_id = rule.id, edge = floor(percent * 100 + 0.5),
         start = window.start, ["end"] = window["end"],
-        source = key.source, name = key_name(key), salt = rule.salt or rule.id,
+        source = key.source, name = key_name(key), seed = salt_seed(rule.salt or rule.id),
         decision = action_decision(rule.action, rule.id, rev),
     }
 end
@@ -275,7 +287,7 @@ local function degrade_applies(d, req, now)
     if key == nil then
         key = req.ip or ""
     end
-    return bucket_of(d.salt, key) < d.edge
+    return bucket_from(d.seed, key) < d.edge
 end
 
 
