@@ -184,7 +184,8 @@ class LocalCluster:
             return c.execute_command("CLUSTER", "MYID")
 
     def wait_ready(self, timeout: float = 30.0, skip: tuple[Node, ...] = ()) -> None:
-        """Wait until every live node says cluster_state:ok and every replica's link is up."""
+        """Wait until every live node says cluster_state:ok, every replica's link is up and,
+        with no node skipped, every node's CLUSTER SLOTS lists a replica for each range."""
         deadline = time.monotonic() + timeout
         while True:
             problem = self._readiness_problem(skip)
@@ -207,8 +208,13 @@ class LocalCluster:
                     repl = c.info("replication")
                     if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
                         return f"{node.address} replica link not up"
-                    if repl.get("role") == "master" and _owns_slots(c, node):
+                    slots = c.execute_command("CLUSTER", "SLOTS")
+                    if repl.get("role") == "master" and any(int(e[2][1]) == node.port for e in slots):
                         masters += 1
+                    # with every node up, each node's slot map must list a replica for
+                    # every range (replica reads and WAIT must not race the gossip)
+                    if not skip and any(len(e) < 4 for e in slots):
+                        return f"{node.address} does not list a replica for every slot range yet"
             except redis.RedisError as exc:
                 return f"{node.address} unreachable ({exc.__class__.__name__})"
         return None if masters >= 1 else "no master owns slots"
@@ -303,13 +309,6 @@ class LocalCluster:
                 pass
             time.sleep(0.1)
         raise LauncherError(f"no failover of slot {slot} within {timeout}s")
-
-
-def _owns_slots(c: redis.Redis, node: Node) -> bool:
-    for lo, hi, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
-        if int(master[1]) == node.port:
-            return True
-    return False
 
 
 def _ranges(masters: int) -> list[tuple[int, int]]:
