@@ -20,7 +20,7 @@ from redis.connection import Connection, SSLConnection
 from redis.exceptions import AskError, MovedError
 from redis.retry import Retry
 
-from .connection import REDIS_ERRORS
+from .connection import REDIS_ERRORS, RedisAuth
 from .errors import StoreError
 
 T = TypeVar("T")
@@ -169,22 +169,10 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else ""
 
 
-@dataclass(frozen=True)
-class NodeAuth:
-    """Credentials and TLS settings for node connections."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ssl: bool = False
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-
-
 class NodePool:
     """Owns one raw connection per node address; opening one is charged to the operation."""
 
-    def __init__(self, auth: NodeAuth, config: BudgetConfig):
+    def __init__(self, auth: RedisAuth, config: BudgetConfig):
         self.auth = auth
         self.config = config
         self._conns: dict[str, Connection] = {}
@@ -192,14 +180,11 @@ class NodePool:
 
     def _new(self, address: str) -> Connection:
         host, _, port = address.rpartition(":")
-        kwargs = dict(host=host, port=int(port), username=self.auth.username, password=self.auth.password,
+        kwargs = dict(self.auth.auth_kwargs(), host=host, port=int(port),
                       socket_timeout=self.config.socket_timeout,
                       socket_connect_timeout=self.config.connect_timeout,
                       retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2)
-        if self.auth.ssl:
-            return SSLConnection(ssl_ca_certs=self.auth.ssl_ca_certs, ssl_certfile=self.auth.ssl_certfile,
-                                 ssl_keyfile=self.auth.ssl_keyfile, **kwargs)
-        return Connection(**kwargs)
+        return (SSLConnection if self.auth.ssl else Connection)(**kwargs)
 
     def get(self, address: str, op: Operation) -> Connection:
         """Return a connected connection to address; a new socket counts against op's cap."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .budget import Budget, BudgetConfig, NodeAuth, NodePool, SlotMap
-from .connection import parse_node
+from .budget import Budget, BudgetConfig, NodePool, SlotMap
+from .connection import RedisAuth, parse_node
 from .evaluator import Decision, Request, decide
 from .fleet import default_gateway_id
 from .keyspace import Keys
@@ -15,21 +15,16 @@ from .sync import SyncConfig, Syncer
 PASS = Decision("pass")
 
 
-@dataclass
-class AgentConfig:
-    """Everything a RuleClient needs: where Redis is, which namespace, how often, which limits."""
+@dataclass(frozen=True)
+class AgentConfig(RedisAuth):
+    """Everything a RuleClient needs: where Redis is (and its credentials), which namespace,
+    how often, which limits."""
 
     nodes: tuple[str, ...]
     namespace: str
     refresh_interval: float = 1.0
     max_stale: float = 30.0
     snapshot_path: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ssl: bool = False
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
     gateway_id: str | None = None
     heartbeat_interval: float = 5.0
     notifications: bool = True
@@ -51,12 +46,11 @@ class RuleClient:
             raise ValueError(f"bad namespace {namespace!r}")
         cfg = self.config
         self.budget = Budget(cfg.budget)
-        auth = NodeAuth(cfg.username, cfg.password, cfg.ssl, cfg.ssl_ca_certs, cfg.ssl_certfile, cfg.ssl_keyfile)
         self.syncer = Syncer(
             SyncConfig(namespace=namespace, refresh_interval=cfg.refresh_interval, max_stale=cfg.max_stale,
                        snapshot_path=cfg.snapshot_path, gateway_id=cfg.gateway_id or default_gateway_id(),
                        heartbeat_interval=cfg.heartbeat_interval, notifications=cfg.notifications),
-            self.budget, NodePool(auth, cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
+            self.budget, NodePool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
         self._started = False
 
     # ---- lifecycle -------------------------------------------------------------------------

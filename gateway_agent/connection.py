@@ -1,7 +1,7 @@
 """Redis client construction: cluster or single node, timeouts, bounded retries, AUTH and TLS."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -11,18 +11,37 @@ from redis.retry import Retry
 from .errors import StoreError
 
 
-@dataclass(frozen=True)
-class RedisConfig:
-    """How to reach Redis. `nodes` are "host:port" startup nodes; mode is cluster|single|auto."""
+@dataclass(frozen=True, kw_only=True)
+class RedisAuth:
+    """Credentials and TLS for Redis connections: an ACL user (or only the default
+    user's password) and, with ssl, the CA bundle and client certificate files."""
 
-    nodes: tuple[str, ...] = ("127.0.0.1:7000",)
-    mode: str = "auto"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ssl: bool = False
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+
+    def credentials(self) -> RedisAuth:
+        """Return only the credential and TLS fields (of a config that extends this class)."""
+        return RedisAuth(**{f.name: getattr(self, f.name) for f in fields(RedisAuth)})
+
+    def auth_kwargs(self) -> dict:
+        """Return redis-py's keyword arguments for these credentials (TLS files only with ssl)."""
+        kwargs: dict = dict(username=self.username, password=self.password)
+        if self.ssl:
+            kwargs.update(ssl_ca_certs=self.ssl_ca_certs, ssl_certfile=self.ssl_certfile,
+                          ssl_keyfile=self.ssl_keyfile)
+        return kwargs
+
+
+@dataclass(frozen=True)
+class RedisConfig(RedisAuth):
+    """How to reach Redis. `nodes` are "host:port" startup nodes; mode is cluster|single|auto."""
+
+    nodes: tuple[str, ...] = ("127.0.0.1:7000",)
+    mode: str = "auto"
     connect_timeout: float = 0.5
     socket_timeout: float = 1.0
     retries: int = 2
@@ -47,14 +66,13 @@ def parse_node(address: str) -> tuple[str, int]:
 
 
 def _common_kwargs(cfg: RedisConfig) -> dict:
-    kwargs = dict(username=cfg.username, password=cfg.password,
+    kwargs = dict(cfg.auth_kwargs(),
                   socket_timeout=cfg.socket_timeout, socket_connect_timeout=cfg.connect_timeout,
                   retry=Retry(ExponentialWithJitterBackoff(cap=cfg.backoff_cap, base=cfg.backoff_base),
                               cfg.retries),
                   health_check_interval=0, max_connections=cfg.max_connections)
     if cfg.ssl:
-        kwargs.update(ssl=True, ssl_ca_certs=cfg.ssl_ca_certs, ssl_certfile=cfg.ssl_certfile,
-                      ssl_keyfile=cfg.ssl_keyfile)
+        kwargs["ssl"] = True
     return kwargs
 
 
