@@ -102,9 +102,13 @@ def connect(cfg: RedisConfig) -> redis.Redis | RedisCluster:
         return redis.Redis(host=host, port=port, **_common_kwargs(cfg))
     kwargs = _common_kwargs(cfg)
     kwargs.pop("max_connections")
-    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in addresses],
-                        require_full_coverage=False, max_connections=cfg.max_connections,
-                        dynamic_startup_nodes=True, **kwargs)
+    try:
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in addresses],
+                            require_full_coverage=False, max_connections=cfg.max_connections,
+                            dynamic_startup_nodes=True, **kwargs)
+    except REDIS_ERRORS as exc:  # no startup node answered (down, TLS mismatch, bad credentials)
+        detail = str(exc).splitlines()[0][:300] if str(exc) else exc.__class__.__name__
+        raise StoreError(f"cannot reach the Redis Cluster at {', '.join(cfg.nodes)}: {detail}") from None
 
 
 # redis-py raises RedisClusterException (not a RedisError) when no startup node is reachable

@@ -11,10 +11,14 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
 from .acl import OPS_USER, AclUsers
+
+if TYPE_CHECKING:  # rulegate_dev.tls needs cryptography (a test dependency)
+    from .tls import TlsFiles
 
 log = logging.getLogger("rulegate.dev.cluster")
 
@@ -68,7 +72,8 @@ class LocalCluster:
 
     def __init__(self, data_dir: str | os.PathLike, base_port: int | None = None, *, masters: int = 3,
                  node_timeout_ms: int = 1000, extra_config: dict[str, str] | None = None,
-                 password: str | None = None, username: str | None = None, acl: "AclUsers | None" = None):
+                 password: str | None = None, username: str | None = None, acl: "AclUsers | None" = None,
+                 tls: "TlsFiles | None" = None):
         self.data_dir = Path(data_dir)
         self.base_port = base_port if base_port is not None else find_free_base(masters * 2)
         self.masters = masters
@@ -77,6 +82,7 @@ class LocalCluster:
         self.username = username
         self.password = password
         self.acl = acl
+        self.tls = tls  # with TLS the nodes speak only TLS: clients, cluster bus and replication
         if acl is not None:
             self.username, self.password = OPS_USER, acl.ops_password
         self.nodes = [Node(self.base_port + i, self.data_dir / str(self.base_port + i)) for i in range(masters * 2)]
@@ -118,6 +124,12 @@ class LocalCluster:
             "repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0",
             "appendonly": "no", "save": '""', "loglevel": "warning",
         }
+        if self.tls is not None:
+            conf.update({
+                "port": "0", "tls-port": str(node.port), "tls-cluster": "yes", "tls-replication": "yes",
+                "tls-cert-file": str(self.tls.cert), "tls-key-file": str(self.tls.key),
+                "tls-ca-cert-file": str(self.tls.ca_cert), "tls-auth-clients": "optional",
+            })
         conf.update(self.extra_config)
         users = ""
         if self.acl is not None:
@@ -138,10 +150,11 @@ class LocalCluster:
             self._wait_ping(node, 15.0)
 
     def client(self, node: Node, timeout: float = 2.0) -> redis.Redis:
-        """Return a plain client for one node (admin credentials when configured)."""
+        """Return a plain client for one node (admin credentials and TLS when configured)."""
+        tls = {} if self.tls is None else {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
         return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=timeout,
                            socket_connect_timeout=timeout, username=self.username,
-                           password=self.password, decode_responses=True)
+                           password=self.password, decode_responses=True, **tls)
 
     def _wait_ping(self, node: Node, timeout: float) -> None:
         deadline = time.monotonic() + timeout
