@@ -58,26 +58,25 @@ def test_store_and_agent_over_tls(tls_cluster):
         store.close()
 
 
+def load_through(cluster: LocalCluster, **options) -> None:
+    """Open a store with short timeouts and no retries, and read a namespace through it."""
+    cfg = RedisConfig.from_nodes(cluster.startup_nodes, mode="cluster", connect_timeout=0.5,
+                                 socket_timeout=0.5, retries=0, **options)
+    store = RuleStore.from_config(cfg)
+    try:
+        store.load("tlsns")
+    finally:
+        store.close()
+
+
 def test_plaintext_client_is_refused_with_a_store_error(tls_cluster):
     """Without ssl the nodes do not answer Redis: a clear StoreError, not a hang or a traceback."""
-    cfg = RedisConfig.from_nodes(tls_cluster.startup_nodes, mode="cluster", connect_timeout=0.5,
-                                 socket_timeout=0.5, retries=0)
-    with pytest.raises(StoreError):
-        store = RuleStore.from_config(cfg)
-        try:
-            store.load("tlsns")
-        finally:
-            store.close()
+    with pytest.raises(StoreError, match="cannot reach the Redis Cluster"):
+        load_through(tls_cluster)
 
 
 def test_wrong_ca_is_refused(tls_cluster, tmp_path):
     """A client that does not trust the nodes' CA fails the handshake."""
     other = make_tls_files(tmp_path / "other")
-    cfg = RedisConfig.from_nodes(tls_cluster.startup_nodes, mode="cluster", connect_timeout=0.5,
-                                 socket_timeout=0.5, retries=0, ssl=True, ssl_ca_certs=str(other.ca_cert))
-    with pytest.raises(StoreError):
-        store = RuleStore.from_config(cfg)
-        try:
-            store.load("tlsns")
-        finally:
-            store.close()
+    with pytest.raises(StoreError, match="certificate verify failed"):
+        load_through(tls_cluster, ssl=True, ssl_ca_certs=str(other.ca_cert))
