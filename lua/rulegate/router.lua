@@ -305,6 +305,23 @@ local function methods_set(route)
 end
 
 
+-- The methods some rule of a route accepts: nil when one of them accepts any method.
+local function accepted_methods(route)
+    local set = {}
+    for _, list in ipairs({ route.degrades, route.splits }) do
+        for _, item in ipairs(list) do
+            if item[1] == nil then
+                return nil
+            end
+            for m in pairs(item[1]) do
+                set[m] = true
+            end
+        end
+    end
+    return set
+end
+
+
 -- Compile a list of (validated, normalised) rules at a revision into a rule set.
 function _M.compile(rules, revision)
     local rev = revision or 0
@@ -361,26 +378,12 @@ function _M.compile(rules, revision)
             end
             sort(route.degrades, by_rule_id)
             sort(route.splits, by_rule_id)
+            route.accepts = accepted_methods(route)
         end
         sort(lengths, function(a, b) return a > b end)
         index.lengths = lengths
     end
     return rs
-end
-
-
-local function method_matches(route, method)
-    for _, item in ipairs(route.degrades) do
-        if item[1] == nil or item[1][method] then
-            return true
-        end
-    end
-    for _, item in ipairs(route.splits) do
-        if item[1] == nil or item[1][method] then
-            return true
-        end
-    end
-    return false
 end
 
 
@@ -393,8 +396,11 @@ local function route_in(index, req)
         local n = lengths[i]
         if plen >= n then
             local route = by_path[sub(path, 1, n)]
-            if route ~= nil and method_matches(route, req.method) then
-                return route
+            if route ~= nil then
+                local accepts = route.accepts
+                if accepts == nil or accepts[req.method] then
+                    return route
+                end
             end
         end
     end
