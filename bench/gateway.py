@@ -34,9 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway_agent.schema import encode_rule, validate_rule  # noqa: E402
-from gateway_agent.snapshot import make_snapshot, write_snapshot  # noqa: E402
-from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+from gateway_agent.schema import encode_rule, validate_rule
+from gateway_agent.snapshot import make_snapshot, write_snapshot
+from rulegate_dev.nginx import NginxLauncher, free_port
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 DURATION = os.environ.get("DURATION", "8s")

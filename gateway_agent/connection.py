@@ -29,7 +29,7 @@ class RedisAuth:
 
     def auth_kwargs(self) -> dict:
         """Return redis-py's keyword arguments for these credentials (TLS files only with ssl)."""
-        kwargs: dict = dict(username=self.username, password=self.password)
+        kwargs: dict = {"username": self.username, "password": self.password}
         if self.ssl:
             kwargs.update(ssl_ca_certs=self.ssl_ca_certs, ssl_certfile=self.ssl_certfile,
                           ssl_keyfile=self.ssl_keyfile)

@@ -35,7 +35,7 @@ def make_tls_files(directory: str | os.PathLike[str], days: int = 7) -> TlsFiles
     """Write a fresh CA and a 127.0.0.1/localhost certificate into directory; return the paths."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
