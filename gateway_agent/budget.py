@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import redis
@@ -21,6 +21,7 @@ from redis.exceptions import AskError, MovedError
 from redis.retry import Retry
 
 from .connection import REDIS_ERRORS, RedisAuth
+from .counters import LockedCounters
 from .errors import StoreError
 
 T = TypeVar("T")
@@ -61,7 +62,7 @@ class JitterBackoff(ExponentialWithJitterBackoff):
 
 
 @dataclass
-class BudgetStats:
+class BudgetStats(LockedCounters):
     """Counters of every budgeted operation (read under `lock`)."""
 
     operations: int = 0
@@ -71,12 +72,6 @@ class BudgetStats:
     connections_opened: int = 0
     max_connections_in_operation: int = 0
     slot_refreshes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def snapshot(self) -> dict[str, int]:
-        """Return the counters as a plain dict."""
-        with self.lock:
-            return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
 class Operation:

@@ -13,13 +13,14 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from redis.exceptions import MovedError
 
 from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
 from .connection import REDIS_ERRORS
+from .counters import LockedCounters
 from .errors import CorruptDataError, SnapshotError, StoreError
 from .evaluator import RuleSet
 from .fleet import Heartbeat
@@ -59,7 +60,7 @@ class SyncConfig:
 
 
 @dataclass
-class SyncStats:
+class SyncStats(LockedCounters):
     """Counters of the sync loop (read under `lock`)."""
 
     syncs_ok: int = 0
@@ -75,16 +76,6 @@ class SyncStats:
     heartbeats_ok: int = 0
     heartbeats_failed: int = 0
     propagation_lag: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + n)
-
-    def snapshot(self) -> dict[str, float]:
-        """Return the counters as a plain dict."""
-        with self.lock:
-            return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
 class Rejected(StoreError):

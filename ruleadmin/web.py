@@ -176,13 +176,18 @@ def edit_rule(ns: str, rule_id: str):
     return _render_form(ns, rule["kind"], form_class(formdata=None, data=forms.form_data(rule, rev)), rule_id)
 
 
+def _valid(form):
+    """Return form when it validates (CSRF token included); else answer 400."""
+    if not form.validate_on_submit():
+        abort(400, "Invalid form (CSRF).")
+    return form
+
+
 @bp.post("/ns/<ns>/rules/<rule_id>/toggle")
 @web_role("editor")
 def toggle_rule(ns: str, rule_id: str):
     """Flip a rule's enabled flag at the revision the list showed."""
-    form = forms.ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, "Invalid form (CSRF).")
+    form = _valid(forms.ConfirmForm())
     svc = backend().rules
     _rev, rule = svc.get_rule(ns, rule_id)
     changed = svc.prepare({**rule, "enabled": not rule["enabled"]}, current_user.username)
@@ -199,9 +204,7 @@ def toggle_rule(ns: str, rule_id: str):
 @web_role("editor")
 def delete_rule(ns: str, rule_id: str):
     """Delete a rule at the revision the page showed."""
-    form = forms.ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, "Invalid form (CSRF).")
+    form = _valid(forms.ConfirmForm())
     svc = backend().rules
     try:
         result = svc.rebased(ns, rule_id, _rev_field(form.expected_rev.data),
@@ -269,8 +272,7 @@ def rollback(ns: str, to_rev: int):
     svc = backend().rules
     form = forms.ConfirmForm()
     if request.method == "POST":
-        if not form.validate_on_submit():
-            abort(400, "Invalid form (CSRF).")
+        _valid(form)
         try:
             result, changed = svc.rollback(ns, to_rev, _rev_field(form.expected_rev.data), current_user.username)
         except ConflictError as exc:
