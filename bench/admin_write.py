@@ -23,10 +23,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ruleadmin import create_app  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
 from tests.admin.conftest import Gunicorn, server_env  # noqa: E402
-
-from ruleadmin import create_app  # noqa: E402
 
 
 def rule(rule_id: str, weight: int) -> dict:

@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from gateway_agent import RuleClient  # noqa: E402
 from gateway_agent.budget import execute  # noqa: E402
-from gateway_agent.connection import RedisConfig  # noqa: E402
-from gateway_agent.evaluator import Request, RuleSet, decide  # noqa: E402
-from gateway_agent.keyspace import Keys  # noqa: E402
-from gateway_agent.schema import encode_rule, validate_rule  # noqa: E402
-from gateway_agent.store import RuleStore  # noqa: E402
+from rulegate.connection import RedisConfig  # noqa: E402
+from rulegate.evaluator import Request, RuleSet, decide  # noqa: E402
+from rulegate.keyspace import Keys  # noqa: E402
+from rulegate.schema import encode_rule, validate_rule  # noqa: E402
+from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
 
@@ -195,7 +195,7 @@ def main() -> int:
         r = reload_numbers(cluster, ns, 3)
         rows.append((f"full reload of {args.rules} rules", f"{r['reload'] * 1000:,.0f} ms",
                      f"bare HGETALL of the hash: {r['hgetall'] * 1000:,.0f} ms"))
-        rows.append((f"memory held by the applied set", f"{r['held'] / 2**20:,.1f} MiB",
+        rows.append(("memory held by the applied set", f"{r['held'] / 2**20:,.1f} MiB",
                      f"raw msgpack bytes: {r['raw'] / 2**20:,.1f} MiB"))
         store.close()
     finally:

@@ -9,8 +9,8 @@ import platform
 import random
 import time
 
-from gateway_agent.evaluator import Request, RuleSet, decide
-from gateway_agent.schema import validate_rule
+from rulegate.evaluator import Request, RuleSet, decide
+from rulegate.schema import validate_rule
 
 PATHS = ["/", "/api", "/api/v1", "/static", "/checkout", "/search", "/feed", "/user", "/cart", "/help"]
 

@@ -34,8 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway_agent.schema import encode_rule, validate_rule
-from gateway_agent.snapshot import make_snapshot, write_snapshot
+from rulegate.schema import encode_rule, validate_rule
+from rulegate.snapshot import make_snapshot, write_snapshot
+from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks
 from rulegate_dev.nginx import NginxLauncher, free_port
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -49,8 +50,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BACKEND = """
     server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok"; }} }}
 """
-UPSTREAMS = "\n".join(
-    f"    upstream {n} {{{{ server 127.0.0.1:%d; keepalive 64; }}}}" for n in ("stable", "canary", "default"))
+UPSTREAMS = upstream_blocks(("stable", "canary", "default"), "%d", keepalive=64)
 PROXY = 'proxy_http_version 1.1; proxy_set_header Connection "";'
 BASELINE = UPSTREAMS + """
     split_clients "${{http_x_uid}}" $variant {{ 10% canary; * stable; }}
@@ -66,16 +66,7 @@ LUA_NOOP = UPSTREAMS + """
         location / {{ access_by_lua_block {{ }} PROXY proxy_pass http://$variant; }}
     }}
 """
-RULEGATE = "    include {repo}/lua/conf/rulegate.conf;\n" + UPSTREAMS + """
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            set $rulegate_upstream default;
-            access_by_lua_block {{ require("rulegate").access() }}
-            PROXY
-            proxy_pass http://$rulegate_upstream;
-        }}
-        location = /__decide_ns {{
+DECIDE_NS = """location = /__decide_ns {{
             content_by_lua_block {{
                 local router = require("rulegate.router")
                 local rs = require("rulegate").ruleset()
@@ -89,14 +80,11 @@ RULEGATE = "    include {repo}/lua/conf/rulegate.conf;\n" + UPSTREAMS + """
                 ngx.update_time()
                 ngx.say((ngx.now() - t0) / n * 1e9)
             }}
-        }}
-    }}
-"""
-RULEGATE_HEADERS = RULEGATE.replace(
-    "set $rulegate_upstream default;",
-    'set $rulegate_upstream default; set $rulegate_rule ""; set $rulegate_rev "";\n'
-    "            add_header X-Rulegate-Rule $rulegate_rule always;\n"
-    "            add_header X-Rulegate-Rev $rulegate_rev always;")
+        }}"""
+RULEGATE = gateway_http(UPSTREAMS, rulegate_location("default", proxy="PROXY"), status=False,
+                        extra_locations=DECIDE_NS)
+RULEGATE_HEADERS = gateway_http(UPSTREAMS, rulegate_location("default", header_vars=True, proxy="PROXY"),
+                                status=False, extra_locations=DECIDE_NS)
 
 
 def rules(n: int) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""gateway_agent: the rule schema, evaluator and store reader, and the embeddable agent.
+"""gateway_agent: what a gateway runs — background sync, budgets, `RuleClient`, the sidecar.
 
 Entry point: `from gateway_agent import RuleClient`. Names are imported lazily so that
 `python -m gateway_agent` can apply gevent's monkey patching before redis is imported.
@@ -15,6 +15,6 @@ def __getattr__(name: str) -> Any:
         from .client import RuleClient
         return RuleClient
     if name in ("Decision", "Request"):
-        from . import evaluator
+        from rulegate import evaluator
         return getattr(evaluator, name)
     raise AttributeError(f"module 'gateway_agent' has no attribute {name!r}")

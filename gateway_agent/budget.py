@@ -20,9 +20,10 @@ from redis.connection import Connection, SSLConnection
 from redis.exceptions import AskError, MovedError
 from redis.retry import Retry
 
-from .connection import REDIS_ERRORS, RedisAuth
+from rulegate.connection import REDIS_ERRORS, RedisAuth
+from rulegate.errors import StoreError
+
 from .counters import LockedCounters
-from .errors import StoreError
 
 T = TypeVar("T")
 

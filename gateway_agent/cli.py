@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rulegate.connection import parse_node
+
     from .client import RuleClient
-    from .connection import parse_node
     from .sidecar import serve
 
     try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from rulegate.connection import RedisAuth, parse_node
+from rulegate.evaluator import Decision, Request, decide
+from rulegate.fleet import default_gateway_id
+from rulegate.keyspace import Keys
+from rulegate.schema import is_valid_id
+
 from .budget import Budget, BudgetConfig, NodePool, SlotMap
-from .connection import RedisAuth, parse_node
-from .evaluator import Decision, Request, decide
-from .fleet import default_gateway_id
-from .keyspace import Keys
-from .schema import is_valid_id
 from .sync import SyncConfig, Syncer
 
 PASS = Decision("pass")

@@ -11,8 +11,9 @@ import signal
 import socket
 from typing import Any, Callable, Iterable
 
+from rulegate.evaluator import Request
+
 from .client import RuleClient
-from .evaluator import Request
 from .metrics import AgentMetrics
 
 log = logging.getLogger("rulegate.agent.sidecar")

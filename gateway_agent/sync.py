@@ -18,16 +18,18 @@ from typing import Callable, Mapping
 
 from redis.exceptions import MovedError
 
+from rulegate.connection import REDIS_ERRORS
+from rulegate.errors import CorruptDataError, SnapshotError, StoreError
+from rulegate.evaluator import RuleSet
+from rulegate.fleet import Heartbeat
+from rulegate.keyspace import Keys
+from rulegate.namespace import as_text, consistent_read, contiguous, decode_rules, pairs
+from rulegate.schema import decode_rule
+from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
+from rulegate.store import LogEntry, decode_entry
+
 from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
-from .connection import REDIS_ERRORS
 from .counters import LockedCounters
-from .errors import CorruptDataError, SnapshotError, StoreError
-from .evaluator import RuleSet
-from .fleet import Heartbeat
-from .keyspace import Keys
-from .schema import decode_rule
-from .snapshot import make_snapshot, read_snapshot, write_snapshot
-from .store import LogEntry, as_text, decode_entry
 
 log = logging.getLogger("rulegate.agent.sync")
 
@@ -209,7 +211,7 @@ class Syncer:
             raise Rejected(f"store revision {rev} is lower than applied revision {cur.revision} of "
                            f"generation {gen or '(none)'}; not rolling back")
         entries = self._entries(replies[2]) if len(replies) > 2 else None
-        if entries is None or not _contiguous(entries, cur.revision, rev, self.config.log_batch):
+        if entries is None or not contiguous(entries, cur.revision, rev, self.config.log_batch):
             return self.full_reload()
         try:
             self._apply_delta(cur, entries, gen)
@@ -223,7 +225,7 @@ class Syncer:
 
     def _entries(self, raw: list) -> list[LogEntry] | None:
         try:
-            return [decode_entry(self.config.namespace, eid, _pairs(fields)) for eid, fields in raw]
+            return [decode_entry(self.config.namespace, eid, pairs(fields)) for eid, fields in raw]
         except CorruptDataError as exc:
             log.warning("namespace %s: %s; falling back to a full reload", self.config.namespace, exc)
             return None
@@ -248,16 +250,7 @@ class Syncer:
 
     def full_reload(self) -> bool:
         """Read the whole namespace and apply it if valid and not older; return True when applied."""
-        k = self.keys
-        for _ in range(3):
-            rev1, flat, gen, rev2 = self._read("full reload", [("GET", k.rev), ("HGETALL", k.rules),
-                                                               ("HGET", k.meta, "gen"), ("GET", k.rev)])
-            if rev1 == rev2:
-                break
-        else:
-            raise StoreError("namespace kept changing during three full reads")
-        rev, gen = int(rev1 or 0), as_text(gen or b"")
-        raw = {as_text(key): value for key, value in _pairs(flat).items()}
+        rev, gen, raw = consistent_read(self.config.namespace, lambda cmds: self._read("full reload", cmds))
         cur = self.current
         if cur is not None and gen == cur.generation and rev < cur.revision:
             self.stats.add("rollbacks_refused")
@@ -266,15 +259,8 @@ class Syncer:
         if cur is not None and gen == cur.generation and rev == cur.revision and cur.source == "redis":
             self._confirm()
             return False
-        rules = {}
         try:
-            for n, (rule_id, value) in enumerate(raw.items(), 1):
-                if n % 500 == 0:
-                    time.sleep(0)  # let request greenlets/threads run during a large reload
-                rule = decode_rule(value, where=f"namespace {self.config.namespace!r} rule {rule_id!r}")
-                if rule["id"] != rule_id:
-                    raise CorruptDataError(f"rule {rule_id!r} is stored under another id")
-                rules[rule_id] = rule
+            rules = decode_rules(self.config.namespace, raw, cooperative=True)
         except CorruptDataError as exc:
             self.stats.add("rejected")
             raise Rejected(f"revision {rev} not applied: {exc}") from None
@@ -456,21 +442,4 @@ class Notifier:
             elif isinstance(message, list) and message and message[0] in (b"sunsubscribe", "sunsubscribe"):
                 s.slots.stale = True
                 return
-
-
-def _contiguous(entries: list[LogEntry], held: int, current: int, batch: int) -> bool:
-    """Return True when entries are held+1, held+2, ... and reach `current` (or fill a batch)."""
-    if not entries or entries[0].revision != held + 1:
-        return False
-    for a, b in zip(entries, entries[1:]):
-        if b.revision != a.revision + 1:
-            return False
-    return entries[-1].revision >= current or len(entries) >= batch
-
-
-def _pairs(flat) -> dict:
-    if isinstance(flat, dict):
-        return flat
-    it = iter(flat or [])
-    return dict(zip(it, it))
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
+from cachetools import TTLCache
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from gateway_agent.connection import REDIS_ERRORS
-from gateway_agent.errors import StoreError
-from gateway_agent.schema import is_valid_id
+from rulegate.connection import REDIS_ERRORS
+from rulegate.errors import StoreError
+from rulegate.schema import is_valid_id
 
 USERS_KEY = "rg:users"
 TOKENS_KEY = "rg:tokens"
@@ -58,11 +61,37 @@ class Accounts:
     """Users and tokens in Redis (rg:users, rg:tokens) plus the shared login rate limiter."""
 
     def __init__(self, client, *, max_failures: int = 5, max_failures_per_ip: int = 50,
-                 window_seconds: int = 300):
+                 window_seconds: int = 300, auth_cache_seconds: float = 5.0, auth_cache_size: int = 4096,
+                 timer: Callable[[], float] = time.monotonic):
         self.client = client
         self.max_failures = max_failures
         self.max_failures_per_ip = max_failures_per_ip
         self.window = window_seconds
+        # Who a session or token is, cached per instance for a few seconds: every API call and page
+        # view otherwise costs one or two Redis round trips. Changes made through this instance
+        # clear it at once; other instances see a revoked token or a changed role within the TTL.
+        self._auth_cache: TTLCache | None = (TTLCache(auth_cache_size, auth_cache_seconds, timer=timer)
+                                             if auth_cache_seconds > 0 else None)
+        self._auth_lock = threading.Lock()
+
+    def _cached(self, key: tuple[str, str], load: Callable[[], User | None]) -> User | None:
+        """Return the cached lookup for key, or run load() and cache its answer (None included)."""
+        cache = self._auth_cache
+        if cache is None:
+            return load()
+        with self._auth_lock:
+            if key in cache:
+                return cache[key]
+        user = load()
+        with self._auth_lock:
+            cache[key] = user
+        return user
+
+    def forget_cached(self) -> None:
+        """Drop every cached session/token lookup of this instance (after any account change)."""
+        if self._auth_cache is not None:
+            with self._auth_lock:
+                self._auth_cache.clear()
 
     def _call(self, fn, *args):
         try:
@@ -93,6 +122,7 @@ class Accounts:
             raise AccountError("password must have at least 8 characters")
         record = {"role": role, "password": generate_password_hash(password), "created_at": int(time.time())}
         self._call(self.client.hset, USERS_KEY, username, json.dumps(record))
+        self.forget_cached()
         self.audit("user.saved", actor, username, role)
         return User(username, role)
 
@@ -101,8 +131,13 @@ class Accounts:
         return json.loads(raw) if raw else None
 
     def get_user(self, username: str) -> User | None:
-        """Return the user, or None when it does not exist (or was deleted)."""
-        rec = self._record(username) if is_valid_id(username) else None
+        """Return the user, or None when it does not exist (or was deleted); cached for the auth TTL."""
+        if not is_valid_id(username):
+            return None
+        return self._cached(("user", username), lambda: self._load_user(username))
+
+    def _load_user(self, username: str) -> User | None:
+        rec = self._record(username)
         return User(username, rec["role"]) if rec and rec.get("role") in ROLES else None
 
     def delete_user(self, username: str, actor: str = "cli") -> bool:
@@ -110,6 +145,7 @@ class Accounts:
         for tid in self.list_tokens(username):
             self.revoke_token(tid, actor)
         existed = bool(self._call(self.client.hdel, USERS_KEY, username))
+        self.forget_cached()
         if existed:
             self.audit("user.deleted", actor, username)
         return existed
@@ -169,10 +205,13 @@ class Accounts:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         digest = token_hash(token)
+        return self._cached(("token", digest), lambda: self._load_token_user(digest))
+
+    def _load_token_user(self, digest: str) -> User | None:
         raw = self._call(self.client.hget, TOKENS_KEY, digest)
         if not raw:
             return None
-        user = self.get_user(json.loads(raw)["username"])
+        user = self._load_user(json.loads(raw)["username"])
         return User(user.username, user.role, digest[:16]) if user else None
 
     def list_tokens(self, username: str | None = None) -> dict[str, dict]:
@@ -192,6 +231,7 @@ class Accounts:
         for digest in self._call(self.client.hkeys, TOKENS_KEY):
             if digest.decode().startswith(token_id):
                 deleted = bool(self._call(self.client.hdel, TOKENS_KEY, digest))
+                self.forget_cached()
                 if deleted:
                     self.audit("token.revoked", actor, token_id)
                 return deleted

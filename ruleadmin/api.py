@@ -5,8 +5,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway_agent.errors import LimitError
-from gateway_agent.schema import is_valid_id
+from rulegate.errors import LimitError
+from rulegate.schema import is_valid_id
 
 from .accounts import AccountError
 from .auth import api_role, api_user
@@ -14,8 +14,15 @@ from .errors import APIError
 from .extensions import backend
 from .metrics import WRITES
 from .openapi import document
-from .rules import (AlreadyExistsError, ConflictError, HistoryUnavailableError, NamespaceMissing,
-                    NotFoundError, NothingToDo, ValidationError)
+from .rules import (
+    AlreadyExistsError,
+    ConflictError,
+    HistoryUnavailableError,
+    NamespaceMissing,
+    NotFoundError,
+    NothingToDo,
+    ValidationError,
+)
 from .simulation import parse_request
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 
-from gateway_agent.errors import StoreError
+from rulegate.errors import StoreError
 
 from .config import ConfigError
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from gateway_agent.connection import RedisConfig
+from rulegate.connection import RedisConfig
 
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,
@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_MAX_FAILURES": 5,
     "LOGIN_MAX_FAILURES_PER_IP": 50,
     "LOGIN_WINDOW_SECONDS": 300,
+    "AUTH_CACHE_SECONDS": 5.0,
     "SESSION_COOKIE_SECURE": True,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

@@ -4,11 +4,10 @@ from __future__ import annotations
 import logging
 
 import redis.exceptions
-
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from gateway_agent.errors import StoreError
+from rulegate.errors import StoreError
 
 log = logging.getLogger("ruleadmin")
 

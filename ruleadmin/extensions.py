@@ -7,8 +7,8 @@ from flask import Flask, current_app
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from gateway_agent.connection import connect
-from gateway_agent.store import RuleStore
+from rulegate.connection import connect
+from rulegate.store import RuleStore
 
 from . import config as config_mod
 from .accounts import Accounts
@@ -39,7 +39,8 @@ class Backend:
             self._rules = RuleService(self._store)
             self._accounts = Accounts(client, max_failures=int(cfg["LOGIN_MAX_FAILURES"]),
                                       max_failures_per_ip=int(cfg["LOGIN_MAX_FAILURES_PER_IP"]),
-                                      window_seconds=int(cfg["LOGIN_WINDOW_SECONDS"]))
+                                      window_seconds=int(cfg["LOGIN_WINDOW_SECONDS"]),
+                                      auth_cache_seconds=float(cfg["AUTH_CACHE_SECONDS"]))
 
     @property
     def store(self) -> RuleStore:

@@ -7,12 +7,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, FieldList, Form, FormField, HiddenField, IntegerField, SelectField,
-                     StringField, TextAreaField)
+from wtforms import (
+    BooleanField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, NumberRange, Optional
 
-from gateway_agent.schema import ACTIONS, KEY_SOURCES, POLICY_TYPES
+from rulegate.schema import ACTIONS, KEY_SOURCES, POLICY_TYPES
 
 _SPLIT = re.compile(r"[\n,]+")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from redis.cluster import RedisCluster
 
-from gateway_agent.connection import REDIS_ERRORS
-from gateway_agent.errors import StoreError
+from rulegate.connection import REDIS_ERRORS
+from rulegate.errors import StoreError
 
 from .extensions import backend
 

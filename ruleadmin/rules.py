@@ -7,14 +7,19 @@ from typing import Any, Callable
 
 import msgpack
 
-from gateway_agent.errors import (AlreadyExistsError, ConflictError, CorruptDataError, NotFoundError,
-                                  ValidationError)
-from gateway_agent.evaluator import Decision, Request, RuleSet, decide
-from gateway_agent.fleet import read_fleet
-from gateway_agent.history import HistoryUnavailableError, rollback_plan
-from gateway_agent.keyspace import NAMESPACES_KEY
-from gateway_agent.schema import decode_rule, is_valid_id, validate_rule
-from gateway_agent.store import LogEntry, RuleStore, WriteResult
+from rulegate.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    CorruptDataError,
+    NotFoundError,
+    ValidationError,
+)
+from rulegate.evaluator import Decision, Request, RuleSet, decide
+from rulegate.fleet import read_fleet
+from rulegate.history import HistoryUnavailableError, rollback_plan
+from rulegate.keyspace import NAMESPACES_KEY
+from rulegate.schema import decode_rule, is_valid_id, validate_rule
+from rulegate.store import LogEntry, RuleStore, WriteResult
 
 __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
            "ValidationError", "HistoryUnavailableError", "NamespaceMissing", "NothingToDo"]

@@ -3,18 +3,34 @@ from __future__ import annotations
 
 import difflib
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 
-from gateway_agent.errors import LimitError
-from gateway_agent.schema import is_valid_id
+from rulegate.errors import LimitError
+from rulegate.schema import is_valid_id
 
 from . import forms
 from .auth import web_role
 from .extensions import backend
 from .metrics import WRITES
-from .rules import (AlreadyExistsError, ConflictError, HistoryUnavailableError, NamespaceMissing, NotFoundError,
-                    NothingToDo, ValidationError)
+from .rules import (
+    AlreadyExistsError,
+    ConflictError,
+    HistoryUnavailableError,
+    NamespaceMissing,
+    NotFoundError,
+    NothingToDo,
+    ValidationError,
+)
 from .simulation import parse_request
 
 bp = Blueprint("web", __name__)

@@ -8,25 +8,7 @@ import time
 import urllib.request
 from collections import Counter
 
-from gateway_agent.connection import RedisConfig
-from gateway_agent.schema import validate_rule
-from gateway_agent.store import RuleStore
-
-from .sample_rules import SAMPLE_RULES
 from .system import NAMESPACE, System
-
-
-def seed_rules(nodes: list[str], username: str | None = None, password: str | None = None) -> int:
-    """Write the sample rules through the store (CAS, idempotent); return the revision."""
-    store = RuleStore.from_config(RedisConfig.from_nodes(nodes, mode="cluster", username=username,
-                                                         password=password))
-    try:
-        for rule in SAMPLE_RULES:
-            rule = validate_rule({**rule, "updated_by": "demo-seed", "updated_at": int(time.time())})
-            store.put_rule(NAMESPACE, rule, store.revision(NAMESPACE), "demo-seed")
-        return store.revision(NAMESPACE)
-    finally:
-        store.close()
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:

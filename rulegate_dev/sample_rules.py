@@ -1,5 +1,13 @@
-"""The sample rule set the demo seeds (namespace `demo`)."""
+"""The sample rule set the demo seeds (namespace `demo`), and the seeding itself."""
 from __future__ import annotations
+
+import time
+
+from rulegate.connection import RedisConfig
+from rulegate.schema import validate_rule
+from rulegate.store import RuleStore
+
+NAMESPACE = "demo"
 
 SAMPLE_RULES: list[dict] = [
     {"id": "shop-canary", "kind": "split", "description": "10% sticky canary, grey uids 1000-1999, office IPs",
@@ -27,3 +35,16 @@ SAMPLE_REQUESTS: list[dict] = [
     {"host": "shop.localhost", "path": "/old/page"},
     {"host": "other.localhost", "path": "/"},
 ]
+
+
+def seed_rules(nodes: list[str], username: str | None = None, password: str | None = None) -> int:
+    """Write the sample rules through the store (CAS, idempotent); return the revision."""
+    store = RuleStore.from_config(RedisConfig.from_nodes(nodes, mode="cluster", username=username,
+                                                         password=password))
+    try:
+        for rule in SAMPLE_RULES:
+            rule = validate_rule({**rule, "updated_by": "demo-seed", "updated_at": int(time.time())})
+            store.put_rule(NAMESPACE, rule, store.revision(NAMESPACE), "demo-seed")
+        return store.revision(NAMESPACE)
+    finally:
+        store.close()

@@ -4,87 +4,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .acl import ADMIN_USER, GATEWAY_USER, AclUsers
-from .cluster import LauncherError, LocalCluster, _tail
+from .cluster import LocalCluster, port_is_free
+from .gateway_conf import gateway_http, rulegate_location, upstream_blocks
 from .nginx import NginxLauncher, free_port
+from .sample_rules import NAMESPACE, seed_rules
+from .service import Service, ruleadmin_service
 
-NAMESPACE = "demo"
 ADMIN_LOGIN = "admin"
 
-NGINX_HTTP = """
-include {prefix}/lua/conf/rulegate.conf;
-upstream stable {{ server 127.0.0.1:@STABLE@; }}
-upstream canary {{ server 127.0.0.1:@CANARY@; }}
-server {{
-    listen 127.0.0.1:@STABLE@;
-    location / {{ default_type text/plain; return 200 "stable\\n"; }}
-}}
-server {{
-    listen 127.0.0.1:@CANARY@;
-    location / {{ default_type text/plain; return 200 "canary\\n"; }}
-}}
-server {{
-    listen 127.0.0.1:{port};
-    location / {{
-        set $rulegate_upstream stable;
-        access_by_lua_block {{ require("rulegate").access() }}
-        proxy_pass http://$rulegate_upstream;
-    }}
-    location = /rulegate/status {{
-        content_by_lua_block {{ require("rulegate").status() }}
-    }}
-}}
-"""
 
-
-@dataclass
-class Service:
-    """One child process of the system."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    url: str
-    log: Path
-    proc: subprocess.Popen | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def wait_healthy(self, path: str = "/healthz", timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise LauncherError(f"{self.name} exited; see {self.log}: {_tail(self.log)}")
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise LauncherError(f"{self.name} not healthy after {timeout:.0f}s; see {self.log}")
 
 
 class System:
@@ -125,9 +58,7 @@ class System:
         self.cluster.start()
         self._seed(progress)
         for i, port in enumerate(self.admin_ports, 1):
-            svc = Service(f"ruleadmin #{i}", [sys.executable, "-m", "ruleadmin.cli", "serve", "--bind",
-                                              f"127.0.0.1:{port}", "--workers", "2"],
-                          self.admin_env(), f"http://127.0.0.1:{port}", self.dir / f"admin{i}.log")
+            svc = ruleadmin_service(f"ruleadmin #{i}", port, self.admin_env(), self.dir / f"admin{i}.log")
             svc.start()
             self.admins.append(svc)
         pw_file = self.dir / "gateway.password"
@@ -147,7 +78,6 @@ class System:
         return self
 
     def _seed(self, progress) -> None:
-        from .demo import seed_rules
         env = self.admin_env()
         cli = [sys.executable, "-m", "ruleadmin.cli"]
         subprocess.run(cli + ["create-user", "--username", ADMIN_LOGIN, "--role", "admin", "--password-stdin"],
@@ -166,7 +96,13 @@ class System:
                 "password": self.acl.gateway_password, "refresh_interval": self.refresh_interval,
                 "max_stale": 30, "snapshot_path": str(self.dir / "nginx.snap"), "default_upstream": "stable",
                 "gateway_id": "nginx-demo", "response_headers": True, "heartbeat_interval": 1}
-        http = NGINX_HTTP.replace("@STABLE@", str(stable)).replace("@CANARY@", str(canary))
+        backends = "\n".join(f"""    server {{{{
+        listen 127.0.0.1:{port};
+        location / {{{{ default_type text/plain; return 200 "{name}\\n"; }}}}
+    }}}}""" for name, port in (("stable", stable), ("canary", canary)))
+        upstreams = upstream_blocks(["stable"], stable) + "\n" + upstream_blocks(["canary"], canary)
+        http = gateway_http(upstreams, rulegate_location("stable"), include="include {prefix}/lua/conf/rulegate.conf;",
+                            extra=backends)
         self.nginx = NginxLauncher(http, port=self.nginx_port, prefix=self.dir / "nginx", workers=2,
                                    log_level="warn", package_path=False,
                                    files={"conf/rulegate.json": json.dumps(opts)})
@@ -188,5 +124,4 @@ class System:
 
 
 def _free(base: int, count: int) -> bool:
-    from .cluster import port_is_free
     return all(port_is_free(base + i) and port_is_free(base + i + 10000) for i in range(count))

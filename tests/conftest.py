@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway_agent.connection import RedisConfig
-from gateway_agent.store import RuleStore
+from rulegate.connection import RedisConfig
+from rulegate.store import RuleStore
 from rulegate_dev.cluster import LocalCluster
 
 VECTORS = Path(__file__).parent / "vectors"

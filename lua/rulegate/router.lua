@@ -1,5 +1,5 @@
 -- The rule router: compile a rule set once, then decide() per request with no I/O.
--- Mirrors gateway_agent/evaluator.py exactly; tests/vectors/ pin the semantics.
+-- Mirrors rulegate/evaluator.py exactly; tests/vectors/ pin the semantics.
 local ffi = require("ffi")
 local iputil = require("rulegate.iputil")
 local crc32 = require("rulegate.crc32")

@@ -1,5 +1,5 @@
 -- Structural validation of decoded rules before the router compiles them.
--- The full schema is enforced on write (gateway_agent/schema.py); this guard
+-- The full schema is enforced on write (rulegate/schema.py); this guard
 -- makes sure a corrupt or foreign hash entry can never crash a worker.
 local type = type
 local next = next

@@ -1,5 +1,5 @@
 -- The last-known-good rule set on disk, in the agent's format
--- (gateway_agent/snapshot.py): one header line
+-- (rulegate/snapshot.py): one header line
 --   RGSNAP1 <crc32 of payload, 8 lowercase hex digits> <payload length>\n
 -- then a msgpack map {namespace, generation, revision, written_at,
 -- rules = {rule id: the rule's msgpack bytes as stored in Redis (bin)}}.

@@ -207,7 +207,7 @@ local function heartbeat(conf, cl, force)
     end
     dict:set(K.hb_last, t)
     local last_ok = dict:get(K.last_ok)
-    -- the fleet format of gateway_agent/fleet.py (extra fields are ignored there)
+    -- the fleet format of rulegate/fleet.py (extra fields are ignored there)
     local value = mp.pack({
         kind = "nginx", gateway = conf.gateway_id,
         revision = dict:get(K.rev) or 0, generation = dict:get(K.gen) or "",

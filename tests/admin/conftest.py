@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 from ruleadmin import create_app
 from ruleadmin.extensions import Backend
 from rulegate_dev.nginx import free_port
+from rulegate_dev.service import Service, ruleadmin_service
 
 PASSWORD = "correct-horse-battery"
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,41 +92,6 @@ def degrade_rule(rule_id: str, status: int = 503) -> dict:
             "action": {"type": "reject", "status": status, "retry_after": 30}}
 
 
-class Gunicorn:
-    """One `ruleadmin serve` process (gunicorn + gevent workers) on a free port."""
-
-    def __init__(self, env: dict[str, str], workers: int = 2, log_dir: Path | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open((log_dir or Path("/tmp")) / f"ruleadmin-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ruleadmin.cli", "serve", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers)], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn on {self.url} not ready after {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 def server_env(admin_config: dict) -> dict[str, str]:
     """Return the environment for a ruleadmin process from the test config."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RULEADMIN_")}
@@ -139,14 +101,18 @@ def server_env(admin_config: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def servers(admin_config, users, tmp_path_factory) -> list[Gunicorn]:
+def servers(admin_config, users, tmp_path_factory) -> list[Service]:
     """Two gunicorn instances (2 gevent workers each) on two ports, sharing only the cluster."""
     log_dir = tmp_path_factory.mktemp("gunicorn")
     env = server_env(admin_config)
-    procs = [Gunicorn(env, log_dir=log_dir) for _ in range(2)]
+    procs = []
     try:
+        for i in range(2):
+            port = free_port()
+            procs.append(ruleadmin_service(f"ruleadmin #{i + 1}", port, env, log_dir / f"ruleadmin-{port}.log"))
+            procs[-1].start()
         for p in procs:
-            p.wait_ready()
+            p.wait_healthy(timeout=20)
         yield procs
     finally:
         for p in procs:

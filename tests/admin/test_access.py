@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from ruleadmin import create_app
+from ruleadmin.accounts import Accounts
 from ruleadmin.config import ConfigError
 
 from .conftest import PASSWORD, split_rule
@@ -47,8 +48,40 @@ def test_only_admin_creates_namespaces(client, users):
     assert client.post("/api/v1/namespaces", json={"name": name}, headers=users["admin"].headers).status_code == 201
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_revocation_elsewhere_takes_effect_within_the_auth_cache_ttl(backend, users):
+    """Another instance keeps a revoked token's cached user for at most AUTH_CACHE_SECONDS, then refuses it."""
+    clock = FakeClock()
+    other = Accounts(backend.accounts.client, auth_cache_seconds=5.0, timer=clock)
+    token_id, token = backend.accounts.create_token(users["viewer"].username, "cached-elsewhere")
+    assert other.user_for_token(token).username == users["viewer"].username
+    assert backend.accounts.revoke_token(token_id)
+    clock.now += 4.9
+    assert other.user_for_token(token) is not None, "served from the cache inside the TTL"
+    clock.now += 0.2
+    assert other.user_for_token(token) is None, "revocation seen once the TTL has passed"
+
+
+def test_auth_cache_can_be_disabled(backend, users):
+    """With AUTH_CACHE_SECONDS=0 every lookup reads Redis, so a revocation elsewhere is seen at once."""
+    other = Accounts(backend.accounts.client, auth_cache_seconds=0)
+    token_id, token = backend.accounts.create_token(users["viewer"].username, "uncached")
+    assert other.user_for_token(token) is not None
+    backend.accounts.revoke_token(token_id)
+    assert other.user_for_token(token) is None
+
+
 def test_revoked_token_is_refused(client, backend, users):
-    """A revoked token stops working immediately, on every instance (the hash is gone from Redis)."""
+    """A token revoked through an instance stops working on that instance immediately (its auth cache is cleared)."""
     token_id, token = backend.accounts.create_token(users["editor"].username, "short-lived")
     h = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/whoami", headers=h).status_code == 200

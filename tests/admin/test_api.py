@@ -109,7 +109,7 @@ def test_rollback_refuses_when_log_was_trimmed(client, users, ns, backend):
     _put(client, users, ns, split_rule("web"))
     _put(client, users, ns, split_rule("web", 100), '"1"')
     _put(client, users, ns, split_rule("web", 200), '"2"')
-    from gateway_agent.keyspace import Keys
+    from rulegate.keyspace import Keys
     backend.store.client.xtrim(Keys(ns).log, minid="3-0", approximate=False)
     r = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 1}, headers=users["editor"].headers)
     assert r.status_code == 400 and "no longer reaches" in r.get_json()["error"]

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from gateway_agent.fleet import Heartbeat
-from gateway_agent.keyspace import Keys
+from rulegate.fleet import Heartbeat
+from rulegate.keyspace import Keys
 
 from .conftest import split_rule
 
@@ -34,6 +34,7 @@ def test_fleet_flags_laggards_and_silent_gateways(client, users, ns, backend):
 def test_fleet_page_renders(client, users, ns, backend):
     """The web fleet page lists gateways for a logged-in viewer."""
     import re
+
     from .conftest import PASSWORD
     now = time.time()
     backend.store.client.hset(Keys(ns).fleet, "gw-x", Heartbeat("agent", 0, "", now, now, 0.0).encode())

@@ -8,10 +8,10 @@ import pytest
 
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig
-from gateway_agent.connection import RedisConfig
-from gateway_agent.keyspace import Keys
-from gateway_agent.store import RuleStore
 from gateway_agent.sidecar import SidecarApp
+from rulegate.connection import RedisConfig
+from rulegate.keyspace import Keys
+from rulegate.store import RuleStore
 from rulegate_dev.cluster import LocalCluster
 
 from .conftest import DecisionLoop, make_client, split_rule

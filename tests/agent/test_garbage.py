@@ -6,7 +6,7 @@ import time
 import msgpack
 import redis
 
-from gateway_agent.keyspace import Keys
+from rulegate.keyspace import Keys
 
 from .conftest import DecisionLoop, make_client, split_rule
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from gateway_agent import RuleClient
-from gateway_agent.fleet import read_fleet
 from gateway_agent.sidecar import SidecarApp
+from rulegate.fleet import read_fleet
 
 from .conftest import make_client, split_rule
 

@@ -17,10 +17,10 @@ from collections import Counter
 
 import pytest
 
-from gateway_agent.connection import RedisConfig
-from gateway_agent.fleet import read_fleet
-from gateway_agent.keyspace import Keys
-from gateway_agent.store import RuleStore
+from rulegate.connection import RedisConfig
+from rulegate.fleet import read_fleet
+from rulegate.keyspace import Keys
+from rulegate.store import RuleStore
 from rulegate_dev.acl import ADMIN_USER
 from rulegate_dev.system import NAMESPACE, System
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from gateway_agent.connection import RedisConfig
-from gateway_agent.errors import StoreError
-from gateway_agent.keyspace import Keys
-from gateway_agent.schema import validate_rule
-from gateway_agent.store import RuleStore
+from rulegate.connection import RedisConfig
+from rulegate.errors import StoreError
+from rulegate.keyspace import Keys
+from rulegate.schema import validate_rule
+from rulegate.store import RuleStore
 from rulegate_dev.acl import ADMIN_USER, GATEWAY_USER, AclUsers
 from rulegate_dev.cluster import LocalCluster
 

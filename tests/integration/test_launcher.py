@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from gateway_agent.keyspace import Keys
+from rulegate.keyspace import Keys
 from rulegate_dev.cluster import LauncherError, LocalCluster, find_free_base
 
 pytestmark = pytest.mark.integration

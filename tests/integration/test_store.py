@@ -5,11 +5,16 @@ import threading
 
 import pytest
 
-from gateway_agent.errors import (AlreadyExistsError, ConflictError, CorruptDataError, NotFoundError,
-                                  StoreError)
-from gateway_agent.keyspace import Keys
-from gateway_agent.schema import validate_rule
-from gateway_agent.store import RuleStore, decode_changes
+from rulegate.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    CorruptDataError,
+    NotFoundError,
+    StoreError,
+)
+from rulegate.keyspace import Keys
+from rulegate.schema import validate_rule
+from rulegate.store import RuleStore, decode_changes
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +120,6 @@ def test_gap_too_old_is_detected(redis_config, namespace):
 
 def test_unreachable_cluster_is_a_store_error(cluster):
     """A store pointed at closed ports fails with StoreError within its budget."""
-    from gateway_agent.connection import RedisConfig
+    from rulegate.connection import RedisConfig
     with pytest.raises(StoreError):
         RuleStore.from_config(RedisConfig.from_nodes(["127.0.0.1:1"], connect_timeout=0.2))

@@ -6,10 +6,10 @@ import pytest
 
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig
-from gateway_agent.connection import RedisConfig
-from gateway_agent.errors import StoreError
-from gateway_agent.schema import validate_rule
-from gateway_agent.store import RuleStore
+from rulegate.connection import RedisConfig
+from rulegate.errors import StoreError
+from rulegate.schema import validate_rule
+from rulegate.store import RuleStore
 from rulegate_dev.cluster import LocalCluster
 from rulegate_dev.tls import make_tls_files
 

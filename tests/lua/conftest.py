@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks
 from rulegate_dev.nginx import NginxLauncher, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -66,40 +67,21 @@ def lua_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxLaunc
         yield ngx
 
 
-GATEWAY_HTTP = """
-    include {repo}/lua/conf/rulegate.conf;
+ECHO_SERVER = """
     lua_shared_dict rulegate_test 1m;
-{upstreams}
     server {{
-        listen 127.0.0.1:{echo_port};
+        listen 127.0.0.1:ECHO_PORT;
         location / {{
             add_header X-Echo-Upstream $http_x_upstream always;
             return 200 "$http_x_upstream";
         }}
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location = /rulegate/status {{
-            content_by_lua_block {{ require("rulegate").status() }}
-        }}
-        location = /lua-memory {{
+    }}"""
+LUA_MEMORY = """location = /lua-memory {{
             content_by_lua_block {{
                 collectgarbage()
                 ngx.say(require("cjson").encode({{ pid = ngx.worker.pid(), kb = collectgarbage("count") }}))
             }}
-        }}
-        location / {{
-            set $rulegate_upstream default;
-            set $rulegate_rule "";
-            set $rulegate_rev "";
-            access_by_lua_block {{ require("rulegate").access() }}
-            add_header X-Rulegate-Rule $rulegate_rule always;
-            add_header X-Rulegate-Rev $rulegate_rev always;
-            proxy_set_header X-Upstream $rulegate_upstream;
-            proxy_pass http://$rulegate_upstream;
-        }}
-    }}
-"""
+        }}"""
 
 UPSTREAMS = ("default", "stable", "canary", "a", "b", "c", "v1", "v2", "fallback")
 
@@ -109,11 +91,10 @@ class Gateway(NginxLauncher):
 
     def __init__(self, options: dict[str, Any], upstreams: tuple[str, ...] = UPSTREAMS, **kw: Any) -> None:
         self.echo_port = free_port()
-        names = sorted(set(upstreams) | {"default"})
-        blocks = "\n".join(
-            f"    upstream {n} {{{{ server 127.0.0.1:{self.echo_port}; keepalive 8; }}}}" for n in names
-        )
-        http = GATEWAY_HTTP.replace("{upstreams}", blocks).replace("{echo_port}", str(self.echo_port))
+        http = gateway_http(
+            upstream_blocks(sorted(set(upstreams) | {"default"}), self.echo_port, keepalive=8),
+            rulegate_location("default", header_vars=True, proxy="proxy_set_header X-Upstream $rulegate_upstream;"),
+            extra=ECHO_SERVER.replace("ECHO_PORT", str(self.echo_port)), extra_locations=LUA_MEMORY)
         self.options = options
         super().__init__(http, package_path=False, workers=kw.pop("workers", 2),
                          files={"conf/rulegate.json": json.dumps(options)}, **kw)

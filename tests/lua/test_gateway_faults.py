@@ -12,10 +12,10 @@ from typing import Callable
 
 import pytest
 
-from gateway_agent.connection import RedisConfig
-from gateway_agent.keyspace import Keys
-from gateway_agent.schema import validate_rule
-from gateway_agent.store import RuleStore
+from rulegate.connection import RedisConfig
+from rulegate.keyspace import Keys
+from rulegate.schema import validate_rule
+from rulegate.store import RuleStore
 from rulegate_dev.cluster import LocalCluster
 
 from .conftest import Gateway

@@ -10,10 +10,10 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from gateway_agent.keyspace import Keys
-from gateway_agent.snapshot import make_snapshot, read_snapshot, write_snapshot
-from gateway_agent.schema import encode_rule, validate_rule
-from gateway_agent.store import RuleStore
+from rulegate.keyspace import Keys
+from rulegate.schema import encode_rule, validate_rule
+from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
+from rulegate.store import RuleStore
 
 from .conftest import Gateway
 
@@ -115,7 +115,7 @@ def test_heartbeat_reports_applied_revision(
     assert beat["kind"] == "nginx"
     assert beat["state"] == "ok"
     assert beat["gateway"] == gw.options["gateway_id"]
-    from gateway_agent.fleet import decode_heartbeat
+    from rulegate.fleet import decode_heartbeat
     shared = decode_heartbeat(raw)  # the format the agent writes and the admin reads
     assert shared.kind == "nginx" and shared.revision == rev and shared.heartbeat_at > 0
     client.close()
@@ -154,7 +154,7 @@ def test_lower_revision_of_same_generation_is_refused(
 def test_snapshot_written_by_nginx_reads_in_python(
     make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str, tmp_path: Any
 ) -> None:
-    """The snapshot file nginx writes is the agent's format: gateway_agent.snapshot reads it."""
+    """The snapshot file nginx writes is the agent's format: rulegate.snapshot reads it."""
     store.put_rule(namespace, split_rule("r1", "a"), None, "test")
     rev = store.put_rule(namespace, split_rule("r2", "b", path="/b"), None, "test").revision
     path = tmp_path / "snap" / "rules.snap"

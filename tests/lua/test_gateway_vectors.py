@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway_agent.evaluator import Request, RuleSet, decide
-from gateway_agent.schema import validate_rule
-from gateway_agent.store import RuleStore
+from rulegate.evaluator import Request, RuleSet, decide
+from rulegate.schema import validate_rule
+from rulegate.store import RuleStore
 from tests.conftest import VECTORS, load_vectors
 
 from .conftest import Gateway

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gateway_agent.evaluator import Request, RuleSet, decide
-from gateway_agent.schema import validate_rule
+from rulegate.evaluator import Request, RuleSet, decide
+from rulegate.schema import validate_rule
 from rulegate_dev.nginx import NginxLauncher
 from tests.conftest import load_vectors
 

@@ -8,8 +8,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway_agent.evaluator import Request, RuleSet, bucket_of, decide, find_route
-from gateway_agent.schema import validate_rule
+from rulegate.evaluator import Request, RuleSet, bucket_of, decide, find_route
+from rulegate.schema import validate_rule
 
 WEIGHTS = {"a": 1000, "b": 2500, "c": 6500}
 AB = validate_rule({"id": "ab", "kind": "split", "route": {"host": "x.example.com", "path": "/"},

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway_agent.errors import CorruptDataError, ValidationError
-from gateway_agent.schema import MAX_POLICIES, decode_rule, encode_rule, validate_rule
+from rulegate.errors import CorruptDataError, ValidationError
+from rulegate.schema import MAX_POLICIES, decode_rule, encode_rule, validate_rule
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_.-]{0,20}\Z")
 upstreams = st.from_regex(r"\A[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,20}\Z")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway_agent.evaluator import Request, RuleSet, decide
-from gateway_agent.schema import validate_rule
+from rulegate.evaluator import Request, RuleSet, decide
+from rulegate.schema import validate_rule
 from tests.conftest import load_vectors
 
 CASES = load_vectors()

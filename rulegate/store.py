@@ -13,9 +13,16 @@ from redis.cluster import RedisCluster
 
 from .commit_script import COMMIT_LUA
 from .connection import REDIS_ERRORS, RedisConfig, connect
-from .errors import (AlreadyExistsError, ConflictError, CorruptDataError, LimitError, NotFoundError,
-                     StoreError)
+from .errors import (
+    AlreadyExistsError,
+    ConflictError,
+    CorruptDataError,
+    LimitError,
+    NotFoundError,
+    StoreError,
+)
 from .keyspace import NAMESPACES_KEY, Keys
+from .namespace import as_text, consistent_read, contiguous, decode_rules
 from .schema import MAX_RULES_PER_NAMESPACE, decode_rule, encode_rule, is_valid_id
 
 log = logging.getLogger("rulegate.store")
@@ -190,28 +197,18 @@ class RuleStore:
 
     def load_raw(self, ns: str) -> tuple[int, str, dict[str, bytes]]:
         """Return (rev, generation, raw rules) read consistently (rev checked before and after)."""
-        keys = Keys(ns)
-        for _ in range(5):
+        def run(cmds: list[tuple]) -> list:
             pipe = self.client.pipeline(transaction=False)
-            pipe.get(keys.rev)
-            pipe.hgetall(keys.rules)
-            pipe.hget(keys.meta, "gen")
-            pipe.get(keys.rev)
-            rev1, raw, gen, rev2 = self._call(pipe.execute)
-            if rev1 == rev2:
-                return int(rev1 or 0), as_text(gen or b""), {as_text(k): v for k, v in raw.items()}
-        raise StoreError(f"namespace {ns!r} changed during five consecutive reads")
+            for cmd in cmds:
+                pipe.execute_command(*cmd)
+            return self._call(pipe.execute)
+
+        return consistent_read(ns, run)
 
     def load(self, ns: str) -> NamespaceState:
         """Return the validated rules of ns; raise CorruptDataError naming the first bad rule."""
         rev, gen, raw = self.load_raw(ns)
-        rules = {}
-        for rule_id, value in raw.items():
-            rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
-            if rule["id"] != rule_id:
-                raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
-            rules[rule_id] = rule
-        return NamespaceState(rev, gen, rules, raw)
+        return NamespaceState(rev, gen, decode_rules(ns, raw), raw)
 
     def changes_since(self, ns: str, rev: int, limit: int = 1000) -> list[LogEntry] | None:
         """Return log entries rev+1.. in order, or None when the log no longer covers the gap."""
@@ -219,14 +216,7 @@ class RuleStore:
         current = self.revision(ns)
         if not entries:
             return [] if current <= rev else None
-        if entries[0].revision != rev + 1:
-            return None
-        for a, b in zip(entries, entries[1:]):
-            if b.revision != a.revision + 1:
-                return None
-        if entries[-1].revision < current and len(entries) < limit:
-            return None
-        return entries
+        return entries if contiguous(entries, rev, current, limit) else None
 
     def log_range(self, ns: str, start: str, end: str, *, count: int = 100,
                   reverse: bool = False) -> list[LogEntry]:
@@ -254,11 +244,6 @@ class RuleStore:
             return fn(*args, **kwargs)
         except REDIS_ERRORS as exc:
             raise StoreError(f"redis: {exc.__class__.__name__}: {_safe(exc)}") from None
-
-
-def as_text(value: bytes | str) -> str:
-    """Return value as str (Redis replies are bytes)."""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _safe(exc: Exception) -> str:

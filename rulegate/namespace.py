@@ -1,0 +1,79 @@
+"""A namespace's content as read from Redis: the consistent read, rule decoding, log contiguity.
+
+Both readers use these: `RuleStore` (ruleadmin, redis-py's cluster client) and the gateway
+agent's sync loop (budgeted single-node connections). Each supplies `run`, a callable that
+sends a list of commands to one node of the namespace's slot and returns their replies.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Protocol
+
+from .errors import CorruptDataError, StoreError
+from .keyspace import Keys
+from .schema import decode_rule
+
+READ_ATTEMPTS = 5
+YIELD_EVERY = 500
+
+
+class HasRevision(Protocol):
+    revision: int
+
+
+def as_text(value: bytes | str) -> str:
+    """Return value as str (Redis replies are bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def pairs(flat: dict | list | None) -> dict:
+    """Return a HGETALL reply as a dict, whether the client parsed it or left it flat."""
+    if isinstance(flat, dict):
+        return flat
+    it = iter(flat or [])
+    return dict(zip(it, it))
+
+
+def read_commands(keys: Keys) -> list[tuple]:
+    """Return the commands of one consistent read: rev, rules, generation, rev again."""
+    return [("GET", keys.rev), ("HGETALL", keys.rules), ("HGET", keys.meta, "gen"), ("GET", keys.rev)]
+
+
+def consistent_read(ns: str, run: Callable[[list[tuple]], list],
+                    attempts: int = READ_ATTEMPTS) -> tuple[int, str, dict[str, bytes]]:
+    """Return (rev, generation, raw rules by id) read with the revision equal before and after.
+
+    Raises StoreError when the namespace changed during every attempt (and whatever `run` raises).
+    """
+    for _ in range(attempts):
+        rev1, flat, gen, rev2 = run(read_commands(Keys(ns)))
+        if rev1 == rev2:
+            return int(rev1 or 0), as_text(gen or b""), {as_text(k): v for k, v in pairs(flat).items()}
+    raise StoreError(f"namespace {ns!r} changed during {attempts} consecutive reads")
+
+
+def decode_rules(ns: str, raw: dict[str, bytes], *, cooperative: bool = False) -> dict[str, dict]:
+    """Return the validated rules of raw by id; raise CorruptDataError naming the first bad rule.
+
+    With `cooperative`, yields to other greenlets/threads every YIELD_EVERY rules.
+    """
+    rules = {}
+    for n, (rule_id, value) in enumerate(raw.items(), 1):
+        if cooperative and n % YIELD_EVERY == 0:
+            time.sleep(0)
+        rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
+        if rule["id"] != rule_id:
+            raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
+        rules[rule_id] = rule
+    return rules
+
+
+def contiguous(entries: Iterable[HasRevision], held: int, current: int, batch: int) -> bool:
+    """Return True when entries are held+1, held+2, ... and reach `current` (or fill a batch)."""
+    entries = list(entries)
+    if not entries or entries[0].revision != held + 1:
+        return False
+    for a, b in zip(entries, entries[1:]):
+        if b.revision != a.revision + 1:
+            return False
+    return entries[-1].revision >= current or len(entries) >= batch

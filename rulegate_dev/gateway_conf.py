@@ -1,0 +1,56 @@
+"""The nginx configuration of a rulegate gateway, as the launcher, the tests and the benches write it.
+
+Every function returns an ``http {}`` fragment in ``NginxLauncher``'s template syntax:
+``{port}``, ``{prefix}`` and ``{repo}`` are filled in by the launcher, braces are doubled.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+INCLUDE = "include {repo}/lua/conf/rulegate.conf;"
+STATUS_LOCATION = """location = /rulegate/status {{
+            content_by_lua_block {{ require("rulegate").status() }}
+        }}"""
+
+
+def upstream_blocks(names: Iterable[str], port: int | str, keepalive: int = 0) -> str:
+    """Return one ``upstream`` block per name, each pointing at 127.0.0.1:port."""
+    extra = f" keepalive {keepalive};" if keepalive else ""
+    return "\n".join(f"    upstream {n} {{{{ server 127.0.0.1:{port};{extra} }}}}" for n in names)
+
+
+def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "") -> str:
+    """Return ``location /`` routed by rulegate (``$rulegate_upstream``, default when no rule matches).
+
+    With ``header_vars`` the decision's rule id and revision go out as X-Rulegate-Rule/-Rev
+    through ``$rulegate_rule``/``$rulegate_rev`` (the include's ``"response_headers": "vars"``).
+    ``proxy`` is extra directives placed before ``proxy_pass``.
+    """
+    lines = [f"set $rulegate_upstream {default};"]
+    if header_vars:
+        lines += ['set $rulegate_rule "";', 'set $rulegate_rev "";']
+    lines.append('access_by_lua_block {{ require("rulegate").access() }}')
+    if header_vars:
+        lines += ["add_header X-Rulegate-Rule $rulegate_rule always;",
+                  "add_header X-Rulegate-Rev $rulegate_rev always;"]
+    if proxy:
+        lines.append(proxy)
+    lines.append("proxy_pass http://$rulegate_upstream;")
+    body = "\n".join("            " + line for line in lines)
+    return "location / {{\n" + body + "\n        }}"
+
+
+def gateway_http(upstreams: str, location: str, *, include: str = INCLUDE, status: bool = True,
+                 extra_locations: str = "", extra: str = "") -> str:
+    """Return the http body of a gateway: the include, upstreams, ``extra``, one server on ``{port}``."""
+    locations = [location] + ([STATUS_LOCATION] if status else []) + ([extra_locations] if extra_locations else [])
+    joined = "\n        ".join(locations)
+    return f"""
+    {include}
+{upstreams}
+{extra}
+    server {{{{
+        listen 127.0.0.1:{{port}};
+        {joined}
+    }}}}
+"""
