@@ -12,6 +12,7 @@ from .accounts import AccountError
 from .auth import api_role, api_user
 from .errors import APIError
 from .extensions import backend
+from .idempotency import idempotent
 from .metrics import WRITES
 from .openapi import document
 from .rules import (
@@ -148,6 +149,7 @@ def list_namespaces():
 
 @bp.post("/namespaces")
 @api_role("admin")
+@idempotent()
 def create_namespace():
     """Create a namespace (admin); 201, or 200 when it already existed."""
     data = _json_body(("name",))
@@ -184,6 +186,7 @@ def get_rule(ns: str, rule_id: str):
 
 @bp.put("/namespaces/<ns>/rules/<rule_id>")
 @api_role("editor")
+@idempotent()
 def put_rule(ns: str, rule_id: str):
     """Create (no If-Match) or replace (If-Match: "<rev>") a rule."""
     _check_names(ns, rule_id)
@@ -202,6 +205,7 @@ def put_rule(ns: str, rule_id: str):
 
 @bp.delete("/namespaces/<ns>/rules/<rule_id>")
 @api_role("editor")
+@idempotent()
 def delete_rule(ns: str, rule_id: str):
     """Delete a rule; If-Match is required."""
     _check_names(ns, rule_id)
@@ -225,6 +229,7 @@ def history(ns: str):
 
 @bp.post("/namespaces/<ns>/rollback")
 @api_role("editor")
+@idempotent()
 def rollback(ns: str):
     """Commit a new revision restoring the rule set of `to_rev` (If-Match optional)."""
     _check_names(ns)
@@ -280,6 +285,7 @@ def list_tokens():
 
 @bp.post("/tokens")
 @api_role("admin")
+@idempotent(redact=("token",))
 def create_token():
     """Create a token for a user (admin); the secret is shown only in this response."""
     data = _json_body(("username", "name"))
@@ -296,6 +302,7 @@ def create_token():
 
 @bp.delete("/tokens/<token_id>")
 @api_role("viewer")
+@idempotent()
 def revoke_token(token_id: str):
     """Revoke a token: admins any token, everyone else only their own."""
     user = api_user()

@@ -24,6 +24,12 @@ RULE_ID = {"name": "rule_id", "in": "path", "required": True,
 IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
             "description": 'the namespace revision the client saw, as an ETag: "12"',
             "schema": {"type": "string"}}
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "description": "a retry with the same key (per user, kept 24 h) replays the first answer "
+                                  "(status, ETag, body; header Idempotent-Replayed: true) and writes nothing",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]{1,255}$"}}
+IDEMPOTENCY_ERRORS = {"409": _error("a request with the same Idempotency-Key is still running; retry later"),
+                      "422": _error("the Idempotency-Key was used with a different method, path or body")}
 COMMON_ERRORS = {"400": _error("invalid input; `fields` maps field paths to reasons"),
                  "401": _error("missing, invalid or revoked token"),
                  "403": _error("role too low"), "404": _error("no such namespace or rule"),
@@ -37,6 +43,7 @@ WRITE = {"type": "object", "properties": {
 def document() -> dict:
     """Return the OpenAPI document as a dict."""
     errors = dict(COMMON_ERRORS)
+    idem = IDEMPOTENCY_ERRORS
     return {
         "openapi": "3.0.3",
         "info": {"title": "rulegate ruleadmin API", "version": "1",
@@ -66,9 +73,9 @@ def document() -> dict:
             "/namespaces": {
                 "get": {"operationId": "listNamespaces", "responses": {"200": _ok("namespaces"), **errors}},
                 "post": {"operationId": "createNamespace", "description": "admin only",
-                         "requestBody": _json_body({"type": "object", "required": ["name"], "properties": {
+                         "parameters": [IDEMPOTENCY_KEY], "requestBody": _json_body({"type": "object", "required": ["name"], "properties": {
                              "name": {"type": "string", "pattern": NAME_PATTERN}}}),
-                         "responses": {"201": _ok("created"), "200": _ok("already existed"), **errors}},
+                         "responses": {"201": _ok("created"), "200": _ok("already existed"), **errors, **idem}},
             },
             "/namespaces/{ns}/rules": {
                 "get": {"operationId": "listRules", "parameters": [NS],
@@ -77,14 +84,14 @@ def document() -> dict:
             "/namespaces/{ns}/rules/{rule_id}": {
                 "get": {"operationId": "getRule", "parameters": [NS, RULE_ID],
                         "responses": {"200": _ok("the rule; ETag is the revision"), **errors}},
-                "put": {"operationId": "putRule", "parameters": [NS, RULE_ID, IF_MATCH],
+                "put": {"operationId": "putRule", "parameters": [NS, RULE_ID, IF_MATCH, IDEMPOTENCY_KEY],
                         "description": "without If-Match: create only; with If-Match: replace at that revision",
                         "requestBody": _json_body({"$ref": "#/components/schemas/Rule"}),
-                        "responses": {"200": _ok("replaced", WRITE), "201": _ok("created", WRITE), **errors,
+                        "responses": {"200": _ok("replaced", WRITE), "201": _ok("created", WRITE), **errors, **idem,
                                       "412": _error("stale If-Match; body has current_revision"),
                                       "428": _error("the rule exists and If-Match is missing")}},
-                "delete": {"operationId": "deleteRule", "parameters": [NS, RULE_ID, IF_MATCH],
-                           "responses": {"200": _ok("deleted", WRITE), **errors,
+                "delete": {"operationId": "deleteRule", "parameters": [NS, RULE_ID, IF_MATCH, IDEMPOTENCY_KEY],
+                           "responses": {"200": _ok("deleted", WRITE), **errors, **idem,
                                          "412": _error("stale If-Match"), "428": _error("If-Match missing")}},
             },
             "/namespaces/{ns}/history": {
@@ -96,11 +103,11 @@ def document() -> dict:
                     "responses": {"200": _ok("newest-first changes"), **errors}},
             },
             "/namespaces/{ns}/rollback": {
-                "post": {"operationId": "rollback", "parameters": [NS, IF_MATCH],
+                "post": {"operationId": "rollback", "parameters": [NS, IF_MATCH, IDEMPOTENCY_KEY],
                          "requestBody": _json_body({"type": "object", "required": ["to_rev"],
                                                     "additionalProperties": False,
                                                     "properties": {"to_rev": {"type": "integer", "minimum": 0}}}),
-                         "responses": {"200": _ok("rolled back", WRITE), **errors,
+                         "responses": {"200": _ok("rolled back", WRITE), **errors, **idem,
                                        "412": _error("stale If-Match")}},
             },
             "/namespaces/{ns}/simulate": {
@@ -121,15 +128,17 @@ def document() -> dict:
             },
             "/tokens": {
                 "get": {"operationId": "listTokens", "responses": {"200": _ok("token ids"), **errors}},
-                "post": {"operationId": "createToken",
+                "post": {"operationId": "createToken", "parameters": [IDEMPOTENCY_KEY],
+                         "description": "a replay (same Idempotency-Key) has token: null; the secret is shown once",
                          "requestBody": _json_body({"type": "object", "required": ["username"], "properties": {
                              "username": {"type": "string"}, "name": {"type": "string"}}}),
-                         "responses": {"201": _ok("the new token (shown once)"), **errors}},
+                         "responses": {"201": _ok("the new token (shown once)"), **errors, **idem}},
             },
             "/tokens/{token_id}": {
                 "delete": {"operationId": "revokeToken", "parameters": [
-                    {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": _ok("revoked"), **errors}},
+                    {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    IDEMPOTENCY_KEY],
+                    "responses": {"200": _ok("revoked"), **errors, **idem}},
             },
         },
         "servers": [{"url": "/api/v1"}],
