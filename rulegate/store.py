@@ -1,6 +1,7 @@
 """Read and write one namespace's rules in Redis: CAS commits with WAIT, snapshots, deltas, history."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -9,6 +10,7 @@ from typing import Iterable
 
 import msgpack
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 
 from .commit_script import COMMIT_LUA
@@ -30,6 +32,14 @@ log = logging.getLogger("rulegate.store")
 LOG_MAXLEN = 10_000
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
              redis.exceptions.TryAgainError, redis.exceptions.MovedError, redis.exceptions.AskError)
+REDIRECTS = (redis.exceptions.MovedError, redis.exceptions.AskError)
+LOST_REPLY = (redis.ConnectionError, redis.TimeoutError)  # the script may have run
+COMMIT_NODES = 2  # the slot's master as this client knows it, and at most one node it redirects to
+COMMIT_BACKOFF = ExponentialBackoff(cap=0.5, base=0.05)  # before retrying TRYAGAIN or a lost node
+# The events channel travels as the last ARGV instead of KEYS[5]: during a slot migration Redis counts a
+# declared key that does not exist (a channel never does) as missing and refuses the script with TRYAGAIN.
+COMMIT_SCRIPT = "local KEYS = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[#ARGV]}\n" + COMMIT_LUA
+COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,15 @@ class LogEntry:
     changes: list[tuple[str, bytes | None, bytes | None]]
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Where a commit attempt goes: one node's client, the node's name, and whether ASKING precedes it."""
+
+    client: redis.Redis
+    name: str
+    asking: bool = False
+
+
 class RuleStore:
     """The namespace store over a Redis Cluster (or a single Redis) client."""
 
@@ -80,7 +99,6 @@ class RuleStore:
         self.max_attempts = max_attempts
         self.log_maxlen = log_maxlen
         self.max_rules = max_rules
-        self._script_sha: str | None = None
 
     @classmethod
     def from_config(cls, cfg: RedisConfig, **kwargs) -> "RuleStore":
@@ -114,17 +132,33 @@ class RuleStore:
                       txid, len(changes)]
         for rule_id, value in changes:
             args += [rule_id, value]
-        key_list = [keys.rules, keys.rev, keys.log, keys.meta, keys.events]
-        ambiguous = False
+        args.append(keys.events)
+        result = self._commit_attempts(ns, keys, args, txid, expected_rev)
+        self._remember_namespace(ns)
+        return result
+
+    def _commit_attempts(self, ns: str, keys: Keys, args: list, txid: str, expected_rev: int | None) -> WriteResult:
+        """Return the commit's result, following MOVED/ASK and retrying TRYAGAIN and lost replies within
+        max_attempts and COMMIT_NODES nodes; raise StoreError or the script's error as a RulegateError."""
+        route: _Route | None = None  # None: the slot's master as this client knows it
+        touched: set[str] = set()
+        ambiguous = False  # a lost reply: the script may have run, so a later conflict may be our own
+        last = ""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                reply, acked = self._eval_and_wait(keys, key_list, args)
+                route = route or self._slot_route(keys)
+                touched.add(route.name)
+                if len(touched) > COMMIT_NODES:
+                    raise StoreError(f"commit to namespace {ns!r}: redirected to a third node ({route.name})")
+                reply, acked = self._eval_and_wait(route, keys, args)
             except RETRYABLE as exc:
-                ambiguous = True
-                log.warning("commit attempt failed", extra={"ns": ns, "attempt": attempt,
-                                                            "error": exc.__class__.__name__})
-                self._refresh_topology()
-                time.sleep(min(0.05 * 2 ** attempt, 0.5))
+                ambiguous = ambiguous or isinstance(exc, LOST_REPLY)
+                last = f"{exc.__class__.__name__} from {route.name}"
+                log.log(logging.DEBUG if isinstance(exc, REDIRECTS) else logging.WARNING, "commit attempt failed",
+                        extra={"ns": ns, "attempt": attempt, "node": route.name, "error": exc.__class__.__name__})
+                if attempt == self.max_attempts:
+                    break
+                route = self._next_route(route, exc, attempt)
                 continue
             except redis.ResponseError as exc:
                 done = self._maybe_already_committed(ns, exc, txid, ambiguous)
@@ -133,36 +167,63 @@ class RuleStore:
                 raise _map_script_error(exc, expected_rev) from None
             except REDIS_ERRORS as exc:
                 raise StoreError(f"commit to namespace {ns!r}: {exc.__class__.__name__}: {_safe(exc)}") from None
-            self._remember_namespace(ns)
             return WriteResult(int(reply[0]), as_text(reply[1]), acked, self.wait_replicas)
-        raise StoreError(f"commit to namespace {ns!r} failed after {self.max_attempts} attempts")
+        raise StoreError(f"commit to namespace {ns!r} failed after {self.max_attempts} attempts (last: {last})")
 
-    def _eval_and_wait(self, keys: Keys, key_list: list[str], args: list) -> tuple[list, int]:
-        node_client = self._node_client(keys)
-        if self._script_sha is None:
-            self._script_sha = node_client.script_load(COMMIT_LUA)
-        for _ in range(2):
-            with node_client.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._script_sha, len(key_list), *key_list, *args)
-                if self.wait_replicas > 0:
-                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                results = pipe.execute(raise_on_error=False)
-            reply = results[0]
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                node_client.script_load(COMMIT_LUA)
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            acked = results[1] if self.wait_replicas > 0 else 0
-            return reply, int(acked) if not isinstance(acked, Exception) else 0
-        raise StoreError("commit script could not be loaded")
+    def _eval_and_wait(self, route: _Route, keys: Keys, args: list) -> tuple[list, int]:
+        """Return (script reply, replicas acked) from route's node; raise the script's error reply."""
+        key_list = (keys.rules, keys.rev, keys.log, keys.meta)
+        results = self._send(route, ("EVALSHA", COMMIT_SHA, len(key_list), *key_list, *args))
+        if isinstance(results[0], redis.exceptions.NoScriptError):  # EVAL also caches it on this node
+            results = self._send(route, ("EVAL", COMMIT_SCRIPT, len(key_list), *key_list, *args))
+        reply = results[0]
+        if isinstance(reply, Exception):
+            raise reply
+        acked = results[1] if self.wait_replicas > 0 else 0
+        return reply, 0 if isinstance(acked, Exception) else int(acked)
 
-    def _node_client(self, keys: Keys) -> redis.Redis:
-        """Return a plain client for the master of the namespace slot (same connection for WAIT)."""
+    def _send(self, route: _Route, script: tuple) -> list:
+        """Return the replies of [ASKING,] script [, WAIT], sent in one round trip on one connection."""
+        with route.client.pipeline(transaction=False) as pipe:
+            if route.asking:
+                pipe.execute_command("ASKING")
+            pipe.execute_command(*script)
+            if self.wait_replicas > 0:
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            results = pipe.execute(raise_on_error=False)
+        return results[1:] if route.asking else results
+
+    def _slot_route(self, keys: Keys) -> _Route:
+        """Return the route to the master of the namespace slot as this client knows it."""
         if not isinstance(self.client, RedisCluster):
-            return self.client
+            return _Route(self.client, "single")
         node = self.client.nodes_manager.get_node_from_slot(keys.slot)
-        return self.client.get_redis_connection(node)
+        return _Route(self.client.get_redis_connection(node), node.name)
+
+    def _next_route(self, route: _Route, exc: Exception, attempt: int) -> _Route | None:
+        """Return where the attempt after exc goes (None: the slot's master); back off unless redirected."""
+        if isinstance(exc, REDIRECTS):
+            if not isinstance(self.client, RedisCluster):
+                raise StoreError(f"redirected to {exc.host}:{exc.port}, but the store is not in cluster mode")
+            moved = isinstance(exc, redis.exceptions.MovedError)  # MovedError subclasses AskError
+            if moved:
+                self.client.nodes_manager.move_slot(exc)
+            return self._node_route(exc.host, exc.port, asking=not moved)
+        time.sleep(COMMIT_BACKOFF.compute(attempt))
+        if isinstance(exc, redis.exceptions.TryAgainError):  # keys split mid-migration: same node again
+            return route
+        self._refresh_topology()
+        return None
+
+    def _node_route(self, host: str, port: int, *, asking: bool) -> _Route:
+        """Return the route to the node a redirect named; raise StoreError when it is unknown."""
+        node = self.client.get_node(host=host, port=port)
+        if node is None:  # a node this client has not met yet
+            self._refresh_topology()
+            node = self.client.get_node(host=host, port=port)
+        if node is None:
+            raise StoreError(f"redirected to {host}:{port}, a node the cluster does not list")
+        return _Route(self.client.get_redis_connection(node), node.name, asking)
 
     def _refresh_topology(self) -> None:
         if isinstance(self.client, RedisCluster):
