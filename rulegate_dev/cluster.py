@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from .acl import OPS_USER, AclUsers
+from .private_files import private_dir, write_private
 
 if TYPE_CHECKING:  # rulegate_dev.tls needs cryptography (a test dependency)
     from .tls import TlsFiles
@@ -102,6 +103,7 @@ class LocalCluster:
             for port in (node.port, node.port + 10000):
                 if not port_is_free(port):
                     raise LauncherError(f"port {port} on 127.0.0.1 is taken; choose another --base-port")
+        private_dir(self.data_dir)
         fresh = not (self.nodes[0].dir / "nodes.conf").exists()
         for node in self.nodes:
             self.start_node(node, wait=False)
@@ -139,9 +141,9 @@ class LocalCluster:
         return "".join(f"{k} {v}\n" for k, v in conf.items()) + users
 
     def start_node(self, node: Node, wait: bool = True) -> None:
-        """(Re)start one node's redis-server with its existing data dir."""
-        node.dir.mkdir(parents=True, exist_ok=True)
-        (node.dir / "redis.conf").write_text(self._config(node))
+        """(Re)start one node's redis-server with its existing data dir (0700; redis.conf 0600: it holds passwords)."""
+        private_dir(node.dir)
+        write_private(node.dir / "redis.conf", self._config(node))
         node.proc = subprocess.Popen(["redis-server", str(node.dir / "redis.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
@@ -236,9 +238,7 @@ class LocalCluster:
         state = {"base_port": self.base_port, "masters": self.masters,
                  "nodes": [{"port": n.port, "pid": n.pid} for n in self.nodes],
                  "acl": vars(self.acl) if self.acl else None}
-        path = self.data_dir / "cluster.json"
-        path.write_text(json.dumps(state, indent=1))
-        path.chmod(0o600)
+        write_private(self.data_dir / "cluster.json", json.dumps(state, indent=1))
 
     def stop(self) -> None:
         """Stop every node this launcher started (SIGCONT first, then SIGTERM, then SIGKILL)."""

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .private_files import private_dir, write_private
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 LUA_DIR = REPO_DIR / "lua"
 MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/local/nginx/modules")
@@ -45,7 +47,7 @@ http {{
     fastcgi_temp_path {prefix}/tmp/fastcgi;
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
-{lua_path}{http}
+{http_extra}{lua_path}{http}
 }}
 """
 
@@ -81,9 +83,11 @@ class NginxLauncher:
 
     ``http`` is the text inside ``http {}``; ``{port}``, ``{prefix}`` and ``{repo}``
     in it are replaced (use ``{{``/``}}`` for literal braces). ``files`` are written
-    into the prefix (e.g. ``conf/rulegate.json``); ``$prefix/lua`` links to the repo's
-    Lua modules, so ``lua/conf/rulegate.conf`` can be included as an operator would.
-    With ``package_path=False`` the launcher sets no ``lua_package_path`` (the include does).
+    into the prefix as 0600 files (``conf/rulegate.json`` holds the Redis password), ``conf/``
+    is 0700; ``$prefix/lua`` links to the repo's Lua modules, so ``lua/conf/rulegate.conf`` can
+    be included as an operator would. ``http_extra`` is placed at the top of ``http {}`` as is
+    (e.g. ``lua_ssl_trusted_certificate``). With ``package_path=False`` the launcher sets no
+    ``lua_package_path`` (the include does).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class NginxLauncher:
         workers: int = 1,
         log_level: str = "info",
         main_extra: str = "",
+        http_extra: str = "",
         start_timeout: float = 10.0,
         nginx_bin: str = "nginx",
         extra_lua_paths: tuple[str, ...] = (),
@@ -108,6 +113,7 @@ class NginxLauncher:
         self.workers = workers
         self.log_level = log_level
         self.main_extra = main_extra
+        self.http_extra = http_extra
         self.start_timeout = start_timeout
         self.nginx_bin = shutil.which(nginx_bin) or nginx_bin
         self.extra_lua_paths = extra_lua_paths
@@ -132,6 +138,7 @@ class NginxLauncher:
             prefix=self.prefix,
             log_level=self.log_level,
             main_extra=self.main_extra,
+            http_extra="".join(f"    {line.strip()}\n" for line in self.http_extra.splitlines() if line.strip()),
             lua_path=(
                 f'    lua_package_path "{";".join([*self.extra_lua_paths, lua_package_path()])};;";\n'
                 if self.package_path else ""
@@ -141,7 +148,8 @@ class NginxLauncher:
 
     def write_conf(self, http: str | None = None) -> Path:
         """Write nginx.conf (and the prefix's directories); return its path."""
-        for sub in ("conf", "logs", "tmp"):
+        private_dir(self.prefix / "conf")
+        for sub in ("logs", "tmp"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         link = self.prefix / "lua"
         if not link.exists():
@@ -149,13 +157,10 @@ class NginxLauncher:
         for name, content in self.files.items():
             target = self.prefix / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                target.write_bytes(content)
-            else:
-                target.write_text(content)
+            write_private(target, content)
         if http is not None:
             self.http = http
-        self.conf_path.write_text(self.render())
+        write_private(self.conf_path, self.render())
         return self.conf_path
 
     def test_conf(self) -> None:

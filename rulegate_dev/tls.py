@@ -1,7 +1,7 @@
 """Throwaway TLS material for local clusters: a CA and a 127.0.0.1 certificate it signed.
 
-``make_tls_files(directory)`` writes ``ca.crt``, ``redis.crt`` and ``redis.key`` (0600)
-and returns their paths; the certificate serves both ends (server, and the cluster
+``make_tls_files(directory)`` writes ``ca.crt``, ``redis.crt`` and ``redis.key`` (0600, in a
+0700 directory) and returns their paths; the certificate serves both ends (server, and the cluster
 bus / replication links, which are TLS clients too).
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .private_files import private_dir, write_private
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,7 @@ def _name(common_name: str) -> x509.Name:
 
 def make_tls_files(directory: str | os.PathLike[str], days: int = 7) -> TlsFiles:
     """Write a fresh CA and a 127.0.0.1/localhost certificate into directory; return the paths."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(directory)
     now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
@@ -66,7 +67,6 @@ def make_tls_files(directory: str | os.PathLike[str], days: int = 7) -> TlsFiles
     files = TlsFiles(out / "ca.crt", out / "redis.crt", out / "redis.key")
     files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.touch(mode=0o600)
-    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
+    write_private(files.key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
     return files
