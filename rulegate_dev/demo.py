@@ -88,13 +88,13 @@ def _check_live_change(system: System, base: str) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="rulegate-demo-")
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="rulegate-demo-")  # 0700; System keeps it so
     system = System(data_dir, fixed_ports=not args.check)
     try:
         system.start()
         print(f"""
 rulegate demo is up (state and logs in {data_dir})
-  Redis Cluster     {system.nodes}   (ACL users rg-admin / rg-gateway; default user off)
+  Redis Cluster     {system.nodes}   (ACL users rg-admin / {system.acl.gateway(NAMESPACE)[0]}; default user off)
   ruleadmin #1      http://127.0.0.1:{system.admin_ports[0]}/   login: admin / {system.admin_password}
   ruleadmin #2      http://127.0.0.1:{system.admin_ports[1]}/   (same users, shares nothing but Redis)
   API token         {system.token}

@@ -6,27 +6,27 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
-from .acl import ADMIN_USER, GATEWAY_USER, AclUsers
+from .acl import ADMIN_USER, AclUsers
 from .cluster import LocalCluster, port_is_free
 from .gateway_conf import gateway_http, rulegate_location, upstream_blocks
 from .nginx import NginxLauncher, free_port
+from .private_files import private_dir, write_private
 from .sample_rules import NAMESPACE, seed_rules
 from .service import Service, ruleadmin_service
 
 ADMIN_LOGIN = "admin"
 
 
-
-
 class System:
-    """Starts and stops every process of a rulegate deployment on 127.0.0.1."""
+    """Starts and stops every process of a rulegate deployment on 127.0.0.1.
+
+    Its directory is 0700 and every file holding a secret in it is 0600; the gateways (agent
+    and nginx) use the gateway user of the demo namespace."""
 
     def __init__(self, data_dir: str | os.PathLike, *, fixed_ports: bool = False, refresh_interval: float = 1.0):
-        self.dir = Path(data_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.acl = AclUsers()
+        self.dir = private_dir(data_dir)
+        self.acl = AclUsers.for_namespaces(NAMESPACE)
         self.cluster = LocalCluster(self.dir / "cluster", 7000 if fixed_ports and _free(7000, 6) else None,
                                     acl=self.acl, extra_config={"save": "3600 1", "appendonly": "no"})
         pick = (lambda p: p if fixed_ports and _free(p, 1) else free_port())
@@ -61,14 +61,13 @@ class System:
             svc = ruleadmin_service(f"ruleadmin #{i}", port, self.admin_env(), self.dir / f"admin{i}.log")
             svc.start()
             self.admins.append(svc)
-        pw_file = self.dir / "gateway.password"
-        pw_file.write_text(self.acl.gateway_password)
-        pw_file.chmod(0o600)
+        gateway_user, gateway_password = self.acl.gateway(NAMESPACE)
+        pw_file = write_private(self.dir / "gateway.password", gateway_password)
         self.agent = Service("gateway-agent", [
             sys.executable, "-m", "gateway_agent", "serve", "--redis-nodes", self.nodes, "--namespace", NAMESPACE,
             "--listen", f"127.0.0.1:{self.agent_port}", "--snapshot", str(self.dir / "agent.snap"),
             "--refresh-interval", str(self.refresh_interval), "--heartbeat-interval", "1",
-            "--gateway-id", "agent-demo", "--redis-username", GATEWAY_USER, "--redis-password-file", str(pw_file)],
+            "--gateway-id", "agent-demo", "--redis-username", gateway_user, "--redis-password-file", str(pw_file)],
             dict(os.environ), f"http://127.0.0.1:{self.agent_port}", self.dir / "agent.log")
         self.agent.start()
         self._start_nginx()
@@ -92,8 +91,9 @@ class System:
 
     def _start_nginx(self) -> None:
         stable, canary = free_port(), free_port()
-        opts = {"namespace": NAMESPACE, "startup_nodes": self.cluster.startup_nodes, "username": GATEWAY_USER,
-                "password": self.acl.gateway_password, "refresh_interval": self.refresh_interval,
+        gateway_user, gateway_password = self.acl.gateway(NAMESPACE)
+        opts = {"namespace": NAMESPACE, "startup_nodes": self.cluster.startup_nodes, "username": gateway_user,
+                "password": gateway_password, "refresh_interval": self.refresh_interval,
                 "max_stale": 30, "snapshot_path": str(self.dir / "nginx.snap"), "default_upstream": "stable",
                 "gateway_id": "nginx-demo", "response_headers": True, "heartbeat_interval": 1}
         backends = "\n".join(f"""    server {{{{
