@@ -17,6 +17,7 @@ _SYNC_COUNTERS = {
     "rejected": "Rule sets refused because they failed decoding or validation",
     "rollbacks_refused": "Revisions lower than the applied one that were refused",
     "generation_changes": "New namespace generations accepted",
+    "digest_mismatches": "Full reloads forced because the applied content differed from the store (digest)",
     "notifications": "Pub/sub notifications received",
     "snapshot_writes": "Disk snapshots written",
     "snapshot_errors": "Disk snapshot writes that failed",
@@ -46,8 +47,13 @@ class AgentCollector:
         yield _gauge("rulegate_agent_loaded", "1 when a rule set is loaded", int(c.revision is not None))
         yield _gauge("rulegate_agent_staleness_seconds", "Seconds since the rules were last confirmed current",
                      staleness if staleness != float("inf") else -1)
-        yield _gauge("rulegate_agent_stale", "1 when staleness exceeds max_stale",
-                     int(staleness > c.config.max_stale))
+        refused = c.syncer.refused
+        yield _gauge("rulegate_agent_stale", "1 when staleness exceeds max_stale or a store revision was refused",
+                     int(c.syncer.is_stale()))
+        yield _gauge("rulegate_agent_in_sync", "1 when the applied content's digest equals the store's",
+                     int(c.syncer.in_sync()))
+        yield _gauge("rulegate_agent_refused_revision", "Store revision this agent could not apply (0 = none)",
+                     refused.revision if refused else 0)
         yield _gauge("rulegate_agent_propagation_lag_seconds",
                      "Commit-to-apply lag of the last applied delta (commit ts has 1 s resolution)",
                      sync["propagation_lag"])

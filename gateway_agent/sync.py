@@ -19,6 +19,8 @@ from typing import Callable, Mapping
 from redis.exceptions import MovedError
 
 from rulegate.connection import REDIS_ERRORS
+from rulegate.digest import EMPTY as EMPTY_DIGEST
+from rulegate.digest import apply_change, content_digest
 from rulegate.errors import CorruptDataError, SnapshotError, StoreError
 from rulegate.evaluator import RuleSet
 from rulegate.fleet import Heartbeat
@@ -44,6 +46,7 @@ class Applied:
     generation: str
     source: str
     applied_at: float
+    digest: str = EMPTY_DIGEST
 
 
 @dataclass
@@ -72,6 +75,7 @@ class SyncStats(LockedCounters):
     rejected: int = 0
     rollbacks_refused: int = 0
     generation_changes: int = 0
+    digest_mismatches: int = 0
     notifications: int = 0
     snapshot_writes: int = 0
     snapshot_errors: int = 0
@@ -82,6 +86,18 @@ class SyncStats(LockedCounters):
 
 class Rejected(StoreError):
     """Redis holds a rule set the agent refuses to apply (garbage, invalid, or older)."""
+
+
+class ContentMismatch(Exception):
+    """What the agent holds has another digest than the store's at the same revision."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A store revision this agent could not apply, and why."""
+
+    revision: int
+    reason: str
 
 
 class Syncer:
@@ -100,6 +116,9 @@ class Syncer:
         self.confirmed_at: float | None = None
         self.redis_state = "unknown"
         self.last_error = ""
+        self.refused: Refusal | None = None
+        self.store_revision: int | None = None
+        self.store_digest: str | None = None
         self._reported: tuple[str, str] | None = None
         self._changed = threading.Condition()
         self._wake = threading.Event()
@@ -140,6 +159,22 @@ class Syncer:
         with self._changed:
             return self._changed.wait_for(
                 lambda: self.current is not None and self.current.revision >= revision, timeout)
+
+    def in_sync(self) -> bool:
+        """Return True when the applied content is the store's as of the last check (digest-equal).
+
+        A store without a digest (written before digests existed) compares revisions instead.
+        """
+        cur = self.current
+        if cur is None or self.store_revision is None or self.refused is not None:
+            return False
+        if self.store_digest:
+            return cur.digest == self.store_digest
+        return cur.revision == self.store_revision
+
+    def is_stale(self) -> bool:
+        """Return True when the rules are older than max_stale or a store revision was refused."""
+        return self.staleness() > self.config.max_stale or self.refused is not None
 
     def staleness(self) -> float:
         """Return seconds since the applied rule set was last confirmed current (inf if never)."""
@@ -196,21 +231,25 @@ class Syncer:
         """Compare revisions and apply deltas or a full reload; return True when a new set was applied."""
         cur = self.current
         k = self.keys
-        cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen")]
+        cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen"), ("HGET", k.meta, "digest")]
         if cur is not None and cur.source == "redis":
             cmds.append(("XRANGE", k.log, f"{cur.revision + 1}-0", "+", "COUNT", self.config.log_batch))
         replies = self._read("revision check", cmds)
         rev, gen = int(replies[0] or 0), as_text(replies[1] or b"")
+        self.store_revision, self.store_digest = rev, as_text(replies[2] or b"")
         if cur is None or (gen and gen != cur.generation):
             return self.full_reload()
         if rev == cur.revision:
+            if self.store_digest and self.store_digest != cur.digest:
+                return self._content_mismatch(f"revision {rev}: store digest {self.store_digest[:12]} but "
+                                              f"applied {cur.digest[:12]}")
             self._confirm()
             return False
         if rev < cur.revision:
             self.stats.add("rollbacks_refused")
             raise Rejected(f"store revision {rev} is lower than applied revision {cur.revision} of "
                            f"generation {gen or '(none)'}; not rolling back")
-        entries = self._entries(replies[2]) if len(replies) > 2 else None
+        entries = self._entries(replies[3]) if len(replies) > 3 else None
         if entries is None or not contiguous(entries, cur.revision, rev, self.config.log_batch):
             return self.full_reload()
         try:
@@ -219,6 +258,8 @@ class Syncer:
             log.warning("namespace %s: log delta rejected (%s); trying a full reload",
                         self.config.namespace, exc)
             return self.full_reload()
+        except ContentMismatch as exc:
+            return self._content_mismatch(str(exc))
         if entries[-1].revision < rev:
             self.wake()
         return True
@@ -230,46 +271,68 @@ class Syncer:
             log.warning("namespace %s: %s; falling back to a full reload", self.config.namespace, exc)
             return None
 
+    def _content_mismatch(self, why: str) -> bool:
+        self.stats.add("digest_mismatches")
+        log.warning("namespace %s: content differs from the store (%s); reloading fully", self.config.namespace, why)
+        return self.full_reload(force=True)
+
     def _apply_delta(self, cur: Applied, entries: list[LogEntry], gen: str) -> None:
+        """Apply log entries on top of cur; raise ContentMismatch when a digest disagrees (nothing applied)."""
         raw = dict(cur.raw)
         rules = dict(cur.ruleset.rules)
+        digest = cur.digest
         for entry in entries:
             for rule_id, _before, after in entry.changes:
+                digest = apply_change(digest, rule_id, raw.get(rule_id), after)
                 if after:
                     rules[rule_id] = decode_rule(after, where=f"log rev {entry.revision} rule {rule_id!r}")
                     raw[rule_id] = after
                 else:
                     rules.pop(rule_id, None)
                     raw.pop(rule_id, None)
+            if entry.digest and entry.digest != digest:
+                raise ContentMismatch(f"after log revision {entry.revision} the store has digest "
+                                      f"{entry.digest[:12]}, the delta gives {digest[:12]}")
         last = entries[-1]
         self._install(Applied(RuleSet(rules.values(), last.revision, gen), raw, last.revision, gen,
-                              "redis", self.wall()))
+                              "redis", self.wall(), digest))
         with self.stats.lock:
             self.stats.deltas_applied += len(entries)
             self.stats.propagation_lag = max(0.0, self.wall() - last.ts)
 
-    def full_reload(self) -> bool:
-        """Read the whole namespace and apply it if valid and not older; return True when applied."""
-        rev, gen, raw = consistent_read(self.config.namespace, lambda cmds: self._read("full reload", cmds))
+    def full_reload(self, force: bool = False) -> bool:
+        """Read the whole namespace and apply it if valid and not older; return True when applied.
+
+        With `force`, the read content replaces an applied set of the same revision (digest mismatch).
+        """
+        read = consistent_read(self.config.namespace, lambda cmds: self._read("full reload", cmds))
+        rev, gen, raw = read.revision, read.generation, read.raw
+        self.store_revision, self.store_digest = rev, read.digest
         cur = self.current
         if cur is not None and gen == cur.generation and rev < cur.revision:
             self.stats.add("rollbacks_refused")
             raise Rejected(f"store revision {rev} is lower than applied revision {cur.revision}; "
                            "not rolling back")
-        if cur is not None and gen == cur.generation and rev == cur.revision and cur.source == "redis":
+        if (not force and cur is not None and gen == cur.generation and rev == cur.revision
+                and cur.source == "redis" and (not read.digest or read.digest == cur.digest)):
             self._confirm()
             return False
         try:
             rules = decode_rules(self.config.namespace, raw, cooperative=True)
         except CorruptDataError as exc:
             self.stats.add("rejected")
+            self.refused = Refusal(rev, str(exc))
             raise Rejected(f"revision {rev} not applied: {exc}") from None
         if cur is not None and cur.generation and gen != cur.generation:
             self.stats.add("generation_changes")
             log.warning("namespace %s: NEW GENERATION %s replaces %s (revision %s -> %s); accepting "
                         "the new lineage", self.config.namespace, gen, cur.generation, cur.revision, rev)
         self.stats.add("full_reloads")
-        self._install(Applied(RuleSet(rules.values(), rev, gen), raw, rev, gen, "redis", self.wall()))
+        digest = content_digest(raw)
+        if read.digest and read.digest != digest:
+            log.error("namespace %s: the store's digest %s does not match its own content (%s) at revision %s",
+                      self.config.namespace, read.digest, digest, rev)
+        self._install(Applied(RuleSet(rules.values(), rev, gen), raw, rev, gen, "redis", self.wall(), digest))
         return True
 
     def _read(self, name: str, cmds: list[tuple]) -> list:
@@ -297,6 +360,8 @@ class Syncer:
     def _install(self, applied: Applied) -> None:
         with self._changed:
             self.current = applied
+            if self.refused is not None and applied.revision >= self.refused.revision:
+                self.refused = None
             self._confirm()
             self._changed.notify_all()
         log.info("namespace %s: applied revision %s (%d rules, generation %s, from %s)",
@@ -323,7 +388,8 @@ class Syncer:
             return False
         with self._changed:
             self.current = Applied(RuleSet(rules.values(), snap.revision, snap.generation), snap.raw_rules,
-                                   snap.revision, snap.generation, "snapshot", self.wall())
+                                   snap.revision, snap.generation, "snapshot", self.wall(),
+                                   content_digest(snap.raw_rules))
             self.confirmed_at = float(snap.written_at)
             self._changed.notify_all()
         log.info("namespace %s: loaded revision %s from snapshot %s (written %.0fs ago)",
@@ -343,8 +409,12 @@ class Syncer:
         """Write this gateway's heartbeat into the fleet hash (best effort, under the budget)."""
         cur = self.current
         now = self.wall()
+        refused = self.refused
         beat = Heartbeat("agent", cur.revision if cur else 0, cur.generation if cur else "",
-                         cur.applied_at if cur else 0.0, now, min(self.staleness(), 1e9), self.last_error)
+                         cur.applied_at if cur else 0.0, now, min(self.staleness(), 1e9), self.last_error,
+                         digest=cur.digest if cur else "", in_sync=self.in_sync(), stale=self.is_stale(),
+                         refused_revision=refused.revision if refused else 0,
+                         refused_reason=refused.reason if refused else "")
 
         def attempt(op: Operation) -> None:
             address = self.slots.candidates(writes=True)[0]

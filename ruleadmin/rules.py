@@ -150,10 +150,13 @@ class RuleService:
 
     # ---- fleet -----------------------------------------------------------------------------
     def fleet(self, ns: str, silent_after: float, now: float | None = None) -> dict:
-        """Return the namespace revision and every gateway's heartbeat with a status:
-        current, lagging, ahead, other-generation, silent (no heartbeat for silent_after s), undecodable."""
+        """Return the namespace revision, digest and every gateway's heartbeat with a status: current
+        (same content: digest-equal, or revision-equal for gateways that report no digest), lagging, ahead,
+        diverged (same revision, other content), refused (a revision it cannot apply), other-generation,
+        silent (no heartbeat for silent_after s), undecodable. `alarms` counts the ones an operator must see."""
         self.require_namespace(ns)
-        rev, gen, _raw = self.store.load_raw(ns)
+        read = self.store.load_raw(ns)
+        rev, gen, digest = read.revision, read.generation, read.digest
         beats = self.store._call(read_fleet, self.store.client, ns)
         now = time.time() if now is None else now
         gateways = []
@@ -162,9 +165,10 @@ class RuleService:
                 gateways.append({"id": gateway_id, "status": "undecodable"})
                 continue
             gateways.append({"id": gateway_id, **asdict(beat), "lag": max(rev - beat.revision, 0),
-                             "status": _fleet_status(beat, rev, gen, now - silent_after)})
-        return {"namespace": ns, "revision": rev, "generation": gen, "gateways": gateways,
-                "counts": {s: sum(g["status"] == s for g in gateways) for s in FLEET_STATUSES}}
+                             "status": _fleet_status(beat, rev, gen, digest, now - silent_after)})
+        counts = {s: sum(g["status"] == s for g in gateways) for s in FLEET_STATUSES}
+        return {"namespace": ns, "revision": rev, "generation": gen, "digest": digest, "gateways": gateways,
+                "counts": counts, "alarms": sum(counts[s] for s in FLEET_ALARMS)}
 
     # ---- simulation ------------------------------------------------------------------------
     def simulate(self, ns: str, request: dict) -> tuple[int, Decision]:
@@ -175,14 +179,23 @@ class RuleService:
         return state.revision, decide(rs, Request.from_dict(request))
 
 
-FLEET_STATUSES = ("current", "lagging", "ahead", "other-generation", "silent", "undecodable")
+FLEET_STATUSES = ("current", "lagging", "ahead", "diverged", "refused", "other-generation", "silent",
+                  "undecodable")
+FLEET_ALARMS = ("diverged", "refused", "other-generation", "undecodable")
 
 
-def _fleet_status(beat, rev: int, gen: str, silent_before: float) -> str:
+def _fleet_status(beat, rev: int, gen: str, digest: str, silent_before: float) -> str:
     if beat.heartbeat_at < silent_before:
         return "silent"
     if gen and beat.generation and beat.generation != gen:
         return "other-generation"
+    if beat.refused_revision:
+        return "refused"
+    if digest and beat.digest:
+        if beat.digest == digest:
+            return "current"
+        if beat.revision == rev:
+            return "diverged"
     if beat.revision < rev:
         return "lagging"
     return "ahead" if beat.revision > rev else "current"

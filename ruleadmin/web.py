@@ -81,8 +81,9 @@ def rules(ns: str):
     q = (request.args.get("q") or "").strip().lower()[:200]
     shown = [r for r in all_rules if not q or q in " ".join(
         (r["id"], r["kind"], r["route"]["host"], r["route"]["path"], r.get("description", ""))).lower()]
+    fleet = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
     return render_template("rules.html", ns=ns, rev=rev, rules=shown, q=q, total=len(all_rules),
-                           confirm=forms.ConfirmForm(expected_rev=str(rev)))
+                           confirm=forms.ConfirmForm(expected_rev=str(rev)), fleet=fleet)
 
 
 def _form_class(kind: str):

@@ -2,7 +2,10 @@
 
 Field = gateway id; value = msgpack map {"kind": "agent"|"nginx", "revision": int,
 "generation": str, "applied_at": float, "heartbeat_at": float, "staleness": float,
-"last_error": str}. The agent writes it, nginx writes the same format, the admin reads it.
+"last_error": str, "digest": str (rulegate/digest.py of the applied content), "in_sync": bool (the
+gateway's content digest equals the store's at its last check), "stale": bool, "refused_revision": int
+(0 = none; a store revision the gateway could not apply), "refused_reason": str}. The agent writes it,
+nginx writes the same format, the admin reads it; fields missing from older gateways get defaults.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import msgpack
 from .errors import CorruptDataError
 from .keyspace import Keys
 
-FIELDS = ("kind", "revision", "generation", "applied_at", "heartbeat_at", "staleness", "last_error")
+FIELDS = ("kind", "revision", "generation", "applied_at", "heartbeat_at", "staleness", "last_error", "digest",
+          "in_sync", "stale", "refused_revision", "refused_reason")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,11 @@ class Heartbeat:
     heartbeat_at: float
     staleness: float
     last_error: str = ""
+    digest: str = ""
+    in_sync: bool | None = None
+    stale: bool = False
+    refused_revision: int = 0
+    refused_reason: str = ""
 
     def encode(self) -> bytes:
         """Return the msgpack bytes stored in the fleet hash."""
@@ -52,7 +61,12 @@ def decode_heartbeat(raw: bytes, where: str = "heartbeat") -> Heartbeat:
                          applied_at=float(data.get("applied_at", 0.0)),
                          heartbeat_at=float(data["heartbeat_at"]),
                          staleness=float(data.get("staleness", 0.0)),
-                         last_error=str(data.get("last_error") or ""))
+                         last_error=str(data.get("last_error") or ""),
+                         digest=str(data.get("digest") or ""),
+                         in_sync=None if data.get("in_sync") is None else bool(data["in_sync"]),
+                         stale=bool(data.get("stale", False)),
+                         refused_revision=int(data.get("refused_revision") or 0),
+                         refused_reason=str(data.get("refused_reason") or ""))
     except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
         raise CorruptDataError(f"{where}: undecodable ({exc.__class__.__name__})") from None
 

@@ -24,7 +24,8 @@ def rollback_plan(store: RuleStore, ns: str, target_rev: int) -> tuple[int, list
 
 
 def _reconstruct(store: RuleStore, ns: str, target_rev: int) -> tuple[int, dict[str, bytes], dict[str, bytes]]:
-    current, _gen, raw = store.load_raw(ns)
+    read = store.load_raw(ns)
+    current, raw = read.revision, read.raw
     if target_rev < 0 or target_rev > current:
         raise HistoryUnavailableError(f"revision {target_rev} does not exist; the namespace is at {current}")
     state = dict(raw)

@@ -7,7 +7,7 @@ sends a list of commands to one node of the namespace's slot and returns their r
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 from .errors import CorruptDataError, StoreError
 from .keyspace import Keys
@@ -15,6 +15,15 @@ from .schema import decode_rule
 
 READ_ATTEMPTS = 5
 YIELD_EVERY = 500
+
+
+class NamespaceRead(NamedTuple):
+    """One consistent read: revision, generation, the store's content digest, raw rules by id."""
+
+    revision: int
+    generation: str
+    raw: dict[str, bytes]
+    digest: str
 
 
 class HasRevision(Protocol):
@@ -35,20 +44,21 @@ def pairs(flat: dict | list | None) -> dict:
 
 
 def read_commands(keys: Keys) -> list[tuple]:
-    """Return the commands of one consistent read: rev, rules, generation, rev again."""
-    return [("GET", keys.rev), ("HGETALL", keys.rules), ("HGET", keys.meta, "gen"), ("GET", keys.rev)]
+    """Return the commands of one consistent read: rev, rules, generation, digest, rev again."""
+    return [("GET", keys.rev), ("HGETALL", keys.rules), ("HGET", keys.meta, "gen"),
+            ("HGET", keys.meta, "digest"), ("GET", keys.rev)]
 
 
-def consistent_read(ns: str, run: Callable[[list[tuple]], list],
-                    attempts: int = READ_ATTEMPTS) -> tuple[int, str, dict[str, bytes]]:
-    """Return (rev, generation, raw rules by id) read with the revision equal before and after.
+def consistent_read(ns: str, run: Callable[[list[tuple]], list], attempts: int = READ_ATTEMPTS) -> NamespaceRead:
+    """Return the namespace read with the revision equal before and after.
 
     Raises StoreError when the namespace changed during every attempt (and whatever `run` raises).
     """
     for _ in range(attempts):
-        rev1, flat, gen, rev2 = run(read_commands(Keys(ns)))
+        rev1, flat, gen, digest, rev2 = run(read_commands(Keys(ns)))
         if rev1 == rev2:
-            return int(rev1 or 0), as_text(gen or b""), {as_text(k): v for k, v in pairs(flat).items()}
+            return NamespaceRead(int(rev1 or 0), as_text(gen or b""),
+                                 {as_text(k): v for k, v in pairs(flat).items()}, as_text(digest or b""))
     raise StoreError(f"namespace {ns!r} changed during {attempts} consecutive reads")
 
 

@@ -24,7 +24,7 @@ from .errors import (
     StoreError,
 )
 from .keyspace import NAMESPACES_KEY, Keys
-from .namespace import as_text, consistent_read, contiguous, decode_rules
+from .namespace import NamespaceRead, as_text, consistent_read, contiguous, decode_rules
 from .schema import MAX_RULES_PER_NAMESPACE, decode_rule, encode_rule, is_valid_id
 
 log = logging.getLogger("rulegate.store")
@@ -36,10 +36,7 @@ REDIRECTS = (redis.exceptions.MovedError, redis.exceptions.AskError)
 LOST_REPLY = (redis.ConnectionError, redis.TimeoutError)  # the script may have run
 COMMIT_NODES = 2  # the slot's master as this client knows it, and at most one node it redirects to
 COMMIT_BACKOFF = ExponentialBackoff(cap=0.5, base=0.05)  # before retrying TRYAGAIN or a lost node
-# The events channel travels as the last ARGV instead of KEYS[5]: during a slot migration Redis counts a
-# declared key that does not exist (a channel never does) as missing and refuses the script with TRYAGAIN.
-COMMIT_SCRIPT = "local KEYS = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[#ARGV]}\n" + COMMIT_LUA
-COMMIT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
+COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,7 @@ class NamespaceState:
     generation: str
     rules: dict[str, dict]
     raw: dict[str, bytes] = field(default_factory=dict, repr=False)
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +74,7 @@ class LogEntry:
     ts: int
     txid: str
     changes: list[tuple[str, bytes | None, bytes | None]]
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +124,8 @@ class RuleStore:
         _check_namespace(ns)
         if not changes:
             raise ValueError("a commit needs at least one change")
+        if len({rule_id for rule_id, _value in changes}) != len(changes):
+            raise ValueError("a commit may change each rule once")
         keys = Keys(ns)
         txid = uuid.uuid4().hex
         args: list = [-1 if expected_rev is None else expected_rev, op, actor, int(time.time()),
@@ -175,7 +176,7 @@ class RuleStore:
         key_list = (keys.rules, keys.rev, keys.log, keys.meta)
         results = self._send(route, ("EVALSHA", COMMIT_SHA, len(key_list), *key_list, *args))
         if isinstance(results[0], redis.exceptions.NoScriptError):  # EVAL also caches it on this node
-            results = self._send(route, ("EVAL", COMMIT_SCRIPT, len(key_list), *key_list, *args))
+            results = self._send(route, ("EVAL", COMMIT_LUA, len(key_list), *key_list, *args))
         reply = results[0]
         if isinstance(reply, Exception):
             raise reply
@@ -256,8 +257,8 @@ class RuleStore:
     def _generation(self, ns: str) -> str:
         return as_text(self._call(self.client.hget, Keys(ns).meta, "gen") or b"")
 
-    def load_raw(self, ns: str) -> tuple[int, str, dict[str, bytes]]:
-        """Return (rev, generation, raw rules) read consistently (rev checked before and after)."""
+    def load_raw(self, ns: str) -> NamespaceRead:
+        """Return (rev, generation, raw rules, digest) read consistently (rev checked before and after)."""
         def run(cmds: list[tuple]) -> list:
             pipe = self.client.pipeline(transaction=False)
             for cmd in cmds:
@@ -268,8 +269,8 @@ class RuleStore:
 
     def load(self, ns: str) -> NamespaceState:
         """Return the validated rules of ns; raise CorruptDataError naming the first bad rule."""
-        rev, gen, raw = self.load_raw(ns)
-        return NamespaceState(rev, gen, decode_rules(ns, raw), raw)
+        read = self.load_raw(ns)
+        return NamespaceState(read.revision, read.generation, decode_rules(ns, read.raw), read.raw, read.digest)
 
     def changes_since(self, ns: str, rev: int, limit: int = 1000) -> list[LogEntry] | None:
         """Return log entries rev+1.. in order, or None when the log no longer covers the gap."""
@@ -337,7 +338,8 @@ def decode_entry(ns: str, entry_id: bytes | str, fields: dict) -> LogEntry:
     try:
         changes = msgpack.unpackb(f["changes"], raw=True)
         return LogEntry(int(f["rev"]), as_text(f["op"]), as_text(f["actor"]), int(f["ts"]), as_text(f.get("txid", b"")),
-                        [(as_text(c[0]), c[1] or None, c[2] or None) for c in changes])
+                        [(as_text(c[0]), c[1] or None, c[2] or None) for c in changes],
+                        as_text(f.get("digest", b"")))
     except (KeyError, ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise CorruptDataError(f"namespace {ns!r} log entry {as_text(entry_id)}: undecodable "
                                f"({exc.__class__.__name__})") from None

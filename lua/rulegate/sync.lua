@@ -8,6 +8,7 @@ local cluster = require("rulegate.cluster")
 local schema = require("rulegate.schema")
 local router = require("rulegate.router")
 local snapshot = require("rulegate.snapshot")
+local digest = require("rulegate.digest")
 
 local ngx = ngx
 local log = ngx.log
@@ -34,11 +35,13 @@ local _M = { _VERSION = "0.1.0" }
 -- shared-dict keys
 local K = {
     payload = "rs:payload", rev = "rs:rev", gen = "rs:gen", ver = "rs:ver",
-    source = "rs:source", count = "rs:count", applied_at = "rs:applied_at",
+    source = "rs:source", count = "rs:count", applied_at = "rs:applied_at", digest = "rs:digest",
+    store_rev = "store:rev", store_digest = "store:digest",
+    refused_rev = "refused:rev", refused_reason = "refused:reason",
     lock = "sync:lock", last_check = "sync:last_check", last_ok = "sync:last_ok",
     state = "sync:state", last_error = "sync:last_error", error_since = "sync:error_since",
     notice = "sync:notice", hb_last = "sync:hb_last", hb_error = "sync:hb_error",
-    checks = "sync:checks", applies = "sync:applies",
+    checks = "sync:checks", applies = "sync:applies", digest_mismatches = "sync:digest_mismatches",
     sub_lock = "sync:sub_lock", sub_error = "sync:sub_error",
 }
 _M.KEYS = K
@@ -97,7 +100,7 @@ end
 
 
 -- Store a validated payload as the current rule set of every worker.
-function _M.publish(dict, payload, rev, gen, count, source)
+function _M.publish(dict, payload, rev, gen, count, source, content_digest)
     local ok, err = dict:set(K.payload, payload)
     if not ok then
         return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
@@ -105,6 +108,12 @@ function _M.publish(dict, payload, rev, gen, count, source)
     publish_seq = publish_seq + 1
     dict:set(K.rev, rev)
     dict:set(K.gen, gen)
+    dict:set(K.digest, content_digest)
+    local refused = dict:get(K.refused_rev)
+    if refused and rev >= refused then
+        dict:delete(K.refused_rev)
+        dict:delete(K.refused_reason)
+    end
     dict:set(K.count, count)
     dict:set(K.source, source)
     dict:set(K.applied_at, now())
@@ -123,7 +132,7 @@ local function set_state(conf, state, err)
         if prev ~= "ok" then
             dict:set(K.state, "ok")
             dict:delete(K.error_since)
-            if prev == "error" or prev == "regression" then
+            if prev == "error" or prev == "regression" or prev == "refused" then
                 log(NOTICE, "rulegate: sync of namespace ", conf.namespace,
                     " recovered; serving revision ", dict:get(K.rev))
             end
@@ -134,7 +143,7 @@ local function set_state(conf, state, err)
     if prev ~= state then
         dict:set(K.state, state)
         dict:set(K.error_since, now())
-        if state == "regression" then
+        if state == "regression" or state == "refused" then
             log(ERR, "rulegate: ", err)
         else
             log(ERR, "rulegate: sync of namespace ", conf.namespace, " failing (", err,
@@ -161,28 +170,38 @@ local function new_client(conf)
 end
 
 
--- Read rev + generation, and the whole rules hash when they moved.
-local function fetch(conf, cl, held_rev, held_gen)
+-- Read rev + generation + digest, and the whole rules hash when they moved
+-- (or the content digest differs from what this gateway holds).
+local function fetch(conf, cl, held_rev, held_gen, held_digest)
     local keys = conf.keys
     local res, err = cl:pipeline(keys.rev, {
-        { "GET", keys.rev }, { "HGET", keys.meta, "gen" },
+        { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" },
     }, { readonly = true })
     if not res then
         return nil, err
     end
     local rev, gen = tonumber(reply_value(res[1]) or 0) or 0, reply_value(res[2]) or ""
-    if rev == held_rev and gen == held_gen then
+    local store_digest = reply_value(res[3]) or ""
+    local dict = conf.shm
+    dict:set(K.store_rev, rev)
+    dict:set(K.store_digest, store_digest)
+    if rev == held_rev and gen == held_gen and (store_digest == "" or store_digest == held_digest) then
         return { unchanged = true, rev = rev, gen = gen }
+    end
+    if rev == held_rev and gen == held_gen then
+        log(WARN, "rulegate: namespace ", conf.namespace, " revision ", rev, ": the store's digest ",
+            store_digest, " differs from the applied content's ", tostring(held_digest), "; reloading fully")
+        dict:incr(K.digest_mismatches, 1, 0)
     end
     res, err = cl:pipeline(keys.rev, {
         { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGETALL", keys.rules },
-        { "GET", keys.rev },
+        { "HGET", keys.meta, "digest" }, { "GET", keys.rev },
     }, { readonly = true })
     if not res then
         return nil, err
     end
     local rev1 = tonumber(reply_value(res[1]) or 0) or 0
-    local rev2 = tonumber(reply_value(res[4]) or 0) or 0
+    local rev2 = tonumber(reply_value(res[5]) or 0) or 0
     local flat, herr = reply_value(res[3])
     if herr then
         return nil, "HGETALL " .. keys.rules .. ": " .. herr
@@ -195,7 +214,32 @@ local function fetch(conf, cl, held_rev, held_gen)
     for i = 1, #flat, 2 do
         raw[flat[i]] = flat[i + 1]
     end
-    return { rev = rev1, gen = reply_value(res[2]) or "", raw = raw }
+    dict:set(K.store_rev, rev1)
+    dict:set(K.store_digest, reply_value(res[4]) or "")
+    return { rev = rev1, gen = reply_value(res[2]) or "", raw = raw, digest = reply_value(res[4]) or "" }
+end
+
+
+-- True when the applied content is the store's as of the last check: digests
+-- equal (a store without a digest compares revisions), nothing refused.
+function _M.in_sync(dict)
+    local store_rev = dict:get(K.store_rev)
+    if store_rev == nil or dict:get(K.refused_rev) or dict:get(K.rev) == nil then
+        return false
+    end
+    local store_digest = dict:get(K.store_digest) or ""
+    if store_digest ~= "" then
+        return store_digest == dict:get(K.digest)
+    end
+    return store_rev == dict:get(K.rev)
+end
+
+
+-- True when the rules were not confirmed for max_stale seconds, or a store
+-- revision was refused.
+function _M.is_stale(dict, conf, t)
+    local last_ok = dict:get(K.last_ok)
+    return last_ok == nil or (t - last_ok) > conf.max_stale or dict:get(K.refused_rev) ~= nil
 end
 
 
@@ -214,6 +258,10 @@ local function heartbeat(conf, cl, force)
         applied_at = dict:get(K.applied_at) or 0.0, heartbeat_at = t,
         staleness = last_ok and (t - last_ok) or -1.0,
         state = dict:get(K.state) or "starting", last_error = dict:get(K.last_error) or "",
+        digest = dict:get(K.digest) or "", in_sync = _M.in_sync(dict),
+        stale = _M.is_stale(dict, conf, t),
+        refused_revision = dict:get(K.refused_rev) or 0,
+        refused_reason = dict:get(K.refused_reason) or "",
     })
     local _, err = cl:command(conf.keys.fleet, { "HSET", conf.keys.fleet, conf.gateway_id, value })
     if err then
@@ -239,10 +287,19 @@ local function apply(conf, got, held_rev, held_gen)
     local payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
     local rs, err = _M.compile_payload(payload)
     if not rs then
-        return nil, "error", "revision " .. got.rev .. " rejected: " .. err
+        err = "revision " .. got.rev .. " of namespace " .. conf.namespace .. " refused: " .. err
+            .. "; serving revision " .. tostring(held_rev)
+        dict:set(K.refused_rev, got.rev)
+        dict:set(K.refused_reason, err)
+        return nil, "refused", err
+    end
+    local content_digest = digest.of(got.raw)
+    if got.digest ~= "" and got.digest ~= content_digest then
+        log(ERR, "rulegate: namespace ", conf.namespace, " revision ", got.rev, ": the store's digest ",
+            got.digest, " does not match its own content (", content_digest, ")")
     end
     local ok
-    ok, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis")
+    ok, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest)
     if not ok then
         return nil, "error", err
     end
@@ -265,7 +322,7 @@ function _M.run_once(conf)
     local cl = new_client(conf)
     local held_rev = dict:get(K.rev) or -1
     local held_gen = dict:get(K.gen) or ""
-    local got, err = fetch(conf, cl, held_rev, held_gen)
+    local got, err = fetch(conf, cl, held_rev, held_gen, dict:get(K.digest))
     if not got then
         set_state(conf, "error", err)
         return nil, err
@@ -308,7 +365,8 @@ function _M.load_snapshot(conf)
         return nil, err
     end
     local ok
-    ok, err = _M.publish(dict, snap.payload, snap.revision, snap.generation, rs.count, "snapshot")
+    ok, err = _M.publish(dict, snap.payload, snap.revision, snap.generation, rs.count, "snapshot",
+        digest.of(snap.rules))
     if not ok then
         return nil, err
     end
