@@ -213,8 +213,9 @@ class NodePool:
             conn.disconnect()
 
 
-def execute(conn: Connection, *commands: tuple) -> list:
-    """Send commands in one round trip; return the replies or raise the first error reply."""
+def execute(conn: Connection, *commands: tuple, raise_on_error: bool = True) -> list:
+    """Send commands in one round trip; return the replies or raise the first error reply
+    (with `raise_on_error=False`, error replies are returned in place as exceptions)."""
     conn.send_packed_command(conn.pack_commands(commands) if len(commands) > 1
                              else conn.pack_command(*commands[0]))
     replies, error = [], None
@@ -224,7 +225,7 @@ def execute(conn: Connection, *commands: tuple) -> list:
         except redis.ResponseError as exc:
             error = error or exc
             replies.append(exc)
-    if error is not None:
+    if error is not None and raise_on_error:
         raise error
     return replies
 

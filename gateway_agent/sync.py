@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from redis.exceptions import MovedError
+from redis.exceptions import AskError, MovedError
 
 from rulegate.connection import REDIS_ERRORS
 from rulegate.digest import EMPTY as EMPTY_DIGEST
@@ -330,20 +330,33 @@ class Syncer:
         self.stats.add("full_reloads")
         digest = content_digest(raw)
         if read.digest and read.digest != digest:
-            log.error("namespace %s: the store's digest %s does not match its own content (%s) at revision %s",
-                      self.config.namespace, read.digest, digest, rev)
+            raise StoreError(f"revision {rev}: the rules read do not match the store's digest {read.digest[:12]} "
+                             f"(a slot migration in progress, or damaged keys); keeping revision "
+                             f"{cur.revision if cur else None}")
         self._install(Applied(RuleSet(rules.values(), rev, gen), raw, rev, gen, "redis", self.wall(), digest))
         return True
 
     def _read(self, name: str, cmds: list[tuple]) -> list:
-        """Return the replies of cmds from one node of the slot (master first), under the budget."""
+        """Return the replies of cmds from one node of the slot (master first), under the budget.
+
+        During a slot migration the master answers ASK for the keys already moved: those commands are
+        sent again to the importing node, each behind ASKING, and their replies merged in (commits
+        cannot run while a namespace's keys are split, so the merged view is one revision).
+        """
         position = {"i": 0}
 
         def attempt(op: Operation) -> list:
             candidates = self.slots.candidates()
             address = candidates[position["i"] % len(candidates)]
             try:
-                return execute(self.pool.get(address, op), *cmds)
+                replies = execute(self.pool.get(address, op), *cmds, raise_on_error=False)
+                asked = [i for i, r in enumerate(replies) if isinstance(r, AskError)]
+                if asked:
+                    replies = self._follow_ask(op, cmds, replies, asked)
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+                return replies
             except MovedError as exc:
                 self.slots.moved(exc)
                 position["i"] = 0
@@ -356,6 +369,18 @@ class Syncer:
                 raise
 
         return self.budget.run(name, attempt)
+
+    def _follow_ask(self, op: Operation, cmds: list[tuple], replies: list, asked: list[int]) -> list:
+        ask = replies[asked[0]]
+        target = f"{ask.host}:{ask.port}"
+        sent = [c for i in asked for c in (("ASKING",), cmds[i])]
+        more = execute(self.pool.get(target, op), *sent)
+        with self.budget.stats.lock:
+            self.budget.stats.redirects += 1
+        merged = list(replies)
+        for j, i in enumerate(asked):
+            merged[i] = more[2 * j + 1]
+        return merged
 
     def _install(self, applied: Applied) -> None:
         with self._changed:

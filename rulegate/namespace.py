@@ -57,8 +57,12 @@ def consistent_read(ns: str, run: Callable[[list[tuple]], list], attempts: int =
     for _ in range(attempts):
         rev1, flat, gen, digest, rev2 = run(read_commands(Keys(ns)))
         if rev1 == rev2:
-            return NamespaceRead(int(rev1 or 0), as_text(gen or b""),
+            read = NamespaceRead(int(rev1 or 0), as_text(gen or b""),
                                  {as_text(k): v for k, v in pairs(flat).items()}, as_text(digest or b""))
+            if (read.revision > 0) != bool(read.generation):
+                raise StoreError(f"namespace {ns!r}: inconsistent read (revision {read.revision}, generation "
+                                 f"{read.generation or 'none'}): a slot migration in progress, or damaged keys")
+            return read
     raise StoreError(f"namespace {ns!r} changed during {attempts} consecutive reads")
 
 

@@ -214,9 +214,15 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
     for i = 1, #flat, 2 do
         raw[flat[i]] = flat[i + 1]
     end
+    local gen1 = reply_value(res[2]) or ""
+    if (rev1 > 0) ~= (gen1 ~= "") then
+        return nil, "inconsistent read of namespace " .. conf.namespace .. " (revision " .. rev1
+            .. ", generation " .. (gen1 ~= "" and gen1 or "none") .. "): a slot migration in progress, "
+            .. "or damaged keys"
+    end
     dict:set(K.store_rev, rev1)
     dict:set(K.store_digest, reply_value(res[4]) or "")
-    return { rev = rev1, gen = reply_value(res[2]) or "", raw = raw, digest = reply_value(res[4]) or "" }
+    return { rev = rev1, gen = gen1, raw = raw, digest = reply_value(res[4]) or "" }
 end
 
 
@@ -295,8 +301,9 @@ local function apply(conf, got, held_rev, held_gen)
     end
     local content_digest = digest.of(got.raw)
     if got.digest ~= "" and got.digest ~= content_digest then
-        log(ERR, "rulegate: namespace ", conf.namespace, " revision ", got.rev, ": the store's digest ",
-            got.digest, " does not match its own content (", content_digest, ")")
+        return nil, "error", "revision " .. got.rev .. " of namespace " .. conf.namespace
+            .. ": the rules read do not match the store's digest (a slot migration in progress, or "
+            .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
     local ok
     ok, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest)
