@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import socket
 from typing import Any, Callable, Iterable
@@ -28,11 +29,24 @@ class BadRequest(ValueError):
     """The HTTP request cannot be turned into a decision request; the message says why."""
 
 
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _string_pairs(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], str) for p in value)
+
+
 def parse_request(body: bytes) -> Request:
-    """Return the Request in a JSON body; raise BadRequest naming the problem."""
+    """Return the Request in a JSON body; raise BadRequest naming the problem.
+
+    The shape is docs/rules.md "Requests": `headers` is an object or a list of [name, value]
+    pairs; strings may hold anything JSON can (lone surrogates included): they never fail a decision.
+    """
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(body, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise BadRequest(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
@@ -44,15 +58,21 @@ def parse_request(body: bytes) -> Request:
     for name in _STR_FIELDS:
         if name in data and not isinstance(data[name], str):
             raise BadRequest(f"{name} must be a string")
-    for name in _MAP_FIELDS:
+    headers = data.get("headers")
+    if headers is not None and not (_string_map(headers) or _string_pairs(headers)):
+        raise BadRequest("headers must be an object of string values or a list of [name, value] strings")
+    for name in ("cookies", "args"):
         value = data.get(name)
-        if value is not None and not (isinstance(value, dict) and all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        if value is not None and not _string_map(value):
             raise BadRequest(f"{name} must be an object of string values")
     now = data.get("now")
-    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float))):
-        raise BadRequest("now must be a number")
+    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now)):
+        raise BadRequest("now must be a finite number")
     return Request.from_dict(data)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
 
 
 class SidecarApp:

@@ -8,41 +8,19 @@ else `pass` (the gateway uses its own default upstream).
 """
 from __future__ import annotations
 
-import ipaddress
 import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .schema import BUCKETS
+from . import iputil
+from .request import Request, wire_bytes
+from .schema import BODILESS_STATUSES, BUCKETS
+
+__all__ = ["Decision", "Request", "RuleSet", "bucket_of", "decide", "find_route"]
 
 EMPTY: Mapping[str, str] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What the evaluator needs of an HTTP request. Header names are lowercase."""
-
-    host: str
-    path: str = "/"
-    method: str = "GET"
-    ip: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    cookies: Mapping[str, str] = field(default_factory=dict)
-    args: Mapping[str, str] = field(default_factory=dict)
-    now: float | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Request":
-        """Return a Request from a JSON-shaped mapping (the vectors' and the sidecar's format)."""
-        host = str(data.get("host", "")).lower().split(":", 1)[0]
-        path = str(data.get("path", "/")).split("?", 1)[0] or "/"
-        return cls(host=host, path=path, method=str(data.get("method", "GET")).upper(),
-                   ip=str(data.get("ip", "")),
-                   headers={str(k).lower(): str(v) for k, v in (data.get("headers") or {}).items()},
-                   cookies={str(k): str(v) for k, v in (data.get("cookies") or {}).items()},
-                   args={str(k): str(v) for k, v in (data.get("args") or {}).items()},
-                   now=data.get("now"))
+MAX_UID_DIGITS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +50,15 @@ class Decision:
 
 def bucket_of(salt: str, key: str) -> int:
     """Return the sticky bucket 0..9999 of a key: crc32(salt + ':' + key) % 10000."""
-    return zlib.crc32(f"{salt}:{key}".encode()) % BUCKETS
+    return zlib.crc32(wire_bytes(key), _seed(salt)) % BUCKETS
+
+
+def _bucket(seed: int, key: str) -> int:
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError:  # bytes that were not UTF-8 (or other lone surrogates)
+        raw = wire_bytes(key)
+    return zlib.crc32(raw, seed) % BUCKETS
 
 
 def _seed(salt: str) -> int:
@@ -119,7 +105,6 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
     ptype = p["type"]
     if ptype == "percent":
         seed = _seed(p.get("salt", rule_id))
-        crc32 = zlib.crc32
         edges = []
         total = 0
         for b in p["buckets"]:
@@ -127,7 +112,7 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
             edges.append((total, Decision("proxy", upstream=b["upstream"], rule_id=rule_id, revision=revision)))
 
         def percent(key: str | None, req: Request) -> Decision | None:
-            bucket = crc32((key if key is not None else req.ip).encode(), seed) % BUCKETS
+            bucket = _bucket(seed, key if key is not None else req.ip)
             for edge, decision in edges:
                 if bucket < edge:
                     return decision
@@ -138,7 +123,7 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
         ranges = [(lo, hi) for lo, hi in p["ranges"]]
 
         def uid_range(key: str | None, req: Request) -> Decision | None:
-            if key is None or not key.isascii() or not key.isdigit() or len(key) > 18:
+            if key is None or len(key) > MAX_UID_DIGITS or not key.isascii() or not key.isdigit():
                 return None
             uid = int(key)
             for lo, hi in ranges:
@@ -150,14 +135,13 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
         suffixes = tuple(p["suffixes"])
         return lambda key, req: hit if key is not None and key.endswith(suffixes) else None
     if ptype == "ip_cidr":
-        nets = [ipaddress.ip_network(c) for c in p["cidrs"]]
+        nets = [iputil.parse_cidr(c) for c in p["cidrs"]]
 
         def ip_cidr(key: str | None, req: Request) -> Decision | None:
-            try:
-                addr = ipaddress.ip_address(req.ip)
-            except ValueError:
+            addr = iputil.parse_ip(req.ip)
+            if addr is None:
                 return None
-            return hit if any(addr in n for n in nets) else None
+            return hit if any(iputil.contains(n, addr) for n in nets) else None
         return ip_cidr
     values = frozenset(p["values"])
     name = p["name"]
@@ -194,7 +178,7 @@ class _Degrade:
         if self.edge <= 0:
             return False
         key = _key_value(self.source, self.name, req)
-        return zlib.crc32((key if key is not None else req.ip).encode(), self.seed) % BUCKETS < self.edge
+        return _bucket(self.seed, key if key is not None else req.ip) < self.edge
 
 
 def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
@@ -202,7 +186,8 @@ def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
     if atype == "upstream":
         return Decision("proxy", upstream=action["upstream"], rule_id=rule_id, revision=revision)
     if atype == "static":
-        headers = {"Content-Type": action["content_type"], **action["headers"]}
+        headers = {} if action["status"] in BODILESS_STATUSES else {"Content-Type": action["content_type"]}
+        headers.update(action["headers"])
         return Decision("respond", status=action["status"], headers=headers, body=action["body"],
                         rule_id=rule_id, revision=revision)
     if atype == "redirect":

@@ -1,17 +1,20 @@
-"""Rule schema v1: validation with field paths, normalisation and canonical msgpack encoding.
+"""Rule schema v1: validation with field paths, canonical forms and canonical msgpack encoding.
 
-A rule is a plain dict (JSON-shaped). `validate_rule` returns the normalised dict (defaults
-filled in) or raises ValidationError listing every problem with its field path. The full
-field reference lives in docs/rules.md.
+A rule is a plain dict (JSON-shaped). `validate_rule` returns the canonical dict (defaults filled
+in, hosts/CIDRs/header names in canonical form) or raises ValidationError listing every problem
+with its field path; it never raises anything else, whatever JSON it is given. What it returns is
+exactly what every gateway can apply (lua/rulegate/schema.lua accepts all of it). The field
+reference lives in docs/rules.md.
 """
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Callable
 
 import msgpack
 
 from .errors import CorruptDataError, ValidationError
+from .hostnames import ascii_lower, canonical_rule_host
+from .iputil import canonical_cidr
 
 MAX_RULES_PER_NAMESPACE = 20_000
 MAX_POLICIES = 32
@@ -22,6 +25,8 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_TEXT = 1024
 MAX_ENCODED_RULE = 96 * 1024
 BUCKETS = 10_000
+MAX_UID = 2**53 - 1  # every integer up to here is exact in a Lua (LuaJIT) number
+BODILESS_STATUSES = (204, 205, 304)
 
 KINDS = ("split", "degrade")
 KEY_SOURCES = ("header", "cookie", "arg", "ip")
@@ -35,7 +40,12 @@ _ID_FIRST = set("abcdefghijklmnopqrstuvwxyz0123456789")
 _ID_REST = _ID_FIRST | set("_.-")
 _UPSTREAM_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 _TOKEN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")
-_HOST_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+_HEADER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_PRINTABLE = set(map(chr, range(0x20, 0x7F)))
+_VALUE_CHARS = _PRINTABLE | {"\t"}
+_URI_CHARS = _PRINTABLE - {" "}
+_PATH_CHARS = _URI_CHARS - {"?", "#"}
+_GATEWAY_HEADERS = ("content-type", "content-length", "transfer-encoding", "connection")
 
 
 def is_valid_id(value: object) -> bool:
@@ -79,6 +89,9 @@ class _Checker:
         if chars is not None and any(c not in chars for c in value):
             self.fail(path, "contains characters that are not allowed")
             return None
+        if not value.isascii() and not _is_unicode(value):
+            self.fail(path, "must be valid Unicode text (no lone surrogates)")
+            return None
         if "\x00" in value or (single_line and ("\r" in value or "\n" in value)):
             self.fail(path, "must not contain control characters")
             return None
@@ -109,6 +122,37 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _copy(value: Any, depth: int = 0) -> Any:
+    """Return a copy of the JSON containers a rule can hold (deeper ones are invalid anyway)."""
+    if depth > 6:
+        return value
+    if isinstance(value, dict):
+        return {k: _copy(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v, depth + 1) for v in value]
+    return value
+
+
+def _header_name(c: _Checker, value: Any, path: str) -> str | None:
+    """Check a request header name a rule reads; return it lower-cased (its canonical form)."""
+    name = c.text(value, path, max_len=128, min_len=1)
+    if name is None:
+        return None
+    if any(ch not in _HEADER_CHARS for ch in name):
+        c.fail(path, "must be a header name of letters, digits and '-' (nginx drops names with '_', '.' "
+                     "or other characters)")
+        return None
+    return ascii_lower(name)
+
+
 def _upstream(c: _Checker, value: Any, path: str) -> None:
     c.text(value, path, max_len=128, min_len=1, chars=_UPSTREAM_CHARS)
 
@@ -117,22 +161,20 @@ def _check_route(c: _Checker, value: Any) -> None:
     route = c.obj(value, "route", ("host", "path"), ("methods",))
     if route is None:
         return
-    host = route.get("host")
-    if isinstance(host, str) and host != "*":
-        bare = host[2:] if host.startswith("*.") else host
-        if not bare or len(host) > 253 or any(ch not in _HOST_CHARS for ch in bare) or ".." in bare \
-                or bare.startswith(("-", ".")) or bare.endswith((".", "-")):
-            c.fail("route.host", "must be a lowercase host name, '*.' + a domain, or '*'")
-    elif "host" in route and not isinstance(host, str):
-        c.fail("route.host", "must be a string")
+    if "host" in route and c.text(route["host"], "route.host", max_len=1024, min_len=1) is not None:
+        try:
+            route["host"] = canonical_rule_host(route["host"])
+        except ValueError as exc:
+            c.fail("route.host", str(exc))
     path = route.get("path")
     if "path" in route and c.text(path, "route.path", max_len=512, min_len=1) is not None:
-        if not path.startswith("/") or any(ch in path for ch in "?# "):
-            c.fail("route.path", "must start with '/' and hold no '?', '#' or spaces")
+        if not path.startswith("/") or any(ch not in _PATH_CHARS for ch in path):
+            c.fail("route.path", "must start with '/' and hold only printable ASCII without spaces, '?' or '#' "
+                                 "(percent-encode other bytes as clients send them)")
     if "methods" in route:
         methods = c.items(route["methods"], "route.methods", len(METHODS))
         for i, m in enumerate(methods):
-            if m not in METHODS:
+            if not isinstance(m, str) or m not in METHODS:
                 c.fail(f"route.methods[{i}]", f"must be one of {', '.join(METHODS)}")
         if len(set(map(str, methods))) != len(methods):
             c.fail("route.methods", "must not repeat a method")
@@ -143,13 +185,17 @@ def _check_key(c: _Checker, value: Any, path: str) -> None:
     if key is None:
         return
     source = key.get("source")
-    if source not in KEY_SOURCES:
+    if not isinstance(source, str) or source not in KEY_SOURCES:
         c.fail(_join(path, "source"), f"must be one of {', '.join(KEY_SOURCES)}")
     elif source == "ip":
         if "name" in key:
             c.fail(_join(path, "name"), "is not used with source 'ip'")
     elif "name" not in key:
         c.fail(_join(path, "name"), "is required")
+    elif source == "header":
+        name = _header_name(c, key["name"], _join(path, "name"))
+        if name is not None:
+            key["name"] = name
     else:
         c.text(key["name"], _join(path, "name"), max_len=128, min_len=1, chars=_TOKEN_CHARS)
 
@@ -160,8 +206,8 @@ def _check_uid_range(c: _Checker, p: dict, path: str) -> None:
         if not isinstance(pair, list) or len(pair) != 2:
             c.fail(ip, "must be a [lo, hi] pair")
             continue
-        lo = c.integer(pair[0], f"{ip}[0]", 0, 10**18)
-        hi = c.integer(pair[1], f"{ip}[1]", 0, 10**18)
+        lo = c.integer(pair[0], f"{ip}[0]", 0, MAX_UID)
+        hi = c.integer(pair[1], f"{ip}[1]", 0, MAX_UID)
         if lo is not None and hi is not None and lo > hi:
             c.fail(ip, "lo must be <= hi")
 
@@ -172,17 +218,23 @@ def _check_uid_suffix(c: _Checker, p: dict, path: str) -> None:
 
 
 def _check_ip_cidr(c: _Checker, p: dict, path: str) -> None:
-    for i, cidr in enumerate(c.items(p.get("cidrs"), f"{path}.cidrs", MAX_LIST_ITEMS)):
+    cidrs = c.items(p.get("cidrs"), f"{path}.cidrs", MAX_LIST_ITEMS)
+    for i, cidr in enumerate(cidrs):
         if c.text(cidr, f"{path}.cidrs[{i}]", max_len=64, min_len=1) is None:
             continue
         try:
-            ipaddress.ip_network(cidr, strict=True)
+            cidrs[i] = canonical_cidr(cidr)
         except ValueError as exc:
             c.fail(f"{path}.cidrs[{i}]", f"is not a valid CIDR ({exc})")
 
 
 def _check_match(c: _Checker, p: dict, path: str) -> None:
-    c.text(p.get("name"), f"{path}.name", max_len=128, min_len=1, chars=_TOKEN_CHARS)
+    if p["type"] == "header":
+        name = _header_name(c, p.get("name"), f"{path}.name")
+        if name is not None:
+            p["name"] = name
+    else:
+        c.text(p.get("name"), f"{path}.name", max_len=128, min_len=1, chars=_TOKEN_CHARS)
     for i, v in enumerate(c.items(p.get("values"), f"{path}.values", MAX_LIST_ITEMS)):
         c.text(v, f"{path}.values[{i}]", max_len=MAX_TEXT)
 
@@ -225,7 +277,7 @@ _POLICY_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable]] = {
 
 def _check_policy(c: _Checker, value: Any, path: str) -> None:
     ptype = value.get("type") if isinstance(value, dict) else None
-    if ptype not in _POLICY_FIELDS:
+    if not isinstance(ptype, str) or ptype not in _POLICY_FIELDS:
         if isinstance(value, dict):
             c.fail(f"{path}.type", f"must be one of {', '.join(POLICY_TYPES)}")
         else:
@@ -240,37 +292,36 @@ def _check_policy(c: _Checker, value: Any, path: str) -> None:
     check(c, policy, path)
 
 
+_ACTION_FIELDS = {
+    "static": (("type", "status"), ("content_type", "headers", "body")),
+    "redirect": (("type", "location"), ("status",)),
+    "upstream": (("type", "upstream"), ()),
+    "reject": (("type",), ("status", "retry_after")),
+}
+
+
 def _check_action(c: _Checker, value: Any) -> None:
     atype = value.get("type") if isinstance(value, dict) else None
-    fields = {
-        "static": (("type", "status"), ("content_type", "headers", "body")),
-        "redirect": (("type", "location"), ("status",)),
-        "upstream": (("type", "upstream"), ()),
-        "reject": (("type",), ("status", "retry_after")),
-    }
-    if atype not in fields:
+    if not isinstance(atype, str) or atype not in _ACTION_FIELDS:
         c.fail("action.type" if isinstance(value, dict) else "action",
                f"must be one of {', '.join(ACTIONS)}" if isinstance(value, dict) else "must be an object")
         return
-    action = c.obj(value, "action", *fields[atype])
+    action = c.obj(value, "action", *_ACTION_FIELDS[atype])
     if action is None:
         return
     if atype == "static":
-        c.integer(action.get("status"), "action.status", 200, 599)
-        if "content_type" in action:
-            c.text(action["content_type"], "action.content_type", max_len=128, min_len=1)
-        if "body" in action and c.text(action["body"], "action.body", max_len=MAX_BODY_BYTES * 4, single_line=False) is None:
-            pass
-        elif len(action.get("body", "").encode()) > MAX_BODY_BYTES:
-            c.fail("action.body", f"must be at most {MAX_BODY_BYTES} bytes")
-        if "headers" in action:
-            _check_headers(c, action["headers"])
+        _check_static(c, action)
     elif atype == "redirect":
-        if "status" in action and action["status"] not in REDIRECT_STATUSES:
+        status = action.get("status", 302)
+        if isinstance(status, bool) or not isinstance(status, int):
+            c.fail("action.status", "must be an integer")
+        elif status not in REDIRECT_STATUSES:
             c.fail("action.status", f"must be one of {', '.join(map(str, REDIRECT_STATUSES))}")
         loc = c.text(action.get("location"), "action.location", max_len=2048, min_len=1)
-        if loc is not None and not (loc.startswith(("http://", "https://", "/")) and " " not in loc):
-            c.fail("action.location", "must be an absolute URL or a path starting with '/'")
+        if loc is not None and not (loc.startswith(("http://", "https://", "/"))
+                                    and all(ch in _URI_CHARS for ch in loc)):
+            c.fail("action.location", "must be an absolute URL or a path starting with '/', in printable ASCII "
+                                      "without spaces (percent-encode other characters)")
     elif atype == "upstream":
         _upstream(c, action.get("upstream"), "action.upstream")
     else:
@@ -280,6 +331,34 @@ def _check_action(c: _Checker, value: Any) -> None:
             c.integer(action["retry_after"], "action.retry_after", 0, 86_400)
 
 
+def _check_static(c: _Checker, action: dict) -> None:
+    status = c.integer(action.get("status"), "action.status", 200, 599)
+    bodiless = status in BODILESS_STATUSES
+    if "content_type" in action:
+        if bodiless:
+            c.fail("action.content_type", f"must not be set with status {status} (a response without a body)")
+        else:
+            _header_value(c, action["content_type"], "action.content_type", 128)
+    body = c.text(action["body"], "action.body", max_len=MAX_BODY_BYTES * 4, single_line=False) \
+        if "body" in action else None
+    if body is not None and len(body.encode()) > MAX_BODY_BYTES:
+        c.fail("action.body", f"must be at most {MAX_BODY_BYTES} bytes")
+    elif body and bodiless:
+        c.fail("action.body", f"must be empty with status {status} (a response without a body)")
+    if "headers" in action:
+        _check_headers(c, action["headers"])
+
+
+def _header_value(c: _Checker, value: Any, path: str, max_len: int = MAX_TEXT) -> None:
+    text = c.text(value, path, max_len=max_len, min_len=1)
+    if text is None:
+        return
+    if any(ch not in _VALUE_CHARS for ch in text):
+        c.fail(path, "must be printable ASCII")
+    elif text != text.strip(" \t"):
+        c.fail(path, "must not start or end with whitespace")
+
+
 def _check_headers(c: _Checker, value: Any) -> None:
     if not isinstance(value, dict):
         c.fail("action.headers", "must be an object of header name -> value")
@@ -287,20 +366,31 @@ def _check_headers(c: _Checker, value: Any) -> None:
     if len(value) > MAX_HEADERS:
         c.fail("action.headers", f"must have at most {MAX_HEADERS} headers")
         return
+    seen: dict[str, str] = {}
     for name, v in value.items():
-        c.text(name, f"action.headers.{name}", max_len=128, min_len=1, chars=_TOKEN_CHARS)
-        if isinstance(name, str) and name.lower() in ("content-length", "transfer-encoding", "connection"):
-            c.fail(f"action.headers.{name}", "is set by the gateway")
-        c.text(v, f"action.headers.{name}", max_len=MAX_TEXT)
+        path = f"action.headers.{name}"
+        if c.text(name, path, max_len=128, min_len=1, chars=_HEADER_CHARS) is None:
+            continue
+        lower = ascii_lower(name)
+        if lower in _GATEWAY_HEADERS:
+            c.fail(path, "is set by the gateway" + (" (use content_type)" if lower == "content-type" else ""))
+        elif lower in seen:
+            c.fail(path, f"repeats the header {seen[lower]} (header names are case-insensitive)")
+        seen.setdefault(lower, name)
+        _header_value(c, v, path)
 
 
-def _check_percent(c: _Checker, value: Any) -> None:
+def _check_percent(c: _Checker, rule: dict) -> None:
+    value = rule["percent"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         c.fail("percent", "must be a number")
     elif not 0 <= value <= 100:
         c.fail("percent", "must be between 0 and 100")
     elif abs(value * 100 - round(value * 100)) > 1e-6:
         c.fail("percent", "must have at most two decimals")
+    else:  # canonical: an integer, or the float nearest to basis points / 100
+        bp = round(value * 100)
+        rule["percent"] = bp // 100 if bp % 100 == 0 else bp / 100
 
 
 def _check_window(c: _Checker, value: Any) -> None:
@@ -324,7 +414,7 @@ _KIND_FIELDS = {
 
 
 def validate_rule(data: Any) -> dict:
-    """Return the normalised rule dict; raise ValidationError with every field-path problem."""
+    """Return the canonical rule dict; raise ValidationError with every field-path problem (nothing else)."""
     c = _Checker()
     kind = data.get("kind") if isinstance(data, dict) else None
     if isinstance(data, dict) and kind not in KINDS:
@@ -332,7 +422,7 @@ def validate_rule(data: Any) -> dict:
         kind_req, kind_opt = (), tuple(f for pair in _KIND_FIELDS.values() for fs in pair for f in fs)
     else:
         kind_req, kind_opt = _KIND_FIELDS.get(kind, ((), ()))
-    rule = c.obj(data, "", _COMMON_REQUIRED + kind_req, _COMMON_OPTIONAL + kind_opt)
+    rule = c.obj(_copy(data), "", _COMMON_REQUIRED + kind_req, _COMMON_OPTIONAL + kind_opt)
     if rule is None:
         raise ValidationError(c.errors)
     if "id" in rule and not is_valid_id(rule["id"]):
@@ -358,7 +448,7 @@ def validate_rule(data: Any) -> dict:
         if "action" in rule:
             _check_action(c, rule["action"])
         if "percent" in rule:
-            _check_percent(c, rule["percent"])
+            _check_percent(c, rule)
         if "window" in rule:
             _check_window(c, rule["window"])
         if "key" in rule:
@@ -381,7 +471,8 @@ def normalise(rule: dict) -> dict:
         out.setdefault("percent", 100)
         action = dict(out["action"])
         if action["type"] == "static":
-            action.setdefault("content_type", "text/plain; charset=utf-8")
+            if action["status"] not in BODILESS_STATUSES:
+                action.setdefault("content_type", "text/plain; charset=utf-8")
             action.setdefault("headers", {})
             action.setdefault("body", "")
         elif action["type"] == "redirect":

@@ -3,14 +3,13 @@
 -- Requests are routed from memory only: zero Redis calls on the request path.
 local cjson = require("cjson.safe")
 local router = require("rulegate.router")
+local request = require("rulegate.request")
 local sync = require("rulegate.sync")
 local cluster = require("rulegate.cluster")
 
 local ngx = ngx
 local var = ngx.var
 local header = ngx.header
-local req_get_uri_args = ngx.req.get_uri_args
-local req_get_method = ngx.req.get_method
 local log = ngx.log
 local ERR = ngx.ERR
 local NOTICE = ngx.NOTICE
@@ -19,17 +18,9 @@ local type = type
 local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
-local tonumber = tonumber
-local setmetatable = setmetatable
-local rawget = rawget
-local rawset = rawset
 local error = error
-local find = string.find
 local sub = string.sub
 local lower = string.lower
-local gmatch = string.gmatch
-local gsub = string.gsub
-local clear_tab = require("table.clear")
 local match = string.match
 
 local _M = { _VERSION = "0.1.0" }
@@ -179,120 +170,6 @@ function _M.init_worker()
 end
 
 
--- The request seen by the router. One table per worker, refilled per request:
--- decide() never yields, so no two requests of a worker share it at once.
-local LOADED = {}
-local header_vars = {} -- header name -> nginx variable name ("x-uid" -> "http_x_uid")
-
-local function first(v)
-    if type(v) == "table" then
-        return v[1]
-    end
-    return v
-end
-
--- headers through $http_*: no table per request; nginx drops names with "_" by
--- default (underscores_in_headers off), so "-" and "_" cannot be confused
-local headers = setmetatable({}, { __index = function(_, name)
-    local vn = header_vars[name]
-    if vn == nil then
-        vn = "http_" .. gsub(lower(name), "-", "_")
-        header_vars[name] = vn
-    end
-    return var[vn]
-end })
-
-local cookies = setmetatable({}, { __index = function(t, name)
-    if rawget(t, LOADED) then
-        return nil
-    end
-    rawset(t, LOADED, true)
-    local raw = var.http_cookie
-    if raw then
-        for pair in gmatch(raw, "[^;]+") do
-            local k, v = match(pair, "^%s*([^=]-)%s*=%s*(.-)%s*$")
-            if k and k ~= "" and rawget(t, k) == nil then
-                rawset(t, k, v)
-            end
-        end
-    end
-    return rawget(t, name)
-end })
-
-local args = setmetatable({}, { __index = function(t, name)
-    if rawget(t, LOADED) then
-        return nil
-    end
-    rawset(t, LOADED, true)
-    for k, v in pairs(req_get_uri_args(100)) do
-        v = first(v)
-        if v == true then
-            v = ""
-        end
-        if type(k) == "string" and rawget(t, k) == nil then
-            rawset(t, k, v)
-        end
-    end
-    return rawget(t, name)
-end })
-
--- ip and now are computed on first use: most routes need neither
-local lazy = {
-    ip = function()
-        local ip
-        if conf.ip_header then
-            ip = headers[conf.ip_header]
-        end
-        if ip == nil then
-            ip = var.remote_addr or ""
-        end
-        return ip
-    end,
-    now = function()
-        local t
-        if conf.now_header then
-            t = tonumber(headers[conf.now_header])
-        end
-        return t or now()
-    end,
-}
-
-local request = setmetatable({ headers = headers, cookies = cookies, args = args }, {
-    __index = function(t, name)
-        local f = lazy[name]
-        if f == nil then
-            return nil
-        end
-        local v = f()
-        rawset(t, name, v)
-        return v
-    end,
-})
-
-
-local function build_request()
-    if rawget(cookies, LOADED) then
-        clear_tab(cookies)
-    end
-    if rawget(args, LOADED) then
-        clear_tab(args)
-    end
-    local uri = var.request_uri or "/"
-    local q = find(uri, "?", 1, true)
-    local path = q and sub(uri, 1, q - 1) or uri
-    if path == "" then
-        path = "/"
-    end
-    local req = request
-    req.host = var.host or ""
-    req.path = path
-    req.method = req_get_method()
-    req.ip = nil
-    req.now = nil
-    return req
-end
-
-
 local function respond(d)
     ngx.status = d.status
     for k, v in pairs(d.headers) do
@@ -317,7 +194,7 @@ function _M.decide()
     if not rs then
         return nil
     end
-    return router.decide(rs, build_request()), rs
+    return router.decide(rs, request.build(conf)), rs
 end
 
 

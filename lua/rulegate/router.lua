@@ -1,12 +1,13 @@
 -- The rule router: compile a rule set once, then decide() per request with no I/O.
 -- Mirrors rulegate/evaluator.py exactly; tests/vectors/ pin the semantics.
-local ffi = require("ffi")
 local iputil = require("rulegate.iputil")
 local crc32 = require("rulegate.crc32")
 
 local ngx = ngx
 local crc_update = crc32.update
 local crc_finish = crc32.finish
+local parse_ip = iputil.parse
+local contains_words = iputil.contains_words
 local type = type
 local pairs = pairs
 local ipairs = ipairs
@@ -20,11 +21,11 @@ local lower = string.lower
 local byte = string.byte
 local next = next
 
-local int64 = ffi.typeof("int64_t")
-
 local _M = { _VERSION = "0.1.0", BUCKETS = 10000 }
 
 local BUCKETS = 10000
+local MAX_UID_DIGITS = 16
+local BODILESS = { [204] = true, [205] = true, [304] = true }
 
 
 -- The running CRC-32 of salt .. ":", computed once per rule at compile time.
@@ -67,11 +68,12 @@ local function proxy(upstream, rule_id, rev)
 end
 
 
--- A decimal string of at most 18 ASCII digits as an exact number: a Lua
--- number up to 15 digits (exact in a double), an int64 cdata above; else nil.
+-- A uid key: 1..16 ASCII digits (leading zeros allowed) as a number, else nil.
+-- Range bounds are at most 2^53-1, so rounding a 16-digit key above 2^53 can
+-- never make it match: the comparison is exact.
 local function parse_uid(key)
     local n = #key
-    if n == 0 or n > 18 then
+    if n == 0 or n > MAX_UID_DIGITS then
         return nil
     end
     for i = 1, n do
@@ -80,14 +82,20 @@ local function parse_uid(key)
             return nil
         end
     end
-    if n <= 15 then
-        return tonumber(key)
+    return tonumber(key)
+end
+
+
+-- The client IP of the request being decided, parsed once per request string.
+local last_ip, last_fam, last_w1, last_w2, last_w3, last_w4
+
+local function client_ip(req)
+    local ip = req.ip
+    if ip ~= last_ip then
+        last_ip = ip
+        last_fam, last_w1, last_w2, last_w3, last_w4 = parse_ip(ip)
     end
-    local v = int64(0)
-    for i = 1, n do
-        v = v * 10 + (byte(key, i) - 48)
-    end
-    return v
+    return last_fam, last_w1, last_w2, last_w3, last_w4
 end
 
 
@@ -132,11 +140,7 @@ local function compile_policy(p, rule_id, rev)
     end
     local hit = proxy(p.upstream, rule_id, rev)
     if ptype == "uid_range" then
-        local ranges = {}
-        for i, r in ipairs(p.ranges) do
-            -- numbers for short uids, exact int64 bounds for long ones
-            ranges[i] = { r[1], r[2], int64(r[1]), int64(r[2]) }
-        end
+        local ranges = p.ranges
         return function(key)
             if key == nil then
                 return nil
@@ -145,13 +149,9 @@ local function compile_policy(p, rule_id, rev)
             if uid == nil then
                 return nil
             end
-            local lo, hi = 1, 2
-            if type(uid) ~= "number" then
-                lo, hi = 3, 4
-            end
             for i = 1, #ranges do
                 local r = ranges[i]
-                if r[lo] <= uid and uid <= r[hi] then
+                if r[1] <= uid and uid <= r[2] then
                     return hit
                 end
             end
@@ -178,12 +178,12 @@ local function compile_policy(p, rule_id, rev)
             nets[i] = assert(iputil.parse_cidr(c))
         end
         return function(_, req)
-            local addr = iputil.parse_ip(req.ip)
-            if not addr then
+            local fam, w1, w2, w3, w4 = client_ip(req)
+            if not fam then
                 return nil
             end
             for i = 1, #nets do
-                if iputil.contains(nets[i], addr) then
+                if contains_words(nets[i], fam, w1, w2, w3, w4) then
                     return hit
                 end
             end
@@ -233,7 +233,10 @@ local function action_decision(action, rule_id, rev)
         return proxy(action.upstream, rule_id, rev)
     end
     if atype == "static" then
-        local headers = { ["Content-Type"] = action.content_type or "text/plain; charset=utf-8" }
+        local headers = {}
+        if not BODILESS[action.status] then
+            headers["Content-Type"] = action.content_type or "text/plain; charset=utf-8"
+        end
         for k, v in pairs(action.headers or {}) do
             headers[k] = v
         end

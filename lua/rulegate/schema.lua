@@ -1,19 +1,32 @@
--- Structural validation of decoded rules before the router compiles them.
--- The full schema is enforced on write (rulegate/schema.py); this guard
--- makes sure a corrupt or foreign hash entry can never crash a worker.
+-- Checks a decoded rule before the router compiles it. ruleadmin stores only
+-- canonical rules (rulegate/schema.py); this verifies what the canonical form
+-- guarantees, so a corrupt or foreign hash entry can never crash a worker nor
+-- be applied differently from the Python gateways. Every rule the Python
+-- validator emits passes (a property test proves it).
 local type = type
 local next = next
 local ipairs = ipairs
 local pairs = pairs
+local pcall = pcall
+local tostring = tostring
+local floor = math.floor
+local find = string.find
 local match = string.match
-local sub = string.sub
+local lower = string.lower
+local byte = string.byte
 local iputil = require("rulegate.iputil")
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.2.0" }
 
+local MAX_UID = 9007199254740991 -- 2^53 - 1
 local KEY_SOURCES = { header = true, cookie = true, arg = true, ip = true }
-local ACTIONS = { static = true, redirect = true, upstream = true, reject = true }
 local MATCH = { header = true, cookie = true, arg = true }
+local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true, OPTIONS = true }
+local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+local BODILESS = { [204] = true, [205] = true, [304] = true }
+local GATEWAY_HEADERS = {
+    ["content-type"] = true, ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
+}
 
 
 local function str(v)
@@ -21,8 +34,38 @@ local function str(v)
 end
 
 
-local function list(v)
-    return type(v) == "table" and (#v > 0 or next(v) == nil)
+local function list(v, max)
+    return type(v) == "table" and (#v > 0 or next(v) == nil) and (max == nil or #v <= max)
+end
+
+
+local function int(v, lo, hi)
+    return type(v) == "number" and v == floor(v) and v >= lo and v <= hi
+end
+
+
+-- letters, digits and '-': a header name nginx delivers ($http_*) and sends as is
+local function header_name(v)
+    return str(v) and #v <= 128 and not find(v, "[^%w%-]")
+end
+
+
+local function host(v)
+    if v == "*" then
+        return true
+    end
+    if not str(v) or #v > 253 then
+        return false
+    end
+    local bare = match(v, "^%*%.(.*)$") or v
+    return bare ~= "" and not find(bare, "[^a-z0-9%.%-]") and not find(bare, "..", 1, true)
+        and not find(bare, "^[%.%-]") and not find(bare, "[%.%-]$")
+end
+
+
+local function path(v)
+    -- printable ASCII without spaces, '?' or '#', starting with '/'
+    return str(v) and #v <= 512 and byte(v, 1) == 47 and not find(v, "[^!-~]") and not find(v, "[?#]")
 end
 
 
@@ -30,8 +73,31 @@ local function check_key(key)
     if type(key) ~= "table" or not KEY_SOURCES[key.source] then
         return "key.source"
     end
-    if key.source ~= "ip" and not str(key.name) then
+    if key.source == "ip" then
+        return key.name ~= nil and "key.name" or nil
+    end
+    if key.source == "header" and not header_name(key.name) or not str(key.name) then
         return "key.name"
+    end
+end
+
+
+local function check_percent_policy(p)
+    if not list(p.buckets, 100) or #p.buckets == 0 then
+        return "percent.buckets"
+    end
+    local total = 0
+    for _, b in ipairs(p.buckets) do
+        if type(b) ~= "table" or not str(b.upstream) or not int(b.weight, 1, 10000) then
+            return "percent.buckets"
+        end
+        total = total + b.weight
+    end
+    if total > 10000 then
+        return "percent.buckets"
+    end
+    if p.salt ~= nil and type(p.salt) ~= "string" then
+        return "percent.salt"
     end
 end
 
@@ -42,33 +108,22 @@ local function check_policy(p)
     end
     local t = p.type
     if t == "percent" then
-        if not list(p.buckets) then
-            return "percent.buckets"
-        end
-        for _, b in ipairs(p.buckets) do
-            if type(b) ~= "table" or not str(b.upstream) or type(b.weight) ~= "number" then
-                return "percent.buckets"
-            end
-        end
-        if p.salt ~= nil and type(p.salt) ~= "string" then
-            return "percent.salt"
-        end
-        return nil
+        return check_percent_policy(p)
     end
     if not str(p.upstream) then
         return "policy.upstream"
     end
     if t == "uid_range" then
-        if not list(p.ranges) then
+        if not list(p.ranges, 256) or #p.ranges == 0 then
             return "uid_range.ranges"
         end
         for _, r in ipairs(p.ranges) do
-            if type(r) ~= "table" or type(r[1]) ~= "number" or type(r[2]) ~= "number" then
+            if type(r) ~= "table" or #r ~= 2 or not int(r[1], 0, MAX_UID) or not int(r[2], r[1], MAX_UID) then
                 return "uid_range.ranges"
             end
         end
     elseif t == "uid_suffix" then
-        if not list(p.suffixes) then
+        if not list(p.suffixes, 256) or #p.suffixes == 0 then
             return "uid_suffix.suffixes"
         end
         for _, s in ipairs(p.suffixes) do
@@ -77,16 +132,19 @@ local function check_policy(p)
             end
         end
     elseif t == "ip_cidr" then
-        if not list(p.cidrs) then
+        if not list(p.cidrs, 256) or #p.cidrs == 0 then
             return "ip_cidr.cidrs"
         end
         for _, c in ipairs(p.cidrs) do
-            if type(c) ~= "string" or not iputil.parse_cidr(c) then
+            if not iputil.parse_cidr(c) then
                 return "ip_cidr.cidrs"
             end
         end
     elseif MATCH[t] then
-        if not str(p.name) or not list(p.values) then
+        if not str(p.name) or (t == "header" and not header_name(p.name)) then
+            return t .. ".name"
+        end
+        if not list(p.values, 256) or #p.values == 0 then
             return t .. ".values"
         end
         for _, v in ipairs(p.values) do
@@ -97,91 +155,176 @@ local function check_policy(p)
     else
         return "policy.type"
     end
-    return nil
+end
+
+
+local function check_static(a)
+    if not int(a.status, 200, 599) then
+        return "action.status"
+    end
+    if BODILESS[a.status] then
+        if a.content_type ~= nil then
+            return "action.content_type"
+        end
+        if a.body ~= nil and a.body ~= "" then
+            return "action.body"
+        end
+    elseif a.content_type ~= nil and not str(a.content_type) then
+        return "action.content_type"
+    end
+    if a.body ~= nil and type(a.body) ~= "string" then
+        return "action.body"
+    end
+    if a.headers ~= nil and type(a.headers) ~= "table" then
+        return "action.headers"
+    end
+    local seen = {}
+    for k, v in pairs(a.headers or {}) do
+        if not header_name(k) or not str(v) then
+            return "action.headers"
+        end
+        local name = lower(k)
+        if seen[name] or GATEWAY_HEADERS[name] then
+            return "action.headers"
+        end
+        seen[name] = true
+    end
 end
 
 
 local function check_action(a)
-    if type(a) ~= "table" or not ACTIONS[a.type] then
+    if type(a) ~= "table" then
         return "action.type"
     end
-    if a.type == "static" then
-        if type(a.status) ~= "number" then
-            return "action.status"
-        end
-        if a.headers ~= nil and type(a.headers) ~= "table" then
-            return "action.headers"
-        end
-        for k, v in pairs(a.headers or {}) do
-            if type(k) ~= "string" or type(v) ~= "string" then
-                return "action.headers"
-            end
-        end
-        if a.body ~= nil and type(a.body) ~= "string" then
-            return "action.body"
-        end
-    elseif a.type == "redirect" then
+    local t = a.type
+    if t == "static" then
+        return check_static(a)
+    elseif t == "redirect" then
         if not str(a.location) then
             return "action.location"
         end
-    elseif a.type == "upstream" then
+        if a.status ~= nil and not REDIRECT[a.status] then
+            return "action.status"
+        end
+    elseif t == "upstream" then
         if not str(a.upstream) then
             return "action.upstream"
         end
-    elseif a.status ~= nil and type(a.status) ~= "number" then
-        return "action.status"
+    elseif t == "reject" then
+        if a.status ~= nil and not int(a.status, 400, 599) then
+            return "action.status"
+        end
+        if a.retry_after ~= nil and not int(a.retry_after, 0, 86400) then
+            return "action.retry_after"
+        end
+    else
+        return "action.type"
     end
-    return nil
 end
 
 
--- nil when the rule can be compiled, else nil, "<field> is invalid".
-function _M.check(rule)
-    if type(rule) ~= "table" then
-        return nil, "rule is not a map"
+local function check_window(w)
+    if type(w) ~= "table" then
+        return "window"
     end
-    if not str(rule.id) or not match(rule.id, "^[a-z0-9][a-z0-9_.-]*$") then
-        return nil, "id is invalid"
+    local s, e = w.start, w["end"]
+    if (s ~= nil and type(s) ~= "number") or (e ~= nil and type(e) ~= "number") then
+        return "window"
+    end
+end
+
+
+local function check_split(rule)
+    local bad = check_key(rule.key)
+    if bad then
+        return bad
+    end
+    if not list(rule.policies, 32) then
+        return "policies"
+    end
+    for _, p in ipairs(rule.policies) do
+        bad = check_policy(p)
+        if bad then
+            return bad
+        end
+    end
+    if not str(rule.default) then
+        return "default"
+    end
+end
+
+
+local function check_degrade(rule)
+    local bad = check_action(rule.action)
+    if bad then
+        return bad
+    end
+    local percent = rule.percent
+    if percent ~= nil and not (type(percent) == "number" and percent >= 0 and percent <= 100) then
+        return "percent"
+    end
+    if rule.window ~= nil then
+        bad = check_window(rule.window)
+        if bad then
+            return bad
+        end
+    end
+    if rule.key ~= nil then
+        bad = check_key(rule.key)
+        if bad then
+            return bad
+        end
+    end
+    if rule.salt ~= nil and type(rule.salt) ~= "string" then
+        return "salt"
+    end
+end
+
+
+local function check(rule)
+    if type(rule) ~= "table" then
+        return "rule"
+    end
+    if not str(rule.id) or #rule.id > 64 or not match(rule.id, "^[a-z0-9][a-z0-9_.-]*$") then
+        return "id"
+    end
+    if rule.enabled ~= nil and type(rule.enabled) ~= "boolean" then
+        return "enabled"
     end
     local route = rule.route
-    if type(route) ~= "table" or not str(route.host) or not str(route.path)
-        or sub(route.path, 1, 1) ~= "/"
-    then
-        return nil, "route is invalid"
+    if type(route) ~= "table" then
+        return "route"
     end
-    if route.methods ~= nil and not list(route.methods) then
-        return nil, "route.methods is invalid"
+    if not host(route.host) then
+        return "route.host"
     end
-    local bad
-    if rule.kind == "split" then
-        bad = check_key(rule.key)
-        if not bad and not list(rule.policies) then
-            bad = "policies"
+    if not path(route.path) then
+        return "route.path"
+    end
+    if route.methods ~= nil then
+        if not list(route.methods, 7) then
+            return "route.methods"
         end
-        if not bad then
-            for _, p in ipairs(rule.policies) do
-                bad = check_policy(p)
-                if bad then
-                    break
-                end
+        for _, m in ipairs(route.methods) do
+            if not METHODS[m] then
+                return "route.methods"
             end
         end
-        if not bad and not str(rule.default) then
-            bad = "default"
-        end
+    end
+    if rule.kind == "split" then
+        return check_split(rule)
     elseif rule.kind == "degrade" then
-        bad = check_action(rule.action)
-        if not bad and rule.percent ~= nil and type(rule.percent) ~= "number" then
-            bad = "percent"
-        end
-        if not bad and rule.window ~= nil and type(rule.window) ~= "table" then
-            bad = "window"
-        end
-        if not bad and rule.key ~= nil then
-            bad = check_key(rule.key)
-        end
-    else
-        bad = "kind"
+        return check_degrade(rule)
+    end
+    return "kind"
+end
+
+
+-- true when the rule can be compiled, else nil, "<field> is invalid".
+function _M.check(rule)
+    local ok, bad = pcall(check, rule)
+    if not ok then
+        return nil, "rule cannot be checked: " .. tostring(bad)
     end
     if bad then
         return nil, bad .. " is invalid"

@@ -12,11 +12,13 @@ from rulegate.schema import MAX_POLICIES, decode_rule, encode_rule, validate_rul
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_.-]{0,20}\Z")
 upstreams = st.from_regex(r"\A[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,20}\Z")
 tokens = st.from_regex(r"\A[a-zA-Z0-9_-]{1,12}\Z")
+header_names = st.from_regex(r"\A[a-zA-Z0-9-]{1,12}\Z")
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"), max_size=30)
 hosts = st.sampled_from(["a.example.com", "*.example.com", "*", "x-1.y.org"])
 paths = st.sampled_from(["/", "/api", "/api/v1/", "/a-b_c"])
 key = st.one_of(st.just({"source": "ip"}),
-                st.builds(lambda s, n: {"source": s, "name": n}, st.sampled_from(["header", "cookie", "arg"]), tokens))
+                st.builds(lambda n: {"source": "header", "name": n}, header_names),
+                st.builds(lambda s, n: {"source": s, "name": n}, st.sampled_from(["cookie", "arg"]), tokens))
 
 
 @st.composite
@@ -33,8 +35,8 @@ def policies(draw):
     if kind == "percent":
         weights = draw(st.lists(st.integers(1, 2500), min_size=1, max_size=4))
         return {"type": kind, "buckets": [{"upstream": draw(upstreams), "weight": w} for w in weights]}
-    return {"type": kind, "name": draw(tokens), "values": draw(st.lists(texts, min_size=1, max_size=3)),
-            "upstream": draw(upstreams)}
+    return {"type": kind, "name": draw(header_names if kind == "header" else tokens),
+            "values": draw(st.lists(texts, min_size=1, max_size=3)), "upstream": draw(upstreams)}
 
 
 @st.composite
@@ -65,6 +67,7 @@ def degrade_rules(draw):
 def test_valid_rules_round_trip_through_msgpack(rule):
     """A valid rule validates, encodes deterministically and decodes to the same dict."""
     normal = validate_rule(rule)
+    assert validate_rule(normal) == normal
     raw = encode_rule(normal)
     assert decode_rule(raw) == normal
     assert encode_rule(decode_rule(raw)) == raw
@@ -115,7 +118,47 @@ def base_split(**kw) -> dict:
     (base_split(id="Bad Id"), "id", "must match"),
     (base_split(colour="red"), "colour", "unknown field"),
     (base_split(route={"host": "a.example.com", "path": "nope"}), "route.path", "start with '/'"),
-    (base_split(route={"host": "A.example.com", "path": "/"}), "route.host", "lowercase"),
+    (base_split(route={"host": "a..example.com", "path": "/"}), "route.host", "host name"),
+    (base_split(route={"host": "stra\u00dfe.de", "path": "/"}), "route.host", "punycode"),
+    (base_split(route={"host": "a.example.com", "path": "/caf\u00e9"}), "route.path", "printable ASCII"),
+    (base_split(key={"source": "header", "name": "x_uid"}), "key.name", "nginx drops"),
+    (base_split(policies=[{"type": "header", "name": "x.flag", "values": ["1"], "upstream": "a"}]),
+     "policies[0].name", "nginx drops"),
+    (base_split(policies=[{"type": "uid_range", "ranges": [[0, 2**53]], "upstream": "a"}]),
+     "policies[0].ranges[0][1]", "between 0 and 9007199254740991"),
+    (base_split(policies=[{"type": "uid_range", "ranges": [[0, 10.0]], "upstream": "a"}]),
+     "policies[0].ranges[0][1]", "integer"),
+    (base_split(policies=[{"type": "ip_cidr", "cidrs": ["fe80::1%eth0/128"], "upstream": "a"}]),
+     "policies[0].cidrs[0]", "zone"),
+    (base_split(policies=[{"type": "ip_cidr", "cidrs": ["10.0.0.0/255.0.255.0"], "upstream": "a"}]),
+     "policies[0].cidrs[0]", "contiguous"),
+    (base_split(policies=[{"type": "ip_cidr", "cidrs": ["010.0.0.0/8"], "upstream": "a"}]),
+     "policies[0].cidrs[0]", "not an IPv4"),
+    (base_split(policies=[{"type": ["percent"]}]), "policies[0].type", "must be one of"),
+    (base_split(description="\ud800"), "description", "surrogates"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 204, "body": "x"}}, "action.body", "without a body"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 304, "content_type": "text/plain"}}, "action.content_type",
+     "without a body"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 200, "headers": {"X-A": "1", "x-a": "2"}}}, "action.headers.x-a",
+     "case-insensitive"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 200, "headers": {"X-A": ""}}}, "action.headers.X-A", "empty"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 200, "headers": {"X_A": "1"}}}, "action.headers.X_A", "not allowed"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 200, "headers": {"Content-Type": "text/html"}}},
+     "action.headers.Content-Type", "content_type"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "static", "status": 200, "headers": {"X-A": " padded"}}}, "action.headers.X-A", "whitespace"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "redirect", "location": "/caf\u00e9"}}, "action.location", "printable ASCII"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": "redirect", "location": "/x", "status": 301.0}}, "action.status", "integer"),
+    ({"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+      "action": {"type": {"static": 1}}}, "action.type", "must be one of"),
     (base_split(key={"source": "header"}), "key.name", "is required"),
     (base_split(policies=[{"type": "uid_range", "ranges": [[5, 1]], "upstream": "a"}]), "policies[0].ranges[0]", "lo must be"),
     (base_split(policies=[{"type": "ip_cidr", "cidrs": ["10.0.0.1/8"], "upstream": "a"}]), "policies[0].cidrs[0]", "CIDR"),
@@ -153,3 +196,60 @@ def test_garbage_bytes_are_corrupt_data():
         decode_rule(b"\xc1")
     with pytest.raises(CorruptDataError):
         decode_rule(msgpack.packb({"id": "x"}))
+
+
+@pytest.mark.parametrize("field,written,stored", [
+    (("route", "host"), "Shop.Example.COM.", "shop.example.com"),
+    (("route", "host"), "*.B\u00fccher.de", "*.xn--bcher-kva.de"),
+    (("key", "name"), "X-Uid", "x-uid"),
+])
+def test_canonical_forms_of_split_fields(field, written, stored):
+    """Hosts and header names a rule reads are stored in their one canonical form."""
+    rule = base_split()
+    rule[field[0]] = {**rule[field[0]], field[1]: written}
+    assert validate_rule(rule)[field[0]][field[1]] == stored
+
+
+@pytest.mark.parametrize("written,stored", [
+    ("10.0.0.0/255.0.0.0", "10.0.0.0/8"),
+    ("10.1.2.3", "10.1.2.3/32"),
+    ("10.0.0.0/08", "10.0.0.0/8"),
+    ("2001:DB8:0:0:0:0:0:0/32", "2001:db8::/32"),
+    ("0:0:0:0:0:ffff:10.0.0.0/104", "::ffff:a00:0/104"),
+    ("fe80:0:0:1:0:0:0:0/64", "fe80:0:0:1::/64"),
+    ("::/0", "::/0"),
+])
+def test_cidrs_are_stored_canonical(written, stored):
+    """A CIDR is stored as address/prefix in canonical text."""
+    rule = base_split(policies=[{"type": "ip_cidr", "cidrs": [written], "upstream": "a"}])
+    assert validate_rule(rule)["policies"][0]["cidrs"] == [stored]
+
+
+def test_cidr_with_host_bits_names_the_network():
+    """Host bits are refused, with the network the operator probably meant."""
+    with pytest.raises(ValidationError) as info:
+        validate_rule(base_split(policies=[{"type": "ip_cidr", "cidrs": ["10.0.0.1/8"], "upstream": "a"}]))
+    assert "10.0.0.0/8" in info.value.errors["policies[0].cidrs[0]"]
+
+
+@pytest.mark.parametrize("written,stored", [(50.0, 50), (12.5, 12.5), (0.07, 0.07), (100, 100)])
+def test_percent_is_stored_canonical(written, stored):
+    """A degrade percent is stored as an integer or the double nearest to basis points / 100."""
+    rule = {"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"}, "action": {"type": "reject"},
+            "percent": written}
+    out = validate_rule(rule)["percent"]
+    assert out == stored and type(out) is type(stored)
+
+
+def test_bodiless_static_gets_no_content_type():
+    """A static 204/205/304 is stored without content_type or body default of a content type."""
+    rule = {"id": "d", "kind": "degrade", "route": {"host": "*", "path": "/"},
+            "action": {"type": "static", "status": 204}}
+    assert "content_type" not in validate_rule(rule)["action"]
+
+
+def test_validation_does_not_change_its_input():
+    """validate_rule canonicalizes a copy; the caller's dict is untouched."""
+    rule = base_split(route={"host": "A.example.com", "path": "/"}, key={"source": "header", "name": "X-Uid"})
+    validate_rule(rule)
+    assert rule["route"]["host"] == "A.example.com" and rule["key"]["name"] == "X-Uid"

@@ -1,0 +1,78 @@
+-- Drives rulegate.schema, rulegate.request and rulegate.router from pytest in
+-- batches (tests/lua/decide_harness.py): rules travel as the msgpack the store
+-- holds, requests as raw values (bytes), so Lua decodes, checks, builds and
+-- decides exactly as a gateway does.
+local mp = require("MessagePack")
+local cjson = require("cjson.safe")
+local schema = require("rulegate.schema")
+local router = require("rulegate.router")
+local request = require("rulegate.request")
+
+local _M = {}
+
+
+local function body()
+    ngx.req.read_body()
+    local data = ngx.req.get_body_data()
+    if not data then
+        local path = ngx.req.get_body_file()
+        local f = assert(io.open(path, "rb"))
+        data = f:read("*a")
+        f:close()
+    end
+    return mp.unpack(data)
+end
+
+
+-- The decoded rules, and the check error of each (cjson.null when accepted).
+local function decode(raw_rules)
+    local rules, errors, bad = {}, {}, false
+    for i, raw in ipairs(raw_rules) do
+        local ok, rule = pcall(mp.unpack, raw)
+        local good, err
+        if ok then
+            good, err = schema.check(rule)
+        else
+            err = "undecodable msgpack"
+        end
+        errors[i] = err or cjson.null
+        if good then
+            rules[#rules + 1] = rule
+        else
+            bad = true
+        end
+    end
+    return rules, errors, bad
+end
+
+
+-- POST /check msgpack {rules = {raw, ...}} -> {errors = {err|null, ...}}
+function _M.check()
+    local b = body()
+    local _, errors = decode(b.rules)
+    ngx.say(cjson.encode({ errors = errors }))
+end
+
+
+-- POST /batch msgpack {rules = {raw, ...}, revision, requests = {raw request, ...}}
+-- -> {errors, decisions = {decision, ...}}; a raw request is what
+-- request.from_raw takes (host, target, method, ip, now, headers = {{n, v}}).
+function _M.batch()
+    local b = body()
+    local rules, errors, bad = decode(b.rules)
+    local out = { errors = errors, decisions = {} }
+    if not bad then
+        local rs = router.compile(rules, b.revision)
+        for i, r in ipairs(b.requests) do
+            local d = router.decide(rs, request.from_raw(r))
+            out.decisions[i] = {
+                action = d.action, upstream = d.upstream, status = d.status, headers = d.headers,
+                body = d.body, location = d.location, rule_id = d.rule_id, revision = d.revision,
+            }
+        end
+    end
+    ngx.say(cjson.encode(out))
+end
+
+
+return _M
