@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-ca-cert")
     serve.add_argument("--tls-cert")
     serve.add_argument("--tls-key")
+    serve.add_argument("--max-body", type=int, help="largest decide body in bytes, 413 above (64 KiB)")
+    serve.add_argument("--idle-timeout", type=float, help="seconds a connection may wait for its next request (30)")
+    serve.add_argument("--request-timeout", type=float, help="seconds to receive a whole request, 408 after (10)")
+    serve.add_argument("--max-connections", type=int, help="concurrent connections (1000)")
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -46,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     from rulegate.connection import parse_node
 
     from .client import RuleClient
-    from .sidecar import serve
+    from .sidecar import ServerLimits, serve
 
     try:
         host, port = parse_node(args.listen)
+        given = {"max_body": args.max_body, "idle_timeout": args.idle_timeout,
+                 "request_timeout": args.request_timeout, "max_connections": args.max_connections}
+        limits = ServerLimits(**{k: v for k, v in given.items() if v is not None})
         client = RuleClient(args.redis_nodes, args.namespace, refresh_interval=args.refresh_interval,
                             max_stale=args.max_stale, snapshot_path=args.snapshot,
                             heartbeat_interval=args.heartbeat_interval, gateway_id=args.gateway_id,
@@ -59,5 +66,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"gateway-agent: {exc}", file=sys.stderr)
         return 2
-    serve(client, host, port)
+    serve(client, host, port, limits=limits)
     return 0

@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import signal
-import socket
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from rulegate.evaluator import Request
@@ -45,7 +45,7 @@ def parse_request(body: bytes) -> Request:
     pairs; strings may hold anything JSON can (lone surrogates included): they never fail a decision.
     """
     try:
-        data = json.loads(body, parse_constant=_no_constant)
+        data = json.loads(body, parse_constant=_no_constant, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise BadRequest(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -75,12 +75,24 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
+# Integers are bounded where JSON is decoded: one a double cannot hold (1e309 and up) would
+# fail later as an OverflowError (500); it is refused here with 400.
+MAX_INT_DIGITS = 300
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadRequest(f"integers may have at most {MAX_INT_DIGITS} digits, got {len(text.lstrip('-'))}")
+    return int(text)
+
+
 class SidecarApp:
     """The WSGI application over one RuleClient."""
 
-    def __init__(self, client: RuleClient, metrics: AgentMetrics | None = None):
+    def __init__(self, client: RuleClient, metrics: AgentMetrics | None = None, *, max_body: int = MAX_BODY):
         self.client = client
         self.metrics = metrics or AgentMetrics(client)
+        self.max_body = max_body
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -109,9 +121,9 @@ class SidecarApp:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return _reply(start_response, 400, {"error": "bad Content-Length"})
-        if length <= 0 or length > MAX_BODY:
+        if length <= 0 or length > self.max_body:
             return _reply(start_response, 400 if length <= 0 else 413,
-                          {"error": f"body must be 1..{MAX_BODY} bytes of JSON"})
+                          {"error": f"body must be 1..{self.max_body} bytes of JSON"})
         try:
             request = parse_request(environ["wsgi.input"].read(length))
         except BadRequest as exc:
@@ -131,19 +143,32 @@ def _reply(start_response: Callable, status: int, payload: Any) -> list[bytes]:
     return [body]
 
 
-def serve(client: RuleClient, host: str, port: int, *, stop_timeout: float = 5.0) -> None:
+@dataclass(frozen=True)
+class ServerLimits:
+    """Limits of the sidecar's HTTP server (gateway_agent.wsgi_server enforces them).
+
+    A connection waits at most idle_timeout s for its next request; a request (line, headers,
+    body) must arrive within request_timeout s (else 408); bodies above max_body bytes get 413."""
+
+    max_body: int = MAX_BODY
+    idle_timeout: float = 30.0
+    request_timeout: float = 10.0
+    max_connections: int = 1000
+
+    def __post_init__(self) -> None:
+        if min(self.max_body, self.idle_timeout, self.request_timeout, self.max_connections) <= 0:
+            raise ValueError(f"server limits must be positive: {self}")
+
+
+def serve(client: RuleClient, host: str, port: int, *, limits: ServerLimits = ServerLimits(),
+          stop_timeout: float = 5.0) -> None:
     """Start client and a gevent WSGI server on host:port; return after SIGTERM/SIGINT (graceful)."""
     import gevent
-    from gevent.pywsgi import WSGIHandler, WSGIServer
 
-    class Handler(WSGIHandler):
-        def handle(self) -> None:
-            # headers and body go out in separate writes: without NODELAY, Nagle + delayed ACK add 40 ms
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().handle()
+    from .wsgi_server import make_server
 
     client.start()
-    server = WSGIServer((host, port), SidecarApp(client), log=None, error_log=log, handler_class=Handler)
+    server = make_server(SidecarApp(client, max_body=limits.max_body), host, port, limits, error_log=log)
 
     def shutdown() -> None:
         log.info("shutting down: draining requests for up to %.0fs", stop_timeout)

@@ -1,0 +1,124 @@
+"""The sidecar's HTTP server: gevent's pywsgi with limits (sidecar.ServerLimits), so no client can hold a
+connection or memory.
+
+A connection may wait `idle_timeout` for its next request; a request must arrive whole (line,
+headers, body) within `request_timeout`, else 408 and close; a body above `max_body` is
+refused with 413 before it is read, one without Content-Length with 411, oversized headers
+with 431. The application gets the body already read, so it never blocks on a slow client.
+"""
+from __future__ import annotations
+
+import errno
+import http.client
+import io
+import json
+import socket
+from typing import TYPE_CHECKING, Any, Callable
+
+import gevent
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+
+if TYPE_CHECKING:
+    from .sidecar import ServerLimits
+
+
+class RequestTimeout(TimeoutError):
+    """The request did not arrive whole within request_timeout."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ETIMEDOUT, "request not received in time")
+
+
+class _Refused(ValueError):
+    """A request refused before its body is read; carries the raw response."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        body = json.dumps({"error": message}).encode()
+        self.status = str(status)
+        self.response = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class LimitedHandler(WSGIHandler):
+    """A WSGIHandler enforcing `limits` (set on the subclass made by make_server)."""
+
+    limits: ServerLimits
+    _timer: gevent.Timeout | None = None
+    _body = b""
+
+    def handle(self) -> None:
+        # headers and body go out in separate writes: without NODELAY, Nagle + delayed ACK add 40 ms
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle()
+
+    def handle_one_request(self) -> Any:
+        if not self._await_request():
+            return None
+        self._timer = gevent.Timeout.start_new(self.limits.request_timeout, RequestTimeout())
+        try:
+            return super().handle_one_request()
+        finally:
+            self._timer.close()
+
+    def _await_request(self) -> bool:
+        """Wait up to idle_timeout for the first byte of the next request; False to close."""
+        self.socket.settimeout(self.limits.idle_timeout)
+        try:
+            started = bool(self.rfile.peek(1))
+        except OSError:
+            return False
+        self.socket.settimeout(self.limits.request_timeout)  # also bounds writing the response
+        return started
+
+    def read_request(self, raw_requestline: str) -> bool:
+        try:
+            ok = super().read_request(raw_requestline)
+        except ValueError:
+            if getattr(self.headers, "status", "") == "Line too long":
+                raise _Refused(431, "Request Header Fields Too Large", "a request header line is too long") from None
+            raise
+        if self.headers.get("transfer-encoding") is not None:
+            raise _Refused(411, "Length Required", "send the body with a Content-Length")
+        length = self.content_length or 0
+        if length > self.limits.max_body:
+            raise _Refused(413, "Payload Too Large", f"body must be at most {self.limits.max_body} bytes")
+        if length and self.headers.get("expect", "").lower() == "100-continue":
+            self.socket.sendall(_CONTINUE)
+        self._body = self.rfile.read(length) if length else b""
+        if len(self._body) < length:
+            raise ValueError("connection closed inside the request body")
+        return ok
+
+    def get_environ(self) -> dict:
+        self._timer.close()  # the request is in: the application runs without the read deadline
+        env = super().get_environ()
+        self.wsgi_input = Input(io.BytesIO(self._body), len(self._body))
+        env["wsgi.input"] = self.wsgi_input
+        env["wsgi.input_terminated"] = True
+        return env
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        if isinstance(ex, RequestTimeout):
+            ex = _Refused(408, "Request Timeout", "request not received in time")
+        elif isinstance(ex, http.client.HTTPException):  # more than 100 headers
+            ex = _Refused(431, "Request Header Fields Too Large", "too many request headers")
+        if isinstance(ex, _Refused):
+            return ex.status, ex.response
+        return super()._handle_client_error(ex)
+
+    def handle_error(self, t: type, v: BaseException, tb: Any) -> None:
+        if isinstance(v, TimeoutError):  # the client stopped reading the response
+            self.close_connection = True
+            return
+        super().handle_error(t, v, tb)
+
+
+def make_server(app: Callable, host: str, port: int, limits: ServerLimits, error_log: Any) -> WSGIServer:
+    """Return an unstarted gevent WSGI server for app on host:port that enforces limits."""
+    handler = type("Handler", (LimitedHandler,), {"limits": limits})
+    return WSGIServer((host, port), app, log=None, error_log=error_log, handler_class=handler,
+                      spawn=limits.max_connections)
