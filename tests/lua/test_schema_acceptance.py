@@ -1,0 +1,46 @@
+"""Every rule the Python validator emits is accepted by the Lua schema and decided alike (hypothesis)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rulegate.schema import validate_rule
+from tests.strategies import rule_inputs
+
+from .decide_harness import DecideHarness, RawRequest, python_decisions
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DecideHarness]:
+    """An nginx checking and deciding batches with the Lua modules."""
+    with DecideHarness(tmp_path_factory.mktemp("accept")) as h:
+        yield h
+
+
+def requests_for(rules: list[dict], data: st.DataObject) -> list[RawRequest]:
+    """Requests aimed at the rules' routes, carrying their keys and policy inputs with drawn values."""
+    out = []
+    values = st.one_of(st.sampled_from(["1", "42", "007", "9007199254740991", "", "on", "10.1.2.3"]),
+                       st.text(max_size=6))
+    for rule in rules:
+        host = rule["route"]["host"].replace("*.", "x.").replace("*", "any.example")
+        methods = rule["route"].get("methods") or ["GET"]
+        names = [rule.get("key", {}).get("name")] + [p.get("name") for p in rule.get("policies", [])]
+        headers = [(n.encode(), data.draw(values).encode(errors="surrogateescape")) for n in names if n]
+        out.append(RawRequest(host.encode(), rule["route"]["path"].encode() + b"x", data.draw(st.sampled_from(methods)),
+                              data.draw(st.sampled_from([b"10.1.2.3", b"2001:db8::1", b"", b"bad"])),
+                              data.draw(st.integers(0, 2**40)), headers))
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(rule_inputs(), min_size=1, max_size=8, unique_by=lambda r: r["id"]), st.data())
+def test_lua_accepts_and_agrees_on_every_valid_rule_set(harness: DecideHarness, rules, data) -> None:
+    """No canonical rule is refused by lua/rulegate/schema.lua, and the router decides as the evaluator."""
+    canon = [validate_rule(r) for r in rules]
+    assert harness.check(canon) == [None] * len(canon)
+    requests = requests_for(canon, data)
+    assert harness.batch(canon, 7, requests) == python_decisions(canon, 7, requests)

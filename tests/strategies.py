@@ -1,0 +1,176 @@
+"""Hypothesis strategies: rules as operators may write them (every field, non-canonical forms included).
+
+`rule_inputs()` draws dicts that `validate_rule` accepts (and canonicalizes); `json_values`
+draws arbitrary JSON. Shared by the schema property tests and the Lua acceptance test.
+"""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from rulegate.iputil import format_ip
+from rulegate.schema import BODILESS_STATUSES, MAX_UID, METHODS, REDIRECT_STATUSES
+
+ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+VISIBLE = "".join(map(chr, range(0x21, 0x7F)))
+ids = st.builds(str.__add__, st.sampled_from(ALNUM[:26] + ALNUM[52:]),
+                st.text(ALNUM[:26] + ALNUM[52:] + "_.-", max_size=63))
+upstreams = st.text(ALNUM + "_.:-", min_size=1, max_size=40)
+tokens = st.text(ALNUM + "!#$%&'*+.^_`|~-", min_size=1, max_size=32)
+header_names = st.text(ALNUM + "-", min_size=1, max_size=40)
+unicode_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r\n\x00"), max_size=40)
+multiline_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=80)
+header_values = st.builds(lambda a, mid, b: a + mid + b if mid or b else a, st.sampled_from(VISIBLE),
+                          st.text(VISIBLE + " \t", max_size=30), st.sampled_from(VISIBLE))
+IDN_LABELS = ("b\u00fccher", "M\u00fcnchen", "\u043f\u0440\u0438\u043c\u0435\u0440", "\u4f8b\u3048",
+              "\u0130stanbul", "caf\u00e9", "\u00e9t\u00e9")
+
+
+@st.composite
+def hosts(draw) -> str:
+    """A host pattern in any accepted spelling: case, a trailing dot, IDN labels, '*.' or '*'."""
+    if draw(st.integers(0, 9)) == 0:
+        return "*"
+    ascii_label = st.builds(lambda a, mid: a + mid, st.sampled_from(ALNUM), st.text(ALNUM + "-", max_size=10)
+                            ).map(lambda x: x.rstrip("-") or "a")
+    label = st.one_of(ascii_label, st.sampled_from(IDN_LABELS))
+    host = ".".join(draw(st.lists(label, min_size=1, max_size=4)))
+    if draw(st.booleans()):
+        host = "*." + host
+    return host + ("." if draw(st.booleans()) else "")
+
+
+paths = st.text(VISIBLE.replace("?", "").replace("#", ""), max_size=30).map(lambda p: "/" + p)
+
+
+@st.composite
+def cidrs(draw) -> str:
+    """A CIDR in any accepted spelling: bare address, netmask, leading zeros, upper-case hex, full groups."""
+    family = draw(st.sampled_from([4, 6]))
+    bits = 32 if family == 4 else 128
+    prefix = draw(st.integers(0, bits))
+    value = draw(st.integers(0, 2**bits - 1)) >> (bits - prefix) << (bits - prefix)
+    text = format_ip(family, value)
+    if family == 6:
+        style = draw(st.integers(0, 2))
+        if style == 1:
+            text = text.upper()
+        elif style == 2:
+            text = ":".join(f"{value >> (112 - 16 * i) & 0xFFFF:04x}" for i in range(8))
+    form = draw(st.integers(0, 3))
+    if form == 0 and prefix == bits:
+        return text
+    if form == 1 and family == 4:
+        mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+        return f"{text}/{format_ip(4, mask)}"
+    if form == 2:
+        return f"{text}/{prefix:03d}"
+    return f"{text}/{prefix}"
+
+
+@st.composite
+def keys(draw) -> dict:
+    source = draw(st.sampled_from(["header", "cookie", "arg", "ip"]))
+    if source == "ip":
+        return {"source": "ip"}
+    return {"source": source, "name": draw(header_names if source == "header" else tokens)}
+
+
+@st.composite
+def policies(draw) -> dict:
+    kind = draw(st.sampled_from(["uid_range", "uid_suffix", "ip_cidr", "header", "cookie", "arg", "percent"]))
+    if kind == "percent":
+        n = draw(st.integers(1, 6))
+        weights = draw(st.lists(st.integers(1, 10_000 // n), min_size=n, max_size=n))
+        p = {"type": kind, "buckets": [{"upstream": draw(upstreams), "weight": w} for w in weights]}
+        if draw(st.booleans()):
+            p["salt"] = draw(unicode_text)
+        return p
+    p = {"type": kind, "upstream": draw(upstreams)}
+    if kind == "uid_range":
+        bound = st.one_of(st.integers(0, MAX_UID), st.integers(MAX_UID - 1000, MAX_UID), st.integers(0, 10**6))
+        pairs = draw(st.lists(st.tuples(bound, bound), min_size=1, max_size=4))
+        p["ranges"] = [[min(a, b), max(a, b)] for a, b in pairs]
+    elif kind == "uid_suffix":
+        p["suffixes"] = draw(st.lists(tokens, min_size=1, max_size=4))
+    elif kind == "ip_cidr":
+        p["cidrs"] = draw(st.lists(cidrs(), min_size=1, max_size=4))
+    else:
+        p["name"] = draw(header_names if kind == "header" else tokens)
+        p["values"] = draw(st.lists(unicode_text, min_size=1, max_size=4))
+    return p
+
+
+@st.composite
+def response_headers(draw) -> dict:
+    names = draw(st.lists(header_names, max_size=5, unique_by=str.lower))
+    names = [n for n in names if n.lower() not in ("content-type", "content-length", "transfer-encoding", "connection")]
+    return {n: draw(header_values) for n in names}
+
+
+@st.composite
+def actions(draw) -> dict:
+    kind = draw(st.sampled_from(["static", "redirect", "upstream", "reject"]))
+    if kind == "static":
+        status = draw(st.one_of(st.sampled_from(BODILESS_STATUSES), st.integers(200, 599)))
+        action = {"type": kind, "status": status}
+        if draw(st.booleans()):
+            action["headers"] = draw(response_headers())
+        if status not in BODILESS_STATUSES:
+            if draw(st.booleans()):
+                action["content_type"] = draw(header_values)
+            if draw(st.booleans()):
+                action["body"] = draw(multiline_text)
+        elif draw(st.booleans()):
+            action["body"] = ""
+        return action
+    if kind == "redirect":
+        action = {"type": kind, "location": draw(st.sampled_from(["/", "https://example.com/", "http://a/"]))
+                  + draw(st.text(VISIBLE, max_size=20))}
+        if draw(st.booleans()):
+            action["status"] = draw(st.sampled_from(REDIRECT_STATUSES))
+        return action
+    if kind == "upstream":
+        return {"type": kind, "upstream": draw(upstreams)}
+    action = {"type": kind}
+    if draw(st.booleans()):
+        action["status"] = draw(st.integers(400, 599))
+    if draw(st.booleans()):
+        action["retry_after"] = draw(st.integers(0, 86_400))
+    return action
+
+
+@st.composite
+def rule_inputs(draw) -> dict:
+    """A rule as an operator may write it; validate_rule accepts it."""
+    route = {"host": draw(hosts()), "path": draw(paths)}
+    if draw(st.booleans()):
+        route["methods"] = draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=7, unique=True))
+    rule = {"id": draw(ids), "route": route}
+    for name, strategy in (("enabled", st.booleans()), ("description", multiline_text),
+                           ("updated_by", unicode_text), ("updated_at", st.integers(0, 2**40))):
+        if draw(st.booleans()):
+            rule[name] = draw(strategy)
+    if draw(st.booleans()):
+        rule.update(kind="split", key=draw(keys()), policies=draw(st.lists(policies(), max_size=6)),
+                    default=draw(upstreams))
+        return rule
+    rule.update(kind="degrade", action=draw(actions()))
+    if draw(st.booleans()):
+        rule["percent"] = draw(st.one_of(st.integers(0, 100), st.integers(0, 10_000).map(lambda bp: bp / 100)))
+    if draw(st.booleans()):
+        start = draw(st.integers(0, 2**40 - 1))
+        rule["window"] = draw(st.sampled_from([{"start": start}, {"end": start + 1},
+                                               {"start": start, "end": min(start + 3600, 2**40)}]))
+    if draw(st.booleans()):
+        rule["key"] = draw(keys())
+    if draw(st.booleans()):
+        rule["salt"] = draw(unicode_text)
+    return rule
+
+
+surrogates = st.integers(0xD800, 0xDFFF).map(chr)  # hypothesis never draws them by itself
+any_text = st.text(st.one_of(st.characters(), surrogates), max_size=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-(2**70), 2**70) | st.floats() | any_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4),
+    max_leaves=16)
