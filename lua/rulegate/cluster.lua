@@ -4,12 +4,11 @@
 -- most `max_connections` redis instances created, whatever happens (timeouts,
 -- redirects, failover). The slot map lives in a lua_shared_dict, each worker
 -- keeps a decoded copy keyed on the dict's version counter.
-local ok_resty, redis = pcall(require, "resty.redis")
-if not ok_resty then
-    redis = require("nginx.redis")
-end
+-- Connections come from rulegate.node; with `ssl` each is TLS, verified against
+-- nginx's lua_ssl_trusted_certificate unless `ssl_verify` is false.
 local cjson = require("cjson.safe")
 local crc16 = require("rulegate.crc16")
+local node = require("rulegate.node")
 local topology = require("rulegate.slots")
 
 local ngx = ngx
@@ -22,7 +21,6 @@ local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local setmetatable = setmetatable
-local rawget = rawget
 local error = error
 local unpack = unpack
 local remove = table.remove
@@ -33,8 +31,6 @@ local min = math.min
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
-
-local HAS_SET_TIMEOUTS = rawget(redis, "set_timeouts") ~= nil
 
 -- per-worker counters; tests and the status endpoint read them
 local stats = {
@@ -54,7 +50,7 @@ local DEFAULTS = {
     name = "default", connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
     keepalive_timeout = 60000, keepalive_pool_size = 16, max_attempts = 3,
     max_connections = 2, read_replica = false, refresh_interval = 1, lock_ttl = 5,
-    slots_ttl = 10, deadline = 3000,
+    slots_ttl = 10, deadline = 3000, ssl = false, ssl_verify = true,
 }
 
 
@@ -101,13 +97,16 @@ function _M.new(opts)
         end
         self.startup_nodes[i] = n
     end
+    if type(self.ssl) ~= "boolean" or type(self.ssl_verify) ~= "boolean" then
+        error("bad argument #1 to 'new' (opts.ssl and opts.ssl_verify must be booleans)", 2)
+    end
+    if opts.server_name ~= nil and (type(opts.server_name) ~= "string" or opts.server_name == "") then
+        error("bad argument #1 to 'new' (opts.server_name must be a non-empty string)", 2)
+    end
+    self.server_name = opts.server_name
     self.username = opts.username
     self.password = opts.password
-    local cred = ""
-    if self.password then
-        cred = ":" .. sub(ngx.md5((self.username or "") .. "\0" .. self.password), 1, 12)
-    end
-    self.pool_suffix = cred
+    self.pool_suffix = node.pool_suffix(self)
     self.key_slots = self.name .. ":slots"
     self.key_ver = self.name .. ":slots_ver"
     self.key_lock = self.name .. ":slots_lock"
@@ -162,14 +161,6 @@ local function budget_new(self)
 end
 
 
-local function set_timeouts(red, c, s, r)
-    if HAS_SET_TIMEOUTS then
-        return red:set_timeouts(c, s, r)
-    end
-    return rawget(red, "_sock"):settimeouts(c, s, r)
-end
-
-
 -- An open connection to addr for this call: reused within the call, else a
 -- new redis instance (counted against max_connections).
 local function connect(self, b, addr, readonly)
@@ -188,37 +179,9 @@ local function connect(self, b, addr, readonly)
     b.conns = b.conns + 1
     stats.connections = stats.connections + 1
     local err
-    red, err = redis:new()
+    red, err = node.open(self, addr, host, port, readonly)
     if not red then
-        return nil, "failed to create a redis client: " .. tostring(err)
-    end
-    set_timeouts(red, self.connect_timeout, self.send_timeout, self.read_timeout)
-    local pool = "rulegate:" .. addr .. self.pool_suffix .. (readonly and ":ro" or "")
-    local ok
-    ok, err = red:connect(host, port, { pool = pool, pool_size = self.keepalive_pool_size })
-    if not ok then
-        red:close()
-        return nil, "failed to connect to redis " .. addr .. ": " .. tostring(err)
-    end
-    if red:get_reused_times() == 0 then
-        if self.password then
-            if self.username then
-                ok, err = red:auth(self.username, self.password)
-            else
-                ok, err = red:auth(self.password)
-            end
-            if not ok then
-                red:close()
-                return nil, "failed to authenticate to redis " .. addr .. ": " .. tostring(err)
-            end
-        end
-        if readonly then
-            ok, err = red:readonly()
-            if not ok then
-                red:close()
-                return nil, "READONLY failed on redis " .. addr .. ": " .. tostring(err)
-            end
-        end
+        return nil, err
     end
     b.pool[key] = red
     return red

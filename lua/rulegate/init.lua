@@ -35,6 +35,7 @@ local DEFAULTS = {
     connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
     max_attempts = 3, max_connections = 2, read_replica = false,
     notifications = true, listen_max = 30, listen_lock_ttl = 5,
+    ssl = false, ssl_verify = true,
 }
 
 
@@ -82,6 +83,12 @@ local function check_opts(opts)
     if type(c.startup_nodes) ~= "table" or #c.startup_nodes == 0 then
         error("bad argument #1 to 'init' (opts.startup_nodes must list host:port)", 3)
     end
+    if type(c.ssl) ~= "boolean" or type(c.ssl_verify) ~= "boolean" then
+        error("bad argument #1 to 'init' (opts.ssl and opts.ssl_verify must be true or false)", 3)
+    end
+    if c.server_name ~= nil and (type(c.server_name) ~= "string" or c.server_name == "") then
+        error("bad argument #1 to 'init' (opts.server_name must be a host name)", 3)
+    end
     c.shm = ngx.shared[c.dict]
     if not c.shm then
         error("bad argument #1 to 'init' (no lua_shared_dict named " .. tostring(c.dict) .. ")", 3)
@@ -94,6 +101,7 @@ local function check_opts(opts)
         connect_timeout = c.connect_timeout, send_timeout = c.send_timeout,
         read_timeout = c.read_timeout, max_attempts = c.max_attempts,
         max_connections = c.max_connections, read_replica = c.read_replica,
+        ssl = c.ssl, ssl_verify = c.ssl_verify, server_name = c.server_name,
     }
     -- the listener renews its lock after every read timeout
     c.listen_lock_ttl = math.max(c.listen_lock_ttl, c.read_timeout / 1000 * 3)
