@@ -10,6 +10,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from rulegate.digest import content_digest
 from rulegate.keyspace import Keys
 from rulegate.schema import encode_rule, validate_rule
 from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
@@ -133,6 +134,8 @@ def test_lower_revision_of_same_generation_is_refused(
     keys = Keys(namespace)
     client.set(keys.rev, rev - 1)
     client.hset(keys.rules, "r1", encode_rule(split_rule("r1", "c")))
+    # what a rebuild through the commit script would also hold: the digest of the new content
+    client.hset(keys.meta, "digest", content_digest({"r1": encode_rule(split_rule("r1", "c"))}))
     deadline = time.monotonic() + 5
     st = gw.status()
     while time.monotonic() < deadline and st["state"] != "regression":
