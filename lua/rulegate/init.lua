@@ -187,6 +187,9 @@ local function respond(d)
     if d.status ~= 204 and d.status ~= 304 then
         header["Content-Length"] = #body
     end
+    if d.status == 205 then
+        header["Content-Type"] = nil -- no body, no type (nginx drops it itself for 204 and 304)
+    end
     if body ~= "" then
         ngx.print(body)
     else

@@ -5,6 +5,7 @@ import random
 import zlib
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,3 +56,35 @@ def test_route_lookup_does_not_scan_all_rules():
     assert len(index.lengths) == 1
     assert find_route(rs, Request("h.example.com", "/p09999/x")) is not None
     assert decide(rs, Request("h.example.com", "/p04242")).upstream == "u4242"
+
+
+EVERY_POLICY = [validate_rule(r) for r in (
+    {"id": "all", "kind": "split", "route": {"host": "*", "path": "/"}, "key": {"source": "header", "name": "x-uid"},
+     "policies": [{"type": "uid_range", "ranges": [[1, 2**53 - 1]], "upstream": "a"},
+                  {"type": "uid_suffix", "suffixes": ["7"], "upstream": "b"},
+                  {"type": "ip_cidr", "cidrs": ["10.0.0.0/8", "fe80::/10"], "upstream": "c"},
+                  {"type": "header", "name": "x-flag", "values": ["on"], "upstream": "d"},
+                  {"type": "cookie", "name": "beta", "values": ["on"], "upstream": "e"},
+                  {"type": "arg", "name": "v", "values": ["x"], "upstream": "f"},
+                  {"type": "percent", "buckets": [{"upstream": "g", "weight": 5000}]}], "default": "stable"},
+    {"id": "shed", "kind": "degrade", "route": {"host": "*", "path": "/shed"}, "action": {"type": "reject"},
+     "percent": 50, "key": {"source": "cookie", "name": "sid"}, "window": {"start": 1}},
+)]
+surrogates = st.integers(0xD800, 0xDFFF).map(chr)
+any_text = st.text(st.one_of(st.characters(), surrogates), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"host": any_text, "path": st.one_of(any_text, st.just("/shed?v=x")), "method": any_text,
+                              "ip": any_text, "headers": st.lists(st.tuples(any_text, any_text), max_size=4),
+                              "now": st.floats(allow_nan=False)}))
+def test_decide_never_raises_on_request_content(data):
+    """Any strings (lone surrogates, odd IPs, odd hosts) get a decision; nothing raises."""
+    assert decide(RuleSet(EVERY_POLICY, 1), Request.from_dict(data)).action in ("proxy", "respond", "pass")
+
+
+@pytest.mark.parametrize("text,raw", [("\udcff", b"\xff"), ("a\udcfe\udcffz", b"a\xfe\xffz"), ("\u00e9", b"\xc3\xa9"),
+                                      ("\ud800", b"\xed\xa0\x80")])
+def test_buckets_hash_the_bytes_a_string_stands_for(text, raw):
+    """A key holding non-UTF-8 bytes (as lone surrogates) hashes like those bytes (nginx hashes bytes)."""
+    assert bucket_of("s", text) == zlib.crc32(b"s:" + raw) % 10000
