@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from ruleadmin import create_app  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
-from tests.admin.conftest import Gunicorn, server_env  # noqa: E402
+from rulegate_dev.nginx import free_port  # noqa: E402
+from rulegate_dev.service import Service, ruleadmin_service  # noqa: E402
+from tests.admin.conftest import server_env  # noqa: E402
 
 
 def rule(rule_id: str, weight: int) -> dict:
@@ -105,14 +107,17 @@ def main() -> int:
     own = [f"{shared}-{i}" for i in range(args.clients)]
     for ns in [shared, *own]:
         b.rules.create_namespace(ns)
-    servers: list[Gunicorn] = []
+    servers: list[Service] = []
     rows = []
     try:
         for count in (1, 2):
             while len(servers) < count:
-                g = Gunicorn(server_env(config), workers=args.workers, log_dir=tmp)
+                port = free_port()
+                g = ruleadmin_service(f"ruleadmin #{len(servers) + 1}", port, server_env(config),
+                                      Path(tmp) / f"ruleadmin-{port}.log", workers=args.workers)
+                g.start()
                 servers.append(g)
-                g.wait_ready()
+                g.wait_healthy()
             urls = [s.url for s in servers]
             for label, namespaces in (("own namespace each", own), ("one shared namespace", [shared])):
                 res = run(urls, token, namespaces, args.clients, args.seconds)
