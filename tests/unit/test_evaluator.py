@@ -74,7 +74,7 @@ surrogates = st.integers(0xD800, 0xDFFF).map(chr)
 any_text = st.text(st.one_of(st.characters(), surrogates), max_size=10)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.fixed_dictionaries({"host": any_text, "path": st.one_of(any_text, st.just("/shed?v=x")), "method": any_text,
                               "ip": any_text, "headers": st.lists(st.tuples(any_text, any_text), max_size=4),
                               "now": st.floats(allow_nan=False)}))

@@ -68,7 +68,7 @@ def test_any_json_anywhere_gives_field_errors_or_a_rule(rule, data, junk):
     only_validation_errors(rule)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(rule_inputs(), st.data(), json_values)
 def test_extra_and_missing_fields_give_field_errors(rule, data, junk):
     """An unknown field or a removed one anywhere is reported by path, never raised as KeyError."""
@@ -88,7 +88,7 @@ def _at(value: Any, path: tuple) -> Any:
     return value
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(json_values)
 def test_any_json_document_gives_field_errors(value):
     """Any JSON document at all is a rule or field errors."""
