@@ -1,12 +1,14 @@
-"""Users, password hashes, API token hashes and login rate limits, all stored in Redis under rg: keys."""
+"""Users (role, password hash, session version, disabled flag) and the account audit trail, in Redis under rg:.
+
+Every change that must end a user's sessions (logout, password or role change, disable) bumps the
+user's session version atomically in one script; a session carries the version it was created
+with and is refused once the stored one differs. API tokens live in tokens.py.
+"""
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from cachetools import TTLCache
@@ -16,76 +18,71 @@ from rulegate.connection import REDIS_ERRORS
 from rulegate.errors import StoreError
 from rulegate.schema import is_valid_id
 
+from .principals import ROLES, AccountError, User, UserState, lower_role
+from .throttle import LoginThrottle, ThrottleConfig
+from .tokens import TokenRecord, Tokens, token_expiry, token_role, token_scope
+
 USERS_KEY = "rg:users"
-TOKENS_KEY = "rg:tokens"
-LOGIN_FAIL_PREFIX = "rg:login:fail:"
 AUDIT_KEY = "rg:audit"
 AUDIT_MAXLEN = 10_000
-ROLES = ("viewer", "editor", "admin")
-TOKEN_PREFIX = "rgt_"
+MIN_PASSWORD = 8
 # a constant hash so an unknown user costs as much as a wrong password (no user enumeration by timing)
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
-
-@dataclass(frozen=True)
-class User:
-    """An authenticated principal: name, role, and how it authenticated (session or token id)."""
-
-    username: str
-    role: str
-    token_id: str | None = None
-
-    # Flask-Login protocol
-    is_authenticated = True
-    is_active = True
-    is_anonymous = False
-
-    def get_id(self) -> str:
-        return self.username
-
-    def can(self, role: str) -> bool:
-        """Return True when this user's role is at least `role`."""
-        return ROLES.index(self.role) >= ROLES.index(role)
-
-
-class AccountError(ValueError):
-    """A user or token request is invalid; the message says why."""
-
-
-def token_hash(token: str) -> str:
-    """Return the sha256 hex digest under which a token is stored."""
-    return hashlib.sha256(token.encode()).hexdigest()
+# Merge ARGV[2] (a JSON object) into the user's JSON record and bump its session version "sv" when
+# ARGV[3] is "always" or the patch changes role, password or disabled. A missing user is created
+# (created_at = ARGV[4]) only when ARGV[4] is not empty. Reply: {record JSON, bumped, created}, or
+# nil when the user does not exist.
+_SAVE_USER = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw and ARGV[4] == '' then return nil end
+local rec = raw and cjson.decode(raw) or {created_at = tonumber(ARGV[4])}
+local patch = cjson.decode(ARGV[2])
+local bump = ARGV[3] == 'always'
+for _, f in ipairs({'role', 'password', 'disabled'}) do
+  local old = rec[f]
+  if f == 'disabled' then old = old or false end
+  if patch[f] ~= nil and patch[f] ~= old then bump = true end
+end
+for k, v in pairs(patch) do rec[k] = v end
+local sv = tonumber(rec['sv']) or 0
+if raw and bump then sv = sv + 1 end
+rec['sv'] = sv
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+return {cjson.encode(rec), (raw and bump) and 1 or 0, raw and 0 or 1}
+"""
 
 
 class Accounts:
-    """Users and tokens in Redis (rg:users, rg:tokens) plus the shared login rate limiter."""
+    """Users in rg:users, tokens (tokens.Tokens), the audit stream, and a short per-instance lookup cache."""
 
     def __init__(self, client, *, max_failures: int = 5, max_failures_per_ip: int = 50,
                  window_seconds: int = 300, auth_cache_seconds: float = 5.0, auth_cache_size: int = 4096,
-                 timer: Callable[[], float] = time.monotonic):
+                 timer: Callable[[], float] = time.monotonic, clock: Callable[[], float] = time.time):
         self.client = client
-        self.max_failures = max_failures
-        self.max_failures_per_ip = max_failures_per_ip
-        self.window = window_seconds
+        self.clock = clock
+        self.throttle = LoginThrottle(client, ThrottleConfig(
+            free_failures=max_failures, max_failures_per_address=max_failures_per_ip, window_seconds=window_seconds))
+        self.tokens = Tokens(client, clock)
         # Who a session or token is, cached per instance for a few seconds: every API call and page
         # view otherwise costs one or two Redis round trips. Changes made through this instance
-        # clear it at once; other instances see a revoked token or a changed role within the TTL.
+        # clear it at once; other instances see them within the TTL (RULEADMIN_AUTH_CACHE_SECONDS).
         self._auth_cache: TTLCache | None = (TTLCache(auth_cache_size, auth_cache_seconds, timer=timer)
                                              if auth_cache_seconds > 0 else None)
         self._auth_lock = threading.Lock()
 
-    def _cached(self, key: tuple[str, str], load: Callable[[], User | None]) -> User | None:
+    def _cached(self, key: tuple[str, str], load: Callable[[], object], refresh: bool = False):
         """Return the cached lookup for key, or run load() and cache its answer (None included)."""
         cache = self._auth_cache
         if cache is None:
             return load()
         with self._auth_lock:
-            if key in cache:
+            if key in cache and not refresh:
                 return cache[key]
-        user = load()
+        value = load()
         with self._auth_lock:
-            cache[key] = user
-        return user
+            cache[key] = value
+        return value
 
     def forget_cached(self) -> None:
         """Drop every cached session/token lookup of this instance (after any account change)."""
@@ -93,18 +90,18 @@ class Accounts:
             with self._auth_lock:
                 self._auth_cache.clear()
 
-    def _call(self, fn, *args):
+    def _call(self, fn, *args, **kwargs):
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except REDIS_ERRORS as exc:
             raise StoreError(f"redis: {exc.__class__.__name__}") from None
 
     # ---- audit (account events; rule changes are in each namespace's log) --------------------
     def audit(self, event: str, actor: str, subject: str, detail: str = "") -> None:
         """Append an account event (user/token/namespace/login) to the capped rg:audit stream."""
-        self._call(lambda: self.client.xadd(AUDIT_KEY, {"event": event, "actor": actor, "subject": subject,
-                                                        "detail": detail, "ts": int(time.time())},
-                                            maxlen=AUDIT_MAXLEN, approximate=True))
+        self._call(self.client.xadd, AUDIT_KEY, {"event": event, "actor": actor, "subject": subject,
+                                                 "detail": detail, "ts": int(self.clock())},
+                   maxlen=AUDIT_MAXLEN, approximate=True)
 
     def recent_audit(self, count: int = 100) -> list[dict]:
         """Return the newest account events first."""
@@ -112,135 +109,169 @@ class Accounts:
         return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in raw]
 
     # ---- users -----------------------------------------------------------------------------
-    def create_user(self, username: str, role: str, password: str, actor: str = "cli") -> User:
-        """Create or update a user; raise AccountError for a bad name, role or short password."""
+    def _save(self, username: str, patch: dict, bump: str = "changes",
+              create: bool = False) -> tuple[dict, bool, bool] | None:
+        """Apply patch atomically; return (record, sessions ended, created) or None when the user is missing."""
+        reply = self._call(self.client.eval, _SAVE_USER, 1, USERS_KEY, username, json.dumps(patch), bump,
+                           str(int(self.clock())) if create else "")
+        self.forget_cached()
+        if reply is None:
+            return None
+        return json.loads(reply[0]), bool(reply[1]), bool(reply[2])
+
+    def create_user(self, username: str, role: str, password: str | None, actor: str = "cli") -> User:
+        """Create a user or change its role and/or password (None or "" keeps it); a change ends its
+        sessions and revokes its tokens. Raise AccountError for a bad name, role or short password."""
         if not is_valid_id(username):
             raise AccountError("username must match [a-z0-9][a-z0-9_.-]{0,63}")
         if role not in ROLES:
-            raise AccountError(f"role must be one of {', '.join(ROLES)}")
-        if len(password) < 8:
-            raise AccountError("password must have at least 8 characters")
-        record = {"role": role, "password": generate_password_hash(password), "created_at": int(time.time())}
-        self._call(self.client.hset, USERS_KEY, username, json.dumps(record))
-        self.forget_cached()
-        self.audit("user.saved", actor, username, role)
-        return User(username, role)
+            raise AccountError(f"role must be one of {', '.join(ROLES)}", "role")
+        patch: dict = {"role": role}
+        if password:
+            if len(password) < MIN_PASSWORD:
+                raise AccountError(f"password must have at least {MIN_PASSWORD} characters", "password")
+            patch["password"] = generate_password_hash(password)
+        elif self._record(username) is None:
+            raise AccountError(f"a new user needs a password of at least {MIN_PASSWORD} characters", "password")
+        saved = self._save(username, {**patch, "updated_at": int(self.clock())}, create=True)
+        if saved is None:  # deleted in between
+            raise AccountError(f"user {username!r} does not exist")
+        rec, ended, _created = saved
+        if ended:
+            self._revoke_all(username, actor, "user changed")
+        self.audit("user.saved", actor, username, role + (" (sessions and tokens ended)" if ended else ""))
+        return User(username, role, int(rec.get("sv") or 0))
+
+    def set_disabled(self, username: str, disabled: bool, actor: str = "cli") -> bool:
+        """Disable (end its sessions, revoke its tokens) or enable a user; return whether it exists."""
+        if not is_valid_id(username) or self._save(username, {"disabled": disabled}) is None:
+            return False
+        if disabled:
+            self._revoke_all(username, actor, "user disabled")
+        self.audit("user.disabled" if disabled else "user.enabled", actor, username)
+        return True
+
+    def end_sessions(self, username: str, actor: str) -> None:
+        """End every session of a user (logout ends them all: a copied cookie dies with it)."""
+        if is_valid_id(username) and self._save(username, {}, bump="always") is not None:
+            self.audit("sessions.ended", actor, username)
 
     def _record(self, username: str) -> dict | None:
         raw = self._call(self.client.hget, USERS_KEY, username)
         return json.loads(raw) if raw else None
 
-    def get_user(self, username: str) -> User | None:
-        """Return the user, or None when it does not exist (or was deleted); cached for the auth TTL."""
+    def user_state(self, username: str, refresh: bool = False) -> UserState | None:
+        """Return the user's role, session version and disabled flag (cached for the auth TTL), or None."""
         if not is_valid_id(username):
             return None
-        return self._cached(("user", username), lambda: self._load_user(username))
+        return self._cached(("user", username), lambda: self._load_state(username), refresh)
 
-    def _load_user(self, username: str) -> User | None:
+    def _load_state(self, username: str) -> UserState | None:
         rec = self._record(username)
-        return User(username, rec["role"]) if rec and rec.get("role") in ROLES else None
+        return UserState.from_record(rec) if rec else None
+
+    def get_user(self, username: str) -> User | None:
+        """Return the enabled user with its current role, or None when it does not exist or is disabled."""
+        state = self.user_state(username)
+        if state is None or state.disabled:
+            return None
+        return User(username, state.role, state.session_version)
+
+    def session_user(self, username: str, version: int) -> User | None:
+        """Return the user of a session created at `version`, or None when that session has ended."""
+        state = self.user_state(username)
+        if state is not None and version > state.session_version:  # newer than this instance's cache
+            state = self.user_state(username, refresh=True)
+        if state is None or state.disabled or state.session_version != version:
+            return None
+        return User(username, state.role, version)
 
     def delete_user(self, username: str, actor: str = "cli") -> bool:
         """Delete a user and every token of it; return whether the user existed."""
-        for tid in self.list_tokens(username):
-            self.revoke_token(tid, actor)
+        if not is_valid_id(username):
+            return False
+        self._revoke_all(username, actor, "user deleted")
         existed = bool(self._call(self.client.hdel, USERS_KEY, username))
         self.forget_cached()
         if existed:
             self.audit("user.deleted", actor, username)
         return existed
 
-    def list_users(self) -> list[User]:
-        """Return every user, sorted by name."""
+    def list_users(self) -> list[dict]:
+        """Return every user as {username, role, disabled, created_at, updated_at}, sorted by name."""
         raw = self._call(self.client.hgetall, USERS_KEY)
-        out = [User(k.decode(), json.loads(v).get("role", "viewer")) for k, v in raw.items()]
-        return sorted(out, key=lambda u: u.username)
+        out = []
+        for name, value in raw.items():
+            rec = json.loads(value)
+            out.append({"username": name.decode(), "role": rec.get("role", "viewer"),
+                        "disabled": bool(rec.get("disabled")), "created_at": rec.get("created_at"),
+                        "updated_at": rec.get("updated_at")})
+        return sorted(out, key=lambda u: u["username"])
 
-    def authenticate(self, username: str, password: str, ip: str) -> User | None:
-        """Return the user when the password matches; raise RateLimited when too many failures."""
-        self.check_rate(username, ip)
+    def authenticate(self, username: str, password: str) -> tuple[User | None, str]:
+        """Return (user, "ok") for a right password of an enabled user, else (None, "failed" or "disabled")."""
         rec = self._record(username) if is_valid_id(username) else None
-        ok = check_password_hash(rec["password"] if rec else _DUMMY_HASH, password)
-        if rec and ok and rec.get("role") in ROLES:
-            self._call(self.client.delete, LOGIN_FAIL_PREFIX + "u:" + username)
-            self.audit("login.ok", username, username, ip)
-            return User(username, rec["role"])
-        self._fail(username, ip)
-        self.audit("login.failed", username if rec else "-", username[:64], ip)
-        return None
-
-    # ---- rate limiting ---------------------------------------------------------------------
-    def _counter_keys(self, username: str, ip: str) -> list[tuple[str, int]]:
-        name = username if is_valid_id(username) else "_invalid"
-        return [(LOGIN_FAIL_PREFIX + "u:" + name, self.max_failures),
-                (LOGIN_FAIL_PREFIX + "ip:" + ip, self.max_failures_per_ip)]
-
-    def check_rate(self, username: str, ip: str) -> None:
-        """Return None, or raise RateLimited when the user or the address failed too often."""
-        for key, limit in self._counter_keys(username, ip):
-            count = int(self._call(self.client.get, key) or 0)
-            if count >= limit:
-                ttl = int(self._call(self.client.ttl, key) or self.window)
-                raise RateLimited(max(ttl, 1))
-
-    def _fail(self, username: str, ip: str) -> None:
-        for key, _limit in self._counter_keys(username, ip):
-            if self._call(self.client.incr, key) == 1:
-                self._call(self.client.expire, key, self.window)
+        ok = check_password_hash(rec["password"] if rec and rec.get("password") else _DUMMY_HASH, password)
+        state = UserState.from_record(rec) if rec and ok else None
+        if state is None:
+            return None, "failed"
+        if state.disabled:
+            return None, "disabled"
+        return User(username, state.role, state.session_version), "ok"
 
     # ---- tokens ----------------------------------------------------------------------------
-    def create_token(self, username: str, name: str = "", actor: str = "cli") -> tuple[str, str]:
-        """Return (token id, secret token) for an existing user; only the hash is stored."""
-        if self.get_user(username) is None:
-            raise AccountError(f"user {username!r} does not exist")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        digest = token_hash(token)
-        record = {"username": username, "name": name[:128], "created_at": int(time.time())}
-        self._call(self.client.hset, TOKENS_KEY, digest, json.dumps(record))
-        self.audit("token.created", actor, username, digest[:16])
+    def user_for_token(self, token: str) -> User | None:
+        """Return the token's principal (role capped by the user's current one, scope, expiry), or None
+        when the token is unknown, revoked, expired, or its user is gone or disabled."""
+        digest = self.tokens.digest(token)
+        if digest is None:
+            return None
+        rec: TokenRecord | None = self._cached(("token", digest), lambda: self.tokens.load(digest))
+        if rec is None or rec.expired(self.clock()):
+            return None
+        state = self.user_state(rec.username)
+        if state is None or state.disabled:
+            return None
+        self.tokens.touch(digest)
+        return User(rec.username, lower_role(rec.role or state.role, state.role), state.session_version,
+                    rec.id, rec.namespaces, rec.expires_at)
+
+    def create_token(self, username: str, name: str = "", actor: str = "cli", *, creator: User | None = None,
+                     role: str | None = None, namespaces: list[str] | None = None,
+                     expires_in: int | None = None, max_lifetime: int = 0) -> tuple[str, str]:
+        """Return (token id, secret token) for an enabled user; only the hash is stored. The role and
+        scope never exceed the user's or the creator's (a token creating a token); raise AccountError."""
+        state = self.user_state(username, refresh=True)
+        if state is None or state.disabled:
+            raise AccountError(f"user {username!r} does not exist or is disabled")
+        cap = state.role
+        if creator is not None:
+            if creator.username != username and not (creator.can("admin") and creator.namespaces is None):
+                raise AccountError("only admins (with a token without a namespace scope) create tokens for others")
+            cap = lower_role(cap, creator.role)
+        rec_role = token_role(role, cap)
+        scope = token_scope(namespaces, creator.namespaces if creator else None)
+        expires_at = token_expiry(expires_in, max_lifetime, self.clock(), creator.expires_at if creator else None)
+        token, digest = self.tokens.new_secret()
+        self.tokens.create(TokenRecord(digest, username, name[:128], int(self.clock()), actor, rec_role, scope,
+                                       expires_at))
+        self.audit("token.created", actor, username, f"{digest[:16]} role={rec_role}"
+                   + (f" namespaces={','.join(sorted(scope))}" if scope is not None else "")
+                   + (f" expires_at={expires_at}" if expires_at else ""))
         return digest[:16], token
 
-    def user_for_token(self, token: str) -> User | None:
-        """Return the token's user (with its current role), or None when unknown or revoked."""
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-            return None
-        digest = token_hash(token)
-        return self._cached(("token", digest), lambda: self._load_token_user(digest))
+    def revoke_token(self, token_id: str, actor: str = "cli", reason: str = "") -> bool:
+        """Revoke the token with this id; return whether one was revoked."""
+        revoked = self.tokens.revoke(token_id)
+        self.forget_cached()
+        if revoked:
+            self.audit("token.revoked", actor, token_id, reason)
+        return revoked
 
-    def _load_token_user(self, digest: str) -> User | None:
-        raw = self._call(self.client.hget, TOKENS_KEY, digest)
-        if not raw:
-            return None
-        user = self._load_user(json.loads(raw)["username"])
-        return User(user.username, user.role, digest[:16]) if user else None
+    def _revoke_all(self, username: str, actor: str, reason: str) -> None:
+        for rec in self.tokens.list(username):
+            self.revoke_token(rec.id, actor, reason)
 
     def list_tokens(self, username: str | None = None) -> dict[str, dict]:
-        """Return {token id: record} (optionally of one user); secrets are never stored."""
-        raw = self._call(self.client.hgetall, TOKENS_KEY)
-        out = {}
-        for digest, value in raw.items():
-            rec = json.loads(value)
-            if username is None or rec["username"] == username:
-                out[digest.decode()[:16]] = rec
-        return out
-
-    def revoke_token(self, token_id: str, actor: str = "cli") -> bool:
-        """Delete the token whose id (hash prefix) is token_id; return whether one was deleted."""
-        if len(token_id) != 16 or any(c not in "0123456789abcdef" for c in token_id):
-            return False
-        for digest in self._call(self.client.hkeys, TOKENS_KEY):
-            if digest.decode().startswith(token_id):
-                deleted = bool(self._call(self.client.hdel, TOKENS_KEY, digest))
-                self.forget_cached()
-                if deleted:
-                    self.audit("token.revoked", actor, token_id)
-                return deleted
-        return False
-
-
-class RateLimited(Exception):
-    """Too many failed logins for a user or an address; `retry_after` is in seconds."""
-
-    def __init__(self, retry_after: int):
-        super().__init__(f"too many failed logins; retry in {retry_after}s")
-        self.retry_after = retry_after
+        """Return {token id: record as JSON-shaped dict} (optionally of one user); secrets are never stored."""
+        return {rec.id: rec.to_dict(self.clock()) for rec in self.tokens.list(username)}

@@ -1,18 +1,18 @@
 """REST API under /api/v1: thin views over RuleService; JSON in, JSON out, revisions as ETags."""
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
 from rulegate.errors import LimitError
 from rulegate.schema import is_valid_id
 
-from .accounts import AccountError
+from . import api_accounts
+from .api_request import if_match, int_arg, json_body
 from .auth import api_role, api_user
 from .errors import APIError
-from .extensions import backend
+from .extensions import backend, csrf
 from .idempotency import idempotent
+from .inputs import MAX_REVISION
 from .metrics import WRITES
 from .openapi import document
 from .rules import (
@@ -27,6 +27,8 @@ from .rules import (
 from .simulation import parse_request
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp.register_blueprint(api_accounts.bp)
+bp.record_once(lambda _state: csrf.exempt(api_accounts.bp))
 ID_RULE = "must match [a-z0-9][a-z0-9_.-]{0,63}"
 
 
@@ -40,6 +42,7 @@ def _invalid(exc: ValidationError):
 def _conflict(exc: ConflictError):
     WRITES.labels("conflict").inc()
     return APIError(412, f"stale revision: you sent {exc.expected}, the namespace is at {exc.current}",
+                    {"If-Match": f"is stale: the namespace is at revision {exc.current}"},
                     extra={"current_revision": exc.current},
                     headers={"ETag": _etag(exc.current)}).response()
 
@@ -52,12 +55,12 @@ def _no_namespace(exc: NamespaceMissing):
 
 @bp.errorhandler(NotFoundError)
 def _not_found(exc: NotFoundError):
-    return APIError(404, str(exc)).response()
+    return APIError(404, str(exc), {"id": "does not exist"}).response()
 
 
 @bp.errorhandler(LimitError)
 def _limit(exc: LimitError):
-    return APIError(400, str(exc)).response()
+    return APIError(400, str(exc), {"namespace": str(exc)}).response()
 
 
 def _etag(rev: int) -> str:
@@ -72,48 +75,6 @@ def _check_names(ns: str, rule_id: str | None = None) -> None:
         fields["id"] = ID_RULE
     if fields:
         raise APIError(400, "bad name in the URL", fields)
-
-
-def _json_body(allowed: tuple[str, ...] | None = None) -> Any:
-    """Return the parsed JSON body; raise 415/400 on a wrong content type, bad JSON or unknown fields."""
-    if not request.is_json:
-        raise APIError(415, "send the body as application/json", {"Content-Type": "must be application/json"})
-    data = request.get_json(silent=True)
-    if data is None:
-        raise APIError(400, "the body is not valid JSON", {"<body>": "must be valid JSON"})
-    if allowed is not None:
-        if not isinstance(data, dict):
-            raise APIError(400, "the body must be a JSON object", {"<body>": "must be an object"})
-        unknown = {k: "unknown field" for k in data if k not in allowed}
-        if unknown:
-            raise APIError(400, "unknown fields in the body", unknown)
-    return data
-
-
-def _if_match(required: bool) -> int | None:
-    """Return the revision in If-Match, None when absent and optional; raise 428/400."""
-    raw = request.headers.get("If-Match")
-    if raw is None:
-        if required:
-            raise APIError(428, "send If-Match: \"<revision>\" with the revision you last saw",
-                           {"If-Match": "is required"})
-        return None
-    value = raw.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"')
-    if not value.isdigit() or len(value) > 18:
-        raise APIError(400, "If-Match must be a revision like \"12\"", {"If-Match": "must be \"<revision>\""})
-    return int(value)
-
-
-def _int_arg(name: str, lo: int, hi: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise APIError(400, f"bad query parameter {name}", {name: f"must be an integer between {lo} and {hi}"})
-    return int(raw)
 
 
 def _write_response(body: dict, result, status: int):
@@ -132,27 +93,20 @@ def openapi():
     return jsonify(document())
 
 
-@bp.get("/whoami")
-@api_role("viewer")
-def whoami():
-    """Return the token's user and role."""
-    user = api_user()
-    return jsonify(username=user.username, role=user.role, token_id=user.token_id)
-
-
 @bp.get("/namespaces")
 @api_role("viewer")
 def list_namespaces():
-    """Return every namespace with its revision."""
-    return jsonify(namespaces=backend().rules.namespaces())
+    """Return every namespace (the token may reach) with its revision."""
+    user = api_user()
+    return jsonify(namespaces=[n for n in backend().rules.namespaces() if user.in_scope(n["name"])])
 
 
 @bp.post("/namespaces")
-@api_role("admin")
+@api_role("admin", unscoped=True)
 @idempotent()
 def create_namespace():
     """Create a namespace (admin); 201, or 200 when it already existed."""
-    data = _json_body(("name",))
+    data = json_body(("name",))
     name = data.get("name")
     if not is_valid_id(name):
         raise APIError(400, "invalid namespace name", {"name": ID_RULE})
@@ -190,11 +144,11 @@ def get_rule(ns: str, rule_id: str):
 def put_rule(ns: str, rule_id: str):
     """Create (no If-Match) or replace (If-Match: "<rev>") a rule."""
     _check_names(ns, rule_id)
-    data = _json_body()
+    data = json_body()
     if isinstance(data, dict):
         if data.setdefault("id", rule_id) != rule_id:
             raise APIError(400, "the id in the body differs from the URL", {"id": "must equal the id in the URL"})
-    expected = _if_match(required=False)
+    expected = if_match(required=False)
     try:
         rule, result = backend().rules.put_rule(ns, data, expected, api_user().username)
     except AlreadyExistsError:
@@ -209,7 +163,7 @@ def put_rule(ns: str, rule_id: str):
 def delete_rule(ns: str, rule_id: str):
     """Delete a rule; If-Match is required."""
     _check_names(ns, rule_id)
-    expected = _if_match(required=True)
+    expected = if_match(required=True)
     result = backend().rules.delete_rule(ns, rule_id, expected, api_user().username)
     return _write_response({"deleted": rule_id}, result, 200)
 
@@ -220,9 +174,9 @@ def history(ns: str):
     """Return newest-first changes: revision, op, actor, ts, and each rule's before/after."""
     _check_names(ns)
     max_limit = int(current_app.config["HISTORY_MAX_LIMIT"])
-    since = _int_arg("since", 0, 10**15)
-    before = _int_arg("before", 1, 10**15)
-    limit = _int_arg("limit", 1, max_limit) or 50
+    since = int_arg("since", 0, MAX_REVISION)
+    before = int_arg("before", 1, MAX_REVISION)
+    limit = int_arg("limit", 1, max_limit) or 50
     entries = backend().rules.history(ns, since, before, limit)
     return jsonify(namespace=ns, entries=entries)
 
@@ -233,11 +187,11 @@ def history(ns: str):
 def rollback(ns: str):
     """Commit a new revision restoring the rule set of `to_rev` (If-Match optional)."""
     _check_names(ns)
-    data = _json_body(("to_rev",))
+    data = json_body(("to_rev",))
     to_rev = data.get("to_rev")
-    if isinstance(to_rev, bool) or not isinstance(to_rev, int) or to_rev < 0:
-        raise APIError(400, "to_rev must be a revision number", {"to_rev": "must be an integer >= 0"})
-    expected = _if_match(required=False)
+    if isinstance(to_rev, bool) or not isinstance(to_rev, int) or not 0 <= to_rev <= MAX_REVISION:
+        raise APIError(400, "to_rev must be a revision number", {"to_rev": f"must be an integer 0-{MAX_REVISION}"})
+    expected = if_match(required=False)
     try:
         result, changed = backend().rules.rollback(ns, to_rev, expected, api_user().username)
     except HistoryUnavailableError as exc:
@@ -252,7 +206,7 @@ def rollback(ns: str):
 def simulate(ns: str):
     """Return the decision the gateways would make for {"request": {...}} at the current revision."""
     _check_names(ns)
-    data = _json_body(("request",))
+    data = json_body(("request",))
     req, errors = parse_request(data.get("request"))
     if errors:
         raise APIError(400, "invalid request", errors)
@@ -266,48 +220,3 @@ def fleet(ns: str):
     """Return which revision every gateway of the namespace runs, with laggards flagged."""
     _check_names(ns)
     return jsonify(backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"])))
-
-
-@bp.get("/audit")
-@api_role("admin")
-def audit():
-    """Return the newest account events (users, tokens, namespaces, logins), newest first."""
-    limit = _int_arg("limit", 1, 1000) or 100
-    return jsonify(events=backend().accounts.recent_audit(limit))
-
-
-@bp.get("/tokens")
-@api_role("admin")
-def list_tokens():
-    """Return every token id with its user (admin)."""
-    return jsonify(tokens=[{"id": k, **v} for k, v in backend().accounts.list_tokens().items()])
-
-
-@bp.post("/tokens")
-@api_role("admin")
-@idempotent(redact=("token",))
-def create_token():
-    """Create a token for a user (admin); the secret is shown only in this response."""
-    data = _json_body(("username", "name"))
-    name = data.get("name", "")
-    if not isinstance(name, str):
-        raise APIError(400, "invalid token name", {"name": "must be a string"})
-    try:
-        token_id, token = backend().accounts.create_token(str(data.get("username", "")), name,
-                                                          actor=api_user().username)
-    except AccountError as exc:
-        raise APIError(400, str(exc), {"username": str(exc)}) from None
-    return jsonify(id=token_id, token=token), 201
-
-
-@bp.delete("/tokens/<token_id>")
-@api_role("viewer")
-@idempotent()
-def revoke_token(token_id: str):
-    """Revoke a token: admins any token, everyone else only their own."""
-    user = api_user()
-    if not user.can("admin") and token_id != user.token_id:
-        raise APIError(403, "only admins revoke other users' tokens")
-    if not backend().accounts.revoke_token(token_id, actor=user.username):
-        raise APIError(404, f"token {token_id!r} does not exist")
-    return jsonify(revoked=token_id)

@@ -1,18 +1,23 @@
-"""Authentication: Flask-Login sessions for the UI, bearer tokens for the API, and role checks."""
+"""Authentication: Flask-Login sessions for the UI (versioned, with idle and absolute lifetimes), bearer
+tokens for the API, throttled logins, and role and namespace-scope checks."""
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from typing import Callable
 
 from flask import (
     Blueprint,
     Flask,
     abort,
+    current_app,
     flash,
     g,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
@@ -20,12 +25,17 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from .accounts import RateLimited, User
 from .errors import APIError
 from .extensions import backend, login_manager
-from .metrics import LOGINS
+from .inputs import ascii_int, safe_next
+from .metrics import LOGIN_THROTTLED, LOGINS
+from .principals import User
+from .throttle import Throttled
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger("ruleadmin")
+SEEN_EVERY_SECONDS = 60  # the idle stamp in the session cookie is refreshed at most this often
+clock: Callable[[], float] = time.time  # the wall clock of session lifetimes (tests replace it)
 
 
 class LoginForm(FlaskForm):
@@ -40,11 +50,12 @@ class LogoutForm(FlaskForm):
 
 
 def init_app(app: Flask) -> None:
-    """Configure Flask-Login and register the login/logout views."""
+    """Configure Flask-Login, the session lifetime check and the login/logout views."""
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
     login_manager.user_loader(_load_user)
+    app.before_request(_check_session_lifetime)
 
     @app.context_processor
     def _logout_form() -> dict:
@@ -53,48 +64,85 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def _load_user(username: str) -> User | None:
-    return backend().accounts.get_user(username)
+def _load_user(user_id: str) -> User | None:
+    """Return the session's user, or None when the session's version is no longer the user's."""
+    username, _, version = user_id.partition(":")
+    sv = ascii_int(version, 0, 2**53)
+    return backend().accounts.session_user(username, sv) if sv is not None else None
+
+
+def _check_session_lifetime() -> None:
+    """End a session idle for SESSION_IDLE_SECONDS or older than SESSION_ABSOLUTE_SECONDS."""
+    if "_user_id" not in session:
+        return
+    now = int(clock())
+    login_at, seen_at = session.get("login_at"), session.get("seen_at")
+    cfg = current_app.config
+    if (not isinstance(login_at, int) or not isinstance(seen_at, int)
+            or now - login_at > int(cfg["SESSION_ABSOLUTE_SECONDS"]) or now - seen_at > int(cfg["SESSION_IDLE_SECONDS"])):
+        logout_user()
+        session.pop("login_at", None)
+        session.pop("seen_at", None)
+        flash("Your session has expired; log in again.")
+    elif now - seen_at >= SEEN_EVERY_SECONDS:
+        session["seen_at"] = now
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Show the login form; on POST check the password (rate limited per user and per address)."""
+    """Show the login form; on POST check the password (throttled per account and client address)."""
     form = LoginForm()
-    status = 200
-    if form.validate_on_submit():
-        try:
-            user = backend().accounts.authenticate(form.username.data, form.password.data,
-                                                   request.remote_addr or "-")
-        except RateLimited as exc:
-            LOGINS.labels("rate_limited").inc()
-            form.password.errors.append(f"Too many failed attempts; try again in {exc.retry_after} seconds.")
-            return render_template("login.html", form=form), 429
-        if user is not None:
-            LOGINS.labels("ok").inc()
-            login_user(user)
-            return redirect(_safe_next(request.args.get("next")))
-        LOGINS.labels("failed").inc()
-        form.password.errors.append("Unknown user or wrong password.")
-        status = 401
-    elif request.method == "POST":
-        status = 400
-    return render_template("login.html", form=form), status
+    if not form.validate_on_submit():
+        return render_template("login.html", form=form), 400 if request.method == "POST" else 200
+    acc = backend().accounts
+    username, address = form.username.data, request.remote_addr or "-"
+    try:
+        acc.throttle.check(username, address)
+    except Throttled as exc:
+        LOGINS.labels("throttled").inc()
+        LOGIN_THROTTLED.labels(exc.scope).inc()
+        log.warning("login throttled: user=%r address=%s scope=%s retry_after=%ss",
+                    username[:64], address, exc.scope, exc.retry_after)
+        form.password.errors.append(f"Too many failed attempts; try again in {exc.retry_after} seconds.")
+        return render_template("login.html", form=form), 429, {"Retry-After": str(exc.retry_after)}
+    user, outcome = acc.authenticate(username, form.password.data)
+    if user is None:
+        return _refused(form, username, address, outcome)
+    acc.throttle.succeeded(username, address)
+    LOGINS.labels("ok").inc()
+    acc.audit("login.ok", username, username, address)
+    session.clear()
+    login_user(user)
+    session.permanent = True
+    session["login_at"] = session["seen_at"] = int(clock())
+    return redirect(safe_next(request.args.get("next"), url_for("web.index")))
 
 
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("web.index")
+def _refused(form: LoginForm, username: str, address: str, outcome: str):
+    """Record a failed login (throttle, metrics, log, audit) and answer the form with the error."""
+    acc = backend().accounts
+    LOGINS.labels(outcome).inc()
+    if outcome == "disabled":
+        acc.audit("login.refused", username, username, f"{address} (disabled)")
+        form.username.errors.append("This account is disabled.")
+        return render_template("login.html", form=form), 403
+    failures, wait = acc.throttle.failed(username, address)
+    log.warning("login failed: user=%r address=%s failures=%d wait=%ss", username[:64], address, failures, wait)
+    acc.audit("login.failed", "-", username[:64], address)
+    form.password.errors.append("Unknown user or wrong password.")
+    return render_template("login.html", form=form), 401
 
 
 @bp.post("/logout")
 @login_required
 def logout():
-    """Log out (CSRF-protected POST) and go back to the login page."""
+    """Log out (CSRF-protected POST): every session of this user ends, here and on other devices."""
+    username = current_user.username
+    backend().accounts.end_sessions(username, username)
     logout_user()
+    session.clear()
     flash("You are logged out.")
-    return redirect(url_for("auth.login"))
+    return redirect(safe_next(request.args.get("next"), url_for("auth.login")))
 
 
 def web_role(role: str) -> Callable:
@@ -114,31 +162,41 @@ def web_role(role: str) -> Callable:
 
 
 def api_user() -> User:
-    """Return the bearer token's user for this request; raise APIError 401 when absent or revoked."""
+    """Return the bearer token's principal for this request; raise APIError 401 when absent, revoked or expired."""
     if "api_user" in g:
         return g.api_user
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise APIError(401, "authentication required: send Authorization: Bearer <token>",
+                       {"Authorization": "must be Bearer <token>"},
                        headers={"WWW-Authenticate": 'Bearer realm="ruleadmin"'})
     user = backend().accounts.user_for_token(token.strip())
     if user is None:
-        raise APIError(401, "invalid or revoked token",
+        raise APIError(401, "invalid, expired or revoked token", {"Authorization": "unknown, expired or revoked token"},
                        headers={"WWW-Authenticate": 'Bearer realm="ruleadmin", error="invalid_token"'})
     g.api_user = user
     return user
 
 
-def api_role(role: str) -> Callable:
-    """Decorate an API view: bearer token required, 403 unless its user has at least `role`."""
+def api_role(role: str, unscoped: bool = False) -> Callable:
+    """Decorate an API view: bearer token required, 403 unless its role is at least `role`, its namespace
+    scope covers the view's `ns`, and (when `unscoped`) it has no namespace scope at all."""
 
     def deco(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
             user = api_user()
             if not user.can(role):
-                raise APIError(403, f"this needs the {role} role; {user.username} is {user.role}")
+                raise APIError(403, f"this needs the {role} role; this token has {user.role}",
+                               {"Authorization": f"needs the {role} role"})
+            if unscoped and user.namespaces is not None:
+                raise APIError(403, "this needs a token without a namespace scope",
+                               {"Authorization": "token is limited to some namespaces"})
+            ns = kwargs.get("ns")
+            if ns is not None and not user.in_scope(ns):
+                raise APIError(403, f"this token may not reach namespace {ns!r}",
+                               {"namespace": "outside the token's namespaces"})
             return view(*args, **kwargs)
 
         return wrapped

@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_MAX_FAILURES_PER_IP": 50,
     "LOGIN_WINDOW_SECONDS": 300,
     "AUTH_CACHE_SECONDS": 5.0,
+    "SESSION_IDLE_SECONDS": 30 * 60,
+    "SESSION_ABSOLUTE_SECONDS": 8 * 3600,
+    "TOKEN_MAX_LIFETIME_SECONDS": 365 * 86400,
     "SESSION_COOKIE_SECURE": True,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
@@ -55,9 +58,11 @@ def check(config: Mapping[str, Any], debug: bool) -> None:
                           "RULEADMIN_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')")
     if not config.get("REDIS_NODES"):
         raise ConfigError("RULEADMIN_REDIS_NODES is empty; expected host:port[,host:port...]")
-    wait = config.get("WAIT_REPLICAS")
-    if not isinstance(wait, int) or isinstance(wait, bool) or wait < 0:
-        raise ConfigError("RULEADMIN_WAIT_REPLICAS must be an integer >= 0")
+    for name, lowest in (("WAIT_REPLICAS", 0), ("SESSION_IDLE_SECONDS", 1), ("SESSION_ABSOLUTE_SECONDS", 1),
+                         ("TOKEN_MAX_LIFETIME_SECONDS", 0)):
+        value = config.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise ConfigError(f"RULEADMIN_{name} must be an integer >= {lowest}")
 
 
 def redis_config(config: Mapping[str, Any]) -> RedisConfig:

@@ -9,6 +9,8 @@ from werkzeug.exceptions import HTTPException
 
 from rulegate.errors import StoreError
 
+from . import inputs
+
 log = logging.getLogger("ruleadmin")
 
 
@@ -33,12 +35,18 @@ class APIError(Exception):
         return resp
 
 
+# the request part an HTTP error is about, for the `fields` of API errors werkzeug raises
+_HTTP_ERROR_FIELDS = {400: "<request>", 404: "<path>", 405: "<method>", 413: "<body>", 415: "Content-Type"}
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.path in ("/healthz",)
 
 
 def register(app: Flask) -> None:
-    """Attach the error handlers: JSON for the API, simple pages for the web UI."""
+    """Attach the error handlers (JSON for the API, simple pages for the web UI) and the input guards
+    (ruleadmin.inputs) that turn unreadable bodies and over-deep JSON into 400s."""
+    inputs.init_app(app)
 
     @app.errorhandler(APIError)
     def _api_error(exc: APIError):
@@ -57,7 +65,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         if _wants_json():
-            return APIError(exc.code or 500, exc.description or exc.name).response()
+            code = exc.code or 500
+            fields = {_HTTP_ERROR_FIELDS.get(code, "<request>"): exc.description or exc.name} if code < 500 else {}
+            allow = getattr(exc, "valid_methods", None)
+            return APIError(code, exc.description or exc.name, fields,
+                            headers={"Allow": ", ".join(allow)} if allow else None).response()
         return render_template("error.html", status=exc.code, message=exc.description or exc.name), exc.code
 
     @app.errorhandler(Exception)

@@ -19,7 +19,10 @@ LATENCY = Histogram("ruleadmin_http_request_seconds", "HTTP request latency by e
                     ["endpoint"], registry=REGISTRY)
 WRITES = Counter("ruleadmin_rule_writes_total", "Rule commits by outcome "
                  "(ok, conflict, invalid, unreplicated)", ["outcome"], registry=REGISTRY)
-LOGINS = Counter("ruleadmin_logins_total", "Login attempts by outcome", ["outcome"], registry=REGISTRY)
+LOGINS = Counter("ruleadmin_logins_total", "Login attempts by outcome (ok, failed, throttled, disabled)",
+                 ["outcome"], registry=REGISTRY)
+LOGIN_THROTTLED = Counter("ruleadmin_login_throttled_total", "Login attempts refused by the throttle, by the "
+                          "limit that applied (account+address, address, global)", ["scope"], registry=REGISTRY)
 
 bp = Blueprint("metrics", __name__)
 

@@ -21,6 +21,7 @@ from rulegate.schema import is_valid_id
 from . import forms
 from .auth import web_role
 from .extensions import backend
+from .inputs import MAX_REVISION, ascii_int
 from .metrics import WRITES
 from .rules import (
     AlreadyExistsError,
@@ -47,9 +48,10 @@ def _not_found(exc: NotFoundError):
 
 
 def _rev_field(value: str | None) -> int:
-    if not value or not value.isdigit():
+    rev = ascii_int(value)
+    if rev is None:
         abort(400, "The form lost the revision it was based on; reload the page.")
-    return int(value)
+    return rev
 
 
 @bp.get("/")
@@ -97,7 +99,8 @@ def _edit_policies(form: forms.SplitForm, action: str) -> forms.SplitForm:
     data = form.data
     policies = data["policies"]
     verb, _, index = action.partition("-")
-    i = int(index) if index.isdigit() else -1
+    i = ascii_int(index, 0, 31)
+    i = -1 if i is None else i
     if verb == "add" and len(policies) < 32:
         policies.append({"type": "percent", "buckets": "", "values": "", "name": "", "upstream": "", "salt": ""})
     elif verb == "remove" and 0 <= i < len(policies):
@@ -274,15 +277,15 @@ def fleet(ns: str):
 @web_role("viewer")
 def history(ns: str):
     """History with per-rule diffs and rollback links (?before= pages back)."""
-    before = request.args.get("before", "")
-    entries = backend().rules.history(ns, None, int(before) if before.isdigit() else None, 25)
+    before = ascii_int(request.args.get("before"), 1, MAX_REVISION)
+    entries = backend().rules.history(ns, None, before, 25)
     for e in entries:
         for c in e["changes"]:
             c["diff"] = _diff(forms.pretty(c["before"]), forms.pretty(c["after"]))
     return render_template("history.html", ns=ns, entries=entries, rev=backend().store.revision(ns))
 
 
-@bp.route("/ns/<ns>/rollback/<int:to_rev>", methods=["GET", "POST"])
+@bp.route(f"/ns/<ns>/rollback/<int(max={MAX_REVISION}):to_rev>", methods=["GET", "POST"])
 @web_role("editor")
 def rollback(ns: str, to_rev: int):
     """Confirm (GET) and perform (POST) a rollback to to_rev as a new revision."""

@@ -117,3 +117,66 @@ def servers(admin_config, users, tmp_path_factory) -> list[Service]:
     finally:
         for p in procs:
             p.stop()
+
+
+# Keys a refused request may legitimately write: the Idempotency-Key answer (a 4xx is replayed too),
+# token last-use stamps, and the login throttle's counters.
+VOLATILE = (b"rg:idem:", b"rg:tokens:used", b"rg:login:")
+
+
+_READ = {b"string": lambda p, k: p.get(k), b"hash": lambda p, k: p.hgetall(k), b"set": lambda p, k: p.smembers(k),
+         b"list": lambda p, k: p.lrange(k, 0, -1), b"zset": lambda p, k: p.zrange(k, 0, -1, withscores=True),
+         b"stream": lambda p, k: p.xrevrange(k, "+", "-", count=1)}
+
+
+@pytest.fixture(scope="session")
+def keyspace(backend):
+    """A function returning {key: (type, content)} of every rg:* and {rg:* key except VOLATILE (and
+    `also_skip`); streams are compared by their newest entry."""
+    client = backend.store.client
+
+    def snapshot(also_skip: tuple[bytes, ...] = ()) -> dict[bytes, tuple]:
+        skip = VOLATILE + also_skip
+        keys = sorted(k for node in client.get_primaries() for k in node.redis_connection.scan_iter(
+            match="*rg:*", count=5000) if not k.startswith(skip))
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+        types = pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        for key, kind in zip(keys, types):
+            _READ.get(kind, lambda p, k: p.exists(k))(pipe, key)
+        return {k: (t, v) for k, t, v in zip(keys, types, pipe.execute())}
+
+    return snapshot
+
+
+class KeyspaceWatch:
+    """Checks that a refused request wrote nothing, with one snapshot per request: the snapshot after one
+    request is the "before" of the next (call reset() after writing anything outside a checked request)."""
+
+    def __init__(self, snapshot, also_skip: tuple[bytes, ...] = ()):
+        self._snapshot = snapshot
+        self._skip = also_skip
+        self._last: dict | None = None
+
+    def before(self) -> dict:
+        """Return the keyspace as it is now."""
+        if self._last is None:
+            self._last = self._snapshot(self._skip)
+        return self._last
+
+    def unchanged_since(self, before: dict) -> bool:
+        """Return whether the keyspace still equals `before`."""
+        self._last = self._snapshot(self._skip)
+        return self._last == before
+
+    def reset(self) -> None:
+        """Forget the last snapshot (something was written outside a checked request)."""
+        self._last = None
+
+
+@pytest.fixture()
+def watch(keyspace) -> KeyspaceWatch:
+    """A KeyspaceWatch over the keyspace fixture."""
+    return KeyspaceWatch(keyspace)

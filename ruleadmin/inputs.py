@@ -1,0 +1,117 @@
+"""Untrusted request input: bounded integers, same-origin redirect targets, bounded JSON, readable bodies."""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import BadRequest
+
+MAX_REVISION = 10**15  # below 2**53 (exact in Lua and JSON numbers) and far below Redis stream ids' 2**64
+MAX_JSON_DEPTH = 32
+_ASCII_UINT = re.compile(r"[0-9]{1,16}")
+_ETAG = re.compile(r'(?:W/)?"?([0-9]{1,16})"?')
+_BODY_READ_ERRORS = (OSError, ParseException)  # gunicorn: NoMoreData is an OSError, chunk errors ParseExceptions
+
+
+def ascii_int(text: str | None, lo: int = 0, hi: int = MAX_REVISION) -> int | None:
+    """Return text as an int when it is 1-16 ASCII digits within [lo, hi], else None (never raises)."""
+    if not isinstance(text, str) or not _ASCII_UINT.fullmatch(text):
+        return None
+    value = int(text)
+    return value if lo <= value <= hi else None
+
+
+def etag_revision(text: str) -> int | None:
+    """Return the revision in an If-Match value ("12", W/"12" or 12), else None."""
+    m = _ETAG.fullmatch(text.strip())
+    return ascii_int(m.group(1)) if m else None
+
+
+def safe_next(target: str | None, fallback: str) -> str:
+    """Return target when it is a path on this site (no scheme, host, '//', backslash or control char), else fallback."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return fallback
+    if "\\" in target or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target
+
+
+def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Return True when value nests lists/objects at most `limit` levels deep (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, but a body nested too deeply is invalid JSON (ValueError), never a RecursionError."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Return the decoded JSON; raise ValueError when it is malformed or nests deeper than MAX_JSON_DEPTH."""
+        try:
+            value = super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        if not json_depth_ok(value):
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return value
+
+
+class _GuardedInput:
+    """wsgi.input whose read errors (a broken chunked body, a dropped client) are a 400, not a 500."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, fn: Callable, *args) -> Any:
+        try:
+            return fn(*args)
+        except _BODY_READ_ERRORS:
+            raise BadRequest("The request body could not be read (broken chunked encoding or connection).") from None
+
+    def read(self, *args) -> bytes:
+        return self._guard(self._stream.read, *args)
+
+    def readline(self, *args) -> bytes:
+        return self._guard(self._stream.readline, *args)
+
+    def readlines(self, *args) -> list[bytes]:
+        return self._guard(self._stream.readlines, *args)
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+
+class GuardedInputMiddleware:
+    """WSGI middleware wrapping wsgi.input in _GuardedInput."""
+
+    def __init__(self, wsgi_app: Callable):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict, start_response: Callable):
+        if "wsgi.input" in environ:
+            environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"])
+        return self.wsgi_app(environ, start_response)
+
+
+def init_app(app: Flask) -> None:
+    """Install the bounded JSON provider and the guarded request body on app."""
+    app.json = BoundedJSONProvider(app)
+    app.wsgi_app = GuardedInputMiddleware(app.wsgi_app)
