@@ -145,7 +145,9 @@ class RuleStore:
         touched: set[str] = set()
         ambiguous = False  # a lost reply: the script may have run, so a later conflict may be our own
         last = ""
-        for attempt in range(1, self.max_attempts + 1):
+        attempt, free_ask = 0, True  # following one ASK is the second half of the attempt that got it
+        while attempt < self.max_attempts:
+            attempt += 1
             try:
                 route = route or self._slot_route(keys)
                 touched.add(route.name)
@@ -157,7 +159,11 @@ class RuleStore:
                 last = f"{exc.__class__.__name__} from {route.name}"
                 log.log(logging.DEBUG if isinstance(exc, REDIRECTS) else logging.WARNING, "commit attempt failed",
                         extra={"ns": ns, "attempt": attempt, "node": route.name, "error": exc.__class__.__name__})
-                if attempt == self.max_attempts:
+                is_ask = isinstance(exc, redis.exceptions.AskError) and not isinstance(exc, redis.exceptions.MovedError)
+                if is_ask and free_ask:
+                    free_ask = False
+                    attempt -= 1
+                elif attempt == self.max_attempts:
                     break
                 route = self._next_route(route, exc, attempt)
                 continue
