@@ -112,8 +112,7 @@ def login():
     LOGINS.labels("ok").inc()
     acc.audit("login.ok", username, username, address)
     session.clear()
-    login_user(user)
-    session.permanent = True
+    login_user(user)  # a browser-session cookie: Flask-Login's "strong" protection drops it on another address
     session["login_at"] = session["seen_at"] = int(clock())
     return redirect(safe_next(request.args.get("next"), url_for("web.index")))
 

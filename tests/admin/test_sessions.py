@@ -61,6 +61,14 @@ def test_copied_cookie_dies_with_logout(app, client, person):
     assert _token_works(client, person[1]), "logging out of the UI leaves API tokens alone"
 
 
+def test_copied_cookie_from_another_address_is_dropped(app, client, person):
+    """A session cookie replayed from another client address is not accepted (Flask-Login "strong")."""
+    _login(client, person[0])
+    thief = _copy_session(app, client)
+    assert thief.get("/", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 302
+    assert _logged_in(client)
+
+
 def test_logout_ends_the_users_other_sessions(app, person):
     """Logging out in one browser ends the user's sessions in every browser."""
     first, second = _login(app.test_client(), person[0]), _login(app.test_client(), person[0])
