@@ -58,8 +58,9 @@ def register(app: Flask) -> None:
     def _store_error(exc: Exception):
         log.warning("redis unavailable: %s", exc)
         if _wants_json():
+            # the class only: the message can name internal node addresses (it is in the log)
             return APIError(503, "rule store unavailable; retry later",
-                            extra={"detail": str(exc)[:200] or exc.__class__.__name__}).response()
+                            extra={"detail": exc.__class__.__name__}).response()
         return render_template("error.html", status=503, message="The rule store is unavailable; retry later."), 503
 
     @app.errorhandler(HTTPException)

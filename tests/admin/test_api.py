@@ -162,6 +162,7 @@ def test_redis_unreachable_is_503_json(admin_config, users):
     c = app.test_client()
     r = c.get("/api/v1/namespaces", headers=users["viewer"].headers)
     assert r.status_code == 503 and r.get_json()["error"] == "rule store unavailable; retry later"
+    assert "127.0.0.1" not in r.get_data(as_text=True), "no internal addresses in answers"
     assert c.get("/healthz").status_code == 503
     assert c.get("/login").status_code == 200
     app.extensions["ruleadmin"].close()
