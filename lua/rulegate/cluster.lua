@@ -210,14 +210,15 @@ local function release(self, b)
 end
 
 
--- Send cmds (a list of argument lists) on red as one pipeline.
+-- Send cmds (a list of argument lists) on red as one pipeline; with asking,
+-- each command goes behind its own ASKING (it covers only the next command).
 -- Returns the list of replies (error replies as {false, err}) or nil, err.
 local function run_pipeline(red, cmds, asking)
-    red:init_pipeline(#cmds + 1)
-    if asking then
-        red:asking()
-    end
+    red:init_pipeline(asking and 2 * #cmds or #cmds)
     for _, c in ipairs(cmds) do
+        if asking then
+            red:asking()
+        end
         red[lower(c[1])](red, unpack(c, 2))
     end
     local res, err = red:commit_pipeline()
@@ -225,9 +226,25 @@ local function run_pipeline(red, cmds, asking)
         return nil, err
     end
     if asking then
-        remove(res, 1)
+        local out = {}
+        for i = 2, #res, 2 do
+            out[#out + 1] = res[i]
+        end
+        return out
     end
     return res
+end
+
+
+-- Indexes of the replies that are ASK redirects.
+local function asked_indexes(res)
+    local out = {}
+    for i, r in ipairs(res) do
+        if type(r) == "table" and r[1] == false and match(r[2] or "", "^ASK ") then
+            out[#out + 1] = i
+        end
+    end
+    return out
 end
 
 
@@ -474,7 +491,9 @@ function _M.pipeline(self, key, cmds, opts)
         end
     end
 
-    local target, target_ro, asking
+    -- during a slot migration the source answers ASK for the keys already moved:
+    -- only those commands go to the target, and their replies are merged in
+    local target, target_ro, asking, pending, asked
     local last_err = "no node serves slot " .. slot
     local backoff = 0.01
     while b.attempts < self.max_attempts do
@@ -514,7 +533,25 @@ function _M.pipeline(self, key, cmds, opts)
             target, asking = nil, nil
         else
             local res
-            res, err = run_pipeline(red, cmds, asking)
+            if asking then
+                local sub_cmds = {}
+                for j, i in ipairs(asked) do
+                    sub_cmds[j] = cmds[i]
+                end
+                local more
+                more, err = run_pipeline(red, sub_cmds, true)
+                if more then
+                    res = {}
+                    for i, r in ipairs(pending) do
+                        res[i] = r
+                    end
+                    for j, i in ipairs(asked) do
+                        res[i] = more[j]
+                    end
+                end
+            else
+                res, err = run_pipeline(red, cmds, false)
+            end
             asking = nil
             if not res then
                 drop(b, addr, red)
@@ -540,7 +577,7 @@ function _M.pipeline(self, key, cmds, opts)
                         self.dict:set(self.key_stale, true)
                     else
                         stats.ask = stats.ask + 1
-                        asking = true
+                        asking, pending, asked = true, res, asked_indexes(res)
                     end
                 else
                     stats.retries = stats.retries + 1
