@@ -40,6 +40,7 @@ class User:
 
     @property
     def is_active(self) -> bool:
+        """Return False for a disabled user (Flask-Login refuses to log it in)."""
         return not self.disabled
 
     def get_id(self) -> str:

@@ -48,6 +48,7 @@ class TokenRecord:
 
     @property
     def id(self) -> str:
+        """Return the token's public id: the first 16 hex digits of its hash."""
         return self.digest[:16]
 
     @classmethod
