@@ -81,13 +81,16 @@ def test_compose_services():
 
 
 def test_redis_acl_template_is_least_privilege():
-    acl = (ROOT / "docker" / "redis" / "users.acl.template").read_text()
-    users = {line.split()[1]: line for line in acl.splitlines() if line.startswith("user ")}
-    assert set(users) == {"default", "rg-ops", "rg-admin", "rg-gateway"}
+    """The compose ACL file grants exactly what rulegate_dev/acl.py grants (admin; one namespace's gateway)."""
+    from rulegate_dev.acl import ADMIN_RULES, gateway_rules, gateway_user
+
+    rendered = (ROOT / "docker" / "redis" / "users.acl.template").read_text().replace("@RULEGATE_NAMESPACE@", "prod")
+    users = {line.split()[1]: line for line in rendered.splitlines() if line.startswith("user ")}
+    assert set(users) == {"default", "rg-ops", "rg-admin", gateway_user("prod")}
     assert " off " in users["default"]
-    assert "~rg:* ~{rg:*" in users["rg-admin"] and "&{rg:*" in users["rg-admin"] and "-@all" in users["rg-admin"]
-    assert "%R~{rg:*" in users["rg-gateway"] and "~{rg:*}:fleet" in users["rg-gateway"]
-    assert "+@all" not in users["rg-admin"] + users["rg-gateway"]
+    assert users["rg-admin"].split(" ", 4)[4] == "resetkeys " + ADMIN_RULES
+    assert users[gateway_user("prod")].split(" ", 4)[4] == gateway_rules("prod")
+    assert "+@all" not in users["rg-admin"] + users[gateway_user("prod")]
     conf = (ROOT / "docker" / "redis" / "redis.conf").read_text()
     for line in ("cluster-enabled yes", "cluster-require-full-coverage no", "cluster-node-timeout 5000"):
         assert line in conf

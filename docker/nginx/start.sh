@@ -11,7 +11,7 @@ done
 umask 077
 cat > /opt/rulegate/conf/rulegate.json <<JSON
 {"namespace": "$RULEGATE_NAMESPACE", "startup_nodes": [$nodes],
- "username": "${RULEGATE_REDIS_USERNAME:-rg-gateway}", "password": "$RULEGATE_REDIS_PASSWORD",
+ "username": "${RULEGATE_REDIS_USERNAME:-rg-gateway-$RULEGATE_NAMESPACE}", "password": "$RULEGATE_REDIS_PASSWORD",
  "gateway_id": "nginx-$(hostname)", "refresh_interval": 1, "max_stale": 30,
  "snapshot_path": "/var/lib/rulegate/$RULEGATE_NAMESPACE.snap", "read_replica": true,
  "default_upstream": "stable"}

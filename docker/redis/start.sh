@@ -11,11 +11,15 @@ for var in RG_OPS_PASSWORD RG_ADMIN_PASSWORD RG_GATEWAY_PASSWORD; do
         exit 1
     fi
 done
+# the gateway user's key patterns name the namespace: a namespace name holds no glob characters
+printf '%s' "${RULEGATE_NAMESPACE:-}" | grep -Eq '^[a-z0-9][a-z0-9_.-]{0,63}$' || {
+    echo "start.sh: RULEGATE_NAMESPACE must match [a-z0-9][a-z0-9_.-]{0,63}" >&2; exit 1; }
 umask 077
 mkdir -p /data
 sed -e "s|@RG_OPS_PASSWORD@|$RG_OPS_PASSWORD|" \
     -e "s|@RG_ADMIN_PASSWORD@|$RG_ADMIN_PASSWORD|" \
     -e "s|@RG_GATEWAY_PASSWORD@|$RG_GATEWAY_PASSWORD|" \
+    -e "s|@RULEGATE_NAMESPACE@|$RULEGATE_NAMESPACE|g" \
     /etc/rulegate/users.acl.template | grep -v '^#' > /data/users.acl
 cat > /data/redis.conf <<CONF
 include /etc/rulegate/redis.conf
