@@ -9,7 +9,6 @@ lookup adds is what the cache removes (two Redis round trips per request). Not a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ruleadmin import create_app  # noqa: E402
-from rulegate_dev.cluster import LocalCluster  # noqa: E402
+from rulegate_dev.cluster import env_or_local_cluster  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
 from rulegate_dev.service import ruleadmin_service  # noqa: E402
 from tests.admin.conftest import server_env  # noqa: E402
@@ -60,12 +59,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
-    cluster = None
-    nodes = os.environ.get("RULEADMIN_REDIS_NODES")
-    if not nodes:
-        cluster = LocalCluster(tmp / "cluster")
-        cluster.start()
-        nodes = ",".join(cluster.startup_nodes)
+    nodes, cluster = env_or_local_cluster("RULEADMIN_REDIS_NODES", tmp / "cluster")
     config = {"SECRET_KEY": uuid.uuid4().hex, "REDIS_NODES": nodes, "REDIS_MODE": "cluster"}
     app = create_app({**config, "TESTING": True})
     accounts = app.extensions["ruleadmin"].accounts

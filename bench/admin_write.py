@@ -9,7 +9,6 @@ one replica. Not an assertion: numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ruleadmin import create_app  # noqa: E402
-from rulegate_dev.cluster import LocalCluster  # noqa: E402
+from rulegate_dev.cluster import env_or_local_cluster  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
 from rulegate_dev.service import Service, ruleadmin_service  # noqa: E402
 from tests.admin.conftest import server_env  # noqa: E402
@@ -90,12 +89,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="gevent workers per instance")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
-    cluster = None
-    nodes = os.environ.get("RULEADMIN_REDIS_NODES")
-    if not nodes:
-        cluster = LocalCluster(tmp / "cluster")
-        cluster.start()
-        nodes = ",".join(cluster.startup_nodes)
+    nodes, cluster = env_or_local_cluster("RULEADMIN_REDIS_NODES", tmp / "cluster")
     config = {"SECRET_KEY": uuid.uuid4().hex, "REDIS_NODES": nodes, "REDIS_MODE": "cluster",
               "WAIT_REPLICAS": 1, "WAIT_TIMEOUT_MS": 1000}
     app = create_app(config)

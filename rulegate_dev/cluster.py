@@ -379,3 +379,14 @@ def load_state(data_dir: str | os.PathLike) -> LocalCluster:
     for node, saved in zip(cluster.nodes, state["nodes"]):
         node.pid = saved["pid"]
     return cluster
+
+
+def env_or_local_cluster(env_var: str, data_dir: Path) -> tuple[str, LocalCluster | None]:
+    """Return (comma-separated nodes, None) from env_var when set, else start a LocalCluster in data_dir
+    and return (its nodes, it) — the caller stops it."""
+    nodes = os.environ.get(env_var)
+    if nodes:
+        return nodes, None
+    cluster = LocalCluster(data_dir)
+    cluster.start()
+    return ",".join(cluster.startup_nodes), cluster
