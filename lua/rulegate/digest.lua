@@ -11,7 +11,9 @@ local lshift = bit.lshift
 local tohex = bit.tohex
 local byte = string.byte
 local concat = table.concat
+local sub = string.sub
 local pairs = pairs
+local tonumber = tonumber
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -28,17 +30,39 @@ local function add(acc, id, value)
 end
 
 
+local function hex_of(acc)
+    local out = {}
+    for i = 1, 5 do
+        out[i] = tohex(acc[i], 8)
+    end
+    return concat(out)
+end
+
+
 -- The digest of a rule set given as { [id] = stored bytes }.
 function _M.of(raw_rules)
     local acc = { 0, 0, 0, 0, 0 }
     for id, value in pairs(raw_rules) do
         add(acc, id, value)
     end
-    local out = {}
-    for i = 1, 5 do
-        out[i] = tohex(acc[i], 8)
+    return hex_of(acc)
+end
+
+
+-- The digest after one change of rule id from before to after (stored bytes,
+-- or nil/false when absent): O(change), like the commit script's.
+function _M.apply(hex, id, before, after)
+    local acc = {}
+    for w = 0, 4 do
+        acc[w + 1] = tonumber(sub(hex, w * 8 + 1, w * 8 + 8), 16) or 0
     end
-    return concat(out)
+    if before then
+        add(acc, id, before)
+    end
+    if after then
+        add(acc, id, after)
+    end
+    return hex_of(acc)
 end
 
 

@@ -34,7 +34,7 @@ local DEFAULTS = {
     lock_ttl = 30, upstream_var = "rulegate_upstream", response_headers = true,
     connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
     max_attempts = 3, max_connections = 2, read_replica = false,
-    notifications = true, listen_max = 30, listen_lock_ttl = 5,
+    notifications = true, listen_max = 30, listen_lock_ttl = 5, log_batch = 1000,
     ssl = false, ssl_verify = true,
 }
 
@@ -276,6 +276,7 @@ function _M.state()
         last_error = shm:get(K.last_error) or cjson.null,
         error_since = shm:get(K.error_since) or cjson.null,
         checks = shm:get(K.checks) or 0, applies = shm:get(K.applies) or 0,
+        full_reloads = shm:get(K.full_reloads) or 0, deltas_applied = shm:get(K.deltas_applied) or 0,
         heartbeat_error = shm:get(K.hb_error) or cjson.null,
         listener = shm:get(K.sub_lock) or cjson.null,
         listener_error = shm:get(K.sub_error) or cjson.null,

@@ -1,6 +1,7 @@
 -- Background sync of one namespace's rules from the Redis Cluster into a
 -- lua_shared_dict: a timer in every worker, one worker at a time (shared-dict
--- lock), rev compare, full reload on change, validation, snapshot file,
+-- lock), rev compare, log deltas (full reload on a gap, a new generation, a
+-- digest mismatch or an undecodable entry), validation, snapshot file,
 -- stale-if-error, fleet heartbeat. Never on the request path.
 local mp = require("MessagePack")
 local cjson = require("cjson.safe")
@@ -22,6 +23,7 @@ local worker_pid = ngx.worker.pid
 local null = ngx.null
 local type = type
 local pairs = pairs
+local ipairs = ipairs
 local pcall = pcall
 local xpcall = xpcall
 local tonumber = tonumber
@@ -43,17 +45,20 @@ local K = {
     notice = "sync:notice", hb_last = "sync:hb_last", hb_error = "sync:hb_error",
     checks = "sync:checks", applies = "sync:applies", digest_mismatches = "sync:digest_mismatches",
     sub_lock = "sync:sub_lock", sub_error = "sync:sub_error",
+    full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
 }
 _M.KEYS = K
 
 local publish_seq = 0
+-- the raw rules this worker last published or read, by the dict version they belong to
+local held = { ver = nil, raw = nil }
 local listen_failures = 0 -- this worker's failed subscriptions in a row
 
 
 local function ns_keys(ns)
     local tag = "{rg:" .. ns .. "}"
     return { rules = tag .. ":rules", rev = tag .. ":rev", meta = tag .. ":meta",
-             fleet = tag .. ":fleet", events = tag .. ":events" }
+             fleet = tag .. ":fleet", events = tag .. ":events", log = tag .. ":log" }
 end
 _M.ns_keys = ns_keys
 
@@ -117,9 +122,10 @@ function _M.publish(dict, payload, rev, gen, count, source, content_digest)
     dict:set(K.count, count)
     dict:set(K.source, source)
     dict:set(K.applied_at, now())
-    dict:set(K.ver, rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now())
+    local ver = rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now()
+    dict:set(K.ver, ver)
     dict:incr(K.applies, 1, 0)
-    return true
+    return ver
 end
 
 
@@ -170,19 +176,53 @@ local function new_client(conf)
 end
 
 
--- Read rev + generation + digest, and the whole rules hash when they moved
--- (or the content digest differs from what this gateway holds).
+-- The log entries of an XRANGE reply as { rev, changes, digest }, when they
+-- follow held_rev without a gap and reach rev (or fill a batch); else nil.
+local function contiguous_entries(reply, held_rev, rev, batch)
+    if type(reply) ~= "table" or #reply == 0 then
+        return nil
+    end
+    local entries = {}
+    for i, item in ipairs(reply) do
+        local fields = type(item) == "table" and item[2]
+        if type(fields) ~= "table" then
+            return nil
+        end
+        local e = {}
+        for j = 1, #fields - 1, 2 do
+            e[fields[j]] = fields[j + 1]
+        end
+        local erev = tonumber(e.rev)
+        if erev ~= held_rev + i or type(e.changes) ~= "string" then
+            return nil
+        end
+        entries[i] = { rev = erev, changes = e.changes, digest = e.digest or "" }
+    end
+    if entries[#entries].rev < rev and #entries < batch then
+        return nil
+    end
+    return entries
+end
+
+
+-- Read rev + generation + digest (+ the log after held_rev when deltas can
+-- apply); the log entries when they lead to the new revision, else the whole
+-- rules hash when anything moved (or the content digest differs from what
+-- this gateway holds).
 local function fetch(conf, cl, held_rev, held_gen, held_digest)
     local keys = conf.keys
-    local res, err = cl:pipeline(keys.rev, {
-        { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" },
-    }, { readonly = true })
+    local dict = conf.shm
+    local cmds = { { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" } }
+    local batch = conf.log_batch or 1000
+    if held_rev >= 0 and dict:get(K.source) == "redis" then
+        cmds[4] = { "XRANGE", keys.log, (held_rev + 1) .. "-0", "+", "COUNT", batch }
+    end
+    local res, err = cl:pipeline(keys.rev, cmds, { readonly = true })
     if not res then
         return nil, err
     end
     local rev, gen = tonumber(reply_value(res[1]) or 0) or 0, reply_value(res[2]) or ""
     local store_digest = reply_value(res[3]) or ""
-    local dict = conf.shm
     dict:set(K.store_rev, rev)
     dict:set(K.store_digest, store_digest)
     if rev == held_rev and gen == held_gen and (store_digest == "" or store_digest == held_digest) then
@@ -192,6 +232,11 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
         log(WARN, "rulegate: namespace ", conf.namespace, " revision ", rev, ": the store's digest ",
             store_digest, " differs from the applied content's ", tostring(held_digest), "; reloading fully")
         dict:incr(K.digest_mismatches, 1, 0)
+    elseif rev > held_rev and gen == held_gen and res[4] then
+        local entries = contiguous_entries(reply_value(res[4]), held_rev, rev, batch)
+        if entries then
+            return { delta = entries, rev = entries[#entries].rev, gen = gen, store_rev = rev }
+        end
     end
     res, err = cl:pipeline(keys.rev, {
         { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGETALL", keys.rules },
@@ -278,6 +323,63 @@ local function heartbeat(conf, cl, force)
 end
 
 
+-- The raw rules behind the dict's current version: this worker's copy when it
+-- is that version, else decoded from the shared payload.
+local function held_raw(dict)
+    local ver = dict:get(K.ver)
+    if ver ~= nil and ver == held.ver then
+        return held.raw
+    end
+    local snap = snapshot.decode_payload(dict:get(K.payload) or "")
+    if not snap then
+        return nil
+    end
+    held.ver, held.raw = ver, snap.rules
+    return snap.rules
+end
+
+
+-- Apply log entries to the held raw rules, checking the digest after each;
+-- returns the new raw map and digest, or nil, reason (nothing changed then).
+local function apply_entries(dict, entries)
+    local raw = held_raw(dict)
+    local sum = dict:get(K.digest)
+    if not raw or not sum then
+        return nil, "no held rule set"
+    end
+    local undo = {}
+    local function fail(reason)
+        for i = #undo, 1, -1 do
+            raw[undo[i][1]] = undo[i][2]
+        end
+        held.ver = nil -- the copy may no longer be the dict's
+        return nil, reason
+    end
+    for _, e in ipairs(entries) do
+        local ok, changes = pcall(mp.unpack, e.changes)
+        if not ok or type(changes) ~= "table" then
+            return fail("log revision " .. e.rev .. ": undecodable changes")
+        end
+        for _, c in ipairs(changes) do
+            local id, after = c[1], c[3]
+            if type(id) ~= "string" or (after and type(after) ~= "string") then
+                return fail("log revision " .. e.rev .. ": undecodable change")
+            end
+            after = after or nil
+            undo[#undo + 1] = { id, raw[id] }
+            sum = digest.apply(sum, id, raw[id], after)
+            raw[id] = after
+        end
+        if e.digest ~= "" and e.digest ~= sum then
+            return fail("after log revision " .. e.rev .. " the store has digest " .. e.digest
+                .. ", the delta gives " .. sum)
+        end
+    end
+    held.ver = nil -- changed in place: belongs to the version publish() is about to set
+    return raw, sum, undo
+end
+
+
 -- Apply a fetched rule set unless it would roll the gateway back.
 local function apply(conf, got, held_rev, held_gen)
     local dict = conf.shm
@@ -299,24 +401,56 @@ local function apply(conf, got, held_rev, held_gen)
         dict:set(K.refused_reason, err)
         return nil, "refused", err
     end
-    local content_digest = digest.of(got.raw)
+    local content_digest = got.content_digest or digest.of(got.raw)
     if got.digest ~= "" and got.digest ~= content_digest then
         return nil, "error", "revision " .. got.rev .. " of namespace " .. conf.namespace
             .. ": the rules read do not match the store's digest (a slot migration in progress, or "
             .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
-    local ok
-    ok, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest)
-    if not ok then
+    local ver
+    ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest)
+    if not ver then
         return nil, "error", err
+    end
+    held.ver, held.raw = ver, got.raw
+    if got.entries then
+        dict:incr(K.deltas_applied, got.entries, 0)
+    else
+        dict:incr(K.full_reloads, 1, 0)
     end
     if conf.snapshot_path then
         local data = snapshot.encode(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
+        local ok
         ok, err = snapshot.write_file(conf.snapshot_path, data)
         if not ok then
             log(WARN, "rulegate: cannot write the snapshot: ", err)
         end
     end
+    return true
+end
+
+
+-- Apply fetched log entries; true, or nil, reason (nothing applied: reload fully).
+local function apply_delta(conf, cl, got, held_rev, held_gen)
+    local dict = conf.shm
+    local raw, sum, undo = apply_entries(dict, got.delta)
+    if not raw then
+        return nil, sum
+    end
+    local d = { rev = got.rev, gen = got.gen, raw = raw, digest = sum, content_digest = sum,
+                entries = #got.delta }
+    local ok, _, err = apply(conf, d, held_rev, held_gen)
+    if not ok then
+        for i = #undo, 1, -1 do
+            raw[undo[i][1]] = undo[i][2]
+        end
+        return nil, err
+    end
+    if d.rev < got.store_rev then
+        dict:set(K.last_check, 0) -- more log to read: the next tick checks at once
+    end
+    set_state(conf, "ok")
+    heartbeat(conf, cl, true)
     return true
 end
 
@@ -333,6 +467,19 @@ function _M.run_once(conf)
     if not got then
         set_state(conf, "error", err)
         return nil, err
+    end
+    if got.delta then
+        local ok, aerr = apply_delta(conf, cl, got, held_rev, held_gen)
+        if ok then
+            return true
+        end
+        log(WARN, "rulegate: namespace ", conf.namespace, ": log delta not applied (", aerr,
+            "); reloading fully")
+        got, err = fetch(conf, cl, -1, held_gen, nil) -- held_rev -1: the whole hash
+        if not got then
+            set_state(conf, "error", err)
+            return nil, err
+        end
     end
     local changed = false
     if not got.unchanged then
@@ -362,8 +509,8 @@ function _M.load_snapshot(conf)
     if snap.namespace ~= conf.namespace then
         return nil, "snapshot is for namespace " .. snap.namespace
     end
-    local held = dict:get(K.rev)
-    if held and held >= snap.revision and dict:get(K.gen) == snap.generation then
+    local held_rev = dict:get(K.rev)
+    if held_rev and held_rev >= snap.revision and dict:get(K.gen) == snap.generation then
         return true -- a reload: the dict already holds this or a newer revision
     end
     local rs
