@@ -7,25 +7,36 @@ Works with plain threads and under gevent (monkey-patched threading).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
-from redis.exceptions import AskError, MovedError
+from redis.exceptions import AskError, MovedError, NoPermissionError
 
 from rulegate.connection import REDIS_ERRORS
 from rulegate.digest import EMPTY as EMPTY_DIGEST
-from rulegate.digest import apply_change, content_digest
+from rulegate.digest import apply_change, content_digest, rule_hash
 from rulegate.errors import CorruptDataError, SnapshotError, StoreError
 from rulegate.evaluator import RuleSet
 from rulegate.fleet import Heartbeat
 from rulegate.keyspace import Keys
-from rulegate.namespace import as_text, consistent_read, contiguous, decode_rules, pairs
+from rulegate.namespace import (
+    NamespaceRead,
+    Slicer,
+    as_text,
+    chunked_read,
+    consistent_read,
+    contiguous,
+    decode_rules,
+    pairs,
+)
 from rulegate.schema import decode_rule
 from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
 from rulegate.store import LogEntry, decode_entry
@@ -61,6 +72,7 @@ class SyncConfig:
     gateway_id: str = ""
     heartbeat_interval: float = 5.0
     log_batch: int = 1000
+    scan_count: int = 500
     notifications: bool = True
 
 
@@ -82,6 +94,23 @@ class SyncStats(LockedCounters):
     heartbeats_ok: int = 0
     heartbeats_failed: int = 0
     propagation_lag: float = 0.0
+
+
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Hold the cyclic GC off during a full reload, then gc.freeze() what exists.
+
+    Building ~40 MiB of rules triggers full collections that traverse every object in one 100 ms
+    block; frozen objects are skipped by later collections (refcounting still frees them).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 class Rejected(StoreError):
@@ -126,6 +155,7 @@ class Syncer:
         self._first_cycle = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_heartbeat = 0.0
+        self._scan = True  # HSCAN granted (else one HGETALL per full reload)
         self.notifier = Notifier(self) if config.notifications else None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -277,25 +307,31 @@ class Syncer:
         return self.full_reload(force=True)
 
     def _apply_delta(self, cur: Applied, entries: list[LogEntry], gen: str) -> None:
-        """Apply log entries on top of cur; raise ContentMismatch when a digest disagrees (nothing applied)."""
+        """Apply log entries on top of cur; raise ContentMismatch when a digest disagrees (nothing applied).
+
+        Only the changed rules are decoded and compiled (`RuleSet.with_changes`); cur is not modified.
+        """
         raw = dict(cur.raw)
-        rules = dict(cur.ruleset.rules)
+        changed: dict[str, dict] = {}
+        removed: set[str] = set()
         digest = cur.digest
         for entry in entries:
             for rule_id, _before, after in entry.changes:
                 digest = apply_change(digest, rule_id, raw.get(rule_id), after)
                 if after:
-                    rules[rule_id] = decode_rule(after, where=f"log rev {entry.revision} rule {rule_id!r}")
+                    changed[rule_id] = decode_rule(after, where=f"log rev {entry.revision} rule {rule_id!r}")
+                    removed.discard(rule_id)
                     raw[rule_id] = after
                 else:
-                    rules.pop(rule_id, None)
+                    changed.pop(rule_id, None)
+                    removed.add(rule_id)
                     raw.pop(rule_id, None)
             if entry.digest and entry.digest != digest:
                 raise ContentMismatch(f"after log revision {entry.revision} the store has digest "
                                       f"{entry.digest[:12]}, the delta gives {digest[:12]}")
         last = entries[-1]
-        self._install(Applied(RuleSet(rules.values(), last.revision, gen), raw, last.revision, gen,
-                              "redis", self.wall(), digest))
+        ruleset = cur.ruleset.with_changes(changed, removed, last.revision, gen)
+        self._install(Applied(ruleset, raw, last.revision, gen, "redis", self.wall(), digest))
         with self.stats.lock:
             self.stats.deltas_applied += len(entries)
             self.stats.propagation_lag = max(0.0, self.wall() - last.ts)
@@ -304,8 +340,15 @@ class Syncer:
         """Read the whole namespace and apply it if valid and not older; return True when applied.
 
         With `force`, the read content replaces an applied set of the same revision (digest mismatch).
+        Reads in HSCAN chunks and decodes, digests and compiles in slices of ~2 ms that yield, with
+        the cyclic GC held off (see `_no_gc_pauses`), so a sidecar's requests keep being answered.
         """
-        read = consistent_read(self.config.namespace, lambda cmds: self._read("full reload", cmds))
+        with _no_gc_pauses():
+            return self._full_reload(force)
+
+    def _full_reload(self, force: bool) -> bool:
+        pause = Slicer()
+        read = self._full_read(pause)
         rev, gen, raw = read.revision, read.generation, read.raw
         self.store_revision, self.store_digest = rev, read.digest
         cur = self.current
@@ -318,7 +361,7 @@ class Syncer:
             self._confirm()
             return False
         try:
-            rules = decode_rules(self.config.namespace, raw, cooperative=True)
+            rules = decode_rules(self.config.namespace, raw, pause=pause)
         except CorruptDataError as exc:
             self.stats.add("rejected")
             self.refused = Refusal(rev, str(exc))
@@ -328,13 +371,34 @@ class Syncer:
             log.warning("namespace %s: NEW GENERATION %s replaces %s (revision %s -> %s); accepting "
                         "the new lineage", self.config.namespace, gen, cur.generation, cur.revision, rev)
         self.stats.add("full_reloads")
-        digest = content_digest(raw)
+        digest = self._digest_of(raw, pause)
         if read.digest and read.digest != digest:
             raise StoreError(f"revision {rev}: the rules read do not match the store's digest {read.digest[:12]} "
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
-        self._install(Applied(RuleSet(rules.values(), rev, gen), raw, rev, gen, "redis", self.wall(), digest))
+        ruleset = RuleSet(rules.values(), rev, gen, pause=pause)
+        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), digest))
         return True
+
+    def _full_read(self, pause: Slicer) -> NamespaceRead:
+        """Read the namespace with HSCAN in chunks; one HGETALL when the ACL does not grant HSCAN."""
+        run = lambda cmds: self._read("full reload", cmds)  # noqa: E731
+        if self._scan:
+            try:
+                return chunked_read(self.config.namespace, run, count=self.config.scan_count, pause=pause)
+            except NoPermissionError as exc:
+                self._scan = False
+                log.warning("namespace %s: %s; full reloads use one HGETALL (grant +hscan to chunk them)",
+                            self.config.namespace, exc)
+        return consistent_read(self.config.namespace, run)
+
+    @staticmethod
+    def _digest_of(raw: Mapping[str, bytes], pause: Slicer) -> str:
+        acc = 0
+        for rule_id, value in raw.items():
+            pause()
+            acc ^= rule_hash(rule_id, value)
+        return f"{acc:040x}"
 
     def _read(self, name: str, cmds: list[tuple]) -> list:
         """Return the replies of cmds from one node of the slot (master first), under the budget.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping
 
 from . import iputil
 from .request import Request, wire_bytes
@@ -215,8 +215,16 @@ class _Route:
     def finish(self) -> None:
         self.degrades.sort(key=lambda item: item[1].rule_id)
         self.splits.sort(key=lambda item: item[1].rule_id)
+        self.fast = None
         if not self.degrades and len(self.splits) == 1 and self.splits[0][0] is None:
             self.fast = self.splits[0][1].pick
+
+    def without(self, ids: set[str]) -> "_Route":
+        """Return a copy without the items of rules in ids (self is not changed)."""
+        route = _Route()
+        route.degrades = [item for item in self.degrades if item[1].rule_id not in ids]
+        route.splits = [item for item in self.splits if item[1].rule_id not in ids]
+        return route
 
 
 class _HostIndex:
@@ -234,38 +242,121 @@ class _HostIndex:
             route.finish()
 
 
+def _host_key(host: str) -> tuple[str, str]:
+    """Return (table, key) of a route host: exact, wildcard (suffix from the dot), or any."""
+    if host == "*":
+        return "any", ""
+    if host.startswith("*."):
+        return "wildcard", host[1:]
+    return "exact", host
+
+
 class RuleSet:
     """An immutable compiled rule set of one namespace at one revision."""
 
-    def __init__(self, rules: Iterable[dict], revision: int = 0, generation: str = ""):
+    def __init__(self, rules: Iterable[dict], revision: int = 0, generation: str = "",
+                 pause: Callable[[], None] | None = None):
+        """Compile rules; `pause`, when given, is called between rules (a cooperative yield)."""
+        self._init(revision, generation, {r["id"]: r for r in rules})
+        for rule in self.rules.values():
+            if pause is not None:
+                pause()
+            if rule.get("enabled", True):
+                self._add(rule)
+        for index in self._indexes():
+            if pause is not None:
+                pause()
+            index.finish()
+
+    def _init(self, revision: int, generation: str, rules: dict[str, dict]) -> None:
         self.revision = revision
         self.generation = generation
-        self.rules: dict[str, dict] = {r["id"]: r for r in rules}
+        self.rules = rules
         self.exact: dict[str, _HostIndex] = {}
         self.wildcard: dict[str, _HostIndex] = {}
         self.any_host: _HostIndex | None = None
         self.pass_decision = Decision("pass", revision=revision)
         self.route_cache: dict[tuple[str, str, str], _Route | None] = {}
-        for rule in self.rules.values():
+        self.stamped: dict[int, Decision] = {}
+
+    def with_changes(self, changed: Mapping[str, dict], removed: Iterable[str], revision: int,
+                     generation: str) -> "RuleSet":
+        """Return this set with `changed` rules put and `removed` ids dropped, at `revision`.
+
+        Copy-on-write: only the routes the changes touch are rebuilt; the rest is shared with self,
+        which is not modified. decide() gives what RuleSet(all rules, revision) would.
+        """
+        rules = dict(self.rules)
+        ids = set(changed) | set(removed)
+        touched: dict[tuple[str, str], set[str]] = {}  # (table, host key) -> paths
+        for rule_id in ids:
+            for rule in (rules.get(rule_id), changed.get(rule_id)):
+                if rule is not None:
+                    touched.setdefault(_host_key(rule["route"]["host"]), set()).add(rule["route"]["path"])
+        for rule_id in removed:
+            rules.pop(rule_id, None)
+        rules.update(changed)
+        new = object.__new__(RuleSet)
+        new._init(revision, generation, rules)
+        new.exact, new.wildcard, new.any_host = dict(self.exact), dict(self.wildcard), self.any_host
+        for (table, key), paths in touched.items():
+            old = self._index(table, key)
+            index = _HostIndex()
+            if old is not None:
+                index.by_path = dict(old.by_path)
+            for path in paths:
+                route = index.by_path.get(path)
+                index.by_path[path] = route.without(ids) if route is not None else _Route()
+            new._set_index(table, key, index)
+        for rule in changed.values():
             if rule.get("enabled", True):
-                self._add(rule)
-        for index in self._indexes():
-            index.finish()
+                new._add(rule)
+        for (table, key), paths in touched.items():
+            index = new._index(table, key)
+            for path in paths:
+                route = index.by_path[path]
+                if route.degrades or route.splits:
+                    route.finish()
+                else:
+                    del index.by_path[path]
+            index.lengths = sorted({len(p) for p in index.by_path}, reverse=True)
+            if not index.by_path:
+                new._set_index(table, key, None)
+        return new
+
+    def _index(self, table: str, key: str) -> _HostIndex | None:
+        if table == "any":
+            return self.any_host
+        return (self.exact if table == "exact" else self.wildcard).get(key)
+
+    def _set_index(self, table: str, key: str, index: _HostIndex | None) -> None:
+        if table == "any":
+            self.any_host = index
+            return
+        target = self.exact if table == "exact" else self.wildcard
+        if index is None:
+            target.pop(key, None)
+        else:
+            target[key] = index
+
+    def restamp(self, decision: Decision) -> Decision:
+        """Return decision carrying this set's revision (a rule compiled at an earlier one)."""
+        out = self.stamped.get(id(decision))
+        if out is None or out.revision != self.revision:
+            out = replace(decision, revision=self.revision)
+            self.stamped[id(decision)] = out
+        return out
 
     def _indexes(self) -> list[_HostIndex]:
         out = list(self.exact.values()) + list(self.wildcard.values())
         return out + ([self.any_host] if self.any_host else [])
 
     def _add(self, rule: dict) -> None:
-        host = rule["route"]["host"]
-        if host == "*":
-            if self.any_host is None:
-                self.any_host = _HostIndex()
-            index = self.any_host
-        elif host.startswith("*."):
-            index = self.wildcard.setdefault(host[1:], _HostIndex())
-        else:
-            index = self.exact.setdefault(host, _HostIndex())
+        table, key = _host_key(rule["route"]["host"])
+        index = self._index(table, key)
+        if index is None:
+            index = _HostIndex()
+            self._set_index(table, key, index)
         route = index.by_path.setdefault(rule["route"]["path"], _Route())
         methods = frozenset(rule["route"]["methods"]) if rule["route"].get("methods") else None
         if rule["kind"] == "split":
@@ -335,14 +426,17 @@ def decide(rs: RuleSet, req: Request) -> Decision:
     if route is None:
         return rs.pass_decision
     if route.fast is not None:
-        return route.fast(req)
+        decision = route.fast(req)
+        return decision if decision.revision == rs.revision else rs.restamp(decision)
     method = req.method
     if route.degrades:
         now = req.now if req.now is not None else time.time()
         for methods, degrade in route.degrades:
             if (methods is None or method in methods) and degrade.applies(req, now):
-                return degrade.decision
+                decision = degrade.decision
+                return decision if decision.revision == rs.revision else rs.restamp(decision)
     for methods, split in route.splits:
         if methods is None or method in methods:
-            return split.pick(req)
+            decision = split.pick(req)
+            return decision if decision.revision == rs.revision else rs.restamp(decision)
     return rs.pass_decision

@@ -14,7 +14,9 @@ from .keyspace import Keys
 from .schema import decode_rule
 
 READ_ATTEMPTS = 5
-YIELD_EVERY = 500
+SCAN_COUNT = 500
+SLICE_SECONDS = 0.002
+YIELD_SLEEP = 0.00001  # not 0: under gevent, sleep(0) runs ready greenlets but polls no sockets or timers
 
 
 class NamespaceRead(NamedTuple):
@@ -66,15 +68,66 @@ def consistent_read(ns: str, run: Callable[[list[tuple]], list], attempts: int =
     raise StoreError(f"namespace {ns!r} changed during {attempts} consecutive reads")
 
 
-def decode_rules(ns: str, raw: dict[str, bytes], *, cooperative: bool = False) -> dict[str, dict]:
+class Slicer:
+    """A pause() for long loops: yields (a 10 µs sleep) once `seconds` of work passed since the last yield.
+
+    Under gevent that lets other greenlets (the sidecar's requests) run between slices.
+    """
+
+    def __init__(self, seconds: float = SLICE_SECONDS):
+        self.seconds = seconds
+        self._since = time.perf_counter()
+        self.yields = 0
+
+    def __call__(self) -> None:
+        if time.perf_counter() - self._since >= self.seconds:
+            time.sleep(YIELD_SLEEP)
+            self.yields += 1
+            self._since = time.perf_counter()
+
+
+def chunked_read(ns: str, run: Callable[[list[tuple]], list], *, count: int = SCAN_COUNT,
+                 pause: Callable[[], None] = lambda: None, attempts: int = READ_ATTEMPTS) -> NamespaceRead:
+    """Return the namespace read with HSCAN in chunks of `count`, pausing between chunks.
+
+    Consistent when rev and the store's digest are equal before and after the scan (every commit
+    moves rev); the caller still compares the content's digest with the store's. Raises StoreError
+    when the namespace changed during every attempt (and whatever `run` raises).
+    """
+    keys = Keys(ns)
+    for _ in range(attempts):
+        rev1, gen, digest1 = run([("GET", keys.rev), ("HGET", keys.meta, "gen"), ("HGET", keys.meta, "digest")])
+        raw: dict[str, bytes] = {}
+        cursor = b"0"
+        while True:
+            cursor, flat = run([("HSCAN", keys.rules, cursor, "COUNT", count)])[0]
+            raw.update((as_text(k), v) for k, v in pairs(flat).items())
+            pause()
+            if int(cursor) == 0:
+                break
+        rev2, digest2 = run([("GET", keys.rev), ("HGET", keys.meta, "digest")])
+        if rev1 == rev2 and digest1 == digest2:
+            read = NamespaceRead(int(rev1 or 0), as_text(gen or b""), raw, as_text(digest1 or b""))
+            if (read.revision > 0) != bool(read.generation):
+                raise StoreError(f"namespace {ns!r}: inconsistent read (revision {read.revision}, generation "
+                                 f"{read.generation or 'none'}): a slot migration in progress, or damaged keys")
+            return read
+    raise StoreError(f"namespace {ns!r} changed during {attempts} consecutive reads")
+
+
+def decode_rules(ns: str, raw: dict[str, bytes], *, cooperative: bool = False,
+                 pause: Callable[[], None] | None = None) -> dict[str, dict]:
     """Return the validated rules of raw by id; raise CorruptDataError naming the first bad rule.
 
-    With `cooperative`, yields to other greenlets/threads every YIELD_EVERY rules.
+    With `cooperative` (or a `pause` of the caller's), yields to other greenlets/threads every
+    SLICE_SECONDS of work.
     """
     rules = {}
-    for n, (rule_id, value) in enumerate(raw.items(), 1):
-        if cooperative and n % YIELD_EVERY == 0:
-            time.sleep(0)
+    if pause is None and cooperative:
+        pause = Slicer()
+    for rule_id, value in raw.items():
+        if pause is not None:
+            pause()
         rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
         if rule["id"] != rule_id:
             raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
