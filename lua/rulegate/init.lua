@@ -15,6 +15,9 @@ local ERR = ngx.ERR
 local NOTICE = ngx.NOTICE
 local now = ngx.now
 local type = type
+local xpcall = xpcall
+local traceback = debug.traceback
+local timer_at = ngx.timer.at
 local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
@@ -35,6 +38,7 @@ local DEFAULTS = {
     connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
     max_attempts = 3, max_connections = 2, read_replica = false,
     notifications = true, listen_max = 30, listen_lock_ttl = 5, log_batch = 1000,
+    background_compile_min = 2000,
     ssl = false, ssl_verify = true,
 }
 
@@ -135,7 +139,44 @@ end
 -- This worker's compiled rule set, rebuilt when the shared dict's version moved.
 -- The dict is looked at once per millisecond of nginx's cached clock: a shared-dict
 -- read takes its lock, and under load many requests share one event-loop tick.
+-- A set of background_compile_min rules or more is compiled in a timer that
+-- yields between slices; requests keep the current set until it is done.
 local checked_at = -1
+local compiling = nil -- the version a background timer is compiling (one at a time)
+
+local function install(ver, rs)
+    current.rs, current.ver = rs, ver
+end
+
+
+-- Compile the dict's payload (version ver); installed unless another set was
+-- installed while a yielding compile ran.
+local function compile_ver(ver, pause)
+    local from = current.ver
+    local rs, err = sync.compile_payload(conf.shm:get(K.payload) or "", pause)
+    if not rs then
+        current.bad_ver = ver
+        log(ERR, "rulegate: cannot compile the shared rule set: ", err)
+        return nil
+    end
+    if current.ver == from then
+        install(ver, rs)
+    end
+    return rs
+end
+
+
+local function compile_in_background(premature)
+    if premature then
+        return
+    end
+    local ok, err = xpcall(compile_ver, traceback, compiling, sync.pauser(100))
+    compiling = nil
+    if not ok then
+        log(ERR, "rulegate: background compile failed: ", err)
+    end
+end
+
 
 local function ruleset()
     local t = now()
@@ -148,14 +189,18 @@ local function ruleset()
     if ver == nil or ver == current.ver or ver == current.bad_ver then
         return current.rs
     end
-    local rs, err = sync.compile_payload(shm:get(K.payload) or "")
-    if not rs then
-        current.bad_ver = ver
-        log(ERR, "rulegate: cannot compile the shared rule set: ", err)
+    if current.rs and (shm:get(K.count) or 0) >= conf.background_compile_min then
+        if compiling == nil then
+            local ok, err = timer_at(0, compile_in_background)
+            if ok then
+                compiling = ver
+            else
+                log(ERR, "rulegate: cannot start a background compile: ", err)
+            end
+        end
         return current.rs
     end
-    current.rs, current.ver = rs, ver
-    return rs
+    return compile_ver(ver) or current.rs
 end
 
 
@@ -170,6 +215,7 @@ function _M.init_worker()
         error("rulegate.init() must run in init_by_lua before init_worker()", 2)
     end
     conf.on_tick = ruleset
+    conf.on_compiled = install -- the syncing worker serves what it just compiled
     ruleset()
     local ok, err = sync.start(conf)
     if not ok then

@@ -325,8 +325,9 @@ local function accepted_methods(route)
 end
 
 
--- Compile a list of (validated, normalised) rules at a revision into a rule set.
-function _M.compile(rules, revision)
+-- Compile a list of (validated, normalised) rules at a revision into a rule set;
+-- pause, when given, is called between rules (a cooperative yield).
+function _M.compile(rules, revision, pause)
     local rev = revision or 0
     local rs = {
         revision = rev, exact = {}, wildcard = {}, any_host = nil, count = 0,
@@ -336,6 +337,9 @@ function _M.compile(rules, revision)
     local indexes = {}
     for _, rule in ipairs(rules) do
         rs.count = rs.count + 1
+        if pause then
+            pause()
+        end
         if rule.enabled ~= false then
             local host = rule.route.host
             local index

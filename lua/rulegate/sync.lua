@@ -31,6 +31,7 @@ local tostring = tostring
 local traceback = debug.traceback
 local random = math.random
 local floor = math.floor
+local find = string.find
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -49,7 +50,13 @@ local K = {
 }
 _M.KEYS = K
 
+local PAUSE_EVERY = 100 -- rules decoded or compiled between two yields of a timer (~1-2 ms)
+-- not 0: without OpenResty's delayed-events patch ngx.sleep(0) is a 0 ms timer that
+-- nginx runs again in the same timer pass (sockets starve) and it logs a warning
+local YIELD_SLEEP = 0.001
+local SCAN_COUNT = 500
 local publish_seq = 0
+local scan_denied = false -- this worker's user may not HSCAN: full reads use HGETALL
 -- the raw rules this worker last published or read, by the dict version they belong to
 local held = { ver = nil, raw = nil }
 local listen_failures = 0 -- this worker's failed subscriptions in a row
@@ -63,10 +70,28 @@ end
 _M.ns_keys = ns_keys
 
 
+-- A pause() for long loops in a timer: yields to the event loop (1 ms sleep)
+-- every `every` calls, so requests are served between slices.
+function _M.pauser(every)
+    local n = 0
+    return function()
+        n = n + 1
+        if n >= every then
+            n = 0
+            ngx.sleep(YIELD_SLEEP)
+        end
+    end
+end
+
+
 -- Decode and check every raw rule; returns the list of rules or nil, err.
-function _M.decode_rules(raw_rules)
+-- pause, when given, is called between rules.
+function _M.decode_rules(raw_rules, pause)
     local rules = {}
     for id, raw in pairs(raw_rules) do
+        if pause then
+            pause()
+        end
         local ok, rule = pcall(mp.unpack, raw)
         if not ok then
             return nil, "rule " .. tostring(id) .. ": undecodable msgpack"
@@ -84,18 +109,19 @@ function _M.decode_rules(raw_rules)
 end
 
 
--- Compile a payload (the snapshot payload format) into a router rule set.
-function _M.compile_payload(payload)
+-- Compile a payload (the snapshot payload format) into a router rule set;
+-- pause as in decode_rules (only where the phase may yield: timers).
+function _M.compile_payload(payload, pause)
     local snap, err = snapshot.decode_payload(payload)
     if not snap then
         return nil, err
     end
     local rules
-    rules, err = _M.decode_rules(snap.rules)
+    rules, err = _M.decode_rules(snap.rules, pause)
     if not rules then
         return nil, err
     end
-    local ok, rs = pcall(router.compile, rules, snap.revision)
+    local ok, rs = pcall(router.compile, rules, snap.revision, pause)
     if not ok then
         return nil, "rule set does not compile: " .. tostring(rs)
     end
@@ -205,6 +231,86 @@ local function contiguous_entries(reply, held_rev, rev, batch)
 end
 
 
+-- The whole namespace in one pipeline (rev, gen, HGETALL, digest, rev), or nil, err.
+local function hgetall_read(conf, cl)
+    local keys = conf.keys
+    local res, err = cl:pipeline(keys.rev, {
+        { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGETALL", keys.rules },
+        { "HGET", keys.meta, "digest" }, { "GET", keys.rev },
+    }, { readonly = true })
+    if not res then
+        return nil, err
+    end
+    local rev1 = tonumber(reply_value(res[1]) or 0) or 0
+    local rev2 = tonumber(reply_value(res[5]) or 0) or 0
+    local flat, herr = reply_value(res[3])
+    if herr then
+        return nil, "HGETALL " .. keys.rules .. ": " .. herr
+    end
+    if rev1 ~= rev2 then
+        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
+    end
+    local raw = {}
+    flat = flat or {}
+    for i = 1, #flat, 2 do
+        raw[flat[i]] = flat[i + 1]
+    end
+    return { rev = rev1, gen = reply_value(res[2]) or "", raw = raw, digest = reply_value(res[4]) or "" }
+end
+
+
+-- The whole namespace by HSCAN in chunks of SCAN_COUNT, yielding between them,
+-- consistent when rev and the store's digest are equal before and after (every
+-- commit moves both); or nil, err ("NOPERM" when the user may not HSCAN).
+local function scan_read(conf, cl)
+    local keys = conf.keys
+    local head, err = cl:pipeline(keys.rev, {
+        { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" },
+    }, { readonly = true })
+    if not head then
+        return nil, err
+    end
+    local raw, cursor = {}, "0"
+    repeat
+        local res
+        res, err = cl:pipeline(keys.rev, { { "HSCAN", keys.rules, cursor, "COUNT", SCAN_COUNT } },
+            { readonly = true })
+        if not res then
+            return nil, err
+        end
+        local reply, rerr = reply_value(res[1])
+        if rerr then
+            if find(tostring(rerr), "NOPERM", 1, true) then
+                return nil, "NOPERM"
+            end
+            return nil, "HSCAN " .. keys.rules .. ": " .. tostring(rerr)
+        end
+        if type(reply) ~= "table" or type(reply[2]) ~= "table" then
+            return nil, "HSCAN " .. keys.rules .. ": unexpected reply"
+        end
+        cursor = reply[1]
+        local flat = reply[2]
+        for i = 1, #flat, 2 do
+            raw[flat[i]] = flat[i + 1]
+        end
+        ngx.sleep(YIELD_SLEEP)
+    until cursor == "0"
+    local tail
+    tail, err = cl:pipeline(keys.rev, { { "GET", keys.rev }, { "HGET", keys.meta, "digest" } },
+        { readonly = true })
+    if not tail then
+        return nil, err
+    end
+    local rev1 = tonumber(reply_value(head[1]) or 0) or 0
+    local rev2 = tonumber(reply_value(tail[1]) or 0) or 0
+    local digest1, digest2 = reply_value(head[3]) or "", reply_value(tail[2]) or ""
+    if rev1 ~= rev2 or digest1 ~= digest2 then
+        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
+    end
+    return { rev = rev1, gen = reply_value(head[2]) or "", raw = raw, digest = digest1 }
+end
+
+
 -- Read rev + generation + digest (+ the log after held_rev when deltas can
 -- apply); the log entries when they lead to the new revision, else the whole
 -- rules hash when anything moved (or the content digest differs from what
@@ -238,27 +344,24 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
             return { delta = entries, rev = entries[#entries].rev, gen = gen, store_rev = rev }
         end
     end
-    res, err = cl:pipeline(keys.rev, {
-        { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGETALL", keys.rules },
-        { "HGET", keys.meta, "digest" }, { "GET", keys.rev },
-    }, { readonly = true })
-    if not res then
-        return nil, err
+    local read
+    if not scan_denied then
+        read, err = scan_read(conf, cl)
+        if not read and err == "NOPERM" then
+            scan_denied = true
+            log(WARN, "rulegate: HSCAN is not granted to this gateway's Redis user; full reloads of ",
+                "namespace ", conf.namespace, " read the rules hash with one HGETALL")
+        elseif not read then
+            return nil, err
+        end
     end
-    local rev1 = tonumber(reply_value(res[1]) or 0) or 0
-    local rev2 = tonumber(reply_value(res[5]) or 0) or 0
-    local flat, herr = reply_value(res[3])
-    if herr then
-        return nil, "HGETALL " .. keys.rules .. ": " .. herr
+    if not read then
+        read, err = hgetall_read(conf, cl)
+        if not read then
+            return nil, err
+        end
     end
-    if rev1 ~= rev2 then
-        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
-    end
-    local raw = {}
-    flat = flat or {}
-    for i = 1, #flat, 2 do
-        raw[flat[i]] = flat[i + 1]
-    end
+    local rev1, gen1, raw = read.rev, read.gen, read.raw
     local gen1 = reply_value(res[2]) or ""
     if (rev1 > 0) ~= (gen1 ~= "") then
         return nil, "inconsistent read of namespace " .. conf.namespace .. " (revision " .. rev1
@@ -266,8 +369,8 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
             .. "or damaged keys"
     end
     dict:set(K.store_rev, rev1)
-    dict:set(K.store_digest, reply_value(res[4]) or "")
-    return { rev = rev1, gen = gen1, raw = raw, digest = reply_value(res[4]) or "" }
+    dict:set(K.store_digest, read.digest)
+    return { rev = rev1, gen = gen1, raw = raw, digest = read.digest }
 end
 
 
@@ -393,7 +496,8 @@ local function apply(conf, got, held_rev, held_gen)
             .. " (same generation); keeping " .. held_rev
     end
     local payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
-    local rs, err = _M.compile_payload(payload)
+    local rs, err = _M.compile_payload(payload, _M.pauser(PAUSE_EVERY))
+
     if not rs then
         err = "revision " .. got.rev .. " of namespace " .. conf.namespace .. " refused: " .. err
             .. "; serving revision " .. tostring(held_rev)
@@ -413,6 +517,9 @@ local function apply(conf, got, held_rev, held_gen)
         return nil, "error", err
     end
     held.ver, held.raw = ver, got.raw
+    if conf.on_compiled then
+        conf.on_compiled(ver, rs) -- this worker serves what it just compiled
+    end
     if got.entries then
         dict:incr(K.deltas_applied, got.entries, 0)
     else
