@@ -580,8 +580,10 @@ function _M.run_once(conf)
         if ok then
             return true
         end
-        log(WARN, "rulegate: namespace ", conf.namespace, ": log delta not applied (", aerr,
-            "); reloading fully")
+        if conf.shm:get(K.state) ~= "refused" then -- a refusal repeats every check: say it once
+            log(WARN, "rulegate: namespace ", conf.namespace, ": log delta not applied (", aerr,
+                "); reloading fully")
+        end
         got, err = fetch(conf, cl, -1, held_gen, nil) -- held_rev -1: the whole hash
         if not got then
             set_state(conf, "error", err)
