@@ -58,10 +58,11 @@ class Accounts:
 
     def __init__(self, client, *, max_failures: int = 5, max_failures_per_ip: int = 50,
                  window_seconds: int = 300, auth_cache_seconds: float = 5.0, auth_cache_size: int = 4096,
-                 timer: Callable[[], float] = time.monotonic, clock: Callable[[], float] = time.time):
+                 timer: Callable[[], float] = time.monotonic, clock: Callable[[], float] = time.time,
+                 throttle: ThrottleConfig | None = None):
         self.client = client
         self.clock = clock
-        self.throttle = LoginThrottle(client, ThrottleConfig(
+        self.throttle = LoginThrottle(client, throttle or ThrottleConfig(
             free_failures=max_failures, max_failures_per_address=max_failures_per_ip, window_seconds=window_seconds))
         self.tokens = Tokens(client, clock)
         # Who a session or token is, cached per instance for a few seconds: every API call and page

@@ -13,6 +13,7 @@ from rulegate.store import RuleStore
 from . import config as config_mod
 from .accounts import Accounts
 from .rules import RuleService
+from .throttle import ThrottleConfig
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -37,9 +38,7 @@ class Backend:
             self._store = RuleStore(client, wait_replicas=int(cfg["WAIT_REPLICAS"]),
                                     wait_timeout_ms=int(cfg["WAIT_TIMEOUT_MS"]))
             self._rules = RuleService(self._store)
-            self._accounts = Accounts(client, max_failures=int(cfg["LOGIN_MAX_FAILURES"]),
-                                      max_failures_per_ip=int(cfg["LOGIN_MAX_FAILURES_PER_IP"]),
-                                      window_seconds=int(cfg["LOGIN_WINDOW_SECONDS"]),
+            self._accounts = Accounts(client, throttle=ThrottleConfig.from_config(cfg),
                                       auth_cache_seconds=float(cfg["AUTH_CACHE_SECONDS"]))
 
     @property

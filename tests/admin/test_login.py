@@ -151,3 +151,17 @@ def test_disabled_user_cannot_log_in(client, backend, user):
     backend.accounts.set_disabled(user, True, "test")
     r = _login(client, user, PASSWORD, _address())
     assert r.status_code == 403 and b"disabled" in r.data
+
+
+def test_throttle_settings_come_from_the_config(admin_config):
+    """RULEADMIN_LOGIN_BACKOFF_* and RULEADMIN_LOGIN_GLOBAL_MAX_FAILURES reach the throttle."""
+    from ruleadmin import create_app
+
+    app = create_app({**admin_config, "LOGIN_BACKOFF_BASE_SECONDS": 7, "LOGIN_BACKOFF_MAX_SECONDS": 70,
+                      "LOGIN_GLOBAL_MAX_FAILURES": 12, "LOGIN_MAX_FAILURES": 3})
+    try:
+        cfg = app.extensions["ruleadmin"].accounts.throttle.config
+        assert (cfg.backoff_base_seconds, cfg.backoff_max_seconds, cfg.global_max_failures, cfg.free_failures) \
+            == (7, 70, 12, 3)
+    finally:
+        app.extensions["ruleadmin"].close()
