@@ -58,7 +58,7 @@ local SCAN_COUNT = 500
 local publish_seq = 0
 local scan_denied = false -- this worker's user may not HSCAN: full reads use HGETALL
 -- the raw rules this worker last published or read, by the dict version they belong to
-local held = { ver = nil, raw = nil }
+local held = { ver = nil, raw = nil, rules = nil }
 local listen_failures = 0 -- this worker's failed subscriptions in a row
 
 
@@ -431,30 +431,62 @@ end
 local function held_raw(dict)
     local ver = dict:get(K.ver)
     if ver ~= nil and ver == held.ver then
-        return held.raw
+        return held.raw, held.rules
     end
     local snap = snapshot.decode_payload(dict:get(K.payload) or "")
     if not snap then
         return nil
     end
-    held.ver, held.raw = ver, snap.rules
-    return snap.rules
+    local list = _M.decode_rules(snap.rules)
+    if not list then
+        return nil
+    end
+    local rules = {}
+    for _, rule in ipairs(list) do
+        rules[rule.id] = rule
+    end
+    held.ver, held.raw, held.rules = ver, snap.rules, rules
+    return snap.rules, rules
 end
 
 
--- Apply log entries to the held raw rules, checking the digest after each;
--- returns the new raw map and digest, or nil, reason (nothing changed then).
+-- One stored rule decoded and checked, or nil, reason.
+local function decode_one(id, value)
+    local ok, rule = pcall(mp.unpack, value)
+    if not ok then
+        return nil, "rule " .. id .. ": undecodable msgpack"
+    end
+    local good, err = schema.check(rule)
+    if not good then
+        return nil, "rule " .. id .. ": " .. err
+    end
+    if rule.id ~= id then
+        return nil, "rule " .. id .. ": id does not match its hash field"
+    end
+    return rule
+end
+
+
+-- Undo apply_entries' changes to the held maps (newest first).
+local function revert(undo, raw, rules)
+    for i = #undo, 1, -1 do
+        local u = undo[i]
+        raw[u[1]], rules[u[1]] = u[2], u[3]
+    end
+end
+
+
+-- Apply log entries to the held raw (and decoded) rules, checking the digest
+-- after each; returns raw, digest, undo, rules, or nil, reason (nothing changed).
 local function apply_entries(dict, entries)
-    local raw = held_raw(dict)
+    local raw, rules = held_raw(dict)
     local sum = dict:get(K.digest)
     if not raw or not sum then
         return nil, "no held rule set"
     end
     local undo = {}
     local function fail(reason)
-        for i = #undo, 1, -1 do
-            raw[undo[i][1]] = undo[i][2]
-        end
+        revert(undo, raw, rules)
         held.ver = nil -- the copy may no longer be the dict's
         return nil, reason
     end
@@ -468,10 +500,16 @@ local function apply_entries(dict, entries)
             if type(id) ~= "string" or (after and type(after) ~= "string") then
                 return fail("log revision " .. e.rev .. ": undecodable change")
             end
-            after = after or nil
-            undo[#undo + 1] = { id, raw[id] }
-            sum = digest.apply(sum, id, raw[id], after)
-            raw[id] = after
+            local rule, err
+            if after then
+                rule, err = decode_one(id, after)
+                if not rule then
+                    return fail("log revision " .. e.rev .. ": " .. err)
+                end
+            end
+            undo[#undo + 1] = { id, raw[id], rules[id] }
+            sum = digest.apply(sum, id, raw[id], after or nil)
+            raw[id], rules[id] = after or nil, rule
         end
         if e.digest ~= "" and e.digest ~= sum then
             return fail("after log revision " .. e.rev .. " the store has digest " .. e.digest
@@ -479,7 +517,38 @@ local function apply_entries(dict, entries)
         end
     end
     held.ver = nil -- changed in place: belongs to the version publish() is about to set
-    return raw, sum, undo
+    return raw, sum, undo, rules
+end
+
+
+-- Compile decoded rules (a map by id) at a revision, yielding; rs or nil, err.
+local function compile_rules(rules, got)
+    local list = {}
+    for _, rule in pairs(rules) do
+        list[#list + 1] = rule
+    end
+    local ok, rs = pcall(router.compile, list, got.rev, _M.pauser(PAUSE_EVERY))
+    if not ok then
+        return nil, "rule set does not compile: " .. tostring(rs)
+    end
+    rs.generation = got.gen
+    return rs
+end
+
+
+-- Decode, check and compile a full read (yielding); rs, rules by id, or nil, err.
+local function compile_raw(got)
+    local list, err = _M.decode_rules(got.raw, _M.pauser(PAUSE_EVERY))
+    if not list then
+        return nil, err
+    end
+    local rules = {}
+    for _, rule in ipairs(list) do
+        rules[rule.id] = rule
+    end
+    local rs
+    rs, err = compile_rules(rules, got)
+    return rs, rs and rules or err
 end
 
 
@@ -495,9 +564,14 @@ local function apply(conf, got, held_rev, held_gen)
             .. conf.namespace .. " is lower than the applied revision " .. held_rev
             .. " (same generation); keeping " .. held_rev
     end
-    local payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
-    local rs, err = _M.compile_payload(payload, _M.pauser(PAUSE_EVERY))
-
+    local rs, rules, err
+    if got.rules then -- a delta: only the changed rules were decoded
+        rules = got.rules
+        rs, err = compile_rules(rules, got)
+    else
+        rs, rules = compile_raw(got)
+        err = not rs and rules or nil
+    end
     if not rs then
         err = "revision " .. got.rev .. " of namespace " .. conf.namespace .. " refused: " .. err
             .. "; serving revision " .. tostring(held_rev)
@@ -511,12 +585,13 @@ local function apply(conf, got, held_rev, held_gen)
             .. ": the rules read do not match the store's digest (a slot migration in progress, or "
             .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
+    local payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
     local ver
     ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest)
     if not ver then
         return nil, "error", err
     end
-    held.ver, held.raw = ver, got.raw
+    held.ver, held.raw, held.rules = ver, got.raw, rules
     if conf.on_compiled then
         conf.on_compiled(ver, rs) -- this worker serves what it just compiled
     end
@@ -540,17 +615,15 @@ end
 -- Apply fetched log entries; true, or nil, reason (nothing applied: reload fully).
 local function apply_delta(conf, cl, got, held_rev, held_gen)
     local dict = conf.shm
-    local raw, sum, undo = apply_entries(dict, got.delta)
+    local raw, sum, undo, rules = apply_entries(dict, got.delta)
     if not raw then
         return nil, sum
     end
-    local d = { rev = got.rev, gen = got.gen, raw = raw, digest = sum, content_digest = sum,
-                entries = #got.delta }
+    local d = { rev = got.rev, gen = got.gen, raw = raw, rules = rules, digest = sum,
+                content_digest = sum, entries = #got.delta }
     local ok, _, err = apply(conf, d, held_rev, held_gen)
     if not ok then
-        for i = #undo, 1, -1 do
-            raw[undo[i][1]] = undo[i][2]
-        end
+        revert(undo, raw, rules)
         return nil, err
     end
     if d.rev < got.store_rev then
