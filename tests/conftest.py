@@ -9,7 +9,9 @@ import pytest
 
 from rulegate.connection import RedisConfig
 from rulegate.store import RuleStore
+from rulegate_dev.acl import AclUsers
 from rulegate_dev.cluster import LocalCluster
+from rulegate_dev.tls import make_tls_files
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -51,3 +53,25 @@ def store(redis_config):
 def namespace() -> str:
     """A fresh namespace name, unique per test."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def acl_cluster(tmp_path_factory):
+    """(cluster, users): a cluster whose nodes run the rulegate ACL users (default user off), with
+    gateway users for namespaces `gw` and `other`; shared by the ACL tests of every package."""
+    users = AclUsers.for_namespaces("gw", "other")
+    c = LocalCluster(tmp_path_factory.mktemp("aclcluster"), acl=users)
+    c.start()
+    yield c, users
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(tmp_path_factory):
+    """A TLS-only cluster (clients, bus, replication, throwaway CA) with the ACL users and gateway users
+    for namespaces `tlsns` and `tlsgw`; shared by the Python and the nginx TLS tests."""
+    tmp = tmp_path_factory.mktemp("tls")
+    c = LocalCluster(tmp / "cluster", tls=make_tls_files(tmp / "pki"), acl=AclUsers.for_namespaces("tlsns", "tlsgw"))
+    c.start()
+    yield c
+    c.stop()

@@ -7,8 +7,7 @@ import re
 import pytest
 
 from ruleadmin import create_app
-from rulegate_dev.acl import ADMIN_USER, AclUsers
-from rulegate_dev.cluster import LocalCluster
+from rulegate_dev.acl import ADMIN_USER
 
 from .conftest import PASSWORD
 
@@ -16,16 +15,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def acl_app(tmp_path_factory, admin_config):
+def acl_app(acl_cluster, admin_config):
     """An app connected as rg-admin to a cluster that runs the rulegate ACL users (default user off)."""
-    users = AclUsers()
-    cluster = LocalCluster(tmp_path_factory.mktemp("aclaccounts"), acl=users)
-    cluster.start()
+    cluster, users = acl_cluster
     app = create_app({**admin_config, "REDIS_NODES": ",".join(cluster.startup_nodes), "REDIS_USERNAME": ADMIN_USER,
                       "REDIS_PASSWORD": users.admin_password})
     yield app
     app.extensions["ruleadmin"].close()
-    cluster.stop()
 
 
 def _csrf(html: bytes) -> str:

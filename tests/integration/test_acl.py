@@ -15,23 +15,13 @@ from rulegate.fleet import read_fleet
 from rulegate.keyspace import Keys
 from rulegate.schema import validate_rule
 from rulegate.store import RuleStore
-from rulegate_dev.acl import ADMIN_USER, AclUsers
+from rulegate_dev.acl import ADMIN_USER
 from rulegate_dev.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
 RULE = validate_rule({"id": "r1", "kind": "split", "route": {"host": "a.example.com", "path": "/"},
                       "key": {"source": "ip"}, "policies": [], "default": "stable"})
-
-
-@pytest.fixture(scope="module")
-def acl_cluster(tmp_path_factory):
-    """A cluster whose nodes run with the rulegate ACL users and the default user off."""
-    users = AclUsers.for_namespaces("gw", "other")
-    c = LocalCluster(tmp_path_factory.mktemp("aclcluster"), acl=users)
-    c.start()
-    yield c, users
-    c.stop()
 
 
 def config(cluster: LocalCluster, user: str, password: str) -> RedisConfig:

@@ -10,24 +10,19 @@ from rulegate.connection import RedisConfig
 from rulegate.errors import StoreError
 from rulegate.schema import validate_rule
 from rulegate.store import RuleStore
+from rulegate_dev.acl import ADMIN_USER
 from rulegate_dev.cluster import LocalCluster
 from rulegate_dev.tls import make_tls_files
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def tls_cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tls")
-    files = make_tls_files(tmp / "pki")
-    c = LocalCluster(tmp / "cluster", tls=files)
-    c.start()
-    yield c
-    c.stop()
-
-
 def tls_options(cluster: LocalCluster) -> dict:
     return {"ssl": True, "ssl_ca_certs": str(cluster.tls.ca_cert)}
+
+
+def admin_login(cluster: LocalCluster) -> dict:
+    return {"username": ADMIN_USER, "password": cluster.acl.admin_password}
 
 
 def rule(upstream: str) -> dict:
@@ -37,11 +32,13 @@ def rule(upstream: str) -> dict:
 
 def test_store_and_agent_over_tls(tls_cluster):
     """A write over TLS is replicated (WAIT over TLS replication) and the agent syncs it over TLS."""
-    cfg = RedisConfig.from_nodes(tls_cluster.startup_nodes, mode="cluster", **tls_options(tls_cluster))
+    cfg = RedisConfig.from_nodes(tls_cluster.startup_nodes, mode="cluster", **tls_options(tls_cluster),
+                                 **admin_login(tls_cluster))
     store = RuleStore.from_config(cfg)
+    user, password = tls_cluster.acl.gateway("tlsns")
     client = RuleClient(tls_cluster.startup_nodes, "tlsns", refresh_interval=0.2, notifications=True,
                         budget=BudgetConfig(deadline=2.0, socket_timeout=1.0, connect_timeout=1.0),
-                        **tls_options(tls_cluster)).start()
+                        username=user, password=password, **tls_options(tls_cluster)).start()
     try:
         first = store.put_rule("tlsns", rule("stable"), 0, "alice")
         assert first.replicated and first.replicas_acked >= 1

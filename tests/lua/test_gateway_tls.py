@@ -14,7 +14,7 @@ from rulegate.connection import RedisConfig
 from rulegate.fleet import read_fleet
 from rulegate.schema import validate_rule
 from rulegate.store import RuleStore
-from rulegate_dev.acl import ADMIN_USER, AclUsers
+from rulegate_dev.acl import ADMIN_USER
 from rulegate_dev.cluster import LocalCluster
 from rulegate_dev.nginx import NginxLauncher
 from rulegate_dev.tls import TlsFiles, make_tls_files
@@ -25,16 +25,6 @@ pytestmark = pytest.mark.integration
 
 NS = "tlsgw"
 FLEET = "{rg:" + NS + "}:fleet"
-
-
-@pytest.fixture(scope="module")
-def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A TLS-only cluster (clients, bus, replication) with ACL users and a gateway user for NS."""
-    tmp = tmp_path_factory.mktemp("luatls")
-    c = LocalCluster(tmp / "cluster", tls=make_tls_files(tmp / "pki"), acl=AclUsers.for_namespaces(NS))
-    c.start()
-    yield c
-    c.stop()
 
 
 def trust(ca: Path) -> str:
