@@ -1,0 +1,332 @@
+"""What one rule change and one full reload cost a gateway (Python agent and nginx); prints a table.
+
+    python bench/reload.py [--rules 1000,10000] [--changes 10]
+
+Starts a private 6-node cluster (rulegate_dev.LocalCluster), one sidecar child process and one
+nginx (1 worker) per size; all are stopped (by pid) at the end. Per size:
+
+- Redis bytes read per gateway for a one-rule change: the slot master's `total_net_output_bytes`
+  (Redis 7 counts no replication in it) around the gateway's sync, minus the same window without
+  a gateway (the commit's own reply and the INFO calls).
+- CPU per change: agent = thread CPU of `Syncer.sync_once()`; nginx = the worker's utime+stime
+  (/proc) over `--changes` changes minus an idle window of the same length, per change.
+- Full-reload CPU: agent = thread CPU of `Syncer.full_reload()`; nginx = worker CPU around a
+  forced full reload (a new generation id in meta) with no traffic, minus idle; the worker's
+  polling of /rulegate/status (every 10 ms, with one routed request) is included in both nginx
+  CPU rows.
+- Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
+  rest and during a forced full reload; max and p50.
+Numbers are for comparison, not assertions.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+
+from gateway_agent import RuleClient  # noqa: E402
+from rulegate.connection import RedisConfig  # noqa: E402
+from rulegate.keyspace import Keys  # noqa: E402
+from rulegate.schema import encode_rule, validate_rule  # noqa: E402
+from rulegate.store import RuleStore  # noqa: E402
+from rulegate_dev.cluster import LocalCluster  # noqa: E402
+from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks  # noqa: E402
+from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+
+
+def make_rule(i: int, upstream: str | None = None) -> dict:
+    """Return a split rule; hosts and paths spread over 100 x 100 routes (as bench/agent.py)."""
+    return validate_rule({
+        "id": f"r{i:05d}", "kind": "split",
+        "route": {"host": f"svc{i % 100}.example.com", "path": f"/api/v{i // 100}"},
+        "key": {"source": "header", "name": "x-uid"},
+        "policies": [{"type": "uid_suffix", "suffixes": ["1", "7"], "upstream": "canary"}],
+        "default": upstream or "stable"})
+
+
+def load_rules(store: RuleStore, ns: str, count: int) -> None:
+    for lo in range(0, count, 500):
+        changes = [(f"r{i:05d}", encode_rule(make_rule(i))) for i in range(lo, min(count, lo + 500))]
+        store.commit(ns, changes, None, "bench", op="import")
+
+
+class Master:
+    """The slot master of a namespace, for INFO byte counters."""
+
+    def __init__(self, cluster: LocalCluster, ns: str):
+        rc = redis.RedisCluster.from_url(f"redis://{cluster.startup_nodes[0]}")
+        node = rc.get_node_from_key(Keys(ns).rev)
+        self.client = redis.Redis(host=node.host, port=node.port)
+        rc.close()
+
+    def out_bytes(self) -> int:
+        return int(self.client.info("stats")["total_net_output_bytes"])
+
+    def info_overhead(self) -> int:
+        """Return the bytes one out_bytes() call itself adds (its INFO reply)."""
+        samples = []
+        for _ in range(3):
+            a = self.out_bytes()
+            samples.append(self.out_bytes() - a)
+        return min(samples)
+
+
+def change(store: RuleStore, ns: str, n: int) -> int:
+    return store.put_rule(ns, make_rule(1, upstream="canary" if n % 2 else "stable"), None, "bench").revision
+
+
+def worker_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latencies(send, seconds: float, until=None) -> list[float]:
+    """Return the latency of each sequential request over `seconds` (or until until() is true)."""
+    out = []
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop or (until is not None and not until() and time.monotonic() < stop + 30):
+        t = time.perf_counter()
+        send()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def during_reload(send, trigger, done) -> list[float]:
+    """Return request latencies from just before a forced full reload until it is applied."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            t = time.perf_counter()
+            send()
+            samples.append(time.perf_counter() - t)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    time.sleep(0.2)
+    trigger()
+    deadline = time.monotonic() + 60
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    stop.set()
+    thread.join()
+    return samples
+
+
+def ms(samples: list[float]) -> str:
+    return f"{max(samples) * 1000:.1f} ms (p50 {statistics.median(samples) * 1000:.2f})"
+
+
+def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master) -> dict:
+    client = RuleClient(cluster.startup_nodes, ns, notifications=False)
+    s = client.syncer
+    s.slots.refresh(client.budget, s.pool)
+    s.full_reload()
+    t = time.thread_time()
+    s.current = None
+    s.full_reload()
+    full = time.thread_time() - t
+    cpu, sent = [], []
+    for n in range(5):
+        change(store, ns, n)
+        before = master.out_bytes()
+        t = time.thread_time()
+        s.sync_once()
+        cpu.append(time.thread_time() - t)
+        sent.append(master.out_bytes() - before - master.info_overhead())
+    s.pool.close()
+    return {"bytes": statistics.median(sent), "cpu": statistics.median(cpu), "full": full}
+
+
+def sidecar_latency(cluster: LocalCluster, ns: str, count: int, tmp: str) -> dict:
+    import subprocess
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway_agent", "serve", "--redis-nodes",
+                             ",".join(cluster.startup_nodes), "--namespace", ns, "--listen", f"127.0.0.1:{port}",
+                             "--snapshot", f"{tmp}/{ns}.snap", "--refresh-interval", "0.2"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn.request("GET", "/healthz")
+                if json.loads(conn.getresponse().read()).get("rules") == count:
+                    break
+            except OSError:
+                conn.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError("sidecar did not load")
+            time.sleep(0.1)
+        body = json.dumps({"host": "svc7.example.com", "path": "/api/v7/x", "headers": {"x-uid": "3"}})
+
+        def send() -> None:
+            conn.request("POST", "/v1/decide", body=body, headers={"Content-Type": "application/json"})
+            conn.getresponse().read()
+
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+        def reloads() -> int:
+            probe.request("GET", "/healthz")
+            return json.loads(probe.getresponse().read())["sync"]["full_reloads"]
+
+        rest = latencies(send, 2.0)
+        start = reloads()
+        busy = during_reload(send, lambda: new_generation(cluster, ns), lambda: reloads() > start)
+        return {"rest": rest, "busy": busy}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def new_generation(cluster: LocalCluster, ns: str) -> None:
+    """Give ns a new generation id (a forced full reload) and send the notification a commit would."""
+    master = Master(cluster, ns)
+    keys = Keys(ns)
+    master.client.hset(keys.meta, "gen", f"bench-{time.time()}")
+    master.client.execute_command("SPUBLISH", keys.events, f"rev {int(master.client.get(keys.rev) or 0)}")
+    master.client.close()
+
+
+def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
+                  changes: int, tmp: str) -> dict:
+    echo = free_port()
+    http_body = gateway_http(
+        upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
+        rulegate_location("default", header_vars=True, proxy="proxy_set_header X-Upstream $rulegate_upstream;"),
+        extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}")
+    options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 30,
+               "response_headers": "vars", "gateway_id": f"bench-{ns}"}
+    gw = NginxLauncher(http_body, prefix=Path(tmp) / f"nginx-{ns}", package_path=False, workers=1,
+                       files={"conf/rulegate.json": json.dumps(options)})
+    gw.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+
+        def status() -> dict:
+            conn.request("GET", "/rulegate/status")
+            return json.loads(conn.getresponse().read())
+
+        def wait(pred) -> dict:
+            deadline = time.monotonic() + 60
+            while True:
+                conn.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com"})  # lets the worker
+                conn.getresponse().read()  # pick up a new set (before: on a request or its 30 s tick)
+                st = status()
+                if pred(st) or time.monotonic() > deadline:
+                    return st
+                time.sleep(0.01)
+
+        st = wait(lambda st: st["worker"]["revision"] == st["store_revision"] and st["rules"] > 0)
+        pid = st["worker"]["pid"]
+        time.sleep(0.5)  # the listener subscribed
+        sent = []
+        for n in range(3):
+            before = master.out_bytes()
+            rev = change(store, ns, n)
+            wait(lambda st: st["worker"]["revision"] == rev)
+            time.sleep(0.1)
+            sent.append(master.out_bytes() - before - control)
+        idle0 = worker_cpu(pid)
+        t0 = time.monotonic()
+        time.sleep(0.3 * changes)
+        idle = worker_cpu(pid) - idle0
+        idle_s = time.monotonic() - t0
+        cpu0 = worker_cpu(pid)
+        t0 = time.monotonic()
+        for n in range(changes):
+            rev = change(store, ns, n)
+            wait(lambda st: st["worker"]["revision"] == rev)
+            time.sleep(max(0.0, 0.3 - 0.001))
+        busy_s = time.monotonic() - t0
+        per_change = max(0.0, (worker_cpu(pid) - cpu0) - idle * busy_s / idle_s) / changes
+        st = status()
+        reloads = st.get("full_reloads")
+        deltas = st.get("deltas_applied")
+
+        client = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+
+        def send() -> None:
+            client.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com", "X-Uid": "3"})
+            client.getresponse().read()
+
+        gen_before = status()["generation"]
+        cpu0 = worker_cpu(pid)
+        t0 = time.monotonic()
+        new_generation(cluster, ns)
+        wait(lambda st: st["generation"] != gen_before and st["worker"]["revision"] == st["revision"])
+        full = max(0.0, worker_cpu(pid) - cpu0 - idle * (time.monotonic() - t0) / idle_s)
+
+        rest = latencies(send, 2.0)
+        gen_before = status()["generation"]
+        busy = during_reload(send, lambda: new_generation(cluster, ns),
+                             lambda: (lambda s: s["generation"] != gen_before
+                                      and s["worker"]["revision"] == s["revision"])(wait(lambda _: True)))
+        return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "rest": rest, "busy": busy,
+                "reloads": reloads, "deltas": deltas}
+    finally:
+        gw.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", default="1000,10000")
+    parser.add_argument("--changes", type=int, default=10)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="rulegate-reload-")
+    cluster = LocalCluster(Path(tmp) / "cluster")
+    cluster.start()
+    rows = []
+    try:
+        store = RuleStore.from_config(RedisConfig(nodes=list(cluster.startup_nodes)))
+        for count in [int(x) for x in args.rules.split(",")]:
+            ns = f"reload{count}"
+            load_rules(store, ns, count)
+            master = Master(cluster, ns)
+            controls = []
+            for n in range(3):  # the window's own bytes without a gateway reading
+                before = master.out_bytes()
+                change(store, ns, n)
+                controls.append(master.out_bytes() - before)
+            control = min(controls)
+            a = agent_numbers(cluster, store, ns, master)
+            side = sidecar_latency(cluster, ns, count, tmp)
+            g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp)
+            rows += [
+                (f"{count} rules, one-rule change: Redis bytes read", f"{a['bytes']:,.0f} B", f"{g['bytes']:,.0f} B"),
+                (f"{count} rules, one-rule change: CPU", f"{a['cpu'] * 1000:.2f} ms", f"{g['cpu'] * 1000:.1f} ms"),
+                (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms", f"{g['full'] * 1000:.0f} ms"),
+                (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
+                (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
+                (f"{count} rules, nginx counters after the changes", "", f"full_reloads={g['reloads']} "
+                                                                          f"deltas_applied={g['deltas']}"),
+            ]
+        store.close()
+    finally:
+        cluster.stop()
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure'.ljust(width)} | {'python agent':>26} | nginx (1 worker)")
+    print("-" * (width + 60))
+    for name, py, ng in rows:
+        print(f"{name.ljust(width)} | {py:>26} | {ng}")
+    print(f"\n(python {sys.version.split()[0]}, {os.cpu_count()} CPUs; agent CPU is the sync thread's; nginx CPU "
+          "is the worker's from /proc, 10 ms ticks)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
