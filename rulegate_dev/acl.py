@@ -24,7 +24,7 @@ ADMIN_RULES = ("~rg:* ~{rg:* resetchannels &{rg:* -@all "
                "+get +set +del +exists +expire +ttl +incr +incrby +hget +hgetall +hset +hsetnx +hdel +hlen +hexists +hkeys "
                "+sadd +srem +smembers +sismember +xadd +xrange +xrevrange +xlen +spublish "
                "+eval +evalsha +script|load +script|exists +wait +multi +exec +discard " + _CLUSTER_READS)
-GATEWAY_COMMANDS = ("-@all +get +hget +hgetall +hlen +xrange +xrevrange +hset +hdel +ssubscribe +sunsubscribe "
+GATEWAY_COMMANDS = ("-@all +get +hget +hgetall +hscan +hlen +xrange +xrevrange +hset +hdel +ssubscribe +sunsubscribe "
                     + _CLUSTER_READS)
 
 
