@@ -14,8 +14,7 @@ from typing import Callable
 from cachetools import TTLCache
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from rulegate.connection import REDIS_ERRORS
-from rulegate.errors import StoreError
+from rulegate.connection import redis_call
 from rulegate.schema import is_valid_id
 
 from .principals import ROLES, AccountError, User, UserState, lower_role
@@ -91,11 +90,7 @@ class Accounts:
             with self._auth_lock:
                 self._auth_cache.clear()
 
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"redis: {exc.__class__.__name__}") from None
+    _call = staticmethod(redis_call)
 
     # ---- audit (account events; rule changes are in each namespace's log) --------------------
     def audit(self, event: str, actor: str, subject: str, detail: str = "") -> None:

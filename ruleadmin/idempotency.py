@@ -11,7 +11,7 @@ from typing import Callable
 
 from flask import Response, current_app, request
 
-from rulegate.connection import REDIS_ERRORS
+from rulegate.connection import redis_call
 from rulegate.errors import StoreError
 
 from .auth import api_user
@@ -62,11 +62,7 @@ class IdempotencyStore:
         """Return the Redis key of a user's Idempotency-Key."""
         return f"{KEY_PREFIX}{user}:{hashlib.sha256(key.encode()).hexdigest()}"
 
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"redis: {exc.__class__.__name__}") from None
+    _call = staticmethod(redis_call)
 
     def reserve(self, name: str, fingerprint: str) -> Record | None:
         """Return None when this call now owns the key, else the earlier record; raise StoreError."""

@@ -10,8 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rulegate.connection import REDIS_ERRORS
-from rulegate.errors import StoreError
+from rulegate.connection import redis_call
 from rulegate.schema import is_valid_id
 
 PREFIX = "rg:login:"
@@ -73,11 +72,7 @@ class LoginThrottle:
         self.backoff = ExponentialBackoff(config.free_failures, config.backoff_base_seconds,
                                           config.backoff_max_seconds)
 
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"redis: {exc.__class__.__name__}") from None
+    _call = staticmethod(redis_call)
 
     @staticmethod
     def _pair(username: str, address: str) -> str:

@@ -15,8 +15,7 @@ from typing import Callable
 
 from cachetools import TTLCache
 
-from rulegate.connection import REDIS_ERRORS
-from rulegate.errors import StoreError
+from rulegate.connection import redis_call
 from rulegate.schema import is_valid_id
 
 from .principals import ROLES, AccountError
@@ -87,11 +86,7 @@ class Tokens:
         self._touched: TTLCache = TTLCache(16384, TOUCH_EVERY_SECONDS)
         self._touch_lock = threading.Lock()
 
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"redis: {exc.__class__.__name__}") from None
+    _call = staticmethod(redis_call)
 
     @staticmethod
     def digest(token: str) -> str | None:

@@ -113,3 +113,11 @@ def connect(cfg: RedisConfig) -> redis.Redis | RedisCluster:
 
 # redis-py raises RedisClusterException (not a RedisError) when no startup node is reachable
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException)
+
+
+def redis_call(fn, *args, **kwargs):
+    """Return fn(*args, **kwargs); raise StoreError naming only the Redis error's class (no addresses)."""
+    try:
+        return fn(*args, **kwargs)
+    except REDIS_ERRORS as exc:
+        raise StoreError(f"redis: {exc.__class__.__name__}") from None
