@@ -22,7 +22,7 @@ from redis.exceptions import AskError, MovedError, NoPermissionError
 
 from rulegate.connection import REDIS_ERRORS
 from rulegate.digest import EMPTY as EMPTY_DIGEST
-from rulegate.digest import apply_change, content_digest, rule_hash
+from rulegate.digest import apply_change, content_digest
 from rulegate.errors import CorruptDataError, SnapshotError, StoreError
 from rulegate.evaluator import RuleSet
 from rulegate.fleet import Heartbeat
@@ -371,7 +371,7 @@ class Syncer:
             log.warning("namespace %s: NEW GENERATION %s replaces %s (revision %s -> %s); accepting "
                         "the new lineage", self.config.namespace, gen, cur.generation, cur.revision, rev)
         self.stats.add("full_reloads")
-        digest = self._digest_of(raw, pause)
+        digest = content_digest(raw, pause)
         if read.digest and read.digest != digest:
             raise StoreError(f"revision {rev}: the rules read do not match the store's digest {read.digest[:12]} "
                              f"(a slot migration in progress, or damaged keys); keeping revision "
@@ -391,14 +391,6 @@ class Syncer:
                 log.warning("namespace %s: %s; full reloads use one HGETALL (grant +hscan to chunk them)",
                             self.config.namespace, exc)
         return consistent_read(self.config.namespace, run)
-
-    @staticmethod
-    def _digest_of(raw: Mapping[str, bytes], pause: Slicer) -> str:
-        acc = 0
-        for rule_id, value in raw.items():
-            pause()
-            acc ^= rule_hash(rule_id, value)
-        return f"{acc:040x}"
 
     def _read(self, name: str, cmds: list[tuple]) -> list:
         """Return the replies of cmds from one node of the slot (master first), under the budget.

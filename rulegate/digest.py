@@ -10,7 +10,7 @@ Equal revision numbers say nothing about equal content after a split brain; equa
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from typing import Callable, Mapping
 
 EMPTY = "0" * 40
 
@@ -20,10 +20,12 @@ def rule_hash(rule_id: str, value: bytes) -> int:
     return int.from_bytes(hashlib.sha1(rule_id.encode() + b"\n" + value).digest(), "big")
 
 
-def content_digest(raw: Mapping[str, bytes]) -> str:
-    """Return the digest of a whole rule set (rule id -> stored bytes)."""
+def content_digest(raw: Mapping[str, bytes], pause: Callable[[], None] | None = None) -> str:
+    """Return the digest of a whole rule set (rule id -> stored bytes); call pause() before each rule."""
     acc = 0
     for rule_id, value in raw.items():
+        if pause is not None:
+            pause()
         acc ^= rule_hash(rule_id, value)
     return f"{acc:040x}"
 

@@ -61,11 +61,16 @@ def consistent_read(ns: str, run: Callable[[list[tuple]], list], attempts: int =
         if rev1 == rev2:
             read = NamespaceRead(int(rev1 or 0), as_text(gen or b""),
                                  {as_text(k): v for k, v in pairs(flat).items()}, as_text(digest or b""))
-            if (read.revision > 0) != bool(read.generation):
-                raise StoreError(f"namespace {ns!r}: inconsistent read (revision {read.revision}, generation "
-                                 f"{read.generation or 'none'}): a slot migration in progress, or damaged keys")
-            return read
+            return _checked(ns, read)
     raise StoreError(f"namespace {ns!r} changed during {attempts} consecutive reads")
+
+
+def _checked(ns: str, read: NamespaceRead) -> NamespaceRead:
+    """Return read; raise StoreError when its revision and generation disagree (a partial view)."""
+    if (read.revision > 0) != bool(read.generation):
+        raise StoreError(f"namespace {ns!r}: inconsistent read (revision {read.revision}, generation "
+                         f"{read.generation or 'none'}): a slot migration in progress, or damaged keys")
+    return read
 
 
 class Slicer:
@@ -108,10 +113,7 @@ def chunked_read(ns: str, run: Callable[[list[tuple]], list], *, count: int = SC
         rev2, digest2 = run([("GET", keys.rev), ("HGET", keys.meta, "digest")])
         if rev1 == rev2 and digest1 == digest2:
             read = NamespaceRead(int(rev1 or 0), as_text(gen or b""), raw, as_text(digest1 or b""))
-            if (read.revision > 0) != bool(read.generation):
-                raise StoreError(f"namespace {ns!r}: inconsistent read (revision {read.revision}, generation "
-                                 f"{read.generation or 'none'}): a slot migration in progress, or damaged keys")
-            return read
+            return _checked(ns, read)
     raise StoreError(f"namespace {ns!r} changed during {attempts} consecutive reads")
 
 

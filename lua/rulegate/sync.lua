@@ -362,7 +362,6 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
         end
     end
     local rev1, gen1, raw = read.rev, read.gen, read.raw
-    local gen1 = reply_value(res[2]) or ""
     if (rev1 > 0) ~= (gen1 ~= "") then
         return nil, "inconsistent read of namespace " .. conf.namespace .. " (revision " .. rev1
             .. ", generation " .. (gen1 ~= "" and gen1 or "none") .. "): a slot migration in progress, "
