@@ -305,14 +305,15 @@ function _M.state()
     end
     stats[tostring(ngx.worker.pid())] = cluster.stats
     local rs = current.rs
+    local pub = sync.published(shm)
     return {
         namespace = conf.namespace, gateway_id = conf.gateway_id,
-        revision = shm:get(K.rev) or cjson.null, generation = shm:get(K.gen) or cjson.null,
-        rules = shm:get(K.count) or 0, source = shm:get(K.source) or cjson.null,
+        revision = pub.revision or cjson.null, generation = pub.generation or cjson.null,
+        rules = pub.rules or 0, source = pub.source or cjson.null,
         state = shm:get(K.state) or "starting", last_ok = last_ok or cjson.null,
         staleness = staleness,
         stale = sync.is_stale(shm, conf, t),
-        digest = shm:get(K.digest) or cjson.null,
+        digest = pub.digest or cjson.null,
         store_revision = shm:get(K.store_rev) or cjson.null,
         store_digest = shm:get(K.store_digest) or cjson.null,
         in_sync = sync.in_sync(shm),

@@ -39,6 +39,7 @@ local _M = { _VERSION = "0.1.0" }
 local K = {
     payload = "rs:payload", rev = "rs:rev", gen = "rs:gen", ver = "rs:ver",
     source = "rs:source", count = "rs:count", applied_at = "rs:applied_at", digest = "rs:digest",
+    published = "rs:published",
     store_rev = "store:rev", store_digest = "store:digest",
     refused_rev = "refused:rev", refused_reason = "refused:reason",
     lock = "sync:lock", last_check = "sync:last_check", last_ok = "sync:last_ok",
@@ -147,11 +148,34 @@ function _M.publish(dict, payload, rev, gen, count, source, content_digest)
     end
     dict:set(K.count, count)
     dict:set(K.source, source)
-    dict:set(K.applied_at, now())
+    local t = now()
+    dict:set(K.applied_at, t)
+    -- one value that readers in other workers take whole: the keys above are
+    -- set one by one, so a reader could see one revision's number with the
+    -- previous revision's rule count
+    dict:set(K.published, cjson.encode({
+        revision = rev, generation = gen, rules = count, digest = content_digest,
+        source = source, applied_at = t,
+    }))
     local ver = rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now()
     dict:set(K.ver, ver)
     dict:incr(K.applies, 1, 0)
     return ver
+end
+
+
+-- What this gateway serves, read whole (see publish); from the separate keys
+-- when the dict was filled by a version that did not write the record.
+function _M.published(dict)
+    local raw = dict:get(K.published)
+    local pub = raw and cjson.decode(raw)
+    if pub then
+        return pub
+    end
+    return {
+        revision = dict:get(K.rev), generation = dict:get(K.gen), rules = dict:get(K.count),
+        digest = dict:get(K.digest), source = dict:get(K.source), applied_at = dict:get(K.applied_at),
+    }
 end
 
 
@@ -404,14 +428,15 @@ local function heartbeat(conf, cl, force)
     end
     dict:set(K.hb_last, t)
     local last_ok = dict:get(K.last_ok)
+    local pub = _M.published(dict)
     -- the fleet format of rulegate/fleet.py (extra fields are ignored there)
     local value = mp.pack({
         kind = "nginx", gateway = conf.gateway_id,
-        revision = dict:get(K.rev) or 0, generation = dict:get(K.gen) or "",
-        applied_at = dict:get(K.applied_at) or 0.0, heartbeat_at = t,
+        revision = pub.revision or 0, generation = pub.generation or "",
+        applied_at = pub.applied_at or 0.0, heartbeat_at = t,
         staleness = last_ok and (t - last_ok) or -1.0,
         state = dict:get(K.state) or "starting", last_error = dict:get(K.last_error) or "",
-        digest = dict:get(K.digest) or "", in_sync = _M.in_sync(dict),
+        digest = pub.digest or "", in_sync = _M.in_sync(dict),
         stale = _M.is_stale(dict, conf, t),
         refused_revision = dict:get(K.refused_rev) or 0,
         refused_reason = dict:get(K.refused_reason) or "",
@@ -673,6 +698,11 @@ function _M.run_once(conf)
         changed = true
     elseif dict:get(K.source) == "snapshot" then
         dict:set(K.source, "redis") -- the store confirmed the snapshot's revision
+        local pub = _M.published(dict)
+        if pub.revision then
+            pub.source = "redis"
+            dict:set(K.published, cjson.encode(pub))
+        end
     end
     set_state(conf, "ok")
     heartbeat(conf, cl, changed)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import pytest
 
+from gateway_agent import RuleClient
 from rulegate.errors import RulegateError, StoreError
 from rulegate.keyspace import Keys
 from rulegate.schema import validate_rule
@@ -204,6 +205,12 @@ class Writer(threading.Thread):
             time.sleep(self.interval)
 
 
+def served(client: RuleClient) -> tuple[int | None, int]:
+    """The agent's applied revision and rule count, taken from one applied set (two reads could straddle a swap)."""
+    applied = client.syncer.current
+    return (applied.revision, len(applied.ruleset.rules)) if applied else (None, 0)
+
+
 class Watcher(threading.Thread):
     """Samples what each gateway serves; every write adds one rule, so a served set holds `revision` rules."""
 
@@ -259,7 +266,7 @@ def test_steady_writes_and_gateways_follow_two_migrations(cluster, new_store, mo
                        "response_headers": "vars", "gateway_id": f"migration-{namespace}"},
                       upstreams=UPSTREAMS, prefix=tmp_path / "nginx")
     writer = Writer(new_store(), namespace, interval=0.025)
-    watcher = Watcher({"agent": lambda: (client.revision, len(client.rules)),
+    watcher = Watcher({"agent": lambda: served(client),
                        "nginx": lambda: (lambda st: (st["revision"], st["rules"]))(gateway.status())})
     try:
         gateway.start().wait_revision(1)
