@@ -4,7 +4,9 @@ Field = gateway id; value = msgpack map {"kind": "agent"|"nginx", "revision": in
 "generation": str, "applied_at": float, "heartbeat_at": float, "staleness": float,
 "last_error": str, "digest": str (rulegate/digest.py of the applied content), "in_sync": bool (the
 gateway's content digest equals the store's at its last check), "stale": bool, "refused_revision": int
-(0 = none; a store revision the gateway could not apply), "refused_reason": str}. The agent writes it,
+(0 = none; a store revision the gateway could not apply), "refused_reason": str, "upstreams": [str] (the
+upstream names this gateway can route to: nginx from the include's configuration, the agent from its
+configuration; empty = not reported)}. The agent writes it,
 nginx writes the same format, the admin reads it; fields missing from older gateways get defaults.
 """
 from __future__ import annotations
@@ -20,7 +22,8 @@ from .errors import CorruptDataError
 from .keyspace import Keys
 
 FIELDS = ("kind", "revision", "generation", "applied_at", "heartbeat_at", "staleness", "last_error", "digest",
-          "in_sync", "stale", "refused_revision", "refused_reason")
+          "in_sync", "stale", "refused_revision", "refused_reason", "upstreams")
+MAX_UPSTREAMS = 512  # names kept from one heartbeat (a gateway's configuration, not traffic)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Heartbeat:
     stale: bool = False
     refused_revision: int = 0
     refused_reason: str = ""
+    upstreams: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         """Return the msgpack bytes stored in the fleet hash."""
@@ -66,9 +70,20 @@ def decode_heartbeat(raw: bytes, where: str = "heartbeat") -> Heartbeat:
                          in_sync=None if data.get("in_sync") is None else bool(data["in_sync"]),
                          stale=bool(data.get("stale", False)),
                          refused_revision=int(data.get("refused_revision") or 0),
-                         refused_reason=str(data.get("refused_reason") or ""))
+                         refused_reason=str(data.get("refused_reason") or ""),
+                         upstreams=_upstreams(data.get("upstreams")))
     except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
         raise CorruptDataError(f"{where}: undecodable ({exc.__class__.__name__})") from None
+
+
+def _upstreams(value: Any) -> tuple[str, ...]:
+    """Return the reported upstream names: strings only, sorted, at most MAX_UPSTREAMS (an empty map from Lua's
+    cjson/msgpack for an empty list counts as none)."""
+    if value is None or value == {}:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("upstreams is not a list")
+    return tuple(sorted({str(name) for name in value if isinstance(name, str)}))[:MAX_UPSTREAMS]
 
 
 def read_fleet(client, namespace: str) -> dict[str, Heartbeat | None]:
