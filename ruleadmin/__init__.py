@@ -21,7 +21,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if isinstance(app.config["PERMANENT_SESSION_LIFETIME"], int):
         app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["PERMANENT_SESSION_LIFETIME"])
 
-    from . import api, auth, errors, health, metrics, users, web
+    from . import api, auth, display, errors, health, metrics, users, web
     from .extensions import Backend, csrf
 
     if app.config["PROXY_FIX_X_FOR"] or app.config["PROXY_FIX_X_PROTO"]:
@@ -32,6 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     csrf.exempt(api.bp)
     auth.init_app(app)
     metrics.init_app(app)
+    display.init_app(app)
     errors.register(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
