@@ -1,18 +1,18 @@
 """REST API under /api/v1: thin views over RuleService; JSON in, JSON out, revisions as ETags."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
 from rulegate.errors import LimitError
 from rulegate.schema import is_valid_id
 
-from . import api_accounts
+from . import api_accounts, api_upstreams, rulelist
 from .api_request import if_match, int_arg, json_body
 from .auth import api_role, api_user
 from .errors import APIError
 from .extensions import backend, csrf
 from .idempotency import idempotent
-from .inputs import MAX_REVISION
+from .inputs import MAX_REVISION, percent_strings
 from .metrics import WRITES
 from .openapi import document
 from .rules import (
@@ -29,6 +29,8 @@ from .simulation import parse_request
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.register_blueprint(api_accounts.bp)
 bp.record_once(lambda _state: csrf.exempt(api_accounts.bp))
+bp.register_blueprint(api_upstreams.bp)
+bp.record_once(lambda _state: csrf.exempt(api_upstreams.bp))
 ID_RULE = "must match [a-z0-9][a-z0-9_.-]{0,63}"
 
 
@@ -119,10 +121,18 @@ def create_namespace():
 @bp.get("/namespaces/<ns>/rules")
 @api_role("viewer")
 def list_rules(ns: str):
-    """Return the rules of a namespace; ETag is the namespace revision."""
+    """Return the rules of a namespace (filtered and paged when ?limit/cursor/kind/upstream/q/route is given);
+    ETag is the namespace revision."""
     _check_names(ns)
     rev, rules = backend().rules.list_rules(ns)
-    resp = jsonify(namespace=ns, revision=rev, rules=rules)
+    body = {"namespace": ns, "revision": rev, "rules": rules}
+    if rulelist.requested(request.args):
+        flt, cursor, limit, errors = rulelist.from_args(request.args)
+        if errors:
+            raise APIError(400, "bad query parameter", errors)
+        found = rulelist.page(rules, flt, cursor, limit)
+        body.update(rules=found.rules, matched=found.matched, next_cursor=found.next_cursor)
+    resp = jsonify(body)
     resp.headers["ETag"] = _etag(rev)
     return resp
 
@@ -144,13 +154,16 @@ def get_rule(ns: str, rule_id: str):
 def put_rule(ns: str, rule_id: str):
     """Create (no If-Match) or replace (If-Match: "<rev>") a rule."""
     _check_names(ns, rule_id)
-    data = json_body()
+    data, percent_errors = percent_strings(json_body())
+    if percent_errors:
+        raise ValidationError(percent_errors)
     if isinstance(data, dict):
         if data.setdefault("id", rule_id) != rule_id:
             raise APIError(400, "the id in the body differs from the URL", {"id": "must equal the id in the URL"})
     expected = if_match(required=False)
     try:
-        rule, result = backend().rules.put_rule(ns, data, expected, api_user().username)
+        rule, result = backend().rules.put_rule(ns, data, expected, api_user().username,
+                                                check=api_upstreams.rule_check(ns))
     except AlreadyExistsError:
         raise APIError(428, "the rule exists: send If-Match: \"<revision>\" to replace it",
                        {"If-Match": "is required to replace a rule"}) from None

@@ -10,6 +10,8 @@ from flask.json.provider import DefaultJSONProvider
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest
 
+from .display import UNITS_PER_PERCENT, parse_percent
+
 MAX_REVISION = 10**15  # below 2**53 (exact in Lua and JSON numbers) and far below Redis stream ids' 2**64
 MAX_JSON_DEPTH = 32
 _ASCII_UINT = re.compile(r"[0-9]{1,16}")
@@ -58,6 +60,41 @@ def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
             return False
         stack.extend((child, depth + 1) for child in children)
     return True
+
+
+def percent_strings(data: Any) -> tuple[Any, dict[str, str]]:
+    """Return (rule input, field errors) with percent strings ("12.5%") converted where the rule takes a share:
+    bucket weights to stored units (1250), a degrade `percent` to its number (12.5). Other values pass unchanged
+    (the schema checks them); the input is not modified in place."""
+    if not isinstance(data, dict):
+        return data, {}
+    errors: dict[str, str] = {}
+    out = dict(data)
+    if isinstance(out.get("percent"), str):
+        try:
+            units = parse_percent(out["percent"])
+            out["percent"] = units // UNITS_PER_PERCENT if units % UNITS_PER_PERCENT == 0 else units / UNITS_PER_PERCENT
+        except ValueError as exc:
+            errors["percent"] = str(exc)
+    policies = out.get("policies")
+    if isinstance(policies, list):
+        out["policies"] = [_policy_percents(p, i, errors) for i, p in enumerate(policies)]
+    return out, errors
+
+
+def _policy_percents(policy: Any, i: int, errors: dict[str, str]) -> Any:
+    buckets = policy.get("buckets") if isinstance(policy, dict) else None
+    if not isinstance(buckets, list):
+        return policy
+    converted = []
+    for j, bucket in enumerate(buckets):
+        if isinstance(bucket, dict) and isinstance(bucket.get("weight"), str):
+            try:
+                bucket = {**bucket, "weight": parse_percent(bucket["weight"])}
+            except ValueError as exc:
+                errors[f"policies[{i}].buckets[{j}].weight"] = str(exc)
+        converted.append(bucket)
+    return {**policy, "buckets": converted}
 
 
 class BoundedJSONProvider(DefaultJSONProvider):

@@ -16,16 +16,31 @@ from rulegate.errors import (
 )
 from rulegate.evaluator import Decision, Request, RuleSet, decide
 from rulegate.fleet import read_fleet
-from rulegate.history import HistoryUnavailableError, rollback_plan
-from rulegate.keyspace import NAMESPACES_KEY
+from rulegate.history import (
+    HistoryUnavailableError,
+    LogTrimmedError,
+    RevisionMissingError,
+    rollback_plan,
+    rule_diffs,
+    states_at,
+)
+from rulegate.history import page as history_page
+from rulegate.keyspace import NAMESPACES_KEY, Keys
+from rulegate.namespace import as_text
 from rulegate.schema import decode_rule, is_valid_id, validate_rule
 from rulegate.store import LogEntry, RuleStore, WriteResult
 
+from .display import iso_utc
+
 __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
-           "ValidationError", "HistoryUnavailableError", "NamespaceMissing", "NothingToDo"]
+           "ValidationError", "HistoryUnavailableError", "LogTrimmedError", "RevisionMissingError",
+           "NamespaceMissing", "NothingToDo"]
 
 
 REBASE_ATTEMPTS = 5
+STAMP_FIELDS = ("updated_by", "updated_at")  # ignored when deciding whether a save changes anything
+ROLLBACK_TO_ZERO = ("must be 1 or more: revision 0 is the empty namespace; an admin empties a namespace "
+                    "explicitly (POST /api/v1/namespaces/{ns}/empty)")
 
 
 class NamespaceMissing(LookupError):
@@ -88,12 +103,45 @@ class RuleService:
             data = {**data, "updated_by": actor, "updated_at": int(time.time())}
         return validate_rule(data)
 
-    def put_rule(self, ns: str, data: Any, expected_rev: int | None, actor: str) -> tuple[dict, WriteResult]:
-        """Create (expected_rev None: create-only) or replace a rule at expected_rev."""
+    def put_rule(self, ns: str, data: Any, expected_rev: int | None, actor: str,
+                 check: Callable[[dict], None] | None = None) -> tuple[dict, WriteResult]:
+        """Create (expected_rev None: create-only) or replace a rule at expected_rev; `check(rule)` may refuse the
+        validated rule by raising before anything is written."""
         self.require_namespace(ns)
         rule = self.prepare(data, actor)
+        if check is not None:
+            check(rule)
+        if expected_rev is not None:
+            same = self.unchanged(ns, rule)
+            if same is not None:
+                if same[1].revision != expected_rev:
+                    raise ConflictError(expected_rev, same[1].revision)
+                return same
         result = self.store.put_rule(ns, rule, expected_rev, actor, create_only=expected_rev is None)
         return rule, result
+
+    def unchanged(self, ns: str, rule: dict) -> tuple[dict, WriteResult] | None:
+        """Return (stored rule, an `unchanged` result at the current revision) when the stored rule equals the
+        validated `rule` apart from updated_by/updated_at (a save would change nothing); None otherwise."""
+        keys = Keys(ns)
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.get(keys.rev)
+        pipe.hget(keys.rules, rule["id"])
+        pipe.hget(keys.meta, "gen")
+        pipe.get(keys.rev)
+        rev, raw, gen, rev_after = self.store._call(pipe.execute)
+        if raw is None or rev != rev_after:
+            return None
+        try:
+            stored = decode_rule(raw)
+        except CorruptDataError:
+            return None
+        if _canonical(stored) != _canonical(rule):
+            return None
+        return stored, WriteResult(int(rev or 0), as_text(gen or b""), 0, 0, unchanged=True)
+
+    def _unchanged_at(self, ns: str, rev: int) -> WriteResult:
+        return WriteResult(rev, self.store._generation(ns), 0, 0, unchanged=True)
 
     def delete_rule(self, ns: str, rule_id: str, expected_rev: int, actor: str) -> WriteResult:
         """Delete a rule at expected_rev; raise NotFoundError or ConflictError."""
@@ -135,18 +183,54 @@ class RuleService:
     def describe(self, entry: LogEntry) -> dict:
         """Return a log entry as a JSON-shaped dict."""
         return {"revision": entry.revision, "op": entry.op, "actor": entry.actor, "ts": entry.ts,
-                "changes": [{"id": rid, "before": _decode(b), "after": _decode(a)}
+                "ts_iso": iso_utc(entry.ts), "changes": [{"id": rid, "before": _decode(b), "after": _decode(a)}
                             for rid, b, a in entry.changes]}
 
-    def rollback(self, ns: str, to_rev: int, expected_rev: int | None, actor: str) -> tuple[WriteResult, int]:
-        """Commit a new revision restoring the rule set of to_rev; return (result, changed rules)."""
+    def history_page(self, ns: str, *, before: int | None = None, after: int | None = None, limit: int = 25,
+                     rule_id: str | None = None) -> dict:
+        """Return {"entries" (newest first, decoded), "older", "newer"}: a page of the log, optionally only the
+        entries that changed rule_id; `older` is the `before` of the next older page, `newer` the `after` of the
+        next newer page (None: none)."""
         self.require_namespace(ns)
+        found = history_page(self.store, ns, before=before, after=after, limit=limit, rule_id=rule_id)
+        return {"entries": [self.describe(e) for e in found.entries], "older": found.older, "newer": found.newer}
+
+    def rollback(self, ns: str, to_rev: int, expected_rev: int | None, actor: str) -> tuple[WriteResult, int]:
+        """Commit a new revision restoring the rule set of to_rev (1 or more); return (result, changed rules).
+        When the rule set already equals it nothing is committed (result.unchanged). Raise ValidationError for
+        revision 0, RevisionMissingError / LogTrimmedError when it cannot be reconstructed, ConflictError."""
+        self.require_namespace(ns)
+        if to_rev < 1:
+            raise ValidationError({"to_rev": ROLLBACK_TO_ZERO})
         current, changes = rollback_plan(self.store, ns, to_rev)
         if expected_rev is not None and expected_rev != current:
             raise ConflictError(expected_rev, current)
         if not changes:
-            raise NothingToDo(f"the rule set already equals revision {to_rev}")
+            return self._unchanged_at(ns, current), 0
         return self.store.commit(ns, changes, current, actor, op="rollback"), len(changes)
+
+    def diff(self, ns: str, from_rev: int, to_rev: int | None = None) -> dict:
+        """Return the rule-by-rule difference from revision from_rev to to_rev (None: the current one):
+        {"from", "to", "revision" (current), "rules": [{"id", "change": added|removed|changed, "before", "after"}]};
+        raise RevisionMissingError / LogTrimmedError."""
+        self.require_namespace(ns)
+        current, states = states_at(self.store, ns, (from_rev, to_rev))
+        to = current if to_rev is None else to_rev
+        return {"from": from_rev, "to": to, "revision": current,
+                "rules": [{"id": d.id, "change": d.change, "before": _decode(d.before), "after": _decode(d.after)}
+                          for d in rule_diffs(states[from_rev], states[to_rev])]}
+
+    def empty_namespace(self, ns: str, expected_rev: int, actor: str) -> tuple[WriteResult, int]:
+        """Delete every rule of ns in one revision (op "empty") at expected_rev; return (result, rules removed).
+        An already empty namespace commits nothing (result.unchanged). Raise ConflictError when stale."""
+        self.require_namespace(ns)
+        read = self.store.load_raw(ns)
+        if expected_rev != read.revision:
+            raise ConflictError(expected_rev, read.revision)
+        if not read.raw:
+            return self._unchanged_at(ns, read.revision), 0
+        changes = [(rule_id, b"") for rule_id in sorted(read.raw)]
+        return self.store.commit(ns, changes, read.revision, actor, op="empty"), len(changes)
 
     # ---- fleet -----------------------------------------------------------------------------
     def fleet(self, ns: str, silent_after: float, now: float | None = None) -> dict:
@@ -199,6 +283,10 @@ def _fleet_status(beat, rev: int, gen: str, digest: str, silent_before: float) -
     if beat.revision < rev:
         return "lagging"
     return "ahead" if beat.revision > rev else "current"
+
+
+def _canonical(rule: dict) -> dict:
+    return {k: v for k, v in rule.items() if k not in STAMP_FIELDS}
 
 
 def _decode(raw: bytes | None) -> dict | None:

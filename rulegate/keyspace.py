@@ -39,6 +39,11 @@ class Keys:
         return self.tag + ":fleet"
 
     @property
+    def upstreams(self) -> str:
+        """Return the key of the admin-declared upstream names (a msgpack list, written by ruleadmin)."""
+        return self.tag + ":upstreams"
+
+    @property
     def events(self) -> str:
         return self.tag + ":events"
 
