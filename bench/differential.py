@@ -57,7 +57,7 @@ def over_http(tmp: Path) -> tuple[int, list]:
     cluster.start()
     store = RuleStore.from_config(RedisConfig.from_nodes(cluster.startup_nodes, mode="cluster"))
     gw = Gateway({"namespace": "fuzz", "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.2,
-                  "ip_header": "X-Test-Ip", "now_header": "X-Test-Now", "response_headers": "vars"},
+                  "ip_header": "X-Test-Ip", "now_header": "X-Test-Now", "request_id_header": "X-Test-Request-Id", "response_headers": "vars"},
                  upstreams=UPSTREAMS, prefix=tmp / "gateway")
     cases, bad, held, rev = 0, [], set(), None
     try:

@@ -8,6 +8,7 @@ else `pass` (the gateway uses its own default upstream).
 """
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from dataclasses import dataclass, field, replace
@@ -69,6 +70,8 @@ def _seed(salt: str) -> int:
 def _key_value(source: str, name: str, req: Request) -> str | None:
     if source == "ip":
         return req.ip or None
+    if source == "request":
+        return req.request_id or os.urandom(8).hex()
     if source == "header":
         return req.headers.get(name)
     if source == "cookie":
@@ -168,7 +171,7 @@ class _Degrade:
         window = rule.get("window") or {}
         self.start = window.get("start")
         self.end = window.get("end")
-        key = rule.get("key") or {"source": "ip"}
+        key = rule.get("key") or {"source": "request"}
         self.source = key["source"]
         self.name = key.get("name", "").lower() if self.source == "header" else key.get("name", "")
         self.seed = _seed(rule.get("salt", rule["id"]))

@@ -107,6 +107,7 @@ class Request:
     cookies: Mapping[str, str] = field(default_factory=dict)
     args: Mapping[str, str] = field(default_factory=dict)
     now: float | None = None
+    request_id: str = ""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Request":
@@ -114,7 +115,8 @@ class Request:
 
         `host` is the raw Host header (port, case and a trailing dot are normalized); `path` the
         request target, whose query gives the args unless `args` is given; `headers` an object or a
-        list of [name, value] pairs; `cookies`, when absent, come from the Cookie header.
+        list of [name, value] pairs; `cookies`, when absent, come from the Cookie header; `request_id`
+        the id a degrade keyed on `request` hashes (absent: a random id per decision).
         """
         target = str(data.get("path") or "/")
         path, has_query, query = target.partition("?")
@@ -129,4 +131,4 @@ class Request:
             else parse_cookies(headers.get("cookie", "")),
             args={str(k): str(v) for k, v in list(args.items())[:MAX_ARGS]} if args is not None
             else parse_query(query) if has_query else {},
-            now=data.get("now"))
+            now=data.get("now"), request_id=str(data.get("request_id") or ""))

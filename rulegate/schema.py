@@ -30,6 +30,7 @@ BODILESS_STATUSES = (204, 205, 304)
 
 KINDS = ("split", "degrade")
 KEY_SOURCES = ("header", "cookie", "arg", "ip")
+DEGRADE_KEY_SOURCES = KEY_SOURCES + ("request",)  # "request": a per-request id, the default of a degrade
 MATCH_POLICIES = ("header", "cookie", "arg")
 POLICY_TYPES = ("uid_range", "uid_suffix", "ip_cidr", "header", "cookie", "arg", "percent")
 ACTIONS = ("static", "redirect", "upstream", "reject")
@@ -180,16 +181,16 @@ def _check_route(c: _Checker, value: Any) -> None:
             c.fail("route.methods", "must not repeat a method")
 
 
-def _check_key(c: _Checker, value: Any, path: str) -> None:
+def _check_key(c: _Checker, value: Any, path: str, sources: tuple[str, ...] = KEY_SOURCES) -> None:
     key = c.obj(value, path, ("source",), ("name",))
     if key is None:
         return
     source = key.get("source")
-    if not isinstance(source, str) or source not in KEY_SOURCES:
-        c.fail(_join(path, "source"), f"must be one of {', '.join(KEY_SOURCES)}")
-    elif source == "ip":
+    if not isinstance(source, str) or source not in sources:
+        c.fail(_join(path, "source"), f"must be one of {', '.join(sources)}")
+    elif source in ("ip", "request"):
         if "name" in key:
-            c.fail(_join(path, "name"), "is not used with source 'ip'")
+            c.fail(_join(path, "name"), f"is not used with source '{source}'")
     elif "name" not in key:
         c.fail(_join(path, "name"), "is required")
     elif source == "header":
@@ -452,7 +453,7 @@ def validate_rule(data: Any) -> dict:
         if "window" in rule:
             _check_window(c, rule["window"])
         if "key" in rule:
-            _check_key(c, rule["key"], "key")
+            _check_key(c, rule["key"], "key", DEGRADE_KEY_SOURCES)
         if "salt" in rule:
             c.text(rule["salt"], "salt", max_len=64)
     if c.errors:

@@ -121,7 +121,7 @@ def random_rule(rnd: random.Random, i: int) -> dict:
             start = NOW + rnd.randint(-100, 100)
             rule["window"] = rnd.choice(({"start": start}, {"end": start}, {"start": start, "end": start + 60}))
         if rnd.random() < 0.5:
-            rule["key"] = _key(rnd)
+            rule["key"] = {"source": "request"} if rnd.random() < 0.2 else _key(rnd)
         if rnd.random() < 0.3:
             rule["salt"] = rnd.choice(("s", "\u00fcber"))
     return validate_rule(rule)
@@ -262,8 +262,9 @@ def random_request(rnd: random.Random, http: bool = True, rules: list[dict] = ()
     method = rnd.choice(aim["route"].get("methods") or METHODS if aim is not None else METHODS)
     if not http and rnd.random() < 0.05:
         method = method.lower()
+    request_id = rnd.choice((f"{rnd.getrandbits(64):016x}", f"req-{rnd.randrange(50)}", "\u00fcber-1"))
     return RawRequest(_request_host(rnd, aim).encode("utf-8", "surrogateescape"), target, method,
-                      rnd.choice(IPS).encode(), NOW + rnd.randint(-120, 120), headers)
+                      rnd.choice(IPS).encode(), NOW + rnd.randint(-120, 120), headers, request_id.encode())
 
 
 @dataclass

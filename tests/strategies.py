@@ -68,10 +68,10 @@ def cidrs(draw) -> str:
 
 
 @st.composite
-def keys(draw) -> dict:
-    source = draw(st.sampled_from(["header", "cookie", "arg", "ip"]))
-    if source == "ip":
-        return {"source": "ip"}
+def keys(draw, degrade: bool = False) -> dict:
+    source = draw(st.sampled_from(["header", "cookie", "arg", "ip"] + (["request"] if degrade else [])))
+    if source in ("ip", "request"):
+        return {"source": source}
     return {"source": source, "name": draw(header_names if source == "header" else tokens)}
 
 
@@ -162,7 +162,7 @@ def rule_inputs(draw) -> dict:
         rule["window"] = draw(st.sampled_from([{"start": start}, {"end": start + 1},
                                                {"start": start, "end": min(start + 3600, 2**40)}]))
     if draw(st.booleans()):
-        rule["key"] = draw(keys())
+        rule["key"] = draw(keys(degrade=True))
     if draw(st.booleans()):
         rule["salt"] = draw(unicode_text)
     return rule

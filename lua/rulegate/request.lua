@@ -26,9 +26,16 @@ local upper = string.upper
 local char = string.char
 local byte = string.byte
 local clear_tab = require("table.clear")
+local random = math.random
+local format = string.format
 
 local _M = { _VERSION = "0.2.0", MAX_ARGS = 100 }
 local MAX_ARGS = 100
+
+-- a request id when neither nginx nor the caller gave one (from_raw)
+local function random_id()
+    return format("%08x%08x", random(0, 0x7fffffff), random(0, 0x7fffffff))
+end
 
 -- "%4a", "%4A", ... -> the byte: every hex pair in either case
 local HEX = {}
@@ -145,6 +152,7 @@ function _M.from_raw(r)
     return {
         host = _M.host(r.host or ""), path = path ~= "" and path or "/",
         method = upper(r.method or "GET"), ip = r.ip or "", now = r.now,
+        request_id = r.request_id or random_id(),
         headers = headers, cookies = parse_cookies(cookie or "", {}),
         args = q and parse_args(sub(target, q + 1), {}) or {},
     }
@@ -213,6 +221,18 @@ local lazy = {
         end
         return ip
     end,
+    -- a degrade keyed on "request": $request_id (16 random bytes in hex), or a
+    -- configured header that an edge in front of nginx fills
+    request_id = function()
+        local id
+        if conf.request_id_header then
+            id = headers[conf.request_id_header]
+        end
+        if id == nil or id == "" then
+            id = var.request_id or random_id()
+        end
+        return id
+    end,
     now = function()
         local t
         if conf.now_header then
@@ -256,6 +276,7 @@ function _M.build(opts)
     req.method = req_get_method()
     req.ip = nil
     req.now = nil
+    req.request_id = nil
     return req
 end
 

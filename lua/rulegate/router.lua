@@ -53,6 +53,9 @@ local function key_value(source, name, req)
         end
         return ip
     end
+    if source == "request" then
+        return req.request_id
+    end
     if source == "header" then
         return req.headers[name]
     end
@@ -259,7 +262,7 @@ end
 
 local function compile_degrade(rule, rev)
     local window = rule.window or {}
-    local key = rule.key or { source = "ip" }
+    local key = rule.key or { source = "request" }
     local percent = rule.percent
     if percent == nil then
         percent = 100

@@ -69,11 +69,11 @@ local function path(v)
 end
 
 
-local function check_key(key)
-    if type(key) ~= "table" or not KEY_SOURCES[key.source] then
+local function check_key(key, degrade)
+    if type(key) ~= "table" or not (KEY_SOURCES[key.source] or degrade and key.source == "request") then
         return "key.source"
     end
-    if key.source == "ip" then
+    if key.source == "ip" or key.source == "request" then
         return key.name ~= nil and "key.name" or nil
     end
     if key.source == "header" and not header_name(key.name) or not str(key.name) then
@@ -270,7 +270,7 @@ local function check_degrade(rule)
         end
     end
     if rule.key ~= nil then
-        bad = check_key(rule.key)
+        bad = check_key(rule.key, true)
         if bad then
             return bad
         end

@@ -23,7 +23,7 @@ from rulegate.schema import encode_rule
 from rulegate_dev.nginx import NginxLauncher
 
 HERE = Path(__file__).resolve().parent
-IP_HEADER, NOW_HEADER = b"X-Test-Ip", b"X-Test-Now"
+IP_HEADER, NOW_HEADER, REQUEST_ID_HEADER = b"X-Test-Ip", b"X-Test-Now", b"X-Test-Request-Id"
 
 HARNESS_HTTP = """
     client_body_buffer_size 16m;
@@ -46,6 +46,7 @@ class RawRequest:
     ip: bytes = b""
     now: int | float | None = None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    request_id: bytes = b""
 
     @classmethod
     def from_case(cls, req: dict[str, Any]) -> "RawRequest":
@@ -63,13 +64,15 @@ class RawRequest:
         if cookies:
             headers.append((b"Cookie", wire_bytes("; ".join(f"{k}={v}" for k, v in cookies.items()))))
         return cls(wire_bytes(req.get("host", "")), target, req.get("method", "GET"), wire_bytes(req.get("ip", "")),
-                   req.get("now"), headers)
+                   req.get("now"), headers, wire_bytes(req.get("request_id", "")))
 
     def header_lines(self) -> list[tuple[bytes, bytes]]:
-        """Return every header line in order, the test headers (client IP, clock) included."""
+        """Return every header line in order, the test headers (client IP, clock, request id) included."""
         lines = [(b"Host", self.host), (IP_HEADER, self.ip)]
         if self.now is not None:
             lines.append((NOW_HEADER, str(self.now).encode()))
+        if self.request_id:
+            lines.append((REQUEST_ID_HEADER, self.request_id))
         return lines + self.headers
 
     def python_request(self) -> Request:
@@ -77,7 +80,7 @@ class RawRequest:
         headers = [(from_wire(k), from_wire(v)) for k, v in self.header_lines()]
         return Request.from_dict({"host": from_wire(self.host), "path": from_wire(self.target),
                                   "method": self.method, "ip": from_wire(self.ip), "now": self.now,
-                                  "headers": headers})
+                                  "headers": headers, "request_id": from_wire(self.request_id)})
 
     def lua_request(self) -> dict[str, Any]:
         """Return the raw request as rulegate.request.from_raw takes it."""
@@ -86,6 +89,8 @@ class RawRequest:
                                "ip": self.ip, "headers": headers}
         if self.now is not None:
             out["now"] = self.now
+        if self.request_id:
+            out["request_id"] = self.request_id
         return out
 
     def http_bytes(self) -> bytes:

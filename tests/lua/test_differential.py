@@ -54,7 +54,7 @@ def fuzz_gateway(cluster: Any, redis_config: Any, tmp_path_factory: pytest.TempP
     ns = "fuzz-" + tmp_path_factory.mktemp("ns").name[-6:].lower().replace("_", "-")
     store = RuleStore.from_config(redis_config)
     gw = Gateway({"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.2,
-                  "ip_header": "X-Test-Ip", "now_header": "X-Test-Now", "response_headers": "vars"},
+                  "ip_header": "X-Test-Ip", "now_header": "X-Test-Now", "request_id_header": "X-Test-Request-Id", "response_headers": "vars"},
                  upstreams=UPSTREAMS, prefix=tmp_path_factory.mktemp("gw"))
     gw.start()
     yield ns, store, gw

@@ -40,7 +40,7 @@ def vector_gateways(cluster: Any, tmp_path_factory: pytest.TempPathFactory, redi
             for rule in data["rules"]:
                 rev = store.put_rule(ns, validate_rule(rule), None, "vectors").revision
             gw = Gateway({"namespace": ns, "startup_nodes": list(cluster.startup_nodes),
-                          "refresh_interval": 0.2, "ip_header": "X-Test-Ip", "now_header": "X-Test-Now",
+                          "refresh_interval": 0.2, "ip_header": "X-Test-Ip", "now_header": "X-Test-Now", "request_id_header": "X-Test-Request-Id",
                           "response_headers": header_mode},
                          upstreams=vector_upstreams(), prefix=tmp_path_factory.mktemp("gw"))
             gw.start()

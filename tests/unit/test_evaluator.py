@@ -88,3 +88,20 @@ def test_decide_never_raises_on_request_content(data):
 def test_buckets_hash_the_bytes_a_string_stands_for(text, raw):
     """A key holding non-UTF-8 bytes (as lone surrogates) hashes like those bytes (nginx hashes bytes)."""
     assert bucket_of("s", text) == zlib.crc32(b"s:" + raw) % 10000
+
+
+SHED = validate_rule({"id": "shed", "kind": "degrade", "route": {"host": "x.example.com", "path": "/"},
+                      "action": {"type": "reject"}, "percent": 50})
+
+
+def test_shed_without_a_key_sheds_a_share_of_each_clients_requests():
+    """A degrade without `key` hashes a per-request id: one client (one IP) is shed about half the time, not all
+    or nothing (the old default keyed on the client IP); a given request id is decided the same way every time."""
+    rs = RuleSet([SHED], 1)
+    shed = sum(decide(rs, Request("x.example.com", "/", ip="203.0.113.9")).action == "respond" for _ in range(4000))
+    assert 0.4 < shed / 4000 < 0.6, shed
+    by_id = Counter(decide(rs, Request("x.example.com", "/", ip="203.0.113.9", request_id=f"r{i}")).action
+                    for i in range(4000))
+    assert 0.45 < by_id["respond"] / 4000 < 0.55, by_id
+    req = Request("x.example.com", "/", ip="203.0.113.9", request_id="r-fixed")
+    assert len({decide(rs, req).action for _ in range(50)}) == 1
