@@ -33,8 +33,28 @@ class ConflictError(RulegateError):
         super().__init__(f"stale revision: expected {expected}, current is {current}")
 
 
+class RuleConflictError(ConflictError):
+    """A write conditioned on one rule's content hash found that rule changed or absent (hash None)."""
+
+    def __init__(self, rule_id: str, current_hash: str | None, current: int):
+        self.rule_id, self.current_hash = rule_id, current_hash
+        super().__init__(None, current)
+        state = f"its content hash is now {current_hash}" if current_hash else "it does not exist"
+        self.args = (f"rule {rule_id!r} is not the version you sent: {state} (namespace revision {current})",)
+
+
 class LimitError(RulegateError):
     """A namespace limit (for example the rule count) would be exceeded."""
+
+
+class NamespaceLimitError(LimitError):
+    """A write would take a namespace past its rule-count ("rules") or encoded-size ("bytes") limit."""
+
+    def __init__(self, ns: str, limit: str, maximum: int, current: int, after: int):
+        self.ns, self.limit, self.maximum, self.current, self.after = ns, limit, maximum, current, after
+        what = "rules" if limit == "rules" else "bytes of rules"
+        super().__init__(f"namespace {ns!r} would hold {after} {what}; the limit is {maximum} "
+                         f"(it holds {current} now)")
 
 
 class SnapshotError(RulegateError):

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import msgpack
 import redis
@@ -19,8 +19,9 @@ from .errors import (
     AlreadyExistsError,
     ConflictError,
     CorruptDataError,
-    LimitError,
+    NamespaceLimitError,
     NotFoundError,
+    RuleConflictError,
     StoreError,
 )
 from .keyspace import NAMESPACES_KEY, Keys
@@ -30,6 +31,10 @@ from .schema import MAX_RULES_PER_NAMESPACE, decode_rule, encode_rule, is_valid_
 log = logging.getLogger("rulegate.store")
 
 LOG_MAXLEN = 10_000
+# The encoded size limit of a namespace (sum of len(id) + len(msgpack value) over its rules). nginx keeps the
+# whole set as one msgpack payload (about this plus 7 bytes a rule) in `lua_shared_dict rulegate 64m`
+# (lua/conf/rulegate.conf), next to the slot map and its status keys: 16 MiB is a quarter of that dict.
+MAX_NAMESPACE_BYTES = 16 * 1024 * 1024
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
              redis.exceptions.TryAgainError, redis.exceptions.MovedError, redis.exceptions.AskError)
 REDIRECTS = (redis.exceptions.MovedError, redis.exceptions.AskError)
@@ -41,12 +46,14 @@ COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
 
 @dataclass(frozen=True)
 class WriteResult:
-    """An acknowledged commit: new revision, namespace generation, replicas that confirmed it."""
+    """An acknowledged commit: new revision, namespace generation, replicas that confirmed it (or, `unchanged`,
+    a write that would have changed nothing and committed nothing)."""
 
     revision: int
     generation: str
     replicas_acked: int
     replicas_wanted: int
+    unchanged: bool = False  # nothing differed: no commit, `revision` is the current one
 
     @property
     def replicated(self) -> bool:
@@ -62,6 +69,14 @@ class NamespaceState:
     rules: dict[str, dict]
     raw: dict[str, bytes] = field(default_factory=dict, repr=False)
     digest: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a namespace holds against its limits: rule count and encoded bytes (as the commit script counts)."""
+
+    rules: int
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -91,13 +106,14 @@ class RuleStore:
 
     def __init__(self, client: redis.Redis | RedisCluster, *, wait_replicas: int = 1,
                  wait_timeout_ms: int = 500, max_attempts: int = 3, log_maxlen: int = LOG_MAXLEN,
-                 max_rules: int = MAX_RULES_PER_NAMESPACE):
+                 max_rules: int = MAX_RULES_PER_NAMESPACE, max_bytes: int = MAX_NAMESPACE_BYTES):
         self.client = client
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.max_attempts = max_attempts
         self.log_maxlen = log_maxlen
         self.max_rules = max_rules
+        self.max_bytes = max_bytes
 
     @classmethod
     def from_config(cls, cfg: RedisConfig, **kwargs) -> "RuleStore":
@@ -109,30 +125,39 @@ class RuleStore:
 
     # ---- writes ----------------------------------------------------------------------------
     def put_rule(self, ns: str, rule: dict, expected_rev: int | None, actor: str, *,
-                 create_only: bool = False) -> WriteResult:
-        """Create or replace one validated rule; raise ConflictError/LimitError/StoreError."""
+                 create_only: bool = False, expected_hash: str | None = None) -> WriteResult:
+        """Create or replace one validated rule (at expected_rev, or while the rule still has expected_hash:
+        see commit); raise ConflictError/RuleConflictError/LimitError/StoreError."""
         return self.commit(ns, [(rule["id"], encode_rule(rule))], expected_rev, actor,
-                           op="create" if create_only else "put", create_only=create_only)
+                           op="create" if create_only else "put", create_only=create_only,
+                           expected_hashes=None if expected_hash is None else {rule["id"]: expected_hash})
 
-    def delete_rule(self, ns: str, rule_id: str, expected_rev: int | None, actor: str) -> WriteResult:
-        """Delete one rule; raise NotFoundError when it does not exist, ConflictError when stale."""
-        return self.commit(ns, [(rule_id, b"")], expected_rev, actor, op="delete")
+    def delete_rule(self, ns: str, rule_id: str, expected_rev: int | None, actor: str, *,
+                    expected_hash: str | None = None) -> WriteResult:
+        """Delete one rule; raise NotFoundError when it does not exist, ConflictError/RuleConflictError when stale."""
+        return self.commit(ns, [(rule_id, b"")], expected_rev, actor, op="delete",
+                           expected_hashes=None if expected_hash is None else {rule_id: expected_hash})
 
     def commit(self, ns: str, changes: list[tuple[str, bytes]], expected_rev: int | None, actor: str,
-               *, op: str, create_only: bool = False) -> WriteResult:
-        """Apply changes atomically (b"" deletes) if the revision is still expected_rev."""
+               *, op: str, create_only: bool = False, expected_hashes: Mapping[str, str] | None = None) -> WriteResult:
+        """Apply changes atomically (b"" deletes) if the revision is still expected_rev and every rule in
+        expected_hashes still holds the bytes whose rule_hash() it names ("*": the rule exists); raise
+        ConflictError, RuleConflictError, NamespaceLimitError (max_rules / max_bytes), StoreError."""
         _check_namespace(ns)
         if not changes:
             raise ValueError("a commit needs at least one change")
         if len({rule_id for rule_id, _value in changes}) != len(changes):
             raise ValueError("a commit may change each rule once")
+        conditions = dict(expected_hashes or {})
+        if set(conditions) - {rule_id for rule_id, _value in changes}:
+            raise ValueError("expected_hashes names a rule the commit does not change")
         keys = Keys(ns)
         txid = uuid.uuid4().hex
         args: list = [-1 if expected_rev is None else expected_rev, op, actor, int(time.time()),
                       self.log_maxlen, self.max_rules, uuid.uuid4().hex[:16], "1" if create_only else "0",
-                      txid, len(changes)]
+                      txid, self.max_bytes, len(changes)]
         for rule_id, value in changes:
-            args += [rule_id, value]
+            args += [rule_id, value, conditions.get(rule_id, "")]
         args.append(keys.events)
         result = self._commit_attempts(ns, keys, args, txid, expected_rev)
         self._remember_namespace(ns)
@@ -171,7 +196,7 @@ class RuleStore:
                 done = self._maybe_already_committed(ns, exc, txid, ambiguous)
                 if done is not None:
                     return done
-                raise _map_script_error(exc, expected_rev) from None
+                raise _map_script_error(ns, exc, expected_rev) from None
             except REDIS_ERRORS as exc:
                 raise StoreError(f"commit to namespace {ns!r}: {exc.__class__.__name__}: {_safe(exc)}") from None
             return WriteResult(int(reply[0]), as_text(reply[1]), acked, self.wait_replicas)
@@ -241,7 +266,7 @@ class RuleStore:
 
     def _maybe_already_committed(self, ns: str, exc: Exception, txid: str, ambiguous: bool) -> WriteResult | None:
         """After a lost reply, a conflict may be our own earlier attempt: find it by txid."""
-        if not ambiguous or not str(exc).startswith(("RGCONFLICT", "RGEXISTS", "RGNOTFOUND")):
+        if not ambiguous or not str(exc).startswith(("RGCONFLICT", "RGRULESTALE", "RGEXISTS", "RGNOTFOUND")):
             return None
         for entry in self.log_range(ns, "-", "+", reverse=True, count=20):
             if entry.txid == txid:
@@ -259,6 +284,12 @@ class RuleStore:
     def revision(self, ns: str) -> int:
         """Return the namespace revision (0 when it has never been written)."""
         return int(self._call(self.client.get, Keys(ns).rev) or 0)
+
+    def usage(self, ns: str) -> Usage:
+        """Return the rule count and encoded bytes the commit script keeps for ns (as of its last write;
+        zeros for a namespace never written since the totals exist)."""
+        rules, size = self._call(self.client.hmget, Keys(ns).meta, "rules", "bytes")
+        return Usage(int(rules or 0), int(size or 0))
 
     def _generation(self, ns: str) -> str:
         return as_text(self._call(self.client.hget, Keys(ns).meta, "gen") or b"")
@@ -323,16 +354,25 @@ def _check_namespace(ns: str) -> None:
         raise ValueError(f"bad namespace {ns!r}: must match [a-z0-9][a-z0-9_.-]{{0,63}}")
 
 
-def _map_script_error(exc: redis.ResponseError, expected: int | None) -> Exception:
+def rule_hash(raw: bytes) -> str:
+    """Return the SHA-1 hex of a rule's stored bytes: what commit(expected_hashes=...) compares."""
+    return hashlib.sha1(raw).hexdigest()
+
+
+def _map_script_error(ns: str, exc: redis.ResponseError, expected: int | None) -> Exception:
     word, _, rest = str(exc).partition(" ")
     if word == "RGCONFLICT":
         return ConflictError(expected, int(rest))
+    if word == "RGRULESTALE":
+        rev, rule_id, current = rest.split(" ")
+        return RuleConflictError(rule_id, None if current == "-" else current, int(rev))
     if word == "RGEXISTS":
         return AlreadyExistsError(f"rule {rest!r} already exists")
     if word == "RGNOTFOUND":
         return NotFoundError(f"rule {rest!r} does not exist")
     if word == "RGLIMIT":
-        return LimitError(f"namespace would hold {rest} rules; the limit is {MAX_RULES_PER_NAMESPACE}")
+        limit, maximum, current, after = rest.split(" ")
+        return NamespaceLimitError(ns, limit, int(maximum), int(current), int(after))
     if word == "RGCORRUPT":
         return CorruptDataError(f"namespace keys are inconsistent: {rest}")
     return StoreError(f"commit failed: {_safe(exc)}")
