@@ -397,6 +397,148 @@ function _M.compile(rules, revision, pause)
 end
 
 
+local function copy(t)
+    local out = {}
+    if t then
+        for k, v in pairs(t) do
+            out[k] = v
+        end
+    end
+    return out
+end
+
+
+-- (table name, key) of a route host: "exact"/host, "wildcard"/".domain", "any"/"".
+local function host_slot(host)
+    if host == "*" then
+        return "any", ""
+    end
+    if sub(host, 1, 2) == "*." then
+        return "wildcard", sub(host, 2)
+    end
+    return "exact", host
+end
+
+
+local function get_index(rs, tab, key)
+    if tab == "any" then
+        return rs.any_host
+    end
+    return rs[tab][key]
+end
+
+
+local function set_index(rs, tab, key, index)
+    if tab == "any" then
+        rs.any_host = index
+    else
+        rs[tab][key] = index
+    end
+end
+
+
+local function without(items, ids)
+    local out = {}
+    for i = 1, #items do
+        if not ids[items[i][2].rule_id] then
+            out[#out + 1] = items[i]
+        end
+    end
+    return out
+end
+
+
+-- A new rule set: rs with `changes` (id -> new rule, or false when removed)
+-- applied at `revision`; `before` maps ids to the rules rs was compiled from
+-- (only the changed ids are read). Copy-on-write: the routes the changes touch
+-- are rebuilt, everything else is shared with rs, which is not modified. It
+-- decides exactly as compile() of the whole new set would (tests/lua).
+function _M.with_changes(rs, before, changes, revision)
+    local rev = revision or 0
+    local new = {
+        revision = rev, exact = copy(rs.exact), wildcard = copy(rs.wildcard), any_host = rs.any_host,
+        count = rs.count, pass = { action = "pass", revision = rev }, revision_text = tostring(rev),
+        generation = rs.generation,
+    }
+    local touched, ids = {}, {} -- "tab\0key" -> { tab, key, paths = {path = true} }
+    local function touch(rule)
+        local tab, key = host_slot(rule.route.host)
+        local slot = tab .. "\0" .. key
+        local t = touched[slot]
+        if not t then
+            t = { tab = tab, key = key, paths = {} }
+            touched[slot] = t
+        end
+        t.paths[rule.route.path] = true
+    end
+    for id, after in pairs(changes) do
+        ids[id] = true
+        local old = before[id]
+        if old then
+            touch(old)
+            new.count = new.count - 1
+        end
+        if after then
+            touch(after)
+            new.count = new.count + 1
+        end
+    end
+    for _, t in pairs(touched) do
+        local old = get_index(rs, t.tab, t.key)
+        local index = { by_path = copy(old and old.by_path) }
+        for path in pairs(t.paths) do
+            local route = index.by_path[path]
+            if route then
+                index.by_path[path] = { degrades = without(route.degrades, ids),
+                                        splits = without(route.splits, ids) }
+            else
+                index.by_path[path] = { degrades = {}, splits = {} }
+            end
+        end
+        set_index(new, t.tab, t.key, index)
+    end
+    for _, after in pairs(changes) do
+        if after and after.enabled ~= false then
+            local tab, key = host_slot(after.route.host)
+            local route = get_index(new, tab, key).by_path[after.route.path]
+            local methods = methods_set(after.route)
+            if after.kind == "split" then
+                route.splits[#route.splits + 1] = { methods, compile_split(after, rev) }
+            else
+                route.degrades[#route.degrades + 1] = { methods, compile_degrade(after, rev) }
+            end
+        end
+    end
+    for _, t in pairs(touched) do
+        local index = get_index(new, t.tab, t.key)
+        for path in pairs(t.paths) do
+            local route = index.by_path[path]
+            if #route.degrades == 0 and #route.splits == 0 then
+                index.by_path[path] = nil
+            else
+                sort(route.degrades, by_rule_id)
+                sort(route.splits, by_rule_id)
+                route.accepts = accepted_methods(route)
+            end
+        end
+        local seen, lengths = {}, {}
+        for path in pairs(index.by_path) do
+            if not seen[#path] then
+                seen[#path] = true
+                lengths[#lengths + 1] = #path
+            end
+        end
+        if #lengths == 0 then
+            set_index(new, t.tab, t.key, nil)
+        else
+            sort(lengths, function(a, b) return a > b end)
+            index.lengths = lengths
+        end
+    end
+    return new
+end
+
+
 local function route_in(index, req)
     local path = req.path
     local plen = #path
@@ -462,7 +604,9 @@ function _M.decide(rs, req)
         for i = 1, #degrades do
             local item = degrades[i]
             if (item[1] == nil or item[1][method]) and degrade_applies(item[2], req, now) then
-                return item[2].decision
+                local d = item[2].decision
+                d.revision = rs.revision -- shared with the sets with_changes() derived
+                return d
             end
         end
     end
@@ -476,10 +620,13 @@ function _M.decide(rs, req)
             for j = 1, #checks do
                 local hit = checks[j](key, req)
                 if hit ~= nil then
+                    hit.revision = rs.revision
                     return hit
                 end
             end
-            return split.default
+            local d = split.default
+            d.revision = rs.revision
+            return d
         end
     end
     return rs.pass

@@ -75,4 +75,41 @@ function _M.batch()
 end
 
 
+local function decision(d)
+    return {
+        action = d.action, upstream = d.upstream, status = d.status, headers = d.headers,
+        body = d.body, location = d.location, rule_id = d.rule_id, revision = d.revision,
+    }
+end
+
+
+-- POST /changes msgpack {steps = {{revision, changes = {id = raw | false}}, ...},
+-- requests} -> {decisions = {{decision, ...} per step}}: the rule set is built
+-- by router.with_changes() from an empty one, step by step, as a gateway
+-- applies log deltas.
+function _M.changes()
+    local b = body()
+    local rs, held = router.compile({}, 0), {}
+    local out = { decisions = {} }
+    for s, step in ipairs(b.steps) do
+        local changes = {}
+        for id, raw in pairs(step.changes) do
+            local rule = raw and mp.unpack(raw)
+            changes[id] = rule and assert(schema.check(rule)) and rule or false
+        end
+        rs = router.with_changes(rs, held, changes, step.revision)
+        for id, rule in pairs(changes) do
+            held[id] = rule or nil
+        end
+        local got = {}
+        for i, r in ipairs(b.requests) do
+            got[i] = decision(router.decide(rs, request.from_raw(r)))
+        end
+        out.decisions[s] = got
+        out.count = rs.count
+    end
+    ngx.say(cjson.encode(out))
+end
+
+
 return _M

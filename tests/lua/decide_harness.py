@@ -32,6 +32,7 @@ HARNESS_HTTP = """
         listen 127.0.0.1:{port};
         location = /check {{ content_by_lua_block {{ require("decide_harness").check() }} }}
         location = /batch {{ content_by_lua_block {{ require("decide_harness").batch() }} }}
+        location = /changes {{ content_by_lua_block {{ require("decide_harness").changes() }} }}
     }}
 """
 
@@ -140,6 +141,17 @@ class DecideHarness(NginxLauncher):
         refused = [e for e in res["errors"] if e is not None]
         assert not refused, refused
         return [lua_decision(d) for d in res["decisions"]]
+
+
+    def changes(self, steps: list[tuple[int, dict[str, dict | None]]],
+                requests: list[RawRequest]) -> list[list[dict[str, Any]]]:
+        """Return the Lua router's decisions after each step of (revision, {id: rule or None (removed)}), the set
+        built by router.with_changes() step by step."""
+        res = self._post("/changes", {
+            "steps": [{"revision": rev, "changes": {i: encode_rule(r) if r is not None else False
+                                                     for i, r in changes.items()}} for rev, changes in steps],
+            "requests": [r.lua_request() for r in requests]})
+        return [[lua_decision(d) for d in step] for step in res["decisions"]]
 
 
 @dataclass
