@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from rulegate.connection import RedisConfig
+from rulegate.schema import MAX_RULES_PER_NAMESPACE
+from rulegate.store import MAX_NAMESPACE_BYTES
 
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,
@@ -19,6 +21,10 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_MAX_CONNECTIONS": 32,
     "WAIT_REPLICAS": 1,
     "WAIT_TIMEOUT_MS": 500,
+    # namespace size limits, enforced by the commit script: sized against nginx's `lua_shared_dict rulegate`
+    # (64m in lua/conf/rulegate.conf), which holds a namespace's whole rule set as one payload (README)
+    "NAMESPACE_MAX_RULES": MAX_RULES_PER_NAMESPACE,
+    "NAMESPACE_MAX_BYTES": MAX_NAMESPACE_BYTES,
     "MAX_CONTENT_LENGTH": 256 * 1024,
     "MAX_FORM_MEMORY_SIZE": 256 * 1024,
     "LOGIN_MAX_FAILURES": 5,
@@ -66,6 +72,11 @@ def check(config: Mapping[str, Any], debug: bool) -> None:
         value = config.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ConfigError(f"RULEADMIN_{name} must be an integer >= {lowest}")
+    for name, lowest, highest in (("NAMESPACE_MAX_RULES", 1, MAX_RULES_PER_NAMESPACE),
+                                  ("NAMESPACE_MAX_BYTES", 1024, 2**40)):
+        value = config.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value <= highest:
+            raise ConfigError(f"RULEADMIN_{name} must be an integer from {lowest} to {highest}")
 
 
 def redis_config(config: Mapping[str, Any]) -> RedisConfig:

@@ -36,7 +36,9 @@ class Backend:
             cfg = self._config
             client = connect(config_mod.redis_config(cfg))
             self._store = RuleStore(client, wait_replicas=int(cfg["WAIT_REPLICAS"]),
-                                    wait_timeout_ms=int(cfg["WAIT_TIMEOUT_MS"]))
+                                    wait_timeout_ms=int(cfg["WAIT_TIMEOUT_MS"]),
+                                    max_rules=int(cfg["NAMESPACE_MAX_RULES"]),
+                                    max_bytes=int(cfg["NAMESPACE_MAX_BYTES"]))
             self._rules = RuleService(self._store)
             self._accounts = Accounts(client, throttle=ThrottleConfig.from_config(cfg),
                                       auth_cache_seconds=float(cfg["AUTH_CACHE_SECONDS"]))
