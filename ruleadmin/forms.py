@@ -23,6 +23,8 @@ from wtforms.validators import Length, NumberRange, Optional
 
 from rulegate.schema import ACTIONS, KEY_SOURCES, POLICY_TYPES
 
+from .display import UNITS_PER_PERCENT, parse_percent, percent
+
 _SPLIT = re.compile(r"[\n,]+")
 
 
@@ -30,17 +32,47 @@ def _items(text: str | None) -> list[str]:
     return [x.strip() for x in _SPLIT.split(text or "") if x.strip()]
 
 
-class PolicyForm(Form):
-    """One split policy; `values` holds ranges/suffixes/CIDRs/values, `buckets` 'upstream weight' lines."""
+# which fields each choice uses (the form shows only these; ruleadmin/static/rule_form.js hides the rest instantly)
+POLICY_FIELDS = {"uid_range": ("values", "upstream"), "uid_suffix": ("values", "upstream"),
+                 "ip_cidr": ("values", "upstream"), "header": ("name", "values", "upstream"),
+                 "cookie": ("name", "values", "upstream"), "arg": ("name", "values", "upstream"),
+                 "percent": ("buckets", "salt")}
+ACTION_FIELDS = {"static": ("status", "content_type", "headers", "body"), "redirect": ("status", "location"),
+                 "upstream": ("upstream",), "reject": ("status", "retry_after")}
+POLICY_FIELD_TYPES = {f: [t for t, fs in POLICY_FIELDS.items() if f in fs] for f in ("name", "values", "upstream",
+                                                                                  "buckets", "salt")}
+ACTION_FIELD_TYPES = {f: [t for t, fs in ACTION_FIELDS.items() if f in fs]
+                      for f in ("status", "content_type", "headers", "body", "location", "upstream", "retry_after")}
+POLICY_LABELS = {"uid_range": "user id in a range", "uid_suffix": "user id ends with", "ip_cidr": "client IP in a network",
+                 "header": "header value", "cookie": "cookie value", "arg": "query argument value",
+                 "percent": "a share of users (percent)"}
+ACTION_LABELS = {"static": "answer with a fixed response", "redirect": "redirect", "upstream": "send to another upstream",
+                 "reject": "reject with a status"}
 
-    type = SelectField("Type", choices=list(POLICY_TYPES))
-    name = StringField("Name", validators=[Optional(), Length(max=128)])
+
+class PolicyForm(Form):
+    """One split policy; `values` holds ranges/suffixes/CIDRs/values, `buckets` 'upstream share' lines."""
+
+    type = SelectField("Matches by", choices=[SelectChoice(t, f"{t}: {POLICY_LABELS[t]}") for t in POLICY_TYPES])
+    name = StringField("Header, cookie or argument name", validators=[Optional(), Length(max=128)])
     values = TextAreaField("Values", validators=[Optional(), Length(max=16384)],
-                           description="one per line: lo-hi ranges, suffixes, CIDRs or values")
-    upstream = StringField("Upstream", validators=[Optional(), Length(max=128)])
-    buckets = TextAreaField("Buckets", validators=[Optional(), Length(max=16384)],
-                            description="one 'upstream weight' per line; weights are out of 10000")
-    salt = StringField("Salt", validators=[Optional(), Length(max=64)])
+                           description="one per line: lo-hi user id ranges, user id suffixes, CIDRs (10.0.0.0/8) "
+                                       "or exact values")
+    upstream = StringField("Upstream", validators=[Optional(), Length(max=128)],
+                           description="where matching requests go")
+    buckets = TextAreaField("Shares", validators=[Optional(), Length(max=16384)],
+                            description="one 'upstream percent' per line, e.g. canary 12.5% (steps of 0.01%, "
+                                        "at most 100% in all; the rest goes on to the next policy)")
+    salt = StringField("Salt", validators=[Optional(), Length(max=64)],
+                       description="optional; a new salt reshuffles which users fall in each share")
+
+
+def policy_fields(ptype: str | None, policy: PolicyForm | None = None) -> tuple[str, ...]:
+    """Return the fields shown for a policy type (a percent policy also shows an upstream it still holds)."""
+    shown = POLICY_FIELDS.get(ptype or "", POLICY_FIELDS["percent"])
+    if ptype == "percent" and policy is not None and (policy.upstream.data or "").strip():
+        shown += ("upstream",)
+    return shown
 
 
 class _RuleForm(FlaskForm):
@@ -54,6 +86,7 @@ class _RuleForm(FlaskForm):
                              validate_choice=False)
     key_name = StringField("Key name", validators=[Optional(), Length(max=128)])
     expected_rev = HiddenField()
+    force = BooleanField("Save anyway: I checked these upstream names exist", default=False)
 
 
 class SplitForm(_RuleForm):
@@ -66,7 +99,7 @@ class SplitForm(_RuleForm):
 class DegradeForm(_RuleForm):
     """Create/edit a degrade rule: action and its fields, percent, window."""
 
-    action_type = SelectField("Action", choices=list(ACTIONS))
+    action_type = SelectField("Action", choices=[SelectChoice(a, f"{a}: {ACTION_LABELS[a]}") for a in ACTIONS])
     status = IntegerField("Status", validators=[Optional(), NumberRange(100, 599)])
     content_type = StringField("Content type", validators=[Optional(), Length(max=128)])
     headers = TextAreaField("Headers", validators=[Optional(), Length(max=16384)], description="'Name: value' per line")
@@ -74,7 +107,8 @@ class DegradeForm(_RuleForm):
     location = StringField("Location", validators=[Optional(), Length(max=2048)])
     upstream = StringField("Fallback upstream", validators=[Optional(), Length(max=128)])
     retry_after = IntegerField("Retry-After (s)", validators=[Optional(), NumberRange(0, 86400)])
-    percent = StringField("Percent", default="100", validators=[Optional(), Length(max=16)])
+    percent = StringField("Share of matching requests", default="100%", validators=[Optional(), Length(max=16)],
+                          description="e.g. 12.5% (steps of 0.01%); 100% = every matching request")
     window_start = StringField("Active from (UTC)", validators=[Optional(), Length(max=32)],
                                description="YYYY-MM-DDTHH:MM, empty = now")
     window_end = StringField("Active until (UTC)", validators=[Optional(), Length(max=32)])
@@ -103,6 +137,13 @@ class NamespaceForm(FlaskForm):
     """Create a namespace."""
 
     name = StringField("Name", validators=[Length(max=64)])
+
+
+class UpstreamsForm(FlaskForm):
+    """The declared upstream names of a namespace (admin)."""
+
+    names = TextAreaField("Declared upstream names", validators=[Length(max=70_000)],
+                          description="one per line; rule writes naming anything else are refused unless confirmed")
 
 
 # ---- form -> rule ------------------------------------------------------------------------------
@@ -148,14 +189,11 @@ def _policy(p: PolicyForm, i: int, errors: FormErrors) -> dict:
     out: dict[str, Any] = {"type": ptype}
     items = _items(p.values.data)
     if ptype == "percent":
-        buckets = []
-        for n, line in enumerate(l for l in (p.buckets.data or "").splitlines() if l.strip()):
-            parts = line.replace("=", " ").split()
-            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-                errors[f"policies-{i}-buckets"] = f"line {n + 1}: expected 'upstream weight' with an integer weight"
-                continue
-            buckets.append({"upstream": parts[0], "weight": int(parts[1])})
-        out["buckets"] = buckets
+        out["buckets"] = _buckets(p.buckets.data, f"policies-{i}-buckets", errors)
+        kept = (p.upstream.data or "").strip()
+        if kept and kept not in {b["upstream"] for b in out["buckets"]}:
+            errors[f"policies-{i}-upstream"] = (f"a percent policy sends traffic by its shares: add a line "
+                                                f"'{kept} 10%' (with the share it should get) or clear this field")
         if p.salt.data:
             out["salt"] = p.salt.data
         return out
@@ -177,6 +215,20 @@ def _policy(p: PolicyForm, i: int, errors: FormErrors) -> dict:
         out["name"] = (p.name.data or "").strip()
         out["values"] = items
     return out
+
+
+def _buckets(text: str | None, field: str, errors: FormErrors) -> list[dict]:
+    buckets = []
+    for n, line in enumerate(l for l in (text or "").splitlines() if l.strip()):
+        parts = line.replace("=", " ").split(None, 1)
+        if len(parts) != 2:
+            errors[field] = f"line {n + 1}: write the upstream and its share, e.g. 'canary 12.5%'"
+            continue
+        try:
+            buckets.append({"upstream": parts[0], "weight": parse_percent(parts[1])})
+        except ValueError as exc:
+            errors[field] = f"line {n + 1}: the share {exc}"
+    return buckets
 
 
 def split_rule_from(form: SplitForm) -> tuple[dict, FormErrors]:
@@ -211,11 +263,11 @@ def degrade_rule_from(form: DegradeForm) -> tuple[dict, FormErrors]:
     elif form.retry_after.data is not None:
         action["retry_after"] = form.retry_after.data
     rule["action"] = action
-    percent = (form.percent.data or "100").strip()
     try:
-        rule["percent"] = int(percent) if re.fullmatch(r"\d+", percent) else float(percent)
-    except ValueError:
-        errors["percent"] = "must be a number between 0 and 100"
+        units = parse_percent((form.percent.data or "100").strip())
+        rule["percent"] = units // UNITS_PER_PERCENT if units % UNITS_PER_PERCENT == 0 else units / UNITS_PER_PERCENT
+    except ValueError as exc:
+        errors["percent"] = str(exc)
     start = _parse_utc(form.window_start.data, "window_start", errors)
     end = _parse_utc(form.window_end.data, "window_end", errors)
     if start is not None or end is not None:
@@ -237,7 +289,7 @@ def policy_data(p: dict) -> dict:
     vals = values.get(p["type"], lambda: p.get("values", []))()
     return {"type": p["type"], "name": p.get("name", ""), "values": "\n".join(map(str, vals)),
             "upstream": p.get("upstream", ""), "salt": p.get("salt", ""),
-            "buckets": "\n".join(f"{b['upstream']} {b['weight']}" for b in p.get("buckets", []))}
+            "buckets": "\n".join(f"{b['upstream']} {percent(b['weight'])}" for b in p.get("buckets", []))}
 
 
 def form_data(rule: dict, revision: int) -> dict:
@@ -255,7 +307,7 @@ def form_data(rule: dict, revision: int) -> dict:
     data.update(action_type=a["type"], status=a.get("status"), content_type=a.get("content_type", ""),
                 headers="\n".join(f"{k}: {v}" for k, v in a.get("headers", {}).items()), body=a.get("body", ""),
                 location=a.get("location", ""), upstream=a.get("upstream", ""), retry_after=a.get("retry_after"),
-                percent=str(rule.get("percent", 100)), window_start=_fmt_utc(window.get("start")),
+                percent=percent(round(rule.get("percent", 100) * UNITS_PER_PERCENT)), window_start=_fmt_utc(window.get("start")),
                 window_end=_fmt_utc(window.get("end")), salt=rule.get("salt", ""))
     return data
 
@@ -296,14 +348,54 @@ def attach_errors(form: FlaskForm, errors: dict[str, str]) -> list[str]:
     for path, message in errors.items():
         name = path if path in fields else field_for(path)
         field = fields.get(name) if name else None
+        message = plain_message(path, message)
         if field is None:
-            unplaced.append(f"{path}: {message}")
+            unplaced.append(f"{plain_path(path)}: {message}")
             continue
         if not isinstance(field.errors, list):
             field.errors = list(field.errors)
-        detail = path if name != path and "[" in path else ""
-        field.errors.append(f"{message}" + (f" ({detail})" if detail else ""))
+        field.errors.append(_where(path) + message)
     return unplaced
+
+
+_WEIGHT_MESSAGES = {"must be > 0": "the share must be more than 0%", "must be an integer": "the share must be a "
+                    "percentage such as 12.5%", f"must be <= {10_000}": "the share must be at most 100%"}
+
+
+def plain_message(path: str, message: str) -> str:
+    """Return a schema message in the form's words (weights as percent)."""
+    if path.endswith(".weight"):
+        return _WEIGHT_MESSAGES.get(message, message)
+    m = re.fullmatch(r"weights sum to (\d+); .*", message)
+    if m:
+        return f"the shares add up to {percent(int(m.group(1)))}; they must add up to at most 100%"
+    return message
+
+
+def _where(path: str) -> str:
+    """Return 'line 2: ' / 'header X: ' for an error inside a multi-line field ('' otherwise)."""
+    m = re.search(r"\.(?:buckets|ranges|suffixes|cidrs|values)\[(\d+)\]", path) or re.search(
+        r"^route\.methods\[(\d+)\]", path)
+    if m:
+        return f"line {int(m.group(1)) + 1}: " if "methods" not in path else f"method {int(m.group(1)) + 1}: "
+    if path.startswith("action.headers."):
+        return f"header {path.removeprefix('action.headers.')}: "
+    return ""
+
+
+_LABELS = {"route": "Route", "route.host": "Host", "route.path": "Path prefix", "key": "Key", "action": "Action",
+           "window": "Active window", "policies": "Policies", "default": "Default upstream"}
+
+
+def plain_path(path: str) -> str:
+    """Return a schema path in words: 'policies[0].buckets' -> 'Policy 1, shares'."""
+    m = re.match(r"policies\[(\d+)\]\.?([a-z_]*)", path)
+    if m:
+        part = {"buckets": "shares", "ranges": "values", "suffixes": "values", "cidrs": "values"}.get(
+            m.group(2), m.group(2))
+        return f"Policy {int(m.group(1)) + 1}" + (f", {part}" if part else "")
+    base = re.sub(r"\[\d+\].*$", "", path)
+    return _LABELS.get(base, base.replace("_", " ").replace(".", " ").capitalize())
 
 
 def pretty(rule: dict | None) -> str:

@@ -18,10 +18,10 @@ from flask_login import current_user
 from rulegate.errors import LimitError
 from rulegate.schema import is_valid_id
 
-from . import forms
+from . import forms, web_rules
 from .auth import web_role
 from .extensions import backend
-from .inputs import MAX_REVISION, ascii_int
+from .inputs import ascii_int
 from .metrics import WRITES
 from .rules import (
     AlreadyExistsError,
@@ -29,12 +29,12 @@ from .rules import (
     HistoryUnavailableError,
     NamespaceMissing,
     NotFoundError,
-    NothingToDo,
     ValidationError,
 )
 from .simulation import parse_request
 
 bp = Blueprint("web", __name__)
+bp.register_blueprint(web_rules.bp)
 
 
 @bp.errorhandler(NamespaceMissing)
@@ -78,14 +78,8 @@ def create_namespace():
 @bp.get("/ns/<ns>/")
 @web_role("viewer")
 def rules(ns: str):
-    """Rule list with search and enabled toggles."""
-    rev, all_rules = backend().rules.list_rules(ns)
-    q = (request.args.get("q") or "").strip().lower()[:200]
-    shown = [r for r in all_rules if not q or q in " ".join(
-        (r["id"], r["kind"], r["route"]["host"], r["route"]["path"], r.get("description", ""))).lower()]
-    fleet = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
-    return render_template("rules.html", ns=ns, rev=rev, rules=shown, q=q, total=len(all_rules),
-                           confirm=forms.ConfirmForm(expected_rev=str(rev)), fleet=fleet)
+    """Rule list, 50 a page, filtered by route, kind, upstream and text, with enabled toggles."""
+    return web_rules.rules_page(ns)
 
 
 def _form_class(kind: str):
@@ -114,15 +108,14 @@ def _edit_policies(form: forms.SplitForm, action: str) -> forms.SplitForm:
 
 
 def _render_form(ns: str, kind: str, form, rule_id: str | None, errors: list[str] | None = None, status: int = 200):
-    return render_template("rule_form.html", ns=ns, kind=kind, form=form, rule_id=rule_id,
-                           form_errors=errors or []), status
+    return web_rules.render_form(ns, kind, form, rule_id, errors, status)
 
 
 def _save(ns: str, kind: str, form, rule_id: str | None):
     """Validate and write a submitted rule form; return a response (form with errors, conflict page, redirect)."""
     action = request.form.get("action", "save")
-    if kind == "split" and action != "save":
-        return _render_form(ns, kind, _edit_policies(form, action), rule_id)
+    if action != "save":  # add/remove/move a policy, or show the fields of a newly chosen type (no JavaScript)
+        return _render_form(ns, kind, _edit_policies(form, action) if kind == "split" else form, rule_id)
     if not form.validate_on_submit():
         return _render_form(ns, kind, form, rule_id, status=400)
     rule, parse_errors = (forms.split_rule_from if kind == "split" else forms.degrade_rule_from)(form)
@@ -133,10 +126,15 @@ def _save(ns: str, kind: str, form, rule_id: str | None):
         prepared = svc.prepare(rule, current_user.username)
         if parse_errors:
             raise ValidationError({})
+        web_rules.check_upstreams(ns, prepared, form)
         if rule_id is None:
             result = svc.store.put_rule(ns, prepared, None, current_user.username, create_only=True)
         else:
             seen = _rev_field(form.expected_rev.data)
+            same = svc.unchanged(ns, prepared)
+            if same is not None:
+                flash(f"No changes: {rule_id} already looks like this (still revision {same[1].revision}).")
+                return redirect(url_for("web.rules", ns=ns))
             result = svc.rebased(ns, rule_id, seen, lambda exp: svc.store.put_rule(
                 ns, prepared, exp, current_user.username))
     except ValidationError as exc:
@@ -150,24 +148,36 @@ def _save(ns: str, kind: str, form, rule_id: str | None):
         return _render_form(ns, kind, form, rule_id, [str(exc)], 400)
     except ConflictError as exc:
         WRITES.labels("conflict").inc()
-        return _conflict(ns, rule_id, rule, exc)
+        resubmit = [(k, v) for k, v in request.form.items(multi=True) if k not in ("csrf_token", "expected_rev")]
+        return _conflict(ns, rule_id, rule, exc, reapply=(request.path, resubmit))
     WRITES.labels("ok" if result.replicated else "unreplicated").inc()
     note = "" if result.replicated else " (not yet confirmed by a replica)"
     flash(f"Saved {rule['id']} as revision {result.revision}{note}.")
     return redirect(url_for("web.rules", ns=ns))
 
 
-def _conflict(ns: str, rule_id: str, yours: dict, exc: ConflictError):
-    """Render the conflict page: your version, the current one, and who changed it meanwhile."""
+def _conflict(ns: str, rule_id: str, yours: dict | None, exc: ConflictError,
+              reapply: tuple[str, list[tuple[str, str]]] | None = None):
+    """Render the conflict page: your version, the current one, who changed it meanwhile and how (the rule as
+    you started from it -> as stored now), and `reapply` (url, form fields) to resubmit yours at the current
+    revision."""
     svc = backend().rules
     try:
         rev, theirs = svc.get_rule(ns, rule_id)
     except NotFoundError:
         rev, theirs = exc.current, None
     changes = svc.changes_to(ns, rule_id, exc.expected) if exc.expected is not None else []
+    started = None
+    try:
+        if exc.expected is not None:
+            started = next((c for c in svc.diff(ns, exc.expected, rev)["rules"] if c["id"] == rule_id), None)
+    except HistoryUnavailableError:
+        pass
+    meanwhile = _diff(forms.pretty(started["before"]), forms.pretty(started["after"])) if started else []
     return render_template("conflict.html", ns=ns, rule_id=rule_id, rev=rev, seen=exc.expected,
                            yours=forms.pretty(yours), theirs=forms.pretty(theirs), changes=changes,
-                           diff=_diff(forms.pretty(theirs), forms.pretty(yours))), 409
+                           diff=_diff(forms.pretty(theirs), forms.pretty(yours)), meanwhile=meanwhile,
+                           reapply=reapply, reapply_form=forms.ConfirmForm(formdata=None, expected_rev=str(rev))), 409
 
 
 @bp.route("/ns/<ns>/rules/new", methods=["GET", "POST"])
@@ -206,32 +216,24 @@ def _valid(form):
 @bp.post("/ns/<ns>/rules/<rule_id>/toggle")
 @web_role("editor")
 def toggle_rule(ns: str, rule_id: str):
-    """Flip a rule's enabled flag at the revision the list showed."""
+    """Flip a rule's enabled flag (or set it: enabled=on|off) at the revision the list showed."""
     form = _valid(forms.ConfirmForm())
     svc = backend().rules
     _rev, rule = svc.get_rule(ns, rule_id)
-    changed = svc.prepare({**rule, "enabled": not rule["enabled"]}, current_user.username)
+    target = request.form.get("enabled")
+    enabled = target == "on" if target in ("on", "off") else not rule["enabled"]
+    if enabled == rule["enabled"]:
+        flash(f"No changes: {rule_id} is already {'enabled' if enabled else 'disabled'} (revision {_rev}).")
+        return redirect(url_for("web.rules", ns=ns))
+    changed = svc.prepare({**rule, "enabled": enabled}, current_user.username)
     try:
         result = svc.rebased(ns, rule_id, _rev_field(form.expected_rev.data),
                              lambda exp: svc.store.put_rule(ns, changed, exp, current_user.username))
     except ConflictError as exc:
-        return _conflict(ns, rule_id, changed, exc)
+        WRITES.labels("conflict").inc()
+        return _conflict(ns, rule_id, changed, exc, reapply=(
+            url_for("web.toggle_rule", ns=ns, rule_id=rule_id), [("enabled", "on" if enabled else "off")]))
     flash(f"{rule_id} {'enabled' if changed['enabled'] else 'disabled'} (revision {result.revision}).")
-    return redirect(url_for("web.rules", ns=ns))
-
-
-@bp.post("/ns/<ns>/rules/<rule_id>/delete")
-@web_role("editor")
-def delete_rule(ns: str, rule_id: str):
-    """Delete a rule at the revision the page showed."""
-    form = _valid(forms.ConfirmForm())
-    svc = backend().rules
-    try:
-        result = svc.rebased(ns, rule_id, _rev_field(form.expected_rev.data),
-                             lambda exp: svc.delete_rule(ns, rule_id, exp, current_user.username))
-    except ConflictError as exc:
-        return _conflict(ns, rule_id, None, exc)
-    flash(f"Deleted {rule_id} (revision {result.revision}).")
     return redirect(url_for("web.rules", ns=ns))
 
 
@@ -252,7 +254,8 @@ def simulate(ns: str):
             rev, result = backend().rules.simulate(ns, req)
             decision = result.to_dict()
     status = 400 if request.method == "POST" and decision is None else 200
-    return render_template("simulate.html", ns=ns, form=form, decision=decision, rev=rev, errors=errors), status
+    return render_template("simulate.html", ns=ns, form=form, decision=decision, rev=rev, errors=errors,
+                           matched=web_rules.matched_rule(ns, decision)), status
 
 
 def _diff(before: str, after: str) -> list[tuple[str, str]]:
@@ -273,37 +276,4 @@ def fleet(ns: str):
     return render_template("fleet.html", ns=ns, fleet=data)
 
 
-@bp.get("/ns/<ns>/history")
-@web_role("viewer")
-def history(ns: str):
-    """History with per-rule diffs and rollback links (?before= pages back)."""
-    before = ascii_int(request.args.get("before"), 1, MAX_REVISION)
-    entries = backend().rules.history(ns, None, before, 25)
-    for e in entries:
-        for c in e["changes"]:
-            c["diff"] = _diff(forms.pretty(c["before"]), forms.pretty(c["after"]))
-    return render_template("history.html", ns=ns, entries=entries, rev=backend().store.revision(ns))
-
-
-@bp.route(f"/ns/<ns>/rollback/<int(max={MAX_REVISION}):to_rev>", methods=["GET", "POST"])
-@web_role("editor")
-def rollback(ns: str, to_rev: int):
-    """Confirm (GET) and perform (POST) a rollback to to_rev as a new revision."""
-    svc = backend().rules
-    form = forms.ConfirmForm()
-    if request.method == "POST":
-        _valid(form)
-        try:
-            result, changed = svc.rollback(ns, to_rev, _rev_field(form.expected_rev.data), current_user.username)
-        except ConflictError as exc:
-            flash(f"The namespace changed meanwhile (now at revision {exc.current}); review and confirm again.")
-            return redirect(url_for("web.rollback", ns=ns, to_rev=to_rev))
-        except (HistoryUnavailableError, NothingToDo) as exc:
-            return render_template("error.html", status=400, message=str(exc)), 400
-        flash(f"Rolled back to revision {to_rev}: {changed} rule(s) changed, now revision {result.revision}.")
-        return redirect(url_for("web.history", ns=ns))
-    svc.require_namespace(ns)
-    rev = svc.store.revision(ns)
-    entries = [e for e in svc.history(ns, to_rev, None, 500) if e["revision"] > to_rev]
-    form.expected_rev.data = str(rev)
-    return render_template("rollback.html", ns=ns, to_rev=to_rev, rev=rev, entries=entries, form=form)
+from . import web_history  # noqa: E402,F401  (history, diff, rollback, delete and empty views on bp)

@@ -27,13 +27,13 @@ def editor(client, users):
 def _split_form(csrf: str, **over) -> dict:
     data = {"csrf_token": csrf, "id": "web", "host": "shop.example.com", "path": "/", "enabled": "y",
             "key_source": "header", "key_name": "x-uid", "default": "stable",
-            "policies-0-type": "percent", "policies-0-buckets": "canary 1000\nbeta 500", "action": "save"}
+            "policies-0-type": "percent", "policies-0-buckets": "canary 10%\nbeta 5", "action": "save"}
     data.update(over)
     return data
 
 
 def test_create_split_rule_via_form(editor, ns, backend):
-    """Posting the split form creates the rule with its buckets."""
+    """Posting the split form creates the rule with its buckets (shares in percent, stored in 0.01 % units)."""
     page = editor.get(f"/ns/{ns}/rules/new?kind=split")
     r = editor.post(f"/ns/{ns}/rules/new?kind=split", data=_split_form(_csrf(page.data)))
     assert r.status_code == 302, r.data
@@ -47,7 +47,7 @@ def test_bad_weight_shows_field_error(editor, ns, backend):
     r = editor.post(f"/ns/{ns}/rules/new?kind=split",
                     data=_split_form(_csrf(page.data), **{"policies-0-buckets": "canary 0"}))
     assert r.status_code == 400
-    assert re.search(rb'data-field="policies-0-buckets">must be &gt; 0', r.data)
+    assert re.search(rb'data-field="policies-0-buckets" id="[^"]+">line 1: the share must be more than 0%', r.data)
     assert backend.store.revision(ns) == 0
 
 
