@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-stale", type=float, default=30.0)
     serve.add_argument("--heartbeat-interval", type=float, default=5.0)
     serve.add_argument("--gateway-id", help="fleet id (default agent-<hostname>-<pid>)")
+    serve.add_argument("--upstreams", help="comma-separated upstream names this gateway can route to, reported in "
+                       "its heartbeat (default: $RULEGATE_UPSTREAMS)")
     serve.add_argument("--redis-username")
     serve.add_argument("--redis-password-file", help="file holding the Redis password")
     serve.add_argument("--tls", action="store_true", help="connect to Redis over TLS")
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         client = RuleClient(args.redis_nodes, args.namespace, refresh_interval=args.refresh_interval,
                             max_stale=args.max_stale, snapshot_path=args.snapshot,
                             heartbeat_interval=args.heartbeat_interval, gateway_id=args.gateway_id,
+                            upstreams=args.upstreams,
                             username=args.redis_username, password=_password(args.redis_password_file),
                             ssl=args.tls, ssl_ca_certs=args.tls_ca_cert, ssl_certfile=args.tls_cert,
                             ssl_keyfile=args.tls_key)

@@ -1,19 +1,37 @@
 """`RuleClient`: the embeddable gateway agent. decide() is pure in-memory; a background loop syncs."""
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from rulegate.connection import RedisAuth, parse_node
 from rulegate.evaluator import Decision, Request, decide
-from rulegate.fleet import default_gateway_id
+from rulegate.fleet import MAX_UPSTREAMS, default_gateway_id
 from rulegate.keyspace import Keys
 from rulegate.schema import is_valid_id
 
-from .budget import Budget, BudgetConfig, NodePool, SlotMap
+from .budget import Budget, BudgetConfig, SlotMap
+from .health import CONFIG_ERRORS, AuthCheckingPool
 from .sync import SyncConfig, Syncer
 
 PASS = Decision("pass")
+UPSTREAMS_ENV = "RULEGATE_UPSTREAMS"
+# the upstream names a rule may use (rulegate/schema.py: 1-128 of A-Z a-z 0-9 _ . : -)
+UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def parse_upstreams(value: str | Iterable[str], source: str = "upstreams") -> tuple[str, ...]:
+    """Return the sorted, distinct upstream names of "a,b" or ["a", "b"]; raise ValueError naming a bad one."""
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
+    for name in names:
+        if not isinstance(name, str) or (name and not UPSTREAM_NAME.fullmatch(name)):
+            raise ValueError(f"{source}: bad upstream name {name!r} (1-128 characters of A-Z a-z 0-9 _ . : -)")
+    out = tuple(sorted({n for n in names if n}))
+    if len(out) > MAX_UPSTREAMS:
+        raise ValueError(f"{source}: {len(out)} upstream names, at most {MAX_UPSTREAMS}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -29,16 +47,24 @@ class AgentConfig(RedisAuth):
     gateway_id: str | None = None
     heartbeat_interval: float = 5.0
     notifications: bool = True
+    upstreams: tuple[str, ...] = ()
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 class RuleClient:
-    """Keeps one namespace's compiled rules in memory and answers decide() without Redis."""
+    """Keeps one namespace's compiled rules in memory and answers decide() without Redis.
+
+    `upstreams` (names, or "a,b"; default: the RULEGATE_UPSTREAMS environment variable) are the
+    upstream names this gateway can route to, reported in every fleet heartbeat."""
 
     def __init__(self, nodes: str | list[str] | tuple[str, ...], namespace: str, **options: Any):
         if isinstance(nodes, str):
             nodes = [n.strip() for n in nodes.split(",") if n.strip()]
-        self.config = AgentConfig(nodes=tuple(nodes), namespace=namespace, **options)
+        upstreams = options.pop("upstreams", None)
+        if upstreams is None:
+            upstreams = parse_upstreams(os.environ.get(UPSTREAMS_ENV, ""), UPSTREAMS_ENV)
+        self.config = AgentConfig(nodes=tuple(nodes), namespace=namespace, upstreams=parse_upstreams(upstreams),
+                                  **options)
         if not self.config.nodes:
             raise ValueError("at least one Redis node is required")
         for address in self.config.nodes:
@@ -50,8 +76,9 @@ class RuleClient:
         self.syncer = Syncer(
             SyncConfig(namespace=namespace, refresh_interval=cfg.refresh_interval, max_stale=cfg.max_stale,
                        snapshot_path=cfg.snapshot_path, gateway_id=cfg.gateway_id or default_gateway_id(),
-                       heartbeat_interval=cfg.heartbeat_interval, notifications=cfg.notifications),
-            self.budget, NodePool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
+                       heartbeat_interval=cfg.heartbeat_interval, notifications=cfg.notifications,
+                       upstreams=cfg.upstreams),
+            self.budget, AuthCheckingPool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
         self._started = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -116,11 +143,18 @@ class RuleClient:
         self.syncer.wake()
 
     def health(self) -> dict[str, Any]:
-        """Return a JSON-ready health report: loaded, revision, staleness, Redis state, counters."""
+        """Return a JSON-ready health report: ready, state (health.STATES), revision, staleness, counters.
+
+        `ready` is True once decide() answers from a rule set, even a stale one (stale-if-error): an
+        unknown namespace or refused credentials never load one, a snapshot or an earlier sync does."""
         s = self.syncer
         applied = s.current
         staleness = s.staleness()
+        state = s.state
         return {
+            "ready": applied is not None,
+            "state": state,
+            "message": _message(state, s.last_error, applied is not None),
             "loaded": applied is not None,
             "namespace": self.config.namespace,
             "revision": applied.revision if applied else None,
@@ -139,6 +173,18 @@ class RuleClient:
             "redis": s.redis_state,
             "last_error": s.last_error,
             "gateway_id": s.config.gateway_id,
+            "upstreams": list(self.config.upstreams),
             "budget": self.budget.stats.snapshot(),
             "sync": s.stats.snapshot(),
         }
+
+
+def _message(state: str, last_error: str, loaded: bool) -> str:
+    """Return one sentence on the agent's state for people (health's `message`)."""
+    if state == "ok":
+        return "in sync"
+    if state == "starting":
+        return "waiting for the first sync" + ("" if loaded else "; no rule set loaded")
+    if not loaded:
+        return f"{last_error}; no rule set loaded" + ("" if state in CONFIG_ERRORS else " yet")
+    return f"{last_error}; serving the last good rule set"

@@ -8,6 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .client import RuleClient
+from .health import STATES
 
 ACTIONS = ("proxy", "respond", "redirect", "pass")
 
@@ -57,6 +58,12 @@ class AgentCollector:
         yield _gauge("rulegate_agent_propagation_lag_seconds",
                      "Commit-to-apply lag of the last applied delta (commit ts has 1 s resolution)",
                      sync["propagation_lag"])
+        state = GaugeMetricFamily("rulegate_agent_sync_state", "1 for the state of the last sync (starting, ok, "
+                                  "unknown_namespace, auth_failed, unreachable, rejected, error), 0 for the others",
+                                  labels=["state"])
+        for name in STATES:
+            state.add_metric([name], int(c.syncer.state == name))
+        yield state
         syncs = CounterMetricFamily("rulegate_agent_syncs", "Revalidations by result", labels=["result"])
         syncs.add_metric(["ok"], sync["syncs_ok"])
         syncs.add_metric(["failed"], sync["syncs_failed"])

@@ -1,7 +1,8 @@
 """The sidecar: a gevent WSGI server answering decisions over HTTP for non-nginx gateways.
 
 POST /v1/decide  JSON request -> JSON decision        GET /v1/rules  rules + revision
-GET  /healthz    200 when a rule set is loaded         GET /metrics   Prometheus text
+GET  /healthz    200 when ready (a rule set is loaded), 503 with `state` and `message` before
+GET  /metrics   Prometheus text
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .metrics import AgentMetrics
 log = logging.getLogger("rulegate.agent.sidecar")
 
 MAX_BODY = 64 * 1024
-_STR_FIELDS = ("host", "path", "method", "ip")
+_STR_FIELDS = ("host", "path", "method", "ip", "request_id")
 _MAP_FIELDS = ("headers", "cookies", "args")
 _JSON = [("Content-Type", "application/json")]
 
@@ -104,7 +105,7 @@ class SidecarApp:
             return _reply(start_response, 405, {"error": "use GET"})
         if path == "/healthz":
             health = self.client.health()
-            return _reply(start_response, 200 if health["loaded"] else 503, health)
+            return _reply(start_response, 200 if health["ready"] else 503, health)
         if path == "/v1/rules":
             return _reply(start_response, 200, {"namespace": self.client.config.namespace,
                                                 "revision": self.client.revision,

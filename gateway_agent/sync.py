@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-from redis.exceptions import AskError, MovedError, NoPermissionError
+from redis.exceptions import AskError, AuthenticationError, MovedError, NoPermissionError
 
 from rulegate.connection import REDIS_ERRORS
 from rulegate.digest import EMPTY as EMPTY_DIGEST
@@ -43,6 +43,7 @@ from rulegate.store import LogEntry, decode_entry
 
 from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
 from .counters import LockedCounters
+from .health import CONFIG_ERRORS, UnknownNamespace, auth_failure, error_kind
 
 log = logging.getLogger("rulegate.agent.sync")
 
@@ -74,6 +75,7 @@ class SyncConfig:
     log_batch: int = 1000
     scan_count: int = 500
     notifications: bool = True
+    upstreams: tuple[str, ...] = ()
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Syncer:
         self.current: Applied | None = None
         self.confirmed_at: float | None = None
         self.redis_state = "unknown"
+        self.state = "starting"  # one of health.STATES
         self.last_error = ""
         self.refused: Refusal | None = None
         self.store_revision: int | None = None
@@ -235,36 +238,49 @@ class Syncer:
             self._report("rejected", str(exc), logging.ERROR)
         except (StoreError, *REDIS_ERRORS) as exc:
             self.stats.add("syncs_failed")
-            self._report("down", f"{exc.__class__.__name__}: {exc}", logging.WARNING)
+            kind = error_kind(exc)
+            message = str(exc) if kind == "unknown_namespace" else f"{exc.__class__.__name__}: {exc}"
+            self._report(kind, message, logging.ERROR if kind in CONFIG_ERRORS else logging.WARNING)
         if time.monotonic() >= self._next_heartbeat:
             self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
             self.heartbeat()
 
     def _report(self, state: str, message: str, level: int) -> None:
-        self.redis_state = state
-        self.last_error = message
-        key = (state, re.sub(r"\d+(\.\d+)?", "#", message))
+        """Record a failed check in `state`; log once per state change (and per new refusal)."""
+        previous = self.state
+        self.redis_state = "rejected" if state == "rejected" else "down"
+        self.state, self.last_error = state, message
+        key = (state, re.sub(r"\d+(\.\d+)?", "#", message) if state == "rejected" else "")
         if self._reported != key:
             self._reported = key
-            log.log(level, "namespace %s: %s (serving revision %s, stale %.1fs)", self.config.namespace,
-                    message, self.current.revision if self.current else None, self.staleness())
+            revision = self.current.revision if self.current else None
+            log.log(level, "namespace %s: sync state %s -> %s: %s (serving revision %s, stale %.1fs)",
+                    self.config.namespace, previous, state, message, revision, self.staleness(),
+                    extra={"namespace": self.config.namespace, "state": state, "previous_state": previous,
+                           "revision": revision})
 
     def _confirm(self) -> None:
         self.confirmed_at = self.wall()
-        if self.redis_state not in ("ok", "unknown"):
-            log.info("namespace %s: in sync at revision %s", self.config.namespace,
-                     self.current.revision if self.current else None)
-        self.redis_state, self.last_error, self._reported = "ok", "", None
+        previous = self.state
+        if previous not in ("ok", "starting"):
+            revision = self.current.revision if self.current else None
+            log.info("namespace %s: sync state %s -> ok: in sync at revision %s", self.config.namespace, previous,
+                     revision, extra={"namespace": self.config.namespace, "state": "ok",
+                                      "previous_state": previous, "revision": revision})
+        self.redis_state, self.state, self.last_error, self._reported = "ok", "ok", "", None
 
     # ---- one revalidation ------------------------------------------------------------------
     def sync_once(self) -> bool:
         """Compare revisions and apply deltas or a full reload; return True when a new set was applied."""
         cur = self.current
         k = self.keys
-        cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen"), ("HGET", k.meta, "digest")]
+        cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen"), ("HGET", k.meta, "digest"), ("HLEN", k.meta)]
         if cur is not None and cur.source == "redis":
             cmds.append(("XRANGE", k.log, f"{cur.revision + 1}-0", "+", "COUNT", self.config.log_batch))
         replies = self._read("revision check", cmds)
+        if replies[0] is None and not replies[3]:
+            raise UnknownNamespace(f"namespace {self.config.namespace!r} does not exist in the store (no {k.rev} "
+                                   f"or {k.meta} key): a misspelled namespace, or no rule was ever written to it")
         rev, gen = int(replies[0] or 0), as_text(replies[1] or b"")
         self.store_revision, self.store_digest = rev, as_text(replies[2] or b"")
         if cur is None or (gen and gen != cur.generation):
@@ -279,7 +295,7 @@ class Syncer:
             self.stats.add("rollbacks_refused")
             raise Rejected(f"store revision {rev} is lower than applied revision {cur.revision} of "
                            f"generation {gen or '(none)'}; not rolling back")
-        entries = self._entries(replies[3]) if len(replies) > 3 else None
+        entries = self._entries(replies[4]) if len(replies) > 4 else None
         if entries is None or not contiguous(entries, cur.revision, rev, self.config.log_batch):
             return self.full_reload()
         try:
@@ -413,6 +429,9 @@ class Syncer:
                     if isinstance(reply, Exception):
                         raise reply
                 return replies
+            except AuthenticationError as exc:  # a refused AUTH on a reused connection: final, like the pool's
+                self.pool.drop(address)
+                raise auth_failure(address, exc) from exc
             except MovedError as exc:
                 self.slots.moved(exc)
                 position["i"] = 0
@@ -495,7 +514,7 @@ class Syncer:
                          cur.applied_at if cur else 0.0, now, min(self.staleness(), 1e9), self.last_error,
                          digest=cur.digest if cur else "", in_sync=self.in_sync(), stale=self.is_stale(),
                          refused_revision=refused.revision if refused else 0,
-                         refused_reason=refused.reason if refused else "")
+                         refused_reason=refused.reason if refused else "", upstreams=self.config.upstreams)
 
         def attempt(op: Operation) -> None:
             address = self.slots.candidates(writes=True)[0]
