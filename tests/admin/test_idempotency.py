@@ -220,7 +220,7 @@ def test_rollback_replay_writes_one_revision(client, users, ns, backend):
     """A replayed rollback returns the same new revision and commits nothing more."""
     _put(client, users["editor"], ns, split_rule("web"))
     _put(client, users["editor"], ns, split_rule("web", 100), etag='"1"')
-    headers = {**users["editor"].headers, "Idempotency-Key": _key()}
+    headers = {**users["editor"].headers, "Idempotency-Key": _key(), "If-Match": '"2"'}
     first = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 1}, headers=headers)
     again = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 1}, headers=headers)
     assert first.status_code == again.status_code == 200 and again.get_json() == first.get_json()
