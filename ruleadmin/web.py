@@ -173,10 +173,11 @@ def _conflict(ns: str, rule_id: str, yours: dict | None, exc: ConflictError,
             started = next((c for c in svc.diff(ns, exc.expected, rev)["rules"] if c["id"] == rule_id), None)
     except HistoryUnavailableError:
         pass
-    meanwhile = _diff(forms.pretty(started["before"]), forms.pretty(started["after"])) if started else []
+    shown = web_history.shown
+    meanwhile = _diff(shown(started["before"]), shown(started["after"])) if started else []
     return render_template("conflict.html", ns=ns, rule_id=rule_id, rev=rev, seen=exc.expected,
-                           yours=forms.pretty(yours), theirs=forms.pretty(theirs), changes=changes,
-                           diff=_diff(forms.pretty(theirs), forms.pretty(yours)), meanwhile=meanwhile,
+                           yours=shown(yours), theirs=shown(theirs), changes=changes,
+                           diff=_diff(shown(theirs), shown(yours)), meanwhile=meanwhile,
                            reapply=reapply, reapply_form=forms.ConfirmForm(formdata=None, expected_rev=str(rev))), 409
 
 
@@ -276,4 +277,4 @@ def fleet(ns: str):
     return render_template("fleet.html", ns=ns, fleet=data)
 
 
-from . import web_history  # noqa: E402,F401  (history, diff, rollback, delete and empty views on bp)
+from . import web_history  # noqa: E402  (history, diff, rollback, delete and empty views on bp)

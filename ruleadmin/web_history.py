@@ -10,6 +10,7 @@ from rulegate.schema import is_valid_id
 
 from . import forms
 from .auth import web_role
+from .display import iso_utc
 from .extensions import backend
 from .inputs import MAX_REVISION, ascii_int
 from .metrics import WRITES
@@ -23,10 +24,17 @@ def _error(status: int, message: str):
     return render_template("error.html", status=status, message=message), status
 
 
+def shown(rule: dict | None) -> str:
+    """Return a rule as forms.pretty JSON for people: updated_at as ISO 8601 UTC instead of UNIX seconds."""
+    if rule and isinstance(rule.get("updated_at"), int) and rule["updated_at"]:
+        rule = {**rule, "updated_at": iso_utc(rule["updated_at"])}
+    return forms.pretty(rule)
+
+
 def _with_diffs(rules: list[dict]) -> list[dict]:
     """Add a unified diff ('diff': [(css class, line)]) to every {"before", "after"} change."""
     for c in rules:
-        c["diff"] = _diff(forms.pretty(c["before"]), forms.pretty(c["after"]))
+        c["diff"] = _diff(shown(c["before"]), shown(c["after"]))
     return rules
 
 
@@ -122,7 +130,7 @@ def confirm_delete(ns: str, rule_id: str):
     """The confirmation page of a delete: the rule that would be removed, and the confirm button."""
     rev, rule = backend().rules.get_rule(ns, rule_id)
     form = forms.ConfirmForm(formdata=None, expected_rev=str(rev))
-    return render_template("confirm_delete.html", ns=ns, rule=rule, rev=rev, form=form, text=forms.pretty(rule))
+    return render_template("confirm_delete.html", ns=ns, rule=rule, rev=rev, form=form, text=shown(rule))
 
 
 @bp.post("/ns/<ns>/rules/<rule_id>/delete")
