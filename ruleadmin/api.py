@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from rulegate.errors import LimitError
-from rulegate.schema import is_valid_id
+from rulegate.errors import LimitError, NamespaceLimitError, RuleConflictError
+from rulegate.schema import encode_rule, is_valid_id
 
 from . import api_accounts, api_upstreams, rulelist
 from .api_request import if_match, int_arg, json_body
@@ -15,13 +15,14 @@ from .idempotency import idempotent
 from .inputs import MAX_REVISION, percent_strings
 from .metrics import WRITES
 from .openapi import document
+from .rule_etag import etag_of_hash, if_match_condition, rule_etag
 from .rules import (
+    ROLLBACK_TO_ZERO,
     AlreadyExistsError,
     ConflictError,
     HistoryUnavailableError,
     NamespaceMissing,
     NotFoundError,
-    NothingToDo,
     ValidationError,
 )
 from .simulation import parse_request
@@ -47,6 +48,25 @@ def _conflict(exc: ConflictError):
                     {"If-Match": f"is stale: the namespace is at revision {exc.current}"},
                     extra={"current_revision": exc.current},
                     headers={"ETag": _etag(exc.current)}).response()
+
+
+@bp.errorhandler(RuleConflictError)
+def _rule_conflict(exc: RuleConflictError):
+    WRITES.labels("conflict").inc()
+    current = etag_of_hash(exc.current_hash)
+    state = f"its ETag is now {current}" if current else "it does not exist"
+    return APIError(412, f"rule {exc.rule_id!r} changed since the ETag you sent: {state}",
+                    {"If-Match": f"is stale: {state}"}, extra={"current_etag": current,
+                                                               "current_revision": exc.current},
+                    headers={"ETag": current} if current else {}).response()
+
+
+@bp.errorhandler(NamespaceLimitError)
+def _namespace_limit(exc: NamespaceLimitError):
+    setting = "RULEADMIN_NAMESPACE_MAX_" + exc.limit.upper()
+    return APIError(413, str(exc), {"namespace": f"would exceed {setting}={exc.maximum} ({exc.limit})"},
+                    extra={"limit": exc.limit, "setting": setting, "maximum": exc.maximum,
+                           "current": exc.current, "after": exc.after}).response()
 
 
 @bp.errorhandler(NamespaceMissing)
@@ -80,8 +100,8 @@ def _check_names(ns: str, rule_id: str | None = None) -> None:
 
 
 def _write_response(body: dict, result, status: int):
-    WRITES.labels("ok" if result.replicated else "unreplicated").inc()
-    body.update(revision=result.revision, replicated=result.replicated,
+    WRITES.labels("unchanged" if result.unchanged else "ok" if result.replicated else "unreplicated").inc()
+    body.update(revision=result.revision, replicated=result.replicated, unchanged=result.unchanged,
                 replicas_acked=result.replicas_acked, replicas_wanted=result.replicas_wanted)
     resp = jsonify(body)
     resp.status_code = status
@@ -140,11 +160,11 @@ def list_rules(ns: str):
 @bp.get("/namespaces/<ns>/rules/<rule_id>")
 @api_role("viewer")
 def get_rule(ns: str, rule_id: str):
-    """Return one rule; ETag is the namespace revision to send back as If-Match."""
+    """Return one rule and the namespace revision; ETag is the rule's own ("r-<sha1>") to send back as If-Match."""
     _check_names(ns, rule_id)
-    rev, rule = backend().rules.get_rule(ns, rule_id)
-    resp = jsonify(rule=rule, revision=rev)
-    resp.headers["ETag"] = _etag(rev)
+    rev, rule, raw = backend().rules.get_rule_raw(ns, rule_id)
+    resp = jsonify(rule=rule, revision=rev, etag=rule_etag(raw))
+    resp.headers["ETag"] = rule_etag(raw)
     return resp
 
 
@@ -160,14 +180,15 @@ def put_rule(ns: str, rule_id: str):
     if isinstance(data, dict):
         if data.setdefault("id", rule_id) != rule_id:
             raise APIError(400, "the id in the body differs from the URL", {"id": "must equal the id in the URL"})
-    expected = if_match(required=False)
+    expected, expected_hash = if_match_condition(required=False)
     try:
         rule, result = backend().rules.put_rule(ns, data, expected, api_user().username,
-                                                check=api_upstreams.rule_check(ns))
+                                                check=api_upstreams.rule_check(ns), expected_hash=expected_hash)
     except AlreadyExistsError:
         raise APIError(428, "the rule exists: send If-Match: \"<revision>\" to replace it",
                        {"If-Match": "is required to replace a rule"}) from None
-    return _write_response({"rule": rule}, result, 201 if expected is None else 200)
+    created = expected is None and expected_hash is None
+    return _write_response({"rule": rule, "etag": rule_etag(encode_rule(rule))}, result, 201 if created else 200)
 
 
 @bp.delete("/namespaces/<ns>/rules/<rule_id>")
@@ -176,41 +197,53 @@ def put_rule(ns: str, rule_id: str):
 def delete_rule(ns: str, rule_id: str):
     """Delete a rule; If-Match is required."""
     _check_names(ns, rule_id)
-    expected = if_match(required=True)
-    result = backend().rules.delete_rule(ns, rule_id, expected, api_user().username)
+    expected, expected_hash = if_match_condition(required=True)
+    result = backend().rules.delete_rule(ns, rule_id, expected, api_user().username, expected_hash=expected_hash)
     return _write_response({"deleted": rule_id}, result, 200)
 
 
 @bp.get("/namespaces/<ns>/history")
 @api_role("viewer")
 def history(ns: str):
-    """Return newest-first changes: revision, op, actor, ts, and each rule's before/after."""
+    """Return changes (revision, op, actor, ts, ts_iso, each rule's before/after), newest first with the
+    `next_before` cursor, or with `since` oldest first with `next_since`; `rule` keeps one rule's changes."""
     _check_names(ns)
     max_limit = int(current_app.config["HISTORY_MAX_LIMIT"])
     since = int_arg("since", 0, MAX_REVISION)
     before = int_arg("before", 1, MAX_REVISION)
     limit = int_arg("limit", 1, max_limit) or 50
-    entries = backend().rules.history(ns, since, before, limit)
-    return jsonify(namespace=ns, entries=entries)
+    rule_id = request.args.get("rule") or None
+    if rule_id is not None and not is_valid_id(rule_id):
+        raise APIError(400, "bad query parameter rule", {"rule": ID_RULE})
+    svc = backend().rules
+    if since is None:
+        found = svc.history_page(ns, before=before, limit=limit, rule_id=rule_id)
+        return jsonify(namespace=ns, entries=found["entries"], next_before=found["older"])
+    found = svc.history_page(ns, after=since, limit=limit, rule_id=rule_id)
+    entries = found["entries"][::-1]
+    kept = [e for e in entries if before is None or e["revision"] < before]
+    return jsonify(namespace=ns, entries=kept, next_since=found["newer"] if len(kept) == len(entries) else None)
 
 
 @bp.post("/namespaces/<ns>/rollback")
 @api_role("editor")
 @idempotent()
 def rollback(ns: str):
-    """Commit a new revision restoring the rule set of `to_rev` (If-Match optional)."""
+    """Commit a new revision restoring the rule set of `to_rev` (1 or more; If-Match required); nothing is
+    committed (`unchanged`: true) when the rule set already equals it."""
     _check_names(ns)
     data = json_body(("to_rev",))
     to_rev = data.get("to_rev")
     if isinstance(to_rev, bool) or not isinstance(to_rev, int) or not 0 <= to_rev <= MAX_REVISION:
-        raise APIError(400, "to_rev must be a revision number", {"to_rev": f"must be an integer 0-{MAX_REVISION}"})
-    expected = if_match(required=False)
+        raise APIError(400, "to_rev must be a revision number", {"to_rev": f"must be an integer 1-{MAX_REVISION}"})
+    if to_rev == 0:
+        raise APIError(400, "cannot roll back to revision 0 (the empty namespace)",
+                       {"to_rev": ROLLBACK_TO_ZERO})
+    expected = if_match(required=True)
     try:
         result, changed = backend().rules.rollback(ns, to_rev, expected, api_user().username)
     except HistoryUnavailableError as exc:
-        raise APIError(400, str(exc), {"to_rev": str(exc)}) from None
-    except NothingToDo as exc:
-        raise APIError(400, str(exc), {"to_rev": "equals the current rule set"}) from None
+        raise APIError(404, str(exc), {"to_rev": str(exc)}) from None
     return _write_response({"restored": to_rev, "changed_rules": changed}, result, 200)
 
 
@@ -233,3 +266,36 @@ def fleet(ns: str):
     """Return which revision every gateway of the namespace runs, with laggards flagged."""
     _check_names(ns)
     return jsonify(backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"])))
+
+
+@bp.get("/namespaces/<ns>/diff")
+@api_role("viewer")
+def diff(ns: str):
+    """Return the rule-by-rule difference between revisions `from` and `to` (default: the current one)."""
+    _check_names(ns)
+    from_rev = int_arg("from", 0, MAX_REVISION)
+    to_rev = int_arg("to", 0, MAX_REVISION)
+    if from_rev is None:
+        raise APIError(400, "from is required", {"from": f"is required: a revision 0-{MAX_REVISION}"})
+    try:
+        body = backend().rules.diff(ns, from_rev, to_rev)
+    except HistoryUnavailableError as exc:
+        field = "from" if exc.revision == from_rev else "to"
+        raise APIError(404, str(exc), {field: str(exc)}) from None
+    resp = jsonify(namespace=ns, **body)
+    resp.headers["ETag"] = _etag(body["revision"])
+    return resp
+
+
+@bp.post("/namespaces/<ns>/empty")
+@api_role("admin")
+@idempotent()
+def empty_namespace(ns: str):
+    """Delete every rule of the namespace in one revision (admin; If-Match required); audited."""
+    _check_names(ns)
+    expected = if_match(required=True)
+    user = api_user().username
+    result, removed = backend().rules.empty_namespace(ns, expected, user)
+    if not result.unchanged:
+        backend().accounts.audit("namespace.emptied", user, ns, f"{removed} rule(s) removed, revision {result.revision}")
+    return _write_response({"emptied": ns, "removed_rules": removed}, result, 200)

@@ -32,12 +32,30 @@ def _query_int(name: str, lo: int, hi: int) -> dict:
 
 
 NS = _path("ns")
+FORCE = {"name": "force", "in": "query", "required": False,
+         "description": "true: save even when an upstream is not known (no live gateway reports it, not declared)",
+         "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]}}
+LIST_FILTERS = [_query_int("limit", 1, 500),
+                {"name": "cursor", "in": "query", "required": False, "description": "next_cursor of the previous page",
+                 "schema": {"type": "string", "pattern": NAME_PATTERN}},
+                {"name": "kind", "in": "query", "required": False, "schema": {"type": "string",
+                                                                             "enum": ["split", "degrade"]}},
+                *({"name": name, "in": "query", "required": False, "description": text,
+                   "schema": {"type": "string", "maxLength": 200}} for name, text in (
+                    ("upstream", "rules naming this upstream"), ("q", "text in id, route, description or upstreams"),
+                    ("route", "text in host + path")))]
 RULE_ID = _path("rule_id")
 USERNAME = _path("username")
 TOKEN_ID = _path("token_id", {"type": "string", "pattern": "^[0-9a-f]{16}$"})
 IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
             "description": f'the namespace revision the client saw, as an ETag: "12" (0-{MAX_REVISION})',
             "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,16}"$'}}
+IF_MATCH_REQUIRED = {**IF_MATCH, "required": True}
+IF_MATCH_RULE = {"name": "If-Match", "in": "header", "required": False,
+                 "description": 'the rule\'s own ETag from GET (only this rule must be unchanged: "r-<sha1 of its '
+                                'stored bytes>"), * (the rule exists), or the namespace revision "12" (nothing in '
+                                'the namespace changed); told apart by their shape',
+                 "schema": {"type": "string", "pattern": '^((W/)?"[0-9]{1,16}"|"r-[0-9a-f]{40}"|\\*)$'}}
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "description": "a retry with the same key (per user, kept 24 h) replays the first answer "
                                   "(status, ETag, body; header Idempotent-Replayed: true) and writes nothing",
@@ -51,7 +69,7 @@ COMMON_ERRORS = {"400": _error("invalid input; `fields` maps field paths to reas
                  "405": _error("method not allowed"), "413": _error("body too large"),
                  "415": _error("body is not application/json"), "503": _error("Redis unavailable")}
 WRITE = {"type": "object", "properties": {
-    "revision": {"type": "integer"}, "replicated": {"type": "boolean"},
+    "revision": {"type": "integer"}, "replicated": {"type": "boolean"}, "unchanged": {"type": "boolean"},
     "replicas_acked": {"type": "integer"}, "replicas_wanted": {"type": "integer"}}}
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error", "fields"],
@@ -88,34 +106,74 @@ def _rule_paths(errors: dict, idem: dict) -> dict:
                      "responses": {"201": _ok("created"), "200": _ok("already existed"), **errors, **idem}},
         },
         "/namespaces/{ns}/rules": {
-            "get": {"operationId": "listRules", "parameters": [NS],
+            "get": {"operationId": "listRules", "parameters": [NS, *LIST_FILTERS],
+                    "description": "without parameters: every rule; with any of limit/cursor/kind/upstream/q/route: "
+                                   "the matching rules sorted by id, at most limit (default 100), with `matched` and "
+                                   "`next_cursor` (null on the last page)",
                     "responses": {"200": _ok("rules; ETag is the revision"), **errors}},
+        },
+        "/namespaces/{ns}/upstreams": {
+            "get": {"operationId": "getUpstreams", "parameters": [NS],
+                    "responses": {"200": _ok("declared, reported (live gateway -> names), known, checked"), **errors}},
+            "put": {"operationId": "putUpstreams", "description": "admin; replaces the declared names",
+                    "parameters": [NS, IDEMPOTENCY_KEY], "requestBody": _json_body({
+                        "type": "object", "required": ["upstreams"], "additionalProperties": False,
+                        "properties": {"upstreams": {"type": "array", "maxItems": 512, "items": {
+                            "type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"}}}}),
+                    "responses": {"200": _ok("the known upstreams"), **errors, **idem}},
         },
         "/namespaces/{ns}/rules/{rule_id}": {
             "get": {"operationId": "getRule", "parameters": [NS, RULE_ID],
-                    "responses": {"200": _ok("the rule; ETag is the revision"), **errors}},
-            "put": {"operationId": "putRule", "parameters": [NS, RULE_ID, IF_MATCH, IDEMPOTENCY_KEY],
-                    "description": "without If-Match: create only; with If-Match: replace at that revision",
+                    "responses": {"200": _ok("the rule, revision and etag; ETag is the rule's (\"r-<sha1>\")"),
+                                  **errors}},
+            "put": {"operationId": "putRule", "parameters": [NS, RULE_ID, IF_MATCH_RULE, IDEMPOTENCY_KEY, FORCE],
+                    "description": "without If-Match: create only; with If-Match: replace while the rule still has "
+                                   "that ETag (or at that namespace revision); the body has the new etag",
                     "requestBody": _json_body({"$ref": "#/components/schemas/Rule"}),
                     "responses": {"200": _ok("replaced", WRITE), "201": _ok("created", WRITE), **errors, **idem,
-                                  "412": _error("stale If-Match; body has current_revision"),
+                                  "412": _error("stale If-Match; body has current_revision (and current_etag)"),
+                                  "413": _error("body too large, or the namespace would pass "
+                                                "RULEADMIN_NAMESPACE_MAX_RULES / _MAX_BYTES"),
                                   "428": _error("the rule exists and If-Match is missing")}},
-            "delete": {"operationId": "deleteRule", "parameters": [NS, RULE_ID, IF_MATCH, IDEMPOTENCY_KEY],
+            "delete": {"operationId": "deleteRule", "parameters": [NS, RULE_ID, {**IF_MATCH_RULE, "required": True},
+                                                                   IDEMPOTENCY_KEY],
                        "responses": {"200": _ok("deleted", WRITE), **errors, **idem,
                                      "412": _error("stale If-Match"), "428": _error("If-Match missing")}},
         },
         "/namespaces/{ns}/history": {
             "get": {"operationId": "history", "parameters": [
                 NS, _query_int("since", 0, MAX_REVISION), _query_int("before", 1, MAX_REVISION),
-                _query_int("limit", 1, 500)], "responses": {"200": _ok("newest-first changes"), **errors}},
+                _query_int("limit", 1, 500),
+                {"name": "rule", "in": "query", "required": False, "description": "only this rule's changes",
+                 "schema": {"type": "string", "pattern": NAME_PATTERN}}],
+                    "responses": {"200": _ok("changes, newest first with next_before (with since: oldest first "
+                                             "with next_since)"), **errors}},
         },
         "/namespaces/{ns}/rollback": {
-            "post": {"operationId": "rollback", "parameters": [NS, IF_MATCH, IDEMPOTENCY_KEY],
+            "post": {"operationId": "rollback", "parameters": [NS, IF_MATCH_REQUIRED, IDEMPOTENCY_KEY],
+                     "description": "restore the rule set of to_rev (1 or more) as a new revision; unchanged: true "
+                                    "(nothing committed) when the rule set already equals it",
                      "requestBody": _json_body({"type": "object", "required": ["to_rev"], "additionalProperties": False,
-                                                "properties": {"to_rev": {"type": "integer", "minimum": 0,
+                                                "properties": {"to_rev": {"type": "integer", "minimum": 1,
                                                                           "maximum": MAX_REVISION}}}),
-                     "responses": {"200": _ok("rolled back", WRITE), **errors, **idem,
-                                   "412": _error("stale If-Match")}},
+                     "responses": {"200": _ok("rolled back (or unchanged)", WRITE), **errors, **idem,
+                                   "404": _error("no such namespace, or to_rev does not exist or is older than "
+                                                 "the retained log"),
+                                   "412": _error("stale If-Match"), "428": _error("If-Match missing")}},
+        },
+        "/namespaces/{ns}/diff": {
+            "get": {"operationId": "diff", "parameters": [
+                NS, {**_query_int("from", 0, MAX_REVISION), "required": True}, _query_int("to", 0, MAX_REVISION)],
+                    "responses": {"200": _ok("rules added, removed or changed from revision `from` to `to` "
+                                             "(default: the current revision)"), **errors,
+                                  "404": _error("no such namespace, or a revision that does not exist or is older "
+                                                "than the retained log")}},
+        },
+        "/namespaces/{ns}/empty": {
+            "post": {"operationId": "emptyNamespace", "parameters": [NS, IF_MATCH_REQUIRED, IDEMPOTENCY_KEY],
+                     "description": "admin: delete every rule in one revision (op empty); audited",
+                     "responses": {"200": _ok("emptied (unchanged: true when it held no rules)", WRITE), **errors,
+                                   **idem, "412": _error("stale If-Match"), "428": _error("If-Match missing")}},
         },
         "/namespaces/{ns}/simulate": {
             "post": {"operationId": "simulate", "parameters": [NS],

@@ -27,8 +27,8 @@ from rulegate.history import (
 from rulegate.history import page as history_page
 from rulegate.keyspace import NAMESPACES_KEY, Keys
 from rulegate.namespace import as_text
-from rulegate.schema import decode_rule, is_valid_id, validate_rule
-from rulegate.store import LogEntry, RuleStore, WriteResult
+from rulegate.schema import decode_rule, encode_rule, is_valid_id, validate_rule
+from rulegate.store import LogEntry, RuleStore, WriteResult, rule_hash
 
 from .display import iso_utc
 
@@ -97,6 +97,14 @@ class RuleService:
                 return rev, rule
         raise NotFoundError(f"rule {rule_id!r} does not exist")
 
+    def get_rule_raw(self, ns: str, rule_id: str) -> tuple[int, dict, bytes]:
+        """Return (revision, rule, its stored bytes: what its ETag hashes); raise NotFoundError."""
+        self.require_namespace(ns)
+        state = self.store.load(ns)
+        if rule_id not in state.rules:
+            raise NotFoundError(f"rule {rule_id!r} does not exist")
+        return state.revision, state.rules[rule_id], state.raw[rule_id]
+
     def prepare(self, data: Any, actor: str) -> dict:
         """Return the validated rule with updated_by/updated_at stamped; raise ValidationError."""
         if isinstance(data, dict):
@@ -104,8 +112,10 @@ class RuleService:
         return validate_rule(data)
 
     def put_rule(self, ns: str, data: Any, expected_rev: int | None, actor: str,
-                 check: Callable[[dict], None] | None = None) -> tuple[dict, WriteResult]:
-        """Create (expected_rev None: create-only) or replace a rule at expected_rev; `check(rule)` may refuse the
+                 check: Callable[[dict], None] | None = None,
+                 expected_hash: str | None = None) -> tuple[dict, WriteResult]:
+        """Create (expected_rev and expected_hash None: create-only) or replace a rule at expected_rev, or while
+        it still has expected_hash (rule_hash of its bytes; "*": it exists); `check(rule)` may refuse the
         validated rule by raising before anything is written."""
         self.require_namespace(ns)
         rule = self.prepare(data, actor)
@@ -117,7 +127,12 @@ class RuleService:
                 if same[1].revision != expected_rev:
                     raise ConflictError(expected_rev, same[1].revision)
                 return same
-        result = self.store.put_rule(ns, rule, expected_rev, actor, create_only=expected_rev is None)
+        if expected_hash is not None:
+            same = self.unchanged(ns, rule)
+            if same is not None and expected_hash in ("*", rule_hash(encode_rule(same[0]))):
+                return same
+        result = self.store.put_rule(ns, rule, expected_rev, actor, expected_hash=expected_hash,
+                                     create_only=expected_rev is None and expected_hash is None)
         return rule, result
 
     def unchanged(self, ns: str, rule: dict) -> tuple[dict, WriteResult] | None:
@@ -143,10 +158,12 @@ class RuleService:
     def _unchanged_at(self, ns: str, rev: int) -> WriteResult:
         return WriteResult(rev, self.store._generation(ns), 0, 0, unchanged=True)
 
-    def delete_rule(self, ns: str, rule_id: str, expected_rev: int, actor: str) -> WriteResult:
-        """Delete a rule at expected_rev; raise NotFoundError or ConflictError."""
+    def delete_rule(self, ns: str, rule_id: str, expected_rev: int | None, actor: str,
+                    expected_hash: str | None = None) -> WriteResult:
+        """Delete a rule at expected_rev, or while it still has expected_hash; raise NotFoundError, ConflictError
+        or RuleConflictError."""
         self.require_namespace(ns)
-        return self.store.delete_rule(ns, rule_id, expected_rev, actor)
+        return self.store.delete_rule(ns, rule_id, expected_rev, actor, expected_hash=expected_hash)
 
     def rebased(self, ns: str, rule_id: str, seen_rev: int, write: Callable[[int], WriteResult]) -> WriteResult:
         """Run write(expected_rev); on a conflict caused only by other rules' changes, retry at the newer
@@ -209,14 +226,15 @@ class RuleService:
             return self._unchanged_at(ns, current), 0
         return self.store.commit(ns, changes, current, actor, op="rollback"), len(changes)
 
-    def diff(self, ns: str, from_rev: int, to_rev: int | None = None) -> dict:
+    def diff(self, ns: str, from_rev: int | None, to_rev: int | None = None) -> dict:
         """Return the rule-by-rule difference from revision from_rev to to_rev (None: the current one):
         {"from", "to", "revision" (current), "rules": [{"id", "change": added|removed|changed, "before", "after"}]};
         raise RevisionMissingError / LogTrimmedError."""
         self.require_namespace(ns)
         current, states = states_at(self.store, ns, (from_rev, to_rev))
+        frm = current if from_rev is None else from_rev
         to = current if to_rev is None else to_rev
-        return {"from": from_rev, "to": to, "revision": current,
+        return {"from": frm, "to": to, "revision": current,
                 "rules": [{"id": d.id, "change": d.change, "before": _decode(d.before), "after": _decode(d.after)}
                           for d in rule_diffs(states[from_rev], states[to_rev])]}
 

@@ -16,14 +16,16 @@ def _put(client, users, ns, rule, etag=None, role="editor"):
 
 
 def test_create_then_get_returns_rule_and_etag(client, users, ns):
-    """A created rule is readable and the ETag is the namespace revision."""
+    """A created rule is readable; the write's ETag is the namespace revision, the read's the rule's own."""
     r = _put(client, users, ns, split_rule("web"))
     assert r.status_code == 201, r.get_json()
     body = r.get_json()
     assert body["revision"] == 1 and body["replicated"] is True and r.headers["ETag"] == '"1"'
     assert body["rule"]["updated_by"] == users["editor"].username
     g = client.get(f"/api/v1/namespaces/{ns}/rules/web", headers=users["viewer"].headers)
-    assert g.status_code == 200 and g.headers["ETag"] == '"1"'
+    assert g.status_code == 200 and g.headers["ETag"] == g.get_json()["etag"] == body["etag"]
+    assert g.headers["ETag"].startswith('"r-')
+    assert g.get_json()["revision"] == 1
     assert g.get_json()["rule"]["policies"][0]["buckets"][0]["weight"] == 5000
 
 
@@ -85,7 +87,8 @@ def test_rollback_restores_older_rule_set(client, users, ns):
     _put(client, users, ns, split_rule("web"))
     _put(client, users, ns, degrade_rule("shed"), '"1"')
     _put(client, users, ns, split_rule("web", 100), '"2"')
-    r = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 1}, headers=users["editor"].headers)
+    r = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 1},
+                    headers={**users["editor"].headers, "If-Match": '"3"'})
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["revision"] == 4 and r.get_json()["changed_rules"] == 2
     rules = client.get(f"/api/v1/namespaces/{ns}/rules", headers=users["viewer"].headers).get_json()["rules"]
@@ -95,13 +98,13 @@ def test_rollback_restores_older_rule_set(client, users, ns):
     assert h["entries"][0]["op"] == "rollback"
 
 
-def test_rollback_to_current_or_future_is_400(client, users, ns):
-    """Rolling back to the current or a non-existent revision is refused with a field error."""
+def test_rollback_to_a_future_revision_is_404(client, users, ns):
+    """Rolling back to a non-existent revision is refused with a field error (the current one: see
+    test_guarded_actions, it commits nothing)."""
     _put(client, users, ns, split_rule("web"))
-    for to_rev in (1, 7):
-        r = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": to_rev},
-                        headers=users["editor"].headers)
-        assert r.status_code == 400 and "to_rev" in r.get_json()["fields"]
+    r = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 7},
+                    headers={**users["editor"].headers, "If-Match": '"1"'})
+    assert r.status_code == 404 and "to_rev" in r.get_json()["fields"]
 
 
 def test_rollback_refuses_when_log_was_trimmed(client, users, ns, backend):
@@ -111,8 +114,9 @@ def test_rollback_refuses_when_log_was_trimmed(client, users, ns, backend):
     _put(client, users, ns, split_rule("web", 200), '"2"')
     from rulegate.keyspace import Keys
     backend.store.client.xtrim(Keys(ns).log, minid="3-0", approximate=False)
-    r = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 1}, headers=users["editor"].headers)
-    assert r.status_code == 400 and "no longer reaches" in r.get_json()["error"]
+    r = client.post(f"/api/v1/namespaces/{ns}/rollback", json={"to_rev": 1},
+                    headers={**users["editor"].headers, "If-Match": '"3"'})
+    assert r.status_code == 404 and "no longer reaches" in r.get_json()["error"]
 
 
 def test_simulate_returns_the_gateway_decision(client, users, ns):
