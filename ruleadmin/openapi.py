@@ -76,7 +76,10 @@ SCHEMAS = {
               "properties": {"error": {"type": "string"},
                              "fields": {"type": "object", "additionalProperties": {"type": "string"}},
                              "current_revision": {"type": "integer"}}},
-    "Rule": {"type": "object", "description": "a rule; see docs/rules.md", "required": ["kind", "route"],
+    "Rule": {"type": "object", "required": ["kind", "route"],
+             "description": "a rule; see docs/rules.md. Bucket weights are integers in units of 0.01 % (10000 = "
+                            "100 %) or a percent string such as \"12.5%\"; a degrade `percent` is a number 0-100 or "
+                            "such a string. Responses carry the stored numbers",
              "properties": {"id": {"type": "string", "pattern": NAME_PATTERN},
                             "kind": {"type": "string", "enum": ["split", "degrade"]},
                             "route": {"type": "object"}, "enabled": {"type": "boolean"},

@@ -23,17 +23,17 @@ hostile = st.one_of(
     st.sampled_from(["", " ", "²", "9" * 26, "-1", "nan", "inf", "1e999", "<script>x</script>", "\x00", "a\r\nb",
                      "../..", "a" * 5000, "percent", "header", "ip", "static", "redirect", "reject", "upstream",
                      "2030-01-01T00:00", "9999-12-31T23:59", "0001-01-01T00:00", "10.0.0.0/8", "::/0", "GET, POST",
-                     "canary 10000", "canary 0\nbeta -5", "1-99999999999999999999", "admin", "viewer"]),
+                     "canary 10000", "canary 0\nbeta -5", "canary 12.5%", "canary 100.001%", "a 60%\nb 45%", "1-99999999999999999999", "admin", "viewer"]),
 )
 SPLIT = {"id": "web", "host": "shop.example.com", "path": "/", "enabled": "y", "key_source": "header",
          "key_name": "x-uid", "default": "stable", "policies-0-type": "percent",
-         "policies-0-buckets": "canary 1000", "action": "save"}
+         "policies-0-buckets": "canary 10%", "action": "save"}
 SPLIT_FIELDS = [*SPLIT, "description", "methods", "policies-0-name", "policies-0-values", "policies-0-upstream",
-                "policies-0-salt", "policies-1-type", "policies-1-values", "policies-31-type", "policies-99-type"]
+                "policies-0-salt", "policies-1-type", "policies-1-values", "policies-31-type", "policies-99-type", "force"]
 DEGRADE = {"id": "shed", "host": "shop.example.com", "path": "/checkout", "enabled": "y", "action_type": "static",
            "status": "503", "headers": "Cache-Control: no-store", "body": "later", "percent": "100"}
 DEGRADE_FIELDS = [*DEGRADE, "description", "methods", "key_source", "key_name", "content_type", "location",
-                  "upstream", "retry_after", "window_start", "window_end", "salt"]
+                  "upstream", "retry_after", "window_start", "window_end", "salt", "force"]
 SIMULATE = {"host": "shop.example.com", "path": "/", "method": "GET"}
 # form -> (url, valid base data, fields the fuzzer may replace)
 FORMS = {
@@ -44,13 +44,14 @@ FORMS = {
     "toggle": ("/ns/{ns}/rules/web/toggle", {"expected_rev": "1"}, ["expected_rev"]),
     "delete": ("/ns/{ns}/rules/web/delete", {"expected_rev": "1"}, ["expected_rev"]),
     "rollback": ("/ns/{ns}/rollback/1", {"expected_rev": "2"}, ["expected_rev"]),
+    "upstreams": ("/ns/{ns}/upstreams", {"names": "stable\ncanary"}, ["names"]),
     "simulate": ("/ns/{ns}/simulate", SIMULATE, [*SIMULATE, "ip", "headers", "cookies", "args"]),
     "save-user": ("/admin/users", {"username": "x", "role": "viewer", "password": "long-enough-1"},
                   ["username", "role", "password"]),
     "create-token": ("/admin/tokens", {"username": "x", "name": "fz"},
                      ["username", "name", "role", "namespaces", "expires_days"]),
 }
-ACTIONS = st.one_of(st.sampled_from(["save", "add", "remove-0", "remove-1", "up-1", "down-0", "up-0", "down-31"]),
+ACTIONS = st.one_of(st.sampled_from(["save", "refresh", "add", "remove-0", "remove-1", "up-1", "down-0", "up-0", "down-31"]),
                     hostile)
 
 
@@ -123,7 +124,8 @@ def test_path_actions_never_500(web_admin, watch, segment, verb, kind):
 
 
 @given(value=hostile, page=st.sampled_from(["history?before=", "?q=", "rules/new?kind=", "rollback/", "fleet?x=",
-                                            "simulate?x=", "rules/"]))
+                                            "simulate?x=", "rules/", "?kind=", "?upstream=", "?cursor=", "?route=",
+                                            "upstreams?x="]))
 @fuzz_settings(80)
 def test_pages_never_500(web_admin, seeded, value, page):
     """Hostile query parameters and path segments on the UI's pages: never a 5xx."""

@@ -86,7 +86,7 @@ def test_concurrent_form_edits_one_wins_other_sees_conflict_page(servers, users,
     def save(i):
         data = {"csrf_token": _csrf(pages[i].content), "expected_rev": "1", "id": "web", "host": "shop.example.com",
                 "path": "/", "enabled": "y", "key_source": "header", "key_name": "x-uid", "default": "stable",
-                "policies-0-type": "percent", "policies-0-buckets": f"canary {100 + i}", "action": "save"}
+                "policies-0-type": "percent", "policies-0-buckets": f"canary {1 + i}%", "action": "save"}
         barrier.wait()
         results[i] = sessions[i].post(f"{servers[i].url}/ns/{ns}/rules/web/edit", data=data, timeout=10,
                                       allow_redirects=False)
