@@ -25,12 +25,14 @@ local error = error
 local sub = string.sub
 local lower = string.lower
 local match = string.match
+local next = next
+local sort = table.sort
 
 local _M = { _VERSION = "0.1.0" }
 
 local K = sync.KEYS
 local conf         -- set by init(), inherited by the workers
-local current = {} -- this worker's compiled rule set: { ver, rs, bad_ver }
+local current = {} -- this worker's compiled rule set: { ver, rs, rules, bad_ver }
 
 local DEFAULTS = {
     dict = "rulegate", refresh_interval = 1, max_stale = 30, heartbeat_interval = 5,
@@ -56,6 +58,37 @@ end
 
 local function hostname()
     return match(read_file("/proc/sys/kernel/hostname") or "", "^%s*(.-)%s*$") or "nginx"
+end
+
+
+-- The sorted, distinct upstream names of opts.upstreams (the names of the
+-- upstream {} blocks, reported in the heartbeat); a bad one is a config error.
+-- The pattern is the rule schema's (rulegate/schema.py): 1-128 of A-Za-z0-9_.:-
+local MAX_UPSTREAMS = 512
+
+local function check_upstreams(list)
+    if list == nil then
+        return {}
+    end
+    if type(list) ~= "table" then
+        error("bad argument #1 to 'init' (opts.upstreams must be a list of upstream names)", 4)
+    end
+    local seen, out = {}, {}
+    for i, name in ipairs(list) do
+        if type(name) ~= "string" or #name > 128 or not match(name, "^[%w_.:-]+$") then
+            error("bad argument #1 to 'init' (opts.upstreams[" .. i .. "] " .. cjson.encode(name)
+                .. " is not an upstream name: 1-128 of A-Z a-z 0-9 _ . : -)", 4)
+        end
+        if not seen[name] then
+            seen[name], out[#out + 1] = true, name
+        end
+    end
+    if #out > MAX_UPSTREAMS or next(list) ~= nil and #list == 0 then
+        error("bad argument #1 to 'init' (opts.upstreams must be a list of at most " .. MAX_UPSTREAMS
+            .. " upstream names)", 4)
+    end
+    sort(out)
+    return out
 end
 
 
@@ -93,6 +126,7 @@ local function check_opts(opts)
     if c.server_name ~= nil and (type(c.server_name) ~= "string" or c.server_name == "") then
         error("bad argument #1 to 'init' (opts.server_name must be a host name)", 3)
     end
+    c.upstreams = check_upstreams(c.upstreams)
     c.shm = ngx.shared[c.dict]
     if not c.shm then
         error("bad argument #1 to 'init' (no lua_shared_dict named " .. tostring(c.dict) .. ")", 3)
@@ -114,6 +148,9 @@ local function check_opts(opts)
     end
     if c.now_header then
         c.now_header = lower(c.now_header)
+    end
+    if c.request_id_header then
+        c.request_id_header = lower(c.request_id_header)
     end
     return c
 end
@@ -144,8 +181,11 @@ end
 local checked_at = -1
 local compiling = nil -- the version a background timer is compiling (one at a time)
 
-local function install(ver, rs)
-    current.rs, current.ver = rs, ver
+-- rules (id -> rule) is what rs was compiled from; the syncing worker passes
+-- its held map, which it only changes while it holds the sync lock (no other
+-- worker publishes then, so this worker applies no shared delta meanwhile).
+local function install(ver, rs, rules)
+    current.rs, current.ver, current.rules = rs, ver, rules
 end
 
 
@@ -153,14 +193,19 @@ end
 -- installed while a yielding compile ran.
 local function compile_ver(ver, pause)
     local from = current.ver
-    local rs, err = sync.compile_payload(conf.shm:get(K.payload) or "", pause)
+    local rs, err, list = sync.compile_payload(conf.shm:get(K.payload) or "", pause)
     if not rs then
         current.bad_ver = ver
         log(ERR, "rulegate: cannot compile the shared rule set: ", err)
         return nil
     end
+    conf.shm:incr(K.worker_compiles, 1, 0)
     if current.ver == from then
-        install(ver, rs)
+        local rules = {}
+        for _, rule in ipairs(list) do
+            rules[rule.id] = rule
+        end
+        install(ver, rs, rules)
     end
     return rs
 end
@@ -189,6 +234,16 @@ local function ruleset()
     if ver == nil or ver == current.ver or ver == current.bad_ver then
         return current.rs
     end
+    if current.rs and current.rules and compiling == nil then
+        -- the syncing worker's deltas: O(changed rules), applied right here
+        local rs, rules = sync.apply_shared_deltas(shm, current.ver, ver, current.rs, current.rules)
+        if rs then
+            install(ver, rs, rules)
+            shm:incr(K.worker_deltas, 1, 0)
+            return rs
+        end
+        current.rules = nil -- maybe changed half-way: the next compile rebuilds it
+    end
     if current.rs and (shm:get(K.count) or 0) >= conf.background_compile_min then
         if compiling == nil then
             local ok, err = timer_at(0, compile_in_background)
@@ -216,6 +271,11 @@ function _M.init_worker()
     end
     conf.on_tick = ruleset
     conf.on_compiled = install -- the syncing worker serves what it just compiled
+    conf.current_rs = function(ver) -- the set a delta onto version ver can start from
+        if current.ver == ver and current.rules then
+            return current.rs
+        end
+    end
     ruleset()
     local ok, err = sync.start(conf)
     if not ok then
@@ -311,6 +371,8 @@ function _M.state()
         revision = pub.revision or cjson.null, generation = pub.generation or cjson.null,
         rules = pub.rules or 0, source = pub.source or cjson.null,
         state = shm:get(K.state) or "starting", last_ok = last_ok or cjson.null,
+        error_kind = shm:get(K.error_kind) or cjson.null,
+        upstreams = #conf.upstreams > 0 and conf.upstreams or cjson.null, -- Debian's cjson has no empty array
         staleness = staleness,
         stale = sync.is_stale(shm, conf, t),
         digest = pub.digest or cjson.null,
@@ -324,6 +386,7 @@ function _M.state()
         error_since = shm:get(K.error_since) or cjson.null,
         checks = shm:get(K.checks) or 0, applies = shm:get(K.applies) or 0,
         full_reloads = shm:get(K.full_reloads) or 0, deltas_applied = shm:get(K.deltas_applied) or 0,
+        worker_deltas = shm:get(K.worker_deltas) or 0, worker_compiles = shm:get(K.worker_compiles) or 0,
         heartbeat_error = shm:get(K.hb_error) or cjson.null,
         listener = shm:get(K.sub_lock) or cjson.null,
         listener_error = shm:get(K.sub_error) or cjson.null,

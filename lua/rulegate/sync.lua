@@ -44,10 +44,13 @@ local K = {
     refused_rev = "refused:rev", refused_reason = "refused:reason",
     lock = "sync:lock", last_check = "sync:last_check", last_ok = "sync:last_ok",
     state = "sync:state", last_error = "sync:last_error", error_since = "sync:error_since",
+    error_kind = "sync:error_kind",
     notice = "sync:notice", hb_last = "sync:hb_last", hb_error = "sync:hb_error",
     checks = "sync:checks", applies = "sync:applies", digest_mismatches = "sync:digest_mismatches",
     sub_lock = "sync:sub_lock", sub_error = "sync:sub_error",
     full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
+    worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
+    worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
 }
 _M.KEYS = K
 
@@ -60,6 +63,8 @@ local publish_seq = 0
 local scan_denied = false -- this worker's user may not HSCAN: full reads use HGETALL
 -- the raw rules this worker last published or read, by the dict version they belong to
 local held = { ver = nil, raw = nil, rules = nil }
+local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
+local MAX_CHAIN = 64  -- deltas a worker applies in a row before it rather decodes the payload
 local listen_failures = 0 -- this worker's failed subscriptions in a row
 
 
@@ -127,12 +132,74 @@ function _M.compile_payload(payload, pause)
         return nil, "rule set does not compile: " .. tostring(rs)
     end
     rs.generation = snap.generation
-    return rs, snap
+    return rs, snap, rules
 end
 
 
--- Store a validated payload as the current rule set of every worker.
-function _M.publish(dict, payload, rev, gen, count, source, content_digest)
+-- One stored rule decoded and checked, or nil, reason.
+local function decode_one(id, value)
+    local ok, rule = pcall(mp.unpack, value)
+    if not ok then
+        return nil, "rule " .. id .. ": undecodable msgpack"
+    end
+    local good, err = schema.check(rule)
+    if not good then
+        return nil, "rule " .. id .. ": " .. err
+    end
+    if rule.id ~= id then
+        return nil, "rule " .. id .. ": id does not match its hash field"
+    end
+    return rule
+end
+
+
+-- A worker's rule set moved from version `from` to `to` through the deltas the
+-- syncing worker published: rs, rules (id -> rule, updated in place) or nil
+-- when the chain is broken (expired, too long, undecodable): then the caller
+-- compiles the payload. O(changed rules), never O(rules).
+function _M.apply_shared_deltas(dict, from, to, rs, rules)
+    local at, steps = from, 0
+    while at ~= to do
+        steps = steps + 1
+        local raw = steps <= MAX_CHAIN and dict:get("rs:delta:" .. at)
+        if not raw then
+            return nil
+        end
+        local ok, d = pcall(mp.unpack, raw)
+        if not ok or type(d) ~= "table" or type(d.changes) ~= "table" then
+            return nil
+        end
+        local changes, before = {}, {}
+        for id, value in pairs(d.changes) do
+            local rule = false
+            if value then
+                rule = decode_one(id, value)
+                if not rule then
+                    return nil
+                end
+            end
+            changes[id], before[id] = rule, rules[id]
+        end
+        local cok, nrs = pcall(router.with_changes, rs, before, changes, d.rev)
+        if not cok then
+            return nil
+        end
+        nrs.generation = d.gen
+        for id, rule in pairs(changes) do
+            rules[id] = rule or nil
+        end
+        rs, at = nrs, d.to
+    end
+    return rs, rules
+end
+
+
+-- Store a validated payload as the current rule set of every worker. delta,
+-- when given, is {from = the dict version it applies to, changes = {id = raw
+-- bytes | false}}: workers holding that version apply it instead of decoding
+-- the whole payload (apply_shared_deltas).
+function _M.publish(dict, payload, rev, gen, count, source, content_digest, delta)
+    local prev = dict:get(K.ver)
     local ok, err = dict:set(K.payload, payload)
     if not ok then
         return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
@@ -158,6 +225,14 @@ function _M.publish(dict, payload, rev, gen, count, source, content_digest)
         source = source, applied_at = t,
     }))
     local ver = rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now()
+    if delta and prev and delta.from == prev then
+        -- written before the version moves: a worker that sees ver finds its delta
+        local dok, derr = dict:set("rs:delta:" .. prev, mp.pack({ to = ver, rev = rev, gen = gen,
+                                                                    changes = delta.changes }), DELTA_TTL)
+        if not dok then
+            log(WARN, "rulegate: cannot store the delta in the shared dict (workers reload fully): ", derr)
+        end
+    end
     dict:set(K.ver, ver)
     dict:incr(K.applies, 1, 0)
     return ver
@@ -179,8 +254,37 @@ function _M.published(dict)
 end
 
 
--- Record the outcome of a check; log once per state change.
-local function set_state(conf, state, err)
+-- States after a failed check. "error" is Redis unreachable or anything else
+-- (K.error_kind tells: unreachable, error); unknown_namespace and auth_failed
+-- are configuration mistakes that no retry fixes.
+local FAILED = { error = true, regression = true, refused = true, unknown_namespace = true, auth_failed = true }
+local AUTH_MARKS = { "NOAUTH", "WRONGPASS", "NOPERM", "failed to authenticate" }
+_M.FAILED = FAILED
+
+
+-- The kind of a failure of the cluster client (no reply at all): auth_failed
+-- when Redis refused the credentials, else unreachable.
+local function transport_kind(err)
+    err = tostring(err)
+    for _, mark in ipairs(AUTH_MARKS) do
+        if find(err, mark, 1, true) then
+            return "auth_failed"
+        end
+    end
+    return "unreachable"
+end
+
+
+-- The kind of an error reply to one command: auth_failed for NOAUTH/NOPERM, else error.
+local function reply_kind(err)
+    local kind = transport_kind(err)
+    return kind == "auth_failed" and kind or "error"
+end
+
+
+-- Record the outcome of a check; log once per state change. kind (for
+-- state "error"): unreachable or error.
+local function set_state(conf, state, err, kind)
     local dict = conf.shm
     local prev = dict:get(K.state)
     if state == "ok" then
@@ -188,19 +292,24 @@ local function set_state(conf, state, err)
         if prev ~= "ok" then
             dict:set(K.state, "ok")
             dict:delete(K.error_since)
-            if prev == "error" or prev == "regression" or prev == "refused" then
-                log(NOTICE, "rulegate: sync of namespace ", conf.namespace,
-                    " recovered; serving revision ", dict:get(K.rev))
+            dict:delete(K.error_kind)
+            if FAILED[prev] then
+                log(NOTICE, "rulegate: sync of namespace ", conf.namespace, " recovered (was ", prev,
+                    "); serving revision ", dict:get(K.rev))
             end
         end
         return
     end
     dict:set(K.last_error, err)
+    dict:set(K.error_kind, state == "error" and (kind or "error") or state)
     if prev ~= state then
         dict:set(K.state, state)
         dict:set(K.error_since, now())
         if state == "regression" or state == "refused" then
             log(ERR, "rulegate: ", err)
+        elseif state ~= "error" then
+            log(ERR, "rulegate: sync of namespace ", conf.namespace, " ", state, ": ", err,
+                "; serving revision ", tostring(dict:get(K.rev)))
         else
             log(ERR, "rulegate: sync of namespace ", conf.namespace, " failing (", err,
                 "); serving the last good rules (revision ", tostring(dict:get(K.rev)),
@@ -255,7 +364,7 @@ local function contiguous_entries(reply, held_rev, rev, batch)
 end
 
 
--- The whole namespace in one pipeline (rev, gen, HGETALL, digest, rev), or nil, err.
+-- The whole namespace in one pipeline (rev, gen, HGETALL, digest, rev), or nil, err, kind.
 local function hgetall_read(conf, cl)
     local keys = conf.keys
     local res, err = cl:pipeline(keys.rev, {
@@ -263,13 +372,13 @@ local function hgetall_read(conf, cl)
         { "HGET", keys.meta, "digest" }, { "GET", keys.rev },
     }, { readonly = true })
     if not res then
-        return nil, err
+        return nil, err, transport_kind(err)
     end
     local rev1 = tonumber(reply_value(res[1]) or 0) or 0
     local rev2 = tonumber(reply_value(res[5]) or 0) or 0
     local flat, herr = reply_value(res[3])
     if herr then
-        return nil, "HGETALL " .. keys.rules .. ": " .. herr
+        return nil, "HGETALL " .. keys.rules .. ": " .. herr, reply_kind(herr)
     end
     if rev1 ~= rev2 then
         return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
@@ -285,14 +394,14 @@ end
 
 -- The whole namespace by HSCAN in chunks of SCAN_COUNT, yielding between them,
 -- consistent when rev and the store's digest are equal before and after (every
--- commit moves both); or nil, err ("NOPERM" when the user may not HSCAN).
+-- commit moves both); or nil, err, kind ("NOPERM" when the user may not HSCAN).
 local function scan_read(conf, cl)
     local keys = conf.keys
     local head, err = cl:pipeline(keys.rev, {
         { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" },
     }, { readonly = true })
     if not head then
-        return nil, err
+        return nil, err, transport_kind(err)
     end
     local raw, cursor = {}, "0"
     repeat
@@ -300,17 +409,17 @@ local function scan_read(conf, cl)
         res, err = cl:pipeline(keys.rev, { { "HSCAN", keys.rules, cursor, "COUNT", SCAN_COUNT } },
             { readonly = true })
         if not res then
-            return nil, err
+            return nil, err, transport_kind(err)
         end
         local reply, rerr = reply_value(res[1])
         if rerr then
             if find(tostring(rerr), "NOPERM", 1, true) then
                 return nil, "NOPERM"
             end
-            return nil, "HSCAN " .. keys.rules .. ": " .. tostring(rerr)
+            return nil, "HSCAN " .. keys.rules .. ": " .. tostring(rerr), reply_kind(rerr)
         end
         if type(reply) ~= "table" or type(reply[2]) ~= "table" then
-            return nil, "HSCAN " .. keys.rules .. ": unexpected reply"
+            return nil, "HSCAN " .. keys.rules .. ": unexpected reply", "error"
         end
         cursor = reply[1]
         local flat = reply[2]
@@ -323,7 +432,7 @@ local function scan_read(conf, cl)
     tail, err = cl:pipeline(keys.rev, { { "GET", keys.rev }, { "HGET", keys.meta, "digest" } },
         { readonly = true })
     if not tail then
-        return nil, err
+        return nil, err, transport_kind(err)
     end
     local rev1 = tonumber(reply_value(head[1]) or 0) or 0
     local rev2 = tonumber(reply_value(tail[1]) or 0) or 0
@@ -338,18 +447,30 @@ end
 -- Read rev + generation + digest (+ the log after held_rev when deltas can
 -- apply); the log entries when they lead to the new revision, else the whole
 -- rules hash when anything moved (or the content digest differs from what
--- this gateway holds).
+-- this gateway holds). Or nil, err, kind (unknown_namespace when neither the
+-- rev nor the meta key exists, auth_failed, unreachable, error).
 local function fetch(conf, cl, held_rev, held_gen, held_digest)
     local keys = conf.keys
     local dict = conf.shm
-    local cmds = { { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" } }
+    local cmds = { { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" },
+                   { "HLEN", keys.meta } }
     local batch = conf.log_batch or 1000
     if held_rev >= 0 and dict:get(K.source) == "redis" then
-        cmds[4] = { "XRANGE", keys.log, (held_rev + 1) .. "-0", "+", "COUNT", batch }
+        cmds[5] = { "XRANGE", keys.log, (held_rev + 1) .. "-0", "+", "COUNT", batch }
     end
     local res, err = cl:pipeline(keys.rev, cmds, { readonly = true })
     if not res then
-        return nil, err
+        return nil, err, transport_kind(err)
+    end
+    for i = 1, 4 do
+        local _, rerr = reply_value(res[i])
+        if rerr then
+            return nil, "redis: " .. cmds[i][1] .. " " .. cmds[i][2] .. ": " .. tostring(rerr), reply_kind(rerr)
+        end
+    end
+    if reply_value(res[1]) == nil and (tonumber(reply_value(res[4])) or 0) == 0 then
+        return nil, "namespace '" .. conf.namespace .. "' does not exist in the store (no " .. keys.rev .. " or "
+            .. keys.meta .. " key): a misspelled namespace, or no rule was ever written to it", "unknown_namespace"
     end
     local rev, gen = tonumber(reply_value(res[1]) or 0) or 0, reply_value(res[2]) or ""
     local store_digest = reply_value(res[3]) or ""
@@ -362,34 +483,34 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
         log(WARN, "rulegate: namespace ", conf.namespace, " revision ", rev, ": the store's digest ",
             store_digest, " differs from the applied content's ", tostring(held_digest), "; reloading fully")
         dict:incr(K.digest_mismatches, 1, 0)
-    elseif rev > held_rev and gen == held_gen and res[4] then
-        local entries = contiguous_entries(reply_value(res[4]), held_rev, rev, batch)
+    elseif rev > held_rev and gen == held_gen and res[5] then
+        local entries = contiguous_entries(reply_value(res[5]), held_rev, rev, batch)
         if entries then
             return { delta = entries, rev = entries[#entries].rev, gen = gen, store_rev = rev }
         end
     end
-    local read
+    local read, kind
     if not scan_denied then
-        read, err = scan_read(conf, cl)
+        read, err, kind = scan_read(conf, cl)
         if not read and err == "NOPERM" then
             scan_denied = true
             log(WARN, "rulegate: HSCAN is not granted to this gateway's Redis user; full reloads of ",
                 "namespace ", conf.namespace, " read the rules hash with one HGETALL")
         elseif not read then
-            return nil, err
+            return nil, err, kind or "error"
         end
     end
     if not read then
-        read, err = hgetall_read(conf, cl)
+        read, err, kind = hgetall_read(conf, cl)
         if not read then
-            return nil, err
+            return nil, err, kind or "error"
         end
     end
     local rev1, gen1, raw = read.rev, read.gen, read.raw
     if (rev1 > 0) ~= (gen1 ~= "") then
         return nil, "inconsistent read of namespace " .. conf.namespace .. " (revision " .. rev1
             .. ", generation " .. (gen1 ~= "" and gen1 or "none") .. "): a slot migration in progress, "
-            .. "or damaged keys"
+            .. "or damaged keys", "error"
     end
     dict:set(K.store_rev, rev1)
     dict:set(K.store_digest, read.digest)
@@ -440,6 +561,7 @@ local function heartbeat(conf, cl, force)
         stale = _M.is_stale(dict, conf, t),
         refused_revision = dict:get(K.refused_rev) or 0,
         refused_reason = dict:get(K.refused_reason) or "",
+        upstreams = conf.upstreams, -- an empty table packs as a map: fleet.py reads {} as none
     })
     local _, err = cl:command(conf.keys.fleet, { "HSET", conf.keys.fleet, conf.gateway_id, value })
     if err then
@@ -474,21 +596,6 @@ local function held_raw(dict)
 end
 
 
--- One stored rule decoded and checked, or nil, reason.
-local function decode_one(id, value)
-    local ok, rule = pcall(mp.unpack, value)
-    if not ok then
-        return nil, "rule " .. id .. ": undecodable msgpack"
-    end
-    local good, err = schema.check(rule)
-    if not good then
-        return nil, "rule " .. id .. ": " .. err
-    end
-    if rule.id ~= id then
-        return nil, "rule " .. id .. ": id does not match its hash field"
-    end
-    return rule
-end
 
 
 -- Undo apply_entries' changes to the held maps (newest first).
@@ -589,7 +696,16 @@ local function apply(conf, got, held_rev, held_gen)
             .. " (same generation); keeping " .. held_rev
     end
     local rs, rules, err
-    if got.rules then -- a delta: only the changed rules were decoded
+    if got.rules and got.base then -- a delta onto the set this worker serves: O(changes)
+        rules = got.rules
+        local ok, res = pcall(router.with_changes, got.base, got.before, got.changes, got.rev)
+        if ok then
+            rs = res
+            rs.generation = got.gen
+        else
+            err = "rule set does not compile: " .. tostring(res)
+        end
+    elseif got.rules then -- a delta: only the changed rules were decoded
         rules = got.rules
         rs, err = compile_rules(rules, got)
     else
@@ -611,13 +727,14 @@ local function apply(conf, got, held_rev, held_gen)
     end
     local payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
     local ver
-    ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest)
+    ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest,
+        got.raw_changes and { from = got.base_ver, changes = got.raw_changes })
     if not ver then
         return nil, "error", err
     end
     held.ver, held.raw, held.rules = ver, got.raw, rules
     if conf.on_compiled then
-        conf.on_compiled(ver, rs) -- this worker serves what it just compiled
+        conf.on_compiled(ver, rs, rules) -- this worker serves what it just compiled
     end
     if got.entries then
         dict:incr(K.deltas_applied, got.entries, 0)
@@ -639,12 +756,23 @@ end
 -- Apply fetched log entries; true, or nil, reason (nothing applied: reload fully).
 local function apply_delta(conf, cl, got, held_rev, held_gen)
     local dict = conf.shm
+    local base_ver = dict:get(K.ver)
     local raw, sum, undo, rules = apply_entries(dict, got.delta)
     if not raw then
         return nil, sum
     end
     local d = { rev = got.rev, gen = got.gen, raw = raw, rules = rules, digest = sum,
-                content_digest = sum, entries = #got.delta }
+                content_digest = sum, entries = #got.delta, base_ver = base_ver,
+                changes = {}, before = {}, raw_changes = {} }
+    for _, u in ipairs(undo) do -- oldest first: the first entry of an id holds its rule before the delta
+        local id = u[1]
+        if d.changes[id] == nil then
+            d.before[id] = u[3]
+            d.changes[id] = rules[id] or false
+            d.raw_changes[id] = raw[id] or false
+        end
+    end
+    d.base = conf.current_rs and conf.current_rs(base_ver) -- nil: compile the whole set
     local ok, _, err = apply(conf, d, held_rev, held_gen)
     if not ok then
         revert(undo, raw, rules)
@@ -667,9 +795,9 @@ function _M.run_once(conf)
     local cl = new_client(conf)
     local held_rev = dict:get(K.rev) or -1
     local held_gen = dict:get(K.gen) or ""
-    local got, err = fetch(conf, cl, held_rev, held_gen, dict:get(K.digest))
+    local got, err, kind = fetch(conf, cl, held_rev, held_gen, dict:get(K.digest))
     if not got then
-        set_state(conf, "error", err)
+        set_state(conf, FAILED[kind] and kind or "error", err, kind)
         return nil, err
     end
     if got.delta then
@@ -681,9 +809,9 @@ function _M.run_once(conf)
             log(WARN, "rulegate: namespace ", conf.namespace, ": log delta not applied (", aerr,
                 "); reloading fully")
         end
-        got, err = fetch(conf, cl, -1, held_gen, nil) -- held_rev -1: the whole hash
+        got, err, kind = fetch(conf, cl, -1, held_gen, nil) -- held_rev -1: the whole hash
         if not got then
-            set_state(conf, "error", err)
+            set_state(conf, FAILED[kind] and kind or "error", err, kind)
             return nil, err
         end
     end

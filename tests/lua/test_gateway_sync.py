@@ -259,7 +259,8 @@ DELTA_CHANGES = 200  # 1,000 in bench/reload.py; 200 keep CI short
 def test_changes_apply_as_log_deltas(
     make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
 ) -> None:
-    """Puts and deletes after the first load reach nginx as log deltas, never as a full reload."""
+    """Puts and deletes after the first load reach nginx as log deltas, never as a full reload, and every worker
+    applies them (router.with_changes) without compiling the whole set again."""
     rev = store.put_rule(namespace, split_rule("r0", "a"), None, "test").revision
     gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=0.1)
     gw.wait_revision(rev)
@@ -274,6 +275,9 @@ def test_changes_apply_as_log_deltas(
     st = gw.wait_revision(rev)
     assert st["full_reloads"] == start["full_reloads"], st
     assert st["deltas_applied"] - start["deltas_applied"] == DELTA_CHANGES
+    # the other worker follows through the shared deltas, never recompiling the whole set
+    assert st["worker_compiles"] == start["worker_compiles"], st
+    assert st["worker_deltas"] > start["worker_deltas"], st
     assert st["in_sync"] is True and st["digest"] == st["store_digest"]
     assert st["rules"] == len(store.load_raw(namespace).raw)
     assert gw.get("/r23").headers["x-echo-upstream"] == "abc"[198 % 3]
