@@ -139,12 +139,12 @@ def delete_rule(ns: str, rule_id: str):
     """Delete a rule, confirmed on its confirmation page, at the revision that page showed (anything else is
     sent to the confirmation page)."""
     form = _valid(forms.ConfirmForm())
+    seen = _rev_field(form.expected_rev.data)
     if request.form.get("confirmed") != "yes":
         return redirect(url_for("web.confirm_delete", ns=ns, rule_id=rule_id), 303)
     svc = backend().rules
-    svc.get_rule(ns, rule_id)
     try:
-        result = svc.rebased(ns, rule_id, _rev_field(form.expected_rev.data),
+        result = svc.rebased(ns, rule_id, seen,
                              lambda exp: svc.delete_rule(ns, rule_id, exp, current_user.username))
     except ConflictError as exc:
         WRITES.labels("conflict").inc()
