@@ -48,9 +48,9 @@ def test_operator_journey(page, servers, users, ns, backend):
     page.fill("#policies-0-buckets", "canary 0")
     page.click("#save")
     error = page.locator('.error[data-field="policies-0-buckets"]')
-    assert "must be > 0" in error.inner_text()
+    assert "the share must be more than 0%" in error.inner_text()
     assert backend.store.revision(ns) == 0
-    page.fill("#policies-0-buckets", "canary 10000")
+    page.fill("#policies-0-buckets", "canary 100%")
     page.click("#save")
     page.wait_for_selector("#rule-web")
     assert backend.store.revision(ns) == 1
