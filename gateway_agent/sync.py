@@ -274,11 +274,11 @@ class Syncer:
         """Compare revisions and apply deltas or a full reload; return True when a new set was applied."""
         cur = self.current
         k = self.keys
-        cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen"), ("HGET", k.meta, "digest"), ("HLEN", k.meta)]
+        cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen"), ("HGET", k.meta, "digest")]
         if cur is not None and cur.source == "redis":
             cmds.append(("XRANGE", k.log, f"{cur.revision + 1}-0", "+", "COUNT", self.config.log_batch))
         replies = self._read("revision check", cmds)
-        if replies[0] is None and not replies[3]:
+        if replies[0] is None and replies[1] is None:  # no rev, no generation (the meta key's first field)
             raise UnknownNamespace(f"namespace {self.config.namespace!r} does not exist in the store (no {k.rev} "
                                    f"or {k.meta} key): a misspelled namespace, or no rule was ever written to it")
         rev, gen = int(replies[0] or 0), as_text(replies[1] or b"")
@@ -295,7 +295,7 @@ class Syncer:
             self.stats.add("rollbacks_refused")
             raise Rejected(f"store revision {rev} is lower than applied revision {cur.revision} of "
                            f"generation {gen or '(none)'}; not rolling back")
-        entries = self._entries(replies[4]) if len(replies) > 4 else None
+        entries = self._entries(replies[3]) if len(replies) > 3 else None
         if entries is None or not contiguous(entries, cur.revision, rev, self.config.log_batch):
             return self.full_reload()
         try:

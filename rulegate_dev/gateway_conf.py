@@ -5,7 +5,8 @@ Every function returns an ``http {}`` fragment in ``NginxLauncher``'s template s
 """
 from __future__ import annotations
 
-from typing import Iterable
+import re
+from typing import Any, Iterable, Mapping
 
 INCLUDE = "include {repo}/lua/conf/rulegate.conf;"
 STATUS_LOCATION = """location = /rulegate/status {{
@@ -13,10 +14,24 @@ STATUS_LOCATION = """location = /rulegate/status {{
         }}"""
 
 
+_UPSTREAM_BLOCK = re.compile(r"^\s*upstream\s+(\S+)\s*\{", re.MULTILINE)
+
+
 def upstream_blocks(names: Iterable[str], port: int | str, keepalive: int = 0) -> str:
     """Return one ``upstream`` block per name, each pointing at 127.0.0.1:port."""
     extra = f" keepalive {keepalive};" if keepalive else ""
     return "\n".join(f"    upstream {n} {{{{ server 127.0.0.1:{port};{extra} }}}}" for n in names)
+
+
+def upstream_names(blocks: str) -> list[str]:
+    """Return the sorted names of the ``upstream {}`` blocks in an http fragment (as upstream_blocks writes)."""
+    return sorted(set(_UPSTREAM_BLOCK.findall(blocks)))
+
+
+def include_options(options: Mapping[str, Any], blocks: str) -> dict[str, Any]:
+    """Return the include's options (``conf/rulegate.json``) with ``upstreams``: the names of the
+    ``upstream {}`` blocks in ``blocks``, which the gateway reports in its fleet heartbeat."""
+    return {**options, "upstreams": upstream_names(blocks)}
 
 
 def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "") -> str:

@@ -36,6 +36,7 @@ local current = {} -- this worker's compiled rule set: { ver, rs, rules, bad_ver
 
 local DEFAULTS = {
     dict = "rulegate", refresh_interval = 1, max_stale = 30, heartbeat_interval = 5,
+    checkpoint_delay = 1, checkpoint_max = 10, -- seconds; see sync.lua checkpoint()
     lock_ttl = 30, upstream_var = "rulegate_upstream", response_headers = true,
     connect_timeout = 500, send_timeout = 1000, read_timeout = 1000,
     max_attempts = 3, max_connections = 2, read_replica = false,
@@ -193,18 +194,16 @@ end
 -- installed while a yielding compile ran.
 local function compile_ver(ver, pause)
     local from = current.ver
-    local rs, err, list = sync.compile_payload(conf.shm:get(K.payload) or "", pause)
+    local rs, rules, retry = sync.compile_current(conf.shm, ver, pause)
     if not rs then
-        current.bad_ver = ver
-        log(ERR, "rulegate: cannot compile the shared rule set: ", err)
+        if not retry then
+            current.bad_ver = ver
+        end
+        log(retry and NOTICE or ERR, "rulegate: cannot compile the shared rule set: ", rules)
         return nil
     end
     conf.shm:incr(K.worker_compiles, 1, 0)
     if current.ver == from then
-        local rules = {}
-        for _, rule in ipairs(list) do
-            rules[rule.id] = rule
-        end
         install(ver, rs, rules)
     end
     return rs
@@ -387,6 +386,7 @@ function _M.state()
         checks = shm:get(K.checks) or 0, applies = shm:get(K.applies) or 0,
         full_reloads = shm:get(K.full_reloads) or 0, deltas_applied = shm:get(K.deltas_applied) or 0,
         worker_deltas = shm:get(K.worker_deltas) or 0, worker_compiles = shm:get(K.worker_compiles) or 0,
+        checkpoints = shm:get(K.checkpoints) or 0, payload_pending = shm:get(K.pending) or 0,
         heartbeat_error = shm:get(K.hb_error) or cjson.null,
         listener = shm:get(K.sub_lock) or cjson.null,
         listener_error = shm:get(K.sub_error) or cjson.null,

@@ -51,6 +51,11 @@ local K = {
     full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
     worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
     worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
+    -- the payload is rewritten (and the snapshot file written) after changes
+    -- settle, not per change: payload_ver is the version it holds, pending the
+    -- deltas published since; workers reach the current version from it
+    payload_ver = "rs:payload_ver", payload_at = "rs:payload_at", pending = "rs:pending",
+    checkpoints = "sync:checkpoints",
 }
 _M.KEYS = K
 
@@ -64,7 +69,8 @@ local scan_denied = false -- this worker's user may not HSCAN: full reads use HG
 -- the raw rules this worker last published or read, by the dict version they belong to
 local held = { ver = nil, raw = nil, rules = nil }
 local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
-local MAX_CHAIN = 64  -- deltas a worker applies in a row before it rather decodes the payload
+local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
+local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
 local listen_failures = 0 -- this worker's failed subscriptions in a row
 
 
@@ -157,7 +163,7 @@ end
 -- syncing worker published: rs, rules (id -> rule, updated in place) or nil
 -- when the chain is broken (expired, too long, undecodable): then the caller
 -- compiles the payload. O(changed rules), never O(rules).
-function _M.apply_shared_deltas(dict, from, to, rs, rules)
+local function walk_deltas(dict, from, to, rules, fn)
     local at, steps = from, 0
     while at ~= to do
         steps = steps + 1
@@ -180,15 +186,69 @@ function _M.apply_shared_deltas(dict, from, to, rs, rules)
             end
             changes[id], before[id] = rule, rules[id]
         end
-        local cok, nrs = pcall(router.with_changes, rs, before, changes, d.rev)
-        if not cok then
+        if not fn(d, changes, before) then
             return nil
         end
-        nrs.generation = d.gen
         for id, rule in pairs(changes) do
             rules[id] = rule or nil
         end
-        rs, at = nrs, d.to
+        at = d.to
+    end
+    return true
+end
+
+
+function _M.apply_shared_deltas(dict, from, to, rs, rules)
+    local ok = walk_deltas(dict, from, to, rules, function(d, changes, before)
+        local cok, nrs = pcall(router.with_changes, rs, before, changes, d.rev)
+        if cok then
+            nrs.generation = d.gen
+            rs = nrs
+        end
+        return cok
+    end)
+    if not ok then
+        return nil
+    end
+    return rs, rules
+end
+
+
+-- The version the shared payload holds (nil while it is being replaced).
+local function payload_version(dict)
+    local pver = dict:get(K.payload_ver)
+    if pver == nil and dict:get(K.pending) == nil then
+        return dict:get(K.ver) -- filled by a release that rewrote the payload on every change
+    end
+    return pver
+end
+
+
+-- The dict's current rule set for a worker: the payload decoded and compiled
+-- (yielding through pause), then brought to version ver by the deltas
+-- published since the payload was written. rs, rules (id -> rule) or nil, err,
+-- retry (true: the payload was being replaced; try again on the next tick).
+function _M.compile_current(dict, ver, pause)
+    local pver = payload_version(dict)
+    if pver == nil then
+        return nil, "the payload is being replaced", true
+    end
+    local rs, snap, list = _M.compile_payload(dict:get(K.payload) or "", pause)
+    if not rs then
+        return nil, snap
+    end
+    if payload_version(dict) ~= pver then
+        return nil, "the payload was replaced while it compiled", true
+    end
+    local rules = {}
+    for _, rule in ipairs(list) do
+        rules[rule.id] = rule
+    end
+    if pver ~= ver then
+        rs = _M.apply_shared_deltas(dict, pver, ver, rs, rules)
+        if not rs then
+            return nil, "the deltas from the payload's version are gone", true
+        end
     end
     return rs, rules
 end
@@ -198,11 +258,19 @@ end
 -- when given, is {from = the dict version it applies to, changes = {id = raw
 -- bytes | false}}: workers holding that version apply it instead of decoding
 -- the whole payload (apply_shared_deltas).
+--
+-- payload nil: only the delta is published (it must apply to the dict's
+-- current version); the payload is rewritten later by checkpoint().
 function _M.publish(dict, payload, rev, gen, count, source, content_digest, delta)
     local prev = dict:get(K.ver)
-    local ok, err = dict:set(K.payload, payload)
-    if not ok then
-        return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+    if payload then
+        dict:delete(K.payload_ver)
+        local ok, err = dict:set(K.payload, payload)
+        if not ok then
+            return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+        end
+    elseif not (delta and prev and delta.from == prev) then
+        return nil, "a delta without a payload must apply to the current version"
     end
     publish_seq = publish_seq + 1
     dict:set(K.rev, rev)
@@ -229,11 +297,20 @@ function _M.publish(dict, payload, rev, gen, count, source, content_digest, delt
         -- written before the version moves: a worker that sees ver finds its delta
         local dok, derr = dict:set("rs:delta:" .. prev, mp.pack({ to = ver, rev = rev, gen = gen,
                                                                     changes = delta.changes }), DELTA_TTL)
-        if not dok then
+        if not dok and not payload then
+            return nil, "cannot store the delta in the shared dict: " .. tostring(derr)
+        elseif not dok then
             log(WARN, "rulegate: cannot store the delta in the shared dict (workers reload fully): ", derr)
         end
     end
     dict:set(K.ver, ver)
+    if payload then
+        dict:set(K.payload_ver, ver)
+        dict:set(K.payload_at, now())
+        dict:set(K.pending, 0)
+    else
+        dict:incr(K.pending, 1, 0)
+    end
     dict:incr(K.applies, 1, 0)
     return ver
 end
@@ -308,8 +385,9 @@ local function set_state(conf, state, err, kind)
         if state == "regression" or state == "refused" then
             log(ERR, "rulegate: ", err)
         elseif state ~= "error" then
-            log(ERR, "rulegate: sync of namespace ", conf.namespace, " ", state, ": ", err,
-                "; serving revision ", tostring(dict:get(K.rev)))
+            -- an unknown namespace is served as an empty rule set: a warning
+            log(state == "unknown_namespace" and WARN or ERR, "rulegate: sync of namespace ", conf.namespace, " ",
+                state, ": ", err, "; serving revision ", tostring(dict:get(K.rev)))
         else
             log(ERR, "rulegate: sync of namespace ", conf.namespace, " failing (", err,
                 "); serving the last good rules (revision ", tostring(dict:get(K.rev)),
@@ -447,44 +525,45 @@ end
 -- Read rev + generation + digest (+ the log after held_rev when deltas can
 -- apply); the log entries when they lead to the new revision, else the whole
 -- rules hash when anything moved (or the content digest differs from what
--- this gateway holds). Or nil, err, kind (unknown_namespace when neither the
--- rev nor the meta key exists, auth_failed, unreachable, error).
+-- this gateway holds); `unknown` names the namespace when neither its rev nor
+-- its meta key exists (read as an empty rule set). Or nil, err, kind
+-- (auth_failed, unreachable, error).
 local function fetch(conf, cl, held_rev, held_gen, held_digest)
     local keys = conf.keys
     local dict = conf.shm
-    local cmds = { { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" },
-                   { "HLEN", keys.meta } }
+    local cmds = { { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" } }
     local batch = conf.log_batch or 1000
     if held_rev >= 0 and dict:get(K.source) == "redis" then
-        cmds[5] = { "XRANGE", keys.log, (held_rev + 1) .. "-0", "+", "COUNT", batch }
+        cmds[4] = { "XRANGE", keys.log, (held_rev + 1) .. "-0", "+", "COUNT", batch }
     end
     local res, err = cl:pipeline(keys.rev, cmds, { readonly = true })
     if not res then
         return nil, err, transport_kind(err)
     end
-    for i = 1, 4 do
+    for i = 1, 3 do
         local _, rerr = reply_value(res[i])
         if rerr then
             return nil, "redis: " .. cmds[i][1] .. " " .. cmds[i][2] .. ": " .. tostring(rerr), reply_kind(rerr)
         end
     end
-    if reply_value(res[1]) == nil and (tonumber(reply_value(res[4])) or 0) == 0 then
-        return nil, "namespace '" .. conf.namespace .. "' does not exist in the store (no " .. keys.rev .. " or "
-            .. keys.meta .. " key): a misspelled namespace, or no rule was ever written to it", "unknown_namespace"
+    local unknown
+    if reply_value(res[1]) == nil and reply_value(res[2]) == nil then -- no rev, no generation (meta)
+        unknown = "namespace '" .. conf.namespace .. "' does not exist in the store (no " .. keys.rev .. " or "
+            .. keys.meta .. " key): a misspelled namespace, or no rule was ever written to it"
     end
     local rev, gen = tonumber(reply_value(res[1]) or 0) or 0, reply_value(res[2]) or ""
     local store_digest = reply_value(res[3]) or ""
     dict:set(K.store_rev, rev)
     dict:set(K.store_digest, store_digest)
     if rev == held_rev and gen == held_gen and (store_digest == "" or store_digest == held_digest) then
-        return { unchanged = true, rev = rev, gen = gen }
+        return { unchanged = true, rev = rev, gen = gen, unknown = unknown }
     end
     if rev == held_rev and gen == held_gen then
         log(WARN, "rulegate: namespace ", conf.namespace, " revision ", rev, ": the store's digest ",
             store_digest, " differs from the applied content's ", tostring(held_digest), "; reloading fully")
         dict:incr(K.digest_mismatches, 1, 0)
-    elseif rev > held_rev and gen == held_gen and res[5] then
-        local entries = contiguous_entries(reply_value(res[5]), held_rev, rev, batch)
+    elseif rev > held_rev and gen == held_gen and res[4] then
+        local entries = contiguous_entries(reply_value(res[4]), held_rev, rev, batch)
         if entries then
             return { delta = entries, rev = entries[#entries].rev, gen = gen, store_rev = rev }
         end
@@ -514,7 +593,7 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
     end
     dict:set(K.store_rev, rev1)
     dict:set(K.store_digest, read.digest)
-    return { rev = rev1, gen = gen1, raw = raw, digest = read.digest }
+    return { rev = rev1, gen = gen1, raw = raw, digest = read.digest, unknown = rev1 == 0 and unknown or nil }
 end
 
 
@@ -579,20 +658,29 @@ local function held_raw(dict)
     if ver ~= nil and ver == held.ver then
         return held.raw, held.rules
     end
-    local snap = snapshot.decode_payload(dict:get(K.payload) or "")
-    if not snap then
+    local pver = payload_version(dict)
+    local snap = pver and snapshot.decode_payload(dict:get(K.payload) or "")
+    if not snap or payload_version(dict) ~= pver then
         return nil
     end
     local list = _M.decode_rules(snap.rules)
     if not list then
         return nil
     end
-    local rules = {}
+    local raw, rules = snap.rules, {}
     for _, rule in ipairs(list) do
         rules[rule.id] = rule
     end
-    held.ver, held.raw, held.rules = ver, snap.rules, rules
-    return snap.rules, rules
+    if pver ~= ver and not walk_deltas(dict, pver, ver, rules, function(d)
+        for id, value in pairs(d.changes) do
+            raw[id] = value or nil
+        end
+        return true
+    end) then
+        return nil
+    end
+    held.ver, held.raw, held.rules = ver, raw, rules
+    return raw, rules
 end
 
 
@@ -683,6 +771,15 @@ local function compile_raw(got)
 end
 
 
+local function write_snapshot(conf, gen, rev, raw)
+    local data = snapshot.encode(conf.namespace, gen, rev, floor(now()), raw)
+    local ok, err = snapshot.write_file(conf.snapshot_path, data)
+    if not ok then
+        log(WARN, "rulegate: cannot write the snapshot: ", err)
+    end
+end
+
+
 -- Apply a fetched rule set unless it would roll the gateway back.
 local function apply(conf, got, held_rev, held_gen)
     local dict = conf.shm
@@ -725,12 +822,17 @@ local function apply(conf, got, held_rev, held_gen)
             .. ": the rules read do not match the store's digest (a slot migration in progress, or "
             .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
-    local payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
-    local ver
-    ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest,
-        got.raw_changes and { from = got.base_ver, changes = got.raw_changes })
+    local delta = got.raw_changes and { from = got.base_ver, changes = got.raw_changes }
+    local ver, payload
+    if delta then -- O(changes): the payload and the snapshot file follow in checkpoint()
+        ver = _M.publish(dict, nil, got.rev, got.gen, rs.count, "redis", content_digest, delta)
+    end
     if not ver then
-        return nil, "error", err
+        payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
+        ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest, delta)
+        if not ver then
+            return nil, "error", err
+        end
     end
     held.ver, held.raw, held.rules = ver, got.raw, rules
     if conf.on_compiled then
@@ -741,15 +843,49 @@ local function apply(conf, got, held_rev, held_gen)
     else
         dict:incr(K.full_reloads, 1, 0)
     end
-    if conf.snapshot_path then
-        local data = snapshot.encode(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
-        local ok
-        ok, err = snapshot.write_file(conf.snapshot_path, data)
-        if not ok then
-            log(WARN, "rulegate: cannot write the snapshot: ", err)
-        end
+    if payload and conf.snapshot_path then
+        write_snapshot(conf, got.gen, got.rev, got.raw)
     end
     return true
+end
+
+
+-- Rewrite the shared payload (and the snapshot file) at the current version
+-- once changes settle: checkpoint_delay seconds after the last one, or after
+-- CHECKPOINT_EVERY deltas, or checkpoint_max seconds after the last rewrite
+-- during a long burst. The caller holds the sync lock. Changes reach workers
+-- through deltas meanwhile; this is the O(rules) part of a change, off its path.
+local function checkpoint(conf)
+    local dict = conf.shm
+    local ver = dict:get(K.ver)
+    if ver == nil or payload_version(dict) == ver then
+        return
+    end
+    local t = now()
+    if t - (dict:get(K.applied_at) or 0) < conf.checkpoint_delay
+            and (dict:get(K.pending) or 0) < CHECKPOINT_EVERY
+            and t - (dict:get(K.payload_at) or 0) < conf.checkpoint_max then
+        return
+    end
+    local raw = held_raw(dict)
+    if not raw or dict:get(K.ver) ~= ver then
+        return
+    end
+    local pub = _M.published(dict)
+    local payload = snapshot.encode_payload(conf.namespace, pub.generation, pub.revision, floor(t), raw)
+    dict:delete(K.payload_ver)
+    local ok, err = dict:set(K.payload, payload)
+    if not ok then
+        log(ERR, "rulegate: cannot store the rule set in the shared dict: ", err)
+        return
+    end
+    dict:set(K.payload_ver, ver)
+    dict:set(K.payload_at, t)
+    dict:set(K.pending, 0)
+    dict:incr(K.checkpoints, 1, 0)
+    if conf.snapshot_path then
+        write_snapshot(conf, pub.generation, pub.revision, raw)
+    end
 end
 
 
@@ -815,6 +951,11 @@ function _M.run_once(conf)
             return nil, err
         end
     end
+    if got.unknown and held_rev > 0 then -- the keys vanished: keep serving what this gateway holds
+        set_state(conf, "unknown_namespace", got.unknown)
+        heartbeat(conf, cl, false)
+        return nil, got.unknown
+    end
     local changed = false
     if not got.unchanged then
         local ok, state, aerr = apply(conf, got, held_rev, held_gen)
@@ -832,7 +973,11 @@ function _M.run_once(conf)
             dict:set(K.published, cjson.encode(pub))
         end
     end
-    set_state(conf, "ok")
+    if got.unknown then -- served as an empty rule set (revision 0), reported as unknown
+        set_state(conf, "unknown_namespace", got.unknown)
+    else
+        set_state(conf, "ok")
+    end
     heartbeat(conf, cl, changed)
     return true
 end
@@ -881,8 +1026,12 @@ local function step(conf)
         return
     end
     local pok, perr = xpcall(_M.run_once, traceback, conf)
+    local cok, cerr = xpcall(checkpoint, traceback, conf)
     dict:delete(K.lock)
     dict:set("stats:" .. worker_pid(), cjson.encode(cluster.stats), 3600)
+    if not cok then
+        log(ERR, "rulegate: checkpoint failed: ", cerr)
+    end
     if not pok then
         log(ERR, "rulegate: sync crashed: ", perr)
     end
