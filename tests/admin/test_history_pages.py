@@ -241,5 +241,5 @@ def test_fleet_and_conflict_times_are_iso(editor, ns, backend):
     now = time.time() - 180
     backend.store.client.hset(Keys(ns).fleet, "gw-t", Heartbeat("agent", 0, "", now, now, 0.0).encode())
     r = editor.get(f"/ns/{ns}/fleet")
-    assert r.status_code == 200 and re.search(ISO, r.data) and b"3 min ago" in r.data
+    assert r.status_code == 200 and re.search(ISO, r.data) and re.search(rb"\(\d+ min ago\)", r.data)
     assert not RAW_TS.search(r.data)
