@@ -176,3 +176,21 @@ def test_history_cursor_and_rule_filter(client, users, ns):
     assert [e["revision"] for e in first["entries"]] == [1, 2] and first["next_since"] == 2
     assert client.get(url + "?rule=A%20B", headers=h).get_json()["fields"].keys() == {"rule"}
     assert "ts_iso" in first["entries"][0] and first["entries"][0]["ts_iso"].endswith("Z")
+
+
+def test_filtered_history_scan_is_bounded_and_resumable(backend, ns):
+    """A rule filter reads at most scan_max entries per page; the cursors continue where the scan stopped."""
+    from rulegate import history
+
+    backend.rules.put_rule(ns, split_rule("rare"), None, "x")
+    backend.rules.put_rule(ns, split_rule("busy"), 1, "x")
+    for rev in range(3, 12):  # 3..11 only change busy
+        backend.rules.put_rule(ns, split_rule("busy", rev), rev - 1, "x")
+    first = history.page(backend.store, ns, limit=5, rule_id="rare", scan_max=4)
+    assert first.entries == [] and first.older == 8 and first.newer is None
+    second = history.page(backend.store, ns, before=first.older, limit=5, rule_id="rare", scan_max=4)
+    assert second.entries == [] and second.older == 4 and second.newer == 7
+    last = history.page(backend.store, ns, before=second.older, limit=5, rule_id="rare", scan_max=4)
+    assert [e.revision for e in last.entries] == [1] and last.older is None and last.newer == 3
+    forward = history.page(backend.store, ns, after=0, limit=5, rule_id="busy", scan_max=3)
+    assert [e.revision for e in forward.entries] == [3, 2] and forward.newer == 3 and forward.older is None
