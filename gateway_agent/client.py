@@ -150,11 +150,11 @@ class RuleClient:
         s = self.syncer
         applied = s.current
         staleness = s.staleness()
-        state = s.state
+        state = s.health.state
         return {
             "ready": applied is not None,
             "state": state,
-            "message": _message(state, s.last_error, applied is not None),
+            "message": _message(state, s.health.last_error, applied is not None),
             "loaded": applied is not None,
             "namespace": self.config.namespace,
             "revision": applied.revision if applied else None,
@@ -170,8 +170,8 @@ class RuleClient:
             "in_sync": s.in_sync(),
             "refused_revision": s.refused.revision if s.refused else None,
             "refused_reason": s.refused.reason if s.refused else None,
-            "redis": s.redis_state,
-            "last_error": s.last_error,
+            "redis": s.health.redis,
+            "last_error": s.health.last_error,
             "gateway_id": s.config.gateway_id,
             "upstreams": list(self.config.upstreams),
             "budget": self.budget.stats.snapshot(),

@@ -6,6 +6,9 @@ no retry fixes; `unreachable` is Redis down or out of reach; `error` is anything
 """
 from __future__ import annotations
 
+import logging
+import re
+
 import redis
 from redis.connection import Connection
 from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError
@@ -13,6 +16,8 @@ from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArg
 from rulegate.errors import StoreError
 
 from .budget import BudgetExhausted, NodePool, Operation
+
+log = logging.getLogger("rulegate.agent.sync")
 
 STATES = ("starting", "ok", "unknown_namespace", "auth_failed", "unreachable", "rejected", "error")
 CONFIG_ERRORS = ("unknown_namespace", "auth_failed")  # retrying does not help: an operator must act
@@ -25,6 +30,40 @@ class UnknownNamespace(StoreError):
 
 class AuthFailed(redis.RedisError):
     """Redis refused the agent's credentials; final for this operation (not a retryable connection error)."""
+
+
+class SyncHealth:
+    """Owns what the last check found (state, last_error, the Redis summary); logs each change of state once."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self.state = "starting"
+        self.redis = "unknown"  # ok | down | rejected | unknown: the older summary, kept in health()
+        self.last_error = ""
+        self._reported: tuple[str, str] | None = None
+
+    def failed(self, state: str, message: str, revision: int | None, staleness: float) -> None:
+        """Record a failed check in `state`; log when the state changed (or a new revision was refused)."""
+        previous = self.state
+        self.redis = "rejected" if state == "rejected" else "down"
+        self.state, self.last_error = state, message
+        key = (state, re.sub(r"\d+(\.\d+)?", "#", message) if state == "rejected" else "")
+        if self._reported == key:
+            return
+        self._reported = key
+        level = logging.ERROR if state in CONFIG_ERRORS or state == "rejected" else logging.WARNING
+        log.log(level, "namespace %s: sync state %s -> %s: %s (serving revision %s, stale %.1fs)", self.namespace,
+                previous, state, message, revision, staleness,
+                extra={"namespace": self.namespace, "state": state, "previous_state": previous, "revision": revision})
+
+    def ok(self, revision: int | None) -> None:
+        """Record a check that confirmed the applied set; log the recovery from a failed state."""
+        previous = self.state
+        if previous not in ("ok", "starting"):
+            log.info("namespace %s: sync state %s -> ok: in sync at revision %s", self.namespace, previous, revision,
+                     extra={"namespace": self.namespace, "state": "ok", "previous_state": previous,
+                            "revision": revision})
+        self.redis, self.state, self.last_error, self._reported = "ok", "ok", "", None
 
 
 def error_kind(exc: BaseException) -> str:

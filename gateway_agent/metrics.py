@@ -62,7 +62,7 @@ class AgentCollector:
                                   "unknown_namespace, auth_failed, unreachable, rejected, error), 0 for the others",
                                   labels=["state"])
         for name in STATES:
-            state.add_metric([name], int(c.syncer.state == name))
+            state.add_metric([name], int(c.syncer.health.state == name))
         yield state
         syncs = CounterMetricFamily("rulegate_agent_syncs", "Revalidations by result", labels=["result"])
         syncs.add_metric(["ok"], sync["syncs_ok"])

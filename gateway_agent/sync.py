@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import random
-import re
 import threading
 import time
 from contextlib import contextmanager
@@ -43,7 +42,7 @@ from rulegate.store import LogEntry, decode_entry
 
 from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
 from .counters import LockedCounters
-from .health import CONFIG_ERRORS, UnknownNamespace, auth_failure, error_kind
+from .health import SyncHealth, UnknownNamespace, auth_failure, error_kind
 
 log = logging.getLogger("rulegate.agent.sync")
 
@@ -145,13 +144,10 @@ class Syncer:
         self.stats = SyncStats()
         self.current: Applied | None = None
         self.confirmed_at: float | None = None
-        self.redis_state = "unknown"
-        self.state = "starting"  # one of health.STATES
-        self.last_error = ""
+        self.health = SyncHealth(config.namespace)
         self.refused: Refusal | None = None
         self.store_revision: int | None = None
         self.store_digest: str | None = None
-        self._reported: tuple[str, str] | None = None
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -235,39 +231,21 @@ class Syncer:
             self.stats.add("syncs_ok")
         except Rejected as exc:
             self.stats.add("syncs_failed")
-            self._report("rejected", str(exc), logging.ERROR)
+            self._failed("rejected", str(exc))
         except (StoreError, *REDIS_ERRORS) as exc:
             self.stats.add("syncs_failed")
             kind = error_kind(exc)
-            message = str(exc) if kind == "unknown_namespace" else f"{exc.__class__.__name__}: {exc}"
-            self._report(kind, message, logging.ERROR if kind in CONFIG_ERRORS else logging.WARNING)
+            self._failed(kind, str(exc) if kind == "unknown_namespace" else f"{exc.__class__.__name__}: {exc}")
         if time.monotonic() >= self._next_heartbeat:
             self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
             self.heartbeat()
 
-    def _report(self, state: str, message: str, level: int) -> None:
-        """Record a failed check in `state`; log once per state change (and per new refusal)."""
-        previous = self.state
-        self.redis_state = "rejected" if state == "rejected" else "down"
-        self.state, self.last_error = state, message
-        key = (state, re.sub(r"\d+(\.\d+)?", "#", message) if state == "rejected" else "")
-        if self._reported != key:
-            self._reported = key
-            revision = self.current.revision if self.current else None
-            log.log(level, "namespace %s: sync state %s -> %s: %s (serving revision %s, stale %.1fs)",
-                    self.config.namespace, previous, state, message, revision, self.staleness(),
-                    extra={"namespace": self.config.namespace, "state": state, "previous_state": previous,
-                           "revision": revision})
+    def _failed(self, state: str, message: str) -> None:
+        self.health.failed(state, message, self.current.revision if self.current else None, self.staleness())
 
     def _confirm(self) -> None:
         self.confirmed_at = self.wall()
-        previous = self.state
-        if previous not in ("ok", "starting"):
-            revision = self.current.revision if self.current else None
-            log.info("namespace %s: sync state %s -> ok: in sync at revision %s", self.config.namespace, previous,
-                     revision, extra={"namespace": self.config.namespace, "state": "ok",
-                                      "previous_state": previous, "revision": revision})
-        self.redis_state, self.state, self.last_error, self._reported = "ok", "ok", "", None
+        self.health.ok(self.current.revision if self.current else None)
 
     # ---- one revalidation ------------------------------------------------------------------
     def sync_once(self) -> bool:
@@ -511,7 +489,7 @@ class Syncer:
         now = self.wall()
         refused = self.refused
         beat = Heartbeat("agent", cur.revision if cur else 0, cur.generation if cur else "",
-                         cur.applied_at if cur else 0.0, now, min(self.staleness(), 1e9), self.last_error,
+                         cur.applied_at if cur else 0.0, now, min(self.staleness(), 1e9), self.health.last_error,
                          digest=cur.digest if cur else "", in_sync=self.in_sync(), stale=self.is_stale(),
                          refused_revision=refused.revision if refused else 0,
                          refused_reason=refused.reason if refused else "", upstreams=self.config.upstreams)

@@ -2,6 +2,7 @@
 and the agent reports its configured upstream names in every heartbeat."""
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArg
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig, BudgetExhausted
 from gateway_agent.client import parse_upstreams
-from gateway_agent.health import STATES, AuthFailed, UnknownNamespace, error_kind
+from gateway_agent.health import STATES, AuthFailed, SyncHealth, UnknownNamespace, error_kind
 from gateway_agent.metrics import AgentMetrics
 from gateway_agent.sidecar import SidecarApp
 from rulegate.errors import ValidationError
@@ -67,6 +68,21 @@ def fleet_entry(cluster, namespace: str, gateway_id: str, timeout: float = 5.0):
 def test_error_kind(exc, kind):
     """Each failure maps to the health state that names its cause."""
     assert error_kind(exc) == kind and kind in STATES
+
+
+def test_one_log_line_per_state_change(caplog):
+    """Repeated failures of one kind log once, whatever their text; each change of state logs one line."""
+    health = SyncHealth("ns")
+    with caplog.at_level(logging.INFO, logger="rulegate.agent.sync"):
+        for text in ("gave up after 0.51s", "gave up after 0.73s", "ConnectionError: refused"):
+            health.failed("unreachable", text, None, 1.0)
+        health.failed("auth_failed", "AuthFailed: Redis 127.0.0.1:7000 refused the credentials", None, 2.0)
+        health.failed("auth_failed", "AuthFailed: Redis 127.0.0.1:7001 refused the credentials", None, 3.0)
+        health.ok(4)
+        health.ok(4)
+    assert [(r.previous_state, r.state, r.levelname) for r in caplog.records] == [
+        ("starting", "unreachable", "WARNING"), ("unreachable", "auth_failed", "ERROR"), ("auth_failed", "ok", "INFO")]
+    assert all(r.namespace == "ns" for r in caplog.records)
 
 
 def test_misspelled_namespace_is_not_ready(cluster, store, namespace):
