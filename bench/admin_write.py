@@ -1,5 +1,11 @@
 """Rule writes/second through the REST API with 1 and 2 ruleadmin instances and 8 concurrent clients.
 
+Scenarios: each client on its own namespace; all clients on one namespace, each editing its own rule,
+conditioned on the namespace revision (If-Match: "<rev>": other clients' writes make it stale, 412s);
+and the same with the rule's own ETag (If-Match: "r-<sha1>": only a change of that rule is a conflict).
+Every client remembers the last value it wrote with a 2xx; at the end each rule is read back and
+"lost" counts rules whose stored value is not that last acknowledged write.
+
 Starts a throwaway 6-node Redis Cluster (or uses RULEADMIN_REDIS_NODES), gunicorn instances with
 gevent workers, and prints a table. Latency is per acknowledged write and includes the WAIT for
 one replica. Not an assertion: numbers depend on the machine.
@@ -23,6 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ruleadmin import create_app  # noqa: E402
+from ruleadmin.config import redis_config  # noqa: E402
+from rulegate.connection import RedisConfig  # noqa: E402
+from rulegate.errors import AlreadyExistsError, ConflictError  # noqa: E402
+from rulegate.schema import encode_rule, validate_rule  # noqa: E402
+from rulegate.store import RuleStore, rule_hash  # noqa: E402
 from rulegate_dev.cluster import env_or_local_cluster  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
 from rulegate_dev.service import Service, ruleadmin_service  # noqa: E402
@@ -35,40 +46,51 @@ def rule(rule_id: str, weight: int) -> dict:
             "policies": [{"type": "percent", "buckets": [{"upstream": "canary", "weight": weight}]}]}
 
 
-def client_loop(urls: list[str], namespace: str, rule_id: str, token: str, stop: float,
-                latencies: list[float], conflicts: list[int], errors: list[int], idx: int) -> None:
-    """Write one rule in a loop with If-Match, refreshing the revision after a 412."""
+def client_loop(urls: list[str], namespace: str, rule_id: str, token: str, stop: float, per_rule: bool,
+                out: dict, idx: int) -> None:
+    """Write one rule in a loop with If-Match (the namespace revision, or with per_rule the rule's ETag),
+    taking the current one from a 412; record latencies, refusals, errors and the last acknowledged weight."""
     s = requests.Session()
     h = {"Authorization": f"Bearer {token}"}
     base = urls[idx % len(urls)]
     url = f"{base}/api/v1/namespaces/{namespace}/rules/{rule_id}"
-    rev = None
+    tag = None  # what goes into If-Match: '"<rev>"' or '"r-<sha1>"'; None: create
     n = 0
     while time.monotonic() < stop:
         n += 1
-        headers = dict(h) if rev is None else {**h, "If-Match": f'"{rev}"'}
+        weight = 1 + n % 9000
+        headers = dict(h) if tag is None else {**h, "If-Match": tag}
         t0 = time.perf_counter()
-        r = s.put(url, json=rule(rule_id, 1 + n % 9000), headers=headers, timeout=10)
+        r = s.put(url, json=rule(rule_id, weight), headers=headers, timeout=10)
         dt = time.perf_counter() - t0
         if r.status_code in (200, 201):
-            latencies.append(dt)
-            rev = r.json()["revision"]
-        elif r.status_code in (412, 428):
-            conflicts.append(1)
-            rev = int(r.headers.get("ETag", '"0"').strip('"')) if r.status_code == 412 else None
-            if r.status_code == 428:
-                rev = int(s.get(url, headers=h, timeout=10).headers["ETag"].strip('"'))
+            out["latencies"].append(dt)
+            out["last"][rule_id] = weight
+            tag = r.json()["etag"] if per_rule else f'"{r.json()["revision"]}"'
+        elif r.status_code in (412, 428):  # 428: the rule exists (an earlier row wrote it): read its tag
+            out["conflicts"].extend([1] if r.status_code == 412 else [])
+            if r.status_code == 412 and "ETag" in r.headers:
+                tag = r.headers["ETag"]
+            else:
+                g = s.get(url, headers=h, timeout=10)
+                tag = g.headers["ETag"] if per_rule else f'"{g.json()["revision"]}"'
         else:
-            errors.append(r.status_code)
+            out["errors"].append(r.status_code)
 
 
-def run(urls: list[str], token: str, namespaces: list[str], clients: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    conflicts: list[int] = []
-    errors: list[int] = []
+def lost_updates(url: str, token: str, namespace: str, last: dict[str, int]) -> int:
+    """Return how many rules do not hold their writer's last acknowledged weight."""
+    h = {"Authorization": f"Bearer {token}"}
+    rules = requests.get(f"{url}/api/v1/namespaces/{namespace}/rules", headers=h, timeout=10).json()["rules"]
+    stored = {r["id"]: r["policies"][0]["buckets"][0]["weight"] for r in rules}
+    return sum(stored.get(rule_id) != weight for rule_id, weight in last.items())
+
+
+def run(urls: list[str], token: str, namespaces: list[str], clients: int, seconds: float, per_rule: bool) -> dict:
+    out: dict = {"latencies": [], "conflicts": [], "errors": [], "last": {}}
     stop = time.monotonic() + seconds
     threads = [threading.Thread(target=client_loop, args=(urls, namespaces[i % len(namespaces)], f"r{i}", token,
-                                                          stop, latencies, conflicts, errors, i))
+                                                          stop, per_rule, out, i))
                for i in range(clients)]
     t0 = time.monotonic()
     for t in threads:
@@ -76,10 +98,71 @@ def run(urls: list[str], token: str, namespaces: list[str], clients: int, second
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
-    lat = sorted(latencies)
+    lost = sum(lost_updates(urls[0], token, ns, {f"r{i}": out["last"][f"r{i}"] for i in range(clients)
+                                                  if namespaces[i % len(namespaces)] == ns and f"r{i}" in out["last"]})
+               for ns in set(namespaces))
+    lat = sorted(out["latencies"])
     pct = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000) if lat else (lambda p: float("nan"))
-    return {"writes_s": len(lat) / elapsed, "p50": pct(0.50), "p99": pct(0.99), "conflicts": len(conflicts),
-            "errors": len(errors), "mean": statistics.fmean(lat) * 1000 if lat else float("nan")}
+    return {"writes_s": len(lat) / elapsed, "p50": pct(0.50), "p99": pct(0.99), "conflicts": len(out["conflicts"]),
+            "errors": len(out["errors"]), "lost": lost, "mean": statistics.fmean(lat) * 1000 if lat else float("nan")}
+
+
+def _store_tag(store: RuleStore, namespace: str, rule_id: str, per_rule: bool) -> int | str | None:
+    """Return what a store write is conditioned on: the rule's hash (None: absent) or the namespace revision."""
+    if not per_rule:
+        return store.revision(namespace)
+    current = store.load_raw(namespace).raw.get(rule_id)
+    return rule_hash(current) if current else None
+
+
+def store_loop(store: RuleStore, namespace: str, rule_id: str, stop: float, per_rule: bool, out: dict) -> None:
+    """The client loop on the store itself (no HTTP): revision or rule-hash conditioned writes of one rule."""
+    tag = _store_tag(store, namespace, rule_id, per_rule)
+    n = 0
+    while time.monotonic() < stop:
+        n += 1
+        body = validate_rule(rule(rule_id, 1 + n % 9000))
+        try:
+            if per_rule:
+                store.put_rule(namespace, body, None, "bench", expected_hash=tag, create_only=tag is None)
+                tag = rule_hash(encode_rule(body))
+            else:
+                tag = store.put_rule(namespace, body, tag, "bench").revision
+        except (ConflictError, AlreadyExistsError):
+            out["conflicts"].append(1)
+            tag = _store_tag(store, namespace, rule_id, per_rule)
+            continue
+        out["latencies"].append(0.0)
+        out["last"][rule_id] = 1 + n % 9000
+
+
+def store_run(cfg: RedisConfig, namespaces: list[str], clients: int, seconds: float, per_rule: bool) -> dict:
+    """Return writes/s, refusals and lost updates of `clients` threads writing through RuleStore directly."""
+    out: dict = {"latencies": [], "conflicts": [], "errors": [], "last": {}}
+    stores = [RuleStore.from_config(cfg, wait_replicas=1, wait_timeout_ms=1000) for _ in range(clients)]
+    stop = time.monotonic() + seconds
+    threads = [threading.Thread(target=store_loop, args=(stores[i], namespaces[i % len(namespaces)], f"r{i}", stop,
+                                                         per_rule, out)) for i in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    lost = 0
+    for i, rule_id in enumerate(f"r{i}" for i in range(clients)):
+        if rule_id in out["last"]:
+            stored = stores[0].load(namespaces[i % len(namespaces)]).rules.get(rule_id)
+            lost += stored is None or stored["policies"][0]["buckets"][0]["weight"] != out["last"][rule_id]
+    for store in stores:
+        store.close()
+    return {"writes_s": len(out["latencies"]) / elapsed, "conflicts": len(out["conflicts"]), "lost": lost}
+
+
+def scenarios(own: list[str], shared: str) -> list[tuple[str, list[str], bool]]:
+    """Return (label, namespaces, per-rule If-Match) for each row."""
+    return [("own namespace each", own, False), ("one namespace, If-Match revision", [shared], False),
+            ("one namespace, If-Match rule ETag", [shared], True)]
 
 
 def main() -> int:
@@ -103,7 +186,12 @@ def main() -> int:
         b.rules.create_namespace(ns)
     servers: list[Service] = []
     rows = []
+    direct = []
     try:
+        direct_ns = "bench-" + uuid.uuid4().hex[:6]
+        for label, namespaces, per_rule in scenarios([f"{direct_ns}-{i}" for i in range(args.clients)], direct_ns):
+            direct.append((label, store_run(redis_config(app.config), namespaces, args.clients, args.seconds,
+                                            per_rule)))
         for count in (1, 2):
             while len(servers) < count:
                 port = free_port()
@@ -113,8 +201,8 @@ def main() -> int:
                 servers.append(g)
                 g.wait_healthy()
             urls = [s.url for s in servers]
-            for label, namespaces in (("own namespace each", own), ("one shared namespace", [shared])):
-                res = run(urls, token, namespaces, args.clients, args.seconds)
+            for label, namespaces, per_rule in scenarios(own, shared):
+                res = run(urls, token, namespaces, args.clients, args.seconds, per_rule)
                 rows.append((count, label, res))
     finally:
         for s in servers:
@@ -126,11 +214,17 @@ def main() -> int:
             cluster.stop()
     print(f"\nruleadmin REST writes: {args.clients} concurrent clients, {args.seconds:.0f}s per row, "
           f"{args.workers} gevent workers per instance, WAIT 1 replica\n")
-    print(f"{'instances':>9} | {'scenario':<21} | {'writes/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'412s':>6} | {'errors':>6}")
-    print("-" * 9 + "-+-" + "-" * 21 + "-+-" + "-+-".join("-" * w for w in (8, 7, 7, 6, 6)))
+    print(f"{'instances':>9} | {'scenario':<34} | {'writes/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'412s':>6} | "
+          f"{'errors':>6} | {'lost':>4}")
+    print("-" * 9 + "-+-" + "-" * 34 + "-+-" + "-+-".join("-" * w for w in (8, 7, 7, 6, 6, 4)))
     for count, label, r in rows:
-        print(f"{count:>9} | {label:<21} | {r['writes_s']:>8.0f} | {r['p50']:>7.1f} | {r['p99']:>7.1f} | "
-              f"{r['conflicts']:>6} | {r['errors']:>6}")
+        print(f"{count:>9} | {label:<34} | {r['writes_s']:>8.0f} | {r['p50']:>7.1f} | {r['p99']:>7.1f} | "
+              f"{r['conflicts']:>6} | {r['errors']:>6} | {r['lost']:>4}")
+    print("\nthe same scenarios through RuleStore in this process (no HTTP, no ruleadmin), one thread a client:\n")
+    print(f"{'scenario':<34} | {'writes/s':>8} | {'412s':>6} | {'lost':>4}")
+    print("-" * 34 + "-+-" + "-+-".join("-" * w for w in (8, 6, 4)))
+    for label, r in direct:
+        print(f"{label:<34} | {r['writes_s']:>8.0f} | {r['conflicts']:>6} | {r['lost']:>4}")
     return 0
 
 

@@ -286,10 +286,14 @@ class RuleStore:
         return int(self._call(self.client.get, Keys(ns).rev) or 0)
 
     def usage(self, ns: str) -> Usage:
-        """Return the rule count and encoded bytes the commit script keeps for ns (as of its last write;
-        zeros for a namespace never written since the totals exist)."""
-        rules, size = self._call(self.client.hmget, Keys(ns).meta, "rules", "bytes")
-        return Usage(int(rules or 0), int(size or 0))
+        """Return the rule count and encoded bytes the commit script keeps for ns; counted from the rules
+        hash (not stored) for a namespace not written since the totals exist."""
+        keys = Keys(ns)
+        rules, size = self._call(self.client.hmget, keys.meta, "rules", "bytes")
+        if rules is not None and size is not None:
+            return Usage(int(rules), int(size))
+        raw = self._call(self.client.hgetall, keys.rules)
+        return Usage(len(raw), sum(len(k) + len(v) for k, v in raw.items()))
 
     def _generation(self, ns: str) -> str:
         return as_text(self._call(self.client.hget, Keys(ns).meta, "gen") or b"")
