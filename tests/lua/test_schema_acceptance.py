@@ -32,7 +32,8 @@ def requests_for(rules: list[dict], data: st.DataObject) -> list[RawRequest]:
         headers = [(n.encode(), data.draw(values).encode(errors="surrogateescape")) for n in names if n]
         out.append(RawRequest(host.encode(), rule["route"]["path"].encode() + b"x", data.draw(st.sampled_from(methods)),
                               data.draw(st.sampled_from([b"10.1.2.3", b"2001:db8::1", b"", b"bad"])),
-                              data.draw(st.integers(0, 2**40)), headers))
+                              data.draw(st.integers(0, 2**40)), headers,
+                              data.draw(st.text(min_size=1, max_size=8)).encode(errors="surrogateescape")))
     return out
 
 
