@@ -24,11 +24,11 @@ UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 def parse_upstreams(value: str | Iterable[str], source: str = "upstreams") -> tuple[str, ...]:
     """Return the sorted, distinct upstream names of "a,b" or ["a", "b"]; raise ValueError naming a bad one."""
-    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
+    names = [n.strip() for n in value.split(",") if n.strip()] if isinstance(value, str) else list(value)
     for name in names:
-        if not isinstance(name, str) or (name and not UPSTREAM_NAME.fullmatch(name)):
+        if not isinstance(name, str) or not UPSTREAM_NAME.fullmatch(name):
             raise ValueError(f"{source}: bad upstream name {name!r} (1-128 characters of A-Z a-z 0-9 _ . : -)")
-    out = tuple(sorted({n for n in names if n}))
+    out = tuple(sorted(set(names)))
     if len(out) > MAX_UPSTREAMS:
         raise ValueError(f"{source}: {len(out)} upstream names, at most {MAX_UPSTREAMS}")
     return out

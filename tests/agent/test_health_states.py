@@ -3,6 +3,8 @@ and the agent reports its configured upstream names in every heartbeat."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 
 import pytest
@@ -24,7 +26,7 @@ from rulegate.schema import validate_rule
 from rulegate_dev.acl import gateway_user
 from rulegate_dev.nginx import free_port
 
-from .conftest import make_client, split_rule
+from .conftest import ROOT, make_client, split_rule
 from .test_sidecar import call
 
 FAST = BudgetConfig(deadline=0.5, socket_timeout=0.2, connect_timeout=0.2)
@@ -172,7 +174,7 @@ def test_upstreams_from_the_environment(monkeypatch):
         RuleClient(["127.0.0.1:1"], "ns")
 
 
-@pytest.mark.parametrize("name", ["has space", "a/b", "x" * 129, "caf\u00e9", "{a}"])
+@pytest.mark.parametrize("name", ["has space", "a/b", "x" * 129, "caf\u00e9", "{a}", ""])
 def test_bad_upstream_names_are_refused(name):
     """A name a rule could not use is a configuration error naming it; the schema refuses it too."""
     with pytest.raises(ValueError, match="bad upstream name"):
@@ -196,3 +198,11 @@ def test_sidecar_reports_upstreams(cluster, store, namespace, sidecar_factory):
     assert requests.get(s.url + "/healthz", timeout=5).json()["upstreams"] == ["canary", "v1"]
     beat = fleet_entry(cluster, namespace, "sidecar-ups")
     assert beat is not None and beat.upstreams == ("canary", "v1")
+
+
+def test_sidecar_refuses_a_bad_upstream_name():
+    """`--upstreams` with a name a rule could not use exits 2 with one line naming it."""
+    out = subprocess.run([sys.executable, "-m", "gateway_agent", "serve", "--redis-nodes", "127.0.0.1:1",
+                          "--namespace", "ns", "--upstreams", "stable,bad name"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "bad upstream name 'bad name'" in out.stderr, out.stderr
