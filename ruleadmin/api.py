@@ -145,7 +145,7 @@ def list_rules(ns: str):
     ETag is the namespace revision."""
     _check_names(ns)
     rev, rules = backend().rules.list_rules(ns)
-    body = {"namespace": ns, "revision": rev, "rules": rules}
+    body = {"namespace": ns, "revision": rev, "rules": rules, "usage": backend().rules.usage(ns)}
     if rulelist.requested(request.args):
         flt, cursor, limit, errors = rulelist.from_args(request.args)
         if errors:

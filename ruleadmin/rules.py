@@ -89,6 +89,12 @@ class RuleService:
         state = self.store.load(ns)
         return state.revision, [state.rules[k] for k in sorted(state.rules)]
 
+    def usage(self, ns: str) -> dict:
+        """Return what ns holds against its limits: {"rules", "bytes", "max_rules", "max_bytes"}."""
+        used = self.store.usage(ns)
+        return {"rules": used.rules, "bytes": used.bytes, "max_rules": self.store.max_rules,
+                "max_bytes": self.store.max_bytes}
+
     def get_rule(self, ns: str, rule_id: str) -> tuple[int, dict]:
         """Return (revision, rule); raise NotFoundError."""
         rev, rules = self.list_rules(ns)

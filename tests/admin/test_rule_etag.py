@@ -130,3 +130,12 @@ def test_rule_count_limit_is_413_and_writes_nothing(small_app, users, ns, watch)
     body = r.get_json()
     assert r.status_code == 413 and (body["limit"], body["maximum"], body["current"], body["after"]) == ("rules", 2, 2, 3)
     assert watch.unchanged_since(before)
+
+
+def test_rule_list_reports_usage_against_the_limits(small_app, users, ns, backend):
+    """GET rules carries usage: the rule count and encoded bytes held, and the configured maxima."""
+    client = small_app.test_client()
+    _put(client, users, ns, split_rule("a"))
+    held = sum(len(k) + len(v) for k, v in backend.store.client.hgetall(Keys(ns).rules).items())
+    usage = client.get(f"/api/v1/namespaces/{ns}/rules", headers=users["viewer"].headers).get_json()["usage"]
+    assert usage == {"rules": 1, "bytes": held, "max_rules": 2, "max_bytes": 1024}
