@@ -28,15 +28,32 @@ MIN_PASSWORD = 8
 # a constant hash so an unknown user costs as much as a wrong password (no user enumeration by timing)
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
+# Lua: is the user record `rec` (decoded) an enabled admin? And: does any other user of KEYS[1] than
+# ARGV[1] hold that status? (Admins are few; one HGETALL is fine.)
+_ADMIN_LIB = """
+local function active_admin(rec)
+  return rec ~= nil and rec['role'] == 'admin' and not rec['disabled']
+end
+local function other_active_admin(key, name)
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if all[i] ~= name and active_admin(cjson.decode(all[i + 1])) then return true end
+  end
+  return false
+end
+"""
+
 # Merge ARGV[2] (a JSON object) into the user's JSON record and bump its session version "sv" when
 # ARGV[3] is "always" or the patch changes role, password or disabled. A missing user is created
-# (created_at = ARGV[4]) only when ARGV[4] is not empty. Reply: {record JSON, bumped, created}, or
-# nil when the user does not exist.
-_SAVE_USER = """
+# (created_at = ARGV[4]) only when ARGV[4] is not empty. Reply: {record JSON, bumped, created}, nil
+# when the user does not exist, or "last_admin" (nothing written) when the patch would leave no
+# enabled admin.
+_SAVE_USER = _ADMIN_LIB + """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw and ARGV[4] == '' then return nil end
 local rec = raw and cjson.decode(raw) or {created_at = tonumber(ARGV[4])}
 local patch = cjson.decode(ARGV[2])
+local was_admin = active_admin(rec)
 local bump = ARGV[3] == 'always'
 for _, f in ipairs({'role', 'password', 'disabled'}) do
   local old = rec[f]
@@ -44,12 +61,33 @@ for _, f in ipairs({'role', 'password', 'disabled'}) do
   if patch[f] ~= nil and patch[f] ~= old then bump = true end
 end
 for k, v in pairs(patch) do rec[k] = v end
+if was_admin and not active_admin(rec) and not other_active_admin(KEYS[1], ARGV[1]) then return 'last_admin' end
 local sv = tonumber(rec['sv']) or 0
 if raw and bump then sv = sv + 1 end
 rec['sv'] = sv
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
 return {cjson.encode(rec), (raw and bump) and 1 or 0, raw and 0 or 1}
 """
+
+# Delete user ARGV[1] unless it is the last enabled admin. Reply: 1 deleted, 0 missing, "last_admin".
+_DELETE_USER = _ADMIN_LIB + """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+if active_admin(cjson.decode(raw)) and not other_active_admin(KEYS[1], ARGV[1]) then return 'last_admin' end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
+
+class LastAdminError(AccountError):
+    """The change would leave no enabled admin (nobody could manage users any more)."""
+
+    def __init__(self, username: str, verb: str):
+        super().__init__(f"cannot {verb} {username!r}: it is the last enabled admin; make another user admin first")
+
+
+def _check_not_self(username: str, actor: str, verb: str) -> None:
+    if username == actor:
+        raise AccountError(f"you cannot {verb} yourself")
 
 
 class Accounts:
@@ -105,19 +143,23 @@ class Accounts:
         return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in raw]
 
     # ---- users -----------------------------------------------------------------------------
-    def _save(self, username: str, patch: dict, bump: str = "changes",
-              create: bool = False) -> tuple[dict, bool, bool] | None:
-        """Apply patch atomically; return (record, sessions ended, created) or None when the user is missing."""
+    def _save(self, username: str, patch: dict, bump: str = "changes", create: bool = False,
+              verb: str = "change") -> tuple[dict, bool, bool] | None:
+        """Apply patch atomically; return (record, sessions ended, created) or None when the user is missing;
+        raise LastAdminError (nothing written) when it would leave no enabled admin."""
         reply = self._call(self.client.eval, _SAVE_USER, 1, USERS_KEY, username, json.dumps(patch), bump,
                            str(int(self.clock())) if create else "")
         self.forget_cached()
         if reply is None:
             return None
+        if reply == b"last_admin":
+            raise LastAdminError(username, verb)
         return json.loads(reply[0]), bool(reply[1]), bool(reply[2])
 
     def create_user(self, username: str, role: str, password: str | None, actor: str = "cli") -> User:
         """Create a user or change its role and/or password (None or "" keeps it); a change ends its
-        sessions and revokes its tokens. Raise AccountError for a bad name, role or short password."""
+        sessions and revokes its tokens. Raise AccountError for a bad name, role or short password,
+        LastAdminError when it would demote the last enabled admin."""
         if not is_valid_id(username):
             raise AccountError("username must match [a-z0-9][a-z0-9_.-]{0,63}")
         if role not in ROLES:
@@ -129,7 +171,7 @@ class Accounts:
             patch["password"] = generate_password_hash(password)
         elif self._record(username) is None:
             raise AccountError(f"a new user needs a password of at least {MIN_PASSWORD} characters", "password")
-        saved = self._save(username, {**patch, "updated_at": int(self.clock())}, create=True)
+        saved = self._save(username, {**patch, "updated_at": int(self.clock())}, create=True, verb="demote")
         if saved is None:  # deleted in between
             raise AccountError(f"user {username!r} does not exist")
         rec, ended, _created = saved
@@ -139,12 +181,28 @@ class Accounts:
         return User(username, role, int(rec.get("sv") or 0))
 
     def set_disabled(self, username: str, disabled: bool, actor: str = "cli") -> bool:
-        """Disable (end its sessions, revoke its tokens) or enable a user; return whether it exists."""
-        if not is_valid_id(username) or self._save(username, {"disabled": disabled}) is None:
+        """Disable (end its sessions, revoke its tokens) or enable a user; return whether it exists.
+        Raise AccountError when actor disables itself, LastAdminError for the last enabled admin."""
+        if disabled:
+            _check_not_self(username, actor, "disable")
+        patch = {"disabled": disabled, "updated_at": int(self.clock())}
+        if not is_valid_id(username) or self._save(username, patch, verb="disable") is None:
             return False
         if disabled:
             self._revoke_all(username, actor, "user disabled")
         self.audit("user.disabled" if disabled else "user.enabled", actor, username)
+        return True
+
+    def reset_password(self, username: str, password: str, actor: str = "cli") -> bool:
+        """Set a new password (its sessions end, its tokens are revoked); return whether the user exists.
+        Raise AccountError for a short password."""
+        if len(password) < MIN_PASSWORD:
+            raise AccountError(f"password must have at least {MIN_PASSWORD} characters", "password")
+        patch = {"password": generate_password_hash(password), "updated_at": int(self.clock())}
+        if not is_valid_id(username) or self._save(username, patch) is None:
+            return False
+        self._revoke_all(username, actor, "password reset")
+        self.audit("user.password_reset", actor, username, "sessions and tokens ended")
         return True
 
     def end_sessions(self, username: str, actor: str) -> None:
@@ -183,15 +241,19 @@ class Accounts:
         return User(username, state.role, version)
 
     def delete_user(self, username: str, actor: str = "cli") -> bool:
-        """Delete a user and every token of it; return whether the user existed."""
+        """Delete a user and every token of it; return whether the user existed. Raise AccountError when
+        actor deletes itself, LastAdminError for the last enabled admin."""
+        _check_not_self(username, actor, "delete")
         if not is_valid_id(username):
             return False
-        self._revoke_all(username, actor, "user deleted")
-        existed = bool(self._call(self.client.hdel, USERS_KEY, username))
+        reply = self._call(self.client.eval, _DELETE_USER, 1, USERS_KEY, username)
         self.forget_cached()
-        if existed:
+        if reply == b"last_admin":
+            raise LastAdminError(username, "delete")
+        self._revoke_all(username, actor, "user deleted")  # also any left by an earlier delete
+        if reply:
             self.audit("user.deleted", actor, username)
-        return existed
+        return bool(reply)
 
     def list_users(self) -> list[dict]:
         """Return every user as {username, role, disabled, created_at, updated_at}, sorted by name."""

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from .accounts import AccountError
+from .accounts import AccountError, LastAdminError
 from .api_request import int_arg, json_body
 from .auth import api_role, api_user
+from .display import iso_utc
 from .errors import APIError
 from .extensions import backend
 from .idempotency import idempotent
@@ -83,8 +84,10 @@ def revoke_token(token_id: str):
 @bp.get("/users")
 @api_role("admin", unscoped=True)
 def list_users():
-    """Return every user with role and disabled flag (admin)."""
-    return jsonify(users=backend().accounts.list_users())
+    """Return every user with role, disabled flag and times (UNIX seconds and ISO 8601 UTC) (admin)."""
+    return jsonify(users=[{**u, "created_at_iso": iso_utc(u["created_at"]) or None,
+                           "updated_at_iso": iso_utc(u["updated_at"]) or None}
+                          for u in backend().accounts.list_users()])
 
 
 def _other_user(username: str, verb: str) -> None:
@@ -95,13 +98,26 @@ def _other_user(username: str, verb: str) -> None:
         raise APIError(404, f"user {username!r} does not exist", {"username": "does not exist"})
 
 
+def _change(username: str, verb: str, change) -> None:
+    """Run change(); 404 when the user vanished meanwhile, 409 when it is the last enabled admin."""
+    _other_user(username, verb)
+    try:
+        done = change()
+    except LastAdminError as exc:
+        raise APIError(409, str(exc), {"username": "the last enabled admin"}) from None
+    except AccountError as exc:
+        raise APIError(400, str(exc), {exc.field: str(exc)}) from None
+    if not done:
+        raise APIError(404, f"user {username!r} does not exist", {"username": "does not exist"})
+
+
 @bp.post("/users/<username>/disable")
 @api_role("admin", unscoped=True)
 @idempotent()
 def disable_user(username: str):
-    """Disable a user: its sessions end and its tokens are revoked (admin)."""
-    _other_user(username, "disable")
-    backend().accounts.set_disabled(username, True, actor=api_user().username)
+    """Disable a user: its sessions end and its tokens are revoked (admin; not yourself, not the last admin)."""
+    acc, actor = backend().accounts, api_user().username
+    _change(username, "disable", lambda: acc.set_disabled(username, True, actor=actor))
     return jsonify(username=username, disabled=True)
 
 
@@ -110,8 +126,8 @@ def disable_user(username: str):
 @idempotent()
 def enable_user(username: str):
     """Enable a disabled user again (admin); it logs in anew and needs new tokens."""
-    _other_user(username, "enable")
-    backend().accounts.set_disabled(username, False, actor=api_user().username)
+    acc, actor = backend().accounts, api_user().username
+    _change(username, "enable", lambda: acc.set_disabled(username, False, actor=actor))
     return jsonify(username=username, disabled=False)
 
 
@@ -119,7 +135,24 @@ def enable_user(username: str):
 @api_role("admin", unscoped=True)
 @idempotent()
 def delete_user(username: str):
-    """Delete a user and its tokens (admin)."""
-    _other_user(username, "delete")
-    backend().accounts.delete_user(username, actor=api_user().username)
+    """Delete a user and its tokens (admin; not yourself, not the last admin)."""
+    acc, actor = backend().accounts, api_user().username
+    _change(username, "delete", lambda: acc.delete_user(username, actor=actor))
     return jsonify(deleted=username)
+
+
+@bp.post("/users/<username>/password")
+@api_role("admin", unscoped=True)
+def reset_password(username: str):
+    """Set a user's password {"password": ...} (admin, not your own): its sessions end, its tokens are
+    revoked. No Idempotency-Key: the body holds a secret, and a repeat does the same again."""
+    data = json_body(("password",))
+    password = data.get("password")
+    if not isinstance(password, str) or len(password) > 1024:
+        raise APIError(400, "invalid password", {"password": "must be a string of at most 1024 characters"})
+    acc, actor = backend().accounts, api_user().username
+    if username == actor:
+        raise APIError(400, "you cannot reset your own password here: it would revoke the token in use; "
+                            "change it on the users page", {"username": "cannot reset your own password"})
+    _change(username, "reset the password of", lambda: acc.reset_password(username, password, actor=actor))
+    return jsonify(username=username, sessions_ended=True, tokens_revoked=True)

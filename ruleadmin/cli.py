@@ -1,4 +1,9 @@
-"""`ruleadmin` command line: serve (gunicorn + gevent workers), users, tokens and namespaces."""
+"""`ruleadmin` command line: serve (gunicorn + gevent workers), users, tokens and namespaces.
+
+Exit status: 0 done; 1 the command could not be done (Redis unreachable or refusing the credentials, no such
+user or token, the last enabled admin); 2 bad usage or input (argparse convention): the one-line message on
+stderr names the argument, setting or environment variable at fault. Never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,42 +14,107 @@ import re
 import secrets
 import sys
 
-from rulegate.errors import StoreError
+from rulegate.cliargs import EnvArgumentParser, identifier, positive
+from rulegate.connection import REDIS_ERRORS
+from rulegate.errors import RulegateError, StoreError, ValidationError
 
 from .config import ConfigError
 
+PASSWORD_ENV = "RULEADMIN_USER_PASSWORD"
+ROLE_CHOICES = ("viewer", "editor", "admin")
+ENV_EPILOG = """\
+environment (the Redis connection and every other setting, see docs/api.md):
+  RULEADMIN_REDIS_NODES         host:port[,host:port...] (default: 127.0.0.1:7000)
+  RULEADMIN_REDIS_MODE          cluster, single or auto (default: auto)
+  RULEADMIN_REDIS_USERNAME      Redis ACL user, e.g. rg-admin (default: none)
+  RULEADMIN_REDIS_PASSWORD      its password (default: none)
+  RULEADMIN_REDIS_SSL           true for TLS; RULEADMIN_REDIS_SSL_CA_CERTS, _CERTFILE, _KEYFILE: PEM paths
+  RULEADMIN_REDIS_SOCKET_TIMEOUT  seconds (default: 1.0)
+exit status: 0 done, 1 could not be done (Redis unreachable or refusing the credentials, no such user or
+token, the last enabled admin), 2 bad usage or input"""
+PASSWORD_HELP = (f"read the password from the first line of stdin (else ${PASSWORD_ENV}, else a prompt on "
+                 "a terminal; without any of them the command stops with status 2)")
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ruleadmin", description="rulegate admin (config from RULEADMIN_* env)")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the admin under gunicorn with gevent workers")
-    s.add_argument("--bind", default="127.0.0.1:8081")
-    s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--worker-connections", type=int, default=200)
-    s.add_argument("--timeout", type=int, default=30)
-    s.add_argument("--access-log", default=None, help="file or '-' for stdout (default: off)")
-    u = sub.add_parser("create-user", help="create or update a user")
-    u.add_argument("--username", required=True)
-    u.add_argument("--role", required=True, choices=("viewer", "editor", "admin"))
-    u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+def _parser() -> EnvArgumentParser:
+    p = EnvArgumentParser(prog="ruleadmin", epilog=ENV_EPILOG,
+                          description="rulegate admin: run the web UI and REST API, manage users, API tokens "
+                                      "and namespaces. Settings come from RULEADMIN_* environment variables.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, description: str = "") -> EnvArgumentParser:
+        return sub.add_parser(name, help=text, description=description or text[0].upper() + text[1:] + ".",
+                              epilog=ENV_EPILOG)
+
+    _serve_parser(command("serve", "run the admin (web UI and REST API) under gunicorn with gevent workers",
+                          "Run the admin under gunicorn with gevent workers; needs RULEADMIN_SECRET_KEY "
+                          "(the same on every instance)."))
+    u = command("create-user", "create a user, or change an existing user's role and/or password",
+                "Create a user, or change an existing user's role and/or password; a change ends the user's "
+                "sessions and revokes its tokens. An empty password keeps an existing user's.")
+    u.add_argument("--username", required=True, type=identifier("username"), help="the user's name (required)")
+    u.add_argument("--role", required=True, choices=ROLE_CHOICES, help="viewer, editor or admin (required)")
+    u.add_argument("--password-stdin", action="store_true", help=PASSWORD_HELP)
+    _users_parser(command("users", "list, disable, enable, delete users and reset their passwords"))
     for verb, text in (("disable", "disable a user: ends its sessions, revokes its tokens"),
                        ("enable", "enable a disabled user"), ("delete", "delete a user and its tokens")):
-        sub.add_parser(f"{verb}-user", help=text).add_argument("--username", required=True)
-    sub.add_parser("list-users", help="print every user as JSON lines")
-    t = sub.add_parser("create-token", help="create an API token and print it once")
-    t.add_argument("--username", required=True)
-    t.add_argument("--name", default="")
-    t.add_argument("--role", choices=("viewer", "editor", "admin"), help="at most the user's role (default)")
-    t.add_argument("--namespaces", help="comma-separated namespaces the token may reach (default: all)")
-    t.add_argument("--expires-in", type=duration, help="e.g. 3600, 90m, 12h, 30d (default and maximum: "
-                                                      "RULEADMIN_TOKEN_MAX_LIFETIME_SECONDS)")
-    lt = sub.add_parser("list-tokens", help="print tokens (never their secrets) as JSON lines")
-    lt.add_argument("--username")
-    r = sub.add_parser("revoke-token", help="revoke an API token by id")
-    r.add_argument("--id", required=True)
-    n = sub.add_parser("create-namespace", help="create a namespace")
-    n.add_argument("--name", required=True)
+        command(f"{verb}-user", f"{text} (same as `users {verb}`)").add_argument(
+            "--username", required=True, type=identifier("username"), help="the user (required)")
+    command("list-users", "print every user as JSON lines (times as UNIX seconds; see `users list`)")
+    _token_parsers(command)
+    n = command("create-namespace", "create a namespace (nothing happens when it exists)")
+    n.add_argument("name", nargs="?", type=identifier("namespace name"), metavar="NAME",
+                   help="the namespace (required, as NAME or --name)")
+    n.add_argument("--name", dest="name_flag", type=identifier("namespace name"), metavar="NAME",
+                   help="the namespace (required, as NAME or --name)")
     return p
+
+
+def _serve_parser(s: EnvArgumentParser) -> None:
+    s.add_env_argument("--bind", "RULEADMIN_BIND", default="127.0.0.1:8081", metavar="ADDRESS",
+                       help="address to listen on: HOST:PORT, or unix:PATH (gunicorn --bind)")
+    s.add_env_argument("--workers", "RULEADMIN_WORKERS", type=positive(int), default=2, metavar="N",
+                       help="worker processes")
+    s.add_env_argument("--worker-connections", "RULEADMIN_WORKER_CONNECTIONS", type=positive(int), default=200,
+                       metavar="N", help="concurrent connections per worker")
+    s.add_env_argument("--timeout", "RULEADMIN_WORKER_TIMEOUT", type=positive(int), default=30, metavar="SECONDS",
+                       help="seconds a worker may be silent before gunicorn restarts it")
+    s.add_env_argument("--access-log", "RULEADMIN_ACCESS_LOG", metavar="FILE", shown="off",
+                       help="access log file, or '-' for stdout")
+
+
+def _users_parser(g: EnvArgumentParser) -> None:
+    acts = g.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, text: str) -> EnvArgumentParser:
+        a = acts.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", epilog=ENV_EPILOG)
+        if name != "list":
+            a.add_argument("username", type=identifier("username"), metavar="USERNAME", help="the user")
+        return a
+
+    lst = action("list", "print every user: name, role, disabled, last update (ISO 8601 UTC)")
+    lst.add_argument("--json", action="store_true", help="JSON lines instead of a table (default: a table)")
+    action("disable", "disable a user: its sessions end, its tokens are revoked, its logins are refused; "
+                      "not the last enabled admin")
+    action("enable", "enable a disabled user (it logs in anew and needs new tokens)")
+    action("delete", "delete a user and its tokens; not the last enabled admin")
+    action("reset-password", "set a new password: the user's sessions end and its tokens are revoked").add_argument(
+        "--password-stdin", action="store_true", help=PASSWORD_HELP)
+
+
+def _token_parsers(command) -> None:
+    t = command("create-token", "create an API token and print it once (its id goes to stderr)")
+    t.add_argument("--username", required=True, type=identifier("username"), help="the token's user (required)")
+    t.add_argument("--name", default="", help="a label (default: empty)")
+    t.add_argument("--role", choices=ROLE_CHOICES, help="at most the user's role (default: the user's)")
+    t.add_argument("--namespaces", help="comma-separated namespaces the token may reach (default: all)")
+    t.add_argument("--expires-in", type=duration, metavar="DURATION",
+                   help="lifetime: seconds, or 90m, 12h, 30d (default and maximum: "
+                        "RULEADMIN_TOKEN_MAX_LIFETIME_SECONDS, 365 days unless set)")
+    lt = command("list-tokens", "print tokens (never their secrets) as JSON lines")
+    lt.add_argument("--username", type=identifier("username"), help="only this user's (default: every user's)")
+    r = command("revoke-token", "revoke an API token by id")
+    r.add_argument("--id", required=True, help="the token id: 16 hex digits, as list-tokens shows (required)")
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -70,52 +140,116 @@ def serve(args: argparse.Namespace) -> None:
     os.execv(sys.executable, argv + ["ruleadmin.wsgi:app"])
 
 
+class UsageError(Exception):
+    """Bad input found after parsing (exit status 2); the message names the argument."""
+
+
+class NotFound(Exception):
+    """The named user or token does not exist (exit status 1)."""
+
+
 def _read_password(from_stdin: bool) -> str:
+    """Return the password from stdin, $RULEADMIN_USER_PASSWORD or a terminal prompt; raise UsageError."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():
+        raise UsageError(f"no terminal to ask for the password: pipe it with --password-stdin or set {PASSWORD_ENV}")
     first = getpass.getpass("Password: ")
     if getpass.getpass("Again: ") != first:
-        raise SystemExit("passwords differ")
+        raise UsageError("the two passwords differ")
     return first
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; return the exit status."""
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        try:
-            serve(args)
-        except ConfigError as exc:
-            print(f"ruleadmin: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    from . import create_app
-    from .accounts import AccountError
-    from .extensions import backend
+def _actor() -> str:
     try:
-        # management commands use no sessions: a throwaway key is enough when none is configured
-        app = create_app({"SECRET_KEY": secrets.token_hex(16)})
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "cli"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return the exit status (0 done, 1 could not be done, 2 bad usage or input)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    prog = " ".join(filter(None, ["ruleadmin", args.command, getattr(args, "action", None)]))
+    try:
+        return _main(args)
+    except (UsageError, ConfigError, ValidationError) as exc:
+        return _fail(prog, str(exc), 2)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return _fail(prog, "interrupted", 130)
+    except (StoreError, *REDIS_ERRORS) as exc:
+        return _fail(prog, _redis_problem(exc), 1)
+    except (NotFound, RulegateError) as exc:
+        return _fail(prog, str(exc), 1)
+    except ValueError as exc:  # AccountError (a ValueError) and its LastAdminError
+        from .accounts import LastAdminError
+        return _fail(prog, _account_problem(exc), 1 if isinstance(exc, LastAdminError) else 2)
+
+
+def _fail(prog: str, message: str, status: int) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return status
+
+
+# the argument an AccountError's field came from (username and password messages name them already)
+_ARGUMENT_OF_FIELD = {"role": "--role", "namespaces": "--namespaces", "expires_in": "--expires-in", "name": "--name"}
+
+
+def _account_problem(exc: ValueError) -> str:
+    argument = _ARGUMENT_OF_FIELD.get(getattr(exc, "field", ""))
+    return f"{argument}: {exc}" if argument else str(exc)
+
+
+def _redis_problem(exc: Exception) -> str:
+    text = str(exc) or exc.__class__.__name__
+    if "Authentication" in text or "WRONGPASS" in text or "NOAUTH" in text:
+        return (f"Redis refused the credentials ({text}); check RULEADMIN_REDIS_USERNAME and "
+                "RULEADMIN_REDIS_PASSWORD")
+    if "NoPermission" in text or "NOPERM" in text:
+        return f"Redis refused a command to this ACL user ({text}); see docs/security.md for rg-admin's grants"
+    return (f"cannot use Redis ({text}); check RULEADMIN_REDIS_NODES "
+            f"({os.environ.get('RULEADMIN_REDIS_NODES', 'unset: 127.0.0.1:7000')}) and RULEADMIN_REDIS_MODE")
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        serve(args)
+        return 0
+    password = None
+    if args.command == "create-user" or getattr(args, "action", None) == "reset-password":
+        password = _read_password(args.password_stdin)  # before connecting: bad input fails fast
+    if args.command == "create-namespace":
+        names = {n for n in (args.name, args.name_flag) if n}
+        if len(names) != 1:
+            raise UsageError("give the namespace once, as NAME or --name" if names else
+                             "the following arguments are required: NAME (or --name)")
+        args.name = names.pop()
+    from . import create_app
+    from .extensions import backend
+    # management commands use no sessions: a throwaway key is enough when none is configured
+    app = create_app({"SECRET_KEY": secrets.token_hex(16)})
+    app.config.pop(PASSWORD_ENV.removeprefix("RULEADMIN_"), None)
+    try:
         with app.app_context():
-            return _run(args, app, backend(), f"cli:{getpass.getuser()}")
-    except (AccountError, ConfigError, StoreError, ValueError) as exc:
-        print(f"ruleadmin: {exc}", file=sys.stderr)
-        return 1
+            return _run(args, app, backend(), _actor(), password)
+    finally:
+        app.extensions["ruleadmin"].close()
 
 
-def _run(args: argparse.Namespace, app, b, actor: str) -> int:
+def _run(args: argparse.Namespace, app, b, actor: str, password: str | None) -> int:
     """Run one management command with the app's backend; return the exit status."""
     cmd, acc = args.command, b.accounts
+    if cmd == "users":
+        return _users(args, acc, actor, password)
     if cmd == "create-user":
-        acc.create_user(args.username, args.role, _read_password(args.password_stdin), actor)
+        acc.create_user(args.username, args.role, password, actor)
         print(f"user {args.username} ({args.role}) saved")
     elif cmd in ("disable-user", "enable-user", "delete-user"):
-        verb = cmd.removesuffix("-user")
-        done = acc.delete_user(args.username, actor) if verb == "delete" else acc.set_disabled(
-            args.username, verb == "disable", actor)
-        if not done:
-            print(f"no user {args.username}", file=sys.stderr)
-            return 1
-        print(f"user {args.username} {verb}d")
+        return _change_user(acc, args.username, cmd.removesuffix("-user"), actor)
     elif cmd == "list-users":
         for user in acc.list_users():
             print(json.dumps(user))
@@ -131,14 +265,48 @@ def _run(args: argparse.Namespace, app, b, actor: str) -> int:
             print(json.dumps(record))
     elif cmd == "revoke-token":
         if not acc.revoke_token(args.id, actor):
-            print(f"no token with id {args.id}", file=sys.stderr)
-            return 1
+            raise NotFound(f"no token with id {args.id}")
         print(f"token {args.id} revoked")
     elif cmd == "create-namespace":
         created = b.rules.create_namespace(args.name)
         if created:
             acc.audit("namespace.created", actor, args.name)
         print(f"namespace {args.name} {'created' if created else 'already exists'}")
+    return 0
+
+
+def _users(args: argparse.Namespace, acc, actor: str, password: str | None) -> int:
+    """Run `ruleadmin users <action>`; return the exit status."""
+    from .display import iso_utc
+    if args.action == "list":
+        users = acc.list_users()
+        if args.json:
+            for u in users:
+                print(json.dumps({**u, "created_at": iso_utc(u["created_at"]) or None,
+                                  "updated_at": iso_utc(u["updated_at"]) or None}))
+            return 0
+        rows = [("USERNAME", "ROLE", "DISABLED", "UPDATED")] + [
+            (u["username"], u["role"], "yes" if u["disabled"] else "no", iso_utc(u["updated_at"]) or "-")
+            for u in users]
+        width = max(len(r[0]) for r in rows)
+        for r in rows:
+            print(f"{r[0]:<{width}}  {r[1]:<6}  {r[2]:<8}  {r[3]}")
+        return 0
+    if args.action == "reset-password":
+        if not acc.reset_password(args.username, password or "", actor):
+            raise NotFound(f"no user {args.username}")
+        print(f"password of {args.username} reset; its sessions ended and its tokens were revoked")
+        return 0
+    return _change_user(acc, args.username, args.action, actor)
+
+
+def _change_user(acc, username: str, verb: str, actor: str) -> int:
+    done = acc.delete_user(username, actor) if verb == "delete" else acc.set_disabled(
+        username, verb == "disable", actor)
+    if not done:
+        raise NotFound(f"no user {username}")
+    print(f"user {username} {verb}d" + (": its sessions ended and its tokens were revoked"
+                                        if verb != "enable" else ""))
     return 0
 
 

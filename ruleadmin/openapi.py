@@ -193,6 +193,7 @@ def _rule_paths(errors: dict, idem: dict) -> dict:
 
 def _account_paths(errors: dict, idem: dict) -> dict:
     admin = "admin, token without a namespace scope"
+    last_admin = _error("it is the last enabled admin, or a request with the same Idempotency-Key is still running")
     return {
         "/whoami": {
             "get": {"operationId": "whoami", "responses": {"200": _ok(
@@ -219,17 +220,29 @@ def _account_paths(errors: dict, idem: dict) -> dict:
         },
         "/users": {
             "get": {"operationId": "listUsers", "description": admin,
-                    "responses": {"200": _ok("users: username, role, disabled, created_at, updated_at"), **errors}},
+                    "responses": {"200": _ok("users: username, role, disabled, created_at, updated_at (UNIX "
+                                             "seconds), created_at_iso, updated_at_iso (ISO 8601 UTC)"), **errors}},
         },
         "/users/{username}": {
-            "delete": {"operationId": "deleteUser", "description": admin + "; not yourself",
+            "delete": {"operationId": "deleteUser", "description": admin + "; not yourself, not the last enabled admin",
                        "parameters": [USERNAME, IDEMPOTENCY_KEY],
-                       "responses": {"200": _ok("deleted with its tokens"), **errors, **idem}},
+                       "responses": {"200": _ok("deleted with its tokens"), **errors, **idem, "409": last_admin}},
         },
         "/users/{username}/disable": {
-            "post": {"operationId": "disableUser", "description": admin + "; ends its sessions, revokes its tokens",
+            "post": {"operationId": "disableUser", "description": admin + "; ends its sessions, revokes its tokens; "
+                                                                          "not yourself, not the last enabled admin",
                      "parameters": [USERNAME, IDEMPOTENCY_KEY],
-                     "responses": {"200": _ok("disabled"), **errors, **idem}},
+                     "responses": {"200": _ok("disabled"), **errors, **idem, "409": last_admin}},
+        },
+        "/users/{username}/password": {
+            "post": {"operationId": "resetPassword", "parameters": [USERNAME],
+                     "description": admin + "; not your own; ends the user's sessions, revokes its tokens; "
+                                    "no Idempotency-Key (the body is a secret)",
+                     "requestBody": _json_body({"type": "object", "required": ["password"],
+                                                "additionalProperties": False, "properties": {
+                                                    "password": {"type": "string", "minLength": 8,
+                                                                 "maxLength": 1024}}}),
+                     "responses": {"200": _ok("password set"), **errors}},
         },
         "/users/{username}/enable": {
             "post": {"operationId": "enableUser", "description": admin, "parameters": [USERNAME, IDEMPOTENCY_KEY],

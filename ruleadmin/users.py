@@ -4,14 +4,14 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, NumberRange, Optional
 
-from .accounts import AccountError
+from .accounts import AccountError, LastAdminError
 from .auth import web_role
 from .extensions import backend
 from .principals import ROLES
@@ -80,22 +80,45 @@ def save_user():
     try:
         backend().accounts.create_user(form.username.data or "", form.role.data, form.password.data or "",
                                        actor=current_user.username)
-    except AccountError as exc:
+    except AccountError as exc:  # LastAdminError too: demoting the last enabled admin
         getattr(form, exc.field, form.username).errors = [str(exc)]
-        return _page(user_form=form, status=400)
+        return _page(user_form=form, status=409 if isinstance(exc, LastAdminError) else 400)
     flash(f"User {form.username.data} saved.")
     return redirect(url_for("users.index"))
+
+
+@bp.get("/users/<username>/delete")
+@web_role("admin")
+def confirm_delete_user(username: str):
+    """The confirmation page of a user delete: the user and the tokens that go with it."""
+    if username == current_user.username:
+        abort(400, "You cannot delete yourself.")
+    acc = backend().accounts
+    user = next((u for u in acc.list_users() if u["username"] == username), None)
+    if user is None:
+        abort(404, "No such user.")
+    return render_template("confirm_delete_user.html", user=user, tokens=acc.list_tokens(username),
+                           action=ActionForm())
 
 
 @bp.post("/users/<username>/<any(delete, disable, enable):verb>")
 @web_role("admin")
 def change_user(username: str, verb: str):
-    """Delete (with its tokens), disable (ends its sessions, revokes its tokens) or enable a user, not yourself."""
+    """Delete (confirmed, with its tokens), disable (ends its sessions, revokes its tokens) or enable a user;
+    not yourself, not the last enabled admin (409)."""
     _valid_action()
     if username == current_user.username:
         abort(400, f"You cannot {verb} yourself.")
+    if verb == "delete" and request.form.get("confirmed") != "yes":
+        return redirect(url_for("users.confirm_delete_user", username=username))
     acc, actor = backend().accounts, current_user.username
-    done = acc.delete_user(username, actor) if verb == "delete" else acc.set_disabled(username, verb == "disable", actor)
+    try:
+        done = (acc.delete_user(username, actor) if verb == "delete"
+                else acc.set_disabled(username, verb == "disable", actor))
+    except LastAdminError as exc:
+        abort(409, str(exc))
+    except AccountError as exc:
+        abort(400, str(exc))
     if not done:
         abort(404, "No such user.")
     flash(f"User {username} {verb}d.")
