@@ -57,7 +57,8 @@ end
 
 
 -- The payload bytes: a msgpack map whose rule values are bin (so Python reads bytes).
-function _M.encode_payload(namespace, generation, revision, written_at, raw_rules)
+-- pause, when given, is called after every rule (a cooperative yield).
+function _M.encode_payload(namespace, generation, revision, written_at, raw_rules, pause)
     local buf = {}
     pack_map_header(buf, 5)
     buf[#buf + 1] = mp.pack("namespace")
@@ -78,14 +79,22 @@ function _M.encode_payload(namespace, generation, revision, written_at, raw_rule
     for _, id in ipairs(ids) do
         buf[#buf + 1] = mp.pack(id)
         packers["binary"](buf, raw_rules[id])
+        if pause then
+            pause()
+        end
     end
     return concat(buf)
 end
 
 
-function _M.encode(namespace, generation, revision, written_at, raw_rules)
-    local payload = _M.encode_payload(namespace, generation, revision, written_at, raw_rules)
+-- The snapshot file's bytes for an encoded payload.
+function _M.frame(payload)
     return format("%s %08x %d\n", _M.MAGIC, crc32(payload), #payload) .. payload
+end
+
+
+function _M.encode(namespace, generation, revision, written_at, raw_rules)
+    return _M.frame(_M.encode_payload(namespace, generation, revision, written_at, raw_rules))
 end
 
 

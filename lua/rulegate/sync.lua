@@ -771,9 +771,8 @@ local function compile_raw(got)
 end
 
 
-local function write_snapshot(conf, gen, rev, raw)
-    local data = snapshot.encode(conf.namespace, gen, rev, floor(now()), raw)
-    local ok, err = snapshot.write_file(conf.snapshot_path, data)
+local function write_snapshot(conf, payload)
+    local ok, err = snapshot.write_file(conf.snapshot_path, snapshot.frame(payload))
     if not ok then
         log(WARN, "rulegate: cannot write the snapshot: ", err)
     end
@@ -844,7 +843,7 @@ local function apply(conf, got, held_rev, held_gen)
         dict:incr(K.full_reloads, 1, 0)
     end
     if payload and conf.snapshot_path then
-        write_snapshot(conf, got.gen, got.rev, got.raw)
+        write_snapshot(conf, payload)
     end
     return true
 end
@@ -872,7 +871,12 @@ local function checkpoint(conf)
         return
     end
     local pub = _M.published(dict)
-    local payload = snapshot.encode_payload(conf.namespace, pub.generation, pub.revision, floor(t), raw)
+    -- yields (the lock is held: nothing publishes meanwhile, the raw map does not change)
+    local payload = snapshot.encode_payload(conf.namespace, pub.generation, pub.revision, floor(t), raw,
+                                            _M.pauser(PAUSE_EVERY * 5))
+    if dict:get(K.ver) ~= ver then
+        return
+    end
     dict:delete(K.payload_ver)
     local ok, err = dict:set(K.payload, payload)
     if not ok then
@@ -884,7 +888,7 @@ local function checkpoint(conf)
     dict:set(K.pending, 0)
     dict:incr(K.checkpoints, 1, 0)
     if conf.snapshot_path then
-        write_snapshot(conf, pub.generation, pub.revision, raw)
+        write_snapshot(conf, payload)
     end
 end
 
