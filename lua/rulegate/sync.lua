@@ -386,8 +386,9 @@ local function set_state(conf, state, err, kind)
             log(ERR, "rulegate: ", err)
         elseif state ~= "error" then
             -- an unknown namespace is served as an empty rule set: a warning
+            local rev = dict:get(K.rev)
             log(state == "unknown_namespace" and WARN or ERR, "rulegate: sync of namespace ", conf.namespace, " ",
-                state, ": ", err, "; serving revision ", tostring(dict:get(K.rev)))
+                state, ": ", err, rev and "; serving revision " .. rev or "; no rule set loaded")
         else
             log(ERR, "rulegate: sync of namespace ", conf.namespace, " failing (", err,
                 "); serving the last good rules (revision ", tostring(dict:get(K.rev)),
