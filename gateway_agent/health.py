@@ -25,7 +25,7 @@ AUTH_REPLIES = ("NOAUTH", "WRONGPASS", "NOPERM")
 
 
 class UnknownNamespace(StoreError):
-    """The namespace has neither a rev nor a meta key in the store (a misspelled name, or never written)."""
+    """The namespace has no rev key and no generation in its meta key (a misspelled name, or never written)."""
 
 
 class AuthFailed(redis.RedisError):
