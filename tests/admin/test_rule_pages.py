@@ -302,4 +302,5 @@ def test_pages_have_labels_unique_ids_and_viewport(app, users, ns, backend):
              f"/ns/{ns}/rules/new?kind=degrade", f"/ns/{ns}/rules/web/edit", f"/ns/{ns}/rules/shed/edit",
              f"/ns/{ns}/simulate", f"/ns/{ns}/upstreams", f"/ns/{ns}/history", f"/ns/{ns}/fleet"]
     problems = {url: _audit(admin.get(url).data) for url in pages}
+    problems["/login"] = _audit(app.test_client().get("/login").data)
     assert {u: p for u, p in problems.items() if p} == {}
