@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-FIELDS = {"host": 253, "path": 2048, "method": 16, "ip": 64}
+FIELDS = {"host": 253, "path": 2048, "method": 16, "ip": 64, "request_id": 256}
 MAPS = ("headers", "cookies", "args")
 MAX_ENTRIES = 64
 
