@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rulegate developer entry point. As root on Debian 12:
-#   ./dev.sh demo   install everything (idempotent), run the demo until Ctrl-C
+#   ./dev.sh demo   install everything (idempotent), run the demo until Ctrl-C / SIGTERM / ./dev.sh stop
+#   ./dev.sh stop   stop the running demo(s) from another shell (rulegate-dev stop)
 #   ./dev.sh test   install everything (idempotent), run the whole test suite
 #   ./dev.sh deps   install only
 set -euo pipefail
@@ -47,6 +48,7 @@ shift || true
 case "$cmd" in
   deps) install_system; install_python ;;
   demo) install_system; install_python; exec "$VENV/bin/rulegate-dev" demo "$@" ;;
+  stop) exec "$VENV/bin/rulegate-dev" stop "$@" ;;
   test) install_system; install_python; exec "$VENV/bin/python" -m pytest "$@" ;;
   *) sed -n '2,6p' "$0"; exit 2 ;;
 esac

@@ -21,7 +21,8 @@ _CLUSTER_READS = ("+cluster|slots +cluster|shards +cluster|nodes +cluster|info +
                   "+cluster|keyslot +asking +readonly +readwrite +info +command +ping +hello +auth +client|setname "
                   "+client|id +select")
 ADMIN_RULES = ("~rg:* ~{rg:* resetchannels &{rg:* -@all "
-               "+get +set +del +exists +expire +ttl +incr +incrby +hget +hgetall +hset +hsetnx +hdel +hlen +hexists +hkeys "
+               "+get +set +del +exists +expire +ttl +incr +incrby +hget +hmget +hgetall +hset +hsetnx +hdel +hlen "
+               "+hexists +hkeys "
                "+sadd +srem +smembers +sismember +xadd +xrange +xrevrange +xlen +spublish "
                "+eval +evalsha +script|load +script|exists +wait +multi +exec +discard " + _CLUSTER_READS)
 GATEWAY_COMMANDS = ("-@all +get +hget +hgetall +hscan +hlen +xrange +xrevrange +hset +hdel +ssubscribe +sunsubscribe "

@@ -6,17 +6,19 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import redis
 
 from .acl import OPS_USER, AclUsers
+from .errors import LauncherError
+from .ports import find_free_base, port_is_free
 from .private_files import private_dir, write_private
+from .processes import ProcessRecord
 
 if TYPE_CHECKING:  # rulegate_dev.tls needs cryptography (a test dependency)
     from .tls import TlsFiles
@@ -24,10 +26,7 @@ if TYPE_CHECKING:  # rulegate_dev.tls needs cryptography (a test dependency)
 log = logging.getLogger("rulegate.dev.cluster")
 
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
-
-
-class LauncherError(RuntimeError):
-    """The launcher cannot start or reach the servers; the message says what to do."""
+__all__ = ["LauncherError", "LocalCluster", "Node", "find_free_base", "load_state", "port_is_free"]
 
 
 @dataclass
@@ -44,37 +43,14 @@ class Node:
         return f"127.0.0.1:{self.port}"
 
 
-def port_is_free(port: int) -> bool:
-    """Return True when nothing listens on 127.0.0.1:port and we can bind it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def find_free_base(count: int, start: int = 20000, stop: int = 22700, step: int = 7) -> int:
-    """Return a base port where `count` ports and their bus ports (+10000) are free.
-
-    Ports stay below the kernel ephemeral range (32768+), so a restarted node never finds its
-    bus port taken by some client connection."""
-    rng = int.from_bytes(os.urandom(2), "big")
-    for i in range((stop - start) // step):
-        base = start + ((rng + i) * step) % (stop - start - count)
-        if all(port_is_free(base + k) and port_is_free(base + k + 10000) for k in range(count)):
-            return base
-    raise LauncherError("no free port range found on 127.0.0.1")
-
-
 class LocalCluster:
     """Starts, inspects, faults and stops a real Redis Cluster made of child processes."""
 
     def __init__(self, data_dir: str | os.PathLike, base_port: int | None = None, *, masters: int = 3,
                  node_timeout_ms: int = 1000, extra_config: dict[str, str] | None = None,
                  password: str | None = None, username: str | None = None, acl: "AclUsers | None" = None,
-                 tls: "TlsFiles | None" = None):
+                 tls: "TlsFiles | None" = None, on_spawn: Callable[[str, int], None] | None = None):
+        self.on_spawn = on_spawn  # called with (name, pid) right after each redis-server starts
         self.data_dir = Path(data_dir)
         self.base_port = base_port if base_port is not None else find_free_base(masters * 2)
         self.masters = masters
@@ -95,7 +71,9 @@ class LocalCluster:
         return [n.address for n in self.nodes]
 
     def start(self, timeout: float = 30.0) -> "LocalCluster":
-        """Start every node, form the cluster if new, wait until it is ready; return self."""
+        """Start every node, form the cluster if new, wait until it is ready; return self.
+
+        On any failure (or interrupt) the nodes already started are stopped before the error propagates."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise LauncherError("redis-server not found on PATH; install it: apt-get install -y redis-server")
@@ -105,14 +83,18 @@ class LocalCluster:
                     raise LauncherError(f"port {port} on 127.0.0.1 is taken; choose another --base-port")
         private_dir(self.data_dir)
         fresh = not (self.nodes[0].dir / "nodes.conf").exists()
-        for node in self.nodes:
-            self.start_node(node, wait=False)
-        for node in self.nodes:
-            self._wait_ping(node, timeout)
-        if fresh:
-            self._form()
-        self.wait_ready(timeout)
-        self._write_state()
+        try:
+            for node in self.nodes:
+                self.start_node(node, wait=False)
+            for node in self.nodes:
+                self._wait_ping(node, timeout)
+            if fresh:
+                self._form()
+            self.wait_ready(timeout)
+            self._write_state()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _config(self, node: Node) -> str:
@@ -123,7 +105,7 @@ class LocalCluster:
             "cluster-node-timeout": str(self.node_timeout_ms),
             "cluster-require-full-coverage": "no", "cluster-allow-reads-when-down": "yes",
             "cluster-replica-validity-factor": "0",
-            "repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0",
+            "repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0", "repl-ping-replica-period": "1",
             "appendonly": "no", "save": '""', "loglevel": "warning",
         }
         if self.tls is not None:
@@ -148,6 +130,8 @@ class LocalCluster:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         node.pid = node.proc.pid
+        if self.on_spawn is not None:
+            self.on_spawn(f"redis-server {node.port}", node.pid)
         if wait:
             self._wait_ping(node, 15.0)
 
@@ -236,7 +220,7 @@ class LocalCluster:
 
     def _write_state(self) -> None:
         state = {"base_port": self.base_port, "masters": self.masters,
-                 "nodes": [{"port": n.port, "pid": n.pid} for n in self.nodes],
+                 "nodes": [_node_state(n) for n in self.nodes],
                  "acl": vars(self.acl) if self.acl else None}
         write_private(self.data_dir / "cluster.json", json.dumps(state, indent=1))
 
@@ -324,6 +308,23 @@ class LocalCluster:
         raise LauncherError(f"no failover of slot {slot} within {timeout}s")
 
 
+def _node_state(node: Node) -> dict:
+    rec = ProcessRecord.capture(f"redis-server {node.port}", node.pid) if node.pid else None
+    return {"port": node.port, "pid": node.pid, "process": rec.to_json() if rec else None}
+
+
+def _still_ours(saved: dict) -> int | None:
+    """Return the saved node's pid while it is still the recorded redis-server, else None."""
+    if not saved.get("pid"):
+        return None
+    if saved.get("process"):
+        return saved["pid"] if ProcessRecord.from_json(saved["process"]).running() else None
+    try:  # a state file written before processes were recorded: check at least the command
+        return saved["pid"] if b"redis-server" in Path(f"/proc/{saved['pid']}/cmdline").read_bytes() else None
+    except OSError:
+        return None
+
+
 def _ranges(masters: int) -> list[tuple[int, int]]:
     size = 16384 // masters
     return [(i * size, 16383 if i == masters - 1 else (i + 1) * size - 1) for i in range(masters)]
@@ -369,7 +370,8 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 def load_state(data_dir: str | os.PathLike) -> LocalCluster:
-    """Return a LocalCluster bound to the processes recorded in data_dir/cluster.json."""
+    """Return a LocalCluster bound to the processes recorded in data_dir/cluster.json; a recorded pid that is
+    no longer the recorded redis-server (exited, pid reused) is dropped, so stop() never signals it."""
     path = Path(data_dir) / "cluster.json"
     if not path.exists():
         raise LauncherError(f"no cluster recorded in {data_dir} (run: rulegate-dev cluster up)")
@@ -377,7 +379,7 @@ def load_state(data_dir: str | os.PathLike) -> LocalCluster:
     acl = AclUsers(**state["acl"]) if state.get("acl") else None
     cluster = LocalCluster(data_dir, state["base_port"], masters=state["masters"], acl=acl)
     for node, saved in zip(cluster.nodes, state["nodes"]):
-        node.pid = saved["pid"]
+        node.pid = _still_ours(saved)
     return cluster
 
 

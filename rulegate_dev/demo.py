@@ -3,12 +3,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
+from types import FrameType
 
-from .system import NAMESPACE, System
+from .errors import LauncherError
+from .private_files import private_dir
+from .processes import stop_children, stop_records
+from .runstate import TEMP_PREFIX, DemoState, open_run_dir, stop_demo
+from .system import NAMESPACE, System, SystemPorts
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
@@ -87,30 +99,119 @@ def _check_live_change(system: System, base: str) -> list[str]:
     return ["a 100% canary written through the admin API never reached nginx"]
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="rulegate-demo-")  # 0700; System keeps it so
-    system = System(data_dir, fixed_ports=not args.check)
-    try:
-        system.start()
-        print(f"""
-rulegate demo is up (state and logs in {data_dir})
-  Redis Cluster     {system.nodes}   (ACL users rg-admin / {system.acl.gateway(NAMESPACE)[0]}; default user off)
-  ruleadmin #1      http://127.0.0.1:{system.admin_ports[0]}/   login: admin / {system.admin_password}
+class StopRequested(BaseException):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) arrived; like KeyboardInterrupt, no `except Exception` catches it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise StopRequested(signum)
+
+
+def _already_stopping(signum: int, frame: FrameType | None) -> None:
+    os.write(2, f"{signal.Signals(signum).name}: already stopping everything the demo started\n".encode())
+
+
+def _banner(system: System, state: DemoState) -> str:
+    where = "a temporary dir, removed on stop" if state.temporary else "kept after stop"
+    return f"""
+rulegate demo is up (state and logs in {system.dir}: 0700, {where})
+  Redis Cluster     {system.nodes}   (ACL users; default user off)
+  ruleadmin #1      http://127.0.0.1:{system.admin_ports[0]}/
   ruleadmin #2      http://127.0.0.1:{system.admin_ports[1]}/   (same users, shares nothing but Redis)
-  API token         {system.token}
   gateway-agent     http://127.0.0.1:{system.agent_port}/healthz   POST /v1/decide
   nginx gateway     curl -H 'Host: shop.localhost' -H 'X-Uid: 1500' http://127.0.0.1:{system.nginx_port}/
   nginx status      http://127.0.0.1:{system.nginx_port}/rulegate/status
-""", flush=True)
+  pids recorded in  {state.path}   (stop from another shell: rulegate-dev stop)
+"""
+
+
+def credentials_block(system: System) -> str:
+    """Return the block listing every credential the demo created (printed once, at start)."""
+    rows = system.credentials()
+    width = max(len(who) for who, _, _ in rows)
+    lines = [f"  {who.ljust(width)}  {secret}   ({what})" for who, secret, what in rows]
+    return ("credentials created for this demo (printed only here, once; the Redis passwords also sit in the "
+            "0700 data dir until stop):\n" + "\n".join(lines) + "\n")
+
+
+def demo_ports(args: argparse.Namespace) -> SystemPorts:
+    """Return the ports asked for on the command line, the others picked (the usual ones unless --check)."""
+    return SystemPorts.pick(not args.check, cluster=args.base_port, admin=args.admin_ports, agent=args.agent_port,
+                            nginx=args.nginx_port)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo until a stop signal (or, with --check, check it); stop everything it started on any exit.
+    Return 0 when stopped on request or the check passed, 1 when start-up or the check failed."""
+    run_dir = open_run_dir(args.run_dir)
+    temporary = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)) if temporary else private_dir(args.data_dir)  # 0700
+    state = DemoState.create(run_dir, data_dir, temporary)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
+    system: System | None = None
+    rc = 1
+    try:
+        system = System(data_dir, ports=demo_ports(args), on_spawn=state.record)
+        system.start()
+        print(_banner(system, state), flush=True)
+        print(credentials_block(system), flush=True)
         if args.check:
             failures = check(system)
-            print("demo check: " + ("OK" if not failures else "FAILED\n  " + "\n  ".join(failures)))
-            return 1 if failures else 0
-        print("running; press Ctrl-C to stop everything")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("\nstopping ...")
-        return 0
+            print("demo check: " + ("OK" if not failures else "FAILED\n  " + "\n  ".join(failures)), flush=True)
+            rc = 1 if failures else 0
+        else:
+            print("running; press Ctrl-C (or run `rulegate-dev stop`) to stop everything", flush=True)
+            while True:
+                time.sleep(3600)
+    except StopRequested as exc:
+        print(f"\n{exc}: stopping everything the demo started ...", flush=True)
+        rc = 1 if args.check else 0
+    except LauncherError as exc:
+        print(f"rulegate-dev demo: {exc}", file=sys.stderr, flush=True)
+        print("rulegate-dev demo: start-up failed; stopping what was already started"
+              + (" (use --data-dir DIR to keep the logs)" if temporary else ""), file=sys.stderr, flush=True)
     finally:
-        system.stop()
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _already_stopping)
+        try:
+            _shutdown(system, state)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return rc
+
+
+def _shutdown(system: System | None, state: DemoState) -> None:
+    """Stop the System, then anything still running that this demo started; remove its temp dir and state."""
+    try:
+        if system is not None:
+            system.stop()
+    except (OSError, subprocess.SubprocessError, LauncherError) as exc:
+        print(f"rulegate-dev demo: stopping: {exc}; killing what is left", file=sys.stderr, flush=True)
+    finally:
+        left = stop_children() + stop_records(state.processes, timeout=5)
+        if left:
+            print(f"rulegate-dev demo: killed {len(left)} process(es) that outlived the orderly stop", file=sys.stderr)
+        removed = state.remove_data_dir()
+        state.forget()
+    print(f"stopped {len(state.processes)} process(es)" + (f"; removed {state.data_dir}" if removed else ""),
+          flush=True)
+
+
+def stop_all(run_dir: str | None) -> int:
+    """Stop every demo recorded in the run directory (another shell's included); return 0."""
+    directory = open_run_dir(run_dir)
+    states = DemoState.all_in(directory)
+    if not states:
+        print(f"no demo recorded in {directory}; nothing to stop")
+    for state in states:
+        print(f"stopping the demo of pid {state.launcher.pid} ({len(state.processes)} process(es) recorded) ...",
+              flush=True)
+        killed = stop_demo(state)
+        extra = f"; stopped {len(killed)} left behind: {', '.join(killed)}" if killed else ""
+        print(f"demo of pid {state.launcher.pid} stopped{extra}", flush=True)
+    return 0

@@ -19,9 +19,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
+from .errors import LauncherError
+from .ports import free_port as free_port  # re-exported: tests and benches import it from here
 from .private_files import private_dir, write_private
+from .processes import stop_child_group
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 LUA_DIR = REPO_DIR / "lua"
@@ -52,15 +55,8 @@ http {{
 """
 
 
-class NginxError(RuntimeError):
+class NginxError(LauncherError):
     """nginx failed to start, reload or stop."""
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def find_module(name: str) -> str | None:
@@ -87,7 +83,9 @@ class NginxLauncher:
     is 0700; ``$prefix/lua`` links to the repo's Lua modules, so ``lua/conf/rulegate.conf`` can
     be included as an operator would. ``http_extra`` is placed at the top of ``http {}`` as is
     (e.g. ``lua_ssl_trusted_certificate``). With ``package_path=False`` the launcher sets no
-    ``lua_package_path`` (the include does).
+    ``lua_package_path`` (the include does). With ``new_session`` nginx runs in its own session and
+    process group (a terminal's Ctrl-C does not reach it; ``stop`` also kills workers the master left
+    behind); ``on_spawn`` is called with ``("nginx", pid)`` right after the master starts.
     """
 
     def __init__(
@@ -105,6 +103,8 @@ class NginxLauncher:
         extra_lua_paths: tuple[str, ...] = (),
         package_path: bool = True,
         files: dict[str, str | bytes] | None = None,
+        new_session: bool = False,
+        on_spawn: Callable[[str, int], None] | None = None,
     ) -> None:
         self.port = port or free_port()
         self._own_prefix = prefix is None
@@ -119,6 +119,8 @@ class NginxLauncher:
         self.extra_lua_paths = extra_lua_paths
         self.package_path = package_path
         self.files = dict(files or {})
+        self.new_session = new_session
+        self.on_spawn = on_spawn
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.prefix / "conf" / "nginx.conf"
         self.error_log = self.prefix / "logs" / "error.log"
@@ -182,8 +184,11 @@ class NginxLauncher:
             raise NginxError("nginx already running")
         self.write_conf()
         log = open(self.prefix / "logs" / "stderr.log", "ab")
-        self.proc = subprocess.Popen(self._cmd(), stdout=log, stderr=log, cwd=self.prefix)
+        self.proc = subprocess.Popen(self._cmd(), stdout=log, stderr=log, cwd=self.prefix,
+                                     start_new_session=self.new_session)
         log.close()
+        if self.on_spawn is not None:
+            self.on_spawn("nginx", self.proc.pid)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -198,7 +203,10 @@ class NginxLauncher:
         """Stop nginx (SIGQUIT, then SIGKILL after ``timeout``) and wait for it."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        was_running = self.proc.poll() is None
+        if self.new_session:
+            stop_child_group(self.proc, signal.SIGQUIT, timeout)
+        elif was_running:
             self.proc.send_signal(signal.SIGQUIT)
             try:
                 self.proc.wait(timeout)
@@ -206,7 +214,8 @@ class NginxLauncher:
                 self.proc.kill()
                 self.proc.wait(timeout)
         self.proc = None
-        _wait_port_closed(self.port, timeout)
+        if was_running:  # (a master that never bound the port must not wait for someone else's listener)
+            _wait_port_closed(self.port, timeout)
 
     def reload(self, http: str | None = None, timeout: float = 10.0) -> None:
         """Rewrite the config (optionally with a new http body), SIGHUP, wait for new workers."""

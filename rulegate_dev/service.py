@@ -1,8 +1,6 @@
 """One child process of a local deployment (ruleadmin under gunicorn, the agent sidecar), by pid."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,13 +8,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from .cluster import LauncherError, _tail
+from .cluster import _tail
+from .errors import LauncherError
+from .processes import stop_child_group
 
 
 @dataclass
 class Service:
-    """One child process of the system."""
+    """One child process of the system, leading its own process group (its workers included).
+
+    ``on_spawn`` is called with ``(name, pid)`` right after the process starts."""
 
     name: str
     argv: list[str]
@@ -24,23 +27,24 @@ class Service:
     url: str
     log: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    on_spawn: Callable[[str, int], None] | None = field(default=None, repr=False)
 
     def start(self) -> None:
+        """Start the process (its output appended to log) in its own session."""
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+        if self.on_spawn is not None:
+            self.on_spawn(self.name, self.proc.pid)
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, SIGKILL it after timeout seconds (and whatever workers outlive the
+        leader), reap the leader."""
+        if self.proc is not None:
+            stop_child_group(self.proc, timeout=timeout)
 
     def wait_healthy(self, path: str = "/healthz", timeout: float = 30.0) -> None:
+        """Wait until url+path answers 200; raise LauncherError when the process exits or after timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:

@@ -6,16 +6,46 @@ import os
 import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
-from .acl import ADMIN_USER, AclUsers
-from .cluster import LocalCluster, port_is_free
+from .acl import ADMIN_USER, OPS_USER, AclUsers
+from .cluster import LocalCluster
+from .errors import LauncherError
 from .gateway_conf import gateway_http, rulegate_location, upstream_blocks
-from .nginx import NginxLauncher, free_port
+from .nginx import NginxLauncher
+from .ports import BUS_OFFSET, find_free_base, free_port, port_is_free
 from .private_files import private_dir, write_private
+from .processes import stop_child_groups
 from .sample_rules import NAMESPACE, seed_rules
 from .service import Service, ruleadmin_service
 
 ADMIN_LOGIN = "admin"
+OnSpawn = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class SystemPorts:
+    """The demo's ports on 127.0.0.1: the cluster's first port (6 nodes, bus ports +10000), the two
+    ruleadmin instances, the agent and nginx."""
+
+    cluster: int
+    admin: tuple[int, int]
+    agent: int
+    nginx: int
+
+    @classmethod
+    def pick(cls, usual: bool = False, *, cluster: int | None = None, admin: tuple[int, int] | None = None,
+             agent: int | None = None, nginx: int | None = None) -> "SystemPorts":
+        """Return the given ports, the others picked: with usual, the usual port (7000, 8081, 8082, 9901, 8080)
+        when it is free, else (and without usual) a free port outside the kernel's ephemeral range."""
+
+        def one(port: int) -> int:
+            return port if usual and port_is_free(port) else free_port()
+
+        return cls(cluster or (7000 if usual and _free(7000, 6) else find_free_base(6)),
+                   admin or (one(8081), one(8082)), agent or one(9901), nginx or one(8080))
 
 
 class System:
@@ -24,15 +54,19 @@ class System:
     Its directory is 0700 and every file holding a secret in it is 0600; the gateways (agent
     and nginx) use the gateway user of the demo namespace."""
 
-    def __init__(self, data_dir: str | os.PathLike, *, fixed_ports: bool = False, refresh_interval: float = 1.0):
+    def __init__(self, data_dir: str | os.PathLike, *, fixed_ports: bool = False, refresh_interval: float = 1.0,
+                 ports: SystemPorts | None = None, on_spawn: OnSpawn | None = None):
+        """fixed_ports: prefer the usual ports (7000, 8081, 8082, 9901, 8080) when no ports are given;
+        on_spawn is called with (name, pid) right after each process starts."""
         self.dir = private_dir(data_dir)
         self.acl = AclUsers.for_namespaces(NAMESPACE)
-        self.cluster = LocalCluster(self.dir / "cluster", 7000 if fixed_ports and _free(7000, 6) else None,
-                                    acl=self.acl, extra_config={"save": "3600 1", "appendonly": "no"})
-        pick = (lambda p: p if fixed_ports and _free(p, 1) else free_port())
-        self.admin_ports = [pick(8081), pick(8082)]
-        self.agent_port = pick(9901)
-        self.nginx_port = pick(8080)
+        self.ports = ports or SystemPorts.pick(fixed_ports)
+        self.on_spawn = on_spawn
+        self.cluster = LocalCluster(self.dir / "cluster", self.ports.cluster, acl=self.acl, on_spawn=on_spawn,
+                                    extra_config={"save": "3600 1", "appendonly": "no"})
+        self.admin_ports = list(self.ports.admin)
+        self.agent_port = self.ports.agent
+        self.nginx_port = self.ports.nginx
         self.admin_password = secrets.token_urlsafe(12)
         self.secret_key = secrets.token_hex(32)
         self.refresh_interval = refresh_interval
@@ -53,14 +87,25 @@ class System:
                    RULEADMIN_REMEMBER_COOKIE_SECURE="false")
         return env
 
-    def start(self, progress=print) -> "System":
+    def start(self, progress: Callable[[str], object] = print) -> "System":
+        """Start every process and wait until each answers; return self. On any failure (or interrupt) what
+        was already started is stopped before the error propagates (LauncherError for a known failure)."""
+        try:
+            self._start(progress)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, progress: Callable[[str], object]) -> None:
         progress(f"starting a 6-node Redis Cluster with ACL users in {self.dir / 'cluster'} ...")
         self.cluster.start()
         self._seed(progress)
         for i, port in enumerate(self.admin_ports, 1):
             svc = ruleadmin_service(f"ruleadmin #{i}", port, self.admin_env(), self.dir / f"admin{i}.log")
-            svc.start()
+            svc.on_spawn = self.on_spawn
             self.admins.append(svc)
+            svc.start()
         gateway_user, gateway_password = self.acl.gateway(NAMESPACE)
         pw_file = write_private(self.dir / "gateway.password", gateway_password)
         self.agent = Service("gateway-agent", [
@@ -68,26 +113,41 @@ class System:
             "--listen", f"127.0.0.1:{self.agent_port}", "--snapshot", str(self.dir / "agent.snap"),
             "--refresh-interval", str(self.refresh_interval), "--heartbeat-interval", "1",
             "--gateway-id", "agent-demo", "--redis-username", gateway_user, "--redis-password-file", str(pw_file)],
-            dict(os.environ), f"http://127.0.0.1:{self.agent_port}", self.dir / "agent.log")
+            dict(os.environ), f"http://127.0.0.1:{self.agent_port}", self.dir / "agent.log", on_spawn=self.on_spawn)
         self.agent.start()
         self._start_nginx()
         for svc in self.admins + [self.agent]:
             svc.wait_healthy()
         self.token = self._make_token()
-        return self
 
-    def _seed(self, progress) -> None:
-        env = self.admin_env()
-        cli = [sys.executable, "-m", "ruleadmin.cli"]
-        subprocess.run(cli + ["create-user", "--username", ADMIN_LOGIN, "--role", "admin", "--password-stdin"],
-                       input=self.admin_password + "\n", env=env, check=True, capture_output=True, text=True)
+    def _ruleadmin_cli(self, *args: str, stdin: str | None = None) -> str:
+        """Run `ruleadmin <args>` against the cluster; return its stdout; raise LauncherError when it fails."""
+        res = subprocess.run([sys.executable, "-m", "ruleadmin.cli", *args], input=stdin, env=self.admin_env(),
+                             capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+            raise LauncherError(f"ruleadmin {args[0]} failed (exit {res.returncode}): {tail}")
+        return res.stdout
+
+    def _seed(self, progress: Callable[[str], object]) -> None:
+        self._ruleadmin_cli("create-user", "--username", ADMIN_LOGIN, "--role", "admin", "--password-stdin",
+                            stdin=self.admin_password + "\n")
         rev = seed_rules(self.cluster.startup_nodes, ADMIN_USER, self.acl.admin_password)
         progress(f"seeded the sample rules into namespace {NAMESPACE!r} (revision {rev})")
 
     def _make_token(self) -> str:
-        out = subprocess.run([sys.executable, "-m", "ruleadmin.cli", "create-token", "--username", ADMIN_LOGIN,
-                              "--name", "demo"], env=self.admin_env(), check=True, capture_output=True, text=True)
-        return out.stdout.strip().splitlines()[-1]
+        return self._ruleadmin_cli("create-token", "--username", ADMIN_LOGIN, "--name", "demo").strip().splitlines()[-1]
+
+    def credentials(self) -> list[tuple[str, str, str]]:
+        """Return (who, secret, what it is for) for every credential this System created."""
+        gateway_user, gateway_password = self.acl.gateway(NAMESPACE)
+        return [
+            (f"ruleadmin login {ADMIN_LOGIN}", self.admin_password, "web UI of both instances, role admin"),
+            ("API token", self.token, f"Authorization: Bearer <token>, acts as {ADMIN_LOGIN}"),
+            (f"Redis user {OPS_USER}", self.acl.ops_password, "launcher and replication, every command"),
+            (f"Redis user {ADMIN_USER}", self.acl.admin_password, "ruleadmin, rg:/{rg: keys only"),
+            (f"Redis user {gateway_user}", gateway_password, f"agent and nginx, namespace {NAMESPACE} only"),
+        ]
 
     def _start_nginx(self) -> None:
         stable, canary = free_port(), free_port()
@@ -104,17 +164,26 @@ class System:
         http = gateway_http(upstreams, rulegate_location("stable"), include="include {prefix}/lua/conf/rulegate.conf;",
                             extra=backends)
         self.nginx = NginxLauncher(http, port=self.nginx_port, prefix=self.dir / "nginx", workers=2,
-                                   log_level="warn", package_path=False,
+                                   log_level="warn", package_path=False, new_session=True, on_spawn=self.on_spawn,
                                    files={"conf/rulegate.json": json.dumps(opts)})
         self.nginx.start()
 
     def stop(self) -> None:
-        """Stop everything this System started (nginx, agent, admins, cluster)."""
-        if self.nginx is not None:
-            self.nginx.stop()
-        for svc in ([self.agent] if self.agent else []) + self.admins:
-            svc.stop()
-        self.cluster.stop()
+        """Stop everything this System started (nginx, agent, admins, cluster), each step even when an earlier
+        one failed; idempotent. Raise the first failure afterwards."""
+        steps = [self.nginx.stop] if self.nginx is not None else []
+        # all services at once; gunicorn finishes booting its workers before it obeys SIGTERM: kill after 5 s
+        services = [svc.proc for svc in ([self.agent] if self.agent else []) + self.admins if svc.proc is not None]
+        steps.append(partial(stop_child_groups, services, timeout=5.0))
+        steps.append(self.cluster.stop)
+        errors: list[Exception] = []
+        for step in steps:
+            try:
+                step()
+            except (OSError, subprocess.SubprocessError, LauncherError) as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> "System":
         return self.start()
@@ -124,4 +193,4 @@ class System:
 
 
 def _free(base: int, count: int) -> bool:
-    return all(port_is_free(base + i) and port_is_free(base + i + 10000) for i in range(count))
+    return all(port_is_free(base + i) and port_is_free(base + i + BUS_OFFSET) for i in range(count))

@@ -14,6 +14,7 @@ from rulegate_dev.acl import AclUsers
 from rulegate_dev.cluster import LocalCluster
 from rulegate_dev.nginx import NginxLauncher
 from rulegate_dev.private_files import private_dir, write_private
+from rulegate_dev.runstate import DemoState, open_run_dir
 from rulegate_dev.tls import make_tls_files
 
 pytestmark = pytest.mark.integration
@@ -78,3 +79,13 @@ def test_private_helpers_narrow_existing_files_but_not_shared_dirs(tmp_path: Pat
     shared.mkdir()
     shared.chmod(0o1777)
     assert mode(private_dir(shared)) == 0o1777
+
+
+def test_demo_run_dir_and_state_are_private(tmp_path: Path) -> None:
+    """The run dir (narrowed when it existed as 0755) is 0700 and each demo's pid record 0600."""
+    (tmp_path / "run").mkdir(mode=0o755)
+    run = open_run_dir(tmp_path / "run")
+    state = DemoState.create(run, tmp_path / "data", temporary=False)
+    assert mode(run) == 0o700
+    assert mode(state.path) == 0o600
+    assert DemoState.load(state.path).launcher.pid == os.getpid()
