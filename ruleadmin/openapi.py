@@ -133,7 +133,9 @@ def _rule_paths(errors: dict, idem: dict) -> dict:
                     "description": "without If-Match: create only; with If-Match: replace while the rule still has "
                                    "that ETag (or at that namespace revision); the body has the new etag",
                     "requestBody": _json_body({"$ref": "#/components/schemas/Rule"}),
-                    "responses": {"200": _ok("replaced", WRITE), "201": _ok("created", WRITE), **errors, **idem,
+                    "responses": {"200": _ok("replaced, or unchanged: true (no new revision) when the rule equals "
+                                             "the stored one apart from updated_by/updated_at", WRITE),
+                                  "201": _ok("created", WRITE), **errors, **idem,
                                   "412": _error("stale If-Match; body has current_revision (and current_etag)"),
                                   "413": _error("body too large, or the namespace would pass "
                                                 "RULEADMIN_NAMESPACE_MAX_RULES / _MAX_BYTES"),
