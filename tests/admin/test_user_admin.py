@@ -224,3 +224,29 @@ def test_cli_refuses_the_last_admin_and_bad_credentials(solo):
     r = _cli({**config, "REDIS_PASSWORD": "wrong"}, "users", "list")
     assert r.returncode == 1 and "RULEADMIN_REDIS_PASSWORD" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_web_form_cannot_demote_the_last_admin(solo):
+    """Saving the last enabled admin as editor on the users page is a 409 naming why; the role stays."""
+    app = create_app(solo[0])
+    try:
+        Accounts(solo[1]).create_user("root", "admin", PASSWORD)
+        browser = app.test_client()
+        assert _login(browser, "root") == 302
+        page = browser.get("/admin/users")
+        r = browser.post("/admin/users", data={"csrf_token": _csrf(page.data), "username": "root", "role": "editor",
+                                               "password": ""})
+        assert r.status_code == 409 and b"last enabled admin" in r.data
+        assert Accounts(solo[1]).get_user("root").role == "admin"
+    finally:
+        app.extensions["ruleadmin"].close()
+
+
+def test_sessions_of_a_deleted_user_do_not_come_back_with_a_new_user_of_that_name(app, backend, person):
+    """Deleting a user ends its sessions for good: a new user with the same name and password is not logged in
+    by the old cookie."""
+    browser = app.test_client()
+    assert _login(browser, person[0]) == 302
+    backend.accounts.delete_user(person[0], "test")
+    backend.accounts.create_user(person[0], "editor", PASSWORD)
+    assert browser.get("/").status_code == 302
