@@ -185,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(prog, _redis_problem(exc), 1)
     except (NotFound, RulegateError) as exc:
         return _fail(prog, str(exc), 1)
-    except ValueError as exc:  # AccountError (a ValueError) and its LastAdminError
-        from .accounts import LastAdminError
+    except ValueError as exc:  # AccountError (a ValueError) and its LastAdminError; else a bad setting
+        from .accounts import AccountError, LastAdminError
+        if not isinstance(exc, AccountError):
+            return _fail(prog, f"{exc} (check the RULEADMIN_* settings)", 2)
         return _fail(prog, _account_problem(exc), 1 if isinstance(exc, LastAdminError) else 2)
 
 
