@@ -32,7 +32,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local K = sync.KEYS
 local conf         -- set by init(), inherited by the workers
-local current = {} -- this worker's compiled rule set: { ver, rs, rules, bad_ver }
+local current = {} -- this worker's compiled rule set: { ver, rs, routes, bad_ver }
 
 local DEFAULTS = {
     dict = "rulegate", refresh_interval = 1, max_stale = 30, heartbeat_interval = 5,
@@ -182,11 +182,11 @@ end
 local checked_at = -1
 local compiling = nil -- the version a background timer is compiling (one at a time)
 
--- rules (id -> rule) is what rs was compiled from; the syncing worker passes
--- its held map, which it only changes while it holds the sync lock (no other
--- worker publishes then, so this worker applies no shared delta meanwhile).
-local function install(ver, rs, rules)
-    current.rs, current.ver, current.rules = rs, ver, rules
+-- routes (id -> route) of the rules rs was compiled from; the syncing worker
+-- passes its held map, which it only changes while it holds the sync lock (no
+-- other worker publishes then, so this worker applies no shared delta meanwhile).
+local function install(ver, rs, routes)
+    current.rs, current.ver, current.routes = rs, ver, routes
 end
 
 
@@ -194,17 +194,17 @@ end
 -- installed while a yielding compile ran.
 local function compile_ver(ver, pause)
     local from = current.ver
-    local rs, rules, retry = sync.compile_current(conf.shm, ver, pause)
+    local rs, routes, retry = sync.compile_current(conf.shm, ver, pause)
     if not rs then
         if not retry then
             current.bad_ver = ver
         end
-        log(retry and NOTICE or ERR, "rulegate: cannot compile the shared rule set: ", rules)
+        log(retry and NOTICE or ERR, "rulegate: cannot compile the shared rule set: ", routes)
         return nil
     end
     conf.shm:incr(K.worker_compiles, 1, 0)
     if current.ver == from then
-        install(ver, rs, rules)
+        install(ver, rs, routes)
     end
     return rs
 end
@@ -233,15 +233,15 @@ local function ruleset()
     if ver == nil or ver == current.ver or ver == current.bad_ver then
         return current.rs
     end
-    if current.rs and current.rules and compiling == nil then
+    if current.rs and current.routes and compiling == nil then
         -- the syncing worker's deltas: O(changed rules), applied right here
-        local rs, rules = sync.apply_shared_deltas(shm, current.ver, ver, current.rs, current.rules)
+        local rs, routes = sync.apply_shared_deltas(shm, current.ver, ver, current.rs, current.routes)
         if rs then
-            install(ver, rs, rules)
+            install(ver, rs, routes)
             shm:incr(K.worker_deltas, 1, 0)
             return rs
         end
-        current.rules = nil -- maybe changed half-way: the next compile rebuilds it
+        current.routes = nil -- maybe changed half-way: the next compile rebuilds it
     end
     if current.rs and (shm:get(K.count) or 0) >= conf.background_compile_min then
         if compiling == nil then
@@ -271,7 +271,7 @@ function _M.init_worker()
     conf.on_tick = ruleset
     conf.on_compiled = install -- the syncing worker serves what it just compiled
     conf.current_rs = function(ver) -- the set a delta onto version ver can start from
-        if current.ver == ver and current.rules then
+        if current.ver == ver and current.routes then
             return current.rs
         end
     end

@@ -449,8 +449,8 @@ end
 
 
 -- A new rule set: rs with `changes` (id -> new rule, or false when removed)
--- applied at `revision`; `before` maps ids to the rules rs was compiled from
--- (only the changed ids are read). Copy-on-write: the routes the changes touch
+-- applied at `revision`; `before` maps ids to the routes of the rules rs was
+-- compiled from (only the changed ids are read). Copy-on-write: the routes the changes touch
 -- are rebuilt, everything else is shared with rs, which is not modified. It
 -- decides exactly as compile() of the whole new set would (tests/lua).
 function _M.with_changes(rs, before, changes, revision)
@@ -461,15 +461,15 @@ function _M.with_changes(rs, before, changes, revision)
         generation = rs.generation,
     }
     local touched, ids = {}, {} -- "tab\0key" -> { tab, key, paths = {path = true} }
-    local function touch(rule)
-        local tab, key = host_slot(rule.route.host)
+    local function touch(route)
+        local tab, key = host_slot(route.host)
         local slot = tab .. "\0" .. key
         local t = touched[slot]
         if not t then
             t = { tab = tab, key = key, paths = {} }
             touched[slot] = t
         end
-        t.paths[rule.route.path] = true
+        t.paths[route.path] = true
     end
     for id, after in pairs(changes) do
         ids[id] = true
@@ -479,7 +479,7 @@ function _M.with_changes(rs, before, changes, revision)
             new.count = new.count - 1
         end
         if after then
-            touch(after)
+            touch(after.route)
             new.count = new.count + 1
         end
     end

@@ -66,8 +66,10 @@ local YIELD_SLEEP = 0.001
 local SCAN_COUNT = 500
 local publish_seq = 0
 local scan_denied = false -- this worker's user may not HSCAN: full reads use HGETALL
--- the raw rules this worker last published or read, by the dict version they belong to
-local held = { ver = nil, raw = nil, rules = nil }
+-- the raw rules this worker last published or read, by the dict version they
+-- belong to, and each rule's route (id -> route: all a delta needs of the rules
+-- it replaces; decoded rules are not kept, the compiled set is what serves)
+local held = { ver = nil, raw = nil, routes = nil }
 local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
 local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
 local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
@@ -159,11 +161,11 @@ local function decode_one(id, value)
 end
 
 
--- A worker's rule set moved from version `from` to `to` through the deltas the
--- syncing worker published: rs, rules (id -> rule, updated in place) or nil
--- when the chain is broken (expired, too long, undecodable): then the caller
--- compiles the payload. O(changed rules), never O(rules).
-local function walk_deltas(dict, from, to, rules, fn)
+-- Follow the deltas the syncing worker published from version `from` to `to`:
+-- fn(delta, changes (id -> decoded rule | false), before (id -> old route))
+-- per delta, then routes (id -> route) is updated in place. true, or nil when
+-- the chain is broken (expired, too long, undecodable).
+local function walk_deltas(dict, from, to, routes, fn)
     local at, steps = from, 0
     while at ~= to do
         steps = steps + 1
@@ -184,13 +186,13 @@ local function walk_deltas(dict, from, to, rules, fn)
                     return nil
                 end
             end
-            changes[id], before[id] = rule, rules[id]
+            changes[id], before[id] = rule, routes[id]
         end
         if not fn(d, changes, before) then
             return nil
         end
         for id, rule in pairs(changes) do
-            rules[id] = rule or nil
+            routes[id] = rule and rule.route or nil
         end
         at = d.to
     end
@@ -198,8 +200,11 @@ local function walk_deltas(dict, from, to, rules, fn)
 end
 
 
-function _M.apply_shared_deltas(dict, from, to, rs, rules)
-    local ok = walk_deltas(dict, from, to, rules, function(d, changes, before)
+-- A worker's rule set moved from version `from` to `to` through the published
+-- deltas: rs, routes (updated in place) or nil when the chain is broken (then
+-- the caller compiles the payload). O(changed rules), never O(rules).
+function _M.apply_shared_deltas(dict, from, to, rs, routes)
+    local ok = walk_deltas(dict, from, to, routes, function(d, changes, before)
         local cok, nrs = pcall(router.with_changes, rs, before, changes, d.rev)
         if cok then
             nrs.generation = d.gen
@@ -210,7 +215,7 @@ function _M.apply_shared_deltas(dict, from, to, rs, rules)
     if not ok then
         return nil
     end
-    return rs, rules
+    return rs, routes
 end
 
 
@@ -226,7 +231,7 @@ end
 
 -- The dict's current rule set for a worker: the payload decoded and compiled
 -- (yielding through pause), then brought to version ver by the deltas
--- published since the payload was written. rs, rules (id -> rule) or nil, err,
+-- published since the payload was written. rs, routes (id -> route) or nil, err,
 -- retry (true: the payload was being replaced; try again on the next tick).
 function _M.compile_current(dict, ver, pause)
     local pver = payload_version(dict)
@@ -240,17 +245,17 @@ function _M.compile_current(dict, ver, pause)
     if payload_version(dict) ~= pver then
         return nil, "the payload was replaced while it compiled", true
     end
-    local rules = {}
+    local routes = {}
     for _, rule in ipairs(list) do
-        rules[rule.id] = rule
+        routes[rule.id] = rule.route
     end
     if pver ~= ver then
-        rs = _M.apply_shared_deltas(dict, pver, ver, rs, rules)
+        rs = _M.apply_shared_deltas(dict, pver, ver, rs, routes)
         if not rs then
             return nil, "the deltas from the payload's version are gone", true
         end
     end
-    return rs, rules
+    return rs, routes
 end
 
 
@@ -657,7 +662,7 @@ end
 local function held_raw(dict)
     local ver = dict:get(K.ver)
     if ver ~= nil and ver == held.ver then
-        return held.raw, held.rules
+        return held.raw, held.routes
     end
     local pver = payload_version(dict)
     local snap = pver and snapshot.decode_payload(dict:get(K.payload) or "")
@@ -668,11 +673,11 @@ local function held_raw(dict)
     if not list then
         return nil
     end
-    local raw, rules = snap.rules, {}
+    local raw, routes = snap.rules, {}
     for _, rule in ipairs(list) do
-        rules[rule.id] = rule
+        routes[rule.id] = rule.route
     end
-    if pver ~= ver and not walk_deltas(dict, pver, ver, rules, function(d)
+    if pver ~= ver and not walk_deltas(dict, pver, ver, routes, function(d)
         for id, value in pairs(d.changes) do
             raw[id] = value or nil
         end
@@ -680,33 +685,34 @@ local function held_raw(dict)
     end) then
         return nil
     end
-    held.ver, held.raw, held.rules = ver, raw, rules
-    return raw, rules
+    held.ver, held.raw, held.routes = ver, raw, routes
+    return raw, routes
 end
 
 
 
 
 -- Undo apply_entries' changes to the held maps (newest first).
-local function revert(undo, raw, rules)
+local function revert(undo, raw, routes)
     for i = #undo, 1, -1 do
         local u = undo[i]
-        raw[u[1]], rules[u[1]] = u[2], u[3]
+        raw[u[1]], routes[u[1]] = u[2], u[3]
     end
 end
 
 
--- Apply log entries to the held raw (and decoded) rules, checking the digest
--- after each; returns raw, digest, undo, rules, or nil, reason (nothing changed).
+-- Apply log entries to the held raw rules and routes, checking the digest
+-- after each; returns raw, digest, undo, routes, decoded (id -> the changed
+-- rule decoded | false), or nil, reason (nothing changed).
 local function apply_entries(dict, entries)
-    local raw, rules = held_raw(dict)
+    local raw, routes = held_raw(dict)
     local sum = dict:get(K.digest)
     if not raw or not sum then
         return nil, "no held rule set"
     end
-    local undo = {}
+    local undo, decoded = {}, {}
     local function fail(reason)
-        revert(undo, raw, rules)
+        revert(undo, raw, routes)
         held.ver = nil -- the copy may no longer be the dict's
         return nil, reason
     end
@@ -727,9 +733,9 @@ local function apply_entries(dict, entries)
                     return fail("log revision " .. e.rev .. ": " .. err)
                 end
             end
-            undo[#undo + 1] = { id, raw[id], rules[id] }
+            undo[#undo + 1] = { id, raw[id], routes[id] }
             sum = digest.apply(sum, id, raw[id], after or nil)
-            raw[id], rules[id] = after or nil, rule
+            raw[id], routes[id], decoded[id] = after or nil, rule and rule.route or nil, rule or false
         end
         if e.digest ~= "" and e.digest ~= sum then
             return fail("after log revision " .. e.rev .. " the store has digest " .. e.digest
@@ -737,16 +743,12 @@ local function apply_entries(dict, entries)
         end
     end
     held.ver = nil -- changed in place: belongs to the version publish() is about to set
-    return raw, sum, undo, rules
+    return raw, sum, undo, routes, decoded
 end
 
 
--- Compile decoded rules (a map by id) at a revision, yielding; rs or nil, err.
-local function compile_rules(rules, got)
-    local list = {}
-    for _, rule in pairs(rules) do
-        list[#list + 1] = rule
-    end
+-- Compile a list of decoded rules at a revision, yielding; rs or nil, err.
+local function compile_rules(list, got)
     local ok, rs = pcall(router.compile, list, got.rev, _M.pauser(PAUSE_EVERY))
     if not ok then
         return nil, "rule set does not compile: " .. tostring(rs)
@@ -756,19 +758,19 @@ local function compile_rules(rules, got)
 end
 
 
--- Decode, check and compile a full read (yielding); rs, rules by id, or nil, err.
+-- Decode, check and compile a full read (yielding); rs, routes by id, or nil, err.
 local function compile_raw(got)
     local list, err = _M.decode_rules(got.raw, _M.pauser(PAUSE_EVERY))
     if not list then
         return nil, err
     end
-    local rules = {}
+    local routes = {}
     for _, rule in ipairs(list) do
-        rules[rule.id] = rule
+        routes[rule.id] = rule.route
     end
     local rs
-    rs, err = compile_rules(rules, got)
-    return rs, rs and rules or err
+    rs, err = compile_rules(list, got)
+    return rs, rs and routes or err
 end
 
 
@@ -792,9 +794,9 @@ local function apply(conf, got, held_rev, held_gen)
             .. conf.namespace .. " is lower than the applied revision " .. held_rev
             .. " (same generation); keeping " .. held_rev
     end
-    local rs, rules, err
-    if got.rules and got.base then -- a delta onto the set this worker serves: O(changes)
-        rules = got.rules
+    local rs, routes, err
+    if got.changes and got.base then -- a delta onto the set this worker serves: O(changes)
+        routes = got.routes
         local ok, res = pcall(router.with_changes, got.base, got.before, got.changes, got.rev)
         if ok then
             rs = res
@@ -802,12 +804,10 @@ local function apply(conf, got, held_rev, held_gen)
         else
             err = "rule set does not compile: " .. tostring(res)
         end
-    elseif got.rules then -- a delta: only the changed rules were decoded
-        rules = got.rules
-        rs, err = compile_rules(rules, got)
-    else
-        rs, rules = compile_raw(got)
-        err = not rs and rules or nil
+    else -- a full read, or a delta with no compiled set to start from: decode and compile all
+        rs, routes = compile_raw(got)
+        err = not rs and routes or nil
+        routes = rs and got.routes or routes -- a delta: keep the held map (updated in place)
     end
     if not rs then
         err = "revision " .. got.rev .. " of namespace " .. conf.namespace .. " refused: " .. err
@@ -834,9 +834,9 @@ local function apply(conf, got, held_rev, held_gen)
             return nil, "error", err
         end
     end
-    held.ver, held.raw, held.rules = ver, got.raw, rules
+    held.ver, held.raw, held.routes = ver, got.raw, routes
     if conf.on_compiled then
-        conf.on_compiled(ver, rs, rules) -- this worker serves what it just compiled
+        conf.on_compiled(ver, rs, routes) -- this worker serves what it just compiled
     end
     if got.entries then
         dict:incr(K.deltas_applied, got.entries, 0)
@@ -898,25 +898,24 @@ end
 local function apply_delta(conf, cl, got, held_rev, held_gen)
     local dict = conf.shm
     local base_ver = dict:get(K.ver)
-    local raw, sum, undo, rules = apply_entries(dict, got.delta)
+    local raw, sum, undo, routes, decoded = apply_entries(dict, got.delta)
     if not raw then
         return nil, sum
     end
-    local d = { rev = got.rev, gen = got.gen, raw = raw, rules = rules, digest = sum,
+    local d = { rev = got.rev, gen = got.gen, raw = raw, routes = routes, digest = sum,
                 content_digest = sum, entries = #got.delta, base_ver = base_ver,
-                changes = {}, before = {}, raw_changes = {} }
-    for _, u in ipairs(undo) do -- oldest first: the first entry of an id holds its rule before the delta
+                changes = decoded, before = {}, raw_changes = {} }
+    for _, u in ipairs(undo) do -- oldest first: the first entry of an id holds its route before the delta
         local id = u[1]
-        if d.changes[id] == nil then
+        if d.raw_changes[id] == nil then
             d.before[id] = u[3]
-            d.changes[id] = rules[id] or false
             d.raw_changes[id] = raw[id] or false
         end
     end
     d.base = conf.current_rs and conf.current_rs(base_ver) -- nil: compile the whole set
     local ok, _, err = apply(conf, d, held_rev, held_gen)
     if not ok then
-        revert(undo, raw, rules)
+        revert(undo, raw, routes)
         return nil, err
     end
     if d.rev < got.store_rev then
