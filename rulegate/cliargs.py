@@ -85,6 +85,8 @@ class EnvArgumentParser(argparse.ArgumentParser):
                          metavar: str | None = None, shown: str | None = None) -> None:
         """Add --flag (a value, or with switch=True an on/off flag) that $env may give instead; the help
         ends with "(default: <shown or default>; env <env>)" or "(required; env <env>)"."""
+        if switch:
+            default = bool(default)
         if shown is None:
             shown = "off" if switch and not default else "none" if default is None else str(default)
         said = "required" if required else f"default: {shown}"

@@ -73,6 +73,7 @@ def test_environment_gives_options_and_bad_values_name_the_variable(capsys):
     assert (args.redis_nodes, args.namespace, args.max_stale, args.tls, args.listen) == (
         "10.0.0.1:7000,10.0.0.2:7000", "prod", 12.5, True, "127.0.0.1:9001")
     assert args.refresh_interval == 1.0 and args.max_body == 65536, "unset: the documented defaults"
+    assert build_parser().parse_args(["serve", "--redis-nodes", "h:1", "--namespace", "n"]).tls is False
     err = _parse_error(capsys, ["serve", "--namespace", "prod"], {"RULEGATE_REDIS_NODES": "nowhere"})
     assert "RULEGATE_REDIS_NODES" in err and "'nowhere' is not host:port" in err
     err = _parse_error(capsys, ["serve", "--namespace", "prod"])
