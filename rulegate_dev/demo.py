@@ -14,6 +14,10 @@ from collections import Counter
 from pathlib import Path
 from types import FrameType
 
+import redis
+
+from rulegate.errors import RulegateError
+
 from .errors import LauncherError
 from .private_files import private_dir
 from .processes import stop_children, stop_records
@@ -150,13 +154,19 @@ def run_demo(args: argparse.Namespace) -> int:
     run_dir = open_run_dir(args.run_dir)
     temporary = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)) if temporary else private_dir(args.data_dir)  # 0700
-    state = DemoState.create(run_dir, data_dir, temporary)
+    try:
+        state = DemoState.create(run_dir, data_dir, temporary)
+    except BaseException:
+        if temporary:
+            data_dir.rmdir()
+        raise
     previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
     system: System | None = None
-    rc = 1
+    rc, up = 1, False
     try:
         system = System(data_dir, ports=demo_ports(args), on_spawn=state.record)
         system.start()
+        up = True
         print(_banner(system, state), flush=True)
         print(credentials_block(system), flush=True)
         if args.check:
@@ -170,9 +180,10 @@ def run_demo(args: argparse.Namespace) -> int:
     except StopRequested as exc:
         print(f"\n{exc}: stopping everything the demo started ...", flush=True)
         rc = 1 if args.check else 0
-    except LauncherError as exc:
-        print(f"rulegate-dev demo: {exc}", file=sys.stderr, flush=True)
-        print("rulegate-dev demo: start-up failed; stopping what was already started"
+    except (LauncherError, RulegateError, redis.RedisError, OSError, subprocess.SubprocessError) as exc:
+        what = "" if isinstance(exc, LauncherError) else f"{exc.__class__.__name__}: "
+        print(f"rulegate-dev demo: {what}{exc}", file=sys.stderr, flush=True)
+        print("rulegate-dev demo: " + ("failed" if up else "start-up failed") + "; stopping what was already started"
               + (" (use --data-dir DIR to keep the logs)" if temporary else ""), file=sys.stderr, flush=True)
     finally:
         for sig in STOP_SIGNALS:
