@@ -39,11 +39,15 @@ local function hex_of(acc)
 end
 
 
--- The digest of a rule set given as { [id] = stored bytes }.
-function _M.of(raw_rules)
+-- The digest of a rule set given as { [id] = stored bytes }; pause, when
+-- given, is called after every rule (a cooperative yield).
+function _M.of(raw_rules, pause)
     local acc = { 0, 0, 0, 0, 0 }
     for id, value in pairs(raw_rules) do
         add(acc, id, value)
+        if pause then
+            pause()
+        end
     end
     return hex_of(acc)
 end

@@ -17,6 +17,7 @@ local tonumber = tonumber
 local tostring = tostring
 local format = string.format
 local char = string.char
+local byte = string.byte
 local find = string.find
 local match = string.match
 local sub = string.sub
@@ -98,9 +99,66 @@ function _M.encode(namespace, generation, revision, written_at, raw_rules)
 end
 
 
+-- The entry count of the msgpack map at the cursor (advanced past its header).
+local function map_header(c)
+    local s, i = c.s, c.i
+    local b = byte(s, i)
+    if b and b >= 0x80 and b <= 0x8f then
+        c.i = i + 1
+        return b - 0x80
+    elseif b == 0xde then
+        local b1, b2 = byte(s, i + 1, i + 2)
+        c.i = i + 3
+        return b1 * 256 + b2
+    elseif b == 0xdf then
+        local b1, b2, b3, b4 = byte(s, i + 1, i + 4)
+        c.i = i + 5
+        return ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    end
+    error("not a map")
+end
+
+
+local function missing_bytes()
+    error("missing bytes")
+end
+
+
+-- mp.unpack of a payload map, calling pause after every rule of its "rules"
+-- map (the part that grows with the namespace) so a timer can yield.
+local function unpack_yielding(payload, pause)
+    local c = { s = payload, i = 1, j = #payload, underflow = missing_bytes }
+    local body = {}
+    for _ = 1, map_header(c) do
+        local key = mp.unpack_cursor(c)
+        if key == "rules" then
+            local rules = {}
+            for _ = 1, map_header(c) do
+                local id = mp.unpack_cursor(c)
+                rules[id] = mp.unpack_cursor(c)
+                pause()
+            end
+            body.rules = rules
+        else
+            body[key] = mp.unpack_cursor(c)
+        end
+    end
+    if c.i <= c.j then
+        error("extra bytes")
+    end
+    return body
+end
+
+
 -- Decode a payload: {namespace, generation, revision, written_at, rules} or nil, err.
-function _M.decode_payload(payload)
-    local ok, body = pcall(mp.unpack, payload)
+-- pause, when given, is called after every rule (a cooperative yield).
+function _M.decode_payload(payload, pause)
+    local ok, body
+    if pause then
+        ok, body = pcall(unpack_yielding, payload, pause)
+    else
+        ok, body = pcall(mp.unpack, payload)
+    end
     if not ok or type(body) ~= "table" or type(body.rules) ~= "table" then
         return nil, "undecodable snapshot payload"
     end

@@ -126,7 +126,7 @@ end
 -- Compile a payload (the snapshot payload format) into a router rule set;
 -- pause as in decode_rules (only where the phase may yield: timers).
 function _M.compile_payload(payload, pause)
-    local snap, err = snapshot.decode_payload(payload)
+    local snap, err = snapshot.decode_payload(payload, pause)
     if not snap then
         return nil, err
     end
@@ -665,7 +665,7 @@ local function held_raw(dict)
         return held.raw, held.routes
     end
     local pver = payload_version(dict)
-    local snap = pver and snapshot.decode_payload(dict:get(K.payload) or "")
+    local snap = pver and snapshot.decode_payload(dict:get(K.payload) or "", _M.pauser(PAUSE_EVERY * 5))
     if not snap or payload_version(dict) ~= pver then
         return nil
     end
@@ -816,7 +816,7 @@ local function apply(conf, got, held_rev, held_gen)
         dict:set(K.refused_reason, err)
         return nil, "refused", err
     end
-    local content_digest = got.content_digest or digest.of(got.raw)
+    local content_digest = got.content_digest or digest.of(got.raw, _M.pauser(PAUSE_EVERY * 5))
     if got.digest ~= "" and got.digest ~= content_digest then
         return nil, "error", "revision " .. got.rev .. " of namespace " .. conf.namespace
             .. ": the rules read do not match the store's digest (a slot migration in progress, or "
@@ -828,7 +828,8 @@ local function apply(conf, got, held_rev, held_gen)
         ver = _M.publish(dict, nil, got.rev, got.gen, rs.count, "redis", content_digest, delta)
     end
     if not ver then
-        payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw)
+        payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw,
+                                          _M.pauser(PAUSE_EVERY * 5))
         ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest, delta)
         if not ver then
             return nil, "error", err

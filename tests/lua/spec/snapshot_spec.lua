@@ -12,6 +12,31 @@ return function(t)
         t.eq(snap.rules, raw)
     end)
 
+    t.it("decoding with pauses gives what one unpack gives, for any key order and map size", function()
+        local many = {}
+        for i = 1, 300 do -- a map16 of rules
+            many["r" .. i] = mp.pack({ id = "r" .. i })
+        end
+        local calls = 0
+        local function pause()
+            calls = calls + 1
+        end
+        for _, rules in ipairs({ raw, many, {} }) do
+            local payload = snapshot.encode_payload("prod", "g", 3, 9, rules)
+            t.eq(snapshot.decode_payload(payload, pause).rules, snapshot.decode_payload(payload).rules)
+        end
+        t.eq(calls, 302)
+        -- "rules" first (the Python agent's key order may differ from ours)
+        local reordered = "\x85" .. mp.pack("rules") .. mp.pack(raw) .. mp.pack("namespace")
+            .. mp.pack("prod") .. mp.pack("generation") .. mp.pack("g") .. mp.pack("revision") .. mp.pack(4)
+            .. mp.pack("written_at") .. mp.pack(1)
+        local snap = assert(snapshot.decode_payload(reordered, pause))
+        t.eq({ snap.namespace, snap.revision }, { "prod", 4 })
+        t.eq(snap.rules, raw)
+        t.eq(snapshot.decode_payload(reordered .. "x", pause), nil)
+        t.eq(snapshot.decode_payload(reordered:sub(1, -3), pause), nil)
+    end)
+
     t.it("the header carries crc32 and payload length", function()
         local data = snapshot.encode("prod", "g", 1, 1, raw)
         local sum, len = data:match("^RGSNAP1 (%x+) (%d+)\n")
