@@ -252,6 +252,10 @@ class SlotMap:
         """Try address last for a while (it just failed): a frozen master costs one timeout, not one per call."""
         self._suspects[address] = time.monotonic() + seconds
 
+    def is_suspect(self, address: str) -> bool:
+        """Return True while address is tried last (it failed less than its `suspect` seconds ago)."""
+        return self._suspects.get(address, 0.0) > time.monotonic()
+
     def _healthy_first(self, addresses: list[str]) -> list[str]:
         now = time.monotonic()
         return sorted(addresses, key=lambda a: self._suspects.get(a, 0.0) > now)

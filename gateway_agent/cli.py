@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         shown="agent-<hostname>-<pid>", help="this gateway's id in the fleet")
     serve.add_argument("--upstreams", help="comma-separated upstream names this gateway can route to, reported in "
                        "its heartbeat (default: $RULEGATE_UPSTREAMS)")
+    env("--read-replica", "RULEGATE_READ_REPLICA", switch=True,
+        help="send revision checks to a replica of the namespace's slot while it holds the latest revision "
+             "(the master when it lags or fails; heartbeats and full reloads always go to the master)")
     env("--redis-username", "RULEGATE_REDIS_USERNAME", metavar="USER",
         shown="none: Redis's default user", help="Redis ACL user")
     env("--redis-password-file", "RULEGATE_REDIS_PASSWORD_FILE", metavar="PATH",
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         client = RuleClient(args.redis_nodes, args.namespace, refresh_interval=args.refresh_interval,
                             max_stale=args.max_stale, snapshot_path=args.snapshot,
                             heartbeat_interval=args.heartbeat_interval, gateway_id=args.gateway_id,
-                            upstreams=args.upstreams,
+                            upstreams=args.upstreams, read_replica=args.read_replica,
                             username=args.redis_username, password=_password(args.redis_password_file),
                             ssl=args.tls, ssl_ca_certs=args.tls_ca_cert, ssl_certfile=args.tls_cert,
                             ssl_keyfile=args.tls_key)

@@ -48,6 +48,7 @@ class AgentConfig(RedisAuth):
     heartbeat_interval: float = 5.0
     notifications: bool = True
     upstreams: tuple[str, ...] = ()
+    read_replica: bool = False
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
@@ -77,7 +78,7 @@ class RuleClient:
             SyncConfig(namespace=namespace, refresh_interval=cfg.refresh_interval, max_stale=cfg.max_stale,
                        snapshot_path=cfg.snapshot_path, gateway_id=cfg.gateway_id or default_gateway_id(),
                        heartbeat_interval=cfg.heartbeat_interval, notifications=cfg.notifications,
-                       upstreams=cfg.upstreams),
+                       upstreams=cfg.upstreams, read_replica=cfg.read_replica),
             self.budget, AuthCheckingPool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
         self._started = False
 

@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
@@ -75,6 +76,7 @@ class SyncConfig:
     scan_count: int = 500
     notifications: bool = True
     upstreams: tuple[str, ...] = ()
+    read_replica: bool = False  # revision checks on a replica of the slot while it is current (docs/agent.md)
 
 
 @dataclass
@@ -94,6 +96,9 @@ class SyncStats(LockedCounters):
     snapshot_errors: int = 0
     heartbeats_ok: int = 0
     heartbeats_failed: int = 0
+    replica_reads: int = 0
+    replica_lagging: int = 0
+    replica_errors: int = 0
     propagation_lag: float = 0.0
 
 
@@ -112,6 +117,10 @@ def _no_gc_pauses() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+class ReplicaUnusable(StoreError):
+    """The replica did not answer a revision check (the check goes to the master instead)."""
 
 
 class Rejected(StoreError):
@@ -154,6 +163,8 @@ class Syncer:
         self._first_cycle = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_heartbeat = 0.0
+        self._beat_pending = False
+        self.announced = 0  # highest revision announced on the events channel (or read from the master)
         self._scan = True  # HSCAN granted (else one HGETALL per full reload)
         self.notifier = Notifier(self) if config.notifications else None
 
@@ -223,11 +234,21 @@ class Syncer:
             self._wake.wait(interval * (1 + self.config.jitter * (2 * random.random() - 1)))
 
     def cycle(self) -> None:
-        """Run one revalidation (and a heartbeat when due); never raises on Redis trouble."""
+        """Run one revalidation and, when due, the heartbeat; never raises on Redis trouble.
+
+        Once a rule set is applied, a due heartbeat rides in the revision check's round trip to the
+        master (one Redis round trip per gateway per interval); before that it is written after the sync.
+        """
+        beat, after = None, False
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+            beat = self._heartbeat_command() if self.current is not None else None
+            after = beat is None
+        self._beat_pending = beat is not None  # cleared by _poll, which sends it
         try:
             if self.slots.stale:
                 self.slots.refresh(self.budget, self.pool, self.slots.version)
-            self.sync_once()
+            self.sync_once(beat)
             self.stats.add("syncs_ok")
         except Rejected as exc:
             self.stats.add("syncs_failed")
@@ -236,8 +257,10 @@ class Syncer:
             self.stats.add("syncs_failed")
             kind = error_kind(exc)
             self._failed(kind, str(exc) if kind == "unknown_namespace" else f"{exc.__class__.__name__}: {exc}")
-        if time.monotonic() >= self._next_heartbeat:
-            self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+        if beat is not None and self._beat_pending:
+            self._beat_pending = False
+            self.stats.add("heartbeats_failed")
+        if after:
             self.heartbeat()
 
     def _failed(self, state: str, message: str) -> None:
@@ -248,14 +271,17 @@ class Syncer:
         self.health.ok(self.current.revision if self.current else None)
 
     # ---- one revalidation ------------------------------------------------------------------
-    def sync_once(self) -> bool:
-        """Compare revisions and apply deltas or a full reload; return True when a new set was applied."""
+    def sync_once(self, beat: tuple | None = None) -> bool:
+        """Compare revisions and apply deltas or a full reload; return True when a new set was applied.
+
+        `beat` (an HSET of the fleet hash) is sent in the same round trip, to the master.
+        """
         cur = self.current
         k = self.keys
         cmds: list[tuple] = [("GET", k.rev), ("HGET", k.meta, "gen"), ("HGET", k.meta, "digest")]
         if cur is not None and cur.source == "redis":
             cmds.append(("XRANGE", k.log, f"{cur.revision + 1}-0", "+", "COUNT", self.config.log_batch))
-        replies = self._read("revision check", cmds)
+        replies = self._poll(cmds, cur, beat)
         if replies[0] is None and replies[1] is None:  # no rev, no generation (the meta key's first field)
             raise UnknownNamespace(f"namespace {self.config.namespace!r} does not exist in the store (no {k.rev} "
                                    f"or {k.meta} key): a misspelled namespace, or no rule was ever written to it")
@@ -287,6 +313,75 @@ class Syncer:
         if entries[-1].revision < rev:
             self.wake()
         return True
+
+    def _poll(self, cmds: list[tuple], cur: Applied | None, beat: tuple | None) -> list:
+        """Return the replies of the revision check: with the heartbeat on the master, else from a current
+        replica (`read_replica`), else from the master (then the replicas when it fails)."""
+        if beat is not None:
+            self._beat_pending = False
+            try:
+                replies = self._read("revision check", [beat, *cmds], writes=True)[1:]
+                self.stats.add("heartbeats_ok")
+                self._master_read(replies)
+                return replies
+            except (StoreError, *REDIS_ERRORS) as exc:
+                self.stats.add("heartbeats_failed")
+                log.debug("heartbeat with the revision check failed (%s); checking without it", exc)
+        if self.config.read_replica and cur is not None and cur.source == "redis":
+            replies = self._replica_poll(cmds, cur)
+            if replies is not None:
+                return replies
+        replies = self._read("revision check", cmds)
+        self._master_read(replies)
+        return replies
+
+    def _master_read(self, replies: list) -> None:
+        if replies[0] is not None:
+            self.announced = max(self.announced, int(replies[0]))
+
+    def announce(self, revision: int) -> None:
+        """Note a revision announced on the events channel (replica reads below it go to the master)."""
+        self.announced = max(self.announced, revision)
+
+    def _replica(self) -> str | None:
+        """Return the replica this gateway reads from (spread by gateway id), None when there is none usable."""
+        replicas = [r for r in self.slots.replicas if r != self.slots.master]
+        if not replicas or self.slots.stale:
+            return None
+        chosen = replicas[zlib.crc32(self.config.gateway_id.encode()) % len(replicas)]
+        return None if self.slots.is_suspect(chosen) else chosen
+
+    def _replica_poll(self, cmds: list[tuple], cur: Applied) -> list | None:
+        """Return the replica's replies when it holds at least the applied and the announced revision of the
+        applied generation; None (the master answers) when it lags, fails or has no usable replica."""
+        address = self._replica()
+        if address is None:
+            return None
+
+        def attempt(op: Operation) -> list:
+            try:
+                replies = execute(self.pool.get(address, op), *cmds, raise_on_error=False)
+            except RETRYABLE as exc:
+                self.pool.drop(address)
+                raise ReplicaUnusable(f"replica {address}: {exc.__class__.__name__}: {exc}") from None
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise ReplicaUnusable(f"replica {address}: {reply.__class__.__name__}: {reply}")
+            return replies
+
+        try:
+            replies = self.budget.run("replica revision check", attempt)
+        except (StoreError, *REDIS_ERRORS) as exc:
+            self.stats.add("replica_errors")
+            self.slots.suspect(address)
+            log.debug("namespace %s: %s; checking on the master", self.config.namespace, exc)
+            return None
+        held = max(cur.revision, self.announced)
+        if replies[0] is None or int(replies[0]) < held or as_text(replies[1] or b"") != cur.generation:
+            self.stats.add("replica_lagging")
+            return None
+        self.stats.add("replica_reads")
+        return replies
 
     def _entries(self, raw: list) -> list[LogEntry] | None:
         try:
@@ -386,8 +481,9 @@ class Syncer:
                             self.config.namespace, exc)
         return consistent_read(self.config.namespace, run)
 
-    def _read(self, name: str, cmds: list[tuple]) -> list:
-        """Return the replies of cmds from one node of the slot (master first), under the budget.
+    def _read(self, name: str, cmds: list[tuple], writes: bool = False) -> list:
+        """Return the replies of cmds from one node of the slot (master first; only the master with
+        `writes`), under the budget.
 
         During a slot migration the master answers ASK for the keys already moved: those commands are
         sent again to the importing node, each behind ASKING, and their replies merged in (commits
@@ -396,7 +492,7 @@ class Syncer:
         position = {"i": 0}
 
         def attempt(op: Operation) -> list:
-            candidates = self.slots.candidates()
+            candidates = self.slots.candidates(writes=writes)
             address = candidates[position["i"] % len(candidates)]
             try:
                 replies = execute(self.pool.get(address, op), *cmds, raise_on_error=False)
@@ -483,22 +579,26 @@ class Syncer:
             self.stats.add("snapshot_errors")
             log.error("cannot write snapshot %s: %s", self.config.snapshot_path, exc)
 
-    def heartbeat(self) -> None:
-        """Write this gateway's heartbeat into the fleet hash (best effort, under the budget)."""
+    def _heartbeat_command(self) -> tuple:
+        """Return the HSET writing this gateway's heartbeat (what it runs now) into the fleet hash."""
         cur = self.current
-        now = self.wall()
         refused = self.refused
         beat = Heartbeat("agent", cur.revision if cur else 0, cur.generation if cur else "",
-                         cur.applied_at if cur else 0.0, now, min(self.staleness(), 1e9), self.health.last_error,
-                         digest=cur.digest if cur else "", in_sync=self.in_sync(), stale=self.is_stale(),
-                         refused_revision=refused.revision if refused else 0,
+                         cur.applied_at if cur else 0.0, self.wall(), min(self.staleness(), 1e9),
+                         self.health.last_error, digest=cur.digest if cur else "", in_sync=self.in_sync(),
+                         stale=self.is_stale(), refused_revision=refused.revision if refused else 0,
                          refused_reason=refused.reason if refused else "", upstreams=self.config.upstreams)
+        return ("HSET", self.keys.fleet, self.config.gateway_id, beat.encode())
+
+    def heartbeat(self) -> None:
+        """Write this gateway's heartbeat into the fleet hash in its own round trip (best effort, under the
+        budget); `cycle` normally sends it with the revision check instead."""
+        beat = self._heartbeat_command()
 
         def attempt(op: Operation) -> None:
             address = self.slots.candidates(writes=True)[0]
             try:
-                execute(self.pool.get(address, op), ("HSET", self.keys.fleet, self.config.gateway_id,
-                                                     beat.encode()))
+                execute(self.pool.get(address, op), beat)
             except MovedError as exc:
                 self.slots.moved(exc)
                 raise
@@ -586,8 +686,16 @@ class Notifier:
             message = self._conn.read_response()
             if isinstance(message, list) and message and message[0] in (b"smessage", "smessage"):
                 s.stats.add("notifications")
+                s.announce(_announced_revision(message))
                 s.wake()
             elif isinstance(message, list) and message and message[0] in (b"sunsubscribe", "sunsubscribe"):
                 s.slots.stale = True
                 return
 
+
+
+def _announced_revision(message: list) -> int:
+    """Return N of an smessage "rev N" on the events channel (0 when the payload is not that)."""
+    payload = message[2] if len(message) > 2 else b""
+    word, _, number = as_text(payload).partition(" ")
+    return int(number) if word == "rev" and number.isdigit() else 0
