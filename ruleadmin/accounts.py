@@ -45,14 +45,15 @@ end
 
 # Merge ARGV[2] (a JSON object) into the user's JSON record and bump its session version "sv" when
 # ARGV[3] is "always" or the patch changes role, password or disabled. A missing user is created
-# (created_at = ARGV[4]) only when ARGV[4] is not empty, its session version starting at created_at * 1000 so
-# that a session of an earlier user of the same name never matches it. Reply: {record JSON, bumped, created}, nil
+# (created_at = ARGV[4]) only when ARGV[4] is not empty, its session version starting at the creation time in
+# milliseconds (ARGV[5]): a session of an earlier user of the same name carries a lower version unless that
+# user changed more than once per millisecond of its life. Reply: {record JSON, bumped, created}, nil
 # when the user does not exist, or "last_admin" (nothing written) when the patch would leave no
 # enabled admin.
 _SAVE_USER = _ADMIN_LIB + """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw and ARGV[4] == '' then return nil end
-local rec = raw and cjson.decode(raw) or {created_at = tonumber(ARGV[4]), sv = tonumber(ARGV[4]) * 1000}
+local rec = raw and cjson.decode(raw) or {created_at = tonumber(ARGV[4]), sv = tonumber(ARGV[5])}
 local patch = cjson.decode(ARGV[2])
 local was_admin = active_admin(rec)
 local bump = ARGV[3] == 'always'
@@ -148,8 +149,9 @@ class Accounts:
               verb: str = "change") -> tuple[dict, bool, bool] | None:
         """Apply patch atomically; return (record, sessions ended, created) or None when the user is missing;
         raise LastAdminError (nothing written) when it would leave no enabled admin."""
+        now = self.clock()
         reply = self._call(self.client.eval, _SAVE_USER, 1, USERS_KEY, username, json.dumps(patch), bump,
-                           str(int(self.clock())) if create else "")
+                           str(int(now)) if create else "", str(int(now * 1000)))
         self.forget_cached()
         if reply is None:
             return None
