@@ -21,7 +21,7 @@ from rulegate.errors import RulegateError
 from .errors import LauncherError
 from .private_files import private_dir
 from .processes import stop_children, stop_records
-from .runstate import TEMP_PREFIX, DemoState, open_run_dir, stop_demo
+from .runstate import TEMP_PREFIX, DemoState, open_run_dir, stop_command, stop_demo
 from .system import NAMESPACE, System, SystemPorts
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -129,7 +129,7 @@ rulegate demo is up (state and logs in {system.dir}: 0700, {where})
   gateway-agent     http://127.0.0.1:{system.agent_port}/healthz   POST /v1/decide
   nginx gateway     curl -H 'Host: shop.localhost' -H 'X-Uid: 1500' http://127.0.0.1:{system.nginx_port}/
   nginx status      http://127.0.0.1:{system.nginx_port}/rulegate/status
-  pids recorded in  {state.path}   (stop from another shell: rulegate-dev stop)
+  pids recorded in  {state.path}   (stop from another shell: {stop_command(state.path.parent)})
 """
 
 

@@ -27,7 +27,16 @@ TEMP_PREFIX = "rulegate-demo-"
 
 def default_run_dir() -> Path:
     """Return $RULEGATE_RUN_DIR, else <tmp>/rulegate-dev-<uid>."""
-    return Path(os.environ.get(RUN_DIR_ENV) or Path(tempfile.gettempdir()) / f"rulegate-dev-{os.getuid()}")
+    return Path(os.environ.get(RUN_DIR_ENV) or _usual_run_dir())
+
+
+def _usual_run_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"rulegate-dev-{os.getuid()}"
+
+
+def stop_command(run_dir: Path) -> str:
+    """Return the command that stops the demos of run_dir from another shell."""
+    return "rulegate-dev stop" + ("" if run_dir == _usual_run_dir() else f" --run-dir {run_dir}")
 
 
 def open_run_dir(path: str | os.PathLike | None = None) -> Path:

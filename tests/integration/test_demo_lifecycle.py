@@ -165,7 +165,8 @@ def test_sigterm_stops_every_process_and_removes_the_temp_dir(tmp_path: Path) ->
     demo = start_demo(tmp_path)
     out = demo.wait_for(all_spawned)
     assert demo.proc.poll() is None, out[-3000:]
-    assert len(temp_dirs(tmp_path)) == 1
+    [data_dir] = temp_dirs(tmp_path)
+    assert data_dir.stat().st_mode & 0o777 == 0o700
     os.kill(demo.pid, signal.SIGTERM)
     report = demo.finish()
     assert report["left"] == [], "".join(demo.out)[-3000:]
