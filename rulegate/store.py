@@ -295,6 +295,13 @@ class RuleStore:
         raw = self._call(self.client.hgetall, keys.rules)
         return Usage(len(raw), sum(len(k) + len(v) for k, v in raw.items()))
 
+    def init_namespace(self, ns: str) -> None:
+        """Give a namespace with no commit yet its generation (as its first commit would), so that gateways
+        configured for it see an existing, empty namespace instead of an unknown one; idempotent."""
+        meta = Keys(ns).meta
+        if self._call(self.client.hsetnx, meta, "gen", uuid.uuid4().hex[:16]):
+            self._call(self.client.hset, meta, "created", str(int(time.time())))
+
     def _generation(self, ns: str) -> str:
         return as_text(self._call(self.client.hget, Keys(ns).meta, "gen") or b"")
 
@@ -368,7 +375,8 @@ def _map_script_error(ns: str, exc: redis.ResponseError, expected: int | None) -
     if word == "RGCONFLICT":
         return ConflictError(expected, int(rest))
     if word == "RGRULESTALE":
-        rev, rule_id, current = rest.split(" ")
+        rev, _, rest = rest.partition(" ")
+        rule_id, _, current = rest.rpartition(" ")
         return RuleConflictError(rule_id, None if current == "-" else current, int(rev))
     if word == "RGEXISTS":
         return AlreadyExistsError(f"rule {rest!r} already exists")

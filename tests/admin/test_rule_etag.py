@@ -51,8 +51,8 @@ def test_interleaved_edits_of_different_rules_both_succeed(client, users, ns):
     assert (first.get_json()["revision"], second.get_json()["revision"]) == (3, 4)
     assert _put(client, users, ns, split_rule("b", 300), '"2"').status_code == 412  # the revision form still checks
     assert second.get_json()["etag"] == _etag(client, users, ns, "b")
-    weights = {r["id"]: r["policies"][0]["buckets"][0]["weight"]
-               for r in client.get(f"/api/v1/namespaces/{ns}/rules", headers=users["viewer"].headers).get_json()["rules"]}
+    listed = client.get(f"/api/v1/namespaces/{ns}/rules", headers=users["viewer"].headers).get_json()["rules"]
+    weights = {r["id"]: r["policies"][0]["buckets"][0]["weight"] for r in listed}
     assert weights == {"a": 100, "b": 200}
 
 
@@ -128,7 +128,8 @@ def test_rule_count_limit_is_413_and_writes_nothing(small_app, users, ns, watch)
     before = watch.before()
     r = _put(client, users, ns, split_rule("c"))
     body = r.get_json()
-    assert r.status_code == 413 and (body["limit"], body["maximum"], body["current"], body["after"]) == ("rules", 2, 2, 3)
+    assert r.status_code == 413
+    assert (body["limit"], body["maximum"], body["current"], body["after"]) == ("rules", 2, 2, 3)
     assert watch.unchanged_since(before)
 
 

@@ -1,4 +1,4 @@
-"""Namespace size limits (rules, encoded bytes) and per-rule hash conditions in the commit script, on the real cluster."""
+"""Namespace size limits (rules, encoded bytes) and per-rule hash conditions in the commit script (real cluster)."""
 from __future__ import annotations
 
 import threading
