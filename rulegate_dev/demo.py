@@ -153,7 +153,11 @@ def run_demo(args: argparse.Namespace) -> int:
     Return 0 when stopped on request or the check passed, 1 when start-up or the check failed."""
     run_dir = open_run_dir(args.run_dir)
     temporary = args.data_dir is None
-    data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)) if temporary else private_dir(args.data_dir)  # 0700
+    try:
+        data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)) if temporary else private_dir(args.data_dir)  # 0700
+    except OSError as exc:
+        raise LauncherError(f"cannot use {'a temp dir' if temporary else '--data-dir'} {exc.filename}: "
+                            f"{exc.strerror}") from None
     try:
         state = DemoState.create(run_dir, data_dir, temporary)
     except BaseException:

@@ -168,10 +168,12 @@ def test_help_describes_defaults_and_environment(argv, capsys):
     (["demo", "stop", "--check"], "demo stop takes only --run-dir, not --check"),
     (["cluster", "up", "--node-timeout", "soon"], "not a whole number of milliseconds"),
     (["cluster", "down", "--data-dir", "/nonexistent/rulegate"], "no cluster recorded in /nonexistent/rulegate"),
+    (["demo", "--data-dir", "/dev/null"], "cannot use --data-dir /dev/null: File exists"),
 ])
-def test_bad_input_is_a_clear_error_with_status_2(argv, message):
-    """Bad arguments or a missing cluster print one clear line and exit 2, without a traceback."""
-    res = subprocess.run([sys.executable, "-m", "rulegate_dev", *argv], capture_output=True, text=True, timeout=60)
+def test_bad_input_is_a_clear_error_with_status_2(argv, message, tmp_path):
+    """Bad arguments, a missing cluster or an unusable data dir print one clear line and exit 2, no traceback."""
+    res = subprocess.run([sys.executable, "-m", "rulegate_dev", *argv], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RULEGATE_RUN_DIR": str(tmp_path / "run")})
     assert res.returncode == 2
     assert message in res.stderr and "Traceback" not in res.stderr
 
