@@ -80,6 +80,7 @@ class RuleService:
         """Register a namespace name; return False when it already existed."""
         if not is_valid_id(ns):
             raise ValidationError({"name": "must match [a-z0-9][a-z0-9_.-]{0,63}"})
+        self.store.init_namespace(ns)
         return bool(self.store._call(self.store.client.sadd, NAMESPACES_KEY, ns))
 
     # ---- rules -----------------------------------------------------------------------------

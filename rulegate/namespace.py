@@ -66,8 +66,11 @@ def consistent_read(ns: str, run: Callable[[list[tuple]], list], attempts: int =
 
 
 def _checked(ns: str, read: NamespaceRead) -> NamespaceRead:
-    """Return read; raise StoreError when its revision and generation disagree (a partial view)."""
-    if (read.revision > 0) != bool(read.generation):
+    """Return read; raise StoreError when its revision and generation disagree (a partial view).
+
+    Revision 0 with a generation and no rules is a namespace created (ruleadmin) but never written.
+    """
+    if (read.revision > 0 and not read.generation) or (read.revision == 0 and read.generation and read.raw):
         raise StoreError(f"namespace {ns!r}: inconsistent read (revision {read.revision}, generation "
                          f"{read.generation or 'none'}): a slot migration in progress, or damaged keys")
     return read

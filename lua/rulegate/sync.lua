@@ -23,6 +23,7 @@ local worker_pid = ngx.worker.pid
 local null = ngx.null
 local type = type
 local pairs = pairs
+local next = next
 local ipairs = ipairs
 local pcall = pcall
 local xpcall = xpcall
@@ -592,7 +593,8 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
         end
     end
     local rev1, gen1, raw = read.rev, read.gen, read.raw
-    if (rev1 > 0) ~= (gen1 ~= "") then
+    -- revision 0 with a generation and no rules: created in ruleadmin, never written
+    if (rev1 > 0 and gen1 == "") or (rev1 == 0 and gen1 ~= "" and next(raw) ~= nil) then
         return nil, "inconsistent read of namespace " .. conf.namespace .. " (revision " .. rev1
             .. ", generation " .. (gen1 ~= "" and gen1 or "none") .. "): a slot migration in progress, "
             .. "or damaged keys", "error"

@@ -206,3 +206,15 @@ def test_sidecar_refuses_a_bad_upstream_name():
                           "--namespace", "ns", "--upstreams", "stable,bad name"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "bad upstream name 'bad name'" in out.stderr, out.stderr
+
+
+def test_namespace_created_in_ruleadmin_is_known_before_its_first_rule(cluster, store, namespace):
+    """Creating a namespace (ruleadmin) gives it a generation: an agent configured for it is ready with an empty
+    rule set at revision 0, not reported as unknown."""
+    from ruleadmin.rules import RuleService
+
+    assert RuleService(store).create_namespace(namespace) is True
+    with make_client(cluster, namespace) as client:
+        assert client.wait_for_revision(0, 5)
+        health = client.health()
+        assert health["state"] == "ok" and health["ready"] is True and client.rules == {}
