@@ -1,19 +1,23 @@
 """The request the evaluator sees, and how it is built from raw HTTP values.
 
 lua/rulegate/request.lua builds the same request inside nginx; docs/rules.md "Requests" is the
-spec both follow. Strings are text; bytes that are not UTF-8 travel as the lone surrogates
-U+DC80..U+DCFF (Python's "surrogateescape"), so every request string maps to exactly the bytes
-nginx saw (`wire_bytes`).
+spec both follow. Building a Request is on every decision's path, so it is cheap: the Cookie
+header and the query string are parsed only when a rule reads `cookies` / `args`, and
+`Request.from_environ` reads headers from a WSGI environ on demand. Strings are text; bytes that
+are not UTF-8 travel as the lone surrogates U+DC80..U+DCFF (Python's "surrogateescape"), so every
+request string maps to exactly the bytes nginx saw (`wire_bytes`).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, Iterable
 
 from .hostnames import ascii_lower, ascii_upper, request_host
 
 MAX_ARGS = 100
+EMPTY: Mapping[str, str] = MappingProxyType({})
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -77,11 +81,16 @@ def parse_cookies(raw: str) -> dict[str, str]:
 
 def header_map(headers: Headers) -> dict[str, str]:
     """Return lower-case name -> value; the first occurrence of a name counts, Cookie lines join with '; '."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
+    items = headers.items() if type(headers) is dict or isinstance(headers, Mapping) else headers
     out: dict[str, str] = {}
     cookie: str | None = None
     for name, value in items:
-        name, value = ascii_lower(str(name)), str(value)
+        if type(name) is not str:
+            name = str(name)
+        if not name.islower():  # islower(): no cased character is upper-case, so A-Z lower-casing is a no-op
+            name = ascii_lower(name)
+        if type(value) is not str:
+            value = str(value)
         if name == "cookie":
             cookie = value if cookie is None else f"{cookie}; {value}"
         elif name not in out:
@@ -91,23 +100,142 @@ def header_map(headers: Headers) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
+def _host(raw: str) -> str:
+    """Return request_host(raw), skipping the work when raw is already a routing host (the common case)."""
+    if raw.islower() and ":" not in raw and raw[-1:] != "." and raw[:1] != "[":
+        return raw
+    return request_host(raw)
+
+
+def _method(raw: str) -> str:
+    return raw if raw.isupper() else ascii_upper(raw)
+
+
+def from_native(text: str) -> str:
+    """Return a WSGI "native string" (bytes as latin-1, PEP 3333) as a request string (see `from_wire`)."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # not a native string: the server decoded it already
+        return text
+
+
+_ENV_KEYS: dict[str, str | None] = {}
+
+
+def _environ_key(name: str) -> str | None:
+    """Return the environ key of a lower-case header name, None for a name a gateway cannot deliver."""
+    key = _ENV_KEYS.get(name, "")
+    if key == "":
+        if "_" in name or ascii_lower(name) != name:  # not a stored (lower-case) name; nginx drops '_' names
+            key = None
+        elif name in ("content-type", "content-length"):
+            key = ascii_upper(name).replace("-", "_")
+        else:
+            key = "HTTP_" + ascii_upper(name).replace("-", "_")
+        if len(_ENV_KEYS) >= 4096:
+            _ENV_KEYS.clear()
+        _ENV_KEYS[name] = key
+    return key
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """The request headers of a WSGI environ as a read-only lower-case name -> value mapping, read on demand.
+
+    Caveats (docs/rules.md "Requests"): the WSGI server has already merged repeated headers (most
+    join them with ',' — the spec counts the first occurrence; Cookie lines are joined with '; ' by
+    gevent, werkzeug and gunicorn) and maps '-' to '_' in names, so a header sent as `X_Uid` may read
+    as `x-uid` on servers that do not drop such names (gevent and nginx drop them).
+    """
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: Mapping[str, Any]):
+        self.environ = environ
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = _ENV_KEYS.get(name) or _environ_key(name)
+        value = self.environ.get(key) if key is not None else None
+        if value is None or (value == "" and key[0] == "C"):  # servers set CONTENT_TYPE "" for none
+            return default
+        return value if value.isascii() else from_native(value)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.environ:
+            if key.startswith("HTTP_"):
+                yield ascii_lower(key[5:]).replace("_", "-")
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and self.environ[key] != "":
+                yield ascii_lower(key).replace("_", "-")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"EnvironHeaders({dict(self)!r})"
+
+
 class Request:
     """What the evaluator needs of an HTTP request, as a gateway built it (see `from_dict`).
 
     `host` is normalized (`hostnames.request_host`), `path` has no query, header names are
     lower-case; `headers`, `cookies` and `args` hold the counting (first) value of each name.
+    Built by hand, `cookies` and `args` are what is given (default: none). Treat a Request as
+    read-only: `cookies` and `args` of one built by `from_dict`/`from_environ` are parsed on first use.
     """
 
-    host: str
-    path: str = "/"
-    method: str = "GET"
-    ip: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    cookies: Mapping[str, str] = field(default_factory=dict)
-    args: Mapping[str, str] = field(default_factory=dict)
-    now: float | None = None
-    request_id: str = ""
+    __slots__ = ("host", "path", "method", "ip", "headers", "now", "request_id", "_cookies", "_args",
+                 "_cookie_header", "_query")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, host: str, path: str = "/", method: str = "GET", ip: str = "",
+                 headers: Mapping[str, str] | None = None, cookies: Mapping[str, str] | None = None,
+                 args: Mapping[str, str] | None = None, now: float | None = None, request_id: str = ""):
+        self.host = host
+        self.path = path
+        self.method = method
+        self.ip = ip
+        self.headers = EMPTY if headers is None else headers
+        self._cookies = EMPTY if cookies is None else cookies
+        self._args = EMPTY if args is None else args
+        self.now = now
+        self.request_id = request_id
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """Return the cookies (name -> first value), parsing the Cookie header on first use."""
+        cookies = self._cookies
+        if cookies is None:
+            raw = self._cookie_header
+            cookies = self._cookies = parse_cookies(raw) if raw else EMPTY
+        return cookies
+
+    @property
+    def args(self) -> Mapping[str, str]:
+        """Return the query arguments (name -> first value), parsing the query string on first use."""
+        args = self._args
+        if args is None:
+            args = self._args = parse_query(self._query)
+        return args
+
+    def _fields(self) -> tuple:
+        return (self.host, self.path, self.method, self.ip, self.headers, self.cookies, self.args, self.now,
+                self.request_id)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Request:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        names = ("host", "path", "method", "ip", "headers", "cookies", "args", "now", "request_id")
+        return "Request(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields())) + ")"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Request":
@@ -118,17 +246,71 @@ class Request:
         list of [name, value] pairs; `cookies`, when absent, come from the Cookie header; `request_id`
         the id a degrade keyed on `request` hashes (absent: a random id per decision).
         """
-        target = str(data.get("path") or "/")
-        path, has_query, query = target.partition("?")
-        headers = header_map(data.get("headers") or {})
-        cookies = data.get("cookies")
-        args = data.get("args")
-        return cls(
-            host=request_host(str(data.get("host", ""))), path=path or "/",
-            method=ascii_upper(str(data.get("method") or "GET")), ip=str(data.get("ip") or ""),
-            headers=headers,
-            cookies={str(k): str(v) for k, v in cookies.items()} if cookies is not None
-            else parse_cookies(headers.get("cookie", "")),
-            args={str(k): str(v) for k, v in list(args.items())[:MAX_ARGS]} if args is not None
-            else parse_query(query) if has_query else {},
-            now=data.get("now"), request_id=str(data.get("request_id") or ""))
+        get = data.get
+        req = _new(cls)
+        host = get("host", "")
+        req.host = _host(host if type(host) is str else str(host))
+        target = get("path") or "/"
+        if type(target) is not str:
+            target = str(target)
+        mark = target.find("?")
+        req.path = target if mark == -1 else target[:mark] or "/"
+        method = get("method") or "GET"
+        req.method = _method(method if type(method) is str else str(method))
+        ip = get("ip") or ""
+        req.ip = ip if type(ip) is str else str(ip)
+        raw_headers = get("headers")
+        req.headers = headers = header_map(raw_headers) if raw_headers else {}
+        cookies = get("cookies")
+        if cookies is None:
+            req._cookies, req._cookie_header = None, headers.get("cookie")
+        else:
+            req._cookies = {str(k): str(v) for k, v in cookies.items()}
+        args = get("args")
+        if args is not None:
+            req._args = {str(k): str(v) for k, v in list(args.items())[:MAX_ARGS]}
+        elif mark == -1:
+            req._args = EMPTY
+        else:
+            req._args, req._query = None, target[mark + 1:]
+        req.now = get("now")
+        request_id = get("request_id") or ""
+        req.request_id = request_id if type(request_id) is str else str(request_id)
+        return req
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any], *, ip: str | None = None, now: float | None = None,
+                     request_id: str = "") -> "Request":
+        """Return the Request of a WSGI environ; headers are read from its `HTTP_*` keys on demand.
+
+        `host` is HTTP_HOST; `path` the raw target of RAW_URI / REQUEST_URI when the server gives
+        one, else SCRIPT_NAME + PATH_INFO (already percent-decoded by the server); args come from
+        QUERY_STRING; `ip` defaults to REMOTE_ADDR. Strings are read as WSGI native strings
+        (bytes as latin-1). What differs from `from_dict` over the raw request is the WSGI
+        server's doing: repeated headers arrive merged (see `EnvironHeaders`).
+        """
+        req = _new(cls)
+        host = environ.get("HTTP_HOST", "")
+        req.host = _host(host if host.isascii() else from_native(host))
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if raw:
+            path = raw.partition("?")[0]
+        else:
+            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        req.path = (path if path.isascii() else from_native(path)) or "/"
+        req.method = _method(environ.get("REQUEST_METHOD") or "GET")
+        req.ip = environ.get("REMOTE_ADDR", "") if ip is None else ip
+        req.headers = EnvironHeaders(environ)
+        cookie = environ.get("HTTP_COOKIE")
+        req._cookies, req._cookie_header = None, cookie if cookie is None or cookie.isascii() else from_native(cookie)
+        query = environ.get("QUERY_STRING")
+        if query:
+            req._args, req._query = None, query if query.isascii() else from_native(query)
+        else:
+            req._args = EMPTY
+        req.now = now
+        req.request_id = request_id
+        return req
+
+
+_new = object.__new__
