@@ -13,6 +13,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import redis
 
@@ -151,36 +152,17 @@ def demo_ports(args: argparse.Namespace) -> SystemPorts:
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo until a stop signal (or, with --check, check it); stop everything it started on any exit.
     Return 0 when stopped on request or the check passed, 1 when start-up or the check failed."""
-    run_dir = open_run_dir(args.run_dir)
-    temporary = args.data_dir is None
-    try:
-        data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)) if temporary else private_dir(args.data_dir)  # 0700
-    except OSError as exc:
-        raise LauncherError(f"cannot use {'a temp dir' if temporary else '--data-dir'} {exc.filename}: "
-                            f"{exc.strerror}") from None
-    try:
-        state = DemoState.create(run_dir, data_dir, temporary)
-    except BaseException:
-        if temporary:
-            data_dir.rmdir()
-        raise
+    state = _record_demo(args)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
     system: System | None = None
     rc, up = 1, False
     try:
-        system = System(data_dir, ports=demo_ports(args), on_spawn=state.record)
+        system = System(state.data_dir, ports=demo_ports(args), on_spawn=state.record)
         system.start()
         up = True
         print(_banner(system, state), flush=True)
         print(credentials_block(system), flush=True)
-        if args.check:
-            failures = check(system)
-            print("demo check: " + ("OK" if not failures else "FAILED\n  " + "\n  ".join(failures)), flush=True)
-            rc = 1 if failures else 0
-        else:
-            print("running; press Ctrl-C (or run `rulegate-dev stop`) to stop everything", flush=True)
-            while True:
-                time.sleep(3600)
+        rc = _check(system) if args.check else _wait_for_stop()
     except StopRequested as exc:
         print(f"\n{exc}: stopping everything the demo started ...", flush=True)
         rc = 1 if args.check else 0
@@ -188,7 +170,7 @@ def run_demo(args: argparse.Namespace) -> int:
         what = "" if isinstance(exc, LauncherError) else f"{exc.__class__.__name__}: "
         print(f"rulegate-dev demo: {what}{exc}", file=sys.stderr, flush=True)
         print("rulegate-dev demo: " + ("failed" if up else "start-up failed") + "; stopping what was already started"
-              + (" (use --data-dir DIR to keep the logs)" if temporary else ""), file=sys.stderr, flush=True)
+              + (" (use --data-dir DIR to keep the logs)" if state.temporary else ""), file=sys.stderr, flush=True)
     finally:
         for sig in STOP_SIGNALS:
             signal.signal(sig, _already_stopping)
@@ -198,6 +180,35 @@ def run_demo(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return rc
+
+
+def _record_demo(args: argparse.Namespace) -> DemoState:
+    """Create the data dir (0700; a new temp dir without --data-dir) and this demo's record in the run dir."""
+    run_dir = open_run_dir(args.run_dir)
+    temporary = args.data_dir is None
+    try:
+        data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)) if temporary else private_dir(args.data_dir)
+    except OSError as exc:
+        raise LauncherError(f"cannot use {'a temp dir' if temporary else '--data-dir'} {exc.filename}: "
+                            f"{exc.strerror}") from None
+    try:
+        return DemoState.create(run_dir, data_dir, temporary)
+    except BaseException:
+        if temporary:
+            data_dir.rmdir()
+        raise
+
+
+def _check(system: System) -> int:
+    failures = check(system)
+    print("demo check: " + ("OK" if not failures else "FAILED\n  " + "\n  ".join(failures)), flush=True)
+    return 1 if failures else 0
+
+
+def _wait_for_stop() -> NoReturn:
+    print("running; press Ctrl-C (or run `rulegate-dev stop`) to stop everything", flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def _shutdown(system: System | None, state: DemoState) -> None:
