@@ -21,7 +21,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if isinstance(app.config["PERMANENT_SESSION_LIFETIME"], int):
         app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["PERMANENT_SESSION_LIFETIME"])
 
-    from . import api, auth, display, errors, health, metrics, users, web
+    # web_history adds the history, diff, rollback, delete and empty views to web.bp
+    from . import api, auth, display, errors, health, metrics, users, web, web_history  # noqa: F401
     from .extensions import Backend, csrf
 
     if app.config["PROXY_FIX_X_FOR"] or app.config["PROXY_FIX_X_PROTO"]:

@@ -20,6 +20,7 @@ from rulegate.schema import is_valid_id
 
 from . import forms, web_rules
 from .auth import web_role
+from .display import iso_utc
 from .extensions import backend
 from .inputs import ascii_int
 from .metrics import WRITES
@@ -156,6 +157,13 @@ def _save(ns: str, kind: str, form, rule_id: str | None):
     return redirect(url_for("web.rules", ns=ns))
 
 
+def shown(rule: dict | None) -> str:
+    """Return a rule as forms.pretty JSON for people: updated_at as ISO 8601 UTC instead of UNIX seconds."""
+    if rule and isinstance(rule.get("updated_at"), int) and rule["updated_at"]:
+        rule = {**rule, "updated_at": iso_utc(rule["updated_at"])}
+    return forms.pretty(rule)
+
+
 def _conflict(ns: str, rule_id: str, yours: dict | None, exc: ConflictError,
               reapply: tuple[str, list[tuple[str, str]]] | None = None):
     """Render the conflict page: your version, the current one, who changed it meanwhile and how (the rule as
@@ -173,7 +181,6 @@ def _conflict(ns: str, rule_id: str, yours: dict | None, exc: ConflictError,
             started = next((c for c in svc.diff(ns, exc.expected, rev)["rules"] if c["id"] == rule_id), None)
     except HistoryUnavailableError:
         pass
-    shown = web_history.shown
     meanwhile = _diff(shown(started["before"]), shown(started["after"])) if started else []
     return render_template("conflict.html", ns=ns, rule_id=rule_id, rev=rev, seen=exc.expected,
                            yours=shown(yours), theirs=shown(theirs), changes=changes,
@@ -275,6 +282,3 @@ def fleet(ns: str):
     """Which gateways run which revision; laggards and silent gateways flagged."""
     data = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
     return render_template("fleet.html", ns=ns, fleet=data)
-
-
-from . import web_history  # noqa: E402  (history, diff, rollback, delete and empty views on bp)

@@ -10,25 +10,17 @@ from rulegate.schema import is_valid_id
 
 from . import forms
 from .auth import web_role
-from .display import iso_utc
 from .extensions import backend
 from .inputs import MAX_REVISION, ascii_int
 from .metrics import WRITES
 from .rules import ROLLBACK_TO_ZERO, ConflictError, HistoryUnavailableError, ValidationError
-from .web import _conflict, _diff, _rev_field, _valid, bp
+from .web import _conflict, _diff, _rev_field, _valid, bp, shown
 
 HISTORY_PAGE = 25
 
 
 def _error(status: int, message: str):
     return render_template("error.html", status=status, message=message), status
-
-
-def shown(rule: dict | None) -> str:
-    """Return a rule as forms.pretty JSON for people: updated_at as ISO 8601 UTC instead of UNIX seconds."""
-    if rule and isinstance(rule.get("updated_at"), int) and rule["updated_at"]:
-        rule = {**rule, "updated_at": iso_utc(rule["updated_at"])}
-    return forms.pretty(rule)
 
 
 def _with_diffs(rules: list[dict]) -> list[dict]:
