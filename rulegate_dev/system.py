@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -22,6 +23,7 @@ from .sample_rules import NAMESPACE, seed_rules
 from .service import Service, ruleadmin_service
 
 ADMIN_LOGIN = "admin"
+log = logging.getLogger("rulegate.dev.system")
 OnSpawn = Callable[[str, int], None]
 
 
@@ -93,7 +95,10 @@ class System:
         try:
             self._start(progress)
         except BaseException:
-            self.stop()
+            try:
+                self.stop()
+            except (OSError, subprocess.SubprocessError, LauncherError) as exc:  # the start-up error is the news
+                log.warning("stopping after a failed start: %s", exc)
             raise
         return self
 
