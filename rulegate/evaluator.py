@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import iputil
 from .request import Request, wire_bytes
-from .schema import BODILESS_STATUSES, BUCKETS
+from .schema import BODILESS_STATUSES, BUCKETS, ramp_share
 
 __all__ = ["Decision", "Request", "RuleSet", "bucket_of", "decide", "find_route"]
 
@@ -80,10 +80,12 @@ def _key_value(source: str, name: str, req: Request) -> str | None:
 
 
 class _Split:
-    __slots__ = ("rule_id", "source", "name", "checks", "default")
+    __slots__ = ("rule_id", "source", "name", "checks", "default", "start", "end")
 
     def __init__(self, rule: dict, revision: int):
         self.rule_id = rule["id"]
+        window = rule.get("window") or {}
+        self.start, self.end = window.get("start"), window.get("end")  # both None: always active
         self.source = rule["key"]["source"]
         self.name = rule["key"].get("name", "").lower() if self.source == "header" else rule["key"].get("name", "")
         self.checks = [_compile_policy(p, rule["id"], revision) for p in rule["policies"]]
@@ -104,6 +106,34 @@ class _Split:
         return self.default
 
 
+def _split_inactive(split: _Split, req: Request) -> bool:
+    """Return True when a split rule with a window is outside it at the request's clock."""
+    now = req.now if req.now is not None else time.time()
+    return (split.start is not None and now < split.start) or (split.end is not None and now >= split.end)
+
+
+def _ramped_percent(seed: int, ramp: dict, edges: list[tuple[int, Decision]]):
+    """A percent policy with a ramp: bucket i covers [E*c(i-1)//W, E*c(i)//W) of the effective share E."""
+    total = edges[-1][0]
+
+    def ramped(key: str | None, req: Request) -> Decision | None:
+        share = ramp_share(ramp, req.now if req.now is not None else time.time())
+        text = key if key is not None else req.ip
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raw = wire_bytes(text)
+        bucket = zlib.crc32(raw, seed) % BUCKETS
+        if bucket >= share:
+            return None
+        need = (bucket + 1) * total  # bucket < E*c//W  <=>  (bucket+1)*W <= E*c
+        for edge, decision in edges:
+            if need <= share * edge:
+                return decision
+        return None
+    return ramped
+
+
 def _compile_policy(p: dict, rule_id: str, revision: int):
     ptype = p["type"]
     if ptype == "percent":
@@ -114,6 +144,8 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
         for b in p["buckets"]:
             total += b["weight"]
             edges.append((total, Decision("proxy", upstream=b["upstream"], rule_id=rule_id, revision=revision)))
+        if "ramp" in p:
+            return _ramped_percent(seed, p["ramp"], edges)
 
         def percent(key: str | None, req: Request) -> Decision | None:
             text = key if key is not None else req.ip
@@ -219,7 +251,8 @@ class _Route:
         self.degrades.sort(key=lambda item: item[1].rule_id)
         self.splits.sort(key=lambda item: item[1].rule_id)
         self.fast = None
-        if not self.degrades and len(self.splits) == 1 and self.splits[0][0] is None:
+        if not self.degrades and len(self.splits) == 1 and self.splits[0][0] is None \
+                and self.splits[0][1].start is None and self.splits[0][1].end is None:
             self.fast = self.splits[0][1].pick
 
     def without(self, ids: set[str]) -> "_Route":
@@ -440,6 +473,8 @@ def decide(rs: RuleSet, req: Request) -> Decision:
                 return decision if decision.revision == rs.revision else rs.restamp(decision)
     for methods, split in route.splits:
         if methods is None or method in methods:
+            if (split.start is not None or split.end is not None) and _split_inactive(split, req):
+                continue
             decision = split.pick(req)
             return decision if decision.revision == rs.revision else rs.restamp(decision)
     return rs.pass_decision

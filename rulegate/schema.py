@@ -8,6 +8,7 @@ reference lives in docs/rules.md.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import msgpack
@@ -27,6 +28,10 @@ MAX_ENCODED_RULE = 96 * 1024
 BUCKETS = 10_000
 MAX_UID = 2**53 - 1  # every integer up to here is exact in a Lua (LuaJIT) number
 BODILESS_STATUSES = (204, 205, 304)
+MAX_TIME = 2**40  # epoch seconds (windows, ramps, updated_at)
+MAX_RAMP_SPAN = 366 * 86_400  # keeps every ramp product below 2^53 (exact in LuaJIT doubles)
+MAX_RAMP_STEPS = 1000
+RAMP_MODES = ("linear", "step")
 
 KINDS = ("split", "degrade")
 KEY_SOURCES = ("header", "cookie", "arg", "ip")
@@ -263,6 +268,55 @@ def _check_percent_policy(c: _Checker, p: dict, path: str) -> None:
                 total += w
     if total > BUCKETS:
         c.fail(f"{path}.buckets", f"weights sum to {total}; they must sum to at most {BUCKETS}")
+    if "ramp" in p:
+        _check_ramp(c, p["ramp"], f"{path}.ramp")
+
+
+def _check_ramp(c: _Checker, value: Any, path: str) -> None:
+    ramp = c.obj(value, path, ("start", "end", "from", "to", "mode"), ("steps",))
+    if ramp is None:
+        return
+    start = c.integer(ramp["start"], f"{path}.start", 0, MAX_TIME) if "start" in ramp else None
+    end = c.integer(ramp["end"], f"{path}.end", 0, MAX_TIME) if "end" in ramp else None
+    if start is not None and end is not None:
+        if end <= start:
+            c.fail(f"{path}.end", f"must be after {path}.start")
+        elif end - start > MAX_RAMP_SPAN:
+            c.fail(f"{path}.end", f"must be at most {MAX_RAMP_SPAN} seconds (366 days) after {path}.start")
+    for name in ("from", "to"):
+        if name in ramp:
+            c.integer(ramp[name], f"{path}.{name}", 0, BUCKETS)
+    mode = ramp.get("mode")
+    if "mode" in ramp and (not isinstance(mode, str) or mode not in RAMP_MODES):
+        c.fail(f"{path}.mode", f"must be one of {', '.join(RAMP_MODES)}")
+    elif mode == "linear" and "steps" in ramp:
+        c.fail(f"{path}.steps", "is only used with mode 'step'")
+    elif mode == "step":
+        if "steps" not in ramp:
+            c.fail(f"{path}.steps", "is required with mode 'step'")
+        else:
+            c.integer(ramp["steps"], f"{path}.steps", 1, MAX_RAMP_STEPS)
+
+
+def _floor_time(now: float) -> int:
+    return now if isinstance(now, int) else math.floor(now)
+
+
+def ramp_share(ramp: dict, now: float) -> int:
+    """Return a valid ramp's effective total share (units of 0.01 %) at epoch time now (docs/rules.md "Ramps").
+
+    Integer arithmetic with floor division only: lua/rulegate/router.lua computes the same value.
+    """
+    if now >= ramp["end"]:
+        return ramp["to"]
+    if not now >= ramp["start"]:  # before the start (or NaN)
+        return ramp["from"]
+    start, span, low = ramp["start"], ramp["end"] - ramp["start"], ramp["from"]
+    elapsed = _floor_time(now) - start
+    if ramp["mode"] == "step":
+        steps = ramp["steps"]
+        return low + (ramp["to"] - low) * (elapsed * steps // span) // steps
+    return low + (ramp["to"] - low) * elapsed // span
 
 
 _POLICY_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable]] = {
@@ -272,7 +326,7 @@ _POLICY_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable]] = {
     "header": (("type", "name", "values", "upstream"), (), _check_match),
     "cookie": (("type", "name", "values", "upstream"), (), _check_match),
     "arg": (("type", "name", "values", "upstream"), (), _check_match),
-    "percent": (("type", "buckets"), ("salt",), _check_percent_policy),
+    "percent": (("type", "buckets"), ("salt", "ramp"), _check_percent_policy),
 }
 
 
@@ -398,8 +452,8 @@ def _check_window(c: _Checker, value: Any) -> None:
     window = c.obj(value, "window", (), ("start", "end"))
     if window is None:
         return
-    start = c.integer(window["start"], "window.start", 0, 2**40) if "start" in window else None
-    end = c.integer(window["end"], "window.end", 0, 2**40) if "end" in window else None
+    start = c.integer(window["start"], "window.start", 0, MAX_TIME) if "start" in window else None
+    end = c.integer(window["end"], "window.end", 0, MAX_TIME) if "end" in window else None
     if not window:
         c.fail("window", "needs a start, an end or both")
     if start is not None and end is not None and start >= end:
@@ -409,7 +463,7 @@ def _check_window(c: _Checker, value: Any) -> None:
 _COMMON_REQUIRED = ("id", "kind", "route")
 _COMMON_OPTIONAL = ("enabled", "description", "updated_by", "updated_at")
 _KIND_FIELDS = {
-    "split": (("key", "policies", "default"), ()),
+    "split": (("key", "policies", "default"), ("window",)),
     "degrade": (("action",), ("percent", "window", "key", "salt")),
 }
 
@@ -445,6 +499,8 @@ def validate_rule(data: Any) -> dict:
             _check_policy(c, p, f"policies[{i}]")
         if "default" in rule:
             _upstream(c, rule["default"], "default")
+        if "window" in rule:
+            _check_window(c, rule["window"])
     elif kind == "degrade":
         if "action" in rule:
             _check_action(c, rule["action"])

@@ -59,6 +59,8 @@ def _policy(rnd: random.Random) -> dict:
                                                         "weight": rnd.randint(1, 10_000 // n)} for _ in range(n)]}
         if rnd.random() < 0.5:
             p["salt"] = rnd.choice(("exp1", "s\u00e4lz", "", "x"))
+        if rnd.random() < 0.4:
+            p["ramp"] = _ramp(rnd)
         return p
     p = {"type": kind, "upstream": rnd.choice(UPSTREAMS)}
     if kind == "uid_range":
@@ -73,6 +75,25 @@ def _policy(rnd: random.Random) -> dict:
         p["name"] = name.upper() if kind == "header" and rnd.random() < 0.3 else name
         p["values"] = rnd.sample([v for v in VALUES if "\udcff" not in v], rnd.randint(1, 3))
     return p
+
+
+def _ramp(rnd: random.Random) -> dict:
+    """A ramp around the requests' clock: up or down, linear or in steps, short or the longest allowed."""
+    span = rnd.choice((1, 60, 100, 240, 3600, 366 * 86_400, rnd.randint(1, 400)))
+    start = NOW + rnd.randint(-150, 100) - (rnd.randrange(span) if rnd.random() < 0.3 else 0)
+    share = (0, 1, 9999, 10_000, 5000)
+    ramp: dict[str, Any] = {"start": start, "end": start + span,
+                            "from": rnd.choice(share) if rnd.random() < 0.3 else rnd.randint(0, 10_000),
+                            "to": rnd.choice(share) if rnd.random() < 0.3 else rnd.randint(0, 10_000),
+                            "mode": rnd.choice(("linear", "step"))}
+    if ramp["mode"] == "step":
+        ramp["steps"] = rnd.choice((1, 2, 3, 7, 1000, rnd.randint(1, 1000)))
+    return ramp
+
+
+def _window(rnd: random.Random) -> dict:
+    start = NOW + rnd.randint(-100, 100)
+    return rnd.choice(({"start": start}, {"end": start}, {"start": start, "end": start + 60}))
 
 
 def _key(rnd: random.Random) -> dict:
@@ -113,13 +134,14 @@ def random_rule(rnd: random.Random, i: int) -> dict:
     if rnd.random() < 0.65:
         rule.update(kind="split", key=_key(rnd), policies=[_policy(rnd) for _ in range(rnd.randint(0, 4))],
                     default=rnd.choice(UPSTREAMS))
+        if rnd.random() < 0.25:
+            rule["window"] = _window(rnd)
     else:
         rule.update(kind="degrade", action=_action(rnd))
         if rnd.random() < 0.5:
             rule["percent"] = rnd.choice((100, 50, 0, 12.5, 99.99, 0.01, 33.33))
         if rnd.random() < 0.3:
-            start = NOW + rnd.randint(-100, 100)
-            rule["window"] = rnd.choice(({"start": start}, {"end": start}, {"start": start, "end": start + 60}))
+            rule["window"] = _window(rnd)
         if rnd.random() < 0.5:
             rule["key"] = {"source": "request"} if rnd.random() < 0.2 else _key(rnd)
         if rnd.random() < 0.3:
@@ -264,7 +286,13 @@ def random_request(rnd: random.Random, http: bool = True, rules: list[dict] = ()
         method = method.lower()
     request_id = rnd.choice((f"{rnd.getrandbits(64):016x}", f"req-{rnd.randrange(50)}", "\u00fcber-1"))
     return RawRequest(_request_host(rnd, aim).encode("utf-8", "surrogateescape"), target, method,
-                      rnd.choice(IPS).encode(), NOW + rnd.randint(-120, 120), headers, request_id.encode())
+                      rnd.choice(IPS).encode(), _now(rnd), headers, request_id.encode())
+
+
+def _now(rnd: random.Random) -> int | float:
+    """The request's clock around NOW, sometimes with a fraction of a second (gateways floor it for ramps)."""
+    now = NOW + rnd.randint(-120, 120)
+    return now + rnd.choice((0.25, 0.5, 0.999)) if rnd.random() < 0.2 else now
 
 
 @dataclass

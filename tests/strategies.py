@@ -8,7 +8,15 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from rulegate.iputil import format_ip
-from rulegate.schema import BODILESS_STATUSES, MAX_UID, METHODS, REDIRECT_STATUSES
+from rulegate.schema import (
+    BODILESS_STATUSES,
+    MAX_RAMP_SPAN,
+    MAX_RAMP_STEPS,
+    MAX_UID,
+    METHODS,
+    RAMP_MODES,
+    REDIRECT_STATUSES,
+)
 
 ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 VISIBLE = "".join(map(chr, range(0x21, 0x7F)))
@@ -76,6 +84,24 @@ def keys(draw, degrade: bool = False) -> dict:
 
 
 @st.composite
+def ramps(draw) -> dict:
+    """A percent policy's ramp: any valid times, shares, mode and step count."""
+    start = draw(st.integers(0, 2**40 - 1))
+    end = draw(st.integers(start + 1, min(start + MAX_RAMP_SPAN, 2**40)))
+    ramp = {"start": start, "end": end, "from": draw(st.integers(0, 10_000)), "to": draw(st.integers(0, 10_000)),
+            "mode": draw(st.sampled_from(RAMP_MODES))}
+    if ramp["mode"] == "step":
+        ramp["steps"] = draw(st.integers(1, MAX_RAMP_STEPS))
+    return ramp
+
+
+@st.composite
+def windows(draw) -> dict:
+    start = draw(st.integers(0, 2**40 - 1))
+    return draw(st.sampled_from([{"start": start}, {"end": start + 1}, {"start": start, "end": min(start + 3600, 2**40)}]))
+
+
+@st.composite
 def policies(draw) -> dict:
     kind = draw(st.sampled_from(["uid_range", "uid_suffix", "ip_cidr", "header", "cookie", "arg", "percent"]))
     if kind == "percent":
@@ -84,6 +110,8 @@ def policies(draw) -> dict:
         p = {"type": kind, "buckets": [{"upstream": draw(upstreams), "weight": w} for w in weights]}
         if draw(st.booleans()):
             p["salt"] = draw(unicode_text)
+        if draw(st.booleans()):
+            p["ramp"] = draw(ramps())
         return p
     p = {"type": kind, "upstream": draw(upstreams)}
     if kind == "uid_range":
@@ -153,14 +181,14 @@ def rule_inputs(draw) -> dict:
     if draw(st.booleans()):
         rule.update(kind="split", key=draw(keys()), policies=draw(st.lists(policies(), max_size=6)),
                     default=draw(upstreams))
+        if draw(st.booleans()):
+            rule["window"] = draw(windows())
         return rule
     rule.update(kind="degrade", action=draw(actions()))
     if draw(st.booleans()):
         rule["percent"] = draw(st.one_of(st.integers(0, 100), st.integers(0, 10_000).map(lambda bp: bp / 100)))
     if draw(st.booleans()):
-        start = draw(st.integers(0, 2**40 - 1))
-        rule["window"] = draw(st.sampled_from([{"start": start}, {"end": start + 1},
-                                               {"start": start, "end": min(start + 3600, 2**40)}]))
+        rule["window"] = draw(windows())
     if draw(st.booleans()):
         rule["key"] = draw(keys(degrade=True))
     if draw(st.booleans()):

@@ -117,6 +117,75 @@ local function ends_with(s, suffix)
 end
 
 
+-- Floor division a // b for b > 0, exact while |a| and |q * b| stay below 2^53:
+-- the double quotient is corrected where it rounded onto the wrong integer.
+local function fdiv(a, b)
+    local q = floor(a / b)
+    if q * b > a then
+        q = q - 1
+    elseif (q + 1) * b <= a then
+        q = q + 1
+    end
+    return q
+end
+
+
+-- The effective total share (0..10000) of a ramp at time now (docs/rules.md "Ramps";
+-- rulegate/schema.py ramp_share): integers and floor division only.
+local function ramp_share(r, now)
+    if now >= r.stop then
+        return r.to
+    end
+    if not (now >= r.start) then -- before the start (or NaN)
+        return r.from
+    end
+    local low = r.from
+    local elapsed = floor(now) - r.start
+    if r.steps then
+        return low + fdiv((r.to - low) * fdiv(elapsed * r.steps, r.span), r.steps)
+    end
+    return low + fdiv((r.to - low) * elapsed, r.span)
+end
+
+-- A stored ramp as ramp_share() reads it.
+local function compile_ramp(ramp)
+    return { start = ramp.start, stop = ramp["end"], span = ramp["end"] - ramp.start, from = ramp.from,
+             to = ramp.to, steps = ramp.mode == "step" and ramp.steps or nil }
+end
+
+
+function _M.ramp_share(ramp, now)
+    return ramp_share(compile_ramp(ramp), now)
+end
+
+
+-- A percent policy with a ramp: bucket i covers [E*c(i-1)//W, E*c(i)//W) of the
+-- effective share E, tested as (bucket+1)*W <= E*c(i) (no division per request).
+local function ramped_percent(seed, ramp, edges)
+    local r = compile_ramp(ramp)
+    local total = edges[#edges][1]
+    return function(key, req)
+        local k = key
+        if k == nil then
+            k = req.ip or ""
+        end
+        local share = ramp_share(r, req.now or ngx.now())
+        local bucket = bucket_from(seed, k)
+        if bucket >= share then
+            return nil
+        end
+        local need = (bucket + 1) * total
+        for i = 1, #edges do
+            local e = edges[i]
+            if need <= share * e[1] then
+                return e[2]
+            end
+        end
+        return nil
+    end
+end
+
+
 local function compile_policy(p, rule_id, rev)
     local ptype = p.type
     if ptype == "percent" then
@@ -125,6 +194,9 @@ local function compile_policy(p, rule_id, rev)
         for i, b in ipairs(p.buckets) do
             total = total + b.weight
             edges[i] = { total, proxy(b.upstream, rule_id, rev) }
+        end
+        if p.ramp ~= nil then
+            return ramped_percent(seed, p.ramp, edges)
         end
         return function(key, req)
             local k = key
@@ -223,9 +295,11 @@ local function compile_split(rule, rev)
     for i, p in ipairs(rule.policies or {}) do
         checks[i] = compile_policy(p, rule.id, rev)
     end
+    local window = rule.window
     return {
         rule_id = rule.id, source = rule.key.source, name = key_name(rule.key),
         checks = checks, default = proxy(rule.default, rule.id, rev),
+        windowed = window ~= nil, start = window and window.start, ["end"] = window and window["end"],
     }
 end
 
@@ -294,6 +368,16 @@ local function degrade_applies(d, req, now)
         key = req.ip or ""
     end
     return bucket_from(d.seed, key) < d.edge
+end
+
+
+-- A split rule with a window is skipped outside it (as a degrade rule's window).
+local function split_active(s, req)
+    local now = req.now or ngx.now()
+    if s.start ~= nil and now < s.start then
+        return false
+    end
+    return s["end"] == nil or now < s["end"]
 end
 
 
@@ -613,8 +697,8 @@ function _M.decide(rs, req)
     local splits = route.splits
     for i = 1, #splits do
         local item = splits[i]
-        if item[1] == nil or item[1][method] then
-            local split = item[2]
+        local split = item[2]
+        if (item[1] == nil or item[1][method]) and (not split.windowed or split_active(split, req)) then
             local key = key_value(split.source, split.name, req)
             local checks = split.checks
             for j = 1, #checks do

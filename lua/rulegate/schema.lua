@@ -19,6 +19,9 @@ local iputil = require("rulegate.iputil")
 local _M = { _VERSION = "0.2.0" }
 
 local MAX_UID = 9007199254740991 -- 2^53 - 1
+local MAX_TIME = 1099511627776 -- 2^40
+local MAX_RAMP_SPAN = 366 * 86400 -- keeps the router's ramp products below 2^53
+local MAX_RAMP_STEPS = 1000
 local KEY_SOURCES = { header = true, cookie = true, arg = true, ip = true }
 local MATCH = { header = true, cookie = true, arg = true }
 local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true, OPTIONS = true }
@@ -82,6 +85,23 @@ local function check_key(key, degrade)
 end
 
 
+-- A ramp the router can evaluate exactly (rulegate/schema.py _check_ramp).
+local function check_ramp(r)
+    if type(r) ~= "table" or not int(r.start, 0, MAX_TIME) or not int(r["end"], 0, MAX_TIME)
+            or r["end"] <= r.start or r["end"] - r.start > MAX_RAMP_SPAN
+            or not int(r.from, 0, 10000) or not int(r.to, 0, 10000) then
+        return "percent.ramp"
+    end
+    if r.mode == "step" then
+        if not int(r.steps, 1, MAX_RAMP_STEPS) then
+            return "percent.ramp.steps"
+        end
+    elseif r.mode ~= "linear" or r.steps ~= nil then
+        return "percent.ramp.mode"
+    end
+end
+
+
 local function check_percent_policy(p)
     if not list(p.buckets, 100) or #p.buckets == 0 then
         return "percent.buckets"
@@ -98,6 +118,9 @@ local function check_percent_policy(p)
     end
     if p.salt ~= nil and type(p.salt) ~= "string" then
         return "percent.salt"
+    end
+    if p.ramp ~= nil then
+        return check_ramp(p.ramp)
     end
 end
 
@@ -250,6 +273,9 @@ local function check_split(rule)
     end
     if not str(rule.default) then
         return "default"
+    end
+    if rule.window ~= nil then
+        return check_window(rule.window)
     end
 end
 
