@@ -1,19 +1,22 @@
 """A fleet of Python agents on one namespace: Redis load at idle and per change, and propagation; prints a table.
 
-    python bench/fleet.py [--gateways 1000] [--baseline 10] [--processes 4] [--rules 20] [--changes 5]
-                          [--idle 10] [--refresh-interval 1] [--heartbeat-interval 5]
+    python bench/fleet.py [--gateways 1000] [--baseline 10] [--processes 4] [--rules 20] [--changes 4]
+                          [--idle 6] [--refresh-interval 1] [--heartbeat-interval 5]
 
-Starts a private 6-node cluster (stopped by pid at the end) and, per configuration, --processes worker processes
-(this file with `worker`), each running its share of real `RuleClient`s (the agent's sync loop, pub/sub listener,
-budgeted connections; gevent, as the sidecar runs them). Configurations, in one run: --baseline gateways (the
-baseline), --gateways gateways, and --gateways gateways with read_replica. For each it measures, on the namespace's
-master and on its replica (INFO commandstats calls and total_net_output_bytes deltas, INFO's own calls left out):
-- idle: over --idle seconds once every gateway has the namespace, ops/s and bytes/s, and per gateway per poll
-  interval; and the agents' own count of Redis round trips;
-- per change: --changes one-rule changes through RuleStore (WAIT 1 replica), each after every gateway applied the
-  previous one; the window's totals minus the idle rate, per change and per gateway;
-- propagation: from the write's return to each gateway's applied revision (`Applied.applied_at`, same clock), p50/p99.
-Ratios are per gateway against the baseline of the same run. Numbers are for comparison, never assertions.
+Starts a private 6-node cluster (stopped by pid at the end) and, per fleet size (--baseline, then --gateways),
+--processes worker processes (this file with `worker`; 1 for the baseline), each running its share of real
+`RuleClient`s (the agent's sync loop, pub/sub listener, budgeted connections; gevent, as the sidecar runs them).
+Each size is measured with read_replica off, then on (the same agents: the loop reads the flag every cycle), on the
+namespace's master and its replica (INFO commandstats calls, INFO's own left out, and total_net_output_bytes):
+- idle: over --idle seconds once every gateway has the namespace: ops/s, bytes/s, ops per gateway per poll
+  interval, and the agents' own count of Redis round trips per gateway per poll interval;
+- propagation: --changes one-rule changes through RuleStore (WAIT 1 replica), each after every gateway applied the
+  previous one, timed from the write's return to each gateway's applied revision (`Applied.applied_at`, same
+  clock): p50/p99 over all gateways and changes;
+- per change: --changes more with polling paused (refresh_interval set to 3600 s: only the change's notification
+  wakes a loop; a due heartbeat still rides along), so the counters' deltas are the change's own cost.
+Ratios are per gateway against the baseline of the same run and the same read_replica setting. Numbers are for
+comparison, never assertions; on a small machine the fleet's own Python CPU bounds its propagation time.
 """
 from __future__ import annotations
 
@@ -77,6 +80,14 @@ def worker(argv: list[str]) -> int:
                 else:
                     missing += 1
             reply({"applied_at": [t for t in times if t is not None], "missing": missing})
+        elif cmd == "set":  # set read_replica 0|1, set refresh_interval SECONDS (read by the loop every cycle)
+            for c in clients:
+                if rest[0] == "read_replica":
+                    c.syncer.config.read_replica = rest[1] == "1"
+                else:
+                    c.syncer.config.refresh_interval = float(rest[1])
+                    c.refresh()
+            reply({"set": rest})
         elif cmd == "stats":
             totals = dict.fromkeys(COUNTERS, 0)
             for c in clients:
@@ -162,42 +173,56 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-def run_config(cluster, store, nodes: dict, gateways: int, processes: int, tag: str, args,
-               read_replica: bool) -> dict:
+def changes(store, workers: Workers, count: int, first: int) -> tuple[list[float], int]:
+    """Commit `count` one-rule changes, each after every gateway applied the previous one; return the
+    propagation samples (write's return -> each gateway's applied_at) and how many were not applied in time."""
     from bench.reload import make_rule
+    props: list[float] = []
+    missing_total = 0
+    for n in range(first, first + count):
+        result = store.put_rule(NAMESPACE, make_rule(1, upstream="canary" if n % 2 == 0 else "stable"), None,
+                                "bench")
+        returned = time.time()
+        times, missing = workers.wait(result.revision, 60)
+        missing_total += missing
+        props += [max(0.0, t - returned) for t in times]
+    return props, missing_total
+
+
+def run_config(store, nodes: dict, nodes_list: list[str], gateways: int, processes: int, tag: str,
+               args) -> list[dict]:
+    """Measure one fleet size with read_replica off, then on (the same agents; the loop reads the flag every
+    cycle): idle, propagation with polling, per-change cost with polling paused (pub/sub wakes only)."""
     t_start = time.monotonic()
-    workers = Workers(cluster.startup_nodes, gateways, processes, tag, args, read_replica)
+    workers = Workers(nodes_list, gateways, processes, tag, args, False)
+    out = []
     try:
         rev = store.revision(NAMESPACE)
-        _, missing = workers.wait(rev, 120)
+        _, missing = workers.wait(rev, 300)
         if missing:
             raise RuntimeError(f"{missing} of {gateways} gateways did not load revision {rev}")
         started = time.monotonic() - t_start
-        time.sleep(args.heartbeat_interval + args.refresh_interval)  # start-up traffic over, heartbeats spread
-        s0, c0, t0 = sample(nodes), workers.stats(), time.monotonic()
-        time.sleep(args.idle)
-        s1, c1, t1 = sample(nodes), workers.stats(), time.monotonic()
-        idle_secs = t1 - t0
-        idle = delta(s0, s1)
-        round_trips = c1["operations"] - c0["operations"] - 0  # the agents' own count
-        props: list[float] = []
-        missing_total = 0
-        w0, cw0, tw0 = sample(nodes), workers.stats(), time.monotonic()
-        for n in range(args.changes):
-            result = store.put_rule(NAMESPACE, make_rule(1, upstream="canary" if n % 2 == 0 else "stable"), None,
-                                    "bench")
-            returned = time.time()
-            times, missing = workers.wait(result.revision, 30)
-            missing_total += missing
-            props += [max(0.0, t - returned) for t in times]
-        w1, cw1, tw1 = sample(nodes), workers.stats(), time.monotonic()
-        window = delta(w0, w1)
-        per_change = {k: ((window[k][0] - idle[k][0] / idle_secs * (tw1 - tw0)) / args.changes,
-                          (window[k][1] - idle[k][1] / idle_secs * (tw1 - tw0)) / args.changes) for k in window}
-        return {"gateways": gateways, "read_replica": read_replica, "idle": idle, "idle_secs": idle_secs,
-                "round_trips": round_trips, "per_change": per_change, "props": props, "missing": missing_total,
-                "counters_idle": {k: c1[k] - c0[k] for k in COUNTERS},
-                "counters_changes": {k: cw1[k] - cw0[k] for k in COUNTERS}, "startup": started}
+        for rr in (False, True):
+            workers.ask(f"set read_replica {int(rr)}")
+            time.sleep(args.heartbeat_interval + args.refresh_interval)  # start-up traffic over, heartbeats spread
+            s0, c0, t0 = sample(nodes), workers.stats(), time.monotonic()
+            time.sleep(args.idle)
+            s1, c1, t1 = sample(nodes), workers.stats(), time.monotonic()
+            props, missing = changes(store, workers, args.changes, 0)
+            workers.ask("set refresh_interval 3600")  # quiet: only the change notifications wake the loops
+            time.sleep(args.refresh_interval * 1.5)
+            w0, cw0 = sample(nodes), workers.stats()
+            _, quiet_missing = changes(store, workers, args.changes, 1)
+            w1, cw1 = sample(nodes), workers.stats()
+            workers.ask(f"set refresh_interval {args.refresh_interval}")
+            window = delta(w0, w1)
+            out.append({"gateways": gateways, "read_replica": rr, "idle": delta(s0, s1), "idle_secs": t1 - t0,
+                        "round_trips": c1["operations"] - c0["operations"],
+                        "per_change": {k: (v[0] / args.changes, v[1] / args.changes) for k, v in window.items()},
+                        "props": props, "missing": missing + quiet_missing,
+                        "counters_idle": {k: c1[k] - c0[k] for k in COUNTERS},
+                        "counters_changes": {k: cw1[k] - cw0[k] for k in COUNTERS}, "startup": started})
+        return out
     finally:
         workers.stop()
 
@@ -210,8 +235,8 @@ def main() -> int:
     parser.add_argument("--baseline", type=int, default=10, help="gateways of the baseline (default 10)")
     parser.add_argument("--processes", type=int, default=4, help="worker processes of the fleet (default 4)")
     parser.add_argument("--rules", type=int, default=20, help="rules in the namespace (default 20)")
-    parser.add_argument("--changes", type=int, default=5, help="one-rule changes per configuration (default 5)")
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds of the idle measurement (default 10)")
+    parser.add_argument("--changes", type=int, default=4, help="one-rule changes per measurement (default 4)")
+    parser.add_argument("--idle", type=float, default=6.0, help="seconds of the idle measurement (default 6)")
     parser.add_argument("--refresh-interval", type=float, default=1.0, help="agents' poll interval (default 1 s)")
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, help="agents' heartbeat (default 5 s)")
     args = parser.parse_args()
@@ -232,10 +257,8 @@ def main() -> int:
         load_rules(store, NAMESPACE, args.rules)
         master = cluster.slot_owner(Keys(NAMESPACE).slot)
         nodes = {"master": cluster.client(master), "replica": cluster.client(cluster.replicas_of(master)[0])}
-        plan = [(args.baseline, 1, "base", False), (args.gateways, args.processes, "fleet", False),
-                (args.gateways, args.processes, "fleet-rr", True)]
-        for gateways, processes, tag, rr in plan:
-            results.append(run_config(cluster, store, nodes, gateways, processes, tag, args, rr))
+        for gateways, processes, tag in ((args.baseline, 1, "base"), (args.gateways, args.processes, "fleet")):
+            results += run_config(store, nodes, cluster.startup_nodes, gateways, processes, tag, args)
             print(f"  {tag}: {gateways} gateways done ({time.monotonic() - began:.0f} s)", file=sys.stderr)
         store.close()
     finally:
@@ -245,24 +268,23 @@ def main() -> int:
 
 
 def report(results: list[dict], args, elapsed: float) -> None:
-    base = results[0]
-
     def per_gw(r: dict, what: str, node: str, i: int) -> float:
         if what == "idle":
             return r["idle"][node][i] / r["idle_secs"] * args.refresh_interval / r["gateways"]
         return r["per_change"][node][i] / r["gateways"]
 
     print(f"\nfleet of Python agents on one namespace ({args.rules} rules, poll {args.refresh_interval:g} s, "
-          f"heartbeat {args.heartbeat_interval:g} s, {args.changes} one-rule changes per row); Redis counters "
-          f"of the namespace's master / replica\n")
+          f"heartbeat {args.heartbeat_interval:g} s, {args.changes} one-rule changes per measurement); Redis "
+          f"counters of the namespace's master (m) / replica (r)\n")
     print("| gateways | read_replica | idle ops/s m / r | idle KB/s m / r | idle ops per gateway per poll m / r "
           "(ratio) | agent round trips per gateway per poll | per change: ops m / r | per change: KB m / r "
           "| bytes per gateway per change (ratio) | propagation p50 / p99 ms (p99 ratio) |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    b_ops = per_gw(base, "idle", "master", 0) + per_gw(base, "idle", "replica", 0)
-    b_bytes = per_gw(base, "change", "master", 1) + per_gw(base, "change", "replica", 1)
-    b_p99 = pct(base["props"], 0.99)
     for r in results:
+        base = next(b for b in results if b["gateways"] == args.baseline and b["read_replica"] == r["read_replica"])
+        b_ops = per_gw(base, "idle", "master", 0) + per_gw(base, "idle", "replica", 0)
+        b_bytes = per_gw(base, "change", "master", 1) + per_gw(base, "change", "replica", 1)
+        b_p99 = pct(base["props"], 0.99)
         secs = r["idle_secs"]
         im, ir = r["idle"]["master"], r["idle"]["replica"]
         cm, cr = r["per_change"]["master"], r["per_change"]["replica"]
@@ -275,16 +297,16 @@ def report(results: list[dict], args, elapsed: float) -> None:
               f"| {ops_gw[0]:.2f} / {ops_gw[1]:.2f} ({sum(ops_gw) / b_ops:.2f}x) | {trips:.2f} "
               f"| {cm[0]:,.0f} / {cr[0]:,.0f} | {cm[1] / 1024:,.1f} / {cr[1] / 1024:,.1f} "
               f"| {bytes_gw:,.0f} ({bytes_gw / b_bytes:.2f}x) | {p50:.0f} / {p99:.0f} ({p99 / 1000 / b_p99:.2f}x) |")
-    print("\nagent counters (summed over the fleet; idle window | change window):")
+    print("\nagent counters (summed over the fleet; idle window | quiet change window):")
+    show = ("replica_reads", "replica_lagging", "replica_errors", "heartbeats_ok", "deltas_applied", "full_reloads",
+            "syncs_failed")
     for r in results:
         ci, cc = r["counters_idle"], r["counters_changes"]
-        show = ("replica_reads", "replica_lagging", "replica_errors", "heartbeats_ok", "deltas_applied",
-                "full_reloads", "syncs_failed")
         print(f"  {r['gateways']:,} gw, read_replica {'on' if r['read_replica'] else 'off'}: "
               + ", ".join(f"{k}={ci[k]}" for k in show) + " | " + ", ".join(f"{k}={cc[k]}" for k in show)
-              + f"; not applied in time: {r['missing']}; all loaded {r['startup']:.1f} s after start")
-    print(f"\n(python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {elapsed:.0f} s; ops = INFO commandstats "
-          f"calls, bytes = total_net_output_bytes; per change = the change window minus the idle rate)")
+              + f"; not applied within 60 s: {r['missing']}; all loaded {r['startup']:.1f} s after start")
+    print(f"\n(python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {elapsed:.0f} s in all; ops = INFO "
+          f"commandstats calls, bytes = total_net_output_bytes; per change = the quiet change window / changes)")
 
 
 if __name__ == "__main__":

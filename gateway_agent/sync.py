@@ -466,6 +466,8 @@ class Syncer:
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
         ruleset = RuleSet(rules.values(), rev, gen, pause=pause)
+        if cur is None or gen != cur.generation:
+            self.announced = rev  # announcements of an older lineage say nothing about this one
         self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), digest))
         return True
 

@@ -139,3 +139,26 @@ def test_a_due_heartbeat_rides_in_the_revision_checks_round_trip(cluster, store,
         assert beat is not None and beat.revision == rev and beat.in_sync
     finally:
         client.stop()
+
+
+def test_replica_reads_resume_after_a_new_generation(cluster, store, namespace):
+    for upstream in ("a", "b", "c"):
+        store.put_rule(namespace, split_rule("r1", upstream), None, "test")
+    master, _ = slot_nodes(cluster, namespace)
+    client = manual_client(cluster, namespace, read_replica=True)
+    s = client.syncer
+    try:
+        s.cycle()
+        s.cycle()
+        assert client.revision == 3 and s.stats.replica_reads == 1
+        old_gen = client.generation
+        k = Keys(namespace)
+        cluster.client(master).delete(k.rules, k.rev, k.log, k.meta)
+        w = store.put_rule(namespace, split_rule("r1", "new"), None, "test")  # revision 1 of a new lineage
+        s.cycle()  # the replica is behind the held revision 3: the master answers, a full reload follows
+        assert client.generation == w.generation != old_gen and client.revision == 1
+        assert s.stats.replica_lagging == 1 and s.stats.rollbacks_refused == 0
+        s.cycle()  # revision 1 of the new generation is current: the replica serves again
+        assert s.stats.replica_reads == 2 and client.rules["r1"]["default"] == "new"
+    finally:
+        client.stop()
