@@ -1,6 +1,11 @@
 """A rule in plain language for the rule page and the simulator: which requests it matches and what happens."""
 from __future__ import annotations
 
+import math
+import time
+
+from rulegate.schema import BUCKETS, ramp_share
+
 from .display import UNITS_PER_PERCENT, iso_utc, percent
 
 _KEY = {"header": "request header {name}", "cookie": "cookie {name}", "arg": "query argument {name}",
@@ -29,9 +34,35 @@ def key_text(rule: dict) -> str:
     return _KEY.get(key["source"], key["source"]).format(name=key.get("name", ""))
 
 
-def policy_text(p: dict) -> str:
-    """Return one split policy as 'if ... -> upstream'."""
+def bucket_shares(p: dict, share: int) -> list[tuple[str, int]]:
+    """Return (upstream, units) of each bucket of a ramped percent policy at effective share E (docs/rules.md)."""
+    total = sum(b["weight"] for b in p["buckets"])
+    out, running, edge = [], 0, 0
+    for b in p["buckets"]:
+        running += b["weight"]
+        upper = share * running // total
+        out.append((b["upstream"], upper - edge))
+        edge = upper
+    return out
+
+
+def ramp_text(ramp: dict) -> str:
+    """Return a ramp's schedule: '1% until 2027-01-01T00:00:00Z, then in 5 steps to 20% at ...'."""
+    how = "linearly" if ramp["mode"] == "linear" else f"in {ramp['steps']} step{'s' if ramp['steps'] > 1 else ''}"
+    return (f"{percent(ramp['from'])} until {iso_utc(ramp['start']) or '1970-01-01T00:00:00Z'}, then {how} "
+            f"to {percent(ramp['to'])} at {iso_utc(ramp['end'])}")
+
+
+def policy_text(p: dict, now: float | None = None) -> str:
+    """Return one split policy as 'if ... -> upstream' (a ramped share as it is at now, default: the clock)."""
     ptype = p["type"]
+    if ptype == "percent" and "ramp" in p:
+        at = time.time() if now is None else now
+        share = ramp_share(p["ramp"], at)
+        shares = "; ".join(f"{percent(units)} of users → {up}" for up, units in bucket_shares(p, share))
+        rest = f"; the other {percent(BUCKETS - share)} go on to the next policy" if share < BUCKETS else ""
+        return (f"ramped share, {percent(share)} at {iso_utc(math.floor(at)) or '1970-01-01T00:00:00Z'}: {shares}"
+                f"{rest} (ramp: {ramp_text(p['ramp'])})")
     if ptype == "percent":
         shares = "; ".join(f"{percent(b['weight'])} of users → {b['upstream']}" for b in p["buckets"])
         rest = UNITS_PER_PERCENT * 100 - sum(b["weight"] for b in p["buckets"])
@@ -58,16 +89,33 @@ def action_text(rule: dict) -> str:
     return f"reject it with status {a.get('status', 503)}{retry}"
 
 
-def describe(rule: dict) -> list[str]:
-    """Return sentences describing a (validated) rule."""
+def window_text(window: dict) -> str:
+    """Return ' from <start> until <end>' for a rule's window ('' for none)."""
+    text = ""
+    if window.get("start") is not None:
+        text += f" from {iso_utc(window['start']) or '1970-01-01T00:00:00Z'}"
+    if window.get("end") is not None:
+        text += f" until {iso_utc(window['end'])}"
+    return text
+
+
+def describe(rule: dict, now: float | None = None) -> list[str]:
+    """Return sentences describing a (validated) rule; ramped shares and windows as they are at now (the clock)."""
     lines = [f"Matches: {route_text(rule)}."]
     if not rule.get("enabled", True):
         lines.append("Disabled: gateways skip this rule.")
     key = key_text(rule)
     if rule["kind"] == "split":
+        window = rule.get("window")
+        if window:
+            at = time.time() if now is None else now
+            outside = (window.get("start") is not None and at < window["start"]) or (
+                window.get("end") is not None and at >= window["end"])
+            lines.append(f"Active{window_text(window)} (UTC); outside this window gateways skip the rule"
+                         + (" — it is outside it now." if outside else "."))
         if key:
             lines.append(f"Users are told apart by {key}.")
-        lines += [f"Policy {i + 1}: {policy_text(p)}." for i, p in enumerate(rule["policies"])]
+        lines += [f"Policy {i + 1}: {policy_text(p, now)}." for i, p in enumerate(rule["policies"])]
         lines.append(f"Everything else → {rule['default']}.")
         return lines
     share = rule.get("percent", 100)
@@ -91,8 +139,50 @@ def targets(rule: dict) -> str:
         return f"{a['type']}{' ' + a['upstream'] if a['type'] == 'upstream' else ''} for {share}"
     parts = []
     for p in rule["policies"]:
-        if p["type"] == "percent":
+        if p["type"] == "percent" and "ramp" in p:
+            ramp = p["ramp"]
+            parts.append(f"{'/'.join(b['upstream'] for b in p['buckets'])} ramp {percent(ramp['from'])}→"
+                         f"{percent(ramp['to'])}")
+        elif p["type"] == "percent":
             parts += [f"{b['upstream']} {percent(b['weight'])}" for b in p["buckets"]]
         else:
             parts.append(f"{p['type']} → {p['upstream']}")
     return ", ".join(parts) + f"; else {rule['default']}"
+
+
+MAX_TIMELINE_POINTS = 11
+
+
+def _stage_starts(ramp: dict) -> list[int]:
+    """Return when each stage of a ramp begins: quarters of a linear one, the first second of each step."""
+    start, span = ramp["start"], ramp["end"] - ramp["start"]
+    parts = ramp.get("steps", 4)
+    stages = range(parts) if parts <= MAX_TIMELINE_POINTS else sorted(
+        {round(i * (parts - 1) / (MAX_TIMELINE_POINTS - 1)) for i in range(MAX_TIMELINE_POINTS)})
+    return [start - (-k * span // parts) for k in stages]  # ceil(k * span / parts): the first second of stage k
+
+
+def ramp_timeline(ramp: dict, now: float | None = None) -> dict:
+    """Return the rule page's timeline of a ramp: points (time, share, state past/now/future), the share now,
+    and how far through the ramp now is (0 … 100, for the bar)."""
+    at = time.time() if now is None else now
+    share = ramp_share(ramp, at)
+    points = [{"ts": ts, "share": ramp_share(ramp, ts), "label": "start" if ts == ramp["start"] else ""}
+              for ts in _stage_starts(ramp)]
+    points.append({"ts": ramp["end"], "share": ramp["to"], "label": "end"})
+    current = max((i for i, pt in enumerate(points) if pt["ts"] <= at), default=None)
+    for i, pt in enumerate(points):
+        pt["state"] = "now" if i == current else "past" if current is not None and i < current else "future"
+    span = ramp["end"] - ramp["start"]
+    done = min(max(at - ramp["start"], 0), span) * 100 / span
+    return {"share": share, "points": points, "done": round(done, 1), "text": ramp_text(ramp),
+            "now": math.floor(at), "before": at < ramp["start"], "after": at >= ramp["end"]}
+
+
+def ramps(rule: dict, now: float | None = None) -> list[dict]:
+    """Return the timeline of each ramped percent policy of a split rule, with its policy number (1-based)."""
+    if rule["kind"] != "split":
+        return []
+    return [dict(ramp_timeline(p["ramp"], now), policy=i + 1,
+                 buckets=bucket_shares(p, ramp_share(p["ramp"], time.time() if now is None else now)))
+            for i, p in enumerate(rule["policies"]) if p["type"] == "percent" and "ramp" in p]

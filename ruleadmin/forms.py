@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,15 +33,16 @@ def _items(text: str | None) -> list[str]:
     return [x.strip() for x in _SPLIT.split(text or "") if x.strip()]
 
 
+RAMP_FIELDS = ("ramp_mode", "ramp_from", "ramp_to", "ramp_start", "ramp_end", "ramp_steps")
 # which fields each choice uses (the form shows only these; ruleadmin/static/rule_form.js hides the rest instantly)
 POLICY_FIELDS = {"uid_range": ("values", "upstream"), "uid_suffix": ("values", "upstream"),
                  "ip_cidr": ("values", "upstream"), "header": ("name", "values", "upstream"),
                  "cookie": ("name", "values", "upstream"), "arg": ("name", "values", "upstream"),
-                 "percent": ("buckets", "salt")}
+                 "percent": ("buckets", "salt") + RAMP_FIELDS}
 ACTION_FIELDS = {"static": ("status", "content_type", "headers", "body"), "redirect": ("status", "location"),
                  "upstream": ("upstream",), "reject": ("status", "retry_after")}
-POLICY_FIELD_TYPES = {f: [t for t, fs in POLICY_FIELDS.items() if f in fs] for f in ("name", "values", "upstream",
-                                                                                  "buckets", "salt")}
+POLICY_FIELD_TYPES = {f: [t for t, fs in POLICY_FIELDS.items() if f in fs]
+                      for f in ("name", "values", "upstream", "buckets", "salt") + RAMP_FIELDS}
 ACTION_FIELD_TYPES = {f: [t for t, fs in ACTION_FIELDS.items() if f in fs]
                       for f in ("status", "content_type", "headers", "body", "location", "upstream", "retry_after")}
 POLICY_LABELS = {"uid_range": "user id in a range", "uid_suffix": "user id ends with", "ip_cidr": "client IP in a network",
@@ -65,6 +67,21 @@ class PolicyForm(Form):
                                         "at most 100% in all; the rest goes on to the next policy)")
     salt = StringField("Salt", validators=[Optional(), Length(max=64)],
                        description="optional; a new salt reshuffles which users fall in each share")
+    ramp_mode = SelectField("Ramp", choices=[SelectChoice("", "no ramp: the shares above are fixed"),
+                                             SelectChoice("linear", "linear: the total share moves every second"),
+                                             SelectChoice("step", "in steps: the total share moves in equal stages")],
+                            default="", validate_choice=False,
+                            description="with a ramp the shares above are proportions of the ramped total share")
+    ramp_from = StringField("Ramp: total share before the start", validators=[Optional(), Length(max=16)],
+                            description="e.g. 1%")
+    ramp_to = StringField("Ramp: total share from the end on", validators=[Optional(), Length(max=16)],
+                          description="e.g. 20% (lower than the start share ramps down)")
+    ramp_start = StringField("Ramp start (UTC)", validators=[Optional(), Length(max=32)],
+                             description="YYYY-MM-DDTHH:MM")
+    ramp_end = StringField("Ramp end (UTC)", validators=[Optional(), Length(max=32)],
+                           description="at most 366 days after the start")
+    ramp_steps = IntegerField("Ramp steps", validators=[Optional(), NumberRange(1, 1000)],
+                              description="for a ramp in steps: how many equal stages (1 to 1000)")
 
 
 def policy_fields(ptype: str | None, policy: PolicyForm | None = None) -> tuple[str, ...]:
@@ -90,10 +107,13 @@ class _RuleForm(FlaskForm):
 
 
 class SplitForm(_RuleForm):
-    """Create/edit a split rule: key, ordered policies, default upstream."""
+    """Create/edit a split rule: key, ordered policies, default upstream, active window."""
 
     default = StringField("Default upstream", validators=[Length(max=128)])
     policies = FieldList(FormField(PolicyForm), min_entries=0, max_entries=32)
+    window_start = StringField("Active from (UTC)", validators=[Optional(), Length(max=32)],
+                               description="YYYY-MM-DDTHH:MM, empty = now; outside its window the rule is skipped")
+    window_end = StringField("Active until (UTC)", validators=[Optional(), Length(max=32)])
 
 
 class DegradeForm(_RuleForm):
@@ -125,6 +145,15 @@ class SimulateForm(FlaskForm):
     headers = TextAreaField("Headers", validators=[Optional(), Length(max=8192)], description="'name: value' per line")
     cookies = TextAreaField("Cookies", validators=[Optional(), Length(max=8192)], description="'name=value' per line")
     args = TextAreaField("Query args", validators=[Optional(), Length(max=8192)], description="'name=value' per line")
+    now = StringField("At (UTC)", validators=[Optional(), Length(max=32)],
+                      description="YYYY-MM-DDTHH:MM[:SS]; empty = now (windows and ramps are decided at this time)")
+
+
+def simulate_time(form: SimulateForm) -> tuple[int, dict[str, str]]:
+    """Return the simulated request's clock from the form (empty: the current second) and field errors."""
+    errors = FormErrors()
+    at = _parse_utc(form.now.data, "now", errors)
+    return int(time.time()) if at is None else at, errors
 
 
 class ConfirmForm(FlaskForm):
@@ -196,6 +225,8 @@ def _policy(p: PolicyForm, i: int, errors: FormErrors) -> dict:
                                                 f"'{kept} 10%' (with the share it should get) or clear this field")
         if p.salt.data:
             out["salt"] = p.salt.data
+        if p.ramp_mode.data:
+            out["ramp"] = _ramp(p, f"policies-{i}-", errors)
         return out
     out["upstream"] = (p.upstream.data or "").strip()
     if ptype == "uid_range":
@@ -215,6 +246,25 @@ def _policy(p: PolicyForm, i: int, errors: FormErrors) -> dict:
         out["name"] = (p.name.data or "").strip()
         out["values"] = items
     return out
+
+
+def _ramp(p: PolicyForm, prefix: str, errors: FormErrors) -> dict:
+    """Return a policy's ramp from its form fields (shares in percent, times in UTC); leave missing parts out."""
+    ramp: dict[str, Any] = {"mode": p.ramp_mode.data}
+    for name in ("from", "to"):
+        text = (getattr(p, f"ramp_{name}").data or "").strip()
+        if text:
+            try:
+                ramp[name] = parse_percent(text)
+            except ValueError as exc:
+                errors[f"{prefix}ramp_{name}"] = f"the share {exc}"
+    for name in ("start", "end"):
+        ts = _parse_utc(getattr(p, f"ramp_{name}").data, f"{prefix}ramp_{name}", errors)
+        if ts is not None:
+            ramp[name] = ts
+    if p.ramp_mode.data == "step" and p.ramp_steps.data is not None:
+        ramp["steps"] = p.ramp_steps.data
+    return ramp
 
 
 def _buckets(text: str | None, field: str, errors: FormErrors) -> list[dict]:
@@ -239,7 +289,15 @@ def split_rule_from(form: SplitForm) -> tuple[dict, FormErrors]:
     rule["policies"] = [_policy(entry.form, i, errors) for i, entry in enumerate(form.policies.entries)]
     if "key" not in rule:
         errors["key_source"] = "a split rule needs a key source"
+    _window(form, rule, errors)
     return rule, errors
+
+
+def _window(form: SplitForm | DegradeForm, rule: dict, errors: FormErrors) -> None:
+    start = _parse_utc(form.window_start.data, "window_start", errors)
+    end = _parse_utc(form.window_end.data, "window_end", errors)
+    if start is not None or end is not None:
+        rule["window"] = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
 
 
 def degrade_rule_from(form: DegradeForm) -> tuple[dict, FormErrors]:
@@ -268,10 +326,7 @@ def degrade_rule_from(form: DegradeForm) -> tuple[dict, FormErrors]:
         rule["percent"] = units // UNITS_PER_PERCENT if units % UNITS_PER_PERCENT == 0 else units / UNITS_PER_PERCENT
     except ValueError as exc:
         errors["percent"] = str(exc)
-    start = _parse_utc(form.window_start.data, "window_start", errors)
-    end = _parse_utc(form.window_end.data, "window_end", errors)
-    if start is not None or end is not None:
-        rule["window"] = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    _window(form, rule, errors)
     if form.salt.data:
         rule["salt"] = form.salt.data
     return rule, errors
@@ -279,7 +334,17 @@ def degrade_rule_from(form: DegradeForm) -> tuple[dict, FormErrors]:
 
 # ---- rule -> form ------------------------------------------------------------------------------
 def _fmt_utc(ts: int | None) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M") if ts is not None else ""
+    """Return a UTC time for a form field: minutes, or seconds when the time has them (so it round-trips)."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M" if ts % 60 == 0 else "%Y-%m-%dT%H:%M:%S")
+
+
+def _ramp_data(ramp: dict | None) -> dict:
+    if not ramp:
+        return {"ramp_mode": ""}
+    return {"ramp_mode": ramp["mode"], "ramp_from": percent(ramp["from"]), "ramp_to": percent(ramp["to"]),
+            "ramp_start": _fmt_utc(ramp["start"]), "ramp_end": _fmt_utc(ramp["end"]), "ramp_steps": ramp.get("steps")}
 
 
 def policy_data(p: dict) -> dict:
@@ -289,7 +354,8 @@ def policy_data(p: dict) -> dict:
     vals = values.get(p["type"], lambda: p.get("values", []))()
     return {"type": p["type"], "name": p.get("name", ""), "values": "\n".join(map(str, vals)),
             "upstream": p.get("upstream", ""), "salt": p.get("salt", ""),
-            "buckets": "\n".join(f"{b['upstream']} {percent(b['weight'])}" for b in p.get("buckets", []))}
+            "buckets": "\n".join(f"{b['upstream']} {percent(b['weight'])}" for b in p.get("buckets", [])),
+            **_ramp_data(p.get("ramp"))}
 
 
 def form_data(rule: dict, revision: int) -> dict:
@@ -300,7 +366,9 @@ def form_data(rule: dict, revision: int) -> dict:
             "methods": ", ".join(rule["route"].get("methods", [])), "key_source": key.get("source", ""),
             "key_name": key.get("name", ""), "expected_rev": str(revision)}
     if rule["kind"] == "split":
-        data.update(default=rule["default"], policies=[policy_data(p) for p in rule["policies"]])
+        window = rule.get("window") or {}
+        data.update(default=rule["default"], policies=[policy_data(p) for p in rule["policies"]],
+                    window_start=_fmt_utc(window.get("start")), window_end=_fmt_utc(window.get("end")))
         return data
     a = rule["action"]
     window = rule.get("window") or {}
@@ -320,12 +388,16 @@ _TOP = {"id": "id", "description": "description", "enabled": "enabled", "route.h
         "action.body": "body", "action.location": "location", "action.upstream": "upstream",
         "action.retry_after": "retry_after", "percent": "percent", "window": "window_start",
         "window.start": "window_start", "window.end": "window_end", "salt": "salt"}
+_RAMP_PARTS = ("mode", "from", "to", "start", "end", "steps")
 _POLICY = {"type": "type", "name": "name", "upstream": "upstream", "buckets": "buckets", "salt": "salt",
            "ranges": "values", "suffixes": "values", "cidrs": "values", "values": "values"}
 
 
 def field_for(path: str) -> str | None:
     """Return the form field name ('host', 'policies-0-buckets', ...) for a schema error path."""
+    m = re.match(r"policies\[(\d+)\]\.ramp(?:\.([a-z_]+))?$", path)
+    if m:
+        return f"policies-{m.group(1)}-ramp_{m.group(2) if m.group(2) in _RAMP_PARTS else 'mode'}"
     m = re.match(r"policies\[(\d+)\]\.?([a-z_]*)", path)
     if m:
         return f"policies-{m.group(1)}-{_POLICY.get(m.group(2), 'type')}"
@@ -369,7 +441,14 @@ def plain_message(path: str, message: str) -> str:
     m = re.fullmatch(r"weights sum to (\d+); .*", message)
     if m:
         return f"the shares add up to {percent(int(m.group(1)))}; they must add up to at most 100%"
+    if ".ramp" in path:
+        message = re.sub(r"policies\[\d+\]\.ramp\.start", "the ramp start", message)
+        return _RAMP_MESSAGES.get(message, message)
     return message
+
+
+_RAMP_MESSAGES = {"is required with mode 'step'": "is required for a ramp in steps",
+                  "is only used with mode 'step'": "is only used for a ramp in steps"}
 
 
 def _where(path: str) -> str:

@@ -251,19 +251,21 @@ def simulate(ns: str):
     """Simulate a request against the current rules and show the decision."""
     backend().rules.require_namespace(ns)
     form = forms.SimulateForm()
-    decision, rev, errors = None, None, []
+    decision, rev, errors, at = None, None, [], None
     if form.validate_on_submit():
         req = {"host": form.host.data or "", "path": form.path.data or "/", "method": form.method.data,
                "ip": form.ip.data or "", "headers": forms._pairs(form.headers.data, ":"),
                "cookies": forms._pairs(form.cookies.data, "="), "args": forms._pairs(form.args.data, "=")}
-        req, problems = parse_request(req)
+        at, time_errors = forms.simulate_time(form)
+        req, problems = parse_request({**req, "now": at})
+        problems = {**problems, **time_errors}
         errors = forms.attach_errors(form, {k.removeprefix("request."): v for k, v in problems.items()})
         if not problems:
             rev, result = backend().rules.simulate(ns, req)
             decision = result.to_dict()
     status = 400 if request.method == "POST" and decision is None else 200
     return render_template("simulate.html", ns=ns, form=form, decision=decision, rev=rev, errors=errors,
-                           matched=web_rules.matched_rule(ns, decision)), status
+                           at=at if decision else None, matched=web_rules.matched_rule(ns, decision, at)), status
 
 
 def _diff(before: str, after: str) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from rulegate.errors import NotFoundError, ValidationError
 from . import forms, rulelist
 from .api_upstreams import known, registry
 from .auth import web_role
-from .describe import describe, targets
+from .describe import describe, ramps, targets
 from .extensions import backend
 from .upstreams import check_names, unknown_upstreams
 
@@ -73,6 +73,7 @@ def rule(ns: str, rule_id: str):
     sim = forms.SimulateForm(formdata=None, data={"host": found["route"]["host"], "path": found["route"]["path"],
                                                   "method": (found["route"].get("methods") or ["GET"])[0]})
     return render_template("rule.html", ns=ns, rev=rev, rule=found, lines=describe(found), pretty=forms.pretty(found),
+                           ramps=ramps(found),
                            history=rule_history(ns, rule_id), sim=sim,
                            confirm=forms.ConfirmForm(expected_rev=str(rev)))
 
@@ -104,7 +105,7 @@ def upstreams(ns: str):
     return render_template("upstreams.html", ns=ns, form=form, known=names), status
 
 
-def matched_rule(ns: str, decision: dict | None) -> dict | None:
+def matched_rule(ns: str, decision: dict | None, now: float | None = None) -> dict | None:
     """Return {id, lines} describing the rule a simulated decision came from (None when no rule matched)."""
     if not decision or not decision.get("rule_id"):
         return None
@@ -112,4 +113,4 @@ def matched_rule(ns: str, decision: dict | None) -> dict | None:
         _rev, found = backend().rules.get_rule(ns, decision["rule_id"])
     except NotFoundError:
         return None
-    return {"id": found["id"], "lines": describe(found)}
+    return {"id": found["id"], "lines": describe(found, now)}
