@@ -137,7 +137,14 @@ def serve(args: argparse.Namespace) -> None:
             "--timeout", str(args.timeout), "--graceful-timeout", "10", "--forwarded-allow-ips", "127.0.0.1"]
     if args.access_log:
         argv += ["--access-logfile", args.access_log]
-    os.execv(sys.executable, argv + ["ruleadmin.wsgi:app"])
+    os.execv(sys.executable, argv + _no_control_socket() + ["ruleadmin.wsgi:app"])
+
+
+def _no_control_socket() -> list[str]:
+    """gunicorn >= 24 opens a control socket at one fixed path (~/.gunicorn/gunicorn.ctl) that every instance on
+    the host would share; ruleadmin does not use it."""
+    from gunicorn.config import KNOWN_SETTINGS
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 
 
 class UsageError(Exception):

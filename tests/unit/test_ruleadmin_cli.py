@@ -125,3 +125,15 @@ def test_every_command_and_option_is_described():
     assert seen > 20
     serve = dict(_commands(_parser()))["ruleadmin serve"].format_help()
     assert "SECONDS" in serve and "RULEADMIN_WORKER_TIMEOUT" in serve
+
+
+def test_serve_runs_gunicorn_without_the_shared_control_socket(monkeypatch):
+    """Every gunicorn >= 24 on a host opens ~/.gunicorn/gunicorn.ctl unless told not to: two admins (or the test
+    suite's many) would fight over it. serve() execs gunicorn with --no-control-socket when it knows the flag."""
+    import ruleadmin.cli as cli
+
+    seen: list[list[str]] = []
+    monkeypatch.setenv("RULEADMIN_SECRET_KEY", "x" * 32)
+    monkeypatch.setattr(cli.os, "execv", lambda _exe, argv: seen.append(argv))
+    cli.serve(argparse.Namespace(workers=1, worker_connections=10, bind="127.0.0.1:1", timeout=5, access_log=None))
+    assert "--no-control-socket" in seen[0] and seen[0][-1] == "ruleadmin.wsgi:app"
