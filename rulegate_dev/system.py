@@ -14,7 +14,7 @@ from typing import Callable
 from .acl import ADMIN_USER, OPS_USER, AclUsers
 from .cluster import LocalCluster
 from .errors import LauncherError
-from .gateway_conf import gateway_http, rulegate_location, upstream_blocks
+from .gateway_conf import gateway_http, include_options, rulegate_location, upstream_blocks
 from .nginx import NginxLauncher
 from .ports import BUS_OFFSET, find_free_base, free_port, port_is_free
 from .private_files import private_dir, write_private
@@ -117,7 +117,8 @@ class System:
             sys.executable, "-m", "gateway_agent", "serve", "--redis-nodes", self.nodes, "--namespace", NAMESPACE,
             "--listen", f"127.0.0.1:{self.agent_port}", "--snapshot", str(self.dir / "agent.snap"),
             "--refresh-interval", str(self.refresh_interval), "--heartbeat-interval", "1",
-            "--gateway-id", "agent-demo", "--redis-username", gateway_user, "--redis-password-file", str(pw_file)],
+            "--gateway-id", "agent-demo", "--redis-username", gateway_user, "--redis-password-file", str(pw_file),
+            "--upstreams", "stable,canary"],
             dict(os.environ), f"http://127.0.0.1:{self.agent_port}", self.dir / "agent.log", on_spawn=self.on_spawn)
         self.agent.start()
         self._start_nginx()
@@ -170,7 +171,7 @@ class System:
                             extra=backends)
         self.nginx = NginxLauncher(http, port=self.nginx_port, prefix=self.dir / "nginx", workers=2,
                                    log_level="warn", package_path=False, new_session=True, on_spawn=self.on_spawn,
-                                   files={"conf/rulegate.json": json.dumps(opts)})
+                                   files={"conf/rulegate.json": json.dumps(include_options(opts, upstreams))})
         self.nginx.start()
 
     def stop(self) -> None:
