@@ -64,8 +64,8 @@ def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 def percent_strings(data: Any) -> tuple[Any, dict[str, str]]:
     """Return (rule input, field errors) with percent strings ("12.5%") converted where the rule takes a share:
-    bucket weights to stored units (1250), a degrade `percent` to its number (12.5). Other values pass unchanged
-    (the schema checks them); the input is not modified in place."""
+    bucket weights and ramp from/to to stored units (1250), a degrade `percent` to its number (12.5). Other values
+    pass unchanged (the schema checks them); the input is not modified in place."""
     if not isinstance(data, dict):
         return data, {}
     errors: dict[str, str] = {}
@@ -83,7 +83,19 @@ def percent_strings(data: Any) -> tuple[Any, dict[str, str]]:
 
 
 def _policy_percents(policy: Any, i: int, errors: dict[str, str]) -> Any:
-    buckets = policy.get("buckets") if isinstance(policy, dict) else None
+    if not isinstance(policy, dict):
+        return policy
+    ramp = policy.get("ramp")
+    if isinstance(ramp, dict) and any(isinstance(ramp.get(f), str) for f in ("from", "to")):
+        ramp = dict(ramp)
+        for field in ("from", "to"):
+            if isinstance(ramp.get(field), str):
+                try:
+                    ramp[field] = parse_percent(ramp[field])
+                except ValueError as exc:
+                    errors[f"policies[{i}].ramp.{field}"] = str(exc)
+        policy = {**policy, "ramp": ramp}
+    buckets = policy.get("buckets")
     if not isinstance(buckets, list):
         return policy
     converted = []

@@ -21,6 +21,17 @@ def test_percent_strings_convert_weights_and_degrade_percent():
     assert percent_strings({"percent": "50%"})[0]["percent"] == 50
 
 
+def test_percent_strings_convert_ramp_shares():
+    """A ramp's from/to take percent strings like weights; a bad one is named by its path."""
+    data = {"policies": [{"type": "percent", "buckets": [{"upstream": "a", "weight": 1}],
+                          "ramp": {"start": 1, "end": 2, "from": "1%", "to": "50%", "mode": "linear"}}]}
+    out, errors = percent_strings(data)
+    assert errors == {} and out["policies"][0]["ramp"] == {"start": 1, "end": 2, "from": 100, "to": 5000,
+                                                          "mode": "linear"}
+    data["policies"][0]["ramp"]["to"] = "150%"
+    assert percent_strings(data)[1] == {"policies[0].ramp.to": "must be between 0% and 100%"}
+
+
 def test_api_accepts_percent_string_and_answers_integers(client, users, ns, backend):
     """PUT with weight "12.5%" stores 1250 and the response carries the integer."""
     rule = split_rule("web")
