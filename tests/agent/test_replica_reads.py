@@ -13,9 +13,11 @@ import pytest
 
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig
+from rulegate.connection import RedisConfig
 from rulegate.fleet import read_fleet
 from rulegate.keyspace import Keys
 from rulegate.store import RuleStore
+from rulegate_dev.acl import ADMIN_USER
 
 from .conftest import make_client, split_rule
 
@@ -162,3 +164,27 @@ def test_replica_reads_resume_after_a_new_generation(cluster, store, namespace):
         assert s.stats.replica_reads == 2 and client.rules["r1"]["default"] == "new"
     finally:
         client.stop()
+
+
+def test_the_gateway_acl_user_reads_from_the_replica_and_beats_with_the_check(acl_cluster):
+    """Least privilege is enough: READONLY, the check on the replica, the heartbeat in the master's round trip."""
+    cluster, users = acl_cluster
+    admin = RuleStore.from_config(RedisConfig.from_nodes(cluster.startup_nodes, mode="cluster", username=ADMIN_USER,
+                                                         password=users.admin_password))
+    user, password = users.gateway("gw")
+    client = RuleClient(cluster.startup_nodes, "gw", budget=FAST, gateway_id="gw-replica-acl", notifications=False,
+                        heartbeat_interval=3600.0, read_replica=True, username=user, password=password)
+    s = client.syncer
+    try:
+        rev = admin.put_rule("gw", split_rule("acl-r", "a"), None, "test").revision
+        s.cycle()
+        s.cycle()
+        assert client.revision == rev and s.stats.replica_reads == 1 and s.stats.replica_errors == 0
+        s._next_heartbeat = 0.0  # due now: it rides in this cycle's round trip to the master
+        s.cycle()
+        assert s.stats.heartbeats_ok == 2 and s.stats.heartbeats_failed == 0 and s.stats.syncs_failed == 0
+        beat = read_fleet(admin.client, "gw")["gw-replica-acl"]
+        assert beat is not None and beat.revision == rev
+    finally:
+        client.stop()
+        admin.close()
