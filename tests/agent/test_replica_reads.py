@@ -13,6 +13,7 @@ import pytest
 
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig
+from gateway_agent.cli import build_parser
 from rulegate.connection import RedisConfig
 from rulegate.fleet import read_fleet
 from rulegate.keyspace import Keys
@@ -188,3 +189,11 @@ def test_the_gateway_acl_user_reads_from_the_replica_and_beats_with_the_check(ac
     finally:
         client.stop()
         admin.close()
+
+
+def test_read_replica_from_the_flag_or_the_environment(monkeypatch):
+    base = ["serve", "--redis-nodes", "127.0.0.1:7000", "--namespace", "prod"]
+    assert build_parser().parse_args(base).read_replica is False
+    assert build_parser().parse_args([*base, "--read-replica"]).read_replica is True
+    monkeypatch.setenv("RULEGATE_READ_REPLICA", "1")
+    assert build_parser().parse_args(base).read_replica is True
