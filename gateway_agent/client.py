@@ -13,6 +13,7 @@ from rulegate.keyspace import Keys
 from rulegate.schema import is_valid_id
 
 from .budget import Budget, BudgetConfig, SlotMap
+from .exposure import ExposureCounter
 from .health import CONFIG_ERRORS, AuthCheckingPool
 from .sync import SyncConfig, Syncer
 
@@ -49,6 +50,7 @@ class AgentConfig(RedisAuth):
     notifications: bool = True
     upstreams: tuple[str, ...] = ()
     read_replica: bool = False
+    exposure: bool = True  # count decisions per rule and upstream for the heartbeat and /metrics
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
@@ -80,6 +82,8 @@ class RuleClient:
                        heartbeat_interval=cfg.heartbeat_interval, notifications=cfg.notifications,
                        upstreams=cfg.upstreams, read_replica=cfg.read_replica),
             self.budget, AuthCheckingPool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
+        self.exposure = ExposureCounter() if cfg.exposure else None
+        self.syncer.exposure = self.exposure  # rolled into each heartbeat by the sync thread
         self._started = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -110,7 +114,10 @@ class RuleClient:
             return PASS
         if not isinstance(request, Request):
             request = Request.from_dict(request)
-        return decide(applied.ruleset, request)
+        decision = decide(applied.ruleset, request)
+        if self.exposure is not None:
+            self.exposure.count(decision)
+        return decision
 
     # ---- state -----------------------------------------------------------------------------
     @property

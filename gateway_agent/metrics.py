@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from rulegate.fleet import MAX_EXPOSURE_KEYS
+
 from .client import RuleClient
 from .health import STATES
 
@@ -84,6 +86,21 @@ class AgentCollector:
         yield _gauge("rulegate_agent_redis_max_connections_per_operation",
                      "Most connections any one operation opened (cap: budget max_connections)",
                      budget["max_connections_in_operation"])
+        if c.exposure is not None:
+            yield _exposure(c.exposure.totals())
+
+
+def _exposure(totals: dict[tuple[str, str], int]) -> CounterMetricFamily:
+    """Return decisions by rule and target summed over threads: the MAX_EXPOSURE_KEYS largest series, the rest
+    under rule="(other)"."""
+    family = CounterMetricFamily("rulegate_agent_rule_decisions", "Decisions by rule (\"\" = pass) and target "
+                                 "(the upstream, or @respond/@redirect/@pass)", labels=["rule", "target"])
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    for (rule, target), n in ranked[:MAX_EXPOSURE_KEYS]:
+        family.add_metric([rule, target], n)
+    if len(ranked) > MAX_EXPOSURE_KEYS:
+        family.add_metric(["(other)", "(other)"], sum(n for _key, n in ranked[MAX_EXPOSURE_KEYS:]))
+    return family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -585,11 +585,13 @@ class Syncer:
         """Return the HSET writing this gateway's heartbeat (what it runs now) into the fleet hash."""
         cur = self.current
         refused = self.refused
+        exposure = getattr(self, "exposure", None)  # the ExposureCounter RuleClient attaches (None: not counting)
         beat = Heartbeat("agent", cur.revision if cur else 0, cur.generation if cur else "",
                          cur.applied_at if cur else 0.0, self.wall(), min(self.staleness(), 1e9),
                          self.health.last_error, digest=cur.digest if cur else "", in_sync=self.in_sync(),
                          stale=self.is_stale(), refused_revision=refused.revision if refused else 0,
-                         refused_reason=refused.reason if refused else "", upstreams=self.config.upstreams)
+                         refused_reason=refused.reason if refused else "", upstreams=self.config.upstreams,
+                         exposure=exposure.roll() if exposure is not None else None)
         return ("HSET", self.keys.fleet, self.config.gateway_id, beat.encode())
 
     def heartbeat(self) -> None:

@@ -6,14 +6,15 @@ Field = gateway id; value = msgpack map {"kind": "agent"|"nginx", "revision": in
 gateway's content digest equals the store's at its last check), "stale": bool, "refused_revision": int
 (0 = none; a store revision the gateway could not apply), "refused_reason": str, "upstreams": [str] (the
 upstream names this gateway can route to: nginx from the include's configuration, the agent from its
-configuration; empty = not reported)}. The agent writes it,
+configuration; empty = not reported), "exposure": map (optional, see `Exposure`: decisions per rule and
+upstream since the previous heartbeat, and each rule's last match time)}. The agent writes it,
 nginx writes the same format, the admin reads it; fields missing from older gateways get defaults.
 """
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgpack
@@ -22,8 +23,30 @@ from .errors import CorruptDataError
 from .keyspace import Keys
 
 FIELDS = ("kind", "revision", "generation", "applied_at", "heartbeat_at", "staleness", "last_error", "digest",
-          "in_sync", "stale", "refused_revision", "refused_reason", "upstreams")
+          "in_sync", "stale", "refused_revision", "refused_reason", "upstreams", "exposure")
 MAX_UPSTREAMS = 512  # names kept from one heartbeat (a gateway's configuration, not traffic)
+MAX_EXPOSURE_KEYS = 1000  # (rule, target) counts and last-match times kept in one heartbeat; the rest in `other`
+PASS_TARGETS = ("@pass", "@respond", "@redirect")  # targets of decisions that name no upstream
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A gateway's decisions by (rule id, target) in the `window` seconds before its heartbeat.
+
+    The rule id is "" for `pass` (no rule matched); the target is the upstream of a `proxy` decision, else
+    "@" + the action ("@pass", "@respond", "@redirect"). `counts` holds at most MAX_EXPOSURE_KEYS entries
+    (the largest), `other` the decisions of the rest. `last_match` maps rule id -> the wall time the gateway
+    last saw it decide (resolution: one counting interval), `since` is when the gateway started counting."""
+
+    since: float
+    window: float
+    counts: tuple[tuple[str, str, int], ...] = ()
+    other: int = 0
+    last_match: dict[str, float] = field(default_factory=dict)
+
+    def per_minute(self, n: int) -> float:
+        """Return n decisions in this window as decisions per minute (0.0 for an empty window)."""
+        return n * 60.0 / self.window if self.window > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,7 @@ class Heartbeat:
     refused_revision: int = 0
     refused_reason: str = ""
     upstreams: tuple[str, ...] = ()
+    exposure: Exposure | None = None
 
     def encode(self) -> bytes:
         """Return the msgpack bytes stored in the fleet hash."""
@@ -71,7 +95,8 @@ def decode_heartbeat(raw: bytes, where: str = "heartbeat") -> Heartbeat:
                          stale=bool(data.get("stale", False)),
                          refused_revision=int(data.get("refused_revision") or 0),
                          refused_reason=str(data.get("refused_reason") or ""),
-                         upstreams=_upstreams(data.get("upstreams")))
+                         upstreams=_upstreams(data.get("upstreams")),
+                         exposure=decode_exposure(data.get("exposure")))
     except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
         raise CorruptDataError(f"{where}: undecodable ({exc.__class__.__name__})") from None
 
@@ -84,6 +109,28 @@ def _upstreams(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise TypeError("upstreams is not a list")
     return tuple(sorted({str(name) for name in value if isinstance(name, str)}))[:MAX_UPSTREAMS]
+
+
+def decode_exposure(value: Any) -> Exposure | None:
+    """Return the Exposure of a heartbeat's "exposure" map; None when absent (older gateways) or malformed
+    (the rest of the heartbeat stays readable). Entries beyond MAX_EXPOSURE_KEYS count in `other`."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        since, window = float(value.get("since") or 0.0), float(value.get("window") or 0.0)
+        counts, other = [], int(value.get("other") or 0)
+        raw_counts = value.get("counts") or ()
+        for item in raw_counts if isinstance(raw_counts, (list, tuple)) else ():
+            rule, target, n = item
+            counts.append((str(rule), str(target), int(n)))
+        counts.sort(key=lambda c: (-c[2], c[0], c[1]))
+        other += sum(c[2] for c in counts[MAX_EXPOSURE_KEYS:])
+        raw_last = value.get("last_match") or {}
+        last = sorted(((str(k), float(v)) for k, v in raw_last.items()), key=lambda kv: -kv[1]) \
+            if isinstance(raw_last, dict) else []
+        return Exposure(since, window, tuple(counts[:MAX_EXPOSURE_KEYS]), other, dict(last[:MAX_EXPOSURE_KEYS]))
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def read_fleet(client, namespace: str) -> dict[str, Heartbeat | None]:
