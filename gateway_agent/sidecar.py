@@ -13,7 +13,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from rulegate.evaluator import Request
+from rulegate.evaluator import Decision, Request
 
 from .client import RuleClient
 from .metrics import AgentMetrics
@@ -21,8 +21,10 @@ from .metrics import AgentMetrics
 log = logging.getLogger("rulegate.agent.sidecar")
 
 MAX_BODY = 64 * 1024
+MAX_ANSWERS = 10_000  # encoded decision responses kept
 _STR_FIELDS = ("host", "path", "method", "ip", "request_id")
 _MAP_FIELDS = ("headers", "cookies", "args")
+_FIELDS = frozenset(_STR_FIELDS + _MAP_FIELDS + ("now",))
 _JSON = [("Content-Type", "application/json")]
 
 
@@ -31,12 +33,21 @@ class BadRequest(ValueError):
 
 
 def _string_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if type(value) is not dict:
+        return False
+    for k, v in value.items():
+        if type(k) is not str or type(v) is not str:  # JSON gives exact types: no subclasses to admit
+            return False
+    return True
 
 
 def _string_pairs(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], str) for p in value)
+    if type(value) is not list:
+        return False
+    for p in value:
+        if type(p) is not list or len(p) != 2 or type(p[0]) is not str or type(p[1]) is not str:
+            return False
+    return True
 
 
 def parse_request(body: bytes) -> Request:
@@ -46,18 +57,18 @@ def parse_request(body: bytes) -> Request:
     pairs; strings may hold anything JSON can (lone surrogates included): they never fail a decision.
     """
     try:
-        data = json.loads(body, parse_constant=_no_constant, parse_int=_bounded_int)
+        data = _loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise BadRequest(f"body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise BadRequest("body must be a JSON object")
-    unknown = set(data) - set(_STR_FIELDS) - set(_MAP_FIELDS) - {"now"}
-    if unknown:
-        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
-    if not isinstance(data.get("host"), str) or not data["host"]:
+    if not data.keys() <= _FIELDS:
+        raise BadRequest(f"unknown field {sorted(data.keys() - _FIELDS)[0]!r}")
+    host = data.get("host")
+    if type(host) is not str or not host:
         raise BadRequest("host is required and must be a string")
     for name in _STR_FIELDS:
-        if name in data and not isinstance(data[name], str):
+        if name in data and type(data[name]) is not str:
             raise BadRequest(f"{name} must be a string")
     headers = data.get("headers")
     if headers is not None and not (_string_map(headers) or _string_pairs(headers)):
@@ -87,6 +98,29 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_bounded_int)
+_scan = _DECODER.scan_once
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _loads(body: bytes) -> Any:
+    """Return json.loads(body, parse_constant=..., parse_int=...), the decoder built once.
+
+    Fast path: a body that is one UTF-8 JSON object with nothing around it goes straight to the
+    C scanner; anything else (whitespace, BOM, UTF-16/32, errors) takes json's own path, so
+    results and error messages are json.loads's.
+    """
+    if body[:1] == b"{" and body[1:2] != b"\x00":  # json.detect_encoding would say utf-8
+        text = body.decode("utf-8", "surrogatepass")
+        try:
+            data, end = _scan(text, 0)
+        except StopIteration:
+            data, end = None, -1
+        if end == len(text):
+            return data
+    return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+
+
 class SidecarApp:
     """The WSGI application over one RuleClient."""
 
@@ -94,6 +128,9 @@ class SidecarApp:
         self.client = client
         self.metrics = metrics or AgentMetrics(client)
         self.max_body = max_body
+        # id(decision) -> (decision, headers, body): a rule set's decisions are a few shared objects,
+        # so most answers are encoded once (the entry keeps its decision alive: ids stay unique)
+        self._answers: dict[int, tuple[Decision, list[tuple[str, str]], bytes]] = {}
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -131,7 +168,19 @@ class SidecarApp:
             return _reply(start_response, 400, {"error": str(exc)})
         decision = self.client.decide(request)
         self.metrics.decisions[decision.action].inc()
-        return _reply(start_response, 200, decision.to_dict())
+        answer = self._answers.get(id(decision))
+        if answer is None or answer[0] is not decision:
+            answer = self._encode_answer(decision)
+        start_response("200 OK", list(answer[1]))  # a copy: a server may add to the list it gets
+        return [answer[2]]
+
+    def _encode_answer(self, decision: Decision) -> tuple[Decision, list[tuple[str, str]], bytes]:
+        body = _encode(decision.to_dict()).encode()
+        answer = (decision, _JSON + [("Content-Length", str(len(body)))], body)
+        if len(self._answers) >= MAX_ANSWERS:
+            self._answers.clear()
+        self._answers[id(decision)] = answer
+        return answer
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -139,7 +188,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 
 def _reply(start_response: Callable, status: int, payload: Any) -> list[bytes]:
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = _encode(payload).encode()
     start_response(f"{status} {_REASONS[status]}", _JSON + [("Content-Length", str(len(body)))])
     return [body]
 

@@ -53,16 +53,22 @@ class LimitedHandler(WSGIHandler):
     def handle(self) -> None:
         # headers and body go out in separate writes: without NODELAY, Nagle + delayed ACK add 40 ms
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().handle()
+        # one deadline timer per connection, restarted for each request (cheaper than one per request);
+        # it fires at most once: the connection is closed after a 408
+        self._timer = gevent.Timeout(self.limits.request_timeout, RequestTimeout())
+        try:
+            super().handle()
+        finally:
+            self._timer.close()
 
     def handle_one_request(self) -> Any:
         if not self._await_request():
             return None
-        self._timer = gevent.Timeout.start_new(self.limits.request_timeout, RequestTimeout())
+        self._timer.start()
         try:
             return super().handle_one_request()
         finally:
-            self._timer.close()
+            self._timer.cancel()
 
     def _await_request(self) -> bool:
         """Wait up to idle_timeout for the first byte of the next request; False to close."""
@@ -94,7 +100,7 @@ class LimitedHandler(WSGIHandler):
         return ok
 
     def get_environ(self) -> dict:
-        self._timer.close()  # the request is in: the application runs without the read deadline
+        self._timer.cancel()  # the request is in: the application runs without the read deadline
         env = super().get_environ()
         self.wsgi_input = Input(io.BytesIO(self._body), len(self._body))
         env["wsgi.input"] = self.wsgi_input

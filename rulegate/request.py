@@ -111,6 +111,22 @@ def _method(raw: str) -> str:
     return raw if raw.isupper() else ascii_upper(raw)
 
 
+# Hosts and methods repeat across requests: normalized once, then looked up (bounded; GIL-atomic dict ops).
+_HOSTS: dict[str, str] = {}
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+MAX_CACHED_HOSTS = 4096
+
+
+def _cached_host(raw: str) -> str:
+    host = _HOSTS.get(raw)
+    if host is None:
+        host = _host(raw)
+        if len(_HOSTS) >= MAX_CACHED_HOSTS:
+            _HOSTS.clear()
+        _HOSTS[raw] = host
+    return host
+
+
 def from_native(text: str) -> str:
     """Return a WSGI "native string" (bytes as latin-1, PEP 3333) as a request string (see `from_wire`)."""
     if text.isascii():
@@ -249,18 +265,30 @@ class Request:
         get = data.get
         req = _new(cls)
         host = get("host", "")
-        req.host = _host(host if type(host) is str else str(host))
+        if type(host) is not str:
+            host = str(host)
+        req.host = _HOSTS.get(host) or _cached_host(host)
         target = get("path") or "/"
         if type(target) is not str:
             target = str(target)
         mark = target.find("?")
         req.path = target if mark == -1 else target[:mark] or "/"
         method = get("method") or "GET"
-        req.method = _method(method if type(method) is str else str(method))
+        req.method = _METHODS.get(method) or _method(method if type(method) is str else str(method))
         ip = get("ip") or ""
         req.ip = ip if type(ip) is str else str(ip)
         raw_headers = get("headers")
-        req.headers = headers = header_map(raw_headers) if raw_headers else {}
+        if not raw_headers:
+            headers = {}
+        elif type(raw_headers) is dict and len(raw_headers) == 1:  # the common one-header case, inlined
+            for name, value in raw_headers.items():
+                if type(name) is str and type(value) is str and name.islower() and name != "cookie":
+                    headers = {name: value}
+                else:
+                    headers = header_map(raw_headers)
+        else:
+            headers = header_map(raw_headers)
+        req.headers = headers
         cookies = get("cookies")
         if cookies is None:
             req._cookies, req._cookie_header = None, headers.get("cookie")
@@ -291,14 +319,15 @@ class Request:
         """
         req = _new(cls)
         host = environ.get("HTTP_HOST", "")
-        req.host = _host(host if host.isascii() else from_native(host))
+        req.host = (_HOSTS.get(host) or _cached_host(host)) if host.isascii() else _host(from_native(host))
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
         if raw:
             path = raw.partition("?")[0]
         else:
             path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         req.path = (path if path.isascii() else from_native(path)) or "/"
-        req.method = _method(environ.get("REQUEST_METHOD") or "GET")
+        method = environ.get("REQUEST_METHOD") or "GET"
+        req.method = _METHODS.get(method) or _method(method)
         req.ip = environ.get("REMOTE_ADDR", "") if ip is None else ip
         req.headers = EnvironHeaders(environ)
         cookie = environ.get("HTTP_COOKIE")
