@@ -6,6 +6,7 @@ local router = require("rulegate.router")
 local request = require("rulegate.request")
 local sync = require("rulegate.sync")
 local cluster = require("rulegate.cluster")
+local exposure = require("rulegate.exposure")
 
 local ngx = ngx
 local var = ngx.var
@@ -43,6 +44,7 @@ local DEFAULTS = {
     notifications = true, listen_max = 30, listen_lock_ttl = 5, log_batch = 1000,
     background_compile_min = 2000,
     ssl = false, ssl_verify = true,
+    exposure = true, exposure_flush_interval = 1, -- decisions per rule/upstream (exposure.lua)
 }
 
 
@@ -126,6 +128,12 @@ local function check_opts(opts)
     end
     if c.server_name ~= nil and (type(c.server_name) ~= "string" or c.server_name == "") then
         error("bad argument #1 to 'init' (opts.server_name must be a host name)", 3)
+    end
+    if type(c.exposure) ~= "boolean" then
+        error("bad argument #1 to 'init' (opts.exposure must be true or false)", 3)
+    end
+    if type(c.exposure_flush_interval) ~= "number" or c.exposure_flush_interval <= 0 then
+        error("bad argument #1 to 'init' (opts.exposure_flush_interval must be a number of seconds > 0)", 3)
     end
     c.upstreams = check_upstreams(c.upstreams)
     c.shm = ngx.shared[c.dict]
@@ -280,6 +288,12 @@ function _M.init_worker()
     if not ok then
         log(ERR, "rulegate: ", err)
     end
+    if conf.exposure then
+        ok, err = exposure.start(conf.shm, conf.exposure_flush_interval)
+        if not ok then
+            log(ERR, "rulegate: ", err)
+        end
+    end
 end
 
 
@@ -322,6 +336,9 @@ function _M.access()
             var[conf.upstream_var] = conf.default_upstream
         end
         return
+    end
+    if conf.exposure then
+        exposure.count(d) -- a per-worker table; flushed to the shared dict by a timer
     end
     local rh = conf.response_headers
     if rh == "vars" then
@@ -392,6 +409,7 @@ function _M.state()
         listener_error = shm:get(K.sub_error) or cjson.null,
         worker = { pid = ngx.worker.pid(), revision = rs and rs.revision or cjson.null },
         cluster_stats = stats,
+        exposure = conf.exposure and exposure.totals(shm) or cjson.null,
     }
 end
 

@@ -10,6 +10,7 @@ local schema = require("rulegate.schema")
 local router = require("rulegate.router")
 local snapshot = require("rulegate.snapshot")
 local digest = require("rulegate.digest")
+local exposure = require("rulegate.exposure")
 
 local ngx = ngx
 local log = ngx.log
@@ -649,6 +650,7 @@ local function heartbeat(conf, cl, force)
         refused_revision = dict:get(K.refused_rev) or 0,
         refused_reason = dict:get(K.refused_reason) or "",
         upstreams = conf.upstreams, -- an empty table packs as a map: fleet.py reads {} as none
+        exposure = conf.exposure and exposure.report(dict, t) or nil, -- decisions since the previous heartbeat
     })
     local _, err = cl:command(conf.keys.fleet, { "HSET", conf.keys.fleet, conf.gateway_id, value })
     if err then
@@ -1025,7 +1027,15 @@ local function step(conf)
     local dict = conf.shm
     update_time()
     local last = dict:get(K.last_check) or 0
-    if now() - last < conf.refresh_interval * 0.5 then
+    local since = now() - last
+    if since < conf.refresh_interval * 0.5 then
+        return
+    end
+    -- the listening worker (it applies notified changes) also polls while it keeps
+    -- up: the held raw rules stay in one worker instead of being rebuilt from the
+    -- payload by whichever worker's timer fires first
+    local listener = dict:get(K.sub_lock)
+    if listener and listener ~= worker_pid() and since < conf.refresh_interval * 2 then
         return
     end
     local ok = dict:add(K.lock, worker_pid(), conf.lock_ttl)
