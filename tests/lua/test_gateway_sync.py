@@ -294,6 +294,10 @@ def test_changes_apply_as_log_deltas(
     rev = store.put_rule(namespace, split_rule("r0", "a"), None, "test").revision
     gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=0.1)
     gw.wait_revision(rev)
+    deadline = time.monotonic() + 5
+    while gw.status()["worker_compiles"] < 1:  # the other worker's first set (its timer or a request)
+        assert time.monotonic() < deadline, gw.status()
+        time.sleep(0.05)
     start = gw.status()
     for i in range(DELTA_CHANGES):
         rule_id = f"r{i % 25}"
