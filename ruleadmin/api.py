@@ -265,7 +265,8 @@ def simulate(ns: str):
 def fleet(ns: str):
     """Return which revision every gateway of the namespace runs, with laggards flagged."""
     _check_names(ns)
-    return jsonify(backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"])))
+    return jsonify(backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]),
+                                         idle_after=float(current_app.config["IDLE_RULE_SECONDS"])))
 
 
 @bp.get("/namespaces/<ns>/diff")

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_SSL_STRICT": False,
     "HISTORY_MAX_LIMIT": 500,
     "FLEET_SILENT_SECONDS": 60,
+    "IDLE_RULE_SECONDS": 3600,  # a rule no live gateway matched for this long (and older) is flagged idle
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
     "PROXY_FIX_X_FOR": 0,
     "PROXY_FIX_X_PROTO": 0,
@@ -68,7 +69,7 @@ def check(config: Mapping[str, Any], debug: bool) -> None:
     if not config.get("REDIS_NODES"):
         raise ConfigError("RULEADMIN_REDIS_NODES is empty; expected host:port[,host:port...]")
     for name, lowest in (("WAIT_REPLICAS", 0), ("SESSION_IDLE_SECONDS", 1), ("SESSION_ABSOLUTE_SECONDS", 1),
-                         ("TOKEN_MAX_LIFETIME_SECONDS", 0)):
+                         ("TOKEN_MAX_LIFETIME_SECONDS", 0), ("IDLE_RULE_SECONDS", 1)):
         value = config.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ConfigError(f"RULEADMIN_{name} must be an integer >= {lowest}")

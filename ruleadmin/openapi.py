@@ -188,7 +188,10 @@ def _rule_paths(errors: dict, idem: dict) -> dict:
         },
         "/namespaces/{ns}/fleet": {
             "get": {"operationId": "fleet", "parameters": [NS],
-                    "responses": {"200": _ok("gateways with applied revision and status"), **errors}},
+                    "responses": {"200": _ok("gateways with applied revision and status; `exposure`: requests/min per "
+                                             "rule and upstream over the live gateways, last match times, and "
+                                             "`idle` (rules no gateway matched for RULEADMIN_IDLE_RULE_SECONDS)"),
+                                  **errors}},
         },
     }
 

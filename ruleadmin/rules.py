@@ -15,7 +15,7 @@ from rulegate.errors import (
     ValidationError,
 )
 from rulegate.evaluator import Decision, Request, RuleSet, decide
-from rulegate.fleet import read_fleet
+from rulegate.fleet import Heartbeat, read_fleet
 from rulegate.history import (
     HistoryUnavailableError,
     LogTrimmedError,
@@ -38,6 +38,7 @@ __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotF
 
 
 REBASE_ATTEMPTS = 5
+IDLE_RULE_SECONDS = 3600.0  # RULEADMIN_IDLE_RULE_SECONDS: a rule no gateway matched for this long is flagged idle
 STAMP_FIELDS = ("updated_by", "updated_at")  # ignored when deciding whether a save changes anything
 ROLLBACK_TO_ZERO = ("must be 1 or more: revision 0 is the empty namespace; an admin empties a namespace "
                     "explicitly (POST /api/v1/namespaces/{ns}/empty)")
@@ -258,26 +259,33 @@ class RuleService:
         return self.store.commit(ns, changes, read.revision, actor, op="empty"), len(changes)
 
     # ---- fleet -----------------------------------------------------------------------------
-    def fleet(self, ns: str, silent_after: float, now: float | None = None) -> dict:
+    def fleet(self, ns: str, silent_after: float, now: float | None = None,
+              idle_after: float = IDLE_RULE_SECONDS) -> dict:
         """Return the namespace revision, digest and every gateway's heartbeat with a status: current
         (same content: digest-equal, or revision-equal for gateways that report no digest), lagging, ahead,
         diverged (same revision, other content), refused (a revision it cannot apply), other-generation,
-        silent (no heartbeat for silent_after s), undecodable. `alarms` counts the ones an operator must see."""
+        silent (no heartbeat for silent_after s), undecodable. `alarms` counts the ones an operator must see.
+        `exposure` (fleet_exposure) sums the live gateways' decisions per rule and upstream."""
         self.require_namespace(ns)
         read = self.store.load_raw(ns)
         rev, gen, digest = read.revision, read.generation, read.digest
         beats = self.store._call(read_fleet, self.store.client, ns)
         now = time.time() if now is None else now
-        gateways = []
+        gateways, live = [], []
         for gateway_id, beat in beats.items():
             if beat is None:
                 gateways.append({"id": gateway_id, "status": "undecodable"})
                 continue
-            gateways.append({"id": gateway_id, **asdict(beat), "lag": max(rev - beat.revision, 0),
-                             "status": _fleet_status(beat, rev, gen, digest, now - silent_after)})
+            status = _fleet_status(beat, rev, gen, digest, now - silent_after)
+            gateways.append({"id": gateway_id, **asdict(beat), "exposure": _gateway_exposure(beat),
+                             "lag": max(rev - beat.revision, 0), "status": status})
+            if status != "silent":
+                live.append(beat)
         counts = {s: sum(g["status"] == s for g in gateways) for s in FLEET_STATUSES}
+        rules = {rule_id: _decode(raw) or {} for rule_id, raw in read.raw.items()}
         return {"namespace": ns, "revision": rev, "generation": gen, "digest": digest, "gateways": gateways,
-                "counts": counts, "alarms": sum(counts[s] for s in FLEET_ALARMS)}
+                "counts": counts, "alarms": sum(counts[s] for s in FLEET_ALARMS),
+                "exposure": fleet_exposure(rules, live, now, idle_after)}
 
     # ---- simulation ------------------------------------------------------------------------
     def simulate(self, ns: str, request: dict) -> tuple[int, Decision]:
@@ -291,6 +299,49 @@ class RuleService:
 FLEET_STATUSES = ("current", "lagging", "ahead", "diverged", "refused", "other-generation", "silent",
                   "undecodable")
 FLEET_ALARMS = ("diverged", "refused", "other-generation", "undecodable")
+
+
+def _gateway_exposure(beat: Heartbeat) -> dict | None:
+    """Return a gateway row's exposure summary: its decisions per minute, window and counting start."""
+    e = beat.exposure
+    if e is None:
+        return None
+    return {"per_minute": round(e.per_minute(sum(n for _r, _t, n in e.counts) + e.other), 2), "window": e.window,
+            "since": e.since}
+
+
+def fleet_exposure(rules: dict[str, dict], beats: list[Heartbeat], now: float, idle_after: float) -> dict:
+    """Return decisions per minute per rule (and per upstream within it), per upstream, for pass and `other`,
+    summed over the heartbeats' windows; each rule's last match; and `idle` for a rule no gateway matched in
+    idle_after s, when the rule is older (updated_at) and some reporting gateway has counted that long."""
+    reporting = [b.exposure for b in beats if b.exposure is not None]
+    by_rule: dict[str, dict[str, float]] = {}
+    targets: dict[str, float] = {}
+    last: dict[str, float] = {}
+    other = 0.0
+    for e in reporting:
+        other += e.per_minute(e.other)
+        for rule, target, n in e.counts:
+            rate = e.per_minute(n)
+            by_rule.setdefault(rule, {})[target] = by_rule.get(rule, {}).get(target, 0.0) + rate
+            targets[target] = targets.get(target, 0.0) + rate
+        for rule, at in e.last_match.items():
+            last[rule] = max(at, last.get(rule, 0.0))
+    covered = any(now - e.since >= idle_after for e in reporting)
+    out_rules = {}
+    for rule_id in sorted(rules):
+        per_target = by_rule.get(rule_id, {})
+        matched = last.get(rule_id)
+        old = now - float(rules[rule_id].get("updated_at") or 0) >= idle_after
+        out_rules[rule_id] = {
+            "per_minute": round(sum(per_target.values()), 2),
+            "targets": {t: round(r, 2) for t, r in sorted(per_target.items())}, "last_match_at": matched,
+            "idle": covered and old and (matched is None or now - matched >= idle_after)}
+    return {"gateways": len(reporting), "idle_after": idle_after, "rules": out_rules,
+            "targets": {t: round(r, 2) for t, r in sorted(targets.items())},
+            "pass_per_minute": round(sum(by_rule.get("", {}).values()), 2), "other_per_minute": round(other, 2),
+            "per_minute": round(sum(targets.values()) + other, 2),
+            "idle": [rule_id for rule_id, r in out_rules.items() if r["idle"]]}
 
 
 def _fleet_status(beat, rev: int, gen: str, digest: str, silent_before: float) -> str:

@@ -282,5 +282,6 @@ def _diff(before: str, after: str) -> list[tuple[str, str]]:
 @web_role("viewer")
 def fleet(ns: str):
     """Which gateways run which revision; laggards and silent gateways flagged."""
-    data = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
+    data = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]),
+                                 idle_after=float(current_app.config["IDLE_RULE_SECONDS"]))
     return render_template("fleet.html", ns=ns, fleet=data)

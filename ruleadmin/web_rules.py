@@ -45,7 +45,7 @@ def rules_page(ns: str):
     rev, all_rules = backend().rules.list_rules(ns)
     flt, cursor, _limit, errors = rulelist.from_args(request.args)
     found = rulelist.page(all_rules, flt, cursor, rulelist.WEB_PAGE)
-    fleet = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
+    fleet = fleet_of(ns)
     start = rulelist.offset_of(all_rules, flt, cursor)
     return render_template("rules.html", ns=ns, rev=rev, rules=found.rules, flt=flt, total=len(all_rules),
                            matched=found.matched, start=start, next_cursor=found.next_cursor, cursor=cursor,
@@ -65,6 +65,12 @@ def rule_history(ns: str, rule_id: str) -> list[dict]:
     return found[:HISTORY_SHOWN]
 
 
+def fleet_of(ns: str) -> dict:
+    """Return the namespace's fleet view (rules.RuleService.fleet) with the app's silent and idle thresholds."""
+    return backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]),
+                                 idle_after=float(current_app.config["IDLE_RULE_SECONDS"]))
+
+
 @bp.get("/ns/<ns>/rules/<rule_id>/")
 @web_role("viewer")
 def rule(ns: str, rule_id: str):
@@ -74,7 +80,7 @@ def rule(ns: str, rule_id: str):
                                                   "method": (found["route"].get("methods") or ["GET"])[0]})
     return render_template("rule.html", ns=ns, rev=rev, rule=found, lines=describe(found), pretty=forms.pretty(found),
                            ramps=ramps(found),
-                           history=rule_history(ns, rule_id), sim=sim,
+                           history=rule_history(ns, rule_id), sim=sim, exposure=fleet_of(ns)["exposure"],
                            confirm=forms.ConfirmForm(expected_rev=str(rev)))
 
 
