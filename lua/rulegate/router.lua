@@ -412,6 +412,17 @@ local function accepted_methods(route)
 end
 
 
+-- Compile one enabled rule into its route's degrades or splits.
+local function add_rule(route, rule, rev)
+    local methods = methods_set(rule.route)
+    if rule.kind == "split" then
+        route.splits[#route.splits + 1] = { methods, compile_split(rule, rev) }
+    else
+        route.degrades[#route.degrades + 1] = { methods, compile_degrade(rule, rev) }
+    end
+end
+
+
 -- Compile a list of (validated, normalised) rules at a revision into a rule set;
 -- pause, when given, is called between rules (a cooperative yield).
 function _M.compile(rules, revision, pause)
@@ -455,12 +466,7 @@ function _M.compile(rules, revision, pause)
                 route = { degrades = {}, splits = {} }
                 index.by_path[path] = route
             end
-            local methods = methods_set(rule.route)
-            if rule.kind == "split" then
-                route.splits[#route.splits + 1] = { methods, compile_split(rule, rev) }
-            else
-                route.degrades[#route.degrades + 1] = { methods, compile_degrade(rule, rev) }
-            end
+            add_rule(route, rule, rev)
         end
     end
     for _, index in ipairs(indexes) do
@@ -584,13 +590,7 @@ function _M.with_changes(rs, before, changes, revision)
     for _, after in pairs(changes) do
         if after and after.enabled ~= false then
             local tab, key = host_slot(after.route.host)
-            local route = get_index(new, tab, key).by_path[after.route.path]
-            local methods = methods_set(after.route)
-            if after.kind == "split" then
-                route.splits[#route.splits + 1] = { methods, compile_split(after, rev) }
-            else
-                route.degrades[#route.degrades + 1] = { methods, compile_degrade(after, rev) }
-            end
+            add_rule(get_index(new, tab, key).by_path[after.route.path], after, rev)
         end
     end
     for _, t in pairs(touched) do
