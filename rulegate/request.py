@@ -206,8 +206,7 @@ class Request:
     read-only: `cookies` and `args` of one built by `from_dict`/`from_environ` are parsed on first use.
     """
 
-    __slots__ = ("host", "path", "method", "ip", "headers", "now", "request_id", "_cookies", "_args",
-                 "_cookie_header", "_query")
+    __slots__ = ("host", "path", "method", "ip", "headers", "now", "request_id", "_cookies", "_args", "_query")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, host: str, path: str = "/", method: str = "GET", ip: str = "",
@@ -227,8 +226,8 @@ class Request:
     def cookies(self) -> Mapping[str, str]:
         """Return the cookies (name -> first value), parsing the Cookie header on first use."""
         cookies = self._cookies
-        if cookies is None:
-            raw = self._cookie_header
+        if cookies is None:  # from the (joined) Cookie header
+            raw = self.headers.get("cookie")
             cookies = self._cookies = parse_cookies(raw) if raw else EMPTY
         return cookies
 
@@ -291,7 +290,7 @@ class Request:
         req.headers = headers
         cookies = get("cookies")
         if cookies is None:
-            req._cookies, req._cookie_header = None, headers.get("cookie")
+            req._cookies = None
         else:
             req._cookies = {str(k): str(v) for k, v in cookies.items()}
         args = get("args")
@@ -329,9 +328,9 @@ class Request:
         method = environ.get("REQUEST_METHOD") or "GET"
         req.method = _METHODS.get(method) or _method(method)
         req.ip = environ.get("REMOTE_ADDR", "") if ip is None else ip
-        req.headers = EnvironHeaders(environ)
-        cookie = environ.get("HTTP_COOKIE")
-        req._cookies, req._cookie_header = None, cookie if cookie is None or cookie.isascii() else from_native(cookie)
+        req.headers = headers = _new(EnvironHeaders)  # EnvironHeaders(environ) without an __init__ call
+        headers.environ = environ
+        req._cookies = None
         query = environ.get("QUERY_STRING")
         if query:
             req._args, req._query = None, query if query.isascii() else from_native(query)
