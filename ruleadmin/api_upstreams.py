@@ -24,9 +24,26 @@ def registry() -> UpstreamRegistry:
     return UpstreamRegistry(backend().store.client)
 
 
+def declare(ns: str, names: list[str]) -> None:
+    """Replace the declared upstreams of ns and forget this instance's cached view of them."""
+    registry().declare(ns, names)
+    cache = backend().upstreams_cache
+    if cache is not None:
+        cache.pop(ns, None)
+
+
 def known(ns: str) -> Known:
-    """Return the known upstreams of ns (heartbeats older than FLEET_SILENT_SECONDS ignored)."""
-    return registry().known(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
+    """Return the known upstreams of ns (heartbeats older than FLEET_SILENT_SECONDS ignored), from a cache of
+    UPSTREAMS_CACHE_SECONDS (a rule write reads them; a declaration through this instance clears the entry)."""
+    cache = backend().upstreams_cache
+    if cache is not None:
+        hit = cache.get(ns)
+        if hit is not None:
+            return hit
+    got = registry().known(ns, float(current_app.config["FLEET_SILENT_SECONDS"]))
+    if cache is not None:
+        cache[ns] = got
+    return got
 
 
 def _body(ns: str, k: Known) -> dict:
@@ -81,6 +98,6 @@ def put_upstreams(ns: str):
     names, errors = check_names(data.get("upstreams"))
     if errors:
         raise APIError(400, "invalid upstream names", errors)
-    registry().declare(ns, names)
+    declare(ns, names)
     backend().accounts.audit("upstreams.declared", api_user().username, ns, ", ".join(names)[:500])
     return jsonify(_body(ns, known(ns)))

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_SSL_STRICT": False,
     "HISTORY_MAX_LIMIT": 500,
     "FLEET_SILENT_SECONDS": 60,
+    "UPSTREAMS_CACHE_SECONDS": 2.0,  # how long an instance reuses a namespace's known upstreams (0 = off)
     "IDLE_RULE_SECONDS": 3600,  # a rule no live gateway matched for this long (and older) is flagged idle
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
     "PROXY_FIX_X_FOR": 0,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 
+from cachetools import TTLCache
 from flask import Flask, current_app
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
@@ -28,6 +29,9 @@ class Backend:
         self._store: RuleStore | None = None
         self._rules: RuleService | None = None
         self._accounts: Accounts | None = None
+        ttl = float(app.config.get("UPSTREAMS_CACHE_SECONDS", 0) or 0)
+        # namespace -> its known upstreams (api_upstreams.known): every rule write reads them
+        self.upstreams_cache: TTLCache | None = TTLCache(maxsize=4096, ttl=ttl) if ttl > 0 else None
 
     def _ensure(self) -> None:
         with self._lock:

@@ -66,6 +66,9 @@ class RuleService:
 
     def __init__(self, store: RuleStore):
         self.store = store
+        # namespaces are never removed (no command deletes one): a name seen once exists for good, and every
+        # write skips the round trip to the global set
+        self._existing: set[str] = set()
 
     # ---- namespaces ------------------------------------------------------------------------
     def namespaces(self) -> list[dict]:
@@ -74,8 +77,12 @@ class RuleService:
 
     def require_namespace(self, ns: str) -> None:
         """Return None when ns exists; raise NamespaceMissing otherwise."""
+        if ns in self._existing:
+            return
         if not is_valid_id(ns) or not self.store._call(self.store.client.sismember, NAMESPACES_KEY, ns):
             raise NamespaceMissing(ns)
+        if len(self._existing) < 100_000:
+            self._existing.add(ns)
 
     def create_namespace(self, ns: str) -> bool:
         """Register a namespace name; return False when it already existed."""

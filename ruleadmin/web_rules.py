@@ -8,7 +8,7 @@ from flask_login import current_user
 from rulegate.errors import NotFoundError, ValidationError
 
 from . import forms, rulelist
-from .api_upstreams import known, registry
+from .api_upstreams import declare, known
 from .auth import web_role
 from .describe import describe, ramps, targets
 from .extensions import backend
@@ -98,7 +98,7 @@ def upstreams(ns: str):
             abort(400, "Invalid form (CSRF).")
         names, errors = check_names(forms._items(form.names.data))
         if not errors:
-            registry().declare(ns, names)
+            declare(ns, names)
             backend().accounts.audit("upstreams.declared", current_user.username, ns, ", ".join(names)[:500])
             flash(f"{len(names)} upstream name(s) declared for {ns}.")
             return redirect(url_for("web.pages.upstreams", ns=ns))
