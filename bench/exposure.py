@@ -6,7 +6,8 @@ nginx: two gateways on the same 1,000-rule snapshot, "exposure": true vs false, 
 (median req/s and gateway CPU µs per request), plus router.decide() + exposure.count() vs router.decide()
 alone in the worker (best of 3 alternating x 200,000 calls, after a warm-up).
 
-Environment: ROUNDS=5 N=200000 DURATION=5s CONNECTIONS=64 WORKERS=2
+Environment: ROUNDS=5 N=200000 DURATION=5s CONNECTIONS=64 WORKERS=2; SAME=1 turns counting on in both nginx
+gateways (an A/A run: the difference it shows is the machine's noise).
 Run: .venv/bin/python bench/exposure.py
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rulegate_dev.gateway_conf import gateway_http, rulegate_location  # noqa: E
 from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
+SAME = os.environ.get("SAME") == "1"
 N = int(os.environ.get("N", "200000"))
 os.environ.setdefault("WORKERS", "2")
 gw.WORKERS = int(os.environ["WORKERS"])
@@ -107,7 +109,7 @@ def nginx(tmp: Path, snap: Path) -> tuple[dict[str, float], dict[str, float], di
     try:
         for on in (False, True):
             opts = {"namespace": "bench", "startup_nodes": [f"127.0.0.1:{free_port()}"], "refresh_interval": 5,
-                    "connect_timeout": 100, "snapshot_path": str(snap), "response_headers": False, "exposure": on}
+                    "connect_timeout": 100, "snapshot_path": str(snap), "response_headers": False, "exposure": on or SAME}
             name = "on" if on else "off"
             gateways[name] = NginxLauncher(http, workers=gw.WORKERS, prefix=tmp / name, log_level="error",
                                            package_path=False, files={"conf/rulegate.json": json.dumps(opts)}).start()

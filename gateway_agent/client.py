@@ -115,8 +115,9 @@ class RuleClient:
         if not isinstance(request, Request):
             request = Request.from_dict(request)
         decision = decide(applied.ruleset, request)
-        if self.exposure is not None:
-            self.exposure.count(decision)
+        counter = self.exposure
+        if counter is not None:
+            counter.count(decision)
         return decision
 
     # ---- state -----------------------------------------------------------------------------

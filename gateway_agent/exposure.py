@@ -20,6 +20,7 @@ from rulegate.evaluator import Decision
 from rulegate.fleet import MAX_EXPOSURE_KEYS, Exposure
 
 Key = tuple[str, str]
+RawKey = tuple  # (rule_id | None, upstream | None, action): what count() stores, cheapest to build and hash
 
 
 def _originals() -> tuple[type, Callable[[], int]]:
@@ -31,11 +32,6 @@ def _originals() -> tuple[type, Callable[[], int]]:
     return _thread._local, _thread.get_ident
 
 
-def key_of(decision: Decision) -> Key:
-    """Return the (rule id, target) a decision counts under."""
-    return (decision.rule_id or "", decision.upstream if decision.action == "proxy" else "@" + decision.action)
-
-
 class ExposureCounter:
     """Per-thread decision counts (count() on the hot path) and their per-heartbeat buckets (roll())."""
 
@@ -44,8 +40,8 @@ class ExposureCounter:
         self._local = local_class()
         self._wall = wall
         self._lock = threading.Lock()  # registration, retiring and rolling; never taken by count() after the first
-        self._threads: list[tuple[int, dict]] = []  # (OS thread ident, that thread's counts)
-        self._retired: dict[Key, int] = {}  # final counts of threads that ended
+        self._threads: list[tuple[int, dict]] = []  # (OS thread ident, that thread's raw counts)
+        self._retired: dict[RawKey, int] = {}  # final counts of threads that ended
         self._reported: dict[Key, int] = {}  # totals at the previous roll
         self._last_match: dict[str, float] = {}
         self.since = wall()
@@ -57,11 +53,11 @@ class ExposureCounter:
             counts = self._local.counts
         except AttributeError:
             counts = self._register()
-        key = (decision.rule_id or "", decision.upstream if decision.action == "proxy" else "@" + decision.action)
+        key = (decision.rule_id, decision.upstream, decision.action)  # named by _named() when read
         counts[key] = counts.get(key, 0) + 1
 
     def _register(self) -> dict:
-        counts: dict[Key, int] = {}
+        counts: dict[RawKey, int] = {}
         self._local.counts = counts
         with self._lock:
             self._threads.append((self._get_ident(), counts))
@@ -83,7 +79,7 @@ class ExposureCounter:
                     for key, n in snap.items():
                         self._retired[key] = self._retired.get(key, 0) + n
             self._threads = keep
-            return out
+        return _named(out)
 
     def roll(self) -> Exposure:
         """Return the decisions since the previous roll (the heartbeat's bucket) and every rule's last match;
@@ -104,3 +100,12 @@ class ExposureCounter:
                 self._last_match = dict(newest)
             return Exposure(since=self.since, window=window, counts=tuple(counts[:MAX_EXPOSURE_KEYS]),
                             other=sum(d[2] for d in counts[MAX_EXPOSURE_KEYS:]), last_match=dict(self._last_match))
+
+
+def _named(raw: dict[RawKey, int]) -> dict[Key, int]:
+    """Return raw (rule_id, upstream, action) counts as (rule id or "", upstream or "@" + action) counts."""
+    out: dict[Key, int] = {}
+    for (rule_id, upstream, action), n in raw.items():
+        key = (rule_id or "", upstream if action == "proxy" else "@" + action)
+        out[key] = out.get(key, 0) + n
+    return out
