@@ -81,3 +81,27 @@ def test_roll_caps_the_keys_and_counts_the_rest_as_other():
     assert len(out.counts) == MAX_EXPOSURE_KEYS and out.other == 5
     assert all(n == 2 for _rule, _target, n in out.counts)
     assert len(out.last_match) == MAX_EXPOSURE_KEYS
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import gevent
+from gateway_agent.exposure import ExposureCounter
+from rulegate.evaluator import Decision
+c = ExposureCounter()
+d = Decision("proxy", upstream="v1", rule_id="web")
+def work():
+    for _ in range(100):
+        c.count(d)
+        gevent.sleep(0)
+gevent.joinall([gevent.spawn(work) for _ in range(20)])
+print(c.totals()[("web", "v1")], len(c._threads))
+"""
+
+
+def test_gevent_greenlets_share_their_os_threads_counts():
+    """Under gevent's monkey-patching (the sidecar) 20 greenlets count into one dict, exactly."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2000", "1"]
