@@ -41,6 +41,7 @@ class _Refused(ValueError):
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_MERGED_BODY = 64 * 1024  # a larger first chunk goes out in a write of its own, as pywsgi does
 
 
 class LimitedHandler(WSGIHandler):
@@ -51,7 +52,7 @@ class LimitedHandler(WSGIHandler):
     _body = b""
 
     def handle(self) -> None:
-        # headers and body go out in separate writes: without NODELAY, Nagle + delayed ACK add 40 ms
+        # a large body goes out in a write of its own: without NODELAY, Nagle + delayed ACK add 40 ms
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # one deadline timer per connection, restarted for each request (cheaper than one per request);
         # it fires at most once: the connection is closed after a 408
@@ -106,6 +107,30 @@ class LimitedHandler(WSGIHandler):
         env["wsgi.input"] = self.wsgi_input
         env["wsgi.input_terminated"] = True
         return env
+
+    def _write_with_headers(self, data: bytes) -> None:
+        """Send the status line, headers and first body chunk in one write (pywsgi sends two).
+
+        One syscall and one TCP segment per small answer instead of two: the largest per-request
+        saving in the sidecar (the client also wakes once). Mirrors gevent's own method.
+        """
+        self.headers_sent = True
+        self.finalize_headers()  # decides response_use_chunked
+        out = bytearray(b"HTTP/1.1 ")
+        out += self.status
+        out += b"\r\n"
+        for header, value in self.response_headers:
+            out += header
+            out += b": "
+            out += value
+            out += b"\r\n"
+        out += b"\r\n"
+        if data and not self.response_use_chunked and len(data) <= MAX_MERGED_BODY:
+            out += data
+            self._sendall(out)
+        else:
+            self._sendall(out)
+            self._write(data)
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
         if isinstance(ex, RequestTimeout):
