@@ -113,6 +113,21 @@ def http_rate(port: int, method: str, path: str, body: bytes | None, clients: in
     return sum(counts) / (time.perf_counter() - start)
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served(proc: subprocess.Popen, port: int, clients: int, seconds: float) -> tuple[float, float]:
+    """Return (requests/s, server CPU µs per request) of POST /v1/decide against one server process."""
+    cpu = cpu_seconds(proc.pid)
+    start = time.perf_counter()
+    per_second = http_rate(port, "POST", "/v1/decide", DECIDE_BODY, clients, seconds)
+    requests = per_second * (time.perf_counter() - start)
+    return per_second, (cpu_seconds(proc.pid) - cpu) / max(requests, 1) * 1e6
+
+
 def app_rates(client: RuleClient, seconds: float) -> tuple[float, float]:
     """Return calls/s of the sidecar's WSGI app and of the baseline's static app for POST /v1/decide (no HTTP)."""
     from gateway_agent.sidecar import SidecarApp
@@ -209,13 +224,27 @@ def main() -> int:
         wait_http(port)
         wait_http(base_port)
         time.sleep(1.0)
+        idle = [cpu_seconds(p.pid) for p in procs]
+        time.sleep(2.0)
+        idle = [(cpu_seconds(p.pid) - before) / 2.0 * 1000 for p, before in zip(procs, idle)]
+        rows.append(("server CPU while idle (2 s, no requests)", f"{idle[0]:,.0f} ms/s",
+                     f"static-JSON gevent WSGI server: {idle[1]:,.0f} ms/s"))
+        cpu: dict[str, list[float]] = {"ours": [], "base": []}
         for clients in (1, 8):
             ours = base = 0.0
             for _ in range(args.rounds):
-                ours = max(ours, http_rate(port, "POST", "/v1/decide", DECIDE_BODY, clients, args.seconds))
-                base = max(base, http_rate(base_port, "POST", "/v1/decide", DECIDE_BODY, clients, args.seconds))
+                for name, proc, at in (("ours", procs[0], port), ("base", procs[1], base_port)):
+                    per_second, us = served(proc, at, clients, args.seconds)
+                    cpu[name].append(us)
+                    if name == "ours":
+                        ours = max(ours, per_second)
+                    else:
+                        base = max(base, per_second)
             rows.append((f"sidecar HTTP decide, {clients} client(s)", f"{ours:,.0f}/s",
                          f"static-JSON gevent WSGI server: {base:,.0f}/s (sidecar = {ours / base:.0%})"))
+        ours_cpu, base_cpu = min(cpu["ours"]), min(cpu["base"])
+        rows.append(("server CPU per HTTP decide (least of all rounds)", f"{ours_cpu:,.0f} µs",
+                     f"static-JSON gevent WSGI server: {base_cpu:,.0f} µs (sidecar = {ours_cpu / base_cpu:.0%})"))
 
         r = reload_numbers(cluster, ns, 3)
         rows.append((f"full reload of {args.rules} rules", f"{r['reload'] * 1000:,.0f} ms",
