@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from rulegate.breaker import Breakers
 from rulegate.connection import RedisAuth, parse_node
 from rulegate.evaluator import Decision, Request, decide
 from rulegate.fleet import MAX_UPSTREAMS, default_gateway_id
@@ -84,6 +86,7 @@ class RuleClient:
             self.budget, AuthCheckingPool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
         self.exposure = ExposureCounter() if cfg.exposure else None
         self.syncer.exposure = self.exposure  # rolled into each heartbeat by the sync thread
+        self.breakers = Breakers()  # degrade rules with a breaker: this client's own state, fed by report()
         self._started = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -114,11 +117,26 @@ class RuleClient:
             return PASS
         if not isinstance(request, Request):
             request = Request.from_dict(request)
-        decision = decide(applied.ruleset, request)
+        decision = decide(applied.ruleset, request, self.breakers)
         counter = self.exposure
         if counter is not None:
             counter.count(decision)
         return decision
+
+    def report(self, rule: str | Decision, status: int, latency_ms: float, now: float | None = None) -> bool:
+        """Feed a breaker rule the outcome of a request it let through (status 0: a transport failure).
+
+        `rule` is the Decision decide() returned (its `breaker`) or a rule id. Returns False when there is
+        nothing to feed (no breaker passed, the rule is not applied or has no breaker)."""
+        rule_id = rule.breaker if isinstance(rule, Decision) else rule
+        applied = self.syncer.current
+        if rule_id is None or applied is None:
+            return False
+        config = applied.ruleset.rules.get(rule_id, {}).get("breaker")
+        if config is None:
+            return False
+        self.breakers.record(rule_id, config, time.time() if now is None else now, status, latency_ms)
+        return True
 
     # ---- state -----------------------------------------------------------------------------
     @property
@@ -185,6 +203,7 @@ class RuleClient:
             "upstreams": list(self.config.upstreams),
             "budget": self.budget.stats.snapshot(),
             "sync": s.stats.snapshot(),
+            "breakers": self.breakers.snapshot(time.time()),
         }
 
 

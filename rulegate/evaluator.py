@@ -12,7 +12,7 @@ import os
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from . import iputil
 from .request import Request, wire_bytes
@@ -36,6 +36,7 @@ class Decision:
     location: str | None = None
     rule_id: str | None = None
     revision: int = 0
+    breaker: str | None = None  # the breaker rule this request passed (closed or probe): report() its outcome
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON shape used by the sidecar and the vectors."""
@@ -195,7 +196,7 @@ def _compile_policy(p: dict, rule_id: str, revision: int):
 
 
 class _Degrade:
-    __slots__ = ("rule_id", "edge", "start", "end", "source", "name", "seed", "decision")
+    __slots__ = ("rule_id", "edge", "start", "end", "source", "name", "seed", "decision", "breaker")
 
     def __init__(self, rule: dict, revision: int):
         self.rule_id = rule["id"]
@@ -208,6 +209,7 @@ class _Degrade:
         self.name = key.get("name", "").lower() if self.source == "header" else key.get("name", "")
         self.seed = _seed(rule.get("salt", rule["id"]))
         self.decision = _action_decision(rule["action"], rule["id"], revision)
+        self.breaker = rule.get("breaker")
 
     def applies(self, req: Request, now: float) -> bool:
         if self.start is not None and now < self.start:
@@ -424,6 +426,13 @@ def _method_matches(route: _Route, method: str) -> bool:
     return False
 
 
+class BreakerState(Protocol):
+    """What decide() asks about breaker rules (rulegate.breaker.Breakers)."""
+
+    def admit(self, rule_id: str, config: Mapping[str, Any], t: float) -> bool:
+        """Return True when the rule applies to a request decided at t."""
+
+
 def find_route(rs: RuleSet, req: Request) -> _Route | None:
     """Return the most specific route matching the request, or None."""
     host = req.host
@@ -450,8 +459,11 @@ ROUTE_CACHE_SIZE = 20_000
 _MISS = object()
 
 
-def decide(rs: RuleSet, req: Request) -> Decision:
-    """Return the Decision for one request; pure, no I/O, never raises on request content."""
+def decide(rs: RuleSet, req: Request, breakers: BreakerState | None = None) -> Decision:
+    """Return the Decision for one request; never raises on request content.
+
+    Pure (no I/O, no state) unless a rule has a `breaker`: then `breakers.admit()` says whether it applies
+    (without `breakers` every breaker counts as closed: the rule does not apply)."""
     cache_key = (req.host, req.path, req.method)
     route = rs.route_cache.get(cache_key, _MISS)
     if route is _MISS:
@@ -467,10 +479,21 @@ def decide(rs: RuleSet, req: Request) -> Decision:
     method = req.method
     if route.degrades:
         now = req.now if req.now is not None else time.time()
+        passed = None
         for methods, degrade in route.degrades:
             if (methods is None or method in methods) and degrade.applies(req, now):
-                decision = degrade.decision
+                if degrade.breaker is not None and (
+                        breakers is None or not breakers.admit(degrade.rule_id, degrade.breaker, now)):
+                    passed = passed or degrade.rule_id
+                    continue
+                decision = degrade.decision  # a later degrade answering: no outcome to report
                 return decision if decision.revision == rs.revision else rs.restamp(decision)
+        if passed is not None:
+            return replace(_split_decision(rs, route, req, method), breaker=passed)
+    return _split_decision(rs, route, req, method)
+
+
+def _split_decision(rs: RuleSet, route: _Route, req: Request, method: str) -> Decision:
     for methods, split in route.splits:
         if methods is None or method in methods:
             if (split.start is not None or split.end is not None) and _split_inactive(split, req):

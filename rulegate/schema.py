@@ -35,6 +35,8 @@ RAMP_MODES = ("linear", "step")
 
 KINDS = ("split", "degrade")
 KEY_SOURCES = ("header", "cookie", "arg", "ip")
+BREAKER_LIMITS = {"window": 600, "min_requests": 1_000_000, "slow_ms": 3_600_000, "open_seconds": 3600,
+                  "probes": 1000}
 DEGRADE_KEY_SOURCES = KEY_SOURCES + ("request",)  # "request": a per-request id, the default of a degrade
 MATCH_POLICIES = ("header", "cookie", "arg")
 POLICY_TYPES = ("uid_range", "uid_suffix", "ip_cidr", "header", "cookie", "arg", "percent")
@@ -460,11 +462,35 @@ def _check_window(c: _Checker, value: Any) -> None:
         c.fail("window.end", "must be after window.start")
 
 
+def _ratio(c: _Checker, value: Any, path: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        c.fail(path, "must be a number")
+    elif not 0 <= value <= 1:
+        c.fail(path, "must be between 0 and 1")
+
+
+def _check_breaker(c: _Checker, value: Any) -> None:
+    b = c.obj(value, "breaker", ("window", "min_requests", "open_seconds", "probes"),
+              ("error_ratio", "slow_ms", "slow_ratio"))
+    if b is None:
+        return
+    for name, hi in BREAKER_LIMITS.items():
+        if name in b:
+            c.integer(b[name], f"breaker.{name}", 1, hi)
+    for name in ("error_ratio", "slow_ratio"):
+        if name in b:
+            _ratio(c, b[name], f"breaker.{name}")
+    if ("slow_ms" in b) != ("slow_ratio" in b):
+        c.fail("breaker.slow_ratio" if "slow_ms" in b else "breaker.slow_ms", "slow_ms and slow_ratio go together")
+    if "error_ratio" not in b and "slow_ratio" not in b:
+        c.fail("breaker", "needs error_ratio, slow_ratio or both")
+
+
 _COMMON_REQUIRED = ("id", "kind", "route")
 _COMMON_OPTIONAL = ("enabled", "description", "updated_by", "updated_at")
 _KIND_FIELDS = {
     "split": (("key", "policies", "default"), ("window",)),
-    "degrade": (("action",), ("percent", "window", "key", "salt")),
+    "degrade": (("action",), ("percent", "window", "key", "salt", "breaker")),
 }
 
 
@@ -512,6 +538,8 @@ def validate_rule(data: Any) -> dict:
             _check_key(c, rule["key"], "key", DEGRADE_KEY_SOURCES)
         if "salt" in rule:
             c.text(rule["salt"], "salt", max_len=64)
+        if "breaker" in rule:
+            _check_breaker(c, rule["breaker"])
     if c.errors:
         raise ValidationError(c.errors)
     return normalise(rule)

@@ -39,7 +39,8 @@ def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "
 
     With ``header_vars`` the decision's rule id and revision go out as X-Rulegate-Rule/-Rev
     through ``$rulegate_rule``/``$rulegate_rev`` (the include's ``"response_headers": "vars"``).
-    ``proxy`` is extra directives placed before ``proxy_pass``.
+    ``proxy`` is extra directives placed before ``proxy_pass``. ``log_by_lua`` feeds breaker rules
+    their outcomes (docs/rules.md, "Breakers").
     """
     lines = [f"set $rulegate_upstream {default};"]
     if header_vars:
@@ -51,6 +52,7 @@ def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "
     if proxy:
         lines.append(proxy)
     lines.append("proxy_pass http://$rulegate_upstream;")
+    lines.append('log_by_lua_block {{ require("rulegate").log() }}')
     body = "\n".join("            " + line for line in lines)
     return "location / {{\n" + body + "\n        }}"
 

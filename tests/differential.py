@@ -146,7 +146,19 @@ def random_rule(rnd: random.Random, i: int) -> dict:
             rule["key"] = {"source": "request"} if rnd.random() < 0.2 else _key(rnd)
         if rnd.random() < 0.3:
             rule["salt"] = rnd.choice(("s", "\u00fcber"))
+        if rnd.random() < 0.25:  # no outcomes in the fuzz: closed, so the rule never applies (both runtimes)
+            rule["breaker"] = _breaker(rnd)
     return validate_rule(rule)
+
+
+def _breaker(rnd: random.Random) -> dict:
+    b = {"window": rnd.randint(1, 600), "min_requests": rnd.randint(1, 100), "open_seconds": rnd.randint(1, 3600),
+         "probes": rnd.randint(1, 10)}
+    if rnd.random() < 0.7:
+        b["error_ratio"] = rnd.choice((0, 1, 0.5, 0.05))
+    if "error_ratio" not in b or rnd.random() < 0.3:
+        b.update(slow_ms=rnd.randint(1, 5000), slow_ratio=rnd.choice((0, 1, 0.25)))
+    return b
 
 
 @dataclass

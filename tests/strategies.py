@@ -167,6 +167,22 @@ def actions(draw) -> dict:
     return action
 
 
+ratios = st.one_of(st.sampled_from([0, 1]), st.floats(0, 1, allow_nan=False))
+
+
+@st.composite
+def breakers(draw) -> dict:
+    """A degrade rule's `breaker` object: error_ratio, slow_ms + slow_ratio, or both."""
+    b = {"window": draw(st.integers(1, 600)), "min_requests": draw(st.integers(1, 1_000_000)),
+         "open_seconds": draw(st.integers(1, 3600)), "probes": draw(st.integers(1, 1000))}
+    which = draw(st.sampled_from(["error", "slow", "both"]))
+    if which != "slow":
+        b["error_ratio"] = draw(ratios)
+    if which != "error":
+        b.update(slow_ms=draw(st.integers(1, 3_600_000)), slow_ratio=draw(ratios))
+    return b
+
+
 @st.composite
 def rule_inputs(draw) -> dict:
     """A rule as an operator may write it; validate_rule accepts it."""
@@ -193,6 +209,8 @@ def rule_inputs(draw) -> dict:
         rule["key"] = draw(keys(degrade=True))
     if draw(st.booleans()):
         rule["salt"] = draw(unicode_text)
+    if draw(st.booleans()):
+        rule["breaker"] = draw(breakers())
     return rule
 
 

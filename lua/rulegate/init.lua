@@ -7,6 +7,7 @@ local request = require("rulegate.request")
 local sync = require("rulegate.sync")
 local cluster = require("rulegate.cluster")
 local exposure = require("rulegate.exposure")
+local breaker = require("rulegate.breaker")
 
 local ngx = ngx
 local var = ngx.var
@@ -318,19 +319,24 @@ local function respond(d)
 end
 
 
--- The decision for the current request and the rule set it came from.
+-- The decision for the current request, the rule set it came from and the id of
+-- the breaker rule it passed (nil when none: docs/rules.md, "Breakers").
 function _M.decide()
     local rs = ruleset()
     if not rs then
         return nil
     end
-    return router.decide(rs, request.build(conf)), rs
+    local req = request.build(conf)
+    return router.decide(rs, req, breaker), rs, req.breaker
 end
 
 
 -- access_by_lua: set the upstream variable, or answer the request itself.
 function _M.access()
-    local d, rs = _M.decide()
+    local d, rs, passed = _M.decide()
+    if passed then
+        ngx.ctx.rulegate_breaker = passed
+    end
     if d == nil then
         if conf.default_upstream then
             var[conf.upstream_var] = conf.default_upstream
@@ -364,6 +370,16 @@ function _M.access()
         return
     end
     return respond(d)
+end
+
+
+-- log_by_lua: report the outcome of a request a breaker rule let through.
+function _M.log()
+    local rule_id = ngx.ctx.rulegate_breaker
+    if rule_id then
+        local now = ngx.now()
+        breaker.report(rule_id, now, ngx.status or 0, (now - ngx.req.start_time()) * 1000)
+    end
 end
 
 
@@ -410,6 +426,7 @@ function _M.state()
         worker = { pid = ngx.worker.pid(), revision = rs and rs.revision or cjson.null },
         cluster_stats = stats,
         exposure = conf.exposure and exposure.totals(shm) or cjson.null,
+        breakers = breaker.snapshot_all(ngx.now()), -- this worker's (the one answering)
     }
 end
 

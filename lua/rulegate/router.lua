@@ -345,7 +345,7 @@ local function compile_degrade(rule, rev)
         rule_id = rule.id, edge = floor(percent * 100 + 0.5),
         start = window.start, ["end"] = window["end"],
         source = key.source, name = key_name(key), seed = salt_seed(rule.salt or rule.id),
-        decision = action_decision(rule.action, rule.id, rev),
+        decision = action_decision(rule.action, rule.id, rev), breaker = rule.breaker,
     }
 end
 
@@ -676,7 +676,10 @@ end
 
 -- The decision for one request. req = {host, path, method, ip, now, headers,
 -- cookies, args}; headers are keyed by lowercase name. Never raises on request content.
-function _M.decide(rs, req)
+-- A degrade rule with a breaker applies when breakers.admit_rule(id, cfg, now) says so
+-- (rulegate.breaker; without breakers, never); a request it lets through on to the
+-- splits or pass gets req.breaker = its rule id (the outcome to report).
+function _M.decide(rs, req, breakers)
     local route = _M.find_route(rs, req)
     if route == nil then
         return rs.pass
@@ -685,14 +688,21 @@ function _M.decide(rs, req)
     local degrades = route.degrades
     if #degrades > 0 then
         local now = req.now or ngx.now()
+        local passed
         for i = 1, #degrades do
             local item = degrades[i]
-            if (item[1] == nil or item[1][method]) and degrade_applies(item[2], req, now) then
-                local d = item[2].decision
-                d.revision = rs.revision -- shared with the sets with_changes() derived
-                return d
+            local dg = item[2]
+            if (item[1] == nil or item[1][method]) and degrade_applies(dg, req, now) then
+                if dg.breaker ~= nil and not (breakers and breakers.admit_rule(dg.rule_id, dg.breaker, now)) then
+                    passed = passed or dg.rule_id
+                else
+                    local d = dg.decision
+                    d.revision = rs.revision -- shared with the sets with_changes() derived
+                    return d
+                end
             end
         end
+        req.breaker = passed
     end
     local splits = route.splits
     for i = 1, #splits do

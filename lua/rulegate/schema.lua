@@ -280,6 +280,46 @@ local function check_split(rule)
 end
 
 
+local BREAKER_INTS = { -- rulegate/schema.py BREAKER_LIMITS
+    window = 600, min_requests = 1000000, slow_ms = 3600000, open_seconds = 3600, probes = 1000,
+}
+local BREAKER_REQUIRED = { "window", "min_requests", "open_seconds", "probes" }
+
+
+local function ratio(v)
+    return type(v) == "number" and v >= 0 and v <= 1
+end
+
+
+local function check_breaker(b)
+    if type(b) ~= "table" then
+        return "breaker"
+    end
+    for _, name in ipairs(BREAKER_REQUIRED) do
+        if b[name] == nil then
+            return "breaker." .. name
+        end
+    end
+    for name, hi in pairs(BREAKER_INTS) do
+        if b[name] ~= nil and not int(b[name], 1, hi) then
+            return "breaker." .. name
+        end
+    end
+    if b.error_ratio ~= nil and not ratio(b.error_ratio) then
+        return "breaker.error_ratio"
+    end
+    if b.slow_ratio ~= nil and not ratio(b.slow_ratio) then
+        return "breaker.slow_ratio"
+    end
+    if (b.slow_ms == nil) ~= (b.slow_ratio == nil) then
+        return "breaker.slow_ratio"
+    end
+    if b.error_ratio == nil and b.slow_ratio == nil then
+        return "breaker"
+    end
+end
+
+
 local function check_degrade(rule)
     local bad = check_action(rule.action)
     if bad then
@@ -303,6 +343,9 @@ local function check_degrade(rule)
     end
     if rule.salt ~= nil and type(rule.salt) ~= "string" then
         return "salt"
+    end
+    if rule.breaker ~= nil then
+        return check_breaker(rule.breaker)
     end
 end
 

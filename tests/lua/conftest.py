@@ -72,6 +72,9 @@ ECHO_SERVER = """
     server {{
         listen 127.0.0.1:ECHO_PORT;
         location / {{
+            if ($http_x_echo_fail) {{
+                return 500 "fail";
+            }}
             add_header X-Echo-Upstream $http_x_upstream always;
             return 200 "$http_x_upstream";
         }}
@@ -87,7 +90,8 @@ UPSTREAMS = ("default", "stable", "canary", "a", "b", "c", "v1", "v2", "fallback
 
 
 class Gateway(NginxLauncher):
-    """An nginx with lua/conf/rulegate.conf included, in front of an echo upstream."""
+    """An nginx with lua/conf/rulegate.conf included, in front of an echo upstream (which answers 500 to a
+    request carrying X-Echo-Fail)."""
 
     def __init__(self, options: dict[str, Any], upstreams: tuple[str, ...] = UPSTREAMS, **kw: Any) -> None:
         self.echo_port = free_port()
