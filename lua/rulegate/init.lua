@@ -319,6 +319,9 @@ local function respond(d)
 end
 
 
+local breaker_seen = false
+
+
 -- The decision for the current request, the rule set it came from and the id of
 -- the breaker rule it passed (nil when none: docs/rules.md, "Breakers").
 function _M.decide()
@@ -327,6 +330,7 @@ function _M.decide()
         return nil
     end
     local req = request.build(conf)
+    req.breaker = nil -- the request table is reused: never report for an earlier request's rule
     return router.decide(rs, req, breaker), rs, req.breaker
 end
 
@@ -336,6 +340,7 @@ function _M.access()
     local d, rs, passed = _M.decide()
     if passed then
         ngx.ctx.rulegate_breaker = passed
+        breaker_seen = true
     end
     if d == nil then
         if conf.default_upstream then
@@ -374,7 +379,11 @@ end
 
 
 -- log_by_lua: report the outcome of a request a breaker rule let through.
+-- (breaker_seen: set once a breaker rule let a request through in this worker)
 function _M.log()
+    if not breaker_seen then -- no breaker rule let a request through in this worker: skip ngx.ctx
+        return
+    end
     local rule_id = ngx.ctx.rulegate_breaker
     if rule_id then
         local now = ngx.now()

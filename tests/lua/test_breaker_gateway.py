@@ -58,3 +58,30 @@ def test_breaker_opens_on_500s_probes_and_closes(cluster: Any, redis_config: Any
         assert gw.error_lines() == []
     finally:
         gw.stop()
+
+
+def test_requests_of_other_routes_never_feed_the_breaker(cluster: Any, redis_config: Any, tmp_path) -> None:
+    """A request the breaker let through, then failing requests to another host's route (no degrade rule there) on
+    the same worker: only the first is the breaker's outcome (the worker's request table is reused; a stale mark would
+    open the breaker on the other route's 500s)."""
+    ns = "breaker-other-" + tmp_path.name[-6:].replace("_", "-")
+    store = RuleStore.from_config(redis_config)
+    rev = 0
+    for rule in RULES + [{"id": "other", "kind": "split", "route": {"host": "other.example.com", "path": "/"},
+                          "key": {"source": "ip"}, "policies": [], "default": "stable"}]:
+        rev = store.put_rule(ns, validate_rule(rule), None, "t").revision
+    store.close()
+    gw = Gateway({"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.2},
+                 prefix=tmp_path / "gw")
+    try:
+        gw.start().wait_revision(rev)
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        assert gw.get("/x", conn=conn).status == 200  # passed by the (closed) breaker: a good outcome
+        for _ in range(5):
+            assert gw.get("/x", host="other.example.com", headers={"X-Echo-Fail": "1"}, conn=conn).status == 500
+        assert gw.get("/x", conn=conn).status == 200
+        assert _state(gw, conn) == "closed"
+        conn.close()
+        assert gw.error_lines() == []
+    finally:
+        gw.stop()
