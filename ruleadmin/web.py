@@ -112,6 +112,21 @@ def _render_form(ns: str, kind: str, form, rule_id: str | None, errors: list[str
     return web_rules.render_form(ns, kind, form, rule_id, errors, status)
 
 
+API_ONLY_FIELDS = {"degrade": ("breaker",)}  # fields the forms do not show (docs/rules.md "Breakers")
+
+
+def _keep_api_only_fields(ns: str, rule_id: str, rule: dict) -> None:
+    """An edit through the form keeps the stored rule's API-only fields instead of silently dropping them."""
+    try:
+        _rev, stored = backend().rules.get_rule(ns, rule_id)
+    except NotFoundError:
+        return
+    if stored.get("kind") == rule["kind"]:
+        for name in API_ONLY_FIELDS.get(rule["kind"], ()):
+            if name in stored and name not in rule:
+                rule[name] = stored[name]
+
+
 def _save(ns: str, kind: str, form, rule_id: str | None):
     """Validate and write a submitted rule form; return a response (form with errors, conflict page, redirect)."""
     action = request.form.get("action", "save")
@@ -120,9 +135,10 @@ def _save(ns: str, kind: str, form, rule_id: str | None):
     if not form.validate_on_submit():
         return _render_form(ns, kind, form, rule_id, status=400)
     rule, parse_errors = (forms.split_rule_from if kind == "split" else forms.degrade_rule_from)(form)
+    svc = backend().rules
     if rule_id is not None:
         rule["id"] = rule_id
-    svc = backend().rules
+        _keep_api_only_fields(ns, rule_id, rule)
     try:
         prepared = svc.prepare(rule, current_user.username)
         if parse_errors:

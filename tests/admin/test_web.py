@@ -127,3 +127,18 @@ def test_simulate_panel(editor, ns, backend):
     r = editor.post(f"/ns/{ns}/simulate", data={"csrf_token": _csrf(page.data), "host": "shop.example.com",
                                                 "path": "/x", "method": "GET", "headers": "x-uid: 7"})
     assert r.status_code == 200 and b"\"upstream\": \"canary\"" in r.data
+
+
+def test_editing_a_breaker_rule_in_the_form_keeps_its_breaker(editor, ns, backend):
+    """The degrade form does not show `breaker` (an API-only field): saving the form keeps the stored breaker."""
+    breaker = {"window": 10, "min_requests": 5, "error_ratio": 0.5, "open_seconds": 30, "probes": 2}
+    backend.rules.put_rule(ns, {"id": "cb", "kind": "degrade", "route": {"host": "shop.example.com", "path": "/api"},
+                                "action": {"type": "reject", "status": 503}, "breaker": breaker}, None, "api")
+    page = editor.get(f"/ns/{ns}/rules/cb/edit")
+    r = editor.post(f"/ns/{ns}/rules/cb/edit", data={
+        "csrf_token": _csrf(page.data), "expected_rev": "1", "host": "shop.example.com", "path": "/api",
+        "enabled": "y", "description": "edited in the form", "action_type": "reject", "status": "503",
+        "percent": "100%", "action": "save"})
+    assert r.status_code == 302, r.data
+    _rev, rule = backend.rules.get_rule(ns, "cb")
+    assert rule["description"] == "edited in the form" and rule["breaker"]["min_requests"] == 5
