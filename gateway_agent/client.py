@@ -10,6 +10,7 @@ from rulegate.connection import RedisAuth, parse_node
 from rulegate.evaluator import Decision, Request, decide
 from rulegate.fleet import MAX_UPSTREAMS, default_gateway_id
 from rulegate.keyspace import Keys
+from rulegate.namespace import Slicer
 from rulegate.schema import is_valid_id
 
 from .budget import Budget, BudgetConfig, SlotMap
@@ -123,9 +124,13 @@ class RuleClient:
     # ---- state -----------------------------------------------------------------------------
     @property
     def rules(self) -> dict[str, dict]:
-        """Return a copy of the applied rules by id (empty when nothing is loaded)."""
+        """Return the applied rules by id (empty when nothing is loaded).
+
+        Decoded from the applied raw bytes on every call (the agent keeps no rule dicts), yielding
+        between ~2 ms slices like a full reload: new dicts the caller may keep or change.
+        """
         applied = self.syncer.current
-        return dict(applied.ruleset.rules) if applied else {}
+        return applied.rules(Slicer()) if applied else {}
 
     @property
     def revision(self) -> int | None:
