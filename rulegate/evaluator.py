@@ -13,17 +13,16 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any, Callable, Hashable, Iterable, Mapping
 
 from . import iputil
+from .request import EMPTY as NO_HEADERS  # one read-only empty mapping, shared by every Decision
 from .request import Request, wire_bytes
 from .schema import BODILESS_STATUSES, BUCKETS, ramp_share
 
 __all__ = ["Decision", "Request", "RuleSet", "bucket_of", "decide", "find_route"]
 
 EMPTY: Mapping[str, str] = {}
-NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # one read-only empty mapping shared by every Decision
 MAX_UID_DIGITS = 16
 _POOL: dict[Hashable, Any] = {}  # equal immutable pieces of compiled rules (suffix tuples, value sets), shared
 _POOL_MAX = 4096
