@@ -12,6 +12,7 @@ from rulegate.connection import RedisAuth, parse_node
 from rulegate.evaluator import Decision, Request, decide
 from rulegate.fleet import MAX_UPSTREAMS, default_gateway_id
 from rulegate.keyspace import Keys
+from rulegate.namespace import Slicer
 from rulegate.schema import is_valid_id
 
 from .budget import Budget, BudgetConfig, SlotMap
@@ -132,7 +133,7 @@ class RuleClient:
         applied = self.syncer.current
         if rule_id is None or applied is None:
             return False
-        config = applied.ruleset.rules.get(rule_id, {}).get("breaker")
+        config = applied.ruleset.breakers.get(rule_id)
         if config is None:
             return False
         self.breakers.record(rule_id, config, time.time() if now is None else now, status, latency_ms)
@@ -141,9 +142,13 @@ class RuleClient:
     # ---- state -----------------------------------------------------------------------------
     @property
     def rules(self) -> dict[str, dict]:
-        """Return a copy of the applied rules by id (empty when nothing is loaded)."""
+        """Return the applied rules by id (empty when nothing is loaded).
+
+        Decoded from the applied raw bytes on every call (the agent keeps no rule dicts), yielding
+        between ~2 ms slices like a full reload: new dicts the caller may keep or change.
+        """
         applied = self.syncer.current
-        return dict(applied.ruleset.rules) if applied else {}
+        return applied.rules(Slicer()) if applied else {}
 
     @property
     def revision(self) -> int | None:

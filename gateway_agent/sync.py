@@ -50,7 +50,10 @@ log = logging.getLogger("rulegate.agent.sync")
 
 @dataclass(frozen=True)
 class Applied:
-    """An applied, compiled rule set and the raw bytes it came from (never mutated)."""
+    """An applied, compiled rule set and the raw bytes it came from (never mutated).
+
+    The decoded rules are not kept (they took ~7x the bytes): `rules()` decodes them again.
+    """
 
     ruleset: RuleSet
     raw: Mapping[str, bytes]
@@ -59,6 +62,19 @@ class Applied:
     source: str
     applied_at: float
     digest: str = EMPTY_DIGEST
+
+    def rules(self, pause: Callable[[], None] | None = None) -> dict[str, dict]:
+        """Return the applied rules by id, decoded from `raw` (new dicts on every call).
+
+        `pause`, when given, is called between rules (a cooperative yield). The bytes were validated
+        when applied, so this does not raise.
+        """
+        out = {}
+        for rule_id, value in self.raw.items():
+            if pause is not None:
+                pause()
+            out[rule_id] = decode_rule(value, where=f"applied rule {rule_id!r}")
+        return out
 
 
 @dataclass
@@ -466,6 +482,7 @@ class Syncer:
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
         ruleset = RuleSet(rules.values(), rev, gen, pause=pause)
+        del rules  # the set keeps no rule dicts; Applied.rules() decodes raw again when asked
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
         self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), digest))

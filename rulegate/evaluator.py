@@ -9,12 +9,14 @@ else `pass` (the gateway uses its own default upstream).
 from __future__ import annotations
 
 import os
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
 from . import iputil
+from .request import EMPTY as NO_HEADERS  # one read-only empty mapping, shared by every Decision
 from .request import Request, wire_bytes
 from .schema import BODILESS_STATUSES, BUCKETS, ramp_share
 
@@ -22,6 +24,15 @@ __all__ = ["Decision", "Request", "RuleSet", "bucket_of", "decide", "find_route"
 
 EMPTY: Mapping[str, str] = {}
 MAX_UID_DIGITS = 16
+_POOL: dict[Hashable, Any] = {}  # equal immutable pieces of compiled rules (suffix tuples, value sets), shared
+_POOL_MAX = 4096
+
+
+def _shared(value: Hashable) -> Any:
+    """Return the pooled object equal to value (value itself the first time); the pool is bounded."""
+    if len(_POOL) >= _POOL_MAX:
+        _POOL.clear()  # only sharing is lost: pooled values are immutable
+    return _POOL.setdefault((type(value), value), value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +42,7 @@ class Decision:
     action: str
     upstream: str | None = None
     status: int | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=lambda: NO_HEADERS)
     body: str = ""
     location: str | None = None
     rule_id: str | None = None
@@ -80,17 +91,43 @@ def _key_value(source: str, name: str, req: Request) -> str | None:
     return req.args.get(name)
 
 
+def _text(value: str) -> str:
+    """Return the one shared copy of a string that many rules repeat (upstream, host, path, key name)."""
+    return sys.intern(value)
+
+
+def _methods(route: dict) -> frozenset | None:
+    methods = route.get("methods")
+    return _shared(frozenset(_text(m) for m in methods)) if methods else None
+
+
+def _key_name(key: dict) -> str:
+    name = key.get("name", "")
+    return _text(name.lower() if key["source"] == "header" else name)
+
+
 class _Split:
-    __slots__ = ("rule_id", "source", "name", "checks", "default", "start", "end")
+    """A compiled split rule: its policies in order, then `default`."""
+
+    __slots__ = ("rule_id", "methods", "source", "name", "checks", "default", "start", "end")
 
     def __init__(self, rule: dict, revision: int):
-        self.rule_id = rule["id"]
+        self.rule_id = rule_id = rule["id"]
+        self.methods = _methods(rule["route"])
         window = rule.get("window") or {}
         self.start, self.end = window.get("start"), window.get("end")  # both None: always active
-        self.source = rule["key"]["source"]
-        self.name = rule["key"].get("name", "").lower() if self.source == "header" else rule["key"].get("name", "")
-        self.checks = [_compile_policy(p, rule["id"], revision) for p in rule["policies"]]
-        self.default = Decision("proxy", upstream=rule["default"], rule_id=rule["id"], revision=revision)
+        self.source = _text(rule["key"]["source"])
+        self.name = _key_name(rule["key"])
+        proxies: dict[str, Decision] = {}  # one Decision per upstream of the rule
+
+        def proxy(upstream: str) -> Decision:
+            decision = proxies.get(upstream)
+            if decision is None:
+                decision = proxies[upstream] = Decision("proxy", upstream=_text(upstream), rule_id=rule_id,
+                                                        revision=revision)
+            return decision
+        self.default = proxy(rule["default"])
+        self.checks = tuple(_compile_policy(p, rule_id, proxy) for p in rule["policies"])
 
     def pick(self, req: Request) -> Decision:
         source = self.source
@@ -101,7 +138,7 @@ class _Split:
         else:
             key = (req.cookies if source == "cookie" else req.args).get(self.name)
         for check in self.checks:
-            hit = check(key, req)
+            hit = check.match(key, req)
             if hit is not None:
                 return hit
         return self.default
@@ -113,100 +150,138 @@ def _split_inactive(split: _Split, req: Request) -> bool:
     return (split.start is not None and now < split.start) or (split.end is not None and now >= split.end)
 
 
-def _ramped_percent(seed: int, ramp: dict, edges: list[tuple[int, Decision]]):
-    """A percent policy with a ramp: bucket i covers [E*c(i-1)//W, E*c(i)//W) of the effective share E."""
-    total = edges[-1][0]
+class _Percent:
+    """A percent policy: bucket < edge of the first (cumulative weight, Decision) pair."""
 
-    def ramped(key: str | None, req: Request) -> Decision | None:
-        share = ramp_share(ramp, req.now if req.now is not None else time.time())
+    __slots__ = ("seed", "edges")
+
+    def __init__(self, seed: int, edges: tuple[tuple[int, Decision], ...]):
+        self.seed, self.edges = seed, edges
+
+    def match(self, key: str | None, req: Request) -> Decision | None:
         text = key if key is not None else req.ip
-        try:
+        try:  # inlined _bucket: the hot path of percent splits
             raw = text.encode()
         except UnicodeEncodeError:
             raw = wire_bytes(text)
-        bucket = zlib.crc32(raw, seed) % BUCKETS
+        bucket = zlib.crc32(raw, self.seed) % BUCKETS
+        for edge, decision in self.edges:
+            if bucket < edge:
+                return decision
+        return None
+
+
+class _RampedPercent(_Percent):
+    """A percent policy with a ramp: bucket i covers [E*c(i-1)//W, E*c(i)//W) of the effective share E."""
+
+    __slots__ = ("ramp",)
+
+    def __init__(self, seed: int, edges: tuple[tuple[int, Decision], ...], ramp: dict):
+        super().__init__(seed, edges)
+        self.ramp = ramp
+
+    def match(self, key: str | None, req: Request) -> Decision | None:
+        share = ramp_share(self.ramp, req.now if req.now is not None else time.time())
+        bucket = _bucket(self.seed, key if key is not None else req.ip)
         if bucket >= share:
             return None
+        total = self.edges[-1][0]
         need = (bucket + 1) * total  # bucket < E*c//W  <=>  (bucket+1)*W <= E*c
-        for edge, decision in edges:
+        for edge, decision in self.edges:
             if need <= share * edge:
                 return decision
         return None
-    return ramped
 
 
-def _compile_policy(p: dict, rule_id: str, revision: int):
+class _UidRange:
+    __slots__ = ("ranges", "hit")
+
+    def __init__(self, ranges: tuple[tuple[int, int], ...], hit: Decision):
+        self.ranges, self.hit = ranges, hit
+
+    def match(self, key: str | None, req: Request) -> Decision | None:
+        if key is None or len(key) > MAX_UID_DIGITS or not key.isascii() or not key.isdigit():
+            return None
+        uid = int(key)
+        for lo, hi in self.ranges:
+            if lo <= uid <= hi:
+                return self.hit
+        return None
+
+
+class _UidSuffix:
+    __slots__ = ("suffixes", "hit")
+
+    def __init__(self, suffixes: tuple[str, ...], hit: Decision):
+        self.suffixes, self.hit = suffixes, hit
+
+    def match(self, key: str | None, req: Request) -> Decision | None:
+        return self.hit if key is not None and key.endswith(self.suffixes) else None
+
+
+class _IpCidr:
+    __slots__ = ("nets", "hit")
+
+    def __init__(self, nets: tuple, hit: Decision):
+        self.nets, self.hit = nets, hit
+
+    def match(self, key: str | None, req: Request) -> Decision | None:
+        addr = iputil.parse_ip(req.ip)
+        if addr is None:
+            return None
+        return self.hit if any(iputil.contains(n, addr) for n in self.nets) else None
+
+
+class _Values:
+    """A header, cookie or arg policy: the request's value of `name` is one of `values`."""
+
+    __slots__ = ("source", "name", "values", "hit")
+
+    def __init__(self, source: str, name: str, values: frozenset, hit: Decision):
+        self.source, self.name, self.values, self.hit = source, name, values, hit
+
+    def match(self, key: str | None, req: Request) -> Decision | None:
+        source = self.source
+        got = (req.headers if source == "header" else req.cookies if source == "cookie" else req.args).get(self.name)
+        return self.hit if got in self.values else None
+
+
+def _compile_policy(p: dict, rule_id: str, proxy: Callable[[str], Decision]):
     ptype = p["type"]
     if ptype == "percent":
         seed = _seed(p.get("salt", rule_id))
-        crc32 = zlib.crc32
         edges = []
         total = 0
         for b in p["buckets"]:
             total += b["weight"]
-            edges.append((total, Decision("proxy", upstream=b["upstream"], rule_id=rule_id, revision=revision)))
+            edges.append((total, proxy(b["upstream"])))
         if "ramp" in p:
-            return _ramped_percent(seed, p["ramp"], edges)
-
-        def percent(key: str | None, req: Request) -> Decision | None:
-            text = key if key is not None else req.ip
-            try:  # inlined _bucket: the hot path of percent splits
-                raw = text.encode()
-            except UnicodeEncodeError:
-                raw = wire_bytes(text)
-            bucket = crc32(raw, seed) % BUCKETS
-            for edge, decision in edges:
-                if bucket < edge:
-                    return decision
-            return None
-        return percent
-    hit = Decision("proxy", upstream=p["upstream"], rule_id=rule_id, revision=revision)
+            return _RampedPercent(seed, tuple(edges), p["ramp"])
+        return _Percent(seed, tuple(edges))
+    hit = proxy(p["upstream"])
     if ptype == "uid_range":
-        ranges = [(lo, hi) for lo, hi in p["ranges"]]
-
-        def uid_range(key: str | None, req: Request) -> Decision | None:
-            if key is None or len(key) > MAX_UID_DIGITS or not key.isascii() or not key.isdigit():
-                return None
-            uid = int(key)
-            for lo, hi in ranges:
-                if lo <= uid <= hi:
-                    return hit
-            return None
-        return uid_range
+        return _UidRange(tuple((lo, hi) for lo, hi in p["ranges"]), hit)
     if ptype == "uid_suffix":
-        suffixes = tuple(p["suffixes"])
-        return lambda key, req: hit if key is not None and key.endswith(suffixes) else None
+        return _UidSuffix(_shared(tuple(_text(s) for s in p["suffixes"])), hit)
     if ptype == "ip_cidr":
-        nets = [iputil.parse_cidr(c) for c in p["cidrs"]]
-
-        def ip_cidr(key: str | None, req: Request) -> Decision | None:
-            addr = iputil.parse_ip(req.ip)
-            if addr is None:
-                return None
-            return hit if any(iputil.contains(n, addr) for n in nets) else None
-        return ip_cidr
-    values = frozenset(p["values"])
-    name = p["name"]
-    if ptype == "header":
-        lname = name.lower()
-        return lambda key, req: hit if req.headers.get(lname) in values else None
-    if ptype == "cookie":
-        return lambda key, req: hit if req.cookies.get(name) in values else None
-    return lambda key, req: hit if req.args.get(name) in values else None
+        return _IpCidr(tuple(iputil.parse_cidr(c) for c in p["cidrs"]), hit)
+    name = p["name"].lower() if ptype == "header" else p["name"]
+    return _Values(_text(ptype), _text(name), _shared(frozenset(p["values"])), hit)
 
 
 class _Degrade:
-    __slots__ = ("rule_id", "edge", "start", "end", "source", "name", "seed", "decision", "breaker")
+    __slots__ = ("rule_id", "methods", "edge", "start", "end", "source", "name", "seed", "decision", "breaker")
 
     def __init__(self, rule: dict, revision: int):
         self.rule_id = rule["id"]
+        self.methods = _methods(rule["route"])
         self.edge = int(rule["percent"] * 100 + 0.5)
         window = rule.get("window") or {}
         self.start = window.get("start")
         self.end = window.get("end")
         key = rule.get("key") or {"source": "request"}
-        self.source = key["source"]
-        self.name = key.get("name", "").lower() if self.source == "header" else key.get("name", "")
+        self.source = _text(key["source"])
+        self.name = _key_name(key)
         self.seed = _seed(rule.get("salt", rule["id"]))
         self.decision = _action_decision(rule["action"], rule["id"], revision)
         self.breaker = rule.get("breaker")
@@ -227,7 +302,7 @@ class _Degrade:
 def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
     atype = action["type"]
     if atype == "upstream":
-        return Decision("proxy", upstream=action["upstream"], rule_id=rule_id, revision=revision)
+        return Decision("proxy", upstream=_text(action["upstream"]), rule_id=rule_id, revision=revision)
     if atype == "static":
         headers = {} if action["status"] in BODILESS_STATUSES else {"Content-Type": action["content_type"]}
         headers.update(action["headers"])
@@ -237,31 +312,33 @@ def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
         return Decision("redirect", status=action["status"], headers={"Location": action["location"]},
                         location=action["location"], rule_id=rule_id, revision=revision)
     headers = {"Retry-After": str(action["retry_after"])} if "retry_after" in action else {}
-    return Decision("respond", status=action["status"], headers=headers, body="",
+    return Decision("respond", status=action["status"], headers=headers or NO_HEADERS, body="",
                     rule_id=rule_id, revision=revision)
 
 
 class _Route:
+    """The rules of one (host, path): lists while being built, tuples once `finish()`ed."""
+
     __slots__ = ("degrades", "splits", "fast")
 
     def __init__(self) -> None:
-        self.degrades: list[tuple[frozenset | None, _Degrade]] = []
-        self.splits: list[tuple[frozenset | None, _Split]] = []
-        self.fast = None
+        self.degrades: list[_Degrade] | tuple[_Degrade, ...] = []
+        self.splits: list[_Split] | tuple[_Split, ...] = []
+        self.fast: _Split | None = None  # the only split, no methods, no window, no degrade
 
     def finish(self) -> None:
-        self.degrades.sort(key=lambda item: item[1].rule_id)
-        self.splits.sort(key=lambda item: item[1].rule_id)
+        self.degrades = tuple(sorted(self.degrades, key=lambda item: item.rule_id))
+        self.splits = tuple(sorted(self.splits, key=lambda item: item.rule_id))
         self.fast = None
-        if not self.degrades and len(self.splits) == 1 and self.splits[0][0] is None \
-                and self.splits[0][1].start is None and self.splits[0][1].end is None:
-            self.fast = self.splits[0][1].pick
+        if not self.degrades and len(self.splits) == 1 and self.splits[0].methods is None \
+                and self.splits[0].start is None and self.splits[0].end is None:
+            self.fast = self.splits[0]
 
     def without(self, ids: set[str]) -> "_Route":
-        """Return a copy without the items of rules in ids (self is not changed)."""
+        """Return an unfinished copy without the items of rules in ids (self is not changed)."""
         route = _Route()
-        route.degrades = [item for item in self.degrades if item[1].rule_id not in ids]
-        route.splits = [item for item in self.splits if item[1].rule_id not in ids]
+        route.degrades = [item for item in self.degrades if item.rule_id not in ids]
+        route.splits = [item for item in self.splits if item.rule_id not in ids]
         return route
 
 
@@ -272,10 +349,10 @@ class _HostIndex:
 
     def __init__(self) -> None:
         self.by_path: dict[str, _Route] = {}
-        self.lengths: list[int] = []
+        self.lengths: tuple[int, ...] = ()
 
     def finish(self) -> None:
-        self.lengths = sorted({len(p) for p in self.by_path}, reverse=True)
+        self.lengths = tuple(sorted({len(p) for p in self.by_path}, reverse=True))
         for route in self.by_path.values():
             route.finish()
 
@@ -285,31 +362,37 @@ def _host_key(host: str) -> tuple[str, str]:
     if host == "*":
         return "any", ""
     if host.startswith("*."):
-        return "wildcard", host[1:]
+        return "wildcard", _text(host[1:])
     return "exact", host
 
 
 class RuleSet:
-    """An immutable compiled rule set of one namespace at one revision."""
+    """An immutable compiled rule set of one namespace at one revision.
+
+    It keeps no rule dicts: only the compiled routes and, per rule id, the (host, path) the rule
+    occupies (`placement`, what `with_changes` needs). Whoever needs the rules themselves keeps
+    them, or their stored bytes (the agent's `Applied.raw`).
+    """
 
     def __init__(self, rules: Iterable[dict], revision: int = 0, generation: str = "",
                  pause: Callable[[], None] | None = None):
-        """Compile rules; `pause`, when given, is called between rules (a cooperative yield)."""
-        self._init(revision, generation, {r["id"]: r for r in rules})
-        for rule in self.rules.values():
+        """Compile rules (the last of an id wins); `pause`, when given, is called between rules."""
+        self._init(revision, generation, {})
+        for rule in {r["id"]: r for r in rules}.values():
             if pause is not None:
                 pause()
-            if rule.get("enabled", True):
-                self._add(rule)
+            self._place(rule)
         for index in self._indexes():
             if pause is not None:
                 pause()
             index.finish()
 
-    def _init(self, revision: int, generation: str, rules: dict[str, dict]) -> None:
+    def _init(self, revision: int, generation: str, placement: dict[str, tuple[str, str]],
+              breakers: dict[str, dict] | None = None) -> None:
         self.revision = revision
         self.generation = generation
-        self.rules = rules
+        self.placement = placement  # rule id -> (host, path) of its route, disabled rules included
+        self.breakers: dict[str, dict] = {} if breakers is None else breakers  # rule id -> its `breaker` (few)
         self.exact: dict[str, _HostIndex] = {}
         self.wildcard: dict[str, _HostIndex] = {}
         self.any_host: _HostIndex | None = None
@@ -324,18 +407,21 @@ class RuleSet:
         Copy-on-write: only the routes the changes touch are rebuilt; the rest is shared with self,
         which is not modified. decide() gives what RuleSet(all rules, revision) would.
         """
-        rules = dict(self.rules)
+        placement = dict(self.placement)
         ids = set(changed) | set(removed)
         touched: dict[tuple[str, str], set[str]] = {}  # (table, host key) -> paths
         for rule_id in ids:
-            for rule in (rules.get(rule_id), changed.get(rule_id)):
-                if rule is not None:
-                    touched.setdefault(_host_key(rule["route"]["host"]), set()).add(rule["route"]["path"])
+            routes = [placement.get(rule_id)]
+            if rule_id in changed:
+                routes.append((changed[rule_id]["route"]["host"], changed[rule_id]["route"]["path"]))
+            for route in routes:
+                if route is not None:
+                    touched.setdefault(_host_key(route[0]), set()).add(route[1])
         for rule_id in removed:
-            rules.pop(rule_id, None)
-        rules.update(changed)
+            placement.pop(rule_id, None)
+        breakers = {rule_id: b for rule_id, b in self.breakers.items() if rule_id not in ids}
         new = object.__new__(RuleSet)
-        new._init(revision, generation, rules)
+        new._init(revision, generation, placement, breakers)
         new.exact, new.wildcard, new.any_host = dict(self.exact), dict(self.wildcard), self.any_host
         for (table, key), paths in touched.items():
             old = self._index(table, key)
@@ -347,8 +433,7 @@ class RuleSet:
                 index.by_path[path] = route.without(ids) if route is not None else _Route()
             new._set_index(table, key, index)
         for rule in changed.values():
-            if rule.get("enabled", True):
-                new._add(rule)
+            new._place(rule)
         for (table, key), paths in touched.items():
             index = new._index(table, key)
             for path in paths:
@@ -357,7 +442,7 @@ class RuleSet:
                     route.finish()
                 else:
                     del index.by_path[path]
-            index.lengths = sorted({len(p) for p in index.by_path}, reverse=True)
+            index.lengths = tuple(sorted({len(p) for p in index.by_path}, reverse=True))
             if not index.by_path:
                 new._set_index(table, key, None)
         return new
@@ -389,21 +474,31 @@ class RuleSet:
         out = list(self.exact.values()) + list(self.wildcard.values())
         return out + ([self.any_host] if self.any_host else [])
 
-    def _add(self, rule: dict) -> None:
-        table, key = _host_key(rule["route"]["host"])
+    def _place(self, rule: dict) -> None:
+        """Record where rule sits and compile it into its (unfinished) route when enabled."""
+        host, path = _text(rule["route"]["host"]), _text(rule["route"]["path"])
+        self.placement[rule["id"]] = (host, path)
+        if "breaker" in rule:
+            self.breakers[rule["id"]] = rule["breaker"]
+        if not rule.get("enabled", True):
+            return
+        table, key = _host_key(host)
         index = self._index(table, key)
         if index is None:
             index = _HostIndex()
             self._set_index(table, key, index)
-        route = index.by_path.setdefault(rule["route"]["path"], _Route())
-        methods = frozenset(rule["route"]["methods"]) if rule["route"].get("methods") else None
+        route = index.by_path.setdefault(path, _Route())
         if rule["kind"] == "split":
-            route.splits.append((methods, _Split(rule, self.revision)))
+            route.splits.append(_Split(rule, self.revision))
         else:
-            route.degrades.append((methods, _Degrade(rule, self.revision)))
+            route.degrades.append(_Degrade(rule, self.revision))
 
     def __len__(self) -> int:
-        return len(self.rules)
+        """Return the number of rules, disabled ones included."""
+        return len(self.placement)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self.placement
 
 
 def _route_in(index: _HostIndex, req: Request) -> _Route | None:
@@ -417,11 +512,11 @@ def _route_in(index: _HostIndex, req: Request) -> _Route | None:
 
 
 def _method_matches(route: _Route, method: str) -> bool:
-    for methods, _ in route.degrades:
-        if methods is None or method in methods:
+    for degrade in route.degrades:
+        if degrade.methods is None or method in degrade.methods:
             return True
-    for methods, _ in route.splits:
-        if methods is None or method in methods:
+    for split in route.splits:
+        if split.methods is None or method in split.methods:
             return True
     return False
 
@@ -473,14 +568,16 @@ def decide(rs: RuleSet, req: Request, breakers: BreakerState | None = None) -> D
         rs.route_cache[cache_key] = route
     if route is None:
         return rs.pass_decision
-    if route.fast is not None:
-        decision = route.fast(req)
+    fast = route.fast
+    if fast is not None:
+        decision = fast.pick(req)
         return decision if decision.revision == rs.revision else rs.restamp(decision)
     method = req.method
     if route.degrades:
         now = req.now if req.now is not None else time.time()
         passed = None
-        for methods, degrade in route.degrades:
+        for degrade in route.degrades:
+            methods = degrade.methods
             if (methods is None or method in methods) and degrade.applies(req, now):
                 if degrade.breaker is not None and (
                         breakers is None or not breakers.admit(degrade.rule_id, degrade.breaker, now)):
@@ -494,7 +591,8 @@ def decide(rs: RuleSet, req: Request, breakers: BreakerState | None = None) -> D
 
 
 def _split_decision(rs: RuleSet, route: _Route, req: Request, method: str) -> Decision:
-    for methods, split in route.splits:
+    for split in route.splits:
+        methods = split.methods
         if methods is None or method in methods:
             if (split.start is not None or split.end is not None) and _split_inactive(split, req):
                 continue

@@ -136,6 +136,7 @@ def decode_rules(ns: str, raw: dict[str, bytes], *, cooperative: bool = False,
         rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
         if rule["id"] != rule_id:
             raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
+        rule["id"] = rule_id  # the same string as raw's key: a compiled set shares it with raw
         rules[rule_id] = rule
     return rules
 

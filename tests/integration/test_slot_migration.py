@@ -208,7 +208,7 @@ class Writer(threading.Thread):
 def served(client: RuleClient) -> tuple[int | None, int]:
     """The agent's applied revision and rule count, taken from one applied set (two reads could straddle a swap)."""
     applied = client.syncer.current
-    return (applied.revision, len(applied.ruleset.rules)) if applied else (None, 0)
+    return (applied.revision, len(applied.ruleset)) if applied else (None, 0)
 
 
 class Watcher(threading.Thread):

@@ -53,7 +53,7 @@ def test_decide_marks_the_breaker_passed_and_applies_when_open():
     rs, breakers = _ruleset(), Breakers()
     first = decide(rs, _request(100), breakers)
     assert (first.action, first.rule_id, first.breaker) == ("proxy", "api-split", "api-breaker")
-    config = rs.rules["api-breaker"]["breaker"]
+    config = rs.breakers["api-breaker"]
     for _ in range(3):
         breakers.record("api-breaker", config, 100.5, 500, 5)
     opened = decide(rs, _request(101), breakers)

@@ -62,4 +62,4 @@ def test_random_puts_and_deletes_decide_like_a_full_compile() -> None:
         held.update(changed)
         assert decisions(old) == before  # copy-on-write: the old set is untouched
         assert decisions(rs) == decisions(RuleSet(held.values(), rev, "g")), f"revision {rev}"
-        assert set(rs.rules) == set(held)
+        assert rs.placement == {i: (r["route"]["host"], r["route"]["path"]) for i, r in held.items()}
