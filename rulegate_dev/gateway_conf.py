@@ -34,13 +34,14 @@ def include_options(options: Mapping[str, Any], blocks: str) -> dict[str, Any]:
     return {**options, "upstreams": upstream_names(blocks)}
 
 
-def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "") -> str:
+def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "", breakers: bool = False) -> str:
     """Return ``location /`` routed by rulegate (``$rulegate_upstream``, default when no rule matches).
 
     With ``header_vars`` the decision's rule id and revision go out as X-Rulegate-Rule/-Rev
     through ``$rulegate_rule``/``$rulegate_rev`` (the include's ``"response_headers": "vars"``).
-    ``proxy`` is extra directives placed before ``proxy_pass``. ``log_by_lua`` feeds breaker rules
-    their outcomes (docs/rules.md, "Breakers").
+    ``proxy`` is extra directives placed before ``proxy_pass``. With ``breakers`` a ``log_by_lua``
+    handler feeds breaker rules their outcomes (docs/rules.md, "Breakers"); it is opt-in because a log
+    phase handler costs every request a few µs (bench/REPORT.md).
     """
     lines = [f"set $rulegate_upstream {default};"]
     if header_vars:
@@ -52,7 +53,8 @@ def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "
     if proxy:
         lines.append(proxy)
     lines.append("proxy_pass http://$rulegate_upstream;")
-    lines.append('log_by_lua_block {{ require("rulegate").log() }}')
+    if breakers:
+        lines.append('log_by_lua_block {{ require("rulegate").log() }}')
     body = "\n".join("            " + line for line in lines)
     return "location / {{\n" + body + "\n        }}"
 
