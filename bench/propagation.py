@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.fleet import pct  # noqa: E402
 from bench.reload import load_rules, make_rule  # noqa: E402
 from gateway_agent import RuleClient  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
@@ -89,11 +90,6 @@ def measure(cluster: LocalCluster, store: RuleStore, ns: str, changes: int, tmp:
     finally:
         client.stop()
         gw.stop()
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def main() -> int:
