@@ -7,26 +7,32 @@ gateway's content digest equals the store's at its last check), "stale": bool, "
 (0 = none; a store revision the gateway could not apply), "refused_reason": str, "upstreams": [str] (the
 upstream names this gateway can route to: nginx from the include's configuration, the agent from its
 configuration; empty = not reported), "exposure": map (optional, see `Exposure`: decisions per rule and
-upstream since the previous heartbeat, and each rule's last match time)}. The agent writes it,
+upstream since the previous heartbeat, and each rule's last match time), "outcomes": map (optional,
+rulegate/outcomes.py: cumulative outcome counts per rule and upstream; absent when nothing was counted),
+"breakers": map (optional, rule id -> {"closed": n, "open": n, "half_open": n}: how many of the gateway's
+breaker instances of that rule are in each state; one per RuleClient, one per nginx worker)}. The agent writes it,
 nginx writes the same format, the admin reads it; fields missing from older gateways get defaults.
 """
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import msgpack
 
 from .errors import CorruptDataError
 from .keyspace import Keys
+from .outcomes import Outcomes, decode_outcomes
 
 FIELDS = ("kind", "revision", "generation", "applied_at", "heartbeat_at", "staleness", "last_error", "digest",
-          "in_sync", "stale", "refused_revision", "refused_reason", "upstreams", "exposure")
+          "in_sync", "stale", "refused_revision", "refused_reason", "upstreams", "exposure", "outcomes", "breakers")
 MAX_UPSTREAMS = 512  # names kept from one heartbeat (a gateway's configuration, not traffic)
 MAX_EXPOSURE_KEYS = 1000  # (rule, target) counts and last-match times kept in one heartbeat; the rest in `other`
 PASS_TARGETS = ("@pass", "@respond", "@redirect")  # targets of decisions that name no upstream
+BREAKER_STATES = ("closed", "open", "half_open")
+MAX_BREAKER_RULES = 1000  # breaker rules kept from one heartbeat
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,18 @@ class Heartbeat:
     refused_reason: str = ""
     upstreams: tuple[str, ...] = ()
     exposure: Exposure | None = None
+    outcomes: Outcomes | None = None  # cumulative outcome counts (rulegate/outcomes.py)
+    breakers: dict[str, dict[str, int]] = field(default_factory=dict)  # rule id -> state -> breaker instances
 
     def encode(self) -> bytes:
-        """Return the msgpack bytes stored in the fleet hash."""
-        return msgpack.packb(asdict(self), use_bin_type=True)
+        """Return the msgpack bytes stored in the fleet hash (`outcomes` and `breakers` omitted when empty)."""
+        data = asdict(replace(self, outcomes=None, breakers={}))
+        del data["outcomes"], data["breakers"]
+        if self.outcomes is not None and self.outcomes.counts:
+            data["outcomes"] = self.outcomes.to_wire()
+        if self.breakers:
+            data["breakers"] = self.breakers
+        return msgpack.packb(data, use_bin_type=True)
 
 
 def default_gateway_id() -> str:
@@ -96,7 +110,9 @@ def decode_heartbeat(raw: bytes, where: str = "heartbeat") -> Heartbeat:
                          refused_revision=int(data.get("refused_revision") or 0),
                          refused_reason=str(data.get("refused_reason") or ""),
                          upstreams=_upstreams(data.get("upstreams")),
-                         exposure=decode_exposure(data.get("exposure")))
+                         exposure=decode_exposure(data.get("exposure")),
+                         outcomes=decode_outcomes(data.get("outcomes")),
+                         breakers=decode_breakers(data.get("breakers")))
     except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
         raise CorruptDataError(f"{where}: undecodable ({exc.__class__.__name__})") from None
 
@@ -131,6 +147,26 @@ def decode_exposure(value: Any) -> Exposure | None:
         return Exposure(since, window, tuple(counts[:MAX_EXPOSURE_KEYS]), other, dict(last[:MAX_EXPOSURE_KEYS]))
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def decode_breakers(value: Any) -> dict[str, dict[str, int]]:
+    """Return a heartbeat's "breakers" map: rule id -> {"closed", "open", "half_open": instances}; empty when
+    absent or not a map; an entry that is not such counts (or beyond MAX_BREAKER_RULES) is left out."""
+    out: dict[str, dict[str, int]] = {}
+    if not isinstance(value, dict):
+        return out
+    for rule, states in value.items():
+        if len(out) >= MAX_BREAKER_RULES:
+            break
+        if not isinstance(rule, str) or not isinstance(states, dict):
+            continue
+        try:
+            counts = {state: int(states.get(state) or 0) for state in BREAKER_STATES}
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if min(counts.values()) >= 0:
+            out[rule] = counts
+    return dict(sorted(out.items()))
 
 
 def read_fleet(client, namespace: str) -> dict[str, Heartbeat | None]:
