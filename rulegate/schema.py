@@ -32,6 +32,10 @@ MAX_TIME = 2**40  # epoch seconds (windows, ramps, updated_at)
 MAX_RAMP_SPAN = 366 * 86_400  # keeps every ramp product below 2^53 (exact in LuaJIT doubles)
 MAX_RAMP_STEPS = 1000
 RAMP_MODES = ("linear", "step")
+GUARD_INTS = {"min_requests": (1, 1_000_000), "window": (10, 3600)}
+GUARD_LIMITS = {"max_error_increase": (0, 1, 4), "max_p95_ratio": (1, 100, 2)}  # lo, hi, decimals
+GUARD_DEFAULTS = {"window": 60, "on_breach": "revert"}
+GUARD_BREACH = ("revert", "freeze")
 
 KINDS = ("split", "degrade")
 KEY_SOURCES = ("header", "cookie", "arg", "ip")
@@ -272,10 +276,14 @@ def _check_percent_policy(c: _Checker, p: dict, path: str) -> None:
         c.fail(f"{path}.buckets", f"weights sum to {total}; they must sum to at most {BUCKETS}")
     if "ramp" in p:
         _check_ramp(c, p["ramp"], f"{path}.ramp")
+        if isinstance(p["ramp"], dict) and "guard" in p["ramp"]:
+            buckets = p.get("buckets") if isinstance(p.get("buckets"), list) else []
+            upstreams = {b.get("upstream") for b in buckets if isinstance(b, dict)}
+            _check_guard(c, p["ramp"], f"{path}.ramp.guard", upstreams)
 
 
 def _check_ramp(c: _Checker, value: Any, path: str) -> None:
-    ramp = c.obj(value, path, ("start", "end", "from", "to", "mode"), ("steps",))
+    ramp = c.obj(value, path, ("start", "end", "from", "to", "mode"), ("steps", "guard"))
     if ramp is None:
         return
     start = c.integer(ramp["start"], f"{path}.start", 0, MAX_TIME) if "start" in ramp else None
@@ -298,6 +306,30 @@ def _check_ramp(c: _Checker, value: Any, path: str) -> None:
             c.fail(f"{path}.steps", "is required with mode 'step'")
         else:
             c.integer(ramp["steps"], f"{path}.steps", 1, MAX_RAMP_STEPS)
+
+
+def _check_guard(c: _Checker, ramp: dict, path: str, bucket_upstreams: set) -> None:
+    """Check a ramp's guard (docs/rules.md "Guards"); store it canonical (defaults, limits as _decimal gives)."""
+    guard = c.obj(ramp["guard"], path, ("control", "min_requests"), tuple(GUARD_DEFAULTS) + tuple(GUARD_LIMITS))
+    if guard is None:
+        return
+    if "control" in guard:
+        _upstream(c, guard["control"], f"{path}.control")
+        if isinstance(guard["control"], str) and guard["control"] in bucket_upstreams:
+            c.fail(f"{path}.control", "must not be one of this policy's bucket upstreams (the canary)")
+    for name, (lo, hi) in GUARD_INTS.items():
+        if name in guard:
+            c.integer(guard[name], f"{path}.{name}", lo, hi)
+    for name, (lo, hi, places) in GUARD_LIMITS.items():
+        if name in guard:
+            value = _decimal(c, guard[name], f"{path}.{name}", lo, hi, places)
+            if value is not None:
+                guard[name] = value
+    if "on_breach" in guard and (not isinstance(guard["on_breach"], str) or guard["on_breach"] not in GUARD_BREACH):
+        c.fail(f"{path}.on_breach", f"must be one of {', '.join(GUARD_BREACH)}")
+    if not any(name in guard for name in GUARD_LIMITS):
+        c.fail(path, "needs max_error_increase, max_p95_ratio or both")
+    ramp["guard"] = {**GUARD_DEFAULTS, **guard}
 
 
 def _floor_time(now: float) -> int:
@@ -437,17 +469,29 @@ def _check_headers(c: _Checker, value: Any) -> None:
         _header_value(c, v, path)
 
 
-def _check_percent(c: _Checker, rule: dict) -> None:
-    value = rule["percent"]
+_DECIMALS = {2: "two", 4: "four"}
+
+
+def _decimal(c: _Checker, value: Any, path: str, lo: int, hi: int, places: int) -> int | float | None:
+    """Return a number lo … hi with at most `places` decimals in canonical form: an integer when whole, else the
+    double nearest to units / 10**places (what every runtime reads back exactly); None after a failure."""
+    scale = 10**places
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        c.fail("percent", "must be a number")
-    elif not 0 <= value <= 100:
-        c.fail("percent", "must be between 0 and 100")
-    elif abs(value * 100 - round(value * 100)) > 1e-6:
-        c.fail("percent", "must have at most two decimals")
-    else:  # canonical: an integer, or the float nearest to basis points / 100
-        bp = round(value * 100)
-        rule["percent"] = bp // 100 if bp % 100 == 0 else bp / 100
+        c.fail(path, "must be a number")
+    elif not lo <= value <= hi:
+        c.fail(path, f"must be between {lo} and {hi}")
+    elif abs(value * scale - round(value * scale)) > 1e-6:
+        c.fail(path, f"must have at most {_DECIMALS.get(places, places)} decimals")
+    else:
+        units = round(value * scale)
+        return units // scale if units % scale == 0 else units / scale
+    return None
+
+
+def _check_percent(c: _Checker, rule: dict) -> None:
+    value = _decimal(c, rule["percent"], "percent", 0, 100, 2)
+    if value is not None:
+        rule["percent"] = value
 
 
 def _check_window(c: _Checker, value: Any) -> None:

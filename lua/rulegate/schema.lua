@@ -22,6 +22,11 @@ local MAX_UID = 9007199254740991 -- 2^53 - 1
 local MAX_TIME = 1099511627776 -- 2^40
 local MAX_RAMP_SPAN = 366 * 86400 -- keeps the router's ramp products below 2^53
 local MAX_RAMP_STEPS = 1000
+local GUARD_FIELDS = { -- rulegate/schema.py _check_guard: the canonical guard has exactly these (window, on_breach filled in)
+    control = true, min_requests = true, window = true, max_error_increase = true, max_p95_ratio = true,
+    on_breach = true,
+}
+local GUARD_BREACH = { revert = true, freeze = true }
 local KEY_SOURCES = { header = true, cookie = true, arg = true, ip = true }
 local MATCH = { header = true, cookie = true, arg = true }
 local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true, OPTIONS = true }
@@ -85,8 +90,58 @@ local function check_key(key, degrade)
 end
 
 
+-- A number lo .. hi in the canonical form of rulegate/schema.py _decimal: the
+-- double nearest to units / scale (integers included).
+local function decimal(v, lo, hi, scale)
+    return type(v) == "number" and v >= lo and v <= hi and floor(v * scale + 0.5) / scale == v
+end
+
+
+-- A ramp's guard exactly as ruleadmin stores it (docs/rules.md "Guards"). The
+-- router ignores it; it is checked so that no rule nginx applies is one
+-- ruleadmin would refuse.
+local function check_guard(g, buckets)
+    if type(g) ~= "table" then
+        return "percent.ramp.guard"
+    end
+    for k in pairs(g) do
+        if not GUARD_FIELDS[k] then
+            return "percent.ramp.guard"
+        end
+    end
+    local control = g.control
+    if not str(control) or #control > 128 or find(control, "[^%w_.:%-]") then
+        return "percent.ramp.guard.control"
+    end
+    for _, b in ipairs(buckets) do
+        if b.upstream == control then
+            return "percent.ramp.guard.control"
+        end
+    end
+    if not int(g.min_requests, 1, 1000000) then
+        return "percent.ramp.guard.min_requests"
+    end
+    if not int(g.window, 10, 3600) then
+        return "percent.ramp.guard.window"
+    end
+    if not GUARD_BREACH[g.on_breach] then
+        return "percent.ramp.guard.on_breach"
+    end
+    local err, p95 = g.max_error_increase, g.max_p95_ratio
+    if err ~= nil and not decimal(err, 0, 1, 10000) then
+        return "percent.ramp.guard.max_error_increase"
+    end
+    if p95 ~= nil and not decimal(p95, 1, 100, 100) then
+        return "percent.ramp.guard.max_p95_ratio"
+    end
+    if err == nil and p95 == nil then
+        return "percent.ramp.guard"
+    end
+end
+
+
 -- A ramp the router can evaluate exactly (rulegate/schema.py _check_ramp).
-local function check_ramp(r)
+local function check_ramp(r, buckets)
     if type(r) ~= "table" or not int(r.start, 0, MAX_TIME) or not int(r["end"], 0, MAX_TIME)
             or r["end"] <= r.start or r["end"] - r.start > MAX_RAMP_SPAN
             or not int(r.from, 0, 10000) or not int(r.to, 0, 10000) then
@@ -98,6 +153,9 @@ local function check_ramp(r)
         end
     elseif r.mode ~= "linear" or r.steps ~= nil then
         return "percent.ramp.mode"
+    end
+    if r.guard ~= nil then
+        return check_guard(r.guard, buckets)
     end
 end
 
@@ -120,7 +178,7 @@ local function check_percent_policy(p)
         return "percent.salt"
     end
     if p.ramp ~= nil then
-        return check_ramp(p.ramp)
+        return check_ramp(p.ramp, p.buckets)
     end
 end
 
