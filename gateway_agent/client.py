@@ -18,6 +18,7 @@ from rulegate.schema import is_valid_id
 from .budget import Budget, BudgetConfig, SlotMap
 from .exposure import ExposureCounter
 from .health import CONFIG_ERRORS, AuthCheckingPool
+from .outcomes import PASS_UPSTREAM, OutcomeCounter
 from .sync import SyncConfig, Syncer
 
 PASS = Decision("pass")
@@ -88,6 +89,8 @@ class RuleClient:
         self.exposure = ExposureCounter() if cfg.exposure else None
         self.syncer.exposure = self.exposure  # rolled into each heartbeat by the sync thread
         self.breakers = Breakers()  # degrade rules with a breaker: this client's own state, fed by report()
+        self.outcomes = OutcomeCounter()  # guarded rules' and breaker passes' outcomes, recorded by report()
+        self.syncer.outcomes, self.syncer.breakers = self.outcomes, self.breakers  # both go into each heartbeat
         self._started = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -125,19 +128,31 @@ class RuleClient:
         return decision
 
     def report(self, rule: str | Decision, status: int, latency_ms: float, now: float | None = None) -> bool:
-        """Feed a breaker rule the outcome of a request it let through (status 0: a transport failure).
+        """Record the outcome of a request decide() answered (status 0: a transport failure).
 
-        `rule` is the Decision decide() returned (its `breaker`) or a rule id. Returns False when there is
-        nothing to feed (no breaker passed, the rule is not applied or has no breaker)."""
-        rule_id = rule.breaker if isinstance(rule, Decision) else rule
+        `rule` is the Decision decide() returned: its outcome feeds the breaker rule it passed (`breaker`) and
+        counts for the heartbeat when a breaker passed it or its rule is guarded (docs/rules.md "Outcome
+        counts"). A rule id feeds only that breaker rule. Returns False when there was nothing to record."""
+        if isinstance(rule, Decision):
+            return self.report_outcome(rule.rule_id, rule.upstream, rule.breaker, status, latency_ms, now)
+        return self.report_outcome(None, None, rule, status, latency_ms, now, count=False)
+
+    def report_outcome(self, rule_id: str | None, upstream: str | None, breaker: str | None, status: int,
+                       latency_ms: float, now: float | None = None, *, count: bool = True) -> bool:
+        """Record an outcome given a decision's fields (the sidecar's /v1/report); see report()."""
         applied = self.syncer.current
-        if rule_id is None or applied is None:
+        if applied is None:
             return False
-        config = applied.ruleset.breakers.get(rule_id)
-        if config is None:
-            return False
-        self.breakers.record(rule_id, config, time.time() if now is None else now, status, latency_ms)
-        return True
+        fed = False
+        if breaker is not None:
+            config = applied.ruleset.breakers.get(breaker)
+            if config is not None:
+                self.breakers.record(breaker, config, time.time() if now is None else now, status, latency_ms)
+                fed = True
+        if count and (fed or (upstream is not None and rule_id in applied.guarded)):
+            self.outcomes.record(rule_id or "", upstream or PASS_UPSTREAM, status, latency_ms)
+            return True
+        return fed
 
     # ---- state -----------------------------------------------------------------------------
     @property

@@ -32,39 +32,26 @@ def _originals() -> tuple[type, Callable[[], int]]:
     return _thread._local, _thread.get_ident
 
 
-class ExposureCounter:
-    """Per-thread decision counts (count() on the hot path) and their per-heartbeat buckets (roll())."""
+class ThreadCounts:
+    """Counts kept in one plain dict per OS thread (`self._local.counts`, registered by `_register`), summed by
+    `raw_totals` (the counts of threads that ended are kept). Subclasses increment on their hot path."""
 
-    def __init__(self, wall: Callable[[], float] = time.time):
+    def __init__(self) -> None:
         local_class, self._get_ident = _originals()
         self._local = local_class()
-        self._wall = wall
-        self._lock = threading.Lock()  # registration, retiring and rolling; never taken by count() after the first
+        self._lock = threading.Lock()  # registration, retiring and reading; never taken by an increment
         self._threads: list[tuple[int, dict]] = []  # (OS thread ident, that thread's raw counts)
-        self._retired: dict[RawKey, int] = {}  # final counts of threads that ended
-        self._reported: dict[Key, int] = {}  # totals at the previous roll
-        self._last_match: dict[str, float] = {}
-        self.since = wall()
-        self._rolled_at = self.since
-
-    def count(self, decision: Decision) -> None:
-        """Count one decision (a dict increment in this thread's own dict)."""
-        try:
-            counts = self._local.counts
-        except AttributeError:
-            counts = self._register()
-        key = (decision.rule_id, decision.upstream, decision.action)  # named by _named() when read
-        counts[key] = counts.get(key, 0) + 1
+        self._retired: dict[tuple, int] = {}  # final counts of threads that ended
 
     def _register(self) -> dict:
-        counts: dict[RawKey, int] = {}
+        counts: dict[tuple, int] = {}
         self._local.counts = counts
         with self._lock:
             self._threads.append((self._get_ident(), counts))
         return counts
 
-    def totals(self) -> dict[Key, int]:
-        """Return the decisions counted since start by (rule id, target), summed over threads."""
+    def raw_totals(self) -> dict[tuple, int]:
+        """Return the raw counts since start, summed over threads."""
         with self._lock:
             alive = set(sys._current_frames())
             out = dict(self._retired)
@@ -79,7 +66,32 @@ class ExposureCounter:
                     for key, n in snap.items():
                         self._retired[key] = self._retired.get(key, 0) + n
             self._threads = keep
-        return _named(out)
+        return out
+
+
+class ExposureCounter(ThreadCounts):
+    """Per-thread decision counts (count() on the hot path) and their per-heartbeat buckets (roll())."""
+
+    def __init__(self, wall: Callable[[], float] = time.time):
+        super().__init__()
+        self._wall = wall
+        self._reported: dict[Key, int] = {}  # totals at the previous roll
+        self._last_match: dict[str, float] = {}
+        self.since = wall()
+        self._rolled_at = self.since
+
+    def count(self, decision: Decision) -> None:
+        """Count one decision (a dict increment in this thread's own dict)."""
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._register()
+        key = (decision.rule_id, decision.upstream, decision.action)  # named by _named() when read
+        counts[key] = counts.get(key, 0) + 1
+
+    def totals(self) -> dict[Key, int]:
+        """Return the decisions counted since start by (rule id, target), summed over threads."""
+        return _named(self.raw_totals())
 
     def roll(self) -> Exposure:
         """Return the decisions since the previous roll (the heartbeat's bucket) and every rule's last match;

@@ -1,18 +1,23 @@
 """Prometheus metrics of the agent: read from the client's counters at scrape time."""
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from rulegate.breaker import CLOSED, HALF_OPEN, OPEN
 from rulegate.fleet import MAX_EXPOSURE_KEYS
+from rulegate.outcomes import MAX_OUTCOME_KEYS, N_CLASSES, Outcomes
 
 from .client import RuleClient
 from .health import STATES
 
 ACTIONS = ("proxy", "respond", "redirect", "pass")
+CLASS_LABELS = ("failed",) + tuple(f"{k}xx" for k in range(1, N_CLASSES))  # status class index -> label
+BREAKER_STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 _SYNC_COUNTERS = {
     "full_reloads": "Full reloads of the namespace applied",
@@ -88,6 +93,8 @@ class AgentCollector:
                      budget["max_connections_in_operation"])
         if c.exposure is not None:
             yield _exposure(c.exposure.totals())
+        yield _breakers(c)
+        yield _outcomes(c.outcomes.outcomes())
 
 
 def _exposure(totals: dict[tuple[str, str], int]) -> CounterMetricFamily:
@@ -100,6 +107,31 @@ def _exposure(totals: dict[tuple[str, str], int]) -> CounterMetricFamily:
         family.add_metric([rule, target], n)
     if len(ranked) > MAX_EXPOSURE_KEYS:
         family.add_metric(["(other)", "(other)"], sum(n for _key, n in ranked[MAX_EXPOSURE_KEYS:]))
+    return family
+
+
+def _breakers(client: RuleClient) -> GaugeMetricFamily:
+    """Return each applied breaker rule's state in this client: 0 closed, 1 half-open, 2 open."""
+    family = GaugeMetricFamily("rulegate_agent_breaker_state", "State of this agent's breaker of a degrade rule "
+                               "(0 closed, 1 half-open, 2 open)", labels=["rule"])
+    applied = client.syncer.current
+    if applied is not None and applied.ruleset.breakers:
+        for rule_id, snap in client.breakers.snapshot(time.time()).items():
+            if rule_id in applied.ruleset.breakers:
+                family.add_metric([rule_id], BREAKER_STATE_VALUES[snap["state"]])
+    return family
+
+
+def _outcomes(outcomes: Outcomes) -> CounterMetricFamily:
+    """Return outcomes by rule, upstream and status class (failed, 1xx..5xx): the MAX_OUTCOME_KEYS busiest pairs."""
+    family = CounterMetricFamily("rulegate_agent_outcomes", "Outcomes reported for guarded rules and breaker passes "
+                                 "by rule (\"\" = pass), upstream and status class (failed = transport failure)",
+                                 labels=["rule", "upstream", "class"])
+    ranked = sorted(outcomes.counts.items(), key=lambda kv: (-kv[1].requests, kv[0]))
+    for (rule, upstream), counts in ranked[:MAX_OUTCOME_KEYS]:
+        for label, n in zip(CLASS_LABELS, counts.classes):
+            if n:
+                family.add_metric([rule, upstream, label], n)
     return family
 
 

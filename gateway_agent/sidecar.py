@@ -1,6 +1,7 @@
 """The sidecar: a gevent WSGI server answering decisions over HTTP for non-nginx gateways.
 
 POST /v1/decide  JSON request -> JSON decision        GET /v1/rules  rules + revision
+POST /v1/report  a decision's rule_id/upstream/breaker + status and latency_ms -> 204 (RuleClient.report)
 GET  /healthz    200 when ready (a rule set is loaded), 503 with `state` and `message` before
 GET  /metrics   Prometheus text
 """
@@ -30,6 +31,10 @@ _JSON = [("Content-Type", "application/json")]
 
 class BadRequest(ValueError):
     """The HTTP request cannot be turned into a decision request; the message says why."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def _string_map(value: Any) -> bool:
@@ -116,6 +121,39 @@ def _check(data: Any) -> None:
         raise BadRequest("now must be a finite number")
 
 
+_REPORT_NAMES = ("rule_id", "upstream", "breaker")
+_REPORT_FIELDS = frozenset(_REPORT_NAMES + ("status", "latency_ms"))
+MAX_NAME = 256  # rule ids and upstream names are at most 128 characters (rulegate/schema.py)
+
+
+def parse_report(body: bytes) -> tuple[str | None, str | None, str | None, int, float]:
+    """Return (rule_id, upstream, breaker, status, latency_ms) of a /v1/report body; raise BadRequest naming the
+    field (`rule_id`, `upstream`, `breaker`: what /v1/decide answered, a string or null; `status`: an integer
+    0..999, 0 for a transport failure; `latency_ms`: a finite number >= 0)."""
+    try:
+        data = _loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if type(data) is not dict:
+        raise BadRequest("body must be a JSON object")
+    if not data.keys() <= _REPORT_FIELDS:
+        name = sorted(data.keys() - _REPORT_FIELDS)[0]
+        raise BadRequest(f"unknown field {name!r}", name)
+    names = []
+    for name in _REPORT_NAMES:
+        value = data.get(name)
+        if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_NAME):
+            raise BadRequest(f"{name} must be a string of 1..{MAX_NAME} characters or null", name)
+        names.append(value)
+    status = data.get("status")
+    if type(status) is not int or not 0 <= status <= 999:
+        raise BadRequest("status is required: an integer 0..999 (0: a transport failure)", "status")
+    latency = data.get("latency_ms")
+    if type(latency) not in (int, float) or not math.isfinite(latency) or latency < 0:
+        raise BadRequest("latency_ms is required: a finite number >= 0", "latency_ms")
+    return names[0], names[1], names[2], status, float(latency)
+
+
 def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
@@ -171,6 +209,10 @@ class SidecarApp:
             if method != "POST":
                 return _reply(start_response, 405, {"error": "use POST"})
             return self.decide(environ, start_response)
+        if path == "/v1/report":
+            if method != "POST":
+                return _reply(start_response, 405, {"error": "use POST"})
+            return self.report(environ, start_response)
         if method not in ("GET", "HEAD"):
             return _reply(start_response, 405, {"error": "use GET"})
         if path == "/healthz":
@@ -186,6 +228,32 @@ class SidecarApp:
             start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
             return [body]
         return _reply(start_response, 404, {"error": f"no such endpoint {path}"})
+
+    def _body(self, environ: dict, start_response: Callable) -> bytes | list[bytes]:
+        """Return the request body, or the error reply (a list) for a bad Content-Length."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _reply(start_response, 400, {"error": "bad Content-Length"})
+        if length <= 0 or length > self.max_body:
+            return _reply(start_response, 400 if length <= 0 else 413,
+                          {"error": f"body must be 1..{self.max_body} bytes of JSON"})
+        return environ["wsgi.input"].read(length)
+
+    def report(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        body = self._body(environ, start_response)
+        if isinstance(body, list):
+            return body
+        try:
+            rule_id, upstream, breaker, status, latency_ms = parse_report(body)
+        except BadRequest as exc:
+            payload: dict[str, Any] = {"error": str(exc)}
+            if exc.field:
+                payload["fields"] = {exc.field: str(exc)}
+            return _reply(start_response, 400, payload)
+        self.client.report_outcome(rule_id, upstream, breaker, status, latency_ms)
+        start_response("204 No Content", [])
+        return []
 
     def decide(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         try:
@@ -208,7 +276,10 @@ class SidecarApp:
         return [answer[2]]
 
     def _encode_answer(self, decision: Decision) -> tuple[Decision, list[tuple[str, str]], bytes]:
-        body = _encode(decision.to_dict()).encode()
+        out = decision.to_dict()
+        if decision.breaker is not None:
+            out["breaker"] = decision.breaker  # what /v1/report takes back with the outcome
+        body = _encode(out).encode()
         answer = (decision, _JSON + [("Content-Length", str(len(body)))], body)
         if len(self._answers) >= MAX_ANSWERS:
             self._answers.clear()
@@ -216,7 +287,7 @@ class SidecarApp:
         return answer
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             413: "Payload Too Large", 503: "Service Unavailable"}
 
 

@@ -44,6 +44,7 @@ from rulegate.store import LogEntry, decode_entry
 from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
 from .counters import LockedCounters
 from .health import SyncHealth, UnknownNamespace, auth_failure, error_kind
+from .outcomes import breaker_states, guarded_after, guarded_ids
 
 log = logging.getLogger("rulegate.agent.sync")
 
@@ -62,6 +63,7 @@ class Applied:
     source: str
     applied_at: float
     digest: str = EMPTY_DIGEST
+    guarded: frozenset[str] = frozenset()  # ids of the guarded rules: their outcomes count (gateway_agent/outcomes.py)
 
     def rules(self, pause: Callable[[], None] | None = None) -> dict[str, dict]:
         """Return the applied rules by id, decoded from `raw` (new dicts on every call).
@@ -436,7 +438,8 @@ class Syncer:
                                       f"{entry.digest[:12]}, the delta gives {digest[:12]}")
         last = entries[-1]
         ruleset = cur.ruleset.with_changes(changed, removed, last.revision, gen)
-        self._install(Applied(ruleset, raw, last.revision, gen, "redis", self.wall(), digest))
+        self._install(Applied(ruleset, raw, last.revision, gen, "redis", self.wall(), digest,
+                              guarded_after(cur.guarded, changed, removed)))
         with self.stats.lock:
             self.stats.deltas_applied += len(entries)
             self.stats.propagation_lag = max(0.0, self.wall() - last.ts)
@@ -482,10 +485,11 @@ class Syncer:
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
         ruleset = RuleSet(rules.values(), rev, gen, pause=pause)
+        guarded = guarded_ids(rules.values())
         del rules  # the set keeps no rule dicts; Applied.rules() decodes raw again when asked
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
-        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), digest))
+        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), digest, guarded))
         return True
 
     def _full_read(self, pause: Slicer) -> NamespaceRead:
@@ -582,7 +586,7 @@ class Syncer:
         with self._changed:
             self.current = Applied(RuleSet(rules.values(), snap.revision, snap.generation), snap.raw_rules,
                                    snap.revision, snap.generation, "snapshot", self.wall(),
-                                   content_digest(snap.raw_rules))
+                                   content_digest(snap.raw_rules), guarded_ids(rules.values()))
             self.confirmed_at = float(snap.written_at)
             self._changed.notify_all()
         log.info("namespace %s: loaded revision %s from snapshot %s (written %.0fs ago)",
@@ -603,12 +607,17 @@ class Syncer:
         cur = self.current
         refused = self.refused
         exposure = getattr(self, "exposure", None)  # the ExposureCounter RuleClient attaches (None: not counting)
+        outcomes = getattr(self, "outcomes", None)  # its OutcomeCounter and Breakers (gateway_agent/outcomes.py)
+        breakers = getattr(self, "breakers", None)
         beat = Heartbeat("agent", cur.revision if cur else 0, cur.generation if cur else "",
                          cur.applied_at if cur else 0.0, self.wall(), min(self.staleness(), 1e9),
                          self.health.last_error, digest=cur.digest if cur else "", in_sync=self.in_sync(),
                          stale=self.is_stale(), refused_revision=refused.revision if refused else 0,
                          refused_reason=refused.reason if refused else "", upstreams=self.config.upstreams,
-                         exposure=exposure.roll() if exposure is not None else None)
+                         exposure=exposure.roll() if exposure is not None else None,
+                         outcomes=outcomes.outcomes() if outcomes is not None else None,
+                         breakers=breaker_states(breakers, cur.ruleset.breakers, self.wall())
+                         if breakers is not None and cur is not None else {})
         return ("HSET", self.keys.fleet, self.config.gateway_id, beat.encode())
 
     def heartbeat(self) -> None:
