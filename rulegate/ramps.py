@@ -1,17 +1,41 @@
-"""Ramp guards for ruleadmin's watcher: which policies a guard judges, and the flat ramp that halts one.
+"""Ramp math: a percent policy's effective share E(now), and what ruleadmin's guard watcher needs — which
+policies a guard judges and the flat ramp that halts one (docs/rules.md "Ramps", "Guards", "Halting").
 
-docs/rules.md "Guards" and "Halting". Validation and the effective share live in rulegate/schema.py.
+Validation lives in rulegate/schema.py, which re-exports these functions.
 """
 from __future__ import annotations
 
-from .schema import GUARD_BREACH, ramp_share
+import math
+
+HALT_MODES = ("revert", "freeze")  # a guard's on_breach
+
+
+def _floor_time(now: float) -> int:
+    return now if isinstance(now, int) else math.floor(now)
+
+
+def ramp_share(ramp: dict, now: float) -> int:
+    """Return a valid ramp's effective total share (units of 0.01 %) at epoch time now (docs/rules.md "Ramps").
+
+    Integer arithmetic with floor division only: lua/rulegate/router.lua computes the same value.
+    """
+    if now >= ramp["end"]:
+        return ramp["to"]
+    if not now >= ramp["start"]:  # before the start (or NaN)
+        return ramp["from"]
+    start, span, low = ramp["start"], ramp["end"] - ramp["start"], ramp["from"]
+    elapsed = _floor_time(now) - start
+    if ramp["mode"] == "step":
+        steps = ramp["steps"]
+        return low + (ramp["to"] - low) * (elapsed * steps // span) // steps
+    return low + (ramp["to"] - low) * elapsed // span
 
 
 def halted_ramp(ramp: dict, now: int, mode: str) -> dict:
     """Return the flat ramp that halts `ramp` at epoch time now: from = to = 0 (mode "revert") or the effective
     share E(now) ("freeze"); start, end, mode, steps and guard are kept. Raise ValueError for another mode."""
-    if mode not in GUARD_BREACH:
-        raise ValueError(f"mode must be one of {', '.join(GUARD_BREACH)}, not {mode!r}")
+    if mode not in HALT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(HALT_MODES)}, not {mode!r}")
     share = ramp_share(ramp, now) if mode == "freeze" else 0
     return {**ramp, "from": share, "to": share}
 

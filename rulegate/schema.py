@@ -8,7 +8,6 @@ reference lives in docs/rules.md.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import msgpack
@@ -16,6 +15,10 @@ import msgpack
 from .errors import CorruptDataError, ValidationError
 from .hostnames import ascii_lower, canonical_rule_host
 from .iputil import canonical_cidr
+from .ramps import HALT_MODES
+from .ramps import guarded_policies as guarded_policies  # re-exported: the ramp math lives in ramps.py
+from .ramps import halted_ramp as halted_ramp
+from .ramps import ramp_share as ramp_share
 
 MAX_RULES_PER_NAMESPACE = 20_000
 MAX_POLICIES = 32
@@ -35,7 +38,7 @@ RAMP_MODES = ("linear", "step")
 GUARD_INTS = {"min_requests": (1, 1_000_000), "window": (10, 3600)}
 GUARD_LIMITS = {"max_error_increase": (0, 1, 4), "max_p95_ratio": (1, 100, 2)}  # lo, hi, decimals
 GUARD_DEFAULTS = {"window": 60, "on_breach": "revert"}
-GUARD_BREACH = ("revert", "freeze")
+GUARD_BREACH = HALT_MODES
 
 KINDS = ("split", "degrade")
 KEY_SOURCES = ("header", "cookie", "arg", "ip")
@@ -330,27 +333,6 @@ def _check_guard(c: _Checker, ramp: dict, path: str, bucket_upstreams: set) -> N
     if not any(name in guard for name in GUARD_LIMITS):
         c.fail(path, "needs max_error_increase, max_p95_ratio or both")
     ramp["guard"] = {**GUARD_DEFAULTS, **guard}
-
-
-def _floor_time(now: float) -> int:
-    return now if isinstance(now, int) else math.floor(now)
-
-
-def ramp_share(ramp: dict, now: float) -> int:
-    """Return a valid ramp's effective total share (units of 0.01 %) at epoch time now (docs/rules.md "Ramps").
-
-    Integer arithmetic with floor division only: lua/rulegate/router.lua computes the same value.
-    """
-    if now >= ramp["end"]:
-        return ramp["to"]
-    if not now >= ramp["start"]:  # before the start (or NaN)
-        return ramp["from"]
-    start, span, low = ramp["start"], ramp["end"] - ramp["start"], ramp["from"]
-    elapsed = _floor_time(now) - start
-    if ramp["mode"] == "step":
-        steps = ramp["steps"]
-        return low + (ramp["to"] - low) * (elapsed * steps // span) // steps
-    return low + (ramp["to"] - low) * elapsed // span
 
 
 _POLICY_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable]] = {
