@@ -280,9 +280,7 @@ def _check_percent_policy(c: _Checker, p: dict, path: str) -> None:
     if "ramp" in p:
         _check_ramp(c, p["ramp"], f"{path}.ramp")
         if isinstance(p["ramp"], dict) and "guard" in p["ramp"]:
-            buckets = p.get("buckets") if isinstance(p.get("buckets"), list) else []
-            upstreams = {b.get("upstream") for b in buckets if isinstance(b, dict)}
-            _check_guard(c, p["ramp"], f"{path}.ramp.guard", upstreams)
+            _check_guard(c, p["ramp"], f"{path}.ramp.guard", _bucket_upstreams(p))
 
 
 def _check_ramp(c: _Checker, value: Any, path: str) -> None:
@@ -309,6 +307,11 @@ def _check_ramp(c: _Checker, value: Any, path: str) -> None:
             c.fail(f"{path}.steps", "is required with mode 'step'")
         else:
             c.integer(ramp["steps"], f"{path}.steps", 1, MAX_RAMP_STEPS)
+
+
+def _bucket_upstreams(p: dict) -> set[str]:
+    buckets = p.get("buckets") if isinstance(p.get("buckets"), list) else []
+    return {b["upstream"] for b in buckets if isinstance(b, dict) and isinstance(b.get("upstream"), str)}
 
 
 def _check_guard(c: _Checker, ramp: dict, path: str, bucket_upstreams: set) -> None:

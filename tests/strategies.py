@@ -96,6 +96,39 @@ def ramps(draw) -> dict:
 
 
 @st.composite
+def guard_limits(draw, lo: int, hi: int, places: int) -> int | float:
+    """A guard limit as written: an integer, a whole float, units / 10**places, or a double next to one."""
+    scale = 10**places
+    units = draw(st.integers(lo * scale, hi * scale))
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        return draw(st.integers(lo, hi))
+    if kind == 1:
+        return float(draw(st.integers(lo, hi)))
+    value = units / scale
+    if kind == 3:
+        value = min(max(value * (1 + draw(st.sampled_from([-1e-15, 1e-15]))), lo), hi)
+    return value
+
+
+@st.composite
+def guards(draw, canary: set[str]) -> dict:
+    """A ramp's guard as written (defaults left out or given, limits non-canonical); control outside `canary`."""
+    guard = {"control": draw(upstreams.filter(lambda u: u not in canary)),
+             "min_requests": draw(st.integers(1, 1_000_000))}
+    which = draw(st.sampled_from(["error", "p95", "both"]))
+    if which != "p95":
+        guard["max_error_increase"] = draw(guard_limits(0, 1, 4))
+    if which != "error":
+        guard["max_p95_ratio"] = draw(guard_limits(1, 100, 2))
+    if draw(st.booleans()):
+        guard["window"] = draw(st.integers(10, 3600))
+    if draw(st.booleans()):
+        guard["on_breach"] = draw(st.sampled_from(["revert", "freeze"]))
+    return guard
+
+
+@st.composite
 def windows(draw) -> dict:
     start = draw(st.integers(0, 2**40 - 1))
     return draw(st.sampled_from([{"start": start}, {"end": start + 1}, {"start": start, "end": min(start + 3600, 2**40)}]))
@@ -112,6 +145,8 @@ def policies(draw) -> dict:
             p["salt"] = draw(unicode_text)
         if draw(st.booleans()):
             p["ramp"] = draw(ramps())
+            if draw(st.booleans()):
+                p["ramp"]["guard"] = draw(guards({b["upstream"] for b in p["buckets"]}))
         return p
     p = {"type": kind, "upstream": draw(upstreams)}
     if kind == "uid_range":

@@ -7,8 +7,12 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from rulegate.schema import validate_rule
 from tests.conftest import VECTORS
+from tests.strategies import guards
 
 from .decide_harness import DecideHarness
 
@@ -23,7 +27,15 @@ def with_guard(guard: object) -> dict:
 
 
 @pytest.fixture(scope="module")
-def verdicts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], str | None]]:
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DecideHarness]:
+    """An nginx checking rules with lua/rulegate/schema.lua."""
+    with DecideHarness(tmp_path_factory.mktemp("guards")) as h:
+        yield h
+        assert h.error_lines() == []
+
+
+@pytest.fixture(scope="module")
+def verdicts(harness: DecideHarness) -> dict[tuple[str, str], str | None]:
     """(kind, case name) -> the Lua schema's error (None: accepted), all vectors checked in one batch."""
     keys, rules = [], []
     for case in GUARDS["accepted"]:
@@ -32,9 +44,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[st
     for case in GUARDS["refused"]:
         keys.append(("refused", case["name"]))
         rules.append(with_guard(case["guard"]))
-    with DecideHarness(tmp_path_factory.mktemp("guards")) as h:
-        yield dict(zip(keys, h.check(rules)))
-        assert h.error_lines() == []
+    return dict(zip(keys, harness.check(rules)))
 
 
 @pytest.mark.parametrize("case", GUARDS["accepted"], ids=[c["name"] for c in GUARDS["accepted"]])
@@ -49,3 +59,11 @@ def test_canonical_guards_are_accepted_and_other_spellings_refused(verdicts: dic
 def test_guards_python_refuses_are_refused(verdicts: dict, case: dict) -> None:
     """A guard ruleadmin would refuse, found in a stored rule, makes nginx refuse the rule naming the field."""
     assert verdicts[("refused", case["name"])] == f"{case['lua']} is invalid"
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(guards({"canary", "canary-b"}), min_size=40, max_size=40))
+def test_every_canonical_guard_is_accepted(harness: DecideHarness, drawn: list[dict]) -> None:
+    """120 random guards as written (hypothesis): nginx accepts each one Python stores."""
+    canon = [validate_rule(with_guard(g)) for g in drawn]
+    assert harness.check(canon) == [None] * len(canon)
