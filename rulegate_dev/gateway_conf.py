@@ -34,14 +34,15 @@ def include_options(options: Mapping[str, Any], blocks: str) -> dict[str, Any]:
     return {**options, "upstreams": upstream_names(blocks)}
 
 
-def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "", breakers: bool = False) -> str:
+def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "", outcomes: bool = False) -> str:
     """Return ``location /`` routed by rulegate (``$rulegate_upstream``, default when no rule matches).
 
     With ``header_vars`` the decision's rule id and revision go out as X-Rulegate-Rule/-Rev
     through ``$rulegate_rule``/``$rulegate_rev`` (the include's ``"response_headers": "vars"``).
-    ``proxy`` is extra directives placed before ``proxy_pass``. With ``breakers`` a ``log_by_lua``
-    handler feeds breaker rules their outcomes (docs/rules.md, "Breakers"); it is opt-in because a log
-    phase handler costs every request a few µs (bench/REPORT.md).
+    ``proxy`` is extra directives placed before ``proxy_pass``. With ``outcomes`` a ``log_by_lua``
+    handler records the outcomes of requests that need them: breaker rules' (docs/rules.md, "Breakers")
+    and guarded rules' ("Outcome counts"); it is opt-in because a log phase handler costs every request a
+    few µs (bench/REPORT.md).
     """
     lines = [f"set $rulegate_upstream {default};"]
     if header_vars:
@@ -53,7 +54,7 @@ def rulegate_location(default: str, *, header_vars: bool = False, proxy: str = "
     if proxy:
         lines.append(proxy)
     lines.append("proxy_pass http://$rulegate_upstream;")
-    if breakers:
+    if outcomes:
         lines.append('log_by_lua_block {{ require("rulegate").log() }}')
     body = "\n".join("            " + line for line in lines)
     return "location / {{\n" + body + "\n        }}"

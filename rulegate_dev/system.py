@@ -167,7 +167,7 @@ class System:
         location / {{{{ default_type text/plain; return 200 "{name}\\n"; }}}}
     }}}}""" for name, port in (("stable", stable), ("canary", canary)))
         upstreams = upstream_blocks(["stable"], stable) + "\n" + upstream_blocks(["canary"], canary)
-        http = gateway_http(upstreams, rulegate_location("stable", breakers=True), include="include {prefix}/lua/conf/rulegate.conf;",
+        http = gateway_http(upstreams, rulegate_location("stable", outcomes=True), include="include {prefix}/lua/conf/rulegate.conf;",
                             extra=backends)
         self.nginx = NginxLauncher(http, port=self.nginx_port, prefix=self.dir / "nginx", workers=2,
                                    log_level="warn", package_path=False, new_session=True, on_spawn=self.on_spawn,

@@ -8,6 +8,7 @@ local sync = require("rulegate.sync")
 local cluster = require("rulegate.cluster")
 local exposure = require("rulegate.exposure")
 local breaker = require("rulegate.breaker")
+local outcomes = require("rulegate.outcomes")
 
 local ngx = ngx
 local var = ngx.var
@@ -45,7 +46,7 @@ local DEFAULTS = {
     notifications = true, listen_max = 30, listen_lock_ttl = 5, log_batch = 1000,
     background_compile_min = 2000,
     ssl = false, ssl_verify = true,
-    exposure = true, exposure_flush_interval = 1, -- decisions per rule/upstream (exposure.lua)
+    exposure = true, exposure_flush_interval = 1, -- decisions per rule/upstream (exposure.lua); outcomes.lua too
 }
 
 
@@ -295,6 +296,10 @@ function _M.init_worker()
             log(ERR, "rulegate: ", err)
         end
     end
+    ok, err = outcomes.start(conf.shm, conf.exposure_flush_interval)
+    if not ok then
+        log(ERR, "rulegate: ", err)
+    end
 end
 
 
@@ -319,7 +324,7 @@ local function respond(d)
 end
 
 
-local breaker_seen = false
+local outcomes_seen = false -- set once a request of this worker needs its outcome (log() skips ngx.ctx before)
 
 
 -- The decision for the current request, the rule set it came from and the id of
@@ -338,15 +343,16 @@ end
 -- access_by_lua: set the upstream variable, or answer the request itself.
 function _M.access()
     local d, rs, passed = _M.decide()
-    if passed then
-        ngx.ctx.rulegate_breaker = passed
-        breaker_seen = true
-    end
     if d == nil then
         if conf.default_upstream then
             var[conf.upstream_var] = conf.default_upstream
         end
         return
+    end
+    if passed or d.guarded then -- a breaker rule let it through, or a guarded rule decided it: log() counts it
+        local ctx = ngx.ctx
+        ctx.rulegate_breaker, ctx.rulegate_outcome = passed, d
+        outcomes_seen = true
     end
     if conf.exposure then
         exposure.count(d) -- a per-worker table; flushed to the shared dict by a timer
@@ -378,17 +384,33 @@ function _M.access()
 end
 
 
--- log_by_lua: report the outcome of a request a breaker rule let through.
--- (breaker_seen: set once a breaker rule let a request through in this worker)
+-- log_by_lua: the outcome of a request a breaker rule let through (reported to
+-- the breaker) or a guarded rule decided, counted per rule and upstream
+-- (docs/rules.md "Outcome counts"). Until a request of this worker needed it
+-- (outcomes_seen), ngx.ctx is not touched.
 function _M.log()
-    if not breaker_seen then -- no breaker rule let a request through in this worker: skip ngx.ctx
+    if not outcomes_seen then
         return
     end
-    local rule_id = ngx.ctx.rulegate_breaker
-    if rule_id then
-        local now = ngx.now()
-        breaker.report(rule_id, now, ngx.status or 0, (now - ngx.req.start_time()) * 1000)
+    local ctx = ngx.ctx
+    local d = ctx.rulegate_outcome
+    if d == nil then
+        return
     end
+    local t = ngx.now()
+    local status, latency = ngx.status or 0, (t - ngx.req.start_time()) * 1000
+    local rule_id = ctx.rulegate_breaker
+    if rule_id then
+        breaker.report(rule_id, t, status, latency)
+    end
+    local upstream = d.upstream
+    if upstream == nil then -- pass: the location's default upstream
+        upstream = var[conf.upstream_var]
+        if upstream == nil or upstream == "" then
+            upstream = "@pass"
+        end
+    end
+    outcomes.count(d.rule_id or "", upstream, status, latency)
 end
 
 
@@ -436,6 +458,8 @@ function _M.state()
         cluster_stats = stats,
         exposure = conf.exposure and exposure.totals(shm) or cjson.null,
         breakers = breaker.snapshot_all(ngx.now()), -- this worker's (the one answering)
+        breakers_fleet = outcomes.breakers(shm) or {}, -- every worker's, as published by its last flush
+        outcomes = outcomes.totals(shm), -- cumulative outcome counts of all workers (docs/rules.md "Outcome counts")
     }
 end
 

@@ -66,8 +66,8 @@ local function key_value(source, name, req)
 end
 
 
-local function proxy(upstream, rule_id, rev)
-    return { action = "proxy", upstream = upstream, rule_id = rule_id, revision = rev }
+local function proxy(upstream, rule_id, rev, guarded) -- guarded: true for a guarded rule (its outcomes count)
+    return { action = "proxy", upstream = upstream, rule_id = rule_id, revision = rev, guarded = guarded }
 end
 
 
@@ -186,14 +186,14 @@ local function ramped_percent(seed, ramp, edges)
 end
 
 
-local function compile_policy(p, rule_id, rev)
+local function compile_policy(p, rule_id, rev, guarded)
     local ptype = p.type
     if ptype == "percent" then
         local seed = salt_seed(p.salt or rule_id)
         local edges, total = {}, 0
         for i, b in ipairs(p.buckets) do
             total = total + b.weight
-            edges[i] = { total, proxy(b.upstream, rule_id, rev) }
+            edges[i] = { total, proxy(b.upstream, rule_id, rev, guarded) }
         end
         if p.ramp ~= nil then
             return ramped_percent(seed, p.ramp, edges)
@@ -213,7 +213,7 @@ local function compile_policy(p, rule_id, rev)
             return nil
         end
     end
-    local hit = proxy(p.upstream, rule_id, rev)
+    local hit = proxy(p.upstream, rule_id, rev, guarded)
     if ptype == "uid_range" then
         local ranges = p.ranges
         return function(key)
@@ -291,14 +291,20 @@ end
 
 
 local function compile_split(rule, rev)
+    local guarded -- any percent policy's ramp has a guard (docs/rules.md "Outcome counts")
+    for _, p in ipairs(rule.policies or {}) do
+        if type(p.ramp) == "table" and p.ramp.guard ~= nil then
+            guarded = true
+        end
+    end
     local checks = {}
     for i, p in ipairs(rule.policies or {}) do
-        checks[i] = compile_policy(p, rule.id, rev)
+        checks[i] = compile_policy(p, rule.id, rev, guarded)
     end
     local window = rule.window
     return {
         rule_id = rule.id, source = rule.key.source, name = key_name(rule.key),
-        checks = checks, default = proxy(rule.default, rule.id, rev),
+        checks = checks, default = proxy(rule.default, rule.id, rev, guarded),
         windowed = window ~= nil, start = window and window.start, ["end"] = window and window["end"],
     }
 end

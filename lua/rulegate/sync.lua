@@ -11,6 +11,7 @@ local router = require("rulegate.router")
 local snapshot = require("rulegate.snapshot")
 local digest = require("rulegate.digest")
 local exposure = require("rulegate.exposure")
+local outcomes = require("rulegate.outcomes")
 
 local ngx = ngx
 local log = ngx.log
@@ -651,6 +652,8 @@ local function heartbeat(conf, cl, force)
         refused_reason = dict:get(K.refused_reason) or "",
         upstreams = conf.upstreams, -- an empty table packs as a map: fleet.py reads {} as none
         exposure = conf.exposure and exposure.report(dict, t) or nil, -- decisions since the previous heartbeat
+        outcomes = outcomes.report(dict), -- cumulative outcome counts (nil: none)
+        breakers = outcomes.breakers(dict), -- rule id -> breaker instances (workers) per state (nil: none)
     })
     local _, err = cl:command(conf.keys.fleet, { "HSET", conf.keys.fleet, conf.gateway_id, value })
     if err then

@@ -98,7 +98,7 @@ class Gateway(NginxLauncher):
         http = gateway_http(
             upstream_blocks(sorted(set(upstreams) | {"default"}), self.echo_port, keepalive=8),
             rulegate_location("default", header_vars=True, proxy="proxy_set_header X-Upstream $rulegate_upstream;",
-                              breakers=True),
+                              outcomes=True),
             extra=ECHO_SERVER.replace("ECHO_PORT", str(self.echo_port)), extra_locations=LUA_MEMORY)
         self.options = options
         super().__init__(http, package_path=False, workers=kw.pop("workers", 2),
