@@ -61,6 +61,11 @@ def _policy(rnd: random.Random) -> dict:
             p["salt"] = rnd.choice(("exp1", "s\u00e4lz", "", "x"))
         if rnd.random() < 0.4:
             p["ramp"] = _ramp(rnd)
+            if rnd.random() < 0.3:  # gateways do not route by a guard (docs/rules.md "Guards")
+                canary = {b["upstream"] for b in p["buckets"]}
+                p["ramp"]["guard"] = {"control": rnd.choice([u for u in UPSTREAMS if u not in canary]),
+                                      "min_requests": rnd.randint(1, 100), "max_error_increase": 0.05,
+                                      "max_p95_ratio": rnd.choice((1, 1.5, 2.25)), "on_breach": "freeze"}
         return p
     p = {"type": kind, "upstream": rnd.choice(UPSTREAMS)}
     if kind == "uid_range":
