@@ -27,10 +27,12 @@ from rulegate.history import (
 from rulegate.history import page as history_page
 from rulegate.keyspace import NAMESPACES_KEY, Keys
 from rulegate.namespace import as_text
+from rulegate.outcomes import Outcomes, total
 from rulegate.schema import decode_rule, encode_rule, is_valid_id, validate_rule
 from rulegate.store import LogEntry, RuleStore, WriteResult, rule_hash
 
 from .display import iso_utc
+from .guards import SUMMARY_WINDOW, read_guards, read_outcomes
 
 __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
            "ValidationError", "HistoryUnavailableError", "LogTrimmedError", "RevisionMissingError",
@@ -285,6 +287,7 @@ class RuleService:
                 continue
             status = _fleet_status(beat, rev, gen, digest, now - silent_after)
             gateways.append({"id": gateway_id, **asdict(beat), "exposure": _gateway_exposure(beat),
+                             "outcomes": _gateway_outcomes(beat),
                              "lag": max(rev - beat.revision, 0), "status": status})
             if status != "silent":
                 live.append(beat)
@@ -292,7 +295,9 @@ class RuleService:
         rules = {rule_id: _decode(raw) or {} for rule_id, raw in read.raw.items()}
         return {"namespace": ns, "revision": rev, "generation": gen, "digest": digest, "gateways": gateways,
                 "counts": counts, "alarms": sum(counts[s] for s in FLEET_ALARMS),
-                "exposure": fleet_exposure(rules, live, now, idle_after)}
+                "exposure": fleet_exposure(rules, live, now, idle_after),
+                "outcomes": fleet_outcomes(self.store._call(read_outcomes, self.store.client, ns), now),
+                "guards": self.store._call(read_guards, self.store.client, ns, now)}
 
     # ---- simulation ------------------------------------------------------------------------
     def simulate(self, ns: str, request: dict) -> tuple[int, Decision]:
@@ -315,6 +320,15 @@ def _gateway_exposure(beat: Heartbeat) -> dict | None:
         return None
     return {"per_minute": round(e.per_minute(sum(n for _r, _t, n in e.counts) + e.other), 2), "window": e.window,
             "since": e.since}
+
+
+def _gateway_outcomes(beat: Heartbeat) -> dict | None:
+    """Return a gateway row's outcome totals since its counters started (JSON-friendly; None when not reported)."""
+    o = beat.outcomes
+    if o is None:
+        return None
+    sums = total(o.counts.values())
+    return {"since": o.since, "requests": sums.requests, "errors": sums.errors, "keys": len(o.counts)}
 
 
 def fleet_exposure(rules: dict[str, dict], beats: list[Heartbeat], now: float, idle_after: float) -> dict:
@@ -349,6 +363,21 @@ def fleet_exposure(rules: dict[str, dict], beats: list[Heartbeat], now: float, i
             "pass_per_minute": round(sum(by_rule.get("", {}).values()), 2), "other_per_minute": round(other, 2),
             "per_minute": round(sum(targets.values()) + other, 2),
             "idle": [rule_id for rule_id, r in out_rules.items() if r["idle"]]}
+
+
+def fleet_outcomes(summary: Outcomes | None, now: float) -> dict:
+    """Return the fleet's outcomes per rule and upstream over the guard watcher's last SUMMARY_WINDOW seconds
+    (requests/min, error ratio, p95 ms, status classes); `available` is False when no watcher wrote them lately."""
+    if summary is None:
+        return {"available": False, "window": SUMMARY_WINDOW, "rules": {}}
+    rules: dict[str, dict[str, dict]] = {}
+    for (rule, upstream), c in sorted(summary.counts.items()):
+        rules.setdefault(rule, {})[upstream] = {
+            "per_minute": round(c.requests * 60.0 / SUMMARY_WINDOW, 2), "requests": c.requests,
+            "errors": c.errors, "error_ratio": c.error_ratio(), "p95_ms": c.quantile_ms(0.95),
+            "classes": {f"{k}xx" if k else "failed": n for k, n in enumerate(c.classes) if n}}
+    return {"available": True, "window": SUMMARY_WINDOW, "at": summary.since, "age": max(now - summary.since, 0.0),
+            "rules": rules}
 
 
 def _fleet_status(beat, rev: int, gen: str, digest: str, silent_before: float) -> str:

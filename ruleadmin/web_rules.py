@@ -6,6 +6,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from rulegate.errors import NotFoundError, ValidationError
+from rulegate.schema import guarded_policies
 
 from . import forms, rulelist
 from .api_upstreams import declare, known
@@ -78,9 +79,12 @@ def rule(ns: str, rule_id: str):
     rev, found = backend().rules.get_rule(ns, rule_id)
     sim = forms.SimulateForm(formdata=None, data={"host": found["route"]["host"], "path": found["route"]["path"],
                                                   "method": (found["route"].get("methods") or ["GET"])[0]})
+    fleet = fleet_of(ns)
     return render_template("rule.html", ns=ns, rev=rev, rule=found, lines=describe(found), pretty=forms.pretty(found),
                            ramps=ramps(found),
-                           history=rule_history(ns, rule_id), sim=sim, exposure=fleet_of(ns)["exposure"],
+                           history=rule_history(ns, rule_id), sim=sim, exposure=fleet["exposure"],
+                           outcomes=fleet["outcomes"], guard=fleet["guards"]["rules"].get(rule_id),
+                           watcher=fleet["guards"]["watcher"], guarded=bool(guarded_policies(found)),
                            confirm=forms.ConfirmForm(expected_rev=str(rev)))
 
 
