@@ -82,6 +82,7 @@ class PolicyForm(Form):
                            description="at most 366 days after the start")
     ramp_steps = IntegerField("Ramp steps", validators=[Optional(), NumberRange(1, 1000)],
                               description="for a ramp in steps: how many equal stages (1 to 1000)")
+    ramp_guard = HiddenField(validators=[Optional(), Length(max=4096)])  # the stored guard (API-only), kept as JSON
 
 
 def policy_fields(ptype: str | None, policy: PolicyForm | None = None) -> tuple[str, ...]:
@@ -264,6 +265,11 @@ def _ramp(p: PolicyForm, prefix: str, errors: FormErrors) -> dict:
             ramp[name] = ts
     if p.ramp_mode.data == "step" and p.ramp_steps.data is not None:
         ramp["steps"] = p.ramp_steps.data
+    if p.ramp_guard.data:  # the form does not edit a guard; saving keeps the one the policy had
+        try:
+            ramp["guard"] = json.loads(p.ramp_guard.data)
+        except ValueError:
+            errors[f"{prefix}ramp_mode"] = "the ramp's guard could not be read back; edit it through the API"
     return ramp
 
 
@@ -344,7 +350,8 @@ def _ramp_data(ramp: dict | None) -> dict:
     if not ramp:
         return {"ramp_mode": ""}
     return {"ramp_mode": ramp["mode"], "ramp_from": percent(ramp["from"]), "ramp_to": percent(ramp["to"]),
-            "ramp_start": _fmt_utc(ramp["start"]), "ramp_end": _fmt_utc(ramp["end"]), "ramp_steps": ramp.get("steps")}
+            "ramp_start": _fmt_utc(ramp["start"]), "ramp_end": _fmt_utc(ramp["end"]), "ramp_steps": ramp.get("steps"),
+            "ramp_guard": json.dumps(ramp["guard"], sort_keys=True) if "guard" in ramp else ""}
 
 
 def policy_data(p: dict) -> dict:
@@ -395,7 +402,7 @@ _POLICY = {"type": "type", "name": "name", "upstream": "upstream", "buckets": "b
 
 def field_for(path: str) -> str | None:
     """Return the form field name ('host', 'policies-0-buckets', ...) for a schema error path."""
-    m = re.match(r"policies\[(\d+)\]\.ramp(?:\.([a-z_]+))?$", path)
+    m = re.match(r"policies\[(\d+)\]\.ramp(?:\.([a-z_]+))?(\.|$)", path)
     if m:
         return f"policies-{m.group(1)}-ramp_{m.group(2) if m.group(2) in _RAMP_PARTS else 'mode'}"
     m = re.match(r"policies\[(\d+)\]\.?([a-z_]*)", path)
@@ -441,6 +448,9 @@ def plain_message(path: str, message: str) -> str:
     m = re.fullmatch(r"weights sum to (\d+); .*", message)
     if m:
         return f"the shares add up to {percent(int(m.group(1)))}; they must add up to at most 100%"
+    if ".ramp.guard" in path:
+        part = path.partition(".ramp.guard")[2].lstrip(".")
+        return f"the ramp's guard (kept from the API; edit it there): {part + ' ' if part else ''}{message}"
     if ".ramp" in path:
         message = re.sub(r"policies\[\d+\]\.ramp\.start", "the ramp start", message)
         return _RAMP_MESSAGES.get(message, message)
@@ -480,3 +490,19 @@ def plain_path(path: str) -> str:
 def pretty(rule: dict | None) -> str:
     """Return a rule as stable, indented JSON for display and diffs."""
     return json.dumps(rule, indent=2, sort_keys=True) if rule is not None else ""
+
+
+class KillSwitchForm(FlaskForm):
+    """Engage a kill switch: the scope (a route needs host and path) and the response (the preset or a custom one)."""
+
+    scope = SelectField("Scope", choices=[SelectChoice("namespace", "the whole namespace"),
+                                          SelectChoice("route", "one route")], default="namespace")
+    host = StringField("Host", validators=[Optional(), Length(max=253)], description="scope 'one route' only")
+    path = StringField("Path prefix", default="/", validators=[Optional(), Length(max=512)])
+    response = SelectField("Response", default="preset", choices=[
+        SelectChoice("preset", "the preset response"), SelectChoice("static", "a custom static response"),
+        SelectChoice("upstream", "send to a fallback upstream")])
+    status = IntegerField("Status", validators=[Optional()], description="custom static response; default 503")
+    body = TextAreaField("Body", validators=[Optional(), Length(max=65536)])
+    upstream = StringField("Fallback upstream", validators=[Optional(), Length(max=128)])
+    force = BooleanField("Use it anyway: I checked this upstream exists", default=False)
