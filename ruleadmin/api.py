@@ -6,13 +6,14 @@ from flask import Blueprint, current_app, jsonify, request
 from rulegate.errors import LimitError, NamespaceLimitError, RuleConflictError
 from rulegate.schema import encode_rule, is_valid_id
 
-from . import api_accounts, api_upstreams, rulelist
+from . import api_accounts, api_killswitch, api_upstreams, rulelist
 from .api_request import if_match, int_arg, json_body
 from .auth import api_role, api_user
 from .errors import APIError
 from .extensions import backend, csrf
 from .idempotency import idempotent
 from .inputs import MAX_REVISION, percent_strings
+from .killswitch import RESERVED_MESSAGE, is_reserved
 from .metrics import WRITES
 from .openapi import document
 from .rule_etag import etag_of_hash, if_match_condition, rule_etag
@@ -32,6 +33,8 @@ bp.register_blueprint(api_accounts.bp)
 bp.record_once(lambda _state: csrf.exempt(api_accounts.bp))
 bp.register_blueprint(api_upstreams.bp)
 bp.record_once(lambda _state: csrf.exempt(api_upstreams.bp))
+bp.register_blueprint(api_killswitch.bp)
+bp.record_once(lambda _state: csrf.exempt(api_killswitch.bp))
 ID_RULE = "must match [a-z0-9][a-z0-9_.-]{0,63}"
 
 
@@ -174,6 +177,8 @@ def get_rule(ns: str, rule_id: str):
 def put_rule(ns: str, rule_id: str):
     """Create (no If-Match) or replace (If-Match: "<rev>") a rule."""
     _check_names(ns, rule_id)
+    if is_reserved(rule_id):
+        raise APIError(400, "reserved rule id", {"id": RESERVED_MESSAGE})
     data, percent_errors = percent_strings(json_body())
     if percent_errors:
         raise ValidationError(percent_errors)

@@ -67,7 +67,27 @@ def _parser() -> EnvArgumentParser:
                    help="the namespace (required, as NAME or --name)")
     n.add_argument("--name", dest="name_flag", type=identifier("namespace name"), metavar="NAME",
                    help="the namespace (required, as NAME or --name)")
+    _kill_switch_parser(command("kill-switch", "engage, undo or list kill switches (docs/api.md \"Kill switches\")"))
+    w = command("guard-watcher", "judge the guards of moving ramps on the fleet's outcomes and halt failing ramps",
+                "Judge every moving ramp's guard on the outcomes the gateways report and halt a ramp whose canary "
+                "regresses (docs/rules.md \"Guards\"). Runs until SIGTERM/SIGINT; several may run (a Redis lease "
+                "lets one judge at a time).")
+    w.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="seconds between rounds (default 1; at most the gateways' heartbeat interval)")
+    w.add_argument("--namespace", action="append", type=identifier("namespace name"), metavar="NAME",
+                   help="watch only this namespace (repeatable; default: every namespace)")
+    w.add_argument("--once", action="store_true", help="run one round, print its halts as JSON lines, exit")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.05 <= value <= 60:
+        raise argparse.ArgumentTypeError("must be between 0.05 and 60 seconds")
+    return value
 
 
 def _serve_parser(s: EnvArgumentParser) -> None:
@@ -276,11 +296,110 @@ def _run(args: argparse.Namespace, app, b, actor: str, password: str | None) -> 
         if not acc.revoke_token(args.id, actor):
             raise NotFound(f"no token with id {args.id}")
         print(f"token {args.id} revoked")
+    elif cmd == "guard-watcher":
+        return _guard_watcher(args, b)
+    elif cmd == "kill-switch":
+        return _kill_switch(args, app, b, actor)
     elif cmd == "create-namespace":
         created = b.rules.create_namespace(args.name)
         if created:
             acc.audit("namespace.created", actor, args.name)
         print(f"namespace {args.name} {'created' if created else 'already exists'}")
+    return 0
+
+
+def _guard_watcher(args: argparse.Namespace, b) -> int:
+    """Run `ruleadmin guard-watcher`: rounds until a stop signal (or one round with --once)."""
+    import signal
+    import threading
+
+    from .guards import GuardWatcher
+    watcher = GuardWatcher(b.store, interval=args.interval, namespaces=args.namespace)
+    if args.once:
+        for halt in watcher.run_once():
+            print(json.dumps(halt.__dict__))
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"guard watcher {watcher.watcher_id}: every {args.interval:g}s", file=sys.stderr, flush=True)
+    watcher.run(stop)
+    return 0
+
+
+def _kill_switch_parser(k: EnvArgumentParser) -> None:
+    acts = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    texts = {"engage": "degrade the whole namespace (or, with --host, one route) to the preset response or the "
+                       "one given; prints the switch as JSON",
+             "undo": "remove exactly the switch's rules in one revision; prints whether the content equals the "
+                     "content before it (exact) and which rules differ",
+             "list": "print the namespace's kill switches as JSON lines"}
+    for name, text in texts.items():
+        a = acts.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", epilog=ENV_EPILOG)
+        a.add_argument("--namespace", required=True, type=identifier("namespace name"), help="the namespace (required)")
+        if name == "undo":
+            a.add_argument("--id", required=True, help="the kill switch id, as engage and list print (required)")
+        if name == "engage":
+            a.add_argument("--host", help="degrade only this route's host (default: the whole namespace)")
+            a.add_argument("--path", help="the route's path prefix, with --host (default: /)")
+            a.add_argument("--status", type=int, help="a static response with this status (default preset: 503)")
+            a.add_argument("--body", help="the static response's body (with --status; default: empty)")
+            a.add_argument("--upstream", help="send to this fallback upstream instead of answering (default: answer)")
+
+
+# the option a kill switch request field came from
+_KILL_SWITCH_OPTIONS = {"route.host": "--host", "route.path": "--path", "route": "--host", "action.status": "--status",
+                        "action.body": "--body", "action.upstream": "--upstream", "action": "--status"}
+
+
+def _kill_switch_request(args: argparse.Namespace) -> dict:
+    """Return the kill switch request the engage options describe; raise UsageError."""
+    if args.upstream is not None and (args.status is not None or args.body is not None):
+        raise UsageError("--upstream cannot be combined with --status or --body")
+    if args.path is not None and args.host is None:
+        raise UsageError("--path needs --host (a route is a host and a path)")
+    data: dict = {"scope": "namespace"}
+    if args.host is not None:
+        data = {"scope": "route", "route": {"host": args.host, "path": "/" if args.path is None else args.path}}
+    if args.upstream is not None:
+        data["action"] = {"type": "upstream", "upstream": args.upstream}
+    elif args.status is not None or args.body is not None:
+        data["action"] = {"type": "static", "status": 503 if args.status is None else args.status,
+                          "body": args.body or ""}
+    return data
+
+
+def _kill_switch(args: argparse.Namespace, app, b, actor: str) -> int:
+    """Run `ruleadmin kill-switch <action>`; return the exit status."""
+    from .rules import NamespaceMissing
+    try:
+        return _kill_switch_action(args, app, b, actor)
+    except NamespaceMissing:
+        raise NotFound(f"namespace {args.namespace} does not exist (create-namespace creates it)") from None
+
+
+def _kill_switch_action(args: argparse.Namespace, app, b, actor: str) -> int:
+    from . import killswitch
+    if args.action == "list":
+        for switch in killswitch.list_switches(b.rules, args.namespace):
+            print(json.dumps(switch))
+        return 0
+    if args.action == "undo":
+        done = killswitch.undo(b.rules, args.namespace, args.id, actor)
+        b.accounts.audit("killswitch.undone", actor, args.namespace, killswitch.audit_detail(done))
+        print(json.dumps(killswitch.undone_body(done)))
+        return 0
+    preset = killswitch.preset_from_config(app.config.get("KILL_SWITCH_PRESET"))
+    try:
+        scope, route, action = killswitch.parse_request(_kill_switch_request(args), preset)
+    except ValidationError as exc:
+        raise UsageError("; ".join(f"{_KILL_SWITCH_OPTIONS.get(k, k)}: {v}" for k, v in exc.errors.items())) from None
+    done = killswitch.engage(b.rules, args.namespace, scope, route, action, actor)
+    b.accounts.audit("killswitch.engaged", actor, args.namespace, killswitch.audit_detail(done))
+    body = killswitch.engaged_body(done)
+    for text in body["warnings"]:
+        print(f"warning: {text}", file=sys.stderr)
+    print(json.dumps({**body, "revision": done.result.revision}))
     return 0
 
 

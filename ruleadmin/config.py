@@ -7,6 +7,8 @@ from rulegate.connection import RedisConfig
 from rulegate.schema import MAX_RULES_PER_NAMESPACE
 from rulegate.store import MAX_NAMESPACE_BYTES
 
+from .killswitch import preset_from_config
+
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,
     "REDIS_NODES": "127.0.0.1:7000",
@@ -54,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
     "PROXY_FIX_X_FOR": 0,
     "PROXY_FIX_X_PROTO": 0,
+    "KILL_SWITCH_PRESET": None,  # JSON degrade action a kill switch applies by default (None: static 503)
 }
 
 
@@ -79,6 +82,10 @@ def check(config: Mapping[str, Any], debug: bool) -> None:
         value = config.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value <= highest:
             raise ConfigError(f"RULEADMIN_{name} must be an integer from {lowest} to {highest}")
+    try:
+        preset_from_config(config.get("KILL_SWITCH_PRESET"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def redis_config(config: Mapping[str, Any]) -> RedisConfig:

@@ -196,6 +196,46 @@ def _rule_paths(errors: dict, idem: dict) -> dict:
     }
 
 
+SWITCH_ID = _path("switch_id", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"})
+ACTION = {"type": "object", "required": ["type"], "description": "a degrade action (docs/rules.md Actions): static, "
+          "redirect, upstream or reject; default: RULEADMIN_KILL_SWITCH_PRESET (static 503, Retry-After: 30)",
+          "properties": {"type": {"type": "string", "enum": ["static", "redirect", "upstream", "reject"]}}}
+
+
+def _kill_switch_paths(errors: dict, idem: dict) -> dict:
+    return {
+        "/namespaces/{ns}/kill-switches": {
+            "get": {"operationId": "listKillSwitches", "parameters": [NS],
+                    "responses": {"200": _ok("kill_switches: records (id, scope, route, action, engaged_by, "
+                                             "engaged_at, revision_before, digest_before, rule_ids, revision, "
+                                             "rules_present; record: false when known only from its rules)"),
+                                  **errors}},
+            "post": {"operationId": "engageKillSwitch", "parameters": [NS, IDEMPOTENCY_KEY, FORCE],
+                     "description": "editor: one revision (op kill-switch) adding a degrade rule, percent 100, all "
+                                    "methods, for every route of the namespace plus * / (scope namespace) or for "
+                                    "one route (scope route)",
+                     "requestBody": _json_body({
+                         "type": "object", "required": ["scope"], "additionalProperties": False, "properties": {
+                             "scope": {"type": "string", "enum": ["namespace", "route"]},
+                             "route": {"type": "object", "required": ["host", "path"], "additionalProperties": False,
+                                       "properties": {"host": {"type": "string"}, "path": {"type": "string"}}},
+                             "action": ACTION}}),
+                     "responses": {"201": _ok("kill_switch (the record), shadowed_by, warnings", WRITE), **errors,
+                                   **idem, "412": _error("the namespace kept changing; retry"),
+                                   "413": _error("the namespace would pass RULEADMIN_NAMESPACE_MAX_RULES / "
+                                                 "_MAX_BYTES")}},
+        },
+        "/namespaces/{ns}/kill-switches/{switch_id}": {
+            "delete": {"operationId": "undoKillSwitch", "parameters": [NS, SWITCH_ID, IDEMPOTENCY_KEY],
+                       "description": "editor: one revision (op kill-switch-undo) deleting exactly the switch's rules",
+                       "responses": {"200": _ok("revision, digest, revision_before, digest_before, exact (digest "
+                                                "equals the one before the switch), differences [{id, change}], "
+                                                "removed_rules", WRITE), **errors, **idem,
+                                     "412": _error("a kill rule changed meanwhile")}},
+        },
+    }
+
+
 def _account_paths(errors: dict, idem: dict) -> dict:
     admin = "admin, token without a namespace scope"
     last_admin = _error("it is the last enabled admin, or a request with the same Idempotency-Key is still running")
@@ -265,6 +305,6 @@ def document() -> dict:
                  "description": "Traffic-split and degrade rules. Revisions travel as ETag/If-Match."},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
         "security": [{"bearer": []}],
-        "paths": {**_rule_paths(errors, idem), **_account_paths(errors, idem)},
+        "paths": {**_rule_paths(errors, idem), **_kill_switch_paths(errors, idem), **_account_paths(errors, idem)},
         "servers": [{"url": "/api/v1"}],
     }

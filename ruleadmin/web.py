@@ -18,11 +18,12 @@ from flask_login import current_user
 from rulegate.errors import LimitError
 from rulegate.schema import is_valid_id
 
-from . import forms, web_rules
+from . import forms, web_killswitch, web_rules
 from .auth import web_role
 from .display import iso_utc
 from .extensions import backend
 from .inputs import ascii_int
+from .killswitch import RESERVED_MESSAGE, is_reserved
 from .metrics import WRITES
 from .rules import (
     AlreadyExistsError,
@@ -36,6 +37,7 @@ from .simulation import parse_request
 
 bp = Blueprint("web", __name__)
 bp.register_blueprint(web_rules.bp)
+bp.register_blueprint(web_killswitch.bp)
 
 
 @bp.errorhandler(NamespaceMissing)
@@ -139,6 +141,8 @@ def _save(ns: str, kind: str, form, rule_id: str | None):
     if rule_id is not None:
         rule["id"] = rule_id
         _keep_api_only_fields(ns, rule_id, rule)
+    if is_reserved(rule.get("id")):
+        parse_errors["id"] = RESERVED_MESSAGE
     try:
         prepared = svc.prepare(rule, current_user.username)
         if parse_errors:
@@ -242,6 +246,9 @@ def _valid(form):
 def toggle_rule(ns: str, rule_id: str):
     """Flip a rule's enabled flag (or set it: enabled=on|off) at the revision the list showed."""
     form = _valid(forms.ConfirmForm())
+    if is_reserved(rule_id):
+        flash(f"{rule_id} belongs to a kill switch: undo the switch instead of toggling its rules.")
+        return redirect(url_for("web.rules", ns=ns))
     svc = backend().rules
     _rev, rule = svc.get_rule(ns, rule_id)
     target = request.form.get("enabled")

@@ -44,6 +44,11 @@ class Keys:
         return self.tag + ":upstreams"
 
     @property
+    def killswitch(self) -> str:
+        """Return the key of the engaged kill switches' records (a hash: switch id -> JSON, written by ruleadmin)."""
+        return self.tag + ":killswitch"
+
+    @property
     def events(self) -> str:
         return self.tag + ":events"
 
