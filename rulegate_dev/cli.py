@@ -9,11 +9,13 @@ import textwrap
 from pathlib import Path
 
 from .cluster import LauncherError, LocalCluster, load_state
+from .faults import MAX_SLOW_MS
 from .ports import BUS_OFFSET
 from .runstate import RUN_DIR_ENV, default_run_dir
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "rulegate-cluster"
 MAX_BASE_PORT = 65535 - BUS_OFFSET - 5
+SCENARIO_NAMES = ("ramp", "breaker", "guard", "kill-switch")
 
 EPILOG = f"""\
 environment:
@@ -151,14 +153,62 @@ def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return demo
 
 
+def _add_demo_client(parser: argparse.ArgumentParser) -> None:
+    _add_run_dir(parser)
+    parser.add_argument("--pid", metavar="PID", type=int, default=None,
+                        help="the launcher pid of the demo to use when several are running")
+
+
+def _slow_ms(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    if not 1 <= value <= MAX_SLOW_MS:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_SLOW_MS} ms, got {value}")
+    return value
+
+
+def _add_fault(sub: argparse._SubParsersAction) -> None:
+    fault = sub.add_parser(
+        "fault", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        help="switch the running demo's `flaky` backend: failing (on), healthy (off) or slow",
+        description=_wrap("Switch the `flaky` backend of the running demo (the upstream of shop.localhost/pay and "
+                          "/search): `on` answers 500 to every request, `slow` answers after --ms milliseconds, "
+                          "`off` answers 200 \"flaky\" again; `status` prints the current mode. All nginx workers "
+                          "see the change at once."))
+    fault.add_argument("mode", choices=["on", "off", "slow", "status"], help="the fault to switch to (or status)")
+    fault.add_argument("--ms", type=_slow_ms, default=None, metavar="N",
+                       help=f"with slow: the delay of every answer in milliseconds, 1-{MAX_SLOW_MS} (default 1000)")
+    _add_demo_client(fault)
+
+
+def _add_scenario(sub: argparse._SubParsersAction) -> None:
+    sc = sub.add_parser(
+        "scenario", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        help="run a progressive-delivery scenario against the running demo (ramp, breaker, guard, kill-switch, all)",
+        description=_wrap("Drive traffic through the running demo's nginx and agent and print, step by step, what an "
+                          "operator would watch: ramp (the /beta split measured against the ramp's share now), breaker "
+                          "(an injected failure of `flaky` opens the /pay breaker, it probes and closes again), guard "
+                          "(the guard watcher halts the failing /search canary), kill-switch (every route answers the "
+                          "preset, undo restores the exact content). Exit 0 when what it shows happened, 1 with the "
+                          "failed expectation, 2 when the feature is not in this build or no demo runs."))
+    sc.add_argument("name", choices=[*SCENARIO_NAMES, "all"], help="the scenario (all: each in turn)")
+    sc.add_argument("--follow", action="store_true",
+                    help="ramp: measure again after every change of the ramp's share until it is done (Ctrl-C stops)")
+    _add_demo_client(sc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the `rulegate-dev` argument parser (its `demo` subparser as its `demo_parser` attribute)."""
     parser = argparse.ArgumentParser(prog="rulegate-dev", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (JSON lines on stderr)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{cluster,demo,stop}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{cluster,demo,stop,fault,scenario}")
     _add_cluster(sub)
     parser.demo_parser = _add_demo(sub)  # type: ignore[attr-defined]
+    _add_fault(sub)
+    _add_scenario(sub)
     stop = sub.add_parser("stop", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                           help="stop the demos recorded in the run dir (from any shell)",
                           description=_wrap("Stop every demo recorded in the run dir: SIGTERM its launcher "
@@ -173,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "fault" and args.ms is not None and args.mode != "slow":
+        parser.error("fault: --ms goes with slow only")
     if args.command == "demo" and args.action == "stop":
         given = [opt for opt, value in (("--check", args.check), ("--data-dir", args.data_dir),
                                         ("--base-port", args.base_port), ("--admin-ports", args.admin_ports),
@@ -181,6 +233,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         if given:
             parser.demo_parser.error(f"demo stop takes only --run-dir, not {', '.join(given)}")
     return args
+
+
+def _demo_client_command(args: argparse.Namespace) -> int:
+    """Run `fault` or `scenario` against the running demo; return the exit status."""
+    from .demo_client import DemoClient
+    from .faults import FaultError, describe
+    demo = DemoClient.find(args.run_dir, args.pid)
+    if args.command == "scenario":
+        from .scenarios import run_scenarios
+        return run_scenarios(list(SCENARIO_NAMES) if args.name == "all" else [args.name], demo, follow=args.follow)
+    try:
+        if args.mode == "status":
+            state = demo.fault()
+        else:
+            state = demo.fault(args.mode, (args.ms or 1000) if args.mode == "slow" else None)
+    except FaultError as exc:
+        print(f"rulegate-dev fault: {exc}", file=sys.stderr)
+        return 1
+    print(f"fault {state['mode']}: {describe(state)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cluster":
             return {"up": _cluster_up, "down": _cluster_down, "status": _cluster_status}[args.action](args)
+        if args.command in ("fault", "scenario"):
+            return _demo_client_command(args)
         if args.command == "stop" or args.action == "stop":
             return stop_all(args.run_dir)
         return run_demo(args)

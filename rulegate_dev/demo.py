@@ -66,6 +66,9 @@ def check(system: System, n: int = 2000) -> list[str]:
     status, body, _ = _get(base + "/checkout/pay", {"Host": "shop.localhost"})
     if status != 503 or "maintenance" not in body:
         failures.append(f"checkout degrade -> {status} {body!r}")
+    status, body, _ = _get(base + "/pay", {"Host": "shop.localhost"})
+    if (status, body.strip()) != (200, "flaky"):
+        failures.append(f"/pay (split to the flaky backend) -> {status} {body!r}")
     status, _, headers = _get(base + "/old/x", {"Host": "shop.localhost"})
     if status != 301 or headers.get("Location") != "/":
         failures.append(f"redirect -> {status} {headers.get('Location')}")
@@ -130,6 +133,8 @@ rulegate demo is up (state and logs in {system.dir}: 0700, {where})
   gateway-agent     http://127.0.0.1:{system.agent_port}/healthz   POST /v1/decide
   nginx gateway     curl -H 'Host: shop.localhost' -H 'X-Uid: 1500' http://127.0.0.1:{system.nginx_port}/
   nginx status      http://127.0.0.1:{system.nginx_port}/rulegate/status
+  backends          stable, canary, flaky (served by nginx; `rulegate-dev fault on|off|slow` fails flaky)
+  guard watcher     ruleadmin guard-watcher --namespace {NAMESPACE}   (halts failing guarded ramps)
   pids recorded in  {state.path}   (stop from another shell: {stop_command(state.path.parent)})
 """
 
@@ -139,8 +144,14 @@ def credentials_block(system: System) -> str:
     rows = system.credentials()
     width = max(len(who) for who, _, _ in rows)
     lines = [f"  {who.ljust(width)}  {secret}   ({what})" for who, secret, what in rows]
-    return ("credentials created for this demo (printed only here, once; the Redis passwords also sit in the "
-            "0700 data dir until stop):\n" + "\n".join(lines) + "\n")
+    return ("credentials created for this demo (printed only here, once; the Redis passwords and the API token "
+            "also sit in the 0700 data dir until stop):\n" + "\n".join(lines) + "\n")
+
+
+def scenarios_line() -> str:
+    """Return the line listing the scenarios to run against this demo."""
+    return ("scenarios (from another shell): rulegate-dev scenario ramp|breaker|guard|kill-switch|all   "
+            "(fault injection: rulegate-dev fault on|off|slow --ms N)")
 
 
 def demo_ports(args: argparse.Namespace) -> SystemPorts:
@@ -162,6 +173,7 @@ def run_demo(args: argparse.Namespace) -> int:
         up = True
         print(_banner(system, state), flush=True)
         print(credentials_block(system), flush=True)
+        print(scenarios_line() + "\n", flush=True)
         rc = _check(system) if args.check else _wait_for_stop()
     except StopRequested as exc:
         print(f"\n{exc}: stopping everything the demo started ...", flush=True)

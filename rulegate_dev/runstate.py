@@ -136,3 +136,17 @@ def stop_demo(state: DemoState, timeout: float = 60.0) -> list[str]:
     state.remove_data_dir()
     state.forget()
     return stopped
+
+
+def running_demo(run_dir: str | os.PathLike | None = None, pid: int | None = None) -> DemoState:
+    """Return the state of the running demo recorded in the run directory (the one whose launcher is pid);
+    raise LauncherError when there is none or, without pid, more than one."""
+    directory = open_run_dir(run_dir)
+    states = [s for s in DemoState.all_in(directory) if s.launcher.running() and pid in (None, s.launcher.pid)]
+    if not states:
+        which = f"of pid {pid} " if pid is not None else ""
+        raise LauncherError(f"no running demo {which}recorded in {directory}; start one with `rulegate-dev demo`")
+    if len(states) > 1:
+        pids = ", ".join(str(s.launcher.pid) for s in states)
+        raise LauncherError(f"{len(states)} demos are running (launcher pids {pids}); choose one with --pid")
+    return states[0]

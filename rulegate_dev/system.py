@@ -7,13 +7,15 @@ import os
 import secrets
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 from .acl import ADMIN_USER, OPS_USER, AclUsers
 from .cluster import LocalCluster
 from .errors import LauncherError
+from .faults import backend_servers
 from .gateway_conf import gateway_http, include_options, rulegate_location, upstream_blocks
 from .nginx import NginxLauncher
 from .ports import BUS_OFFSET, find_free_base, free_port, port_is_free
@@ -23,6 +25,8 @@ from .sample_rules import NAMESPACE, seed_rules
 from .service import Service, ruleadmin_service
 
 ADMIN_LOGIN = "admin"
+BACKENDS = ("stable", "canary", "flaky")  # served by the demo nginx itself (rulegate_dev/faults.py)
+ENDPOINTS_FILE = "endpoints.json"
 log = logging.getLogger("rulegate.dev.system")
 OnSpawn = Callable[[str, int], None]
 
@@ -50,6 +54,42 @@ class SystemPorts:
                    admin or (one(8081), one(8082)), agent or one(9901), nginx or one(8080))
 
 
+@dataclass(frozen=True)
+class DemoEndpoints:
+    """What clients of a running demo (`rulegate-dev fault`, `rulegate-dev scenario`) need: its namespace, the
+    ports of nginx, the agent, both ruleadmin instances, the fault control and the backends (by upstream name),
+    and the demo's API token.
+    Saved as ENDPOINTS_FILE (0600) in the demo's 0700 data dir once everything is up."""
+
+    namespace: str
+    nginx: int
+    agent: int
+    admin: tuple[int, int]
+    fault_control: int
+    backends: dict[str, int]
+    token: str
+
+    def save(self, directory: Path) -> Path:
+        """Write the endpoints into directory as a 0600 file; return its path."""
+        return write_private(directory / ENDPOINTS_FILE, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "DemoEndpoints":
+        """Return the endpoints saved in directory; raise LauncherError when there are none (yet) or they are
+        unreadable."""
+        path = Path(directory) / ENDPOINTS_FILE
+        try:
+            data = json.loads(path.read_text())
+            return cls(str(data["namespace"]), int(data["nginx"]), int(data["agent"]),
+                       (int(data["admin"][0]), int(data["admin"][1])), int(data["fault_control"]),
+                       {str(k): int(v) for k, v in data["backends"].items()}, str(data["token"]))
+        except FileNotFoundError:
+            raise LauncherError(f"the demo is still starting (no {path} yet); try again once it prints "
+                                "its credentials") from None
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise LauncherError(f"cannot read the demo's endpoints {path}: {exc}") from None
+
+
 class System:
     """Starts and stops every process of a rulegate deployment on 127.0.0.1.
 
@@ -74,8 +114,11 @@ class System:
         self.refresh_interval = refresh_interval
         self.admins: list[Service] = []
         self.agent: Service | None = None
+        self.watcher: Service | None = None
         self.nginx: NginxLauncher | None = None
         self.token = ""
+        self.backend_ports = {name: free_port() for name in BACKENDS}
+        self.fault_port = free_port()
 
     @property
     def nodes(self) -> str:
@@ -111,6 +154,10 @@ class System:
             svc.on_spawn = self.on_spawn
             self.admins.append(svc)
             svc.start()
+        self.watcher = Service("guard watcher", [sys.executable, "-m", "ruleadmin.cli", "guard-watcher", "--interval",
+                                                 "1", "--namespace", NAMESPACE], self.admin_env(), "",
+                               self.dir / "guard-watcher.log", on_spawn=self.on_spawn)
+        self.watcher.start()
         gateway_user, gateway_password = self.acl.gateway(NAMESPACE)
         pw_file = write_private(self.dir / "gateway.password", gateway_password)
         self.agent = Service("gateway-agent", [
@@ -118,13 +165,16 @@ class System:
             "--listen", f"127.0.0.1:{self.agent_port}", "--snapshot", str(self.dir / "agent.snap"),
             "--refresh-interval", str(self.refresh_interval), "--heartbeat-interval", "1",
             "--gateway-id", "agent-demo", "--redis-username", gateway_user, "--redis-password-file", str(pw_file),
-            "--upstreams", "stable,canary"],
+            "--upstreams", ",".join(BACKENDS)],
             dict(os.environ), f"http://127.0.0.1:{self.agent_port}", self.dir / "agent.log", on_spawn=self.on_spawn)
         self.agent.start()
         self._start_nginx()
         for svc in self.admins + [self.agent]:
             svc.wait_healthy()
+        if self.watcher.proc is not None and self.watcher.proc.poll() is not None:
+            raise LauncherError(f"the guard watcher exited with {self.watcher.proc.returncode}; see {self.watcher.log}")
         self.token = self._make_token()
+        self.endpoints().save(self.dir)
 
     def _ruleadmin_cli(self, *args: str, stdin: str | None = None) -> str:
         """Run `ruleadmin <args>` against the cluster; return its stdout; raise LauncherError when it fails."""
@@ -156,30 +206,31 @@ class System:
         ]
 
     def _start_nginx(self) -> None:
-        stable, canary = free_port(), free_port()
         gateway_user, gateway_password = self.acl.gateway(NAMESPACE)
         opts = {"namespace": NAMESPACE, "startup_nodes": self.cluster.startup_nodes, "username": gateway_user,
                 "password": gateway_password, "refresh_interval": self.refresh_interval,
                 "max_stale": 30, "snapshot_path": str(self.dir / "nginx.snap"), "default_upstream": "stable",
                 "gateway_id": "nginx-demo", "response_headers": True, "heartbeat_interval": 1}
-        backends = "\n".join(f"""    server {{{{
-        listen 127.0.0.1:{port};
-        location / {{{{ default_type text/plain; return 200 "{name}\\n"; }}}}
-    }}}}""" for name, port in (("stable", stable), ("canary", canary)))
-        upstreams = upstream_blocks(["stable"], stable) + "\n" + upstream_blocks(["canary"], canary)
-        http = gateway_http(upstreams, rulegate_location("stable", outcomes=True), include="include {prefix}/lua/conf/rulegate.conf;",
-                            extra=backends)
+        upstreams = "\n".join(upstream_blocks([name], port) for name, port in self.backend_ports.items())
+        http = gateway_http(upstreams, rulegate_location("stable", outcomes=True),
+                            include="include {prefix}/lua/conf/rulegate.conf;",
+                            extra=backend_servers(self.backend_ports, self.fault_port))
         self.nginx = NginxLauncher(http, port=self.nginx_port, prefix=self.dir / "nginx", workers=2,
                                    log_level="warn", package_path=False, new_session=True, on_spawn=self.on_spawn,
                                    files={"conf/rulegate.json": json.dumps(include_options(opts, upstreams))})
         self.nginx.start()
+
+    def endpoints(self) -> "DemoEndpoints":
+        """Return what a client of the running demo needs (ports, namespace, the API token)."""
+        return DemoEndpoints(NAMESPACE, self.nginx_port, self.agent_port, tuple(self.admin_ports), self.fault_port,
+                             dict(self.backend_ports), self.token)
 
     def stop(self) -> None:
         """Stop everything this System started (nginx, agent, admins, cluster), each step even when an earlier
         one failed; idempotent. Raise the first failure afterwards."""
         steps = [self.nginx.stop] if self.nginx is not None else []
         # all services at once; gunicorn finishes booting its workers before it obeys SIGTERM: kill after 5 s
-        services = [svc.proc for svc in ([self.agent] if self.agent else []) + self.admins if svc.proc is not None]
+        services = [svc.proc for svc in [self.agent, self.watcher, *self.admins] if svc and svc.proc is not None]
         steps.append(partial(stop_child_groups, services, timeout=5.0))
         steps.append(self.cluster.stop)
         errors: list[Exception] = []

@@ -144,7 +144,7 @@ def test_stop_from_another_process_stops_everything(running_demo: tuple[Demo, Pa
     demo, tmp = running_demo
     [state] = demo.states()
     recorded = [p["pid"] for p in state["processes"]]
-    assert len(recorded) == 10 and all(alive(pid) for pid in recorded)  # 6 redis, 2 admins, agent, nginx
+    assert len(recorded) == 11 and all(alive(pid) for pid in recorded)  # 6 redis, 2 admins, guard watcher, agent, nginx
     res = subprocess.run([sys.executable, "-m", "rulegate_dev", "stop"], cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "RULEGATE_RUN_DIR": str(demo.run_dir)}, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
