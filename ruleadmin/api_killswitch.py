@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from rulegate.errors import ValidationError
+from rulegate.errors import ConflictError, RuleConflictError, ValidationError
 from rulegate.schema import is_valid_id
 
 from . import killswitch
@@ -67,7 +67,12 @@ def engage(ns: str):
         raise APIError(400, "invalid kill switch", exc.errors) from None
     rule_check(ns)({"kind": "degrade", "route": route or {"host": "*", "path": "/"}, "action": action})
     user = api_user().username
-    done = killswitch.engage(backend().rules, ns, scope, route, action, user)
+    try:
+        done = killswitch.engage(backend().rules, ns, scope, route, action, user)
+    except ConflictError as exc:
+        raise APIError(409, f"the namespace kept changing while the switch was engaged (now at revision "
+                            f"{exc.current}); nothing was committed, retry",
+                       {"namespace": "changed during the engage"}, extra={"current_revision": exc.current}) from None
     backend().accounts.audit("killswitch.engaged", user, ns, killswitch.audit_detail(done))
     return _written(killswitch.engaged_body(done), done.result, 201)
 
@@ -80,6 +85,11 @@ def undo(ns: str, switch_id: str):
     content before it (digest), `differences` names the rules that differ."""
     _names(ns, switch_id)
     user = api_user().username
-    done = killswitch.undo(backend().rules, ns, switch_id, user)
+    try:
+        done = killswitch.undo(backend().rules, ns, switch_id, user)
+    except RuleConflictError as exc:
+        raise APIError(412, f"kill rule {exc.rule_id!r} changed while the switch was undone; nothing was committed, "
+                            "retry", {"id": f"rule {exc.rule_id} changed meanwhile"},
+                       extra={"current_revision": exc.current}) from None
     backend().accounts.audit("killswitch.undone", user, ns, killswitch.audit_detail(done))
     return _written(killswitch.undone_body(done), done.result, 200)

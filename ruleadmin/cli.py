@@ -345,6 +345,9 @@ def _kill_switch_parser(k: EnvArgumentParser) -> None:
             a.add_argument("--status", type=int, help="a static response with this status (default preset: 503)")
             a.add_argument("--body", help="the static response's body (with --status; default: empty)")
             a.add_argument("--upstream", help="send to this fallback upstream instead of answering (default: answer)")
+            a.add_argument("--force", action="store_true",
+                           help="use --upstream even when no gateway of the namespace reports it and it is not "
+                                "declared (default: refuse)")
 
 
 # the option a kill switch request field came from
@@ -394,6 +397,12 @@ def _kill_switch_action(args: argparse.Namespace, app, b, actor: str) -> int:
         scope, route, action = killswitch.parse_request(_kill_switch_request(args), preset)
     except ValidationError as exc:
         raise UsageError("; ".join(f"{_KILL_SWITCH_OPTIONS.get(k, k)}: {v}" for k, v in exc.errors.items())) from None
+    if not args.force:
+        from .api_upstreams import known
+        from .upstreams import unknown_upstreams
+        problems = unknown_upstreams({"kind": "degrade", "action": action}, known(args.namespace))
+        if problems:
+            raise UsageError("--upstream: " + next(iter(problems.values())).replace("save with force", "add --force"))
     done = killswitch.engage(b.rules, args.namespace, scope, route, action, actor)
     b.accounts.audit("killswitch.engaged", actor, args.namespace, killswitch.audit_detail(done))
     body = killswitch.engaged_body(done)

@@ -15,6 +15,7 @@ from ruleadmin import create_app
 from ruleadmin.cli import main
 from ruleadmin.config import ConfigError
 from ruleadmin.killswitch import KILL_PREFIX
+from ruleadmin.upstreams import UpstreamRegistry
 from rulegate.keyspace import Keys
 
 from .conftest import PASSWORD, degrade_rule, server_env, split_rule
@@ -143,6 +144,19 @@ def test_bad_input_is_400_naming_the_field_and_writes_nothing(client, users, ns,
     r = _engage(client, users["editor"], ns, body)
     assert r.status_code == 400 and field in r.get_json()["fields"], r.get_json()
     assert backend.store.revision(ns) == 0 and not backend.store.client.exists(Keys(ns).killswitch)
+
+
+def test_unknown_fallback_upstream_is_refused_unless_forced(client, users, ns, backend):
+    """With declared upstreams, an upstream action naming another one is a 400 naming action.upstream (CLI: exit
+    2) unless forced."""
+    UpstreamRegistry(backend.store.client).declare(ns, ["stable", "fallback"])
+    backend.upstreams_cache.pop(ns, None)
+    body = {"scope": "namespace", "action": {"type": "upstream", "upstream": "fallbak"}}
+    r = _engage(client, users["editor"], ns, body)
+    assert r.status_code == 400 and "action.upstream" in r.get_json()["fields"], r.get_json()
+    assert backend.store.revision(ns) == 0
+    r = client.post(f"{API}/{ns}/kill-switches?force=true", json=body, headers=users["editor"].headers)
+    assert r.status_code == 201, r.get_json()
 
 
 def test_viewer_cannot_engage_or_undo(client, users, shop, backend):
@@ -277,6 +291,9 @@ def test_cli_engage_list_undo(cli, shop, backend):
     assert status == 2 and "--upstream" in err
     status, _out, err = cli("kill-switch", "undo", "--namespace", shop, "--id", sid)
     assert status == 1 and sid in err
+    UpstreamRegistry(backend.store.client).declare(shop, ["stable", "canary"])
+    status, _out, err = cli("kill-switch", "engage", "--namespace", shop, "--upstream", "fallbak")
+    assert status == 2 and "--upstream" in err and "--force" in err and backend.store.revision(shop) == 5
 
 
 # ---- a real gateway ------------------------------------------------------------------------------------------
