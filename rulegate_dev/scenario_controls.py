@@ -31,6 +31,13 @@ def _guard_available(demo: DemoClient) -> tuple[dict, str]:
     return found
 
 
+def _guarded_rule(demo: DemoClient) -> dict:
+    found = demo.rule(GUARD_RULE)
+    if found is None:
+        raise ScenarioFailed(f"rule {GUARD_RULE} disappeared from namespace {demo.namespace}")
+    return found[0]
+
+
 def _ramp(rule: dict) -> dict:
     return next(p["ramp"] for p in rule["policies"] if p["type"] == "percent" and "ramp" in p)
 
@@ -47,9 +54,7 @@ def _rearm(demo: DemoClient, step: Steps, rule: dict, etag: str) -> dict:
     written = demo.api_json("PUT", f"/namespaces/{{ns}}/rules/{GUARD_RULE}", body, {"If-Match": etag})
     step(f"the ramp was halted by an earlier run: wrote a new ramp {pct(fresh['from'])} -> {pct(fresh['to'])} "
          f"(revision {written.get('revision')})")
-    found = demo.rule(GUARD_RULE)
-    assert found is not None
-    return found[0]
+    return _guarded_rule(demo)
 
 
 def _halts_since(demo: DemoClient, since: int) -> list[dict]:
@@ -103,9 +108,7 @@ def scenario_guard(demo: DemoClient, step: Steps) -> None:
     halt = halts[0]
     step(f"the guard watcher halted the ramp: revision {halt.get('revision')} by actor {halt.get('actor')!r} "
          f"(op {halt.get('op')!r}) at {iso(halt.get('ts') or time.time())}")
-    found = demo.rule(GUARD_RULE)
-    assert found is not None
-    flat = _ramp(found[0])
+    flat = _ramp(_guarded_rule(demo))
     step.note(f"the ramp now: {pct(flat['from'])} -> {pct(flat['to'])} (flat: not judged again)")
     demo.fault("off")
     _search_after_halt(demo, step, flat)
@@ -155,6 +158,17 @@ def _wait_answers(demo: DemoClient, uid: str, want, seconds: float = 10.0) -> tu
         time.sleep(0.1)
 
 
+def _wait_agent(demo: DemoClient, uid: str, want, seconds: float = 10.0) -> tuple[dict, float]:
+    """Return (the agent's decision for /, seconds waited) once want(decision) holds, or the last one after
+    `seconds`."""
+    t0 = time.monotonic()
+    while True:
+        decision = demo.decide("/", uid)
+        if want(decision) or time.monotonic() - t0 > seconds:
+            return decision, time.monotonic() - t0
+        time.sleep(0.1)
+
+
 def _kill_available(demo: DemoClient) -> list:
     reply = demo.api("GET", "/namespaces/{ns}/kill-switches")
     if reply.status == 404 and "kill" not in reply.body:
@@ -168,12 +182,39 @@ def scenario_kill_switch(demo: DemoClient, step: Steps) -> None:
     """Engage a namespace kill switch over REST, watch every route answer the preset, undo it exactly."""
     engaged = _kill_available(demo)
     if engaged:
-        raise ScenarioFailed(f"kill switch(es) already engaged: {[s.get('id') for s in engaged]}; undo them first")
+        ids = ", ".join(str(s.get("id")) for s in engaged)
+        raise ScenarioFailed(f"kill switch(es) already engaged: {ids}; undo them first (DELETE "
+                             f"/api/v1/namespaces/{demo.namespace}/kill-switches/ID, or the web UI)")
     demo.fault("off")
     uid = _uid_for(demo)
-    before = _answers(demo, uid)
+    before, agent_before = _answers(demo, uid), demo.decide("/", uid)
     step("before: " + "; ".join(f"{p} -> {s} {b.strip()[:30]!r}" for p, (s, b) in before.items()))
     done = demo.api_json("POST", "/namespaces/{ns}/kill-switches", {"scope": "namespace"})
+    switch, undone = done["kill_switch"], None
+    try:
+        _while_engaged(demo, step, uid, done)
+        undone = demo.api_json("DELETE", f"/namespaces/{{ns}}/kill-switches/{switch['id']}")
+    finally:
+        if undone is None:  # a failed expectation: never leave the demo killed
+            demo.api("DELETE", f"/namespaces/{{ns}}/kill-switches/{switch['id']}")
+    step(f"DELETE (undo) {switch['id']}: revision {undone.get('revision')}, exact: {undone.get('exact')} (digest "
+         f"{str(undone.get('digest'))[:12]} = before {str(undone.get('digest_before'))[:12]})")
+    if undone.get("exact") is not True:
+        raise ScenarioFailed(f"the undo is not exact: {undone}")
+    after, waited = _wait_answers(demo, uid, lambda a: a == before)
+    step(f"every route answers as before the switch (nginx, {waited:.1f} s after the undo)")
+    if after != before:
+        raise ScenarioFailed("routes differ from before the switch: " + str(
+            {p: (before[p], after[p]) for p in KILL_ROUTES if before[p] != after[p]}))
+    decision, waited = _wait_agent(demo, uid, lambda d: d.get("rule_id") == agent_before.get("rule_id"))
+    step.note(f"agent /v1/decide for /: {decision.get('action')} {decision.get('upstream')} (rule "
+              f"{decision.get('rule_id')}, {waited:.1f} s after the undo)")
+    if decision != {**agent_before, "revision": decision.get("revision")}:
+        raise ScenarioFailed(f"the agent decides otherwise than before the switch: {decision} (was {agent_before})")
+
+
+def _while_engaged(demo: DemoClient, step: Steps, uid: str, done: dict) -> None:
+    """Print the engaged switch and check that nginx and the agent answer its preset everywhere."""
     switch = done["kill_switch"]
     action = switch["action"]
     step(f"POST /namespaces/{demo.namespace}/kill-switches {{\"scope\": \"namespace\"}}: switch {switch['id']}, "
@@ -185,18 +226,8 @@ def scenario_kill_switch(demo: DemoClient, step: Steps) -> None:
     off = {p: v for p, v in answers.items() if v != preset}
     if off:
         raise ScenarioFailed(f"routes not answering the kill switch's preset: {off}")
-    decision = demo.decide("/", uid)
+    decision, waited = _wait_agent(demo, uid, lambda d: (d.get("action"), d.get("status")) == ("respond", preset[0]))
     step.note(f"agent /v1/decide for /: {decision.get('action')} {decision.get('status')} "
-              f"(rule {decision.get('rule_id')})")
+              f"(rule {decision.get('rule_id')}, {waited:.1f} s after the write)")
     if (decision.get("action"), decision.get("status")) != ("respond", preset[0]):
         raise ScenarioFailed(f"the agent does not answer the preset: {decision}")
-    undone = demo.api_json("DELETE", f"/namespaces/{{ns}}/kill-switches/{switch['id']}")
-    step(f"DELETE (undo) {switch['id']}: revision {undone.get('revision')}, exact: {undone.get('exact')} (digest "
-         f"{str(undone.get('digest'))[:12]} = before {str(undone.get('digest_before'))[:12]})")
-    if undone.get("exact") is not True:
-        raise ScenarioFailed(f"the undo is not exact: {undone}")
-    after, waited = _wait_answers(demo, uid, lambda a: a == before)
-    step(f"every route answers as before the switch ({waited:.1f} s after the undo)")
-    if after != before:
-        raise ScenarioFailed("routes differ from before the switch: " + str(
-            {p: (before[p], after[p]) for p in KILL_ROUTES if before[p] != after[p]}))
