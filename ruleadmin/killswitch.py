@@ -123,7 +123,8 @@ def parse_request(data: Any, preset: dict) -> tuple[str, dict | None, dict]:
     try:
         checked = validate_rule(probe)
     except ValidationError as exc:
-        errors.update({k: v for k, v in exc.errors.items() if k.split(".")[0] in ("route", "action")})
+        ours = {k: v for k, v in exc.errors.items() if k.split(".")[0] in ("route", "action")}
+        errors = {**(ours or exc.errors), **errors}  # this function's messages say more than the schema's
         checked = None
     if errors or checked is None:
         raise ValidationError(errors)
