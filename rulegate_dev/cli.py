@@ -25,7 +25,8 @@ environment:
 
 Ports picked by the launchers lie outside the kernel's ephemeral range
 (/proc/sys/net/ipv4/ip_local_port_range), so no outgoing connection can take one before it is bound.
-Exit status: 0 ok, 1 the demo failed to start or its check failed, 2 bad arguments or a launcher error.
+Exit status: 0 ok, 1 the demo failed to start or its check (or a scenario's expectation) failed, 2 bad
+arguments or a launcher error (e.g. no running demo for `fault`/`scenario`), or a scenario not in this build.
 """
 
 

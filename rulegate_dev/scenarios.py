@@ -59,15 +59,18 @@ def _ramp_of(rule: dict) -> dict:
 
 
 def _next_change(ramp: dict, now: float) -> int | None:
-    """Return when the ramp's share next changes after now (None: never)."""
-    share = ramp_share(ramp, now)
-    start, span = ramp["start"], ramp["end"] - ramp["start"]
-    stages = ramp.get("steps", span)
-    for k in range(stages + 1):
-        ts = start + -(-k * span // stages)
-        if ts > now and ramp_share(ramp, ts) != share:
-            return ts
-    return None
+    """Return the first whole second after now at which the ramp's share differs from E(now) (None: never again);
+    E is monotonic in time, so a binary search over (now, end] finds it."""
+    share, lo, hi = ramp_share(ramp, now), max(math.floor(now), ramp["start"] - 1), ramp["end"]
+    if hi <= now or ramp_share(ramp, hi) == share:
+        return None
+    while hi - lo > 1:  # ramp_share(lo) == share (or lo <= now), ramp_share(hi) != share
+        mid = (lo + hi) // 2
+        if mid > now and ramp_share(ramp, mid) != share:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _wrong_side(rs: RuleSet, path: str, answers: list[tuple[str, str, float, float]]) -> list[str]:

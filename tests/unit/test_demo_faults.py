@@ -101,3 +101,12 @@ def test_next_change_of_a_step_ramp() -> None:
     assert _next_change(ramp, 1000) == 1060
     assert _next_change(ramp, 1599.5) == 1600
     assert _next_change(ramp, 1600) is None
+
+
+def test_next_change_of_a_linear_ramp_of_a_year() -> None:
+    """A linear ramp changes every span/d seconds; a year-long ramp is searched, not walked."""
+    ramp = {"start": 0, "end": 366 * 86_400, "from": 0, "to": 10000, "mode": "linear"}
+    assert _next_change(ramp, 0) == 3163  # E = 10000 * t // 31622400 reaches 1 at t = 3162.24 -> 3163
+    assert _next_change(ramp, 3163) == 6325
+    down = {"start": 100, "end": 200, "from": 10000, "to": 0, "mode": "linear"}
+    assert _next_change(down, 100) == 101 and _next_change(down, 50) == 101
