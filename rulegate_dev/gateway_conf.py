@@ -11,6 +11,9 @@ from typing import Any, Iterable, Mapping
 INCLUDE = "include {repo}/lua/conf/rulegate.conf;"
 STATUS_LOCATION = """location = /rulegate/status {{
             content_by_lua_block {{ require("rulegate").status() }}
+        }}
+        location = /rulegate/metrics {{
+            content_by_lua_block {{ require("rulegate").metrics() }}
         }}"""
 
 

@@ -9,6 +9,7 @@ local cluster = require("rulegate.cluster")
 local exposure = require("rulegate.exposure")
 local breaker = require("rulegate.breaker")
 local outcomes = require("rulegate.outcomes")
+local metrics = require("rulegate.metrics")
 
 local ngx = ngx
 local var = ngx.var
@@ -461,6 +462,16 @@ function _M.state()
         breakers_fleet = outcomes.breakers(shm) or {}, -- every worker's, as published by its last flush
         outcomes = outcomes.totals(shm), -- cumulative outcome counts of all workers (docs/rules.md "Outcome counts")
     }
+end
+
+
+-- Prometheus text exposition of this gateway, all workers together (for /rulegate/metrics).
+function _M.metrics()
+    local text = metrics.render(_M.state())
+    ngx.header["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.print(text)
+    return ngx.exit(ngx.HTTP_OK)
 end
 
 

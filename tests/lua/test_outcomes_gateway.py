@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rulegate.evaluator import bucket_of
 from rulegate.fleet import read_fleet
@@ -92,3 +93,22 @@ def test_guarded_and_breaker_outcomes_reach_status_and_heartbeat(
         == {k: (n, n, n) for k, (_, n) in expected.items()}
     assert beat.breakers == {"api-breaker": {"closed": 0, "open": 1, "half_open": 0}}
     assert gw.error_lines() == []
+
+    # the same counts as Prometheus series, one per gateway (all workers), parsed by prometheus-client's parser
+    metrics = gw.get("/rulegate/metrics")
+    assert metrics.status == 200 and metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(metrics.body)}
+    outcomes = {(s.labels["rule"], s.labels["upstream"], s.labels["class"]): s.value
+                for s in families["rulegate_nginx_outcomes"].samples}
+    assert outcomes == {("web", "canary", "5xx"): len(CANARY), ("web", "stable", "2xx"): len(UIDS) - len(CANARY),
+                        ("", "default", "5xx"): 3}
+    counts = {(s.labels["rule"], s.labels["upstream"]): s.value
+              for s in families["rulegate_nginx_outcome_latency_seconds"].samples if s.name.endswith("_count")}
+    assert counts == {k: n for k, (_, n) in expected.items()}
+    breakers = {s.labels["state"]: s.value for s in families["rulegate_nginx_breaker_instances"].samples}
+    assert breakers == {"closed": 0, "half_open": 0, "open": 1}
+    assert [s.value for s in families["rulegate_nginx_revision"].samples] == [rev]
+    assert [s.value for s in families["rulegate_nginx_in_sync"].samples] == [1]
+    decisions = {(s.labels["rule"], s.labels["target"]): s.value
+                 for s in families["rulegate_nginx_rule_decisions"].samples}
+    assert decisions[("web", "canary")] == len(CANARY)
