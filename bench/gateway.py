@@ -13,6 +13,11 @@ Configurations:
                          (the same response bytes as the baseline)
   rulegate_1000+headers  rulegate with X-Rulegate-Rule / X-Rulegate-Rev added
                          through nginx variables ("response_headers": "vars")
+  rulegate_1000_no_exposure  rulegate_1000_rules with exposure counting off
+                         ("exposure": false): what counting decisions costs
+  rulegate_1000+outcomes rulegate_1000_rules with the log phase on (outcomes=True)
+                         and the benched rule's percent policy guarded, so every
+                         request's outcome is counted (docs/rules.md "Outcome counts")
 
 The rulegate gateways boot from a snapshot file: the request path never calls
 Redis, so no cluster is needed (the sync timer points at a closed port).
@@ -27,6 +32,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,16 +89,24 @@ DECIDE_NS = """location = /__decide_ns {{
         }}"""
 RULEGATE = gateway_http(UPSTREAMS, rulegate_location("default", proxy="PROXY"), status=False,
                         extra_locations=DECIDE_NS)
+RULEGATE_OUTCOMES = gateway_http(UPSTREAMS, rulegate_location("default", proxy="PROXY", outcomes=True), status=False,
+                                 extra_locations=DECIDE_NS)
 RULEGATE_HEADERS = gateway_http(UPSTREAMS, rulegate_location("default", header_vars=True, proxy="PROXY"),
                                 status=False, extra_locations=DECIDE_NS)
 
 
-def rules(n: int) -> dict[str, bytes]:
-    """n rules: one uid-range + percent split on the benched route, the rest on other hosts and paths."""
+def rules(n: int, guarded: bool = False) -> dict[str, bytes]:
+    """n rules: one uid-range + percent split on the benched route (its percent policy a guarded ramp holding 10 %
+    when `guarded`), the rest on other hosts and paths."""
+    percent: dict = {"type": "percent", "buckets": [{"upstream": "canary", "weight": 1000}]}
+    if guarded:
+        start = int(time.time()) - 3600
+        percent = {"type": "percent", "buckets": [{"upstream": "canary", "weight": 1}],
+                   "ramp": {"start": start, "end": start + 300 * 86400, "from": 1000, "to": 1001, "mode": "linear",
+                            "guard": {"control": "stable", "min_requests": 100, "max_error_increase": 0.05}}}
     out = [{"id": "bench", "kind": "split", "route": {"host": HOST, "path": "/api/"},
             "key": {"source": "header", "name": "X-Uid"},
-            "policies": [{"type": "uid_range", "ranges": [[1, 100]], "upstream": "canary"},
-                         {"type": "percent", "buckets": [{"upstream": "canary", "weight": 1000}]}],
+            "policies": [{"type": "uid_range", "ranges": [[1, 100]], "upstream": "canary"}, percent],
             "default": "stable"}]
     for i in range(1, n):
         if i % 10 == 0:  # every tenth on the benched host, a longer path prefix
@@ -169,6 +183,10 @@ def main() -> int:
             start(f"rulegate_{n}_rules", RULEGATE, opts)
             if n == 1000:
                 start("rulegate_1000+headers", RULEGATE_HEADERS, {**opts, "response_headers": "vars"})
+                start("rulegate_1000_no_exposure", RULEGATE, {**opts, "exposure": False})
+                snap = tmp / "rules1000-guarded.snap"
+                write_snapshot(snap, make_snapshot("bench", "bench-gen", n, rules(n, guarded=True)))
+                start("rulegate_1000+outcomes", RULEGATE_OUTCOMES, {**opts, "snapshot_path": str(snap)})
         print(f"warming up {len(gateways)} gateways, then {ROUNDS} rounds of {DURATION} each ...",
               file=sys.stderr, flush=True)
         for _, ngx in gateways:
