@@ -191,5 +191,5 @@ def test_drill_faults_under_load(system):
     target = store.revision(NAMESPACE)
     assert fleet["nginx-demo"].revision == target and fleet["agent-demo"].revision == target
     # the demo's gateways report the upstreams they can route to (ruleadmin refuses unknown ones)
-    assert fleet["nginx-demo"].upstreams == fleet["agent-demo"].upstreams == ("canary", "stable")
+    assert fleet["nginx-demo"].upstreams == fleet["agent-demo"].upstreams == ("canary", "flaky", "stable")
     store.close()
