@@ -22,7 +22,8 @@ local MAX_UID = 9007199254740991 -- 2^53 - 1
 local MAX_TIME = 1099511627776 -- 2^40
 local MAX_RAMP_SPAN = 366 * 86400 -- keeps the router's ramp products below 2^53
 local MAX_RAMP_STEPS = 1000
-local GUARD_FIELDS = { -- rulegate/schema.py _check_guard: the canonical guard has exactly these (window, on_breach filled in)
+-- rulegate/schema.py _check_guard: a canonical guard has only these (window, on_breach filled in)
+local GUARD_FIELDS = {
     control = true, min_requests = true, window = true, max_error_increase = true, max_p95_ratio = true,
     on_breach = true,
 }
