@@ -6,7 +6,8 @@ import http.client
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from .faults import fault_request
 from .runstate import running_demo
@@ -144,3 +145,28 @@ class DemoClient:
             raise NotAvailable("the agent sidecar has no POST /v1/report (outcome reports) in this build")
         if reply.status != 204:
             raise ScenarioFailed(f"the agent's /v1/report answered {reply.status}: {reply.body[:200]}")
+
+
+class Steps:
+    """Prints a scenario's numbered steps with the seconds since it began."""
+
+    def __init__(self, name: str, out: Callable[[str], object] = print):
+        self.name, self.out, self.n, self.t0 = name, out, 0, time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        self.n += 1
+        self.out(f"[{self.name} +{time.monotonic() - self.t0:5.1f}s] {self.n}. {text}")
+
+    def note(self, text: str) -> None:
+        """Print an indented detail line of the current step."""
+        self.out(f"{' ' * (len(self.name) + 12)}{text}")
+
+
+def pct(units: int) -> str:
+    """Return a share in basis points as percent text."""
+    return f"{units / 100:g}%"
+
+
+def iso(ts: float) -> str:
+    """Return epoch seconds as ISO 8601 UTC."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -6,10 +6,9 @@ from collections import Counter
 
 from rulegate.evaluator import bucket_of
 
-from .demo_client import HOST, DemoClient, NotAvailable, Reply, ScenarioFailed
+from .demo_client import HOST, DemoClient, NotAvailable, Reply, ScenarioFailed, Steps, iso, pct
 from .faults import describe
 from .sample_rules import GUARD_RULE, RAMP_RULE, guarded_ramp
-from .scenarios import Steps, iso, pct
 
 GUARD_SECONDS = 60  # how long traffic may run before the guard must have halted the ramp
 SEARCH = "/search"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from functools import partial
 from typing import Callable
 
@@ -14,38 +13,13 @@ from rulegate.evaluator import RuleSet, decide
 from rulegate.request import Request
 from rulegate.schema import ramp_share
 
-from .demo_client import HOST, DemoClient, NotAvailable, Reply, ScenarioFailed, request
+from .demo_client import HOST, DemoClient, NotAvailable, Reply, ScenarioFailed, Steps, iso, pct, request
 from .faults import FaultError, describe
 from .sample_rules import BREAKER_RULE, FALLBACK_BODY, RAMP_RULE
 
 EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE = 0, 1, 2
 RAMP_USERS, AGENT_USERS = 1000, 300
 PAY = "/pay"
-
-
-class Steps:
-    """Prints a scenario's numbered steps with the seconds since it began."""
-
-    def __init__(self, name: str, out: Callable[[str], object] = print):
-        self.name, self.out, self.n, self.t0 = name, out, 0, time.monotonic()
-
-    def __call__(self, text: str) -> None:
-        self.n += 1
-        self.out(f"[{self.name} +{time.monotonic() - self.t0:5.1f}s] {self.n}. {text}")
-
-    def note(self, text: str) -> None:
-        """Print an indented detail line of the current step."""
-        self.out(f"{' ' * (len(self.name) + 12)}{text}")
-
-
-def pct(units: int) -> str:
-    """Return a share in basis points as percent text."""
-    return f"{units / 100:g}%"
-
-
-def iso(ts: float) -> str:
-    """Return epoch seconds as ISO 8601 UTC."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- ramp ---------------------------------------------------------------------------------------------------
