@@ -122,6 +122,8 @@ def servers(admin_config, users, tmp_path_factory) -> list[Service]:
 # Keys a refused request may legitimately write: the Idempotency-Key answer (a 4xx is replayed too),
 # token last-use stamps, and the login throttle's counters.
 VOLATILE = (b"rg:idem:", b"rg:tokens:used", b"rg:login:")
+# Keys that expire on their own (the guard watcher's outcome summary and lease): never a request's doing.
+EXPIRING = (b":outcomes", b":guards:lease")
 
 
 _READ = {b"string": lambda p, k: p.get(k), b"hash": lambda p, k: p.hgetall(k), b"set": lambda p, k: p.smembers(k),
@@ -138,7 +140,7 @@ def keyspace(backend):
     def snapshot(also_skip: tuple[bytes, ...] = ()) -> dict[bytes, tuple]:
         skip = VOLATILE + also_skip
         keys = sorted(k for node in client.get_primaries() for k in node.redis_connection.scan_iter(
-            match="*rg:*", count=5000) if not k.startswith(skip))
+            match="*rg:*", count=5000) if not k.startswith(skip) and not k.endswith(EXPIRING))
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.type(key)
