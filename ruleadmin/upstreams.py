@@ -88,8 +88,8 @@ class UpstreamRegistry:
 
 
 def named_upstreams(rule: Any) -> dict[str, str]:
-    """Return field path -> upstream name for every upstream a rule dict names (default, policies, buckets,
-    degrade action); tolerant of malformed input (only string names are returned)."""
+    """Return field path -> upstream name for every upstream a rule dict names (default, policies, buckets, a
+    ramp guard's control, degrade action); tolerant of malformed input (only string names are returned)."""
     out: dict[str, str] = {}
     if not isinstance(rule, dict):
         return out
@@ -108,6 +108,10 @@ def named_upstreams(rule: Any) -> dict[str, str]:
         for j, b in enumerate(buckets if isinstance(buckets, list) else []):
             if isinstance(b, dict):
                 add(f"policies[{i}].buckets[{j}].upstream", b.get("upstream"))
+        ramp = p.get("ramp")
+        guard = ramp.get("guard") if isinstance(ramp, dict) else None
+        if isinstance(guard, dict):  # a control no gateway routes to would never give the guard a sample
+            add(f"policies[{i}].ramp.guard.control", guard.get("control"))
     action = rule.get("action")
     if isinstance(action, dict) and action.get("type") == "upstream":
         add("action.upstream", action.get("upstream"))

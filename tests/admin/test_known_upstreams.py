@@ -31,6 +31,9 @@ def test_named_upstreams_covers_every_field():
     assert named_upstreams(rule) == {"default": "d", "policies[0].upstream": "p",
                                      "policies[1].buckets[0].upstream": "b"}
     assert named_upstreams({"action": {"type": "upstream", "upstream": "u"}}) == {"action.upstream": "u"}
+    guarded = {"policies": [{"type": "percent", "buckets": [{"upstream": "b", "weight": 1}],
+                             "ramp": {"guard": {"control": "c"}}}]}
+    assert named_upstreams(guarded) == {"policies[0].buckets[0].upstream": "b", "policies[0].ramp.guard.control": "c"}
 
 
 def test_unknown_bucket_upstream_refused_then_forced(client, users, ns, backend, watch):
