@@ -162,6 +162,16 @@ function _M.report(rule_id, t, status, latency_ms)
 end
 
 
+-- Forget the breakers of rules that are gone from the applied set (routes: id -> route).
+function _M.prune(routes)
+    for rule_id in pairs(by_rule) do
+        if routes[rule_id] == nil then
+            by_rule[rule_id] = nil -- assigning nil to a visited field is allowed during pairs()
+        end
+    end
+end
+
+
 -- Every breaker of this worker at t, by rule id.
 function _M.snapshot_all(t)
     local out = {}

@@ -198,6 +198,9 @@ local compiling = nil -- the version a background timer is compiling (one at a t
 -- other worker publishes then, so this worker applies no shared delta meanwhile).
 local function install(ver, rs, routes)
     current.rs, current.ver, current.routes = rs, ver, routes
+    if routes then
+        breaker.prune(routes) -- a deleted rule's breaker leaves status, heartbeat and metrics
+    end
 end
 
 

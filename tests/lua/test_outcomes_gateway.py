@@ -112,3 +112,10 @@ def test_guarded_and_breaker_outcomes_reach_status_and_heartbeat(
     decisions = {(s.labels["rule"], s.labels["target"]): s.value
                  for s in families["rulegate_nginx_rule_decisions"].samples}
     assert decisions[("web", "canary")] == len(CANARY)
+
+    # deleting the breaker rule forgets its breaker in every worker that applies the change (a request applies it)
+    rev = store.delete_rule(namespace, "api-breaker", None, "test").revision
+    gw.wait_revision(rev)
+    _wait(lambda: gw.get("/", host=HOST).status and not gw.status()["breakers_fleet"],
+          "the deleted rule's breaker to leave every worker")
+
