@@ -256,15 +256,11 @@ class SidecarApp:
         return []
 
     def decide(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        body = self._body(environ, start_response)
+        if isinstance(body, list):
+            return body
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return _reply(start_response, 400, {"error": "bad Content-Length"})
-        if length <= 0 or length > self.max_body:
-            return _reply(start_response, 400 if length <= 0 else 413,
-                          {"error": f"body must be 1..{self.max_body} bytes of JSON"})
-        try:
-            request = parse_request(environ["wsgi.input"].read(length))
+            request = parse_request(body)
         except BadRequest as exc:
             return _reply(start_response, 400, {"error": str(exc)})
         decision = self.client.decide(request)

@@ -173,3 +173,14 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     for gw in started:
         leaks = [line for line in gw.log_lines() if "writing a global Lua variable" in line]
         assert leaks == [], leaks
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Return check()'s first truthy value, polling every 50 ms; fail naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

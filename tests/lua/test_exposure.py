@@ -2,7 +2,6 @@
 heartbeat, through per-worker tables flushed by a timer (no shared-dict write per request)."""
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import pytest
@@ -11,7 +10,7 @@ from rulegate.fleet import read_fleet
 from rulegate.schema import validate_rule
 from rulegate.store import RuleStore
 
-from .conftest import Gateway
+from .conftest import Gateway, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +23,6 @@ def _rule(rule_id: str, upstream: str, path: str) -> dict:
     return validate_rule({"id": rule_id, "kind": "split", "route": {"host": "app.example.com", "path": path},
                           "key": {"source": "ip"}, "policies": [], "default": upstream})
 
-
-def _wait(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_nginx_counts_reach_status_and_heartbeat_without_per_request_writes(
@@ -50,7 +40,7 @@ def test_nginx_counts_reach_status_and_heartbeat_without_per_request_writes(
             r = gw.get(path, host=host)
             assert r.status == 200
     requests = sum(SENT.values())
-    st = _wait(lambda: (s := gw.status())["exposure"]["total"] == requests and s, "the workers' flushes")
+    st = wait_for(lambda: (s := gw.status())["exposure"]["total"] == requests and s, "the workers' flushes")
     ex = st["exposure"]
     assert {(c["rule"], c["target"]): c["count"] for c in ex["counts"]} == SENT
     assert ex["rules"] == {"web": 120, "shop": 60, "": 30} and ex["targets"] == {"v1": 120, "v2": 60, "@pass": 30}
@@ -60,7 +50,7 @@ def test_nginx_counts_reach_status_and_heartbeat_without_per_request_writes(
     rev = store.put_rule(namespace, _rule("idle", "v3", "/idle"), None, "test").revision
     gw.wait_revision(rev)
     gateway_id = gw.options["gateway_id"]
-    beat = _wait(lambda: (b := read_fleet(store.client, namespace).get(gateway_id)) and b.revision == rev and b,
+    beat = wait_for(lambda: (b := read_fleet(store.client, namespace).get(gateway_id)) and b.revision == rev and b,
                  "the heartbeat of the new revision")
     assert beat.exposure is not None and beat.exposure.window > 0
     assert {(rule, target): n for rule, target, n in beat.exposure.counts} == SENT

@@ -4,7 +4,6 @@ states of all workers reach both."""
 from __future__ import annotations
 
 import http.client
-import time
 from typing import Any, Callable
 
 import pytest
@@ -15,7 +14,7 @@ from rulegate.fleet import read_fleet
 from rulegate.schema import validate_rule
 from rulegate.store import RuleStore
 
-from .conftest import Gateway
+from .conftest import Gateway, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +33,6 @@ BREAKER = {"id": "api-breaker", "kind": "degrade", "route": {"host": HOST, "path
 UIDS = [f"u{i}" for i in range(30)]
 CANARY = [u for u in UIDS if bucket_of("web", u) < 5000]  # the ramp's share is 5000 (50 %): buckets [0, 5000)
 
-
-def _wait(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_guarded_and_breaker_outcomes_reach_status_and_heartbeat(
@@ -77,7 +67,7 @@ def test_guarded_and_breaker_outcomes_reach_status_and_heartbeat(
         return st if {k: c["requests"] for k, c in got.items()} == {k: n for k, (_, n) in expected.items()} \
             and st["breakers_fleet"] else None
 
-    st = _wait(counted, "the workers' outcome flushes")
+    st = wait_for(counted, "the workers' outcome flushes")
     for c in st["outcomes"]["counts"]:
         cls, n = expected[(c["rule"], c["upstream"])]
         assert c["classes"][cls] == n == sum(c["latency"])
@@ -86,7 +76,7 @@ def test_guarded_and_breaker_outcomes_reach_status_and_heartbeat(
                          None, "test").revision  # a rule change forces a heartbeat
     gw.wait_revision(rev)
     gateway_id = gw.options["gateway_id"]
-    beat = _wait(lambda: (b := read_fleet(store.client, namespace).get(gateway_id)) and b.revision == rev and b,
+    beat = wait_for(lambda: (b := read_fleet(store.client, namespace).get(gateway_id)) and b.revision == rev and b,
                  "the heartbeat of the new revision")
     assert beat.outcomes is not None and beat.outcomes.since == st["outcomes"]["since"]
     assert {k: (c.classes[expected[k][0]], c.requests, sum(c.latency)) for k, c in beat.outcomes.counts.items()} \
@@ -116,6 +106,6 @@ def test_guarded_and_breaker_outcomes_reach_status_and_heartbeat(
     # deleting the breaker rule forgets its breaker in every worker that applies the change (a request applies it)
     rev = store.delete_rule(namespace, "api-breaker", None, "test").revision
     gw.wait_revision(rev)
-    _wait(lambda: gw.get("/", host=HOST).status and not gw.status()["breakers_fleet"],
+    wait_for(lambda: gw.get("/", host=HOST).status and not gw.status()["breakers_fleet"],
           "the deleted rule's breaker to leave every worker")
 
