@@ -253,7 +253,7 @@ class GuardWatcher:
             records[rule_id] = msgpack.packb(record, use_bin_type=True)
         key = guards_key(ns)
         stale = [f for f in previous if f not in records and f != WATCHER_FIELD
-                 and not (previous[f] or {}).get("halted")]
+                 and not ((previous[f] or {}).get("halted") and self._exists(ns, f))]  # a halt stays with its rule
 
         def write(pipe) -> None:
             pipe.hset(key, mapping=records)
@@ -264,6 +264,9 @@ class GuardWatcher:
 
         self.store._call(_pipeline, self.store.client, write)
         return halts
+
+    def _exists(self, ns: str, rule_id: str) -> bool:
+        return bool(self.store._call(self.store.client.hexists, Keys(ns).rules, rule_id))
 
     def _records(self, ns: str) -> dict[str, Any]:
         raw = self.store._call(self.store.client.hgetall, guards_key(ns))

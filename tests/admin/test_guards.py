@@ -108,6 +108,12 @@ def test_a_breached_guard_halts_the_ramp_once_attributed_to_the_guard(backend, n
     assert api["outcomes"]["rules"]["search"]["canary"]["errors"] == 40
     assert api["guards"]["rules"]["search"]["halted"]["revision"] == halted_rev
 
+    # the halt record stays while its rule exists, and goes with it
+    store.delete_rule(ns, "search", None, "alice")
+    clock[0] = now + 3
+    watcher.run_once()
+    assert "search" not in read_guards(store.client, ns, clock[0])["rules"]
+
 
 def test_freeze_keeps_the_share_and_an_edit_in_between_wins(backend, ns):
     store, now = backend.store, time.time()
