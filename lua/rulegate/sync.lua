@@ -914,6 +914,9 @@ local function checkpoint(conf)
         log(ERR, "rulegate: ", chunks)
         return
     end
+    if dict:get(K.ver) ~= ver then -- the lock expired during the write: the payload holds an older version
+        return
+    end
     dict:set(K.payload_at, t)
     dict:set(K.pending, 0)
     dict:incr(K.checkpoints, 1, 0)
