@@ -26,7 +26,9 @@ local _M = { _VERSION = "0.1.0", CHUNK = 256 }
 local HEAD = "rs:phead" -- header of the current payload (msgpack map)
 local PREV = "rs:pprev" -- header of the payload it replaced (chunks kept for readers)
 local WRITING = "rs:pwriting" -- header of a payload being written (chunks removed if it never finishes)
-local LEGACY = "rs:payload" -- one-value payload of earlier releases
+-- the one-value payload of earlier releases and the version it holds: what a
+-- SIGHUP onto this release finds in the dict until the first write
+local LEGACY, LEGACY_VER = "rs:payload", "rs:payload_ver"
 _M.HEAD = HEAD
 
 local seq = 0
@@ -49,10 +51,46 @@ local function decode_head(raw)
 end
 
 
+-- The header of an earlier release's one-value payload (id "legacy", no
+-- chunks), or nil.
+local function legacy_head(dict)
+    local ver = dict:get(LEGACY_VER)
+    if ver == nil and dict:get("rs:pending") == nil then
+        ver = dict:get("rs:ver") -- a release that rewrote the payload on every change
+    end
+    if ver == nil or dict:get(LEGACY) == nil then
+        return nil
+    end
+    return { id = "legacy", n = 0, ver = ver }
+end
+
+
 -- The current payload's header: {id, n (chunks), ver, namespace, generation,
 -- revision, written_at, count, bytes}, or nil when none was written.
 function _M.head(dict)
-    return decode_head(dict:get(HEAD))
+    return decode_head(dict:get(HEAD)) or legacy_head(dict)
+end
+
+
+-- Read an earlier release's payload (see read).
+local function read_legacy(dict, head, fn, pause)
+    local snap = snapshot.decode_payload(dict:get(LEGACY) or "", pause)
+    if not snap or legacy_head(dict) == nil or legacy_head(dict).ver ~= head.ver then
+        return nil, "the payload was replaced during the read", true
+    end
+    head.namespace, head.generation, head.revision = snap.namespace, snap.generation, snap.revision
+    head.written_at, head.count = snap.written_at, 0
+    for id, value in pairs(snap.rules) do
+        if pause then
+            pause()
+        end
+        local ok, err = fn(id, value)
+        if not ok then
+            return nil, err
+        end
+        head.count = head.count + 1
+    end
+    return head
 end
 
 
@@ -125,6 +163,7 @@ function _M.write(dict, meta, raw_rules, pause)
     end
     dict:delete(WRITING)
     dict:delete(LEGACY)
+    dict:delete(LEGACY_VER)
     return head, chunks
 end
 
@@ -136,6 +175,8 @@ function _M.read(dict, fn, pause)
     local head = _M.head(dict)
     if not head then
         return nil, "no payload in the shared dict", true
+    elseif head.id == "legacy" then
+        return read_legacy(dict, head, fn, pause)
     end
     for i = 1, head.n do
         local chunk = dict:get(chunk_key(head.id, i))

@@ -1,4 +1,5 @@
 local payload = require("rulegate.payload")
+local snapshot = require("rulegate.snapshot")
 
 local dict = ngx.shared.rulegate -- the spec harness's 4m dict
 
@@ -91,6 +92,21 @@ return function(t)
         t.eq(whole > 0, true) -- and retried > 0 here: reads overlap two writes
         -- only the current payload's chunks and the previous one's (kept for readers) remain
         t.eq(chunk_keys(), 2 * 7)
+    end)
+
+    t.it("an earlier release's one-value payload (a SIGHUP onto this one) reads until the first write", function()
+        empty()
+        dict:set("rs:payload", snapshot.encode_payload("prod", "g", 4, 9, rules_of("v0", 5)))
+        dict:set("rs:payload_ver", "v0")
+        local got = {}
+        local head = assert(payload.read(dict, function(id, value)
+            got[id] = value
+            return true
+        end))
+        t.eq({ head.ver, head.revision, head.count, got }, { "v0", 4, 5, rules_of("v0", 5) })
+        assert(payload.write(dict, meta("v1"), rules_of("v1", 5)))
+        t.eq({ payload.head(dict).ver, dict:get("rs:payload"), dict:get("rs:payload_ver") }, { "v1", nil, nil })
+        empty()
     end)
 
     t.it("a write that cannot store a chunk leaves the current payload and no stray chunk", function()
