@@ -73,6 +73,8 @@ def main() -> int:
                 m = gw.json("/lua-memory")
                 heap[m["pid"]] = m["kb"] / 1024
             rss = {pid: kb / 1024 for pid, kb in gw.worker_rss_kb().items()}
+            st = gw.json("/rulegate/status")
+            syncing = int(st["listener"]) if st.get("listener") else None  # holds the raw rules for deltas
         finally:
             gw.stop()
         store.close()
@@ -84,7 +86,8 @@ def main() -> int:
     for pid in sorted(rss):
         h = heap.get(pid)
         cell = f"{h:.1f} | {h / raw_mib:.1f}x" if h is not None else "(not reached) | -"
-        print(f"| {pid} | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x |")
+        role = "syncing" if pid == syncing else "other"
+        print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x |")
     return 0
 
 

@@ -1,9 +1,9 @@
 """What one rule change and one full reload cost a gateway (Python agent and nginx); prints a table.
 
-    python bench/reload.py [--rules 1000,10000] [--changes 10]
+    python bench/reload.py [--rules 1000,10000] [--changes 10] [--workers 1] [--nginx-only]
 
 Starts a private 6-node cluster (rulegate_dev.LocalCluster), one sidecar child process and one
-nginx (1 worker) per size; all are stopped (by pid) at the end. Per size:
+nginx (--workers workers, default 1) per size; all are stopped (by pid) at the end. Per size:
 
 - Redis bytes read per gateway for a one-rule change: the slot master's `total_net_output_bytes`
   (Redis 7 counts no replication in it) around the gateway's sync, minus the same window without
@@ -12,10 +12,12 @@ nginx (1 worker) per size; all are stopped (by pid) at the end. Per size:
   (/proc) over `--changes` changes minus an idle window of the same length, per change.
 - Full-reload CPU: agent = thread CPU of `Syncer.full_reload()`; nginx = worker CPU around a
   forced full reload (a new generation id in meta) with no traffic, minus idle; the worker's
-  polling of /rulegate/status (every 10 ms, with one routed request) is included in both nginx
-  CPU rows.
+  polling of /rulegate/status (every 10 ms per change, every 250 ms during the full reload) is
+  included in both nginx CPU rows. With several workers: the syncing worker's CPU, then the
+  others' (they compile what it published).
 - Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
-  rest and during a forced full reload; max and p50.
+  rest and during a forced full reload (until every worker serves it); max and p50. With several
+  nginx workers the requests go round-robin over one keep-alive connection per worker.
 Numbers are for comparison, not assertions.
 """
 from __future__ import annotations
@@ -202,8 +204,24 @@ def new_generation(cluster: LocalCluster, ns: str) -> None:
     master.client.close()
 
 
+def pinned_connections(port: int, workers: int) -> list[http.client.HTTPConnection]:
+    """Return one keep-alive connection per nginx worker (each connection stays on the worker that accepted it)."""
+    by_pid: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(50 * workers):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/rulegate/status")
+        pid = json.loads(conn.getresponse().read())["worker"]["pid"]
+        if pid in by_pid:
+            conn.close()
+        else:
+            by_pid[pid] = conn
+        if len(by_pid) == workers:
+            break
+    return list(by_pid.values())
+
+
 def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
-                  changes: int, tmp: str) -> dict:
+                  changes: int, tmp: str, workers: int = 1) -> dict:
     echo = free_port()
     http_body = gateway_http(
         upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
@@ -211,7 +229,7 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}")
     options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 30,
                "response_headers": "vars", "gateway_id": f"bench-{ns}"}
-    gw = NginxLauncher(http_body, prefix=Path(tmp) / f"nginx-{ns}", package_path=False, workers=1,
+    gw = NginxLauncher(http_body, prefix=Path(tmp) / f"nginx-{ns}", package_path=False, workers=workers,
                        files={"conf/rulegate.json": json.dumps(options)})
     gw.start()
     try:
@@ -232,8 +250,9 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
                 time.sleep(0.01)
 
         st = wait(lambda st: st["worker"]["revision"] == st["store_revision"] and st["rules"] > 0)
-        pid = st["worker"]["pid"]
-        time.sleep(0.5)  # the listener subscribed
+        time.sleep(1.5)  # the listener subscribed; every worker compiled its first set
+        pid = int(status()["listener"] or st["worker"]["pid"])  # the syncing worker
+        others = [p for p in gw.worker_pids() if p != pid]
         sent = []
         for n in range(3):
             before = master.out_bytes()
@@ -258,24 +277,33 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         reloads = st.get("full_reloads")
         deltas = st.get("deltas_applied")
 
-        client = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        clients = pinned_connections(gw.port, workers)
+        turn = [0]
 
         def send() -> None:
+            client = clients[turn[0] % len(clients)]
+            turn[0] += 1
             client.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com", "X-Uid": "3"})
             client.getresponse().read()
 
-        gen_before = status()["generation"]
-        cpu0 = worker_cpu(pid)
+        def all_serve(before: dict) -> bool:
+            """True when the syncing worker applied the new generation and every other worker compiled it."""
+            s = status()
+            return (s["generation"] != before["generation"]
+                    and s["worker_compiles"] >= before["worker_compiles"] + len(others))
+
+        gen_before = status()
+        cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
         t0 = time.monotonic()
         new_generation(cluster, ns)
-        wait(lambda st: st["generation"] != gen_before and st["worker"]["revision"] == st["revision"])
-        full = max(0.0, worker_cpu(pid) - cpu0 - idle * (time.monotonic() - t0) / idle_s)
+        deadline = time.monotonic() + 60
+        while not all_serve(gen_before) and time.monotonic() < deadline:
+            time.sleep(0.25)  # few polls: their own CPU would count
+        full = [max(0.0, worker_cpu(p) - cpu0[p] - idle * (time.monotonic() - t0) / idle_s) for p in cpu0]
 
         rest = latencies(send, 2.0)
-        gen_before = status()["generation"]
-        busy = during_reload(send, lambda: new_generation(cluster, ns),
-                             lambda: (lambda s: s["generation"] != gen_before
-                                      and s["worker"]["revision"] == s["revision"])(wait(lambda _: True)))
+        gen_before = status()
+        busy = during_reload(send, lambda: new_generation(cluster, ns), lambda: all_serve(gen_before))
         return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "rest": rest, "busy": busy,
                 "reloads": reloads, "deltas": deltas}
     finally:
@@ -286,6 +314,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", default="1000,10000")
     parser.add_argument("--changes", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="nginx worker processes")
+    parser.add_argument("--nginx-only", action="store_true", help="skip the Python agent and sidecar")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="rulegate-reload-")
     cluster = LocalCluster(Path(tmp) / "cluster")
@@ -303,13 +333,17 @@ def main() -> int:
                 change(store, ns, n)
                 controls.append(master.out_bytes() - before)
             control = min(controls)
-            a = agent_numbers(cluster, store, ns, master)
-            side = sidecar_latency(cluster, ns, count, tmp)
-            g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp)
+            if args.nginx_only:
+                a, side = {"bytes": 0, "cpu": 0.0, "full": 0.0}, {"rest": [0.0], "busy": [0.0]}
+            else:
+                a = agent_numbers(cluster, store, ns, master)
+                side = sidecar_latency(cluster, ns, count, tmp)
+            g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp, args.workers)
             rows += [
                 (f"{count} rules, one-rule change: Redis bytes read", f"{a['bytes']:,.0f} B", f"{g['bytes']:,.0f} B"),
                 (f"{count} rules, one-rule change: CPU", f"{a['cpu'] * 1000:.2f} ms", f"{g['cpu'] * 1000:.1f} ms"),
-                (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms", f"{g['full'] * 1000:.0f} ms"),
+                (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms",
+                 " / ".join(f"{c * 1000:.0f} ms" for c in g["full"])),
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
                 (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
                 (f"{count} rules, nginx counters after the changes", "", f"full_reloads={g['reloads']} "
@@ -319,7 +353,8 @@ def main() -> int:
     finally:
         cluster.stop()
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure'.ljust(width)} | {'python agent':>26} | nginx (1 worker)")
+    print(f"\n{'measure'.ljust(width)} | {'python agent':>26} | nginx ({args.workers} worker"
+          f"{'s: syncing / others' if args.workers > 1 else ''})")
     print("-" * (width + 60))
     for name, py, ng in rows:
         print(f"{name.ljust(width)} | {py:>26} | {ng}")

@@ -228,7 +228,7 @@ local function compile_in_background(premature)
     if premature then
         return
     end
-    local ok, err = xpcall(compile_ver, traceback, compiling, sync.pauser(100))
+    local ok, err = xpcall(compile_ver, traceback, compiling, sync.pauser(10))
     compiling = nil
     if not ok then
         log(ERR, "rulegate: background compile failed: ", err)

@@ -478,6 +478,9 @@ function _M.compile(rules, revision, pause)
     for _, index in ipairs(indexes) do
         local seen, lengths = {}, {}
         for path, route in pairs(index.by_path) do
+            if pause then
+                pause()
+            end
             if not seen[#path] then
                 seen[#path] = true
                 lengths[#lengths + 1] = #path

@@ -6,6 +6,7 @@
 -- Written as tmp file + fsync + rename + directory fsync.
 local ffi = require("ffi")
 local mp = require("MessagePack")
+local running_crc = require("rulegate.crc32")
 
 local ngx = ngx
 local crc32 = ngx.crc32_long
@@ -57,9 +58,9 @@ local function pack_map_header(buf, n)
 end
 
 
--- The payload bytes: a msgpack map whose rule values are bin (so Python reads bytes).
--- pause, when given, is called after every rule (a cooperative yield).
-function _M.encode_payload(namespace, generation, revision, written_at, raw_rules, pause)
+-- The payload's bytes before its rules: the map's other fields, then the
+-- header of the "rules" map of count entries.
+function _M.payload_prefix(namespace, generation, revision, written_at, count)
     local buf = {}
     pack_map_header(buf, 5)
     buf[#buf + 1] = mp.pack("namespace")
@@ -71,20 +72,68 @@ function _M.encode_payload(namespace, generation, revision, written_at, raw_rule
     buf[#buf + 1] = mp.pack("written_at")
     buf[#buf + 1] = mp.pack(written_at)
     buf[#buf + 1] = mp.pack("rules")
+    pack_map_header(buf, count)
+    return concat(buf)
+end
+
+
+-- Append one rule of the "rules" map to buf: its id, then its stored bytes as bin.
+function _M.pack_rule(buf, id, raw)
+    buf[#buf + 1] = mp.pack(id)
+    packers["binary"](buf, raw)
+end
+
+
+-- The payload bytes: a msgpack map whose rule values are bin (so Python reads bytes).
+-- pause, when given, is called after every rule (a cooperative yield).
+function _M.encode_payload(namespace, generation, revision, written_at, raw_rules, pause)
     local ids = {}
     for id in pairs(raw_rules) do
         ids[#ids + 1] = id
     end
     sort(ids)
-    pack_map_header(buf, #ids)
+    local buf = { _M.payload_prefix(namespace, generation, revision, written_at, #ids) }
     for _, id in ipairs(ids) do
-        buf[#buf + 1] = mp.pack(id)
-        packers["binary"](buf, raw_rules[id])
+        _M.pack_rule(buf, id, raw_rules[id])
         if pause then
             pause()
         end
     end
     return concat(buf)
+end
+
+
+local function missing_bytes()
+    error("missing bytes")
+end
+
+
+local function each_pair(s, fn)
+    local c = { s = s, i = 1, j = #s, underflow = missing_bytes }
+    while c.i <= c.j do
+        local id = mp.unpack_cursor(c)
+        local raw = mp.unpack_cursor(c)
+        if type(id) ~= "string" or type(raw) ~= "string" then
+            return nil, "undecodable payload chunk"
+        end
+        local ok, err = fn(id, raw)
+        if not ok then
+            return nil, err
+        end
+    end
+    return true
+end
+
+
+-- fn(id, stored bytes) for every rule of s, a run of pack_rule pairs (a
+-- piece of a payload's rules map); true, or nil, err (undecodable, or fn's
+-- false, err).
+function _M.each_rule(s, fn)
+    local ok, res, err = pcall(each_pair, s, fn)
+    if not ok then
+        return nil, "undecodable payload chunk"
+    end
+    return res, err
 end
 
 
@@ -116,11 +165,6 @@ local function map_header(c)
         return ((b1 * 256 + b2) * 256 + b3) * 256 + b4
     end
     error("not a map")
-end
-
-
-local function missing_bytes()
-    error("missing bytes")
 end
 
 
@@ -234,14 +278,30 @@ local function write_all(fd, data)
 end
 
 
--- Atomically replace the file at path with data (tmp + fsync + rename + dir fsync).
-function _M.write_file(path, data)
+-- Write every piece in order (pause between two); true or false.
+local function write_pieces(fd, pieces, pause)
+    for i, piece in ipairs(pieces) do
+        if not write_all(fd, piece) then
+            return false
+        end
+        if pause and i < #pieces then
+            pause()
+        end
+    end
+    return true
+end
+
+
+-- Atomically replace the file at path with data (tmp + fsync + rename + dir
+-- fsync); data is a string or a list of strings written in order, pause
+-- (when given) called between them.
+function _M.write_file(path, data, pause)
     local tmp = path .. "." .. C.getpid() .. ".tmp"
     local fd = C.open(tmp, O_WRONLY + O_CREAT + O_TRUNC, 420) -- 0644
     if fd < 0 then
         return nil, errno_msg("open", tmp)
     end
-    if not write_all(fd, data) or C.fsync(fd) ~= 0 then
+    if not write_pieces(fd, type(data) == "table" and data or { data }, pause) or C.fsync(fd) ~= 0 then
         local err = errno_msg("write", tmp)
         C.close(fd)
         C.unlink(tmp)
@@ -260,6 +320,25 @@ function _M.write_file(path, data)
         C.close(dfd)
     end
     return true
+end
+
+
+-- The snapshot file's pieces for a payload given as pieces (its prefix, then
+-- runs of rules): the header line, then the pieces; the CRC runs over them
+-- with pause between pieces, never over one concatenated copy.
+function _M.frame_pieces(pieces, pause)
+    local state, len = nil, 0
+    for _, piece in ipairs(pieces) do
+        state, len = running_crc.update(state, piece), len + #piece
+        if pause then
+            pause()
+        end
+    end
+    local out = { format("%s %08x %d\n", _M.MAGIC, running_crc.finish(state), len) }
+    for i, piece in ipairs(pieces) do
+        out[i + 1] = piece
+    end
+    return out
 end
 
 

@@ -9,6 +9,7 @@ local cluster = require("rulegate.cluster")
 local schema = require("rulegate.schema")
 local router = require("rulegate.router")
 local snapshot = require("rulegate.snapshot")
+local payload = require("rulegate.payload")
 local digest = require("rulegate.digest")
 local exposure = require("rulegate.exposure")
 local outcomes = require("rulegate.outcomes")
@@ -40,7 +41,7 @@ local _M = { _VERSION = "0.1.0" }
 
 -- shared-dict keys
 local K = {
-    payload = "rs:payload", rev = "rs:rev", gen = "rs:gen", ver = "rs:ver",
+    rev = "rs:rev", gen = "rs:gen", ver = "rs:ver",
     source = "rs:source", count = "rs:count", applied_at = "rs:applied_at", digest = "rs:digest",
     published = "rs:published",
     store_rev = "store:rev", store_digest = "store:digest",
@@ -54,15 +55,17 @@ local K = {
     full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
     worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
     worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
-    -- the payload is rewritten (and the snapshot file written) after changes
-    -- settle, not per change: payload_ver is the version it holds, pending the
-    -- deltas published since; workers reach the current version from it
-    payload_ver = "rs:payload_ver", payload_at = "rs:payload_at", pending = "rs:pending",
+    -- the payload (payload.lua; its header names the version it holds) is
+    -- rewritten, and the snapshot file written, after changes settle, not per
+    -- change: pending counts the deltas published since; workers reach the
+    -- current version from it
+    payload_at = "rs:payload_at", pending = "rs:pending",
     checkpoints = "sync:checkpoints",
 }
 _M.KEYS = K
 
-local PAUSE_EVERY = 100 -- rules decoded or compiled between two yields of a timer (~1-2 ms)
+local PAUSE_EVERY = 10 -- rules decoded or compiled between two looks at the clock
+local YIELD_AFTER = 0.002 -- seconds of work in a timer between two yields
 -- not 0: without OpenResty's delayed-events patch ngx.sleep(0) is a 0 ms timer that
 -- nginx runs again in the same timer pass (sockets starve) and it logs a warning
 local YIELD_SLEEP = 0.001
@@ -87,15 +90,25 @@ end
 _M.ns_keys = ns_keys
 
 
--- A pause() for long loops in a timer: yields to the event loop (1 ms sleep)
--- every `every` calls, so requests are served between slices.
+-- A pause() for long loops in a timer: looks at the clock every `every` calls
+-- and yields to the event loop (1 ms sleep) once YIELD_AFTER of work has
+-- passed since the last yield, so requests are served between slices of ~2 ms
+-- whatever one call costs (a rule's decode, a chunk's CRC) and however busy
+-- the machine is.
 function _M.pauser(every)
     local n = 0
+    update_time()
+    local since = now()
     return function()
         n = n + 1
         if n >= every then
             n = 0
-            ngx.sleep(YIELD_SLEEP)
+            update_time()
+            if now() - since >= YIELD_AFTER then
+                ngx.sleep(YIELD_SLEEP)
+                update_time()
+                since = now()
+            end
         end
     end
 end
@@ -222,36 +235,38 @@ function _M.apply_shared_deltas(dict, from, to, rs, routes)
 end
 
 
--- The version the shared payload holds (nil while it is being replaced).
+-- The version the shared payload holds (nil before one was written).
 local function payload_version(dict)
-    local pver = dict:get(K.payload_ver)
-    if pver == nil and dict:get(K.pending) == nil then
-        return dict:get(K.ver) -- filled by a release that rewrote the payload on every change
-    end
-    return pver
+    local head = payload.head(dict)
+    return head and head.ver
 end
 
 
--- The dict's current rule set for a worker: the payload decoded and compiled
--- (yielding through pause), then brought to version ver by the deltas
--- published since the payload was written. rs, routes (id -> route) or nil, err,
--- retry (true: the payload was being replaced; try again on the next tick).
+-- The dict's current rule set for a worker: the payload read chunk by chunk,
+-- each rule decoded as it is read, compiled (yielding through pause), then
+-- brought to version ver by the deltas published since the payload was
+-- written. rs, routes (id -> route) or nil, err, retry (true: the payload was
+-- replaced during the read, or the deltas from it are gone; try again on the
+-- next tick).
 function _M.compile_current(dict, ver, pause)
-    local pver = payload_version(dict)
-    if pver == nil then
-        return nil, "the payload is being replaced", true
+    local list, routes = {}, {}
+    local head, err, retry = payload.read(dict, function(id, value)
+        local rule, rerr = decode_one(id, value)
+        if not rule then
+            return nil, rerr
+        end
+        list[#list + 1], routes[id] = rule, rule.route
+        return true
+    end, pause)
+    if not head then
+        return nil, err, retry
     end
-    local rs, snap, list = _M.compile_payload(dict:get(K.payload) or "", pause)
-    if not rs then
-        return nil, snap
+    local ok, rs = pcall(router.compile, list, head.revision, pause)
+    if not ok then
+        return nil, "rule set does not compile: " .. tostring(rs)
     end
-    if payload_version(dict) ~= pver then
-        return nil, "the payload was replaced while it compiled", true
-    end
-    local routes = {}
-    for _, rule in ipairs(list) do
-        routes[rule.id] = rule.route
-    end
+    rs.generation = head.generation
+    local pver = head.ver
     if pver ~= ver then
         rs = _M.apply_shared_deltas(dict, pver, ver, rs, routes)
         if not rs then
@@ -262,25 +277,31 @@ function _M.compile_current(dict, ver, pause)
 end
 
 
--- Store a validated payload as the current rule set of every worker. delta,
--- when given, is {from = the dict version it applies to, changes = {id = raw
--- bytes | false}}: workers holding that version apply it instead of decoding
--- the whole payload (apply_shared_deltas).
+-- Store a validated rule set as the current one of every worker. full, when
+-- given, is {namespace, raw = {id = stored bytes}, pause}: the whole payload
+-- is written (payload.write, yielding through pause). delta, when given, is
+-- {from = the dict version it applies to, changes = {id = raw bytes | false}}:
+-- workers holding that version apply it instead of reading the whole payload
+-- (apply_shared_deltas). Returns the new version and, with full, the
+-- payload's header and chunks (for the snapshot file); or nil, err.
 --
--- payload nil: only the delta is published (it must apply to the dict's
+-- full nil: only the delta is published (it must apply to the dict's
 -- current version); the payload is rewritten later by checkpoint().
-function _M.publish(dict, payload, rev, gen, count, source, content_digest, delta)
+function _M.publish(dict, full, rev, gen, count, source, content_digest, delta)
     local prev = dict:get(K.ver)
-    if payload then
-        dict:delete(K.payload_ver)
-        local ok, err = dict:set(K.payload, payload)
-        if not ok then
-            return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+    publish_seq = publish_seq + 1
+    local ver = rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now()
+    local head, chunks
+    if full then
+        head, chunks = payload.write(dict, { ver = ver, namespace = full.namespace, generation = gen,
+                                             revision = rev, written_at = floor(now()) }, full.raw, full.pause)
+        if not head then
+            return nil, chunks
         end
+        prev = dict:get(K.ver) -- payload.write yields; only the lock holder publishes, but be exact
     elseif not (delta and prev and delta.from == prev) then
         return nil, "a delta without a payload must apply to the current version"
     end
-    publish_seq = publish_seq + 1
     dict:set(K.rev, rev)
     dict:set(K.gen, gen)
     dict:set(K.digest, content_digest)
@@ -300,27 +321,25 @@ function _M.publish(dict, payload, rev, gen, count, source, content_digest, delt
         revision = rev, generation = gen, rules = count, digest = content_digest,
         source = source, applied_at = t,
     }))
-    local ver = rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now()
     if delta and prev and delta.from == prev then
         -- written before the version moves: a worker that sees ver finds its delta
         local dok, derr = dict:set("rs:delta:" .. prev, mp.pack({ to = ver, rev = rev, gen = gen,
                                                                     changes = delta.changes }), DELTA_TTL)
-        if not dok and not payload then
+        if not dok and not full then
             return nil, "cannot store the delta in the shared dict: " .. tostring(derr)
         elseif not dok then
             log(WARN, "rulegate: cannot store the delta in the shared dict (workers reload fully): ", derr)
         end
     end
     dict:set(K.ver, ver)
-    if payload then
-        dict:set(K.payload_ver, ver)
+    if full then
         dict:set(K.payload_at, now())
         dict:set(K.pending, 0)
     else
         dict:incr(K.pending, 1, 0)
     end
     dict:incr(K.applies, 1, 0)
-    return ver
+    return ver, head, chunks
 end
 
 
@@ -671,19 +690,19 @@ local function held_raw(dict)
     if ver ~= nil and ver == held.ver then
         return held.raw, held.routes
     end
-    local pver = payload_version(dict)
-    local snap = pver and snapshot.decode_payload(dict:get(K.payload) or "", _M.pauser(PAUSE_EVERY * 5))
-    if not snap or payload_version(dict) ~= pver then
+    local raw, routes = {}, {}
+    local head = payload.read(dict, function(id, value)
+        local rule, err = decode_one(id, value)
+        if not rule then
+            return nil, err
+        end
+        raw[id], routes[id] = value, rule.route
+        return true
+    end, _M.pauser(PAUSE_EVERY))
+    if not head then
         return nil
     end
-    local list = _M.decode_rules(snap.rules)
-    if not list then
-        return nil
-    end
-    local raw, routes = snap.rules, {}
-    for _, rule in ipairs(list) do
-        routes[rule.id] = rule.route
-    end
+    local pver = head.ver
     if pver ~= ver and not walk_deltas(dict, pver, ver, routes, function(d)
         for id, value in pairs(d.changes) do
             raw[id] = value or nil
@@ -781,8 +800,16 @@ local function compile_raw(got)
 end
 
 
-local function write_snapshot(conf, payload)
-    local ok, err = snapshot.write_file(conf.snapshot_path, snapshot.frame(payload))
+-- Write the snapshot file from a payload's header and chunks (payload.write),
+-- yielding between chunks.
+local function write_snapshot(conf, head, chunks)
+    local pieces = { snapshot.payload_prefix(head.namespace, head.generation, head.revision, head.written_at,
+                                             head.count) }
+    for i, chunk in ipairs(chunks) do
+        pieces[i + 1] = chunk
+    end
+    local pause = _M.pauser(1)
+    local ok, err = snapshot.write_file(conf.snapshot_path, snapshot.frame_pieces(pieces, pause), pause)
     if not ok then
         log(WARN, "rulegate: cannot write the snapshot: ", err)
     end
@@ -823,23 +850,22 @@ local function apply(conf, got, held_rev, held_gen)
         dict:set(K.refused_reason, err)
         return nil, "refused", err
     end
-    local content_digest = got.content_digest or digest.of(got.raw, _M.pauser(PAUSE_EVERY * 5))
+    local content_digest = got.content_digest or digest.of(got.raw, _M.pauser(PAUSE_EVERY))
     if got.digest ~= "" and got.digest ~= content_digest then
         return nil, "error", "revision " .. got.rev .. " of namespace " .. conf.namespace
             .. ": the rules read do not match the store's digest (a slot migration in progress, or "
             .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
     local delta = got.raw_changes and { from = got.base_ver, changes = got.raw_changes }
-    local ver, payload
+    local ver, head, chunks
     if delta then -- O(changes): the payload and the snapshot file follow in checkpoint()
         ver = _M.publish(dict, nil, got.rev, got.gen, rs.count, "redis", content_digest, delta)
     end
     if not ver then
-        payload = snapshot.encode_payload(conf.namespace, got.gen, got.rev, floor(now()), got.raw,
-                                          _M.pauser(PAUSE_EVERY * 5))
-        ver, err = _M.publish(dict, payload, got.rev, got.gen, rs.count, "redis", content_digest, delta)
+        local full = { namespace = conf.namespace, raw = got.raw, pause = _M.pauser(PAUSE_EVERY) }
+        ver, head, chunks = _M.publish(dict, full, got.rev, got.gen, rs.count, "redis", content_digest, delta)
         if not ver then
-            return nil, "error", err
+            return nil, "error", head
         end
     end
     held.ver, held.raw, held.routes = ver, got.raw, routes
@@ -851,8 +877,8 @@ local function apply(conf, got, held_rev, held_gen)
     else
         dict:incr(K.full_reloads, 1, 0)
     end
-    if payload and conf.snapshot_path then
-        write_snapshot(conf, payload)
+    if head and conf.snapshot_path then
+        write_snapshot(conf, head, chunks)
     end
     return true
 end
@@ -881,23 +907,21 @@ local function checkpoint(conf)
     end
     local pub = _M.published(dict)
     -- yields (the lock is held: nothing publishes meanwhile, the raw map does not change)
-    local payload = snapshot.encode_payload(conf.namespace, pub.generation, pub.revision, floor(t), raw,
-                                            _M.pauser(PAUSE_EVERY * 5))
-    if dict:get(K.ver) ~= ver then
+    local head, chunks = payload.write(dict, { ver = ver, namespace = conf.namespace, generation = pub.generation,
+                                                revision = pub.revision, written_at = floor(t) },
+                                       raw, _M.pauser(PAUSE_EVERY))
+    if not head then
+        log(ERR, "rulegate: ", chunks)
         return
     end
-    dict:delete(K.payload_ver)
-    local ok, err = dict:set(K.payload, payload)
-    if not ok then
-        log(ERR, "rulegate: cannot store the rule set in the shared dict: ", err)
+    if dict:get(K.ver) ~= ver then -- the lock expired during the write: the payload holds an older version
         return
     end
-    dict:set(K.payload_ver, ver)
     dict:set(K.payload_at, t)
     dict:set(K.pending, 0)
     dict:incr(K.checkpoints, 1, 0)
     if conf.snapshot_path then
-        write_snapshot(conf, payload)
+        write_snapshot(conf, head, chunks)
     end
 end
 
@@ -1015,8 +1039,8 @@ function _M.load_snapshot(conf)
         return nil, err
     end
     local ok
-    ok, err = _M.publish(dict, snap.payload, snap.revision, snap.generation, rs.count, "snapshot",
-        digest.of(snap.rules))
+    ok, err = _M.publish(dict, { namespace = snap.namespace, raw = snap.rules }, snap.revision, snap.generation,
+        rs.count, "snapshot", digest.of(snap.rules))
     if not ok then
         return nil, err
     end

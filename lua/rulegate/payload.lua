@@ -1,0 +1,198 @@
+-- The whole rule set in the shared dict, as chunks: what a new or lagging
+-- worker starts from (docs/design.md "Reads"). A header record names the
+-- payload's chunks; each chunk holds up to CHUNK rules as msgpack (id, bin)
+-- pairs, the same bytes as a piece of the snapshot payload's "rules" map, so
+-- chunks are written, read and decoded with yields between them.
+--
+-- Consistency: chunks are never changed in place. A write puts new chunks
+-- under a new payload id, then replaces the header in one set; readers take
+-- the header once and read only that id's chunks. The previous payload's
+-- chunks stay until the next write (a reader that started on it can finish);
+-- a reader that finds a chunk gone (two writes during its read) retries.
+local mp = require("MessagePack")
+local snapshot = require("rulegate.snapshot")
+
+local ngx = ngx
+local type = type
+local pairs = pairs
+local pcall = pcall
+local tostring = tostring
+local concat = table.concat
+local worker_pid = ngx.worker.pid
+local now = ngx.now
+
+local _M = { _VERSION = "0.1.0", CHUNK = 256 }
+
+local HEAD = "rs:phead" -- header of the current payload (msgpack map)
+local PREV = "rs:pprev" -- header of the payload it replaced (chunks kept for readers)
+local WRITING = "rs:pwriting" -- header of a payload being written (chunks removed if it never finishes)
+-- the one-value payload of earlier releases and the version it holds: what a
+-- SIGHUP onto this release finds in the dict until the first write
+local LEGACY, LEGACY_VER = "rs:payload", "rs:payload_ver"
+_M.HEAD = HEAD
+
+local seq = 0
+
+
+local function chunk_key(id, i)
+    return "rs:pc:" .. id .. ":" .. i
+end
+
+
+local function decode_head(raw)
+    if not raw then
+        return nil
+    end
+    local ok, head = pcall(mp.unpack, raw)
+    if not ok or type(head) ~= "table" or type(head.id) ~= "string" or type(head.n) ~= "number" then
+        return nil
+    end
+    return head
+end
+
+
+-- The header of an earlier release's one-value payload (id "legacy", no
+-- chunks), or nil.
+local function legacy_head(dict)
+    local ver = dict:get(LEGACY_VER)
+    if ver == nil and dict:get("rs:pending") == nil then
+        ver = dict:get("rs:ver") -- a release that rewrote the payload on every change
+    end
+    if ver == nil or dict:get(LEGACY) == nil then
+        return nil
+    end
+    return { id = "legacy", n = 0, ver = ver }
+end
+
+
+-- The current payload's header: {id, n (chunks), ver, namespace, generation,
+-- revision, written_at, count, bytes}, or nil when none was written.
+function _M.head(dict)
+    return decode_head(dict:get(HEAD)) or legacy_head(dict)
+end
+
+
+-- Read an earlier release's payload (see read).
+local function read_legacy(dict, head, fn, pause)
+    local snap = snapshot.decode_payload(dict:get(LEGACY) or "", pause)
+    if not snap or legacy_head(dict) == nil or legacy_head(dict).ver ~= head.ver then
+        return nil, "the payload was replaced during the read", true
+    end
+    head.namespace, head.generation, head.revision = snap.namespace, snap.generation, snap.revision
+    head.written_at, head.count = snap.written_at, 0
+    for id, value in pairs(snap.rules) do
+        if pause then
+            pause()
+        end
+        local ok, err = fn(id, value)
+        if not ok then
+            return nil, err
+        end
+        head.count = head.count + 1
+    end
+    return head
+end
+
+
+local function drop(dict, key)
+    local head = decode_head(dict:get(key))
+    if head then
+        for i = 1, head.n do
+            dict:delete(chunk_key(head.id, i))
+        end
+    end
+    dict:delete(key)
+end
+
+
+-- Write raw_rules ({id = stored bytes}) as the current payload of dict version
+-- meta.ver (meta: namespace, generation, revision, written_at); pause, when
+-- given, is called after every rule. Returns the header and the chunks (a list
+-- of strings: the snapshot payload's rules, snapshot.payload_prefix before
+-- them), or nil, err (the current payload is unchanged).
+function _M.write(dict, meta, raw_rules, pause)
+    drop(dict, PREV) -- no reader still reads the payload before the current one
+    drop(dict, WRITING) -- left by a write that failed half-way
+    seq = seq + 1
+    local head = {
+        id = worker_pid() .. "." .. seq .. "." .. now(), n = 0, ver = meta.ver, namespace = meta.namespace,
+        generation = meta.generation, revision = meta.revision, written_at = meta.written_at, count = 0, bytes = 0,
+    }
+    local chunks, buf, in_chunk = {}, {}, 0
+    local function flush()
+        local chunk = concat(buf)
+        head.n = head.n + 1
+        dict:set(WRITING, mp.pack(head))
+        local ok, err = dict:safe_set(chunk_key(head.id, head.n), chunk)
+        if not ok then
+            return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+        end
+        chunks[head.n], head.bytes = chunk, head.bytes + #chunk
+        buf, in_chunk = {}, 0
+        return true
+    end
+    for id, raw in pairs(raw_rules) do
+        snapshot.pack_rule(buf, id, raw)
+        head.count, in_chunk = head.count + 1, in_chunk + 1
+        if in_chunk >= _M.CHUNK then
+            local ok, err = flush()
+            if not ok then
+                drop(dict, WRITING)
+                return nil, err
+            end
+        end
+        if pause then
+            pause()
+        end
+    end
+    if in_chunk > 0 then
+        local ok, err = flush()
+        if not ok then
+            drop(dict, WRITING)
+            return nil, err
+        end
+    end
+    local old = dict:get(HEAD)
+    local ok, err = dict:safe_set(HEAD, mp.pack(head))
+    if not ok then
+        drop(dict, WRITING)
+        return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+    end
+    if old then
+        dict:set(PREV, old)
+    end
+    dict:delete(WRITING)
+    dict:delete(LEGACY)
+    dict:delete(LEGACY_VER)
+    return head, chunks
+end
+
+
+-- Read the current payload chunk by chunk: fn(id, stored bytes) for every
+-- rule (fn returns false, err to stop), pause before every rule. Returns the
+-- header read, or nil, err, retry (true: it was replaced twice during the read).
+function _M.read(dict, fn, pause)
+    local head = _M.head(dict)
+    if not head then
+        return nil, "no payload in the shared dict", true
+    elseif head.id == "legacy" then
+        return read_legacy(dict, head, fn, pause)
+    end
+    for i = 1, head.n do
+        local chunk = dict:get(chunk_key(head.id, i))
+        if not chunk then
+            return nil, "the payload was replaced during the read", true
+        end
+        local ok, err = snapshot.each_rule(chunk, pause and function(id, raw)
+            pause()
+            return fn(id, raw)
+        end or fn)
+        if not ok then
+            return nil, err
+        end
+    end
+    return head
+end
+
+
+return _M
