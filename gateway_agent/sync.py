@@ -22,7 +22,7 @@ from redis.exceptions import AskError, AuthenticationError, MovedError, NoPermis
 
 from rulegate.connection import REDIS_ERRORS
 from rulegate.digest import EMPTY as EMPTY_DIGEST
-from rulegate.digest import apply_change, content_digest
+from rulegate.digest import apply_change
 from rulegate.errors import CorruptDataError, SnapshotError, StoreError
 from rulegate.evaluator import RuleSet
 from rulegate.fleet import Heartbeat
@@ -34,7 +34,6 @@ from rulegate.namespace import (
     chunked_read,
     consistent_read,
     contiguous,
-    decode_rules,
     pairs,
 )
 from rulegate.schema import decode_rule
@@ -42,9 +41,10 @@ from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
 from rulegate.store import LogEntry, decode_entry
 
 from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
+from .compiled import CompileCache
 from .counters import LockedCounters
 from .health import SyncHealth, UnknownNamespace, auth_failure, error_kind
-from .outcomes import breaker_states, guarded_after, guarded_ids
+from .outcomes import breaker_states, guarded_after
 
 log = logging.getLogger("rulegate.agent.sync")
 
@@ -185,6 +185,7 @@ class Syncer:
         self.announced = 0  # highest revision announced on the events channel (or read from the master)
         self._scan = True  # HSCAN granted (else one HGETALL per full reload)
         self.notifier = Notifier(self) if config.notifications else None
+        self.compiled = CompileCache()  # the last full load's compiled rules by stored bytes (the sync thread's)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, wait: float | None = None) -> None:
@@ -469,7 +470,7 @@ class Syncer:
             self._confirm()
             return False
         try:
-            rules = decode_rules(self.config.namespace, raw, pause=pause)
+            loaded = self.compiled.load(raw, rev, where=f"namespace {self.config.namespace!r}", pause=pause)
         except CorruptDataError as exc:
             self.stats.add("rejected")
             self.refused = Refusal(rev, str(exc))
@@ -479,17 +480,14 @@ class Syncer:
             log.warning("namespace %s: NEW GENERATION %s replaces %s (revision %s -> %s); accepting "
                         "the new lineage", self.config.namespace, gen, cur.generation, cur.revision, rev)
         self.stats.add("full_reloads")
-        digest = content_digest(raw, pause)
-        if read.digest and read.digest != digest:
+        if read.digest and read.digest != loaded.digest:
             raise StoreError(f"revision {rev}: the rules read do not match the store's digest {read.digest[:12]} "
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
-        ruleset = RuleSet(rules.values(), rev, gen, pause=pause)
-        guarded = guarded_ids(rules.values())
-        del rules  # the set keeps no rule dicts; Applied.rules() decodes raw again when asked
+        ruleset = RuleSet.from_compiled(loaded.rules, rev, gen, pause=pause)
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
-        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), digest, guarded))
+        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded))
         return True
 
     def _full_read(self, pause: Slicer) -> NamespaceRead:
@@ -579,14 +577,14 @@ class Syncer:
             snap = read_snapshot(path)
             if snap.namespace != self.config.namespace:
                 raise SnapshotError(f"snapshot is for namespace {snap.namespace!r}")
-            rules = snap.rules()
-        except SnapshotError as exc:
+            loaded = self.compiled.load(snap.raw_rules, snap.revision, where="snapshot")
+        except (SnapshotError, CorruptDataError) as exc:
             log.warning("ignoring snapshot %s: %s", path, exc)
             return False
         with self._changed:
-            self.current = Applied(RuleSet(rules.values(), snap.revision, snap.generation), snap.raw_rules,
-                                   snap.revision, snap.generation, "snapshot", self.wall(),
-                                   content_digest(snap.raw_rules), guarded_ids(rules.values()))
+            self.current = Applied(RuleSet.from_compiled(loaded.rules, snap.revision, snap.generation),
+                                   snap.raw_rules, snap.revision, snap.generation, "snapshot", self.wall(),
+                                   loaded.digest, loaded.guarded)
             self.confirmed_at = float(snap.written_at)
             self._changed.notify_all()
         log.info("namespace %s: loaded revision %s from snapshot %s (written %.0fs ago)",

@@ -20,7 +20,7 @@ from .request import EMPTY as NO_HEADERS  # one read-only empty mapping, shared 
 from .request import Request, wire_bytes
 from .schema import BODILESS_STATUSES, BUCKETS, ramp_share
 
-__all__ = ["Decision", "Request", "RuleSet", "bucket_of", "decide", "find_route"]
+__all__ = ["CompiledRule", "Decision", "Request", "RuleSet", "bucket_of", "compile_rule", "decide", "find_route"]
 
 EMPTY: Mapping[str, str] = {}
 MAX_UID_DIGITS = 16
@@ -366,6 +366,28 @@ def _host_key(host: str) -> tuple[str, str]:
     return "exact", host
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """One rule compiled for a RuleSet: where it sits, its route item (None: disabled), its `breaker`.
+
+    Immutable, so any number of sets (and a cache of them, gateway_agent/compiled.py) can share it.
+    """
+
+    rule_id: str
+    place: tuple[str, str]  # (host, path) of its route, interned
+    item: "_Split | _Degrade | None"
+    breaker: dict | None
+
+
+def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
+    """Return a validated rule compiled with its decisions stamped `revision` (a set re-stamps them)."""
+    place = (_text(rule["route"]["host"]), _text(rule["route"]["path"]))
+    item = None
+    if rule.get("enabled", True):
+        item = _Split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
+    return CompiledRule(rule["id"], place, item, rule.get("breaker"))
+
+
 class RuleSet:
     """An immutable compiled rule set of one namespace at one revision.
 
@@ -381,7 +403,26 @@ class RuleSet:
         for rule in {r["id"]: r for r in rules}.values():
             if pause is not None:
                 pause()
-            self._place(rule)
+            self._put(compile_rule(rule, revision))
+        self._finish(pause)
+
+    @classmethod
+    def from_compiled(cls, compiled: Iterable["CompiledRule"], revision: int = 0, generation: str = "",
+                      pause: Callable[[], None] | None = None) -> "RuleSet":
+        """Return the set of rules compiled earlier (`compile_rule`, any revision; the last of an id wins).
+
+        decide() gives what RuleSet(the same rules, revision) would: decisions compiled at another
+        revision are re-stamped on their way out."""
+        new = object.__new__(cls)
+        new._init(revision, generation, {})
+        for entry in compiled:
+            if pause is not None:
+                pause()
+            new._put(entry)
+        new._finish(pause)
+        return new
+
+    def _finish(self, pause: Callable[[], None] | None) -> None:
         for index in self._indexes():
             if pause is not None:
                 pause()
@@ -433,7 +474,7 @@ class RuleSet:
                 index.by_path[path] = route.without(ids) if route is not None else _Route()
             new._set_index(table, key, index)
         for rule in changed.values():
-            new._place(rule)
+            new._put(compile_rule(rule, revision))
         for (table, key), paths in touched.items():
             index = new._index(table, key)
             for path in paths:
@@ -474,24 +515,26 @@ class RuleSet:
         out = list(self.exact.values()) + list(self.wildcard.values())
         return out + ([self.any_host] if self.any_host else [])
 
-    def _place(self, rule: dict) -> None:
-        """Record where rule sits and compile it into its (unfinished) route when enabled."""
-        host, path = _text(rule["route"]["host"]), _text(rule["route"]["path"])
-        self.placement[rule["id"]] = (host, path)
-        if "breaker" in rule:
-            self.breakers[rule["id"]] = rule["breaker"]
-        if not rule.get("enabled", True):
+    def _put(self, entry: "CompiledRule") -> None:
+        """Record where a compiled rule sits and add it to its (unfinished) route when enabled."""
+        self.placement[entry.rule_id] = entry.place
+        if entry.breaker is not None:
+            self.breakers[entry.rule_id] = entry.breaker
+        item = entry.item
+        if item is None:
             return
-        table, key = _host_key(host)
+        table, key = _host_key(entry.place[0])
         index = self._index(table, key)
         if index is None:
             index = _HostIndex()
             self._set_index(table, key, index)
-        route = index.by_path.setdefault(path, _Route())
-        if rule["kind"] == "split":
-            route.splits.append(_Split(rule, self.revision))
+        route = index.by_path.get(entry.place[1])
+        if route is None:
+            route = index.by_path[entry.place[1]] = _Route()
+        if type(item) is _Split:
+            route.splits.append(item)
         else:
-            route.degrades.append(_Degrade(rule, self.revision))
+            route.degrades.append(item)
 
     def __len__(self) -> int:
         """Return the number of rules, disabled ones included."""
