@@ -69,6 +69,10 @@ class CompileCache:
                 guarded.append(rule_id)
             acc ^= entry.hash
         self._by_bytes = new
+        while old:  # the previous load's entries, released a slice at a time (~5 ms in one block at 10,000)
+            old.popitem()
+            if pause is not None:
+                pause()
         self.hits += hits
         self.misses += len(rules) - hits
         return Loaded(rules, frozenset(guarded), f"{acc:040x}")

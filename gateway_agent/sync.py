@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import zlib
@@ -120,6 +121,11 @@ class SyncStats(LockedCounters):
     propagation_lag: float = 0.0
 
 
+def _parts(applied: Applied | None) -> list:
+    """Return what holds most of an applied set's objects (its raw map, then its routes and indexes)."""
+    return [] if applied is None else [applied.raw, *applied.ruleset.parts()]
+
+
 @contextmanager
 def _no_gc_pauses() -> Iterator[None]:
     """Hold the cyclic GC off during a full reload, then gc.freeze() what exists.
@@ -135,6 +141,17 @@ def _no_gc_pauses() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def _off_loop(fn: Callable[..., None], *args: object) -> None:
+    """Run fn(*args) (blocking file I/O) in gevent's thread pool when threads are monkey-patched (the
+    sync loop is then a greenlet, and an fsync in it would stop every request), else right here."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        from gevent import get_hub
+        get_hub().threadpool.apply(fn, args)
+    else:
+        fn(*args)
 
 
 class ReplicaUnusable(StoreError):
@@ -450,13 +467,20 @@ class Syncer:
 
         With `force`, the read content replaces an applied set of the same revision (digest mismatch).
         Reads in HSCAN chunks and decodes, digests and compiles in slices of ~2 ms that yield, with
-        the cyclic GC held off (see `_no_gc_pauses`), so a sidecar's requests keep being answered.
+        the cyclic GC held off (see `_no_gc_pauses`), so a sidecar's requests keep being answered;
+        rules whose stored bytes the previous load held are not decoded again (`CompileCache`), and
+        the replaced set is freed in slices as well.
         """
-        with _no_gc_pauses():
-            return self._full_reload(force)
-
-    def _full_reload(self, force: bool) -> bool:
         pause = Slicer()
+        retired = _parts(self.current)
+        with _no_gc_pauses():
+            applied = self._full_reload(force, pause)
+        while retired:  # the replaced set, freed a slice at a time
+            retired.pop()
+            pause()
+        return applied
+
+    def _full_reload(self, force: bool, pause: Slicer) -> bool:
         read = self._full_read(pause)
         rev, gen, raw = read.revision, read.generation, read.raw
         self.store_revision, self.store_digest = rev, read.digest
@@ -594,7 +618,8 @@ class Syncer:
     def _write_snapshot(self, applied: Applied) -> None:
         try:
             write_snapshot(self.config.snapshot_path, make_snapshot(
-                self.config.namespace, applied.generation, applied.revision, dict(applied.raw)))
+                self.config.namespace, applied.generation, applied.revision, dict(applied.raw)),
+                pause=Slicer(), run_io=_off_loop)
             self.stats.add("snapshot_writes")
         except OSError as exc:
             self.stats.add("snapshot_errors")

@@ -511,6 +511,14 @@ class RuleSet:
             self.stamped[id(decision)] = out
         return out
 
+    def parts(self) -> list:
+        """Return this set's routes, then its host indexes: what holds most of its objects.
+
+        Dropping them one by one from the end once nothing else holds the set frees it in slices
+        (gateway_agent/sync.py; ~15 ms in one block at 10,000 rules otherwise)."""
+        indexes = self._indexes()
+        return [route for index in indexes for route in index.by_path.values()] + indexes
+
     def _indexes(self) -> list[_HostIndex]:
         out = list(self.exact.values()) + list(self.wildcard.values())
         return out + ([self.any_host] if self.any_host else [])
