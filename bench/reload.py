@@ -10,12 +10,14 @@ nginx (1 worker) per size; all are stopped (by pid) at the end. Per size:
   a gateway (the commit's own reply and the INFO calls).
 - CPU per change: agent = thread CPU of `Syncer.sync_once()`; nginx = the worker's utime+stime
   (/proc) over `--changes` changes minus an idle window of the same length, per change.
-- Full-reload CPU: agent = thread CPU of `Syncer.full_reload()`; nginx = worker CPU around a
-  forced full reload (a new generation id in meta) with no traffic, minus idle; the worker's
+- Full-reload CPU: agent = thread CPU of `Syncer.full_reload()` holding none of the bytes read (its
+  compile cache emptied) and again holding all of them (what a new generation id costs); nginx =
+  worker CPU around a forced full reload (a new generation id in meta) with no traffic, minus idle; the worker's
   polling of /rulegate/status (every 10 ms, with one routed request) is included in both nginx
   CPU rows.
 - Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
-  rest and during a forced full reload; max and p50.
+  rest and during a forced full reload (new generation id; for the sidecar also with every rule's
+  bytes rewritten first); max and p50.
 Numbers are for comparison, not assertions.
 """
 from __future__ import annotations
@@ -37,7 +39,9 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from gateway_agent import RuleClient  # noqa: E402
+from gateway_agent.compiled import CompileCache  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
+from rulegate.digest import content_digest  # noqa: E402
 from rulegate.keyspace import Keys  # noqa: E402
 from rulegate.schema import encode_rule, validate_rule  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
@@ -137,9 +141,13 @@ def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
     s.slots.refresh(client.budget, s.pool)
     s.full_reload()
     t = time.thread_time()
-    s.current = None
+    s.current, s.compiled = None, CompileCache()  # nothing held: every rule decoded and compiled
     s.full_reload()
     full = time.thread_time() - t
+    t = time.thread_time()
+    s.current = None  # the same bytes again (a new generation id, a reconnect): the cache has them
+    s.full_reload()
+    warm = time.thread_time() - t
     cpu, sent = [], []
     for n in range(5):
         change(store, ns, n)
@@ -149,7 +157,7 @@ def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         cpu.append(time.thread_time() - t)
         sent.append(master.out_bytes() - before - master.info_overhead())
     s.pool.close()
-    return {"bytes": statistics.median(sent), "cpu": statistics.median(cpu), "full": full}
+    return {"bytes": statistics.median(sent), "cpu": statistics.median(cpu), "full": full, "warm": warm}
 
 
 def sidecar_latency(cluster: LocalCluster, ns: str, count: int, tmp: str) -> dict:
@@ -187,16 +195,29 @@ def sidecar_latency(cluster: LocalCluster, ns: str, count: int, tmp: str) -> dic
         rest = latencies(send, 2.0)
         start = reloads()
         busy = during_reload(send, lambda: new_generation(cluster, ns), lambda: reloads() > start)
-        return {"rest": rest, "busy": busy}
+        start = reloads()
+        cold = during_reload(send, lambda: new_generation(cluster, ns, count), lambda: reloads() > start)
+        return {"rest": rest, "busy": busy, "cold": cold}
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def new_generation(cluster: LocalCluster, ns: str) -> None:
-    """Give ns a new generation id (a forced full reload) and send the notification a commit would."""
+def new_generation(cluster: LocalCluster, ns: str, rewrite: int = 0) -> None:
+    """Give ns a new generation id (a forced full reload) and send the notification a commit would.
+
+    With `rewrite`, rules r00000.. r<rewrite-1> first get new bytes (a new description) and meta the
+    matching digest: a full reload where the agent holds none of the bytes it reads."""
     master = Master(cluster, ns)
     keys = Keys(ns)
+    if rewrite:
+        raw = {}
+        for i in range(rewrite):
+            rule = make_rule(i)
+            rule["description"] = f"rewritten {time.time()}"
+            raw[f"r{i:05d}"] = encode_rule(rule)
+        master.client.hset(keys.rules, mapping=raw)
+        master.client.hset(keys.meta, "digest", content_digest(raw))
     master.client.hset(keys.meta, "gen", f"bench-{time.time()}")
     master.client.execute_command("SPUBLISH", keys.events, f"rev {int(master.client.get(keys.rev) or 0)}")
     master.client.close()
@@ -310,8 +331,10 @@ def main() -> int:
                 (f"{count} rules, one-rule change: Redis bytes read", f"{a['bytes']:,.0f} B", f"{g['bytes']:,.0f} B"),
                 (f"{count} rules, one-rule change: CPU", f"{a['cpu'] * 1000:.2f} ms", f"{g['cpu'] * 1000:.1f} ms"),
                 (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms", f"{g['full'] * 1000:.0f} ms"),
+                (f"{count} rules, full reload of bytes held (new generation): CPU", f"{a['warm'] * 1000:.0f} ms", ""),
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
                 (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
+                (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ""),
                 (f"{count} rules, nginx counters after the changes", "", f"full_reloads={g['reloads']} "
                                                                           f"deltas_applied={g['deltas']}"),
             ]
