@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -188,15 +189,16 @@ def sidecar_latency(cluster: LocalCluster, ns: str, count: int, tmp: str) -> dic
 
         probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-        def reloads() -> int:
+        def generation() -> str:
             probe.request("GET", "/healthz")
-            return json.loads(probe.getresponse().read())["sync"]["full_reloads"]
+            return json.loads(probe.getresponse().read())["generation"]
+
+        def applied(before: str) -> Callable[[], bool]:
+            return lambda: generation() != before  # the new set is installed (its snapshot follows)
 
         rest = latencies(send, 2.0)
-        start = reloads()
-        busy = during_reload(send, lambda: new_generation(cluster, ns), lambda: reloads() > start)
-        start = reloads()
-        cold = during_reload(send, lambda: new_generation(cluster, ns, count), lambda: reloads() > start)
+        busy = during_reload(send, lambda: new_generation(cluster, ns), applied(generation()))
+        cold = during_reload(send, lambda: new_generation(cluster, ns, count), applied(generation()))
         return {"rest": rest, "busy": busy, "cold": cold}
     finally:
         proc.terminate()

@@ -8,6 +8,7 @@ else `pass` (the gateway uses its own default upstream).
 """
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import time
@@ -316,6 +317,9 @@ def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
                     rule_id=rule_id, revision=revision)
 
 
+_RULE_ID = operator.attrgetter("rule_id")
+
+
 class _Route:
     """The rules of one (host, path): lists while being built, tuples once `finish()`ed."""
 
@@ -327,8 +331,9 @@ class _Route:
         self.fast: _Split | None = None  # the only split, no methods, no window, no degrade
 
     def finish(self) -> None:
-        self.degrades = tuple(sorted(self.degrades, key=lambda item: item.rule_id))
-        self.splits = tuple(sorted(self.splits, key=lambda item: item.rule_id))
+        degrades, splits = self.degrades, self.splits
+        self.degrades = tuple(sorted(degrades, key=_RULE_ID)) if len(degrades) > 1 else tuple(degrades)
+        self.splits = tuple(sorted(splits, key=_RULE_ID)) if len(splits) > 1 else tuple(splits)
         self.fast = None
         if not self.degrades and len(self.splits) == 1 and self.splits[0].methods is None \
                 and self.splits[0].start is None and self.splits[0].end is None:
@@ -409,16 +414,17 @@ class RuleSet:
     @classmethod
     def from_compiled(cls, compiled: Iterable["CompiledRule"], revision: int = 0, generation: str = "",
                       pause: Callable[[], None] | None = None) -> "RuleSet":
-        """Return the set of rules compiled earlier (`compile_rule`, any revision; the last of an id wins).
+        """Return the set of rules compiled earlier (`compile_rule`, any revision; one per id).
 
         decide() gives what RuleSet(the same rules, revision) would: decisions compiled at another
-        revision are re-stamped on their way out."""
+        revision are re-stamped on their way out. `pause` is called every 64 rules."""
         new = object.__new__(cls)
         new._init(revision, generation, {})
-        for entry in compiled:
-            if pause is not None:
+        routes: dict[tuple[str, str], _Route] = {}
+        for n, entry in enumerate(compiled):
+            if pause is not None and not n & 63:
                 pause()
-            new._put(entry)
+            new._put(entry, routes)
         new._finish(pause)
         return new
 
@@ -523,22 +529,29 @@ class RuleSet:
         out = list(self.exact.values()) + list(self.wildcard.values())
         return out + ([self.any_host] if self.any_host else [])
 
-    def _put(self, entry: "CompiledRule") -> None:
-        """Record where a compiled rule sits and add it to its (unfinished) route when enabled."""
-        self.placement[entry.rule_id] = entry.place
+    def _put(self, entry: "CompiledRule", routes: dict[tuple[str, str], _Route] | None = None) -> None:
+        """Record where a compiled rule sits and add it to its (unfinished) route when enabled.
+
+        `routes`, when given, remembers the route of each (host, path) seen (a whole set's build)."""
+        place = entry.place
+        self.placement[entry.rule_id] = place
         if entry.breaker is not None:
             self.breakers[entry.rule_id] = entry.breaker
         item = entry.item
         if item is None:
             return
-        table, key = _host_key(entry.place[0])
-        index = self._index(table, key)
-        if index is None:
-            index = _HostIndex()
-            self._set_index(table, key, index)
-        route = index.by_path.get(entry.place[1])
+        route = routes.get(place) if routes is not None else None
         if route is None:
-            route = index.by_path[entry.place[1]] = _Route()
+            table, key = _host_key(place[0])
+            index = self._index(table, key)
+            if index is None:
+                index = _HostIndex()
+                self._set_index(table, key, index)
+            route = index.by_path.get(place[1])
+            if route is None:
+                route = index.by_path[place[1]] = _Route()
+            if routes is not None:
+                routes[place] = route
         if type(item) is _Split:
             route.splits.append(item)
         else:
