@@ -10,14 +10,16 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   a gateway (the commit's own reply and the INFO calls).
 - CPU per change: agent = thread CPU of `Syncer.sync_once()`; nginx = the worker's utime+stime
   (/proc) over `--changes` changes minus an idle window of the same length, per change.
-- Full-reload CPU: agent = thread CPU of `Syncer.full_reload()`; nginx = worker CPU around a
-  forced full reload (a new generation id in meta) with no traffic, minus idle; the worker's
+- Full-reload CPU: agent = thread CPU of `Syncer.full_reload()` holding none of the bytes read (its
+  compile cache emptied) and again holding all of them (what a new generation id costs); nginx = worker
+  CPU around a forced full reload (a new generation id in meta) with no traffic, minus idle; the worker's
   polling of /rulegate/status (every 10 ms per change, every 250 ms during the full reload) is
   included in both nginx CPU rows. With several workers: the syncing worker's CPU, then the
   others' (they compile what it published).
 - Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
-  rest and during a forced full reload (until every worker serves it); max and p50. With several
-  nginx workers the requests go round-robin over one keep-alive connection per worker.
+  rest and during a forced full reload (new generation id, until every worker serves it; for the sidecar
+  also with every rule's bytes rewritten first); max and p50. With several nginx workers the requests
+  go round-robin over one keep-alive connection per worker.
 Numbers are for comparison, not assertions.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,7 +42,9 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from gateway_agent import RuleClient  # noqa: E402
+from gateway_agent.compiled import CompileCache  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
+from rulegate.digest import content_digest  # noqa: E402
 from rulegate.keyspace import Keys  # noqa: E402
 from rulegate.schema import encode_rule, validate_rule  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
@@ -139,9 +144,13 @@ def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
     s.slots.refresh(client.budget, s.pool)
     s.full_reload()
     t = time.thread_time()
-    s.current = None
+    s.current, s.compiled = None, CompileCache()  # nothing held: every rule decoded and compiled
     s.full_reload()
     full = time.thread_time() - t
+    t = time.thread_time()
+    s.current = None  # the same bytes again (a new generation id, a reconnect): the cache has them
+    s.full_reload()
+    warm = time.thread_time() - t
     cpu, sent = [], []
     for n in range(5):
         change(store, ns, n)
@@ -151,7 +160,7 @@ def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         cpu.append(time.thread_time() - t)
         sent.append(master.out_bytes() - before - master.info_overhead())
     s.pool.close()
-    return {"bytes": statistics.median(sent), "cpu": statistics.median(cpu), "full": full}
+    return {"bytes": statistics.median(sent), "cpu": statistics.median(cpu), "full": full, "warm": warm}
 
 
 def sidecar_latency(cluster: LocalCluster, ns: str, count: int, tmp: str) -> dict:
@@ -182,23 +191,37 @@ def sidecar_latency(cluster: LocalCluster, ns: str, count: int, tmp: str) -> dic
 
         probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-        def reloads() -> int:
+        def generation() -> str:
             probe.request("GET", "/healthz")
-            return json.loads(probe.getresponse().read())["sync"]["full_reloads"]
+            return json.loads(probe.getresponse().read())["generation"]
+
+        def applied(before: str) -> Callable[[], bool]:
+            return lambda: generation() != before  # the new set is installed (its snapshot follows)
 
         rest = latencies(send, 2.0)
-        start = reloads()
-        busy = during_reload(send, lambda: new_generation(cluster, ns), lambda: reloads() > start)
-        return {"rest": rest, "busy": busy}
+        busy = during_reload(send, lambda: new_generation(cluster, ns), applied(generation()))
+        cold = during_reload(send, lambda: new_generation(cluster, ns, count), applied(generation()))
+        return {"rest": rest, "busy": busy, "cold": cold}
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def new_generation(cluster: LocalCluster, ns: str) -> None:
-    """Give ns a new generation id (a forced full reload) and send the notification a commit would."""
+def new_generation(cluster: LocalCluster, ns: str, rewrite: int = 0) -> None:
+    """Give ns a new generation id (a forced full reload) and send the notification a commit would.
+
+    With `rewrite`, rules r00000.. r<rewrite-1> first get new bytes (a new description) and meta the
+    matching digest: a full reload where the agent holds none of the bytes it reads."""
     master = Master(cluster, ns)
     keys = Keys(ns)
+    if rewrite:
+        raw = {}
+        for i in range(rewrite):
+            rule = make_rule(i)
+            rule["description"] = f"rewritten {time.time()}"
+            raw[f"r{i:05d}"] = encode_rule(rule)
+        master.client.hset(keys.rules, mapping=raw)
+        master.client.hset(keys.meta, "digest", content_digest(raw))
     master.client.hset(keys.meta, "gen", f"bench-{time.time()}")
     master.client.execute_command("SPUBLISH", keys.events, f"rev {int(master.client.get(keys.rev) or 0)}")
     master.client.close()
@@ -334,7 +357,7 @@ def main() -> int:
                 controls.append(master.out_bytes() - before)
             control = min(controls)
             if args.nginx_only:
-                a, side = {"bytes": 0, "cpu": 0.0, "full": 0.0}, {"rest": [0.0], "busy": [0.0]}
+                a, side = {"bytes": 0, "cpu": 0.0, "full": 0.0, "warm": 0.0}, {"rest": [0.0], "busy": [0.0], "cold": [0.0]}
             else:
                 a = agent_numbers(cluster, store, ns, master)
                 side = sidecar_latency(cluster, ns, count, tmp)
@@ -344,8 +367,10 @@ def main() -> int:
                 (f"{count} rules, one-rule change: CPU", f"{a['cpu'] * 1000:.2f} ms", f"{g['cpu'] * 1000:.1f} ms"),
                 (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms",
                  " / ".join(f"{c * 1000:.0f} ms" for c in g["full"])),
+                (f"{count} rules, full reload of bytes held (new generation): CPU", f"{a['warm'] * 1000:.0f} ms", ""),
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
                 (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
+                (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ""),
                 (f"{count} rules, nginx counters after the changes", "", f"full_reloads={g['reloads']} "
                                                                           f"deltas_applied={g['deltas']}"),
             ]

@@ -26,8 +26,8 @@ def is_guarded(rule: Mapping[str, Any]) -> bool:
     if rule.get("kind") != "split":
         return False
     for policy in rule.get("policies") or ():
-        ramp = policy.get("ramp") if isinstance(policy, Mapping) else None
-        if isinstance(ramp, Mapping) and ramp.get("guard") is not None:
+        ramp = policy.get("ramp") if isinstance(policy, (dict, Mapping)) else None  # dict first: no ABC check
+        if ramp is not None and isinstance(ramp, (dict, Mapping)) and ramp.get("guard") is not None:
             return True
     return False
 

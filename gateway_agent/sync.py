@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import zlib
@@ -22,7 +23,7 @@ from redis.exceptions import AskError, AuthenticationError, MovedError, NoPermis
 
 from rulegate.connection import REDIS_ERRORS
 from rulegate.digest import EMPTY as EMPTY_DIGEST
-from rulegate.digest import apply_change, content_digest
+from rulegate.digest import apply_change
 from rulegate.errors import CorruptDataError, SnapshotError, StoreError
 from rulegate.evaluator import RuleSet
 from rulegate.fleet import Heartbeat
@@ -34,7 +35,6 @@ from rulegate.namespace import (
     chunked_read,
     consistent_read,
     contiguous,
-    decode_rules,
     pairs,
 )
 from rulegate.schema import decode_rule
@@ -42,9 +42,10 @@ from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
 from rulegate.store import LogEntry, decode_entry
 
 from .budget import RETRYABLE, Budget, NodePool, Operation, SlotMap, execute
+from .compiled import CompileCache
 from .counters import LockedCounters
 from .health import SyncHealth, UnknownNamespace, auth_failure, error_kind
-from .outcomes import breaker_states, guarded_after, guarded_ids
+from .outcomes import breaker_states, guarded_after
 
 log = logging.getLogger("rulegate.agent.sync")
 
@@ -120,6 +121,11 @@ class SyncStats(LockedCounters):
     propagation_lag: float = 0.0
 
 
+def _parts(applied: Applied | None) -> list:
+    """Return what holds most of an applied set's objects (its raw map, then its routes and indexes)."""
+    return [] if applied is None else [applied.raw, *applied.ruleset.parts()]
+
+
 @contextmanager
 def _no_gc_pauses() -> Iterator[None]:
     """Hold the cyclic GC off during a full reload, then gc.freeze() what exists.
@@ -135,6 +141,17 @@ def _no_gc_pauses() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def _off_loop(fn: Callable[..., None], *args: object) -> None:
+    """Run fn(*args) (blocking file I/O) in gevent's thread pool when threads are monkey-patched (the
+    sync loop is then a greenlet, and an fsync in it would stop every request), else right here."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        from gevent import get_hub
+        get_hub().threadpool.apply(fn, args)
+    else:
+        fn(*args)
 
 
 class ReplicaUnusable(StoreError):
@@ -185,6 +202,7 @@ class Syncer:
         self.announced = 0  # highest revision announced on the events channel (or read from the master)
         self._scan = True  # HSCAN granted (else one HGETALL per full reload)
         self.notifier = Notifier(self) if config.notifications else None
+        self.compiled = CompileCache()  # the last full load's compiled rules by stored bytes (the sync thread's)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, wait: float | None = None) -> None:
@@ -449,13 +467,20 @@ class Syncer:
 
         With `force`, the read content replaces an applied set of the same revision (digest mismatch).
         Reads in HSCAN chunks and decodes, digests and compiles in slices of ~2 ms that yield, with
-        the cyclic GC held off (see `_no_gc_pauses`), so a sidecar's requests keep being answered.
+        the cyclic GC held off (see `_no_gc_pauses`), so a sidecar's requests keep being answered;
+        rules whose stored bytes the previous load held are not decoded again (`CompileCache`), and
+        the replaced set is freed in slices as well.
         """
-        with _no_gc_pauses():
-            return self._full_reload(force)
-
-    def _full_reload(self, force: bool) -> bool:
         pause = Slicer()
+        retired = _parts(self.current)
+        with _no_gc_pauses():
+            applied = self._full_reload(force, pause)
+        while retired:  # the replaced set, freed a slice at a time
+            retired.pop()
+            pause()
+        return applied
+
+    def _full_reload(self, force: bool, pause: Slicer) -> bool:
         read = self._full_read(pause)
         rev, gen, raw = read.revision, read.generation, read.raw
         self.store_revision, self.store_digest = rev, read.digest
@@ -469,7 +494,7 @@ class Syncer:
             self._confirm()
             return False
         try:
-            rules = decode_rules(self.config.namespace, raw, pause=pause)
+            loaded = self.compiled.load(raw, rev, where=f"namespace {self.config.namespace!r}", pause=pause)
         except CorruptDataError as exc:
             self.stats.add("rejected")
             self.refused = Refusal(rev, str(exc))
@@ -479,17 +504,14 @@ class Syncer:
             log.warning("namespace %s: NEW GENERATION %s replaces %s (revision %s -> %s); accepting "
                         "the new lineage", self.config.namespace, gen, cur.generation, cur.revision, rev)
         self.stats.add("full_reloads")
-        digest = content_digest(raw, pause)
-        if read.digest and read.digest != digest:
+        if read.digest and read.digest != loaded.digest:
             raise StoreError(f"revision {rev}: the rules read do not match the store's digest {read.digest[:12]} "
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
-        ruleset = RuleSet(rules.values(), rev, gen, pause=pause)
-        guarded = guarded_ids(rules.values())
-        del rules  # the set keeps no rule dicts; Applied.rules() decodes raw again when asked
+        ruleset = RuleSet.from_compiled(loaded.rules, rev, gen, pause=pause)
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
-        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), digest, guarded))
+        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded))
         return True
 
     def _full_read(self, pause: Slicer) -> NamespaceRead:
@@ -579,14 +601,14 @@ class Syncer:
             snap = read_snapshot(path)
             if snap.namespace != self.config.namespace:
                 raise SnapshotError(f"snapshot is for namespace {snap.namespace!r}")
-            rules = snap.rules()
-        except SnapshotError as exc:
+            loaded = self.compiled.load(snap.raw_rules, snap.revision, where="snapshot")
+        except (SnapshotError, CorruptDataError) as exc:
             log.warning("ignoring snapshot %s: %s", path, exc)
             return False
         with self._changed:
-            self.current = Applied(RuleSet(rules.values(), snap.revision, snap.generation), snap.raw_rules,
-                                   snap.revision, snap.generation, "snapshot", self.wall(),
-                                   content_digest(snap.raw_rules), guarded_ids(rules.values()))
+            self.current = Applied(RuleSet.from_compiled(loaded.rules, snap.revision, snap.generation),
+                                   snap.raw_rules, snap.revision, snap.generation, "snapshot", self.wall(),
+                                   loaded.digest, loaded.guarded)
             self.confirmed_at = float(snap.written_at)
             self._changed.notify_all()
         log.info("namespace %s: loaded revision %s from snapshot %s (written %.0fs ago)",
@@ -596,7 +618,8 @@ class Syncer:
     def _write_snapshot(self, applied: Applied) -> None:
         try:
             write_snapshot(self.config.snapshot_path, make_snapshot(
-                self.config.namespace, applied.generation, applied.revision, dict(applied.raw)))
+                self.config.namespace, applied.generation, applied.revision, dict(applied.raw)),
+                pause=Slicer(), run_io=_off_loop)
             self.stats.add("snapshot_writes")
         except OSError as exc:
             self.stats.add("snapshot_errors")

@@ -8,6 +8,7 @@ else `pass` (the gateway uses its own default upstream).
 """
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from .request import EMPTY as NO_HEADERS  # one read-only empty mapping, shared 
 from .request import Request, wire_bytes
 from .schema import BODILESS_STATUSES, BUCKETS, ramp_share
 
-__all__ = ["Decision", "Request", "RuleSet", "bucket_of", "decide", "find_route"]
+__all__ = ["CompiledRule", "Decision", "Request", "RuleSet", "bucket_of", "compile_rule", "decide", "find_route"]
 
 EMPTY: Mapping[str, str] = {}
 MAX_UID_DIGITS = 16
@@ -316,6 +317,9 @@ def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
                     rule_id=rule_id, revision=revision)
 
 
+_RULE_ID = operator.attrgetter("rule_id")
+
+
 class _Route:
     """The rules of one (host, path): lists while being built, tuples once `finish()`ed."""
 
@@ -327,8 +331,9 @@ class _Route:
         self.fast: _Split | None = None  # the only split, no methods, no window, no degrade
 
     def finish(self) -> None:
-        self.degrades = tuple(sorted(self.degrades, key=lambda item: item.rule_id))
-        self.splits = tuple(sorted(self.splits, key=lambda item: item.rule_id))
+        degrades, splits = self.degrades, self.splits
+        self.degrades = tuple(sorted(degrades, key=_RULE_ID)) if len(degrades) > 1 else tuple(degrades)
+        self.splits = tuple(sorted(splits, key=_RULE_ID)) if len(splits) > 1 else tuple(splits)
         self.fast = None
         if not self.degrades and len(self.splits) == 1 and self.splits[0].methods is None \
                 and self.splits[0].start is None and self.splits[0].end is None:
@@ -366,6 +371,28 @@ def _host_key(host: str) -> tuple[str, str]:
     return "exact", host
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """One rule compiled for a RuleSet: where it sits, its route item (None: disabled), its `breaker`.
+
+    Immutable, so any number of sets (and a cache of them, gateway_agent/compiled.py) can share it.
+    """
+
+    rule_id: str
+    place: tuple[str, str]  # (host, path) of its route, interned
+    item: "_Split | _Degrade | None"
+    breaker: dict | None
+
+
+def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
+    """Return a validated rule compiled with its decisions stamped `revision` (a set re-stamps them)."""
+    place = (_text(rule["route"]["host"]), _text(rule["route"]["path"]))
+    item = None
+    if rule.get("enabled", True):
+        item = _Split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
+    return CompiledRule(rule["id"], place, item, rule.get("breaker"))
+
+
 class RuleSet:
     """An immutable compiled rule set of one namespace at one revision.
 
@@ -381,7 +408,27 @@ class RuleSet:
         for rule in {r["id"]: r for r in rules}.values():
             if pause is not None:
                 pause()
-            self._place(rule)
+            self._put(compile_rule(rule, revision))
+        self._finish(pause)
+
+    @classmethod
+    def from_compiled(cls, compiled: Iterable["CompiledRule"], revision: int = 0, generation: str = "",
+                      pause: Callable[[], None] | None = None) -> "RuleSet":
+        """Return the set of rules compiled earlier (`compile_rule`, any revision; one per id).
+
+        decide() gives what RuleSet(the same rules, revision) would: decisions compiled at another
+        revision are re-stamped on their way out. `pause` is called every 64 rules."""
+        new = object.__new__(cls)
+        new._init(revision, generation, {})
+        routes: dict[tuple[str, str], _Route] = {}
+        for n, entry in enumerate(compiled):
+            if pause is not None and not n & 63:
+                pause()
+            new._put(entry, routes)
+        new._finish(pause)
+        return new
+
+    def _finish(self, pause: Callable[[], None] | None) -> None:
         for index in self._indexes():
             if pause is not None:
                 pause()
@@ -433,7 +480,7 @@ class RuleSet:
                 index.by_path[path] = route.without(ids) if route is not None else _Route()
             new._set_index(table, key, index)
         for rule in changed.values():
-            new._place(rule)
+            new._put(compile_rule(rule, revision))
         for (table, key), paths in touched.items():
             index = new._index(table, key)
             for path in paths:
@@ -470,28 +517,45 @@ class RuleSet:
             self.stamped[id(decision)] = out
         return out
 
+    def parts(self) -> list:
+        """Return this set's routes, then its host indexes: what holds most of its objects.
+
+        Dropping them one by one from the end once nothing else holds the set frees it in slices
+        (gateway_agent/sync.py; ~15 ms in one block at 10,000 rules otherwise)."""
+        indexes = self._indexes()
+        return [route for index in indexes for route in index.by_path.values()] + indexes
+
     def _indexes(self) -> list[_HostIndex]:
         out = list(self.exact.values()) + list(self.wildcard.values())
         return out + ([self.any_host] if self.any_host else [])
 
-    def _place(self, rule: dict) -> None:
-        """Record where rule sits and compile it into its (unfinished) route when enabled."""
-        host, path = _text(rule["route"]["host"]), _text(rule["route"]["path"])
-        self.placement[rule["id"]] = (host, path)
-        if "breaker" in rule:
-            self.breakers[rule["id"]] = rule["breaker"]
-        if not rule.get("enabled", True):
+    def _put(self, entry: "CompiledRule", routes: dict[tuple[str, str], _Route] | None = None) -> None:
+        """Record where a compiled rule sits and add it to its (unfinished) route when enabled.
+
+        `routes`, when given, remembers the route of each (host, path) seen (a whole set's build)."""
+        place = entry.place
+        self.placement[entry.rule_id] = place
+        if entry.breaker is not None:
+            self.breakers[entry.rule_id] = entry.breaker
+        item = entry.item
+        if item is None:
             return
-        table, key = _host_key(host)
-        index = self._index(table, key)
-        if index is None:
-            index = _HostIndex()
-            self._set_index(table, key, index)
-        route = index.by_path.setdefault(path, _Route())
-        if rule["kind"] == "split":
-            route.splits.append(_Split(rule, self.revision))
+        route = routes.get(place) if routes is not None else None
+        if route is None:
+            table, key = _host_key(place[0])
+            index = self._index(table, key)
+            if index is None:
+                index = _HostIndex()
+                self._set_index(table, key, index)
+            route = index.by_path.get(place[1])
+            if route is None:
+                route = index.by_path[place[1]] = _Route()
+            if routes is not None:
+                routes[place] = route
+        if type(item) is _Split:
+            route.splits.append(item)
         else:
-            route.degrades.append(_Degrade(rule, self.revision))
+            route.degrades.append(item)
 
     def __len__(self) -> int:
         """Return the number of rules, disabled ones included."""

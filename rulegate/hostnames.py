@@ -63,7 +63,7 @@ def canonical_rule_host(host: str) -> str:
         bare = bare[:-1]
     labels = [_label(label) for label in bare.split(".")]
     out = ".".join(labels)
-    if not all(labels) or any(c not in _HOST_CHARS for label in labels for c in label) \
+    if not all(labels) or not _HOST_CHARS.issuperset("".join(labels)) \
             or out.startswith("-") or out.endswith("-"):
         raise ValueError("must be a host name (letters, digits, '-', '.'), '*.' + a domain, or '*'")
     out = "*." + out if wildcard else out

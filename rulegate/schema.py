@@ -66,7 +66,7 @@ _GATEWAY_HEADERS = ("content-type", "content-length", "transfer-encoding", "conn
 def is_valid_id(value: object) -> bool:
     """Return True when value is a rule id or namespace name: [a-z0-9][a-z0-9_.-]{0,63}."""
     return (isinstance(value, str) and 0 < len(value) <= 64 and value[0] in _ID_FIRST
-            and all(c in _ID_REST for c in value))
+            and _ID_REST.issuperset(value))
 
 
 class _Checker:
@@ -101,7 +101,7 @@ class _Checker:
         if len(value) > max_len:
             self.fail(path, f"must be at most {max_len} characters")
             return None
-        if chars is not None and any(c not in chars for c in value):
+        if chars is not None and not chars.issuperset(value):
             self.fail(path, "contains characters that are not allowed")
             return None
         if not value.isascii() and not _is_unicode(value):
@@ -161,7 +161,7 @@ def _header_name(c: _Checker, value: Any, path: str) -> str | None:
     name = c.text(value, path, max_len=128, min_len=1)
     if name is None:
         return None
-    if any(ch not in _HEADER_CHARS for ch in name):
+    if not _HEADER_CHARS.issuperset(name):
         c.fail(path, "must be a header name of letters, digits and '-' (nginx drops names with '_', '.' "
                      "or other characters)")
         return None
@@ -183,7 +183,7 @@ def _check_route(c: _Checker, value: Any) -> None:
             c.fail("route.host", str(exc))
     path = route.get("path")
     if "path" in route and c.text(path, "route.path", max_len=512, min_len=1) is not None:
-        if not path.startswith("/") or any(ch not in _PATH_CHARS for ch in path):
+        if not path.startswith("/") or not _PATH_CHARS.issuperset(path):
             c.fail("route.path", "must start with '/' and hold only printable ASCII without spaces, '?' or '#' "
                                  "(percent-encode other bytes as clients send them)")
     if "methods" in route:
@@ -393,7 +393,7 @@ def _check_action(c: _Checker, value: Any) -> None:
             c.fail("action.status", f"must be one of {', '.join(map(str, REDIRECT_STATUSES))}")
         loc = c.text(action.get("location"), "action.location", max_len=2048, min_len=1)
         if loc is not None and not (loc.startswith(("http://", "https://", "/"))
-                                    and all(ch in _URI_CHARS for ch in loc)):
+                                    and _URI_CHARS.issuperset(loc)):
             c.fail("action.location", "must be an absolute URL or a path starting with '/', in printable ASCII "
                                       "without spaces (percent-encode other characters)")
     elif atype == "upstream":
@@ -427,7 +427,7 @@ def _header_value(c: _Checker, value: Any, path: str, max_len: int = MAX_TEXT) -
     text = c.text(value, path, max_len=max_len, min_len=1)
     if text is None:
         return
-    if any(ch not in _VALUE_CHARS for ch in text):
+    if not _VALUE_CHARS.issuperset(text):
         c.fail(path, "must be printable ASCII")
     elif text != text.strip(" \t"):
         c.fail(path, "must not start or end with whitespace")
@@ -525,6 +525,11 @@ _KIND_FIELDS = {
 
 def validate_rule(data: Any) -> dict:
     """Return the canonical rule dict; raise ValidationError with every field-path problem (nothing else)."""
+    return _validate(_copy(data))
+
+
+def _validate(data: Any) -> dict:
+    """Return validate_rule(data), changing data's containers (a copy, or what msgpack just decoded)."""
     c = _Checker()
     kind = data.get("kind") if isinstance(data, dict) else None
     if isinstance(data, dict) and kind not in KINDS:
@@ -532,7 +537,7 @@ def validate_rule(data: Any) -> dict:
         kind_req, kind_opt = (), tuple(f for pair in _KIND_FIELDS.values() for fs in pair for f in fs)
     else:
         kind_req, kind_opt = _KIND_FIELDS.get(kind, ((), ()))
-    rule = c.obj(_copy(data), "", _COMMON_REQUIRED + kind_req, _COMMON_OPTIONAL + kind_opt)
+    rule = c.obj(data, "", _COMMON_REQUIRED + kind_req, _COMMON_OPTIONAL + kind_opt)
     if rule is None:
         raise ValidationError(c.errors)
     if "id" in rule and not is_valid_id(rule["id"]):
@@ -599,10 +604,17 @@ def normalise(rule: dict) -> dict:
 
 def _sorted(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value)}
+        out = {}
+        for k in sorted(value):
+            v = value[k]
+            out[k] = _sorted(v) if isinstance(v, _CONTAINERS) else v
+        return out
     if isinstance(value, (list, tuple)):
-        return [_sorted(v) for v in value]
+        return [_sorted(v) if isinstance(v, _CONTAINERS) else v for v in value]
     return value
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def encode_rule(rule: dict) -> bytes:
@@ -619,6 +631,6 @@ def decode_rule(raw: bytes, *, where: str = "rule") -> dict:
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
         raise CorruptDataError(f"{where}: undecodable msgpack ({exc.__class__.__name__})") from None
     try:
-        return validate_rule(data)
+        return _validate(data)  # no copy: nothing else holds what unpackb returned
     except ValidationError as exc:
         raise CorruptDataError(f"{where}: stored rule fails validation: {exc}") from None

@@ -14,6 +14,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import msgpack
 
@@ -42,13 +43,32 @@ class Snapshot:
             raise SnapshotError(str(exc)) from None
 
 
-def encode_snapshot(snap: Snapshot) -> bytes:
-    """Return the bytes of a snapshot file."""
-    payload = msgpack.packb({"namespace": snap.namespace, "generation": snap.generation,
-                             "revision": snap.revision, "written_at": snap.written_at,
-                             "rules": dict(sorted(snap.raw_rules.items()))}, use_bin_type=True)
+def encode_snapshot(snap: Snapshot, pause: Callable[[], None] | None = None) -> bytes:
+    """Return the bytes of a snapshot file; with `pause`, encode rule by rule, calling pause() between
+    rules (the same bytes: a map's msgpack is its header, then each key and value in order)."""
+    if pause is None:
+        payload = msgpack.packb({"namespace": snap.namespace, "generation": snap.generation,
+                                 "revision": snap.revision, "written_at": snap.written_at,
+                                 "rules": dict(sorted(snap.raw_rules.items()))}, use_bin_type=True)
+    else:
+        payload = _encode_stepwise(snap, pause)
     header = b"%s %08x %d\n" % (MAGIC, zlib.crc32(payload), len(payload))
     return header + payload
+
+
+def _encode_stepwise(snap: Snapshot, pause: Callable[[], None]) -> bytes:
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    head = {"namespace": snap.namespace, "generation": snap.generation, "revision": snap.revision,
+            "written_at": snap.written_at}
+    parts = [packer.pack_map_header(len(head) + 1)]
+    for key, value in head.items():
+        parts += (pack(key), pack(value))
+    parts += (pack("rules"), packer.pack_map_header(len(snap.raw_rules)))
+    for rule_id in sorted(snap.raw_rules):
+        pause()
+        parts += (pack(rule_id), pack(snap.raw_rules[rule_id]))
+    return b"".join(parts)
 
 
 def decode_snapshot(data: bytes) -> Snapshot:
@@ -75,14 +95,26 @@ def decode_snapshot(data: bytes) -> Snapshot:
         raise SnapshotError(f"undecodable snapshot payload ({exc.__class__.__name__})") from None
 
 
-def write_snapshot(path: str | os.PathLike, snap: Snapshot) -> None:
-    """Atomically replace the file at path with snap (tmp + fsync + rename + dir fsync)."""
-    target = Path(path)
+def write_snapshot(path: str | os.PathLike, snap: Snapshot, *, pause: Callable[[], None] | None = None,
+                   run_io: Callable[..., None] | None = None) -> None:
+    """Atomically replace the file at path with snap (tmp + fsync + rename + dir fsync).
+
+    `pause` is passed to encode_snapshot; `run_io(fn, *args)`, when given, runs the file writes (the
+    sync loop's: in an OS thread under gevent, so the fsyncs do not block the other greenlets).
+    """
+    data = encode_snapshot(snap, pause)
+    if run_io is None:
+        _write_file(Path(path), data)
+    else:
+        run_io(_write_file, Path(path), data)
+
+
+def _write_file(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(encode_snapshot(snap))
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)

@@ -1,0 +1,115 @@
+"""The sidecar's worst request wait during forced full reloads, for any checkout of the repo; prints lines.
+
+    python bench/reload_wait.py [--tree PATH] [--rules 10000] [--reps 2]
+
+Starts a private cluster and one sidecar (`--snapshot` on) running the code of `--tree` (default: this
+checkout; pass an older `git worktree` for a before/after in one run), then times sequential keep-alive
+`POST /v1/decide` requests at rest and from just before a forced full reload until 0.2 s after the new
+generation is applied: a new generation id over the same bytes, then every rule's bytes rewritten
+(a new description, the matching digest) and a new generation id. Stops what it started (by pid).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", default=str(ROOT))
+    parser.add_argument("--rules", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=2)
+    args = parser.parse_args()
+    tree = Path(args.tree).resolve()
+    sys.path.insert(0, str(tree))
+    spec = importlib.util.spec_from_file_location("tree_reload", tree / "bench" / "reload.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # the tree's own rule shape, loader and helpers
+    from rulegate.connection import RedisConfig
+    from rulegate.digest import content_digest
+    from rulegate.keyspace import Keys
+    from rulegate.schema import encode_rule
+    from rulegate.store import RuleStore
+    from rulegate_dev.cluster import LocalCluster
+    from rulegate_dev.nginx import free_port
+
+    def reload(cluster: LocalCluster, ns: str, rewrite: bool) -> None:
+        master = bench.Master(cluster, ns)
+        keys = Keys(ns)
+        if rewrite:
+            raw = {}
+            for i in range(args.rules):
+                rule = bench.make_rule(i)
+                rule["description"] = f"rewritten {time.time()}"
+                raw[f"r{i:05d}"] = encode_rule(rule)
+            master.client.hset(keys.rules, mapping=raw)
+            master.client.hset(keys.meta, "digest", content_digest(raw))
+        master.client.hset(keys.meta, "gen", f"wait-{time.time()}")
+        master.client.execute_command("SPUBLISH", keys.events, f"rev {int(master.client.get(keys.rev) or 0)}")
+        master.client.close()
+
+    tmp = tempfile.mkdtemp(prefix="rulegate-wait-")
+    cluster = LocalCluster(Path(tmp) / "cluster")
+    cluster.start()
+    try:
+        store = RuleStore.from_config(RedisConfig(nodes=list(cluster.startup_nodes)))
+        ns = f"wait{args.rules}"
+        bench.load_rules(store, ns, args.rules)
+        store.close()
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "gateway_agent", "serve", "--redis-nodes",
+                                 ",".join(cluster.startup_nodes), "--namespace", ns, "--listen", f"127.0.0.1:{port}",
+                                 "--snapshot", f"{tmp}/{ns}.snap", "--refresh-interval", "0.2"],
+                                cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+            def health() -> dict:
+                probe.request("GET", "/healthz")
+                return json.loads(probe.getresponse().read())
+
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if health().get("rules") == args.rules:
+                        break
+                except OSError:
+                    probe.close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sidecar did not load the rules")
+                time.sleep(0.1)
+            body = json.dumps({"host": "svc7.example.com", "path": "/api/v7/x", "headers": {"x-uid": "3"}})
+
+            def send() -> None:
+                conn.request("POST", "/v1/decide", body=body, headers={"Content-Type": "application/json"})
+                conn.getresponse().read()
+
+            print(f"tree {tree}, {args.rules} rules")
+            print(f"at rest: {bench.ms(bench.latencies(send, 1.0))}", flush=True)
+            for _ in range(args.reps):
+                for name, rewrite in (("same bytes, new generation", False), ("every rule's bytes new", True)):
+                    before = health()["generation"]
+                    busy = bench.during_reload(send, lambda: reload(cluster, ns, rewrite),
+                                               lambda: health()["generation"] != before)
+                    print(f"reload, {name}: {bench.ms(busy)} over {len(busy)} requests", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    finally:
+        cluster.stop()
+    print(f"(python {sys.version.split()[0]}; sequential requests from this process)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
