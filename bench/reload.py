@@ -357,7 +357,8 @@ def main() -> int:
                 controls.append(master.out_bytes() - before)
             control = min(controls)
             if args.nginx_only:
-                a, side = {"bytes": 0, "cpu": 0.0, "full": 0.0, "warm": 0.0}, {"rest": [0.0], "busy": [0.0], "cold": [0.0]}
+                a = {"bytes": 0, "cpu": 0.0, "full": 0.0, "warm": 0.0}
+                side = {"rest": [0.0], "busy": [0.0], "cold": [0.0]}
             else:
                 a = agent_numbers(cluster, store, ns, master)
                 side = sidecar_latency(cluster, ns, count, tmp)
