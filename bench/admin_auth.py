@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from ruleadmin import create_app  # noqa: E402
 from rulegate_dev.cluster import env_or_local_cluster  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
+from rulegate_dev.private_files import scratch_dir
 from rulegate_dev.service import ruleadmin_service  # noqa: E402
 from tests.admin.conftest import server_env  # noqa: E402
 
@@ -58,7 +58,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
+    tmp = scratch_dir("rg-bench-")
     nodes, cluster = env_or_local_cluster("RULEADMIN_REDIS_NODES", tmp / "cluster")
     config = {"SECRET_KEY": uuid.uuid4().hex, "REDIS_NODES": nodes, "REDIS_MODE": "cluster"}
     app = create_app({**config, "TESTING": True})

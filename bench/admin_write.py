@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ from rulegate.schema import encode_rule, validate_rule  # noqa: E402
 from rulegate.store import RuleStore, rule_hash  # noqa: E402
 from rulegate_dev.cluster import env_or_local_cluster  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
+from rulegate_dev.private_files import scratch_dir
 from rulegate_dev.service import Service, ruleadmin_service  # noqa: E402
 from tests.admin.conftest import server_env  # noqa: E402
 
@@ -171,7 +171,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="gevent workers per instance")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="rg-bench-"))
+    tmp = scratch_dir("rg-bench-")
     nodes, cluster = env_or_local_cluster("RULEADMIN_REDIS_NODES", tmp / "cluster")
     config = {"SECRET_KEY": uuid.uuid4().hex, "REDIS_NODES": nodes, "REDIS_MODE": "cluster",
               "WAIT_REPLICAS": 1, "WAIT_TIMEOUT_MS": 1000}

@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tracemalloc
@@ -40,6 +39,7 @@ from rulegate.schema import encode_rule, validate_rule  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
+from rulegate_dev.private_files import scratch_dir
 
 BASELINE_SERVER = r"""
 from gevent import monkey; monkey.patch_all()
@@ -197,7 +197,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rulegate-bench-")
+    tmp = str(scratch_dir("rulegate-bench-"))
     cluster = LocalCluster(Path(tmp) / "cluster").start()
     procs: list[subprocess.Popen] = []
     rows: list[tuple[str, str, str]] = []

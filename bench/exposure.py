@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -32,6 +31,7 @@ from rulegate.evaluator import Request  # noqa: E402
 from rulegate.snapshot import make_snapshot, write_snapshot  # noqa: E402
 from rulegate_dev.gateway_conf import gateway_http, rulegate_location  # noqa: E402
 from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+from rulegate_dev.private_files import scratch_dir
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 SAME = os.environ.get("SAME") == "1"
@@ -139,7 +139,7 @@ def nginx(tmp: Path, snap: Path) -> tuple[dict[str, float], dict[str, float], di
 
 
 def main() -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="rulegate-bench-exposure-"))
+    tmp = scratch_dir("rulegate-bench-exposure-")
     snap = tmp / "rules1000.snap"
     write_snapshot(snap, make_snapshot("bench", "bench-gen", 1000, gw.rules(1000)))
     print(f"agent: {ROUNDS} interleaved rounds of {N:,} decide() calls, 1,000 rules", file=sys.stderr, flush=True)

@@ -26,12 +26,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from rulegate_dev.private_files import scratch_dir  # noqa: E402
 
 NAMESPACE = "fleet"
 COUNTERS = ("operations", "replica_reads", "replica_lagging", "replica_errors", "heartbeats_ok", "full_reloads",
@@ -248,7 +249,7 @@ def main() -> int:
     from rulegate_dev.cluster import LocalCluster
 
     began = time.monotonic()
-    tmp = tempfile.mkdtemp(prefix="rulegate-fleet-")
+    tmp = str(scratch_dir("rulegate-fleet-"))
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()
     results = []

@@ -31,7 +31,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from rulegate.schema import encode_rule, validate_rule
 from rulegate.snapshot import make_snapshot, write_snapshot
 from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks
 from rulegate_dev.nginx import NginxLauncher, free_port
+from rulegate_dev.private_files import scratch_dir
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 DURATION = os.environ.get("DURATION", "8s")
@@ -160,7 +160,7 @@ def median(values: list[float]) -> float:
 
 
 def main() -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="rulegate-bench-"))
+    tmp = scratch_dir("rulegate-bench-")
     backend = NginxLauncher(BACKEND, workers=WORKERS, prefix=tmp / "backend", log_level="error").start()
     gateways: list[tuple[str, NginxLauncher]] = []
     decide_ns: dict[str, float] = {}

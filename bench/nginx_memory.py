@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
 from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks  # noqa: E402
 from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+from rulegate_dev.private_files import scratch_dir
 
 LUA_MEMORY = """location = /lua-memory {{
             content_by_lua_block {{
@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--rules", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rulegate-memory-")
+    tmp = str(scratch_dir("rulegate-memory-"))
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()
     try:

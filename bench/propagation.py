@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
 from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks  # noqa: E402
 from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+from rulegate_dev.private_files import scratch_dir
 
 HOST, PATH = "svc1.example.com", "/api/v0/x"  # the route of rule r00001, the one each change flips
 
@@ -98,7 +98,7 @@ def main() -> int:
     parser.add_argument("--baseline-rules", type=int, default=100)
     parser.add_argument("--changes", type=int, default=40)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rulegate-propagation-")
+    tmp = str(scratch_dir("rulegate-propagation-"))
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()
     results = {}

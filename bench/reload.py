@@ -30,7 +30,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
 from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks  # noqa: E402
 from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+from rulegate_dev.private_files import scratch_dir
 
 
 def make_rule(i: int, upstream: str | None = None) -> dict:
@@ -340,7 +340,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     parser.add_argument("--nginx-only", action="store_true", help="skip the Python agent and sidecar")
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rulegate-reload-")
+    tmp = str(scratch_dir("rulegate-reload-"))
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()
     rows = []

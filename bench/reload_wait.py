@@ -11,9 +11,11 @@ generation is applied: a new generation id over the same bytes, then every rule'
 from __future__ import annotations
 
 import argparse
+import atexit
 import http.client
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,7 +59,8 @@ def main() -> int:
         master.client.execute_command("SPUBLISH", keys.events, f"rev {int(master.client.get(keys.rev) or 0)}")
         master.client.close()
 
-    tmp = tempfile.mkdtemp(prefix="rulegate-wait-")
+    tmp = tempfile.mkdtemp(prefix="rulegate-wait-")  # not rulegate_dev.private_files: --tree may predate it
+    atexit.register(shutil.rmtree, tmp, True)
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()
     try:

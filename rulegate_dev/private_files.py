@@ -5,8 +5,11 @@ an existing file or directory is narrowed to it.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -33,3 +36,11 @@ def write_private(path: str | os.PathLike[str], content: str | bytes) -> Path:
         os.fchmod(f.fileno(), FILE_MODE)
         f.write(data)
     return out
+
+
+def scratch_dir(prefix: str) -> Path:
+    """Return a new private temporary directory removed when the process exits (after the caller's own
+    finally blocks stopped whatever ran in it): benchmarks leave nothing behind in /tmp."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
