@@ -13,9 +13,8 @@ from typing import Callable, Mapping, NamedTuple
 from rulegate.digest import rule_hash
 from rulegate.errors import CorruptDataError
 from rulegate.evaluator import CompiledRule, compile_rule
+from rulegate.ramps import has_guard
 from rulegate.schema import decode_rule
-
-from .outcomes import is_guarded
 
 
 class Loaded(NamedTuple):
@@ -83,4 +82,4 @@ def _compile(rule_id: str, value: bytes, revision: int, where: str) -> _Entry:
     if rule["id"] != rule_id:
         raise CorruptDataError(f"{where} rule {rule_id!r}: stored under another id")
     rule["id"] = rule_id  # the same string as raw's key: the compiled set shares it with raw
-    return _Entry(compile_rule(rule, revision), is_guarded(rule), rule_hash(rule_id, value))
+    return _Entry(compile_rule(rule, revision), has_guard(rule), rule_hash(rule_id, value))

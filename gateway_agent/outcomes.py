@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 from rulegate.breaker import Breakers
 from rulegate.fleet import BREAKER_STATES
 from rulegate.outcomes import LAT_BOUNDS_MS, N_CLASSES, N_LATENCY, OutcomeCounts, Outcomes
+from rulegate.ramps import has_guard
 
 from .exposure import ThreadCounts
 
@@ -21,20 +22,9 @@ PASS_UPSTREAM = "@pass"  # the upstream of a `pass` decision: the agent knows no
 _BOUNDS = tuple(float(b) for b in LAT_BOUNDS_MS)  # float-float comparisons: bisect ~25 % cheaper
 
 
-def is_guarded(rule: Mapping[str, Any]) -> bool:
-    """Return True when a rule is a split with a percent policy whose ramp has a guard (its outcomes count)."""
-    if rule.get("kind") != "split":
-        return False
-    for policy in rule.get("policies") or ():
-        ramp = policy.get("ramp") if isinstance(policy, (dict, Mapping)) else None  # dict first: no ABC check
-        if ramp is not None and isinstance(ramp, (dict, Mapping)) and ramp.get("guard") is not None:
-            return True
-    return False
-
-
 def guarded_ids(rules: Iterable[Mapping[str, Any]]) -> frozenset[str]:
     """Return the ids of the guarded rules among rules."""
-    return frozenset(rule["id"] for rule in rules if is_guarded(rule))
+    return frozenset(rule["id"] for rule in rules if has_guard(rule))
 
 
 def guarded_after(guarded: frozenset[str], changed: Mapping[str, Mapping[str, Any]],

@@ -40,6 +40,18 @@ def halted_ramp(ramp: dict, now: int, mode: str) -> dict:
     return {**ramp, "from": share, "to": share}
 
 
+def has_guard(rule: dict) -> bool:
+    """Return True when a valid rule is a split with a percent policy whose ramp has a guard (moving or not: its
+    outcomes count, docs/rules.md "Outcome counts")."""
+    if rule.get("kind") != "split":
+        return False
+    for policy in rule["policies"]:
+        ramp = policy.get("ramp")
+        if ramp is not None and "guard" in ramp:
+            return True
+    return False
+
+
 def guarded_policies(rule: dict) -> list[tuple[int, dict]]:
     """Return (policy index, policy) for each percent policy of a valid split rule whose ramp has a guard and
     still moves (from != to; a flat ramp, e.g. one already halted, is not judged)."""

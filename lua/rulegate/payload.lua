@@ -125,6 +125,7 @@ function _M.write(dict, meta, raw_rules, pause)
         dict:set(WRITING, mp.pack(head))
         local ok, err = dict:safe_set(chunk_key(head.id, head.n), chunk)
         if not ok then
+            drop(dict, WRITING)
             return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
         end
         chunks[head.n], head.bytes = chunk, head.bytes + #chunk
@@ -137,7 +138,6 @@ function _M.write(dict, meta, raw_rules, pause)
         if in_chunk >= _M.CHUNK then
             local ok, err = flush()
             if not ok then
-                drop(dict, WRITING)
                 return nil, err
             end
         end
@@ -148,7 +148,6 @@ function _M.write(dict, meta, raw_rules, pause)
     if in_chunk > 0 then
         local ok, err = flush()
         if not ok then
-            drop(dict, WRITING)
             return nil, err
         end
     end

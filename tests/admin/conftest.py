@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,22 @@ def users(backend) -> dict[str, Principal]:
         token_id, token = backend.accounts.create_token(name, "tests")
         out[role] = Principal(name, role, token, token_id)
     return out
+
+
+def csrf_of(html: bytes) -> str:
+    """Return the CSRF token of the first form in a page."""
+    return re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1).decode()
+
+
+@pytest.fixture()
+def editor(app, users):
+    """A test client logged in (through the login form) as the editor."""
+    c = app.test_client()
+    page = c.get("/login")
+    r = c.post("/login", data={"username": users["editor"].username, "password": PASSWORD,
+                               "csrf_token": csrf_of(page.data)})
+    assert r.status_code == 302
+    return c
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from .conftest import PASSWORD
 from .test_ramp_pages import form_values
 
 pytestmark = pytest.mark.integration
@@ -15,21 +14,6 @@ T0 = 1_800_000_000
 GUARD = {"control": "stable", "min_requests": 200, "window": 120, "max_error_increase": 0.02, "max_p95_ratio": 1.5,
          "on_breach": "freeze"}
 RAMP = {"start": T0, "end": T0 + 86_400, "from": 500, "to": 5000, "mode": "linear"}
-
-
-def _csrf(html: bytes) -> str:
-    return re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1).decode()
-
-
-@pytest.fixture()
-def editor(app, users):
-    """A test client logged in as the editor."""
-    c = app.test_client()
-    page = c.get("/login")
-    r = c.post("/login", data={"username": users["editor"].username, "password": PASSWORD,
-                               "csrf_token": _csrf(page.data)})
-    assert r.status_code == 302
-    return c
 
 
 @pytest.fixture()

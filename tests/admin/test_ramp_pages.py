@@ -9,26 +9,12 @@ import pytest
 
 from rulegate.evaluator import bucket_of
 
-from .conftest import PASSWORD, split_rule
+from .conftest import csrf_of, split_rule
 
 pytestmark = pytest.mark.integration
 
 JAN1 = 1798761600  # 2027-01-01T00:00:00Z
 DAY = 86_400
-
-
-def _csrf(html: bytes) -> str:
-    return re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1).decode()
-
-
-@pytest.fixture()
-def editor(app, users):
-    c = app.test_client()
-    page = c.get("/login")
-    r = c.post("/login", data={"username": users["editor"].username, "password": PASSWORD,
-                               "csrf_token": _csrf(page.data)})
-    assert r.status_code == 302
-    return c
 
 
 class _FormValues(HTMLParser):
@@ -90,7 +76,7 @@ def test_split_form_sets_a_ramp_and_a_window_and_reads_them_back(editor, ns, bac
     """Shares in percent and UTC times are stored as units and epoch seconds; the edit form shows the same text,
     and posting the edit form back unchanged stores the same rule."""
     page = editor.get(f"/ns/{ns}/rules/new?kind=split")
-    r = editor.post(f"/ns/{ns}/rules/new?kind=split", data={**RAMP_FORM, "csrf_token": _csrf(page.data)})
+    r = editor.post(f"/ns/{ns}/rules/new?kind=split", data={**RAMP_FORM, "csrf_token": csrf_of(page.data)})
     assert r.status_code == 302, r.data
     stored = backend.rules.get_rule(ns, "ramped")[1]
     assert stored["policies"][0]["ramp"] == {"start": JAN1, "end": JAN1 + 4 * DAY + 30, "from": 100, "to": 2050,
@@ -110,7 +96,7 @@ def test_split_form_sets_a_ramp_and_a_window_and_reads_them_back(editor, ns, bac
 
 def test_a_linear_ramp_has_no_steps_and_clearing_the_ramp_removes_it(editor, ns, backend):
     page = editor.get(f"/ns/{ns}/rules/new?kind=split")
-    data = {**RAMP_FORM, "csrf_token": _csrf(page.data), "policies-0-ramp_mode": "linear", "policies-0-ramp_steps": "",
+    data = {**RAMP_FORM, "csrf_token": csrf_of(page.data), "policies-0-ramp_mode": "linear", "policies-0-ramp_steps": "",
             "window_start": "", "window_end": ""}
     assert editor.post(f"/ns/{ns}/rules/new?kind=split", data=data).status_code == 302
     stored = backend.rules.get_rule(ns, "ramped")[1]
@@ -135,7 +121,7 @@ def test_a_linear_ramp_has_no_steps_and_clearing_the_ramp_removes_it(editor, ns,
 ])
 def test_bad_ramp_fields_are_refused_next_to_the_field(editor, ns, backend, changes, field, message):
     page = editor.get(f"/ns/{ns}/rules/new?kind=split")
-    r = editor.post(f"/ns/{ns}/rules/new?kind=split", data={**RAMP_FORM, "csrf_token": _csrf(page.data), **changes})
+    r = editor.post(f"/ns/{ns}/rules/new?kind=split", data={**RAMP_FORM, "csrf_token": csrf_of(page.data), **changes})
     assert r.status_code == 400
     assert re.search(rb'data-field="' + field.encode() + rb'"[^>]*>' + re.escape(message.encode()), r.data), \
         re.findall(rb'class="error"[^>]*>[^<]*', r.data)
@@ -176,7 +162,7 @@ def test_simulate_at_a_time_shows_the_effective_share(editor, ns, backend):
     page = editor.get(f"/ns/{ns}/rules/half/")
     assert 'id="now"' in page.data.decode()
     for uid in ("1", "2", "3", "4"):
-        r = editor.post(f"/ns/{ns}/simulate", data={"csrf_token": _csrf(page.data), "host": "shop.example.com",
+        r = editor.post(f"/ns/{ns}/simulate", data={"csrf_token": csrf_of(page.data), "host": "shop.example.com",
                                                     "path": "/", "method": "GET", "headers": f"x-uid: {uid}",
                                                     "now": "2027-01-01T12:00:00"})
         assert r.status_code == 200
@@ -185,6 +171,6 @@ def test_simulate_at_a_time_shows_the_effective_share(editor, ns, backend):
         assert "ramped share, 50% at 2027-01-01T12:00:00Z: 50% of users → canary" in text
         want = "canary" if bucket_of("half", uid) < 5000 else "stable"
         assert f'"upstream": "{want}"' in text
-    r = editor.post(f"/ns/{ns}/simulate", data={"csrf_token": _csrf(page.data), "host": "shop.example.com",
+    r = editor.post(f"/ns/{ns}/simulate", data={"csrf_token": csrf_of(page.data), "host": "shop.example.com",
                                                 "path": "/", "method": "GET", "now": "noon"})
     assert r.status_code == 400 and re.search(rb'data-field="now"[^>]*>must look like', r.data)
