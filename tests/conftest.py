@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from rulegate.store import RuleStore
 from rulegate_dev.acl import AclUsers
 from rulegate_dev.cluster import LocalCluster
 from rulegate_dev.tls import make_tls_files
+
+from .demo_system import DemoSystem, order_items, start_demo_system
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -24,6 +27,16 @@ def load_vectors() -> list[tuple[str, dict, dict]]:
         for case in data["cases"]:
             out.append((path.stem, data, case))
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order_items(items)
+
+
+@pytest.fixture(scope="session")
+def demo_system(tmp_path_factory) -> Iterator[DemoSystem]:
+    """The whole demo System (cluster, two admins, agent, nginx, backends, guard watcher), shared; see demo_system.py."""
+    yield from start_demo_system(tmp_path_factory.mktemp("demo-system"))
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from rulegate.store import RuleStore
 from rulegate_dev.acl import ADMIN_USER
 from rulegate_dev.system import NAMESPACE, System
 
+from ..demo_system import DemoSystem
+
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
 
@@ -131,11 +133,9 @@ def wait_converged(s: System, store: RuleStore, timeout: float = 2.0) -> float:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    s = System(tmp_path_factory.mktemp("drill"), refresh_interval=0.5)
-    s.start(progress=lambda msg: None)
-    yield s
-    s.stop()
+def system(demo_system: DemoSystem) -> System:
+    """The shared demo System (refresh interval 0.5 s); this drill is the last test to use it."""
+    return demo_system.system
 
 
 def test_drill_faults_under_load(system):

@@ -8,14 +8,14 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rulegate_dev.demo_client import DemoClient
-from rulegate_dev.runstate import DemoState, open_run_dir
-from rulegate_dev.system import DemoEndpoints, System
+from rulegate_dev.system import DemoEndpoints
+
+from ..demo_system import DemoSystem
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The run dir of a demo System started here (this process recorded as its launcher), up for the module."""
-    tmp = tmp_path_factory.mktemp("scenarios")
-    state = DemoState.create(open_run_dir(tmp / "run"), tmp / "data", temporary=False)
-    system = System(tmp / "data", on_spawn=state.record)
-    system.start(progress=lambda _msg: None)
-    try:
-        yield tmp / "run"
-    finally:
-        system.stop()
-        state.forget()
+def demo_run_dir(demo_system: DemoSystem) -> Path:
+    """The run dir of the shared demo System (this process recorded as its launcher)."""
+    return demo_system.run_dir
 
 
 def rulegate_dev(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
