@@ -14,7 +14,7 @@ from rulegate.digest import rule_hash
 from rulegate.errors import CorruptDataError
 from rulegate.evaluator import CompiledRule, compile_rule
 from rulegate.ramps import has_guard
-from rulegate.schema import decode_rule
+from rulegate.schema_fast import decode_rule
 
 
 class Loaded(NamedTuple):
