@@ -17,6 +17,13 @@ import msgpack
 
 from .iputil import canonical_cidr
 from .schema import (
+    _GATEWAY_HEADERS,
+    _HEADER_CHARS,
+    _PATH_CHARS,
+    _TOKEN_CHARS,
+    _UPSTREAM_CHARS,
+    _URI_CHARS,
+    _VALUE_CHARS,
     BODILESS_STATUSES,
     BREAKER_LIMITS,
     BUCKETS,
@@ -38,13 +45,6 @@ from .schema import (
     METHODS,
     RAMP_MODES,
     REDIRECT_STATUSES,
-    _GATEWAY_HEADERS,
-    _HEADER_CHARS,
-    _PATH_CHARS,
-    _TOKEN_CHARS,
-    _UPSTREAM_CHARS,
-    _URI_CHARS,
-    _VALUE_CHARS,
     is_valid_id,
 )
 from .schema import decode_rule as full_decode_rule
