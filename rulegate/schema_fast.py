@@ -10,6 +10,7 @@ tests/unit/test_schema_fast.py holds the two to the same results.
 """
 from __future__ import annotations
 
+import re
 from itertools import combinations
 from typing import Any
 
@@ -19,6 +20,8 @@ from .iputil import canonical_cidr
 from .schema import (
     _GATEWAY_HEADERS,
     _HEADER_CHARS,
+    _ID_FIRST,
+    _ID_REST,
     _PATH_CHARS,
     _TOKEN_CHARS,
     _UPSTREAM_CHARS,
@@ -45,7 +48,6 @@ from .schema import (
     METHODS,
     RAMP_MODES,
     REDIRECT_STATUSES,
-    is_valid_id,
 )
 from .schema import decode_rule as full_decode_rule
 
@@ -58,6 +60,34 @@ _BODILESS = frozenset(BODILESS_STATUSES)
 _RAMP_MODES = frozenset(RAMP_MODES)
 _BREACH = frozenset(GUARD_BREACH)
 _LOCATION_STARTS = ("http://", "https://", "/")
+
+
+def _one_of(chars: set[str] | frozenset[str]) -> str:
+    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+
+
+_ID = re.compile(_one_of(_ID_FIRST) + _one_of(_ID_REST) + "{0,63}")  # is_valid_id, with fullmatch
+_PATH = re.compile("/" + _one_of(_PATH_CHARS) + "{0,511}")  # a route path, with fullmatch
+
+# Strings already found good, by kind: rules repeat their upstreams, hosts and names, and a set lookup costs a
+# fraction of a character check. Only strings that passed the check are added; a set past _KNOWN_MAX is emptied
+# (only speed is lost). Set operations are atomic under the GIL: threads may share them.
+_KNOWN_MAX = 4096
+_UPSTREAMS: set[str] = set()
+_HOSTS: set[str] = set()
+_HEADER_NAMES: set[str] = set()
+_TOKENS: set[str] = set()
+_SUFFIXES: set[str] = set()
+
+
+def _learn(known: set[str], value: str, max_len: int, chars: frozenset[str] | set[str]) -> bool:
+    """Return True when value is 1..max_len characters of chars (then known holds it)."""
+    if not 0 < len(value) <= max_len or not chars.issuperset(value):
+        return False
+    if len(known) >= _KNOWN_MAX:
+        known.clear()
+    known.add(value)
+    return True
 
 
 def _sorted_keys(*groups: tuple[str, ...]) -> tuple[str, ...]:
@@ -124,10 +154,15 @@ def canonical_rule(data: Any) -> dict | None:
         ok = keys in _DEGRADE_KEYS and _degrade_ok(data)
     else:
         return None
-    if not (ok and type(data["enabled"]) is bool and is_valid_id(data["id"]) and _route_ok(data["route"])
-            and _text_ok(data["description"], MAX_TEXT, False) and _text_ok(data["updated_by"], 128, True)):
+    if not ok or type(data["enabled"]) is not bool:
         return None
-    at = data["updated_at"]
+    rule_id, description, by, at = data["id"], data["description"], data["updated_by"], data["updated_at"]
+    if type(rule_id) is not str or _ID.fullmatch(rule_id) is None or not _route_ok(data["route"]):
+        return None
+    if description != "" and not _text_ok(description, MAX_TEXT, False):
+        return None
+    if by != "" and not _text_ok(by, 128, True):
+        return None
     return data if type(at) is int and 0 <= at <= MAX_TIME else None
 
 
@@ -154,7 +189,7 @@ def _chars_ok(value: Any, max_len: int, chars: frozenset | set) -> bool:
 
 
 def _upstream_ok(value: Any) -> bool:
-    return type(value) is str and 0 < len(value) <= 128 and _UPSTREAM_CHARS.issuperset(value)
+    return type(value) is str and (value in _UPSTREAMS or _learn(_UPSTREAMS, value, 128, _UPSTREAM_CHARS))
 
 
 def _int_ok(value: Any, lo: int, hi: int) -> bool:
@@ -186,20 +221,23 @@ def _route_ok(route: Any) -> bool:
                 return False
         if len(set(methods)) != len(methods):
             return False
-    path = route["path"]
-    return (type(path) is str and 0 < len(path) <= 512 and path[0] == "/" and _PATH_CHARS.issuperset(path)
-            and _host_ok(route["host"]))
+    path, host = route["path"], route["host"]
+    return (type(path) is str and _PATH.fullmatch(path) is not None
+            and type(host) is str and (host in _HOSTS or _host_ok(host)))
 
 
-def _host_ok(host: Any) -> bool:
+def _host_ok(host: str) -> bool:
     """A host `canonical_rule_host` returns unchanged: '*', or lower-case labels, optionally after '*.'."""
-    if type(host) is not str or len(host) > 253:
-        return False
     if host == "*":
         return True
     bare = host[2:] if host.startswith("*.") else host
-    return (bare != "" and _HOST_CHARS.issuperset(bare) and bare[0] not in ".-" and bare[-1] not in ".-"
-            and ".." not in bare)
+    if not (bare != "" and len(host) <= 253 and bare[0] not in ".-" and bare[-1] not in ".-" and ".." not in bare
+            and _HOST_CHARS.issuperset(bare)):
+        return False
+    if len(_HOSTS) >= _KNOWN_MAX:
+        _HOSTS.clear()
+    _HOSTS.add(host)
+    return True
 
 
 def _key_ok(key: Any, degrade: bool) -> bool:
@@ -210,9 +248,12 @@ def _key_ok(key: Any, degrade: bool) -> bool:
         return tuple(key) == ("source",)
     if tuple(key) != ("name", "source"):
         return False
+    name = key["name"]
+    if type(name) is not str:
+        return False
     if source == "header":
-        return _chars_ok(key["name"], 128, _LOWER_HEADER_CHARS)
-    return (source == "cookie" or source == "arg") and _chars_ok(key["name"], 128, _TOKEN_CHARS)
+        return name in _HEADER_NAMES or _learn(_HEADER_NAMES, name, 128, _LOWER_HEADER_CHARS)
+    return (source == "cookie" or source == "arg") and (name in _TOKENS or _learn(_TOKENS, name, 128, _TOKEN_CHARS))
 
 
 def _window_ok(window: Any) -> bool:
@@ -233,10 +274,10 @@ def _items_ok(value: Any, max_items: int, min_items: int = 1) -> bool:
 def _split_ok(rule: dict) -> bool:
     if "window" in rule and not _window_ok(rule["window"]):
         return False
-    if not (_upstream_ok(rule["default"]) and _key_ok(rule["key"], False)):
+    default, policies = rule["default"], rule["policies"]
+    if type(default) is not str or (default not in _UPSTREAMS and not _learn(_UPSTREAMS, default, 128, _UPSTREAM_CHARS)):
         return False
-    policies = rule["policies"]
-    if not _items_ok(policies, MAX_POLICIES, 0):
+    if not _key_ok(rule["key"], False) or type(policies) is not list or len(policies) > MAX_POLICIES:
         return False
     for p in policies:
         if type(p) is not dict:
@@ -246,9 +287,13 @@ def _split_ok(rule: dict) -> bool:
             if not _percent_policy_ok(p):
                 return False
             continue
-        if type(ptype) is not str or ptype not in _POLICY_KEYS or tuple(p) != _POLICY_KEYS[ptype]:
+        if type(ptype) is not str or tuple(p) != _POLICY_KEYS.get(ptype):
             return False
-        if not _upstream_ok(p["upstream"]) or not _POLICY_CHECKS[ptype](p):
+        upstream = p["upstream"]
+        if type(upstream) is not str or (upstream not in _UPSTREAMS
+                                         and not _learn(_UPSTREAMS, upstream, 128, _UPSTREAM_CHARS)):
+            return False
+        if not _POLICY_CHECKS[ptype](p):
             return False
     return True
 
@@ -268,10 +313,10 @@ def _uid_range_ok(p: dict) -> bool:
 
 def _uid_suffix_ok(p: dict) -> bool:
     suffixes = p["suffixes"]
-    if not _items_ok(suffixes, MAX_LIST_ITEMS):
+    if type(suffixes) is not list or not 0 < len(suffixes) <= MAX_LIST_ITEMS:
         return False
     for s in suffixes:
-        if type(s) is not str or not 0 < len(s) <= 32 or not _TOKEN_CHARS.issuperset(s):
+        if type(s) is not str or (s not in _SUFFIXES and not _learn(_SUFFIXES, s, 32, _TOKEN_CHARS)):
             return False
     return True
 
@@ -292,9 +337,13 @@ def _ip_cidr_ok(p: dict) -> bool:
 
 
 def _match_ok(p: dict) -> bool:
-    chars = _LOWER_HEADER_CHARS if p["type"] == "header" else _TOKEN_CHARS
-    values = p["values"]
-    if not _chars_ok(p["name"], 128, chars) or not _items_ok(values, MAX_LIST_ITEMS):
+    name, values = p["name"], p["values"]
+    if type(name) is not str or not _items_ok(values, MAX_LIST_ITEMS):
+        return False
+    if p["type"] == "header":
+        if name not in _HEADER_NAMES and not _learn(_HEADER_NAMES, name, 128, _LOWER_HEADER_CHARS):
+            return False
+    elif name not in _TOKENS and not _learn(_TOKENS, name, 128, _TOKEN_CHARS):
         return False
     for v in values:
         if not _text_ok(v, MAX_TEXT, True):
