@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
 from . import iputil
@@ -62,6 +62,29 @@ class Decision:
         return out
 
 
+_new = object.__new__
+_PROXY_FIELDS = ("action", "upstream", "status", "headers", "body", "location", "rule_id", "revision", "breaker")
+_set_action, _set_upstream, _set_status, _set_headers, _set_body, _set_location, _set_rule_id, _set_revision, \
+    _set_breaker = (getattr(Decision, name).__set__ for name in _PROXY_FIELDS)
+assert tuple(f.name for f in fields(Decision)) == _PROXY_FIELDS, "_proxy() sets every field of Decision"
+
+
+def _proxy(upstream: str, rule_id: str, revision: int) -> Decision:
+    """Return Decision("proxy", upstream=upstream, rule_id=rule_id, revision=revision), set field by field: the
+    frozen dataclass's __init__ costs twice as much, and compiling a split makes one per upstream."""
+    d = _new(Decision)
+    _set_action(d, "proxy")
+    _set_upstream(d, upstream)
+    _set_status(d, None)
+    _set_headers(d, NO_HEADERS)
+    _set_body(d, "")
+    _set_location(d, None)
+    _set_rule_id(d, rule_id)
+    _set_revision(d, revision)
+    _set_breaker(d, None)
+    return d
+
+
 def bucket_of(salt: str, key: str) -> int:
     """Return the sticky bucket 0..9999 of a key: crc32(salt + ':' + key) % 10000."""
     return zlib.crc32(wire_bytes(key), _seed(salt)) % BUCKETS
@@ -92,9 +115,7 @@ def _key_value(source: str, name: str, req: Request) -> str | None:
     return req.args.get(name)
 
 
-def _text(value: str) -> str:
-    """Return the one shared copy of a string that many rules repeat (upstream, host, path, key name)."""
-    return sys.intern(value)
+_text = sys.intern  # the one shared copy of a string that many rules repeat (upstream, host, path, key name)
 
 
 def _methods(route: dict) -> frozenset | None:
@@ -114,21 +135,20 @@ class _Split:
 
     def __init__(self, rule: dict, revision: int):
         self.rule_id = rule_id = rule["id"]
-        self.methods = _methods(rule["route"])
-        window = rule.get("window") or {}
-        self.start, self.end = window.get("start"), window.get("end")  # both None: always active
-        self.source = _text(rule["key"]["source"])
-        self.name = _key_name(rule["key"])
-        proxies: dict[str, Decision] = {}  # one Decision per upstream of the rule
-
-        def proxy(upstream: str) -> Decision:
-            decision = proxies.get(upstream)
-            if decision is None:
-                decision = proxies[upstream] = Decision("proxy", upstream=_text(upstream), rule_id=rule_id,
-                                                        revision=revision)
-            return decision
-        self.default = proxy(rule["default"])
-        self.checks = tuple(_compile_policy(p, rule_id, proxy) for p in rule["policies"])
+        self.methods = _methods(rule["route"]) if "methods" in rule["route"] else None
+        window = rule.get("window")
+        self.start, self.end = (window.get("start"), window.get("end")) if window else (None, None)  # always active
+        key = rule["key"]
+        self.source = source = _text(key["source"])
+        self.name = _text(key["name"].lower() if source == "header" else key["name"]) if "name" in key else ""
+        default = _text(rule["default"])
+        self.default = _proxy(default, rule_id, revision)
+        policies = rule["policies"]
+        if not policies:
+            self.checks = ()
+            return
+        proxies = {default: self.default}  # one Decision per upstream of the rule
+        self.checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
 
     def pick(self, req: Request) -> Decision:
         source = self.source
@@ -247,7 +267,15 @@ class _Values:
         return self.hit if got in self.values else None
 
 
-def _compile_policy(p: dict, rule_id: str, proxy: Callable[[str], Decision]):
+def _proxy_of(upstream: str, rule_id: str, revision: int, proxies: dict[str, Decision]) -> Decision:
+    """Return the rule's Decision to proxy to upstream (made once per upstream: proxies holds them)."""
+    decision = proxies.get(upstream)
+    if decision is None:
+        decision = proxies[upstream] = _proxy(_text(upstream), rule_id, revision)
+    return decision
+
+
+def _compile_policy(p: dict, rule_id: str, revision: int, proxies: dict[str, Decision]):
     ptype = p["type"]
     if ptype == "percent":
         seed = _seed(p.get("salt", rule_id))
@@ -255,15 +283,15 @@ def _compile_policy(p: dict, rule_id: str, proxy: Callable[[str], Decision]):
         total = 0
         for b in p["buckets"]:
             total += b["weight"]
-            edges.append((total, proxy(b["upstream"])))
+            edges.append((total, _proxy_of(b["upstream"], rule_id, revision, proxies)))
         if "ramp" in p:
             return _RampedPercent(seed, tuple(edges), p["ramp"])
         return _Percent(seed, tuple(edges))
-    hit = proxy(p["upstream"])
+    hit = _proxy_of(p["upstream"], rule_id, revision, proxies)
+    if ptype == "uid_suffix":
+        return _UidSuffix(_shared(tuple(map(_text, p["suffixes"]))), hit)
     if ptype == "uid_range":
         return _UidRange(tuple((lo, hi) for lo, hi in p["ranges"]), hit)
-    if ptype == "uid_suffix":
-        return _UidSuffix(_shared(tuple(_text(s) for s in p["suffixes"])), hit)
     if ptype == "ip_cidr":
         return _IpCidr(tuple(iputil.parse_cidr(c) for c in p["cidrs"]), hit)
     name = p["name"].lower() if ptype == "header" else p["name"]
@@ -384,13 +412,23 @@ class CompiledRule:
     breaker: dict | None
 
 
+_COMPILED_FIELDS = ("rule_id", "place", "item", "breaker")
+_set_id, _set_place, _set_item, _set_rule_breaker = (getattr(CompiledRule, name).__set__ for name in _COMPILED_FIELDS)
+assert tuple(f.name for f in fields(CompiledRule)) == _COMPILED_FIELDS, "compile_rule() sets every field"
+
+
 def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     """Return a validated rule compiled with its decisions stamped `revision` (a set re-stamps them)."""
-    place = (_text(rule["route"]["host"]), _text(rule["route"]["path"]))
+    route = rule["route"]
     item = None
     if rule.get("enabled", True):
         item = _Split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
-    return CompiledRule(rule["id"], place, item, rule.get("breaker"))
+    out = _new(CompiledRule)  # CompiledRule(...) field by field: the frozen dataclass's __init__ costs twice as much
+    _set_id(out, rule["id"])
+    _set_place(out, (_text(route["host"]), _text(route["path"])))
+    _set_item(out, item)
+    _set_rule_breaker(out, rule.get("breaker"))
+    return out
 
 
 class RuleSet:
