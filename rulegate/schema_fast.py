@@ -131,15 +131,20 @@ def decode_rule(raw: bytes, *, where: str = "rule") -> dict:
     """Return what `rulegate.schema.decode_rule(raw, where=where)` returns, raising what it raises.
 
     Bytes holding a canonical rule skip the full validator; anything else goes through it."""
-    if type(raw) is bytes and len(raw) <= MAX_ENCODED_RULE:
-        try:
-            data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
-        except (ValueError, msgpack.UnpackException, TypeError):
-            data = None
-        rule = canonical_rule(data)
-        if rule is not None:
-            return rule
-    return full_decode_rule(raw, where=where)  # decodes again: its errors and messages, or the non-canonical rule
+    rule = decode_canonical(raw)
+    return rule if rule is not None else full_decode_rule(raw, where=where)
+
+
+def decode_canonical(raw: bytes) -> dict | None:
+    """Return the rule stored as raw when it is a canonical rule (what `rulegate.schema.decode_rule` returns), else
+    None: bytes that are not msgpack, not a rule, or a rule not in canonical form (decode those with the former)."""
+    if type(raw) is not bytes or len(raw) > MAX_ENCODED_RULE:
+        return None
+    try:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, msgpack.UnpackException, TypeError):
+        return None
+    return canonical_rule(data)
 
 
 def canonical_rule(data: Any) -> dict | None:
