@@ -46,18 +46,15 @@ from .schema import (
     MAX_TIME,
     MAX_UID,
     METHODS,
-    RAMP_MODES,
     REDIRECT_STATUSES,
 )
 from .schema import decode_rule as full_decode_rule
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 _LOWER_HEADER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _METHODS = frozenset(METHODS)
 _REDIRECTS = frozenset(REDIRECT_STATUSES)
 _BODILESS = frozenset(BODILESS_STATUSES)
-_RAMP_MODES = frozenset(RAMP_MODES)
 _BREACH = frozenset(GUARD_BREACH)
 _LOCATION_STARTS = ("http://", "https://", "/")
 
@@ -186,11 +183,6 @@ def _is_unicode(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _chars_ok(value: Any, max_len: int, chars: frozenset | set) -> bool:
-    """A string of 1..max_len characters of `chars` (all printable ASCII: the text checks hold)."""
-    return type(value) is str and 0 < len(value) <= max_len and chars.issuperset(value)
 
 
 def _upstream_ok(value: Any) -> bool:
