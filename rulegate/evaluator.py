@@ -142,7 +142,7 @@ class _Split:
         self.rule_id = rule_id = rule["id"]
         self.methods = _methods(rule["route"]) if "methods" in rule["route"] else None
         window = rule.get("window")
-        self.start, self.end = (window.get("start"), window.get("end")) if window else (None, None)  # always active
+        self.start, self.end = (window.get("start"), window.get("end")) if window else (None, None)  # None: open
         key = rule["key"]
         self.source = source = _text(key["source"])
         self.name = _text(key["name"].lower() if source == "header" else key["name"]) if "name" in key else ""
