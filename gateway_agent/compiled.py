@@ -15,6 +15,7 @@ from rulegate.errors import CorruptDataError
 from rulegate.evaluator import CompiledRule, compile_rule
 from rulegate.ramps import has_guard
 from rulegate.schema import decode_rule
+from rulegate.schema_fast import decode_canonical
 
 
 class Loaded(NamedTuple):
@@ -78,7 +79,9 @@ class CompileCache:
 
 
 def _compile(rule_id: str, value: bytes, revision: int, where: str) -> _Entry:
-    rule = decode_rule(value, where=f"{where} rule {rule_id!r}")
+    rule = decode_canonical(value)  # what ruleadmin stores: no full validation (rulegate/schema_fast.py)
+    if rule is None:  # anything else: the full validator, its errors
+        rule = decode_rule(value, where=f"{where} rule {rule_id!r}")
     if rule["id"] != rule_id:
         raise CorruptDataError(f"{where} rule {rule_id!r}: stored under another id")
     rule["id"] = rule_id  # the same string as raw's key: the compiled set shares it with raw

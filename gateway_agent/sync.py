@@ -37,7 +37,7 @@ from rulegate.namespace import (
     contiguous,
     pairs,
 )
-from rulegate.schema import decode_rule
+from rulegate.schema_fast import decode_rule
 from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
 from rulegate.store import LogEntry, decode_entry
 

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
 from . import iputil
@@ -62,6 +62,34 @@ class Decision:
         return out
 
 
+class _NewDecision:
+    """Decision's slots without the frozen __setattr__: _proxy fills one in, then makes it a Decision."""
+
+    __slots__ = Decision.__slots__
+
+
+assert _NewDecision.__slots__ == tuple(f.name for f in fields(Decision)), "_proxy() sets every field of Decision"
+
+
+def _proxy(upstream: str, rule_id: str, revision: int) -> Decision:
+    """Return Decision("proxy", upstream=upstream, rule_id=rule_id, revision=revision).
+
+    Built as a _NewDecision whose class is then set to Decision (same slots: CPython allows it): the frozen
+    dataclass's __init__ costs three times as much, and compiling a split makes one per upstream."""
+    d = _NewDecision()
+    d.action = "proxy"
+    d.upstream = upstream
+    d.status = None
+    d.headers = NO_HEADERS
+    d.body = ""
+    d.location = None
+    d.rule_id = rule_id
+    d.revision = revision
+    d.breaker = None
+    d.__class__ = Decision
+    return d
+
+
 def bucket_of(salt: str, key: str) -> int:
     """Return the sticky bucket 0..9999 of a key: crc32(salt + ':' + key) % 10000."""
     return zlib.crc32(wire_bytes(key), _seed(salt)) % BUCKETS
@@ -92,9 +120,7 @@ def _key_value(source: str, name: str, req: Request) -> str | None:
     return req.args.get(name)
 
 
-def _text(value: str) -> str:
-    """Return the one shared copy of a string that many rules repeat (upstream, host, path, key name)."""
-    return sys.intern(value)
+_text = sys.intern  # the one shared copy of a string that many rules repeat (upstream, host, path, key name)
 
 
 def _methods(route: dict) -> frozenset | None:
@@ -114,21 +140,20 @@ class _Split:
 
     def __init__(self, rule: dict, revision: int):
         self.rule_id = rule_id = rule["id"]
-        self.methods = _methods(rule["route"])
-        window = rule.get("window") or {}
-        self.start, self.end = window.get("start"), window.get("end")  # both None: always active
-        self.source = _text(rule["key"]["source"])
-        self.name = _key_name(rule["key"])
-        proxies: dict[str, Decision] = {}  # one Decision per upstream of the rule
-
-        def proxy(upstream: str) -> Decision:
-            decision = proxies.get(upstream)
-            if decision is None:
-                decision = proxies[upstream] = Decision("proxy", upstream=_text(upstream), rule_id=rule_id,
-                                                        revision=revision)
-            return decision
-        self.default = proxy(rule["default"])
-        self.checks = tuple(_compile_policy(p, rule_id, proxy) for p in rule["policies"])
+        self.methods = _methods(rule["route"]) if "methods" in rule["route"] else None
+        window = rule.get("window")
+        self.start, self.end = (window.get("start"), window.get("end")) if window else (None, None)  # None: open
+        key = rule["key"]
+        self.source = source = _text(key["source"])
+        self.name = _text(key["name"].lower() if source == "header" else key["name"]) if "name" in key else ""
+        default = _text(rule["default"])
+        self.default = _proxy(default, rule_id, revision)
+        policies = rule["policies"]
+        if not policies:
+            self.checks = ()
+            return
+        proxies = {default: self.default}  # one Decision per upstream of the rule
+        self.checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
 
     def pick(self, req: Request) -> Decision:
         source = self.source
@@ -247,7 +272,15 @@ class _Values:
         return self.hit if got in self.values else None
 
 
-def _compile_policy(p: dict, rule_id: str, proxy: Callable[[str], Decision]):
+def _proxy_of(upstream: str, rule_id: str, revision: int, proxies: dict[str, Decision]) -> Decision:
+    """Return the rule's Decision to proxy to upstream (made once per upstream: proxies holds them)."""
+    decision = proxies.get(upstream)
+    if decision is None:
+        decision = proxies[upstream] = _proxy(_text(upstream), rule_id, revision)
+    return decision
+
+
+def _compile_policy(p: dict, rule_id: str, revision: int, proxies: dict[str, Decision]):
     ptype = p["type"]
     if ptype == "percent":
         seed = _seed(p.get("salt", rule_id))
@@ -255,15 +288,15 @@ def _compile_policy(p: dict, rule_id: str, proxy: Callable[[str], Decision]):
         total = 0
         for b in p["buckets"]:
             total += b["weight"]
-            edges.append((total, proxy(b["upstream"])))
+            edges.append((total, _proxy_of(b["upstream"], rule_id, revision, proxies)))
         if "ramp" in p:
             return _RampedPercent(seed, tuple(edges), p["ramp"])
         return _Percent(seed, tuple(edges))
-    hit = proxy(p["upstream"])
+    hit = _proxy_of(p["upstream"], rule_id, revision, proxies)
+    if ptype == "uid_suffix":
+        return _UidSuffix(_shared(tuple(map(_text, p["suffixes"]))), hit)
     if ptype == "uid_range":
         return _UidRange(tuple((lo, hi) for lo, hi in p["ranges"]), hit)
-    if ptype == "uid_suffix":
-        return _UidSuffix(_shared(tuple(_text(s) for s in p["suffixes"])), hit)
     if ptype == "ip_cidr":
         return _IpCidr(tuple(iputil.parse_cidr(c) for c in p["cidrs"]), hit)
     name = p["name"].lower() if ptype == "header" else p["name"]
@@ -384,13 +417,28 @@ class CompiledRule:
     breaker: dict | None
 
 
+class _NewCompiledRule:
+    """CompiledRule's slots without the frozen __setattr__ (see _proxy)."""
+
+    __slots__ = CompiledRule.__slots__
+
+
+assert _NewCompiledRule.__slots__ == tuple(f.name for f in fields(CompiledRule)), "compile_rule() sets every field"
+
+
 def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     """Return a validated rule compiled with its decisions stamped `revision` (a set re-stamps them)."""
-    place = (_text(rule["route"]["host"]), _text(rule["route"]["path"]))
+    route = rule["route"]
     item = None
     if rule.get("enabled", True):
         item = _Split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
-    return CompiledRule(rule["id"], place, item, rule.get("breaker"))
+    out = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see _proxy)
+    out.rule_id = rule["id"]
+    out.place = (_text(route["host"]), _text(route["path"]))
+    out.item = item
+    out.breaker = rule.get("breaker")
+    out.__class__ = CompiledRule
+    return out
 
 
 class RuleSet:

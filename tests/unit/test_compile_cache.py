@@ -77,3 +77,20 @@ def test_snapshot_encoded_rule_by_rule_is_the_same_file():
     pauses = []
     assert encode_snapshot(snap, lambda: pauses.append(1)) == encode_snapshot(snap)
     assert len(pauses) == len(snap.raw_rules)
+
+
+def test_rules_stored_before_canonical_forms_load_through_the_full_validator():
+    """Bytes of a valid rule not in canonical form (an older ruleadmin) skip the fast check and decide as the
+    canonical rule does; the digest is still that of the bytes read."""
+    written = {"id": "r1", "kind": "split", "route": {"host": "A.Example.COM.", "path": "/"},
+               "key": {"source": "header", "name": "X-Uid"},
+               "policies": [{"type": "uid_suffix", "suffixes": ["7"], "upstream": "canary"}], "default": "stable"}
+    raw = {"r1": msgpack.packb(written, use_bin_type=True)}
+    loaded = CompileCache().load(raw, 1, where="ns")
+    assert loaded.digest == content_digest(raw)
+    rs = RuleSet.from_compiled(loaded.rules, 1)
+    for uid, want in (("17", "canary"), ("18", "stable")):
+        got = decide(rs, Request(host="a.example.com", path="/x", headers={"x-uid": uid}))
+        assert got == decide(RuleSet([validate_rule(written)], 1), Request(host="a.example.com", path="/x",
+                                                                             headers={"x-uid": uid}))
+        assert got.upstream == want

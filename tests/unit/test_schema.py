@@ -62,7 +62,7 @@ def degrade_rules(draw):
     return rule
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)  # tests/unit/test_schema_fast.py round-trips rule_inputs() too
 @given(st.one_of(split_rules(), degrade_rules()))
 def test_valid_rules_round_trip_through_msgpack(rule):
     """A valid rule validates, encodes deterministically and decodes to the same dict."""

@@ -1,0 +1,302 @@
+"""The canonical fast path (rulegate/schema_fast.py) gives exactly what the full validator gives, or steps aside."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Callable
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rulegate.errors import CorruptDataError
+from rulegate.schema import MAX_UID, decode_rule, encode_rule, validate_rule
+from rulegate.schema_fast import canonical_rule
+from rulegate.schema_fast import decode_rule as fast_decode_rule
+from tests.conftest import VECTORS
+from tests.strategies import json_values, rule_inputs
+
+
+def exact(value: Any) -> bytes:
+    """Return msgpack bytes keeping key order: equal only for equal values, types and key orders."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def fast_agrees(data: Any) -> bool:
+    """Assert the fast check takes data only when validate_rule returns it unchanged; return whether it took it."""
+    before = copy.deepcopy(data)
+    got = canonical_rule(data)
+    assert repr(data) == repr(before)  # the check never changes what it is given
+    if got is None:
+        return False
+    assert got is data
+    assert exact(validate_rule(data)) == exact(data)
+    return True
+
+
+def decode_agrees(raw: bytes) -> None:
+    """Assert the fast decode returns exactly the full decode's rule, or raises its error with its message."""
+    try:
+        want = decode_rule(raw, where="r")
+    except CorruptDataError as exc:
+        with pytest.raises(CorruptDataError) as got:
+            fast_decode_rule(raw, where="r")
+        assert str(got.value) == str(exc)
+    else:
+        assert exact(fast_decode_rule(raw, where="r")) == exact(want)
+
+
+def packable(value: Any) -> bytes | None:
+    """Return value as msgpack, or None when msgpack cannot hold it (lone surrogates, integers past 64 bits)."""
+    try:
+        return msgpack.packb(value, use_bin_type=True)
+    except (UnicodeEncodeError, OverflowError, ValueError):
+        return None
+
+
+def nodes(value: Any, prefix: tuple = ()) -> list[tuple]:
+    """Return the path of every node inside a JSON value (dict keys and list indexes)."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += nodes(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += nodes(v, prefix + (i,))
+    return out
+
+
+def at(value: Any, path: tuple) -> Any:
+    for step in path:
+        value = value[step]
+    return value
+
+
+def mutate(canon: dict, data: st.DataObject, junk: Any) -> None:
+    """Replace a node of canon with junk, or add, remove or reorder the fields of one of its objects."""
+    how = data.draw(st.sampled_from(["replace", "add", "remove", "reverse"]))
+    if how == "replace":
+        path = data.draw(st.sampled_from(nodes(canon)[1:]))
+        at(canon, path[:-1])[path[-1]] = junk
+        return
+    node = at(canon, data.draw(st.sampled_from([p for p in nodes(canon) if isinstance(at(canon, p), dict)])))
+    if how == "add":
+        node[data.draw(st.text(max_size=8))] = junk
+    elif how == "remove" and node:
+        del node[data.draw(st.sampled_from(sorted(node)))]
+    else:
+        items = list(node.items())[::-1]
+        node.clear()
+        node.update(items)
+
+
+@settings(max_examples=80, deadline=None)
+@given(rule_inputs(), st.data(), json_values)
+def test_stored_rules_take_the_fast_path_and_changed_ones_agree(rule, data, junk):
+    """A rule as ruleadmin stores it is taken by the fast check; as written (often not canonical), or stored and
+    then changed anywhere (arbitrary JSON in a node, a field added or removed, keys out of order), the fast check
+    never takes what the full validator refuses or changes, and decoding gives the same rule or the same error."""
+    canon = validate_rule(rule)
+    raw = encode_rule(canon)
+    assert fast_agrees(msgpack.unpackb(raw, raw=False))
+    decode_agrees(raw)
+    fast_agrees(rule)
+    decode_agrees(exact(rule))
+    mutate(canon, data, junk)
+    fast_agrees(canon)
+    raw = packable(canon)
+    if raw is not None:
+        decode_agrees(raw)
+
+
+T0 = 1_800_000_000
+GUARD = {"control": "stable", "max_error_increase": 0.05, "max_p95_ratio": 1.5, "min_requests": 100,
+         "on_breach": "revert", "window": 60}
+SPLIT = validate_rule({
+    "id": "near.miss-1", "kind": "split", "route": {"host": "*.example.com", "path": "/api", "methods": ["GET", "POST"]},
+    "key": {"source": "header", "name": "x-uid"}, "window": {"start": T0, "end": T0 + 60},
+    "policies": [
+        {"type": "uid_range", "ranges": [[0, 10], [20, MAX_UID]], "upstream": "range"},
+        {"type": "uid_suffix", "suffixes": ["1", "7"], "upstream": "suffix"},
+        {"type": "ip_cidr", "cidrs": ["10.0.0.0/8", "2001:db8::/32"], "upstream": "office"},
+        {"type": "header", "name": "x-canary", "values": ["1", "yes"], "upstream": "canary"},
+        {"type": "cookie", "name": "beta", "values": ["on"], "upstream": "beta"},
+        {"type": "percent", "salt": "s1", "buckets": [{"upstream": "canary", "weight": 2500},
+                                                      {"upstream": "canary-b", "weight": 100}],
+         "ramp": {"start": T0, "end": T0 + 3600, "from": 0, "to": 5000, "mode": "step", "steps": 4,
+                  "guard": GUARD}},
+    ], "default": "stable", "description": "line one\nline two", "updated_by": "ops", "updated_at": T0})
+STATIC = validate_rule({"id": "static", "kind": "degrade", "route": {"host": "a.example.com", "path": "/"},
+                        "action": {"type": "static", "status": 503, "content_type": "text/html",
+                                   "headers": {"Cache-Control": "no-store", "X-Reason": "down"}, "body": "down"},
+                        "percent": 12.5, "key": {"source": "request"}, "salt": "s",
+                        "breaker": {"window": 10, "min_requests": 20, "open_seconds": 30, "probes": 2,
+                                    "error_ratio": 0.5, "slow_ms": 800, "slow_ratio": 0.25}})
+BODILESS = validate_rule({"id": "gone", "kind": "degrade", "route": {"host": "*", "path": "/gone"},
+                          "action": {"type": "static", "status": 204}})
+REDIRECT = validate_rule({"id": "moved", "kind": "degrade", "route": {"host": "a.example.com", "path": "/old"},
+                          "action": {"type": "redirect", "location": "https://b.example.com/new"},
+                          "window": {"end": T0}})
+REJECT = validate_rule({"id": "shed", "kind": "degrade", "route": {"host": "a.example.com", "path": "/"},
+                        "action": {"type": "reject", "retry_after": 5}, "key": {"source": "ip"}})
+BASES = {"split": SPLIT, "static": STATIC, "bodiless": BODILESS, "redirect": REDIRECT, "reject": REJECT}
+
+
+def reverse(path: tuple) -> Callable[[dict], None]:
+    """Return a mutation putting the keys of the dict at path in reverse order."""
+    def apply(rule: dict) -> None:
+        node = at(rule, path)
+        items = list(node.items())[::-1]
+        node.clear()
+        node.update(items)
+    apply.__name__ = f"reverse {'.'.join(map(str, path))}"
+    return apply
+
+
+def drop(path: tuple) -> Callable[[dict], None]:
+    """Return a mutation removing the field at path."""
+    def apply(rule: dict) -> None:
+        at(rule, path[:-1]).pop(path[-1])
+    apply.__name__ = f"drop {'.'.join(map(str, path))}"
+    return apply
+
+
+# (base, path or mutation, value): each is valid-but-not-canonical or invalid, and none may take the fast path
+NEAR_MISSES = [
+    ("split", reverse(()), None), ("split", ("extra",), 1), ("split", drop(("enabled",)), None),
+    ("split", drop(("description",)), None), ("split", ("kind",), "degrade"), ("split", ("kind",), ["split"]),
+    ("split", ("id",), "Upper"), ("split", ("id",), ""), ("split", ("enabled",), 1), ("split", ("updated_at",), True),
+    ("split", ("updated_at",), -1), ("split", ("updated_at",), 2**40 + 1), ("split", ("updated_at",), 5.0),
+    ("split", ("updated_by",), "a\nb"), ("split", ("updated_by",), "x" * 129), ("split", ("description",), "a\x00"),
+    ("split", ("description",), "\ud800"), ("split", ("updated_by",), b"ops"),
+    ("split", ("route", "host"), "Svc.example.com"), ("split", ("route", "host"), "svc.example.com."),
+    ("split", ("route", "host"), "*."), ("split", ("route", "host"), "-a.example.com"),
+    ("split", ("route", "host"), "a.example.com-"), ("split", ("route", "host"), "a..example.com"),
+    ("split", ("route", "host"), ".a.example.com"), ("split", ("route", "host"), "*.*.example.com"),
+    ("split", ("route", "host"), "b\u00fccher.example"), ("split", ("route", "host"), "a" * 254),
+    ("split", ("route", "host"), ""), ("split", ("route", "host"), "a_b.example.com"),
+    ("split", ("route", "path"), "api"), ("split", ("route", "path"), "/a b"), ("split", ("route", "path"), "/a?b"),
+    ("split", ("route", "path"), "/" + "a" * 512), ("split", ("route", "methods"), ["GET", "GET"]),
+    ("split", ("route", "methods"), ["get"]), ("split", ("route", "methods"), []),
+    ("split", ("route", "methods"), [["GET"]]), ("split", reverse(("route",)), None),
+    ("split", ("key", "name"), "X-Uid"), ("split", ("key", "name"), "x_uid"), ("split", ("key",), {"source": "request"}),
+    ("split", ("key",), {"name": "a", "source": "ip"}), ("split", ("key",), {"name": "a b", "source": "cookie"}),
+    ("split", ("key",), {"source": "arg"}), ("split", ("window",), {"end": T0, "start": T0}),
+    ("split", ("window",), {}), ("split", ("window",), {"start": T0, "end": T0 + 1}),
+    ("split", ("window", "start"), -1), ("split", ("default",), ""), ("split", ("default",), "a b"),
+    ("split", ("policies",), [SPLIT["policies"][1]] * 33), ("split", ("policies", 0, "ranges"), [[5, 1]]),
+    ("split", ("policies", 0, "ranges"), [[True, 2]]), ("split", ("policies", 0, "ranges"), [[0, MAX_UID + 1]]),
+    ("split", ("policies", 0, "ranges"), [[1, 2, 3]]), ("split", ("policies", 0, "ranges"), []),
+    ("split", ("policies", 0, "type"), "uid_suffix"), ("split", ("policies", 0, "type"), ["x"]),
+    ("split", ("policies", 1, "suffixes"), ["a b"]), ("split", ("policies", 1, "suffixes"), [""]),
+    ("split", ("policies", 1, "suffixes"), ["x" * 33]), ("split", reverse(("policies", 1)), None),
+    ("split", ("policies", 2, "cidrs"), ["10.0.0.1/8"]), ("split", ("policies", 2, "cidrs"), ["10.0.0.0/255.0.0.0"]),
+    ("split", ("policies", 2, "cidrs"), ["2001:DB8::/32"]), ("split", ("policies", 2, "cidrs"), ["10.0.0.0/08"]),
+    ("split", ("policies", 2, "cidrs"), ["10.1.2.3"]), ("split", ("policies", 3, "name"), "X-Canary"),
+    ("split", ("policies", 3, "values"), ["a\r"]), ("split", ("policies", 3, "values"), []),
+    ("split", ("policies", 4, "name"), "a b"), ("split", ("policies", 4, "upstream"), "a/b"),
+    ("split", ("policies", 5, "buckets", 0, "weight"), 0), ("split", ("policies", 5, "buckets", 0, "weight"), 10_001),
+    ("split", ("policies", 5, "buckets", 0, "weight"), 9_950), ("split", ("policies", 5, "buckets", 0, "weight"), 25.0),
+    ("split", reverse(("policies", 5, "buckets", 0)), None), ("split", ("policies", 5, "salt"), "a\n"),
+    ("split", ("policies", 5, "ramp", "end"), T0), ("split", ("policies", 5, "ramp", "end"), T0 + 366 * 86_400 + 1),
+    ("split", drop(("policies", 5, "ramp", "steps")), None), ("split", ("policies", 5, "ramp", "mode"), "linear"),
+    ("split", ("policies", 5, "ramp", "mode"), "Step"), ("split", ("policies", 5, "ramp", "to"), 10_001),
+    ("split", ("policies", 5, "ramp", "steps"), 0), ("split", ("policies", 5, "ramp", "from"), False),
+    ("split", drop(("policies", 5, "ramp", "guard", "window")), None),
+    ("split", drop(("policies", 5, "ramp", "guard", "on_breach")), None),
+    ("split", drop(("policies", 5, "ramp", "guard", "min_requests")), None),
+    ("split", ("policies", 5, "ramp", "guard", "max_error_increase"), 1.0),
+    ("split", ("policies", 5, "ramp", "guard", "max_error_increase"), 0.00001),
+    ("split", ("policies", 5, "ramp", "guard", "max_error_increase"), 0.05 + 1e-15),
+    ("split", ("policies", 5, "ramp", "guard", "max_p95_ratio"), 0.5),
+    ("split", ("policies", 5, "ramp", "guard", "max_p95_ratio"), float("nan")),
+    ("split", ("policies", 5, "ramp", "guard", "control"), "canary-b"),
+    ("split", ("policies", 5, "ramp", "guard", "on_breach"), "stop"),
+    ("split", ("policies", 5, "ramp", "guard", "on_breach"), ["revert"]),
+    ("split", ("policies", 5, "ramp", "guard", "window"), 5), ("split", reverse(("policies", 5, "ramp", "guard")), None),
+    ("static", ("percent",), 50.0), ("static", ("percent",), 100.5), ("static", ("percent",), 0.125),
+    ("static", ("percent",), -0.0), ("static", ("percent",), True), ("static", ("salt",), "x" * 65),
+    ("static", ("key",), {"source": "header", "name": "X-A"}), ("static", ("action", "status"), 204),
+    ("static", ("action", "content_type"), " text/html"), ("static", ("action", "content_type"), ""),
+    ("static", ("action", "headers"), {"X-Reason": "down", "Cache-Control": "no-store"}),
+    ("static", ("action", "headers"), {"Content-Length": "5"}), ("static", ("action", "headers"), {"A": "1", "a": "2"}),
+    ("static", ("action", "headers"), {"X-A": "v "}), ("static", ("action", "headers"), {"X_A": "v"}),
+    ("static", ("action", "body"), "\u20ac" * 30_000), ("static", ("action", "body"), "a\x00"),
+    ("static", drop(("action", "content_type")), None), ("static", ("breaker", "error_ratio"), 1.5),
+    ("static", ("breaker", "error_ratio"), True), ("static", ("breaker", "error_ratio"), float("nan")),
+    ("static", drop(("breaker", "slow_ratio")), None), ("static", ("breaker", "probes"), 1001),
+    ("bodiless", ("action", "body"), "x"), ("bodiless", ("action", "content_type"), "text/plain"),
+    ("bodiless", reverse(("action",)), None), ("redirect", ("action", "status"), 200),
+    ("redirect", ("action", "status"), 302.0), ("redirect", ("action", "location"), "ftp://a/"),
+    ("redirect", ("action", "location"), "/a b"), ("redirect", drop(("action", "status")), None),
+    ("reject", ("action", "status"), 600), ("reject", ("action", "retry_after"), -1),
+    ("reject", drop(("action", "status")), None), ("reject", ("key",), {"source": "ip", "name": "x"}),
+    ("reject", drop(("percent",)), None), ("reject", ("percent",), 100.0),
+]
+
+
+@pytest.mark.parametrize("base, change, value", NEAR_MISSES, ids=[f"{b}:{c if isinstance(c, tuple) else c.__name__}:"
+                                                                  f"{v!r:.20}" for b, c, v in NEAR_MISSES])
+def test_near_misses_of_stored_rules_go_to_the_full_validator(base, change, value):
+    """A canonical rule changed in one field to something invalid or not canonical is never taken by the fast
+    check, and decodes (or is refused) exactly as the full decode does."""
+    rule = copy.deepcopy(BASES[base])
+    assert fast_agrees(copy.deepcopy(rule))
+    if callable(change):
+        change(rule)
+    else:
+        at(rule, change[:-1])[change[-1]] = value
+    assert canonical_rule(rule) is None
+    raw = packable(rule)
+    if raw is not None:
+        decode_agrees(raw)
+
+
+def vector_rules() -> list[dict]:
+    """Return every rule of tests/vectors/ as written."""
+    return [rule for path in sorted(VECTORS.glob("*.json")) for rule in json.loads(path.read_text())["rules"]]
+
+
+@pytest.mark.parametrize("rule", vector_rules(), ids=lambda r: r["id"])
+def test_vector_rules_agree(rule):
+    """Each vector rule as written agrees; stored (canonical) it takes the fast path."""
+    fast_agrees(rule)
+    decode_agrees(exact(rule))
+    raw = encode_rule(validate_rule(rule))
+    assert fast_agrees(msgpack.unpackb(raw, raw=False))
+    decode_agrees(raw)
+
+
+GUARDS = json.loads((VECTORS / "ramps.json").read_text())["guards"]
+
+
+def with_guard(guard: Any) -> dict:
+    rule = copy.deepcopy(GUARDS["rule"])
+    rule["policies"][0]["ramp"]["guard"] = guard
+    return rule
+
+
+@pytest.mark.parametrize("case", GUARDS["accepted"] + GUARDS["refused"],
+                         ids=[c["name"] for c in GUARDS["accepted"] + GUARDS["refused"]])
+def test_guard_vectors_agree(case):
+    """The guard schema vectors, stored as written and inside an otherwise canonical rule: the same result."""
+    rule = with_guard(case["guard"])
+    fast_agrees(rule)
+    decode_agrees(exact(rule))
+    canon = validate_rule(with_guard(GUARDS["accepted"][0]["guard"]))
+    guard = case["guard"]
+    canon["policies"][0]["ramp"]["guard"] = dict(sorted(guard.items())) if isinstance(guard, dict) else guard
+    assert fast_agrees(canon) == (exact(case.get("canonical")) == exact(canon["policies"][0]["ramp"]["guard"]))
+    decode_agrees(exact(canon))
+
+
+def test_undecodable_and_oversized_bytes_keep_the_full_decode_errors():
+    """Bytes that are not msgpack, too large, or not bytes fail with the full decode's message."""
+    for raw in (b"\xc1", b"\x92\x01", exact(SPLIT) + b"\x00", b"\x00" * (96 * 1024 + 1), exact([SPLIT])):
+        decode_agrees(raw)
+    with pytest.raises(CorruptDataError) as got:
+        fast_decode_rule("not bytes", where="r")  # type: ignore[arg-type]
+    with pytest.raises(CorruptDataError) as want:
+        decode_rule("not bytes", where="r")  # type: ignore[arg-type]
+    assert str(got.value) == str(want.value)
