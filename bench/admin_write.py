@@ -55,7 +55,7 @@ def rule(rule_id: str, weight: int) -> dict:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection to a ruleadmin (http.client: about half of requests' client CPU per
+    """One keep-alive HTTP/1.1 connection to a ruleadmin (http.client: a quarter of requests' client CPU per
     call, which shares the 2 CPUs with the servers); reconnects once when the server closed it."""
 
     def __init__(self, base: str):

@@ -53,7 +53,8 @@ class KnownRules:
         """Return the held bytes a write condition pins: held at `revision`, or whose hash is `digest`; else None."""
         with self._lock:
             held = self._held.get((ns, rule_id))
-        if held is None or (revision is not None and held.revision != revision) or \
-                (digest is not None and held.digest != digest) or (revision is None and digest is None):
+        if held is None or (revision is None and digest is None):
+            return None
+        if (revision is not None and held.revision != revision) or (digest is not None and held.digest != digest):
             return None
         return held
