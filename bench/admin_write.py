@@ -8,19 +8,27 @@ Every client remembers the last value it wrote with a 2xx; at the end each rule 
 
 Starts a throwaway 6-node Redis Cluster (or uses RULEADMIN_REDIS_NODES), gunicorn instances with
 gevent workers, and prints a table. Latency is per acknowledged write and includes the WAIT for
-one replica. Not an assertion: numbers depend on the machine.
+one replica. CPU is utime+stime from /proc of the ruleadmin processes (gunicorn master and workers)
+and of the cluster's redis-servers (only when the bench started the cluster), per HTTP request the
+clients sent in the row (2xx, 412 and the GETs after a 428). With --baseline PATH (another checkout,
+e.g. a `git worktree` of the commit before a change) each row runs against that tree's ruleadmin
+and this one's, alternately, in the same run. Not an assertion: numbers depend on the machine.
 
-    python bench/admin_write.py [--seconds 5] [--clients 8] [--workers 2]
+    python bench/admin_write.py [--seconds 5] [--clients 8] [--workers 2] [--baseline PATH]
 """
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import os
 import statistics
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -46,14 +54,39 @@ def rule(rule_id: str, weight: int) -> dict:
             "policies": [{"type": "percent", "buckets": [{"upstream": "canary", "weight": weight}]}]}
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection to a ruleadmin (http.client: a quarter of requests' client CPU per
+    call, which shares the 2 CPUs with the servers); reconnects once when the server closed it."""
+
+    def __init__(self, base: str):
+        self.netloc = urlsplit(base).netloc
+        self.conn = http.client.HTTPConnection(self.netloc, timeout=10)
+
+    def call(self, method: str, path: str, headers: dict[str, str], body: dict | None = None) -> tuple[int, dict, bytes]:
+        """Return (status, headers, body) of one request."""
+        data = None if body is None else json.dumps(body).encode()
+        hdrs = headers if body is None else {**headers, "Content-Type": "application/json"}
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=data, headers=hdrs)
+                resp = self.conn.getresponse()
+                return resp.status, dict(resp.getheaders()), resp.read()
+            except (http.client.RemoteDisconnected, ConnectionError, http.client.CannotSendRequest):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.netloc, timeout=10)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
 def client_loop(urls: list[str], namespace: str, rule_id: str, token: str, stop: float, per_rule: bool,
                 out: dict, idx: int) -> None:
     """Write one rule in a loop with If-Match (the namespace revision, or with per_rule the rule's ETag),
     taking the current one from a 412; record latencies, refusals, errors and the last acknowledged weight."""
-    s = requests.Session()
+    conn = Connection(urls[idx % len(urls)])
+    sent = 0
     h = {"Authorization": f"Bearer {token}"}
-    base = urls[idx % len(urls)]
-    url = f"{base}/api/v1/namespaces/{namespace}/rules/{rule_id}"
+    path = f"/api/v1/namespaces/{namespace}/rules/{rule_id}"
     tag = None  # what goes into If-Match: '"<rev>"' or '"r-<sha1>"'; None: create
     n = 0
     while time.monotonic() < stop:
@@ -61,21 +94,25 @@ def client_loop(urls: list[str], namespace: str, rule_id: str, token: str, stop:
         weight = 1 + n % 9000
         headers = dict(h) if tag is None else {**h, "If-Match": tag}
         t0 = time.perf_counter()
-        r = s.put(url, json=rule(rule_id, weight), headers=headers, timeout=10)
+        status, got, body = conn.call("PUT", path, headers, rule(rule_id, weight))
         dt = time.perf_counter() - t0
-        if r.status_code in (200, 201):
+        sent += 1
+        if status in (200, 201):
             out["latencies"].append(dt)
             out["last"][rule_id] = weight
-            tag = r.json()["etag"] if per_rule else f'"{r.json()["revision"]}"'
-        elif r.status_code in (412, 428):  # 428: the rule exists (an earlier row wrote it): read its tag
-            out["conflicts"].extend([1] if r.status_code == 412 else [])
-            if r.status_code == 412 and "ETag" in r.headers:
-                tag = r.headers["ETag"]
+            answer = json.loads(body)
+            tag = answer["etag"] if per_rule else f'"{answer["revision"]}"'
+        elif status in (412, 428):  # 428: the rule exists (an earlier row wrote it): read its tag
+            out["conflicts"].extend([1] if status == 412 else [])
+            if status == 412 and "ETag" in got:
+                tag = got["ETag"]
             else:
-                g = s.get(url, headers=h, timeout=10)
-                tag = g.headers["ETag"] if per_rule else f'"{g.json()["revision"]}"'
+                _status, got, body = conn.call("GET", path, h)
+                sent += 1
+                tag = got["ETag"] if per_rule else f'"{json.loads(body)["revision"]}"'
         else:
-            out["errors"].append(r.status_code)
+            out["errors"].append(status)
+    out["requests"].append(sent)
 
 
 def lost_updates(url: str, token: str, namespace: str, last: dict[str, int]) -> int:
@@ -86,8 +123,37 @@ def lost_updates(url: str, token: str, namespace: str, last: dict[str, int]) -> 
     return sum(stored.get(rule_id) != weight for rule_id, weight in last.items())
 
 
-def run(urls: list[str], token: str, namespaces: list[str], clients: int, seconds: float, per_rule: bool) -> dict:
-    out: dict = {"latencies": [], "conflicts": [], "errors": [], "last": {}}
+def process_cpu(pid: int) -> float:
+    """Return the CPU seconds (utime + stime) of a live process, 0.0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """Return the CPU seconds of pid and its live descendants (a gunicorn master and its workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    return process_cpu(pid) + sum(tree_cpu(c) for c in children)
+
+
+def cpu_now(servers: list[Service], redis_pids: list[int]) -> tuple[float, float]:
+    """Return (CPU seconds of the ruleadmin process trees, of the redis-servers) so far."""
+    return (sum(tree_cpu(s.proc.pid) for s in servers if s.proc is not None),
+            sum(process_cpu(pid) for pid in redis_pids))
+
+
+def run(urls: list[str], token: str, namespaces: list[str], clients: int, seconds: float, per_rule: bool,
+        servers: list[Service] = (), redis_pids: list[int] = ()) -> dict:
+    out: dict = {"latencies": [], "conflicts": [], "errors": [], "last": {}, "requests": []}
+    admin0, redis0 = cpu_now(list(servers), list(redis_pids))
+    client0 = time.process_time()
     stop = time.monotonic() + seconds
     threads = [threading.Thread(target=client_loop, args=(urls, namespaces[i % len(namespaces)], f"r{i}", token,
                                                           stop, per_rule, out, i))
@@ -98,13 +164,19 @@ def run(urls: list[str], token: str, namespaces: list[str], clients: int, second
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
+    admin1, redis1 = cpu_now(list(servers), list(redis_pids))
+    client_cpu = time.process_time() - client0
+    sent = max(sum(out["requests"]), 1)
     lost = sum(lost_updates(urls[0], token, ns, {f"r{i}": out["last"][f"r{i}"] for i in range(clients)
                                                   if namespaces[i % len(namespaces)] == ns and f"r{i}" in out["last"]})
                for ns in set(namespaces))
     lat = sorted(out["latencies"])
     pct = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000) if lat else (lambda p: float("nan"))
     return {"writes_s": len(lat) / elapsed, "p50": pct(0.50), "p99": pct(0.99), "conflicts": len(out["conflicts"]),
-            "errors": len(out["errors"]), "lost": lost, "mean": statistics.fmean(lat) * 1000 if lat else float("nan")}
+            "errors": len(out["errors"]), "lost": lost, "mean": statistics.fmean(lat) * 1000 if lat else float("nan"),
+            "requests": sent, "admin_ms": (admin1 - admin0) * 1000 / sent,
+            "redis_ms": (redis1 - redis0) * 1000 / sent if redis_pids else float("nan"),
+            "client_ms": client_cpu * 1000 / sent}
 
 
 def _store_tag(store: RuleStore, namespace: str, rule_id: str, per_rule: bool) -> int | str | None:
@@ -165,14 +237,53 @@ def scenarios(own: list[str], shared: str) -> list[tuple[str, list[str], bool]]:
             ("one namespace, If-Match rule ETag", [shared], True)]
 
 
+def start_instance(tree: Path, index: int, config: dict, tmp: Path, workers: int) -> Service:
+    """Start (and wait for) one `ruleadmin serve` running the code of tree; return it."""
+    port = free_port()
+    env = {**server_env(config), "PYTHONPATH": str(tree)}
+    service = ruleadmin_service(f"ruleadmin {tree.name} #{index}", port, env, tmp / f"ruleadmin-{port}.log",
+                                workers=workers)
+    here = os.getcwd()
+    os.chdir(tree)  # `python -m` puts the working directory first on sys.path: the tree's packages win
+    try:
+        service.start()
+    finally:
+        os.chdir(here)
+    service.wait_healthy()
+    return service
+
+
+def print_rows(rows: list, args: argparse.Namespace, trees: list[Path]) -> None:
+    """Print the REST table (one row per instance count, scenario and tree)."""
+    print(f"\nruleadmin REST writes: {args.clients} concurrent clients, {args.seconds:.0f}s per row, "
+          f"{args.workers} gevent workers per instance, WAIT 1 replica")
+    print("CPU ms/req: utime+stime per HTTP request of the ruleadmin processes (admin), the redis-servers (redis) "
+          "and this process's clients (client)\n")
+    tree_w = max(len(t.name) for t in trees) if len(trees) > 1 else 0
+    head = f"{'instances':>9} | {'scenario':<34} | " + (f"{'tree':<{tree_w}} | " if tree_w else "")
+    print(head + f"{'writes/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'412s':>6} | {'errors':>6} | {'lost':>4} | "
+          f"{'admin':>6} | {'redis':>6} | {'client':>6}")
+    widths = (9, 34) + ((tree_w,) if tree_w else ()) + (8, 7, 7, 6, 6, 4, 6, 6, 6)
+    print("-+-".join("-" * w for w in widths))
+    for count, label, tree, r in rows:
+        print(f"{count:>9} | {label:<34} | " + (f"{tree.name:<{tree_w}} | " if tree_w else "")
+              + f"{r['writes_s']:>8.0f} | {r['p50']:>7.1f} | {r['p99']:>7.1f} | {r['conflicts']:>6} | "
+              f"{r['errors']:>6} | {r['lost']:>4} | {r['admin_ms']:>6.2f} | {r['redis_ms']:>6.2f} | "
+              f"{r['client_ms']:>6.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="gevent workers per instance")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout whose ruleadmin runs each row too (alternating with this one)")
     args = ap.parse_args()
+    trees = ([args.baseline.resolve()] if args.baseline else []) + [ROOT]
     tmp = scratch_dir("rg-bench-")
     nodes, cluster = env_or_local_cluster("RULEADMIN_REDIS_NODES", tmp / "cluster")
+    redis_pids = [n.pid for n in cluster.nodes if n.pid is not None] if cluster is not None else []
     config = {"SECRET_KEY": uuid.uuid4().hex, "REDIS_NODES": nodes, "REDIS_MODE": "cluster",
               "WAIT_REPLICAS": 1, "WAIT_TIMEOUT_MS": 1000}
     app = create_app(config)
@@ -184,7 +295,7 @@ def main() -> int:
     own = [f"{shared}-{i}" for i in range(args.clients)]
     for ns in [shared, *own]:
         b.rules.create_namespace(ns)
-    servers: list[Service] = []
+    servers: dict[Path, list[Service]] = {tree: [] for tree in trees}
     rows = []
     direct = []
     try:
@@ -193,33 +304,26 @@ def main() -> int:
             direct.append((label, store_run(redis_config(app.config), namespaces, args.clients, args.seconds,
                                             per_rule)))
         for count in (1, 2):
-            while len(servers) < count:
-                port = free_port()
-                g = ruleadmin_service(f"ruleadmin #{len(servers) + 1}", port, server_env(config),
-                                      Path(tmp) / f"ruleadmin-{port}.log", workers=args.workers)
-                g.start()
-                servers.append(g)
-                g.wait_healthy()
-            urls = [s.url for s in servers]
-            for label, namespaces, per_rule in scenarios(own, shared):
-                res = run(urls, token, namespaces, args.clients, args.seconds, per_rule)
-                rows.append((count, label, res))
+            for tree in trees:
+                while len(servers[tree]) < count:
+                    servers[tree].append(start_instance(tree, len(servers[tree]) + 1, config, tmp, args.workers))
+            for i, (label, namespaces, per_rule) in enumerate(scenarios(own, shared)):
+                for tree in (trees if i % 2 == 0 else trees[::-1]):  # alternate which tree goes first
+                    res = run([s.url for s in servers[tree]], token, namespaces, args.clients, args.seconds,
+                              per_rule, servers[tree], redis_pids)
+                    rows.append((count, label, tree, res))
     finally:
-        for s in servers:
-            s.stop()
+        for group in servers.values():
+            for s in group:
+                s.stop()
         b.accounts.revoke_token(token_id)
         b.accounts.delete_user(user)
         b.close()
         if cluster is not None:
             cluster.stop()
-    print(f"\nruleadmin REST writes: {args.clients} concurrent clients, {args.seconds:.0f}s per row, "
-          f"{args.workers} gevent workers per instance, WAIT 1 replica\n")
-    print(f"{'instances':>9} | {'scenario':<34} | {'writes/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'412s':>6} | "
-          f"{'errors':>6} | {'lost':>4}")
-    print("-" * 9 + "-+-" + "-" * 34 + "-+-" + "-+-".join("-" * w for w in (8, 7, 7, 6, 6, 4)))
-    for count, label, r in rows:
-        print(f"{count:>9} | {label:<34} | {r['writes_s']:>8.0f} | {r['p50']:>7.1f} | {r['p99']:>7.1f} | "
-              f"{r['conflicts']:>6} | {r['errors']:>6} | {r['lost']:>4}")
+    rows.sort(key=lambda row: (row[0], [label for label, _n, _p in scenarios(own, shared)].index(row[1]),
+                               trees.index(row[2])))
+    print_rows(rows, args, trees)
     print("\nthe same scenarios through RuleStore in this process (no HTTP, no ruleadmin), one thread a client:\n")
     print(f"{'scenario':<34} | {'writes/s':>8} | {'412s':>6} | {'lost':>4}")
     print("-" * 34 + "-+-" + "-+-".join("-" * w for w in (8, 6, 4)))

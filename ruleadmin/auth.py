@@ -20,6 +20,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -49,8 +50,20 @@ class LogoutForm(FlaskForm):
     """An empty form: logging out is a CSRF-protected POST."""
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building the cookie signer for a request that carries no session
+    cookie (every API call): such a request gets the same new, empty session."""
+
+    def open_session(self, app: Flask, request) -> SecureCookieSession | None:
+        """Return a new empty session when there is no session cookie, else what Flask's interface returns."""
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
-    """Configure Flask-Login, the session lifetime check and the login/logout views."""
+    """Configure the sessions, Flask-Login, the session lifetime check and the login/logout views."""
+    app.session_interface = CookieSessions()
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"

@@ -12,6 +12,7 @@ from rulegate.errors import (
     ConflictError,
     CorruptDataError,
     NotFoundError,
+    RuleConflictError,
     ValidationError,
 )
 from rulegate.evaluator import Decision, Request, RuleSet, decide
@@ -25,14 +26,14 @@ from rulegate.history import (
     states_at,
 )
 from rulegate.history import page as history_page
-from rulegate.keyspace import NAMESPACES_KEY, Keys
-from rulegate.namespace import as_text
+from rulegate.keyspace import NAMESPACES_KEY
 from rulegate.outcomes import Outcomes, total
 from rulegate.schema import decode_rule, encode_rule, is_valid_id, validate_rule
 from rulegate.store import LogEntry, RuleStore, WriteResult, rule_hash
 
 from .display import iso_utc
 from .guards import SUMMARY_WINDOW, read_guards, read_outcomes
+from .known_rules import KnownRules
 
 __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
            "ValidationError", "HistoryUnavailableError", "LogTrimmedError", "RevisionMissingError",
@@ -68,9 +69,7 @@ class RuleService:
 
     def __init__(self, store: RuleStore):
         self.store = store
-        # namespaces are never removed (no command deletes one): a name seen once exists for good, and every
-        # write skips the round trip to the global set
-        self._existing: set[str] = set()
+        self.known = KnownRules()  # rule bytes this instance last wrote or read: pinned writes skip the no-op read
 
     # ---- namespaces ------------------------------------------------------------------------
     def namespaces(self) -> list[dict]:
@@ -79,19 +78,22 @@ class RuleService:
 
     def require_namespace(self, ns: str) -> None:
         """Return None when ns exists; raise NamespaceMissing otherwise."""
-        if ns in self._existing:
+        # namespaces are never removed (no command deletes one): a name seen once exists for good, and every
+        # write skips the round trip to the global set
+        if self.store.is_registered(ns):
             return
         if not is_valid_id(ns) or not self.store._call(self.store.client.sismember, NAMESPACES_KEY, ns):
             raise NamespaceMissing(ns)
-        if len(self._existing) < 100_000:
-            self._existing.add(ns)
+        self.store.note_registered(ns)
 
     def create_namespace(self, ns: str) -> bool:
         """Register a namespace name; return False when it already existed."""
         if not is_valid_id(ns):
             raise ValidationError({"name": "must match [a-z0-9][a-z0-9_.-]{0,63}"})
         self.store.init_namespace(ns)
-        return bool(self.store._call(self.store.client.sadd, NAMESPACES_KEY, ns))
+        added = bool(self.store._call(self.store.client.sadd, NAMESPACES_KEY, ns))
+        self.store.note_registered(ns)
+        return added
 
     # ---- rules -----------------------------------------------------------------------------
     def list_rules(self, ns: str) -> tuple[int, list[dict]]:
@@ -120,6 +122,7 @@ class RuleService:
         state = self.store.load(ns)
         if rule_id not in state.rules:
             raise NotFoundError(f"rule {rule_id!r} does not exist")
+        self.known.remember(ns, rule_id, state.revision, state.raw[rule_id])
         return state.revision, state.rules[rule_id], state.raw[rule_id]
 
     def prepare(self, data: Any, actor: str) -> dict:
@@ -138,6 +141,9 @@ class RuleService:
         rule = self.prepare(data, actor)
         if check is not None:
             check(rule)
+        result = self._pinned_write(ns, rule, expected_rev, expected_hash, actor)
+        if result is not None:
+            return rule, result
         if expected_rev is not None:
             same = self.unchanged(ns, rule)
             if same is not None:
@@ -150,27 +156,45 @@ class RuleService:
                 return same
         result = self.store.put_rule(ns, rule, expected_rev, actor, expected_hash=expected_hash,
                                      create_only=expected_rev is None and expected_hash is None)
+        self.known.remember(ns, rule["id"], result.revision, encode_rule(rule))
         return rule, result
+
+    def _pinned_write(self, ns: str, rule: dict, expected_rev: int | None, expected_hash: str | None,
+                      actor: str) -> WriteResult | None:
+        """Return the result of committing rule without the no-op read when the write's condition pins held bytes
+        (KnownRules) that differ from rule (so the save changes something); None when nothing is pinned, the held
+        rule equals rule, or (revision form) the held bytes turn out not to be the stored ones: then the read
+        decides. The revision form adds the held bytes' hash as a condition, checked by the commit script."""
+        digest = expected_hash if expected_hash != "*" else None
+        held = self.known.pinned(ns, rule["id"], expected_rev if digest is None else None, digest)
+        if held is None or _same_rule(held.raw, rule):
+            return None
+        try:
+            result = self.store.put_rule(ns, rule, expected_rev, actor, expected_hash=held.digest)
+        except RuleConflictError:
+            if digest is not None:
+                raise
+            self.known.forget(ns, rule["id"])
+            return None
+        self.known.remember(ns, rule["id"], result.revision, encode_rule(rule))
+        return result
 
     def unchanged(self, ns: str, rule: dict) -> tuple[dict, WriteResult] | None:
         """Return (stored rule, an `unchanged` result at the current revision) when the stored rule equals the
         validated `rule` apart from updated_by/updated_at (a save would change nothing); None otherwise."""
-        keys = Keys(ns)
-        pipe = self.store.client.pipeline(transaction=False)
-        pipe.get(keys.rev)
-        pipe.hget(keys.rules, rule["id"])
-        pipe.hget(keys.meta, "gen")
-        pipe.get(keys.rev)
-        rev, raw, gen, rev_after = self.store._call(pipe.execute)
-        if raw is None or rev != rev_after:
+        read = self.store.read_rule(ns, rule["id"])
+        if read is None:
+            return None
+        self.known.remember(ns, rule["id"], read.revision, read.raw)
+        if read.raw is None:
             return None
         try:
-            stored = decode_rule(raw)
+            stored = decode_rule(read.raw)
         except CorruptDataError:
             return None
         if _canonical(stored) != _canonical(rule):
             return None
-        return stored, WriteResult(int(rev or 0), as_text(gen or b""), 0, 0, unchanged=True)
+        return stored, WriteResult(read.revision, read.generation, 0, 0, unchanged=True)
 
     def _unchanged_at(self, ns: str, rev: int) -> WriteResult:
         return WriteResult(rev, self.store._generation(ns), 0, 0, unchanged=True)
@@ -180,6 +204,7 @@ class RuleService:
         """Delete a rule at expected_rev, or while it still has expected_hash; raise NotFoundError, ConflictError
         or RuleConflictError."""
         self.require_namespace(ns)
+        self.known.forget(ns, rule_id)
         return self.store.delete_rule(ns, rule_id, expected_rev, actor, expected_hash=expected_hash)
 
     def rebased(self, ns: str, rule_id: str, seen_rev: int, write: Callable[[int], WriteResult]) -> WriteResult:
@@ -399,6 +424,14 @@ def _fleet_status(beat, rev: int, gen: str, digest: str, silent_before: float) -
 
 def _canonical(rule: dict) -> dict:
     return {k: v for k, v in rule.items() if k not in STAMP_FIELDS}
+
+
+def _same_rule(raw: bytes, rule: dict) -> bool:
+    """Return True when the rule stored as raw equals rule apart from updated_by/updated_at (as unchanged())."""
+    try:
+        return _canonical(decode_rule(raw)) == _canonical(rule)
+    except CorruptDataError:
+        return False
 
 
 def _decode(raw: bytes | None) -> dict | None:

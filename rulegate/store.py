@@ -31,6 +31,7 @@ from .schema import MAX_RULES_PER_NAMESPACE, decode_rule, encode_rule, is_valid_
 log = logging.getLogger("rulegate.store")
 
 LOG_MAXLEN = 10_000
+MAX_REMEMBERED = 100_000  # namespace names a store remembers as registered
 # The encoded size limit of a namespace (sum of len(id) + len(msgpack value) over its rules). nginx keeps the
 # whole set as one msgpack payload (about this plus 7 bytes a rule) in `lua_shared_dict rulegate 64m`
 # (lua/conf/rulegate.conf), next to the slot map and its status keys: 16 MiB is a quarter of that dict.
@@ -80,6 +81,15 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class RuleRead:
+    """One rule read consistently with its namespace: revision, generation, the rule's stored bytes (None: absent)."""
+
+    revision: int
+    generation: str
+    raw: bytes | None
+
+
+@dataclass(frozen=True)
 class LogEntry:
     """One committed change: every (id, before, after) pair of one revision (None = absent)."""
 
@@ -114,6 +124,8 @@ class RuleStore:
         self.log_maxlen = log_maxlen
         self.max_rules = max_rules
         self.max_bytes = max_bytes
+        # namespaces known to be in NAMESPACES_KEY (nothing removes one): a commit skips the SADD for them
+        self._registered: set[str] = set()
 
     @classmethod
     def from_config(cls, cfg: RedisConfig, **kwargs) -> "RuleStore":
@@ -275,10 +287,23 @@ class RuleStore:
         return None
 
     def _remember_namespace(self, ns: str) -> None:
+        if ns in self._registered:
+            return
         try:
             self.client.sadd(NAMESPACES_KEY, ns)
         except REDIS_ERRORS as exc:
             log.warning("could not record namespace", extra={"ns": ns, "error": exc.__class__.__name__})
+            return
+        self.note_registered(ns)
+
+    def is_registered(self, ns: str) -> bool:
+        """Return True when this store saw ns in the namespace set (or added it): namespaces are never removed."""
+        return ns in self._registered
+
+    def note_registered(self, ns: str) -> None:
+        """Remember that ns is in the namespace set (up to MAX_REMEMBERED names; past that, checks go to Redis)."""
+        if len(self._registered) < MAX_REMEMBERED:
+            self._registered.add(ns)
 
     # ---- reads -----------------------------------------------------------------------------
     def revision(self, ns: str) -> int:
@@ -307,13 +332,34 @@ class RuleStore:
 
     def load_raw(self, ns: str) -> NamespaceRead:
         """Return (rev, generation, raw rules, digest) read consistently (rev checked before and after)."""
-        def run(cmds: list[tuple]) -> list:
-            pipe = self.client.pipeline(transaction=False)
-            for cmd in cmds:
-                pipe.execute_command(*cmd)
-            return self._call(pipe.execute)
+        return consistent_read(ns, lambda cmds: self.slot_read(ns, cmds))
 
-        return consistent_read(ns, run)
+    def read_rule(self, ns: str, rule_id: str) -> RuleRead | None:
+        """Return one rule's stored bytes with the namespace revision and generation, or None when the revision
+        moved during the read (one round trip)."""
+        keys = Keys(ns)
+        rev, raw, gen, rev_after = self.slot_read(ns, [("GET", keys.rev), ("HGET", keys.rules, rule_id),
+                                                           ("HGET", keys.meta, "gen"), ("GET", keys.rev)])
+        if rev != rev_after:
+            return None
+        return RuleRead(int(rev or 0), as_text(gen or b""), raw)
+
+    def slot_read(self, ns: str, cmds: list[tuple]) -> list:
+        """Return the replies of commands on keys of ns (one slot), sent in one round trip to the slot's master
+        on one connection; after a redirect or a connection error, through the cluster client's pipeline (which
+        follows redirects and refreshes the slot map; reads only). Raise StoreError."""
+        if isinstance(self.client, RedisCluster):
+            try:
+                with self._slot_route(Keys(ns)).client.pipeline(transaction=False) as pipe:
+                    for cmd in cmds:
+                        pipe.execute_command(*cmd)
+                    return pipe.execute()
+            except REDIS_ERRORS:  # MOVED, ASK, a lost node, a slot not in the map: the cluster pipeline's turn
+                pass
+        pipe = self.client.pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd)
+        return self._call(pipe.execute)
 
     def load(self, ns: str) -> NamespaceState:
         """Return the validated rules of ns; raise CorruptDataError naming the first bad rule."""
