@@ -10,6 +10,7 @@
 -- chunks stay until the next write (a reader that started on it can finish);
 -- a reader that finds a chunk gone (two writes during its read) retries.
 local mp = require("MessagePack")
+local mpdecode = require("rulegate.mpdecode")
 local snapshot = require("rulegate.snapshot")
 
 local ngx = ngx
@@ -43,7 +44,7 @@ local function decode_head(raw)
     if not raw then
         return nil
     end
-    local ok, head = pcall(mp.unpack, raw)
+    local ok, head = pcall(mpdecode.unpack, raw)
     if not ok or type(head) ~= "table" or type(head.id) ~= "string" or type(head.n) ~= "number" then
         return nil
     end

@@ -4,6 +4,7 @@
 -- digest mismatch or an undecodable entry), validation, snapshot file,
 -- stale-if-error, fleet heartbeat. Never on the request path.
 local mp = require("MessagePack")
+local mpdecode = require("rulegate.mpdecode")
 local cjson = require("cjson.safe")
 local cluster = require("rulegate.cluster")
 local schema = require("rulegate.schema")
@@ -122,7 +123,7 @@ function _M.decode_rules(raw_rules, pause)
         if pause then
             pause()
         end
-        local ok, rule = pcall(mp.unpack, raw)
+        local ok, rule = pcall(mpdecode.unpack, raw)
         if not ok then
             return nil, "rule " .. tostring(id) .. ": undecodable msgpack"
         end
@@ -162,7 +163,7 @@ end
 
 -- One stored rule decoded and checked, or nil, reason.
 local function decode_one(id, value)
-    local ok, rule = pcall(mp.unpack, value)
+    local ok, rule = pcall(mpdecode.unpack, value)
     if not ok then
         return nil, "rule " .. id .. ": undecodable msgpack"
     end
@@ -189,7 +190,7 @@ local function walk_deltas(dict, from, to, routes, fn)
         if not raw then
             return nil
         end
-        local ok, d = pcall(mp.unpack, raw)
+        local ok, d = pcall(mpdecode.unpack, raw)
         if not ok or type(d) ~= "table" or type(d.changes) ~= "table" then
             return nil
         end
@@ -743,7 +744,7 @@ local function apply_entries(dict, entries)
         return nil, reason
     end
     for _, e in ipairs(entries) do
-        local ok, changes = pcall(mp.unpack, e.changes)
+        local ok, changes = pcall(mpdecode.unpack, e.changes)
         if not ok or type(changes) ~= "table" then
             return fail("log revision " .. e.rev .. ": undecodable changes")
         end
