@@ -45,6 +45,18 @@ for _, decl in ipairs({
 end
 
 local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0x40, 0x200
+
+-- zlib's crc32() (nginx links zlib for gzip): the snapshot file's CRC over
+-- megabytes in C, ~13 ms at 10,000 rules in Lua; the Lua CRC when it is absent
+pcall(ffi.cdef, "unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);")
+local zlib_crc32 = nil
+do
+    local ok, fn = pcall(function() return C.crc32 end)
+    if ok and fn and tonumber(fn(0, "123456789", 9)) == 0xcbf43926 then
+        zlib_crc32 = fn
+    end
+end
+_M.ZLIB_CRC = zlib_crc32 ~= nil
 local packers = mp.packers
 
 
@@ -325,15 +337,24 @@ end
 -- The snapshot file's pieces for a payload given as pieces (its prefix, then
 -- runs of rules): the header line, then the pieces; the CRC runs over them
 -- with pause between pieces, never over one concatenated copy.
-function _M.frame_pieces(pieces, pause)
-    local state, len = nil, 0
+function _M.frame_pieces(pieces, pause, lua_crc)
+    local state, crc, len = nil, 0, 0
+    local zcrc = not lua_crc and zlib_crc32
     for _, piece in ipairs(pieces) do
-        state, len = running_crc.update(state, piece), len + #piece
+        if zcrc then
+            crc = tonumber(zcrc(crc, piece, #piece))
+        else
+            state = running_crc.update(state, piece)
+        end
+        len = len + #piece
         if pause then
             pause()
         end
     end
-    local out = { format("%s %08x %d\n", _M.MAGIC, running_crc.finish(state), len) }
+    if not zcrc then
+        crc = running_crc.finish(state)
+    end
+    local out = { format("%s %08x %d\n", _M.MAGIC, crc, len) }
     for i, piece in ipairs(pieces) do
         out[i + 1] = piece
     end
