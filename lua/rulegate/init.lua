@@ -206,7 +206,7 @@ end
 
 -- Compile the dict's payload (version ver); installed unless another set was
 -- installed while a yielding compile ran.
-local function compile_ver_now(ver, pause)
+local function compile_ver(ver, pause)
     local from = current.ver
     local rs, routes, retry = sync.compile_current(conf.shm, ver, pause)
     if not rs then
@@ -221,16 +221,6 @@ local function compile_ver_now(ver, pause)
         install(ver, rs, routes)
     end
     return rs
-end
-
-
--- compile_ver_now; in a timer (pause given) with the collector held off until
--- the new set is installed (sync.gc_held)
-local function compile_ver(ver, pause)
-    if pause then
-        return sync.gc_held(compile_ver_now, ver, pause)
-    end
-    return compile_ver_now(ver)
 end
 
 

@@ -38,9 +38,6 @@ local random = math.random
 local floor = math.floor
 local find = string.find
 local select = select
-local unpack = unpack
-local maxn = table.maxn
-local collectgarbage = collectgarbage
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -126,42 +123,6 @@ function _M.pauser(every)
             end
         end
     end
-end
-
-
-local gc_holds = 0 -- full loads under way in this worker with the collector held off (gc_held)
-local GC_CYCLE_AFTER_KB = 1024 -- allocated during a held-off load, above which a cycle follows it
-local GC_STEP_KB = 64 -- collector steps between two looks at the clock in the cycle after a full load (~0.4 ms)
-
-
--- fn(...) with the garbage collector held off, then one whole collection
--- cycle in steps, yielding as pauser() does; fn's results (its error raised again).
--- A full load keeps the set it replaces live until the new one is installed:
--- a cycle during the load marks both (about 3 ms of CPU per MiB on the bench
--- machine), and lets the heap grow to twice that before it ends. Held off,
--- the heap peaks at the old set plus what the load allocates, and the one
--- cycle after it marks only the new set. The collector runs again whatever
--- fn does (errors included); nested holds release on the last one. No cycle
--- is forced when fn allocated little (a refused or regressed revision).
-function _M.gc_held(fn, ...)
-    gc_holds = gc_holds + 1
-    collectgarbage("stop")
-    local kb = collectgarbage("count")
-    local res = { pcall(fn, ...) }
-    gc_holds = gc_holds - 1
-    if gc_holds == 0 then
-        collectgarbage("restart")
-    end
-    if gc_holds == 0 and collectgarbage("count") - kb > GC_CYCLE_AFTER_KB then
-        local pause = _M.pauser(1)
-        while gc_holds == 0 and not collectgarbage("step", GC_STEP_KB) do -- (a hold that began meanwhile takes over)
-            pause()
-        end
-    end
-    if not res[1] then
-        error(res[2], 0)
-    end
-    return unpack(res, 2, maxn(res))
 end
 
 
@@ -1050,7 +1011,7 @@ function _M.run_once(conf)
     end
     local changed = false
     if not got.unchanged then
-        local ok, state, aerr = _M.gc_held(apply, conf, got, held_rev, held_gen)
+        local ok, state, aerr = apply(conf, got, held_rev, held_gen)
         if not ok then
             set_state(conf, state, aerr)
             heartbeat(conf, cl, false)
