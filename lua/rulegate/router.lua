@@ -500,52 +500,61 @@ local function finish_route(route)
 end
 
 
--- Compile a list of (validated, normalised) rules at a revision into a rule set;
--- pause, when given, is called between rules (a cooperative yield).
-function _M.compile(rules, revision, pause)
+-- A rule set built one rule at a time: new_set(revision), add(rs, rule) for
+-- every (validated, normalised) rule, then finish(rs, pause). Callers that
+-- decode rules one by one add each as it is decoded, so the decoded rules are
+-- garbage as soon as they are compiled instead of all held until the compile.
+function _M.new_set(revision)
     local rev = revision or 0
-    local rs = {
+    return {
         revision = rev, exact = {}, wildcard = {}, any_host = nil, count = 0,
         pass = { action = "pass", revision = rev },
         revision_text = tostring(rev), -- for the response header, built once
+        building = {}, -- the host indexes made so far (finish() completes them)
     }
-    local indexes = {}
-    for _, rule in ipairs(rules) do
-        rs.count = rs.count + 1
-        if pause then
-            pause()
+end
+
+
+function _M.add(rs, rule)
+    rs.count = rs.count + 1
+    if rule.enabled == false then
+        return
+    end
+    local host = rule.route.host
+    local index
+    if host == "*" then
+        index = rs.any_host
+        if not index then
+            index = { by_path = {} }
+            rs.any_host = index
+            rs.building[#rs.building + 1] = index
         end
-        if rule.enabled ~= false then
-            local host = rule.route.host
-            local index
-            if host == "*" then
-                index = rs.any_host
-                if not index then
-                    index = { by_path = {} }
-                    rs.any_host = index
-                    indexes[#indexes + 1] = index
-                end
-            else
-                local map, k = rs.exact, host
-                if sub(host, 1, 2) == "*." then
-                    map, k = rs.wildcard, sub(host, 2)
-                end
-                index = map[k]
-                if not index then
-                    index = { by_path = {} }
-                    map[k] = index
-                    indexes[#indexes + 1] = index
-                end
-            end
-            local path = rule.route.path
-            local route = index.by_path[path]
-            if not route then
-                route = { degrades = {}, splits = {} }
-                index.by_path[path] = route
-            end
-            add_rule(route, rule, rev)
+    else
+        local map, k = rs.exact, host
+        if sub(host, 1, 2) == "*." then
+            map, k = rs.wildcard, sub(host, 2)
+        end
+        index = map[k]
+        if not index then
+            index = { by_path = {} }
+            map[k] = index
+            rs.building[#rs.building + 1] = index
         end
     end
+    local path = rule.route.path
+    local route = index.by_path[path]
+    if not route then
+        route = { degrades = {}, splits = {} }
+        index.by_path[path] = route
+    end
+    add_rule(route, rule, rs.revision)
+end
+
+
+-- The set add() built, ready to decide(); pause as in compile().
+function _M.finish(rs, pause)
+    local indexes = rs.building
+    rs.building = nil
     for _, index in ipairs(indexes) do
         local seen, lengths = {}, {}
         for path, route in pairs(index.by_path) do
@@ -562,6 +571,20 @@ function _M.compile(rules, revision, pause)
         index.lengths = lengths
     end
     return rs
+end
+
+
+-- Compile a list of (validated, normalised) rules at a revision into a rule set;
+-- pause, when given, is called between rules (a cooperative yield).
+function _M.compile(rules, revision, pause)
+    local rs = _M.new_set(revision)
+    for _, rule in ipairs(rules) do
+        if pause then
+            pause()
+        end
+        _M.add(rs, rule)
+    end
+    return _M.finish(rs, pause)
 end
 
 

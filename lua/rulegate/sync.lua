@@ -193,6 +193,17 @@ local function decode_one(id, value, checked)
 end
 
 
+-- Compile one decoded rule into a set being built (router.add): true, or
+-- nil, err.
+local function add_rule(rs, rule)
+    local ok, err = pcall(router.add, rs, rule)
+    if not ok then
+        return nil, "rule set does not compile: " .. tostring(err)
+    end
+    return true
+end
+
+
 -- Follow the deltas the syncing worker published from version `from` to `to`:
 -- fn(delta, changes (id -> decoded rule | false), before (id -> old route))
 -- per delta, then routes (id -> route) is updated in place. true, or nil when
@@ -265,19 +276,21 @@ end
 -- replaced during the read, or the deltas from it are gone; try again on the
 -- next tick).
 function _M.compile_current(dict, ver, pause)
-    local list, routes = {}, {}
+    local rs, routes = nil, {}
     local head, err, retry = payload.read(dict, function(id, value, phead)
         local rule, rerr = decode_one(id, value, phead.checked == CHECKED_BY)
         if not rule then
             return nil, rerr
         end
-        list[#list + 1], routes[id] = rule, rule.route
-        return true
+        routes[id] = rule.route
+        rs = rs or router.new_set(phead.revision)
+        return add_rule(rs, rule) -- compiled as it is read: the decoded rule is garbage at once
     end, pause)
     if not head then
         return nil, err, retry
     end
-    local ok, rs = pcall(router.compile, list, head.revision, pause)
+    local ok
+    ok, rs = pcall(router.finish, rs or router.new_set(head.revision), pause)
     if not ok then
         return nil, "rule set does not compile: " .. tostring(rs)
     end
@@ -791,29 +804,33 @@ end
 
 
 -- Compile a list of decoded rules at a revision, yielding; rs or nil, err.
-local function compile_rules(list, got)
-    local ok, rs = pcall(router.compile, list, got.rev, _M.pauser(PAUSE_EVERY))
+
+
+-- Decode, check and compile a full read (yielding), each rule compiled as it
+-- is decoded (as decode_rules, then router.compile); rs, routes by id, or nil, err.
+local function compile_raw(got)
+    local pause = _M.pauser(PAUSE_EVERY)
+    local rs, routes = router.new_set(got.rev), {}
+    for id, raw in pairs(got.raw) do
+        pause()
+        local rule, err = decode_one(id, raw)
+        if not rule then
+            return nil, err
+        end
+        routes[id] = rule.route
+        local ok
+        ok, err = add_rule(rs, rule)
+        if not ok then
+            return nil, err
+        end
+    end
+    local ok
+    ok, rs = pcall(router.finish, rs, _M.pauser(PAUSE_EVERY))
     if not ok then
         return nil, "rule set does not compile: " .. tostring(rs)
     end
     rs.generation = got.gen
-    return rs
-end
-
-
--- Decode, check and compile a full read (yielding); rs, routes by id, or nil, err.
-local function compile_raw(got)
-    local list, err = _M.decode_rules(got.raw, _M.pauser(PAUSE_EVERY))
-    if not list then
-        return nil, err
-    end
-    local routes = {}
-    for _, rule in ipairs(list) do
-        routes[rule.id] = rule.route
-    end
-    local rs
-    rs, err = compile_rules(list, got)
-    return rs, rs and routes or err
+    return rs, routes
 end
 
 
