@@ -78,6 +78,19 @@ local function hex_of(acc)
 end
 
 
+-- SHA-1 of stored bytes (20 bytes): a compiled rule's identity (sync.lua
+-- reuses it for the same bytes in a full reload).
+function _M.sig(value)
+    if add == add_ffi then
+        C.SHA1_Init(ctx)
+        C.SHA1_Update(ctx, value, #value)
+        C.SHA1_Final(md, ctx)
+        return ffi.string(md, 20)
+    end
+    return sha1_bin(value)
+end
+
+
 -- The digest of a rule set given as { [id] = stored bytes }; pause, when
 -- given, is called after every rule (a cooperative yield); lua_sha: hash
 -- with ngx.sha1_bin (the reference the OpenSSL path is checked against).

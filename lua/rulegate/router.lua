@@ -465,17 +465,18 @@ end
 
 
 -- Compile one enabled rule into its route's degrades or splits (each item's
--- methods: the set it accepts, nil for any).
+-- methods: the set it accepts, nil for any; route: the rule's, for add_compiled).
 local function add_rule(route, rule, rev)
+    local item
     if rule.kind == "split" then
-        local item = compile_split(rule, rev)
-        item.methods = methods_set(rule.route)
+        item = compile_split(rule, rev)
         route.splits[#route.splits + 1] = item
     else
-        local item = compile_degrade(rule, rev)
-        item.methods = methods_set(rule.route)
+        item = compile_degrade(rule, rev)
         route.degrades[#route.degrades + 1] = item
     end
+    item.methods, item.route = methods_set(rule.route), rule.route
+    return item
 end
 
 
@@ -515,12 +516,9 @@ function _M.new_set(revision)
 end
 
 
-function _M.add(rs, rule)
-    rs.count = rs.count + 1
-    if rule.enabled == false then
-        return
-    end
-    local host = rule.route.host
+-- The route table of a set being built for a rule route {host, path}.
+local function route_for(rs, rule_route)
+    local host = rule_route.host
     local index
     if host == "*" then
         index = rs.any_host
@@ -541,13 +539,61 @@ function _M.add(rs, rule)
             rs.building[#rs.building + 1] = index
         end
     end
-    local path = rule.route.path
+    local path = rule_route.path
     local route = index.by_path[path]
     if not route then
         route = { degrades = {}, splits = {} }
         index.by_path[path] = route
     end
-    add_rule(route, rule, rs.revision)
+    return route
+end
+
+
+-- Compile one rule into the set; returns its compiled item (nil when disabled).
+function _M.add(rs, rule)
+    rs.count = rs.count + 1
+    if rule.enabled == false then
+        return nil
+    end
+    return add_rule(route_for(rs, rule.route), rule, rs.revision)
+end
+
+
+-- Add a compiled item of another set (items()): what add() of the rule it was
+-- compiled from would add (items do not depend on the set's revision: decide()
+-- sets it on the decision it returns).
+function _M.add_compiled(rs, item)
+    rs.count = rs.count + 1
+    local route = route_for(rs, item.route)
+    if item.checks then -- a split rule
+        route.splits[#route.splits + 1] = item
+    else
+        route.degrades[#route.degrades + 1] = item
+    end
+end
+
+
+-- id -> compiled item of every enabled rule of a set (disabled rules have none).
+function _M.items(rs)
+    local out = {}
+    local function from(index)
+        for _, route in pairs(index.by_path) do
+            for _, list in ipairs({ route.degrades, route.splits }) do
+                for i = 1, #list do
+                    out[list[i].rule_id] = list[i]
+                end
+            end
+        end
+    end
+    for _, map in ipairs({ rs.exact, rs.wildcard }) do
+        for _, index in pairs(map) do
+            from(index)
+        end
+    end
+    if rs.any_host then
+        from(rs.any_host)
+    end
+    return out
 end
 
 

@@ -193,12 +193,32 @@ local function decode_one(id, value, checked)
 end
 
 
--- Compile one decoded rule into a set being built (router.add): true, or
--- nil, err.
-local function add_rule(rs, rule)
-    local ok, err = pcall(router.add, rs, rule)
+-- Add stored rule id (bytes value) to a set being built (router.new_set),
+-- its route to routes: the compiled item of the same bytes in reuse (id ->
+-- item: router.items of the set this worker serves; an item's sig is the SHA-1
+-- of the bytes it was compiled from) when there is one, else decoded, checked
+-- (unless checked, see CHECKED_BY) and compiled. A full reload of a namespace
+-- whose rules did not change (a new generation, a digest mismatch, a worker
+-- catching up) decodes and compiles none of them. true, or nil, err.
+local function load_rule(rs, routes, reuse, id, value, checked)
+    local sig = digest.sig(value)
+    local item = reuse and reuse[id]
+    if item and item.sig == sig then
+        routes[id] = item.route
+        router.add_compiled(rs, item)
+        return true
+    end
+    local rule, err = decode_one(id, value, checked)
+    if not rule then
+        return nil, err
+    end
+    routes[id] = rule.route
+    local ok, res = pcall(router.add, rs, rule)
     if not ok then
-        return nil, "rule set does not compile: " .. tostring(err)
+        return nil, "rule set does not compile: " .. tostring(res)
+    end
+    if res then
+        res.sig = sig
     end
     return true
 end
@@ -274,17 +294,15 @@ end
 -- brought to version ver by the deltas published since the payload was
 -- written. rs, routes (id -> route) or nil, err, retry (true: the payload was
 -- replaced during the read, or the deltas from it are gone; try again on the
--- next tick).
-function _M.compile_current(dict, ver, pause)
+-- next tick). serving, when given, is the set this worker serves: the rules
+-- it holds with the same bytes are not compiled again (load_rule).
+function _M.compile_current(dict, ver, pause, serving)
     local rs, routes = nil, {}
+    local reuse = serving and router.items(serving)
     local head, err, retry = payload.read(dict, function(id, value, phead)
-        local rule, rerr = decode_one(id, value, phead.checked == CHECKED_BY)
-        if not rule then
-            return nil, rerr
-        end
-        routes[id] = rule.route
         rs = rs or router.new_set(phead.revision)
-        return add_rule(rs, rule) -- compiled as it is read: the decoded rule is garbage at once
+        -- compiled as it is read: the decoded rule is garbage at once
+        return load_rule(rs, routes, reuse, id, value, phead.checked == CHECKED_BY)
     end, pause)
     if not head then
         return nil, err, retry
@@ -807,19 +825,17 @@ end
 
 
 -- Decode, check and compile a full read (yielding), each rule compiled as it
--- is decoded (as decode_rules, then router.compile); rs, routes by id, or nil, err.
-local function compile_raw(got)
+-- is decoded (as decode_rules, then router.compile), the rules of the set
+-- served (conf.serving) with the same bytes reused (load_rule); rs, routes by
+-- id, or nil, err.
+local function compile_raw(conf, got)
     local pause = _M.pauser(PAUSE_EVERY)
     local rs, routes = router.new_set(got.rev), {}
+    local serving = conf.serving and conf.serving()
+    local reuse = serving and router.items(serving)
     for id, raw in pairs(got.raw) do
         pause()
-        local rule, err = decode_one(id, raw)
-        if not rule then
-            return nil, err
-        end
-        routes[id] = rule.route
-        local ok
-        ok, err = add_rule(rs, rule)
+        local ok, err = load_rule(rs, routes, reuse, id, raw, false)
         if not ok then
             return nil, err
         end
@@ -873,7 +889,7 @@ local function apply(conf, got, held_rev, held_gen)
             err = "rule set does not compile: " .. tostring(res)
         end
     else -- a full read, or a delta with no compiled set to start from: decode and compile all
-        rs, routes = compile_raw(got)
+        rs, routes = compile_raw(conf, got)
         err = not rs and routes or nil
         routes = rs and got.routes or routes -- a delta: keep the held map (updated in place)
     end
