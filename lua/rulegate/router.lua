@@ -446,7 +446,7 @@ end
 
 -- The methods some rule of a route accepts: nil when one of them accepts any method.
 local function accepted_methods(route)
-    local set = {}
+    local set
     local list = route.degrades
     for _ = 1, 2 do
         for i = 1, #list do
@@ -454,13 +454,14 @@ local function accepted_methods(route)
             if methods == nil then
                 return nil
             end
+            set = set or {}
             for m in pairs(methods) do
                 set[m] = true
             end
         end
         list = route.splits
     end
-    return set
+    return set or {}
 end
 
 
@@ -487,14 +488,16 @@ local NONE = setmetatable({}, { __newindex = function() error("router.NONE is re
 
 -- A built route's lists sorted, its accepted methods set, empty lists shared.
 local function finish_route(route)
-    if #route.degrades == 0 then
+    local n = #route.degrades
+    if n == 0 then
         route.degrades = NONE
-    else
+    elseif n > 1 then
         sort(route.degrades, by_rule_id)
     end
-    if #route.splits == 0 then
+    n = #route.splits
+    if n == 0 then
         route.splits = NONE
-    else
+    elseif n > 1 then
         sort(route.splits, by_rule_id)
     end
     route.accepts = accepted_methods(route)
@@ -529,7 +532,7 @@ local function route_for(rs, rule_route)
         end
     else
         local map, k = rs.exact, host
-        if sub(host, 1, 2) == "*." then
+        if byte(host, 1) == 42 and byte(host, 2) == 46 then -- "*."
             map, k = rs.wildcard, sub(host, 2)
         end
         index = map[k]
@@ -578,10 +581,13 @@ function _M.items(rs)
     local out = {}
     local function from(index)
         for _, route in pairs(index.by_path) do
-            for _, list in ipairs({ route.degrades, route.splits }) do
+            local list = route.degrades
+            for _ = 1, 2 do
                 for i = 1, #list do
-                    out[list[i].rule_id] = list[i]
+                    local item = list[i]
+                    out[item.rule_id] = item
                 end
+                list = route.splits
             end
         end
     end
