@@ -576,11 +576,15 @@ function _M.add_compiled(rs, item)
 end
 
 
--- id -> compiled item of every enabled rule of a set (disabled rules have none).
-function _M.items(rs)
+-- id -> compiled item of every enabled rule of a set (disabled rules have
+-- none); pause, when given, is called between routes.
+function _M.items(rs, pause)
     local out = {}
     local function from(index)
         for _, route in pairs(index.by_path) do
+            if pause then
+                pause()
+            end
             local list = route.degrades
             for _ = 1, 2 do
                 for i = 1, #list do

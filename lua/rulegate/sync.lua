@@ -298,7 +298,7 @@ end
 -- it holds with the same bytes are not compiled again (load_rule).
 function _M.compile_current(dict, ver, pause, serving)
     local rs, routes = nil, {}
-    local reuse = serving and router.items(serving)
+    local reuse = serving and router.items(serving, pause)
     local head, err, retry = payload.read(dict, function(id, value, phead)
         rs = rs or router.new_set(phead.revision)
         -- compiled as it is read: the decoded rule is garbage at once
@@ -832,7 +832,7 @@ local function compile_raw(conf, got)
     local pause = _M.pauser(PAUSE_EVERY)
     local rs, routes = router.new_set(got.rev), {}
     local serving = conf.serving and conf.serving()
-    local reuse = serving and router.items(serving)
+    local reuse = serving and router.items(serving, pause)
     for id, raw in pairs(got.raw) do
         pause()
         local ok, err = load_rule(rs, routes, reuse, id, raw, false)
