@@ -1,11 +1,12 @@
 """Memory of nginx workers holding a large namespace: Lua heap after a full GC and RSS, per worker; prints a table.
 
-    python bench/nginx_memory.py [--rules 20000] [--workers 2]
+    python bench/nginx_memory.py [--rules 20000] [--workers 2] [--lua DIR]
 
 Starts a private 6-node cluster and one nginx (all stopped by pid at the end), loads --rules split rules (as
 bench/reload.py), waits until every worker serves them and a few deltas went through, then asks each worker for
 `collectgarbage("count")` after `collectgarbage()` and reads its RSS from /proc. The baseline is the raw size of the
 rule set (the stored msgpack bytes); ratios are per worker against it. Numbers are for comparison, never assertions.
+`--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import rulegate_dev.nginx  # noqa: E402
 from bench.reload import load_rules, make_rule  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
@@ -38,7 +40,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--lua", type=Path, help="run nginx with this directory's Lua modules (another tree's lua/)")
     args = parser.parse_args()
+    if args.lua:
+        rulegate_dev.nginx.LUA_DIR = args.lua.resolve()
     tmp = str(scratch_dir("rulegate-memory-"))
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()

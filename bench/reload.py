@@ -1,6 +1,6 @@
 """What one rule change and one full reload cost a gateway (Python agent and nginx); prints a table.
 
-    python bench/reload.py [--rules 1000,10000] [--changes 10] [--workers 1] [--nginx-only]
+    python bench/reload.py [--rules 1000,10000] [--changes 10] [--workers 1] [--nginx-only] [--lua DIR]
 
 Starts a private 6-node cluster (rulegate_dev.LocalCluster), one sidecar child process and one
 nginx (--workers workers, default 1) per size; all are stopped (by pid) at the end. Per size:
@@ -12,14 +12,16 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   (/proc) over `--changes` changes minus an idle window of the same length, per change.
 - Full-reload CPU: agent = thread CPU of `Syncer.full_reload()` holding none of the bytes read (its
   compile cache emptied) and again holding all of them (what a new generation id costs); nginx = worker
-  CPU around a forced full reload (a new generation id in meta) with no traffic, minus idle; the worker's
+  CPU around a forced full reload with no traffic, minus idle: every rule's bytes rewritten first (none of
+  the served set reusable), and a new generation id alone (the same bytes); the worker's
   polling of /rulegate/status (every 10 ms per change, every 250 ms during the full reload) is
   included in both nginx CPU rows. With several workers: the syncing worker's CPU, then the
   others' (they compile what it published).
 - Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
   rest and during a forced full reload (new generation id, until every worker serves it; for the sidecar
-  also with every rule's bytes rewritten first); max and p50. With several nginx workers the requests
-  go round-robin over one keep-alive connection per worker.
+  and nginx also with every rule's bytes rewritten first); max and p50. With several nginx workers the
+  requests go round-robin over one keep-alive connection per worker.
+- `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
 Numbers are for comparison, not assertions.
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+import rulegate_dev.nginx  # noqa: E402
 from gateway_agent import RuleClient  # noqa: E402
 from gateway_agent.compiled import CompileCache  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
@@ -244,7 +247,7 @@ def pinned_connections(port: int, workers: int) -> list[http.client.HTTPConnecti
 
 
 def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
-                  changes: int, tmp: str, workers: int = 1) -> dict:
+                  changes: int, tmp: str, workers: int = 1, count: int = 0) -> dict:
     echo = free_port()
     http_body = gateway_http(
         upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
@@ -315,20 +318,27 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
             return (s["generation"] != before["generation"]
                     and s["worker_compiles"] >= before["worker_compiles"] + len(others))
 
-        gen_before = status()
-        cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
-        t0 = time.monotonic()
-        new_generation(cluster, ns)
-        deadline = time.monotonic() + 60
-        while not all_serve(gen_before) and time.monotonic() < deadline:
-            time.sleep(0.25)  # few polls: their own CPU would count
-        full = [max(0.0, worker_cpu(p) - cpu0[p] - idle * (time.monotonic() - t0) / idle_s) for p in cpu0]
+        def reload_cpu(rewrite: int) -> list[float]:
+            """CPU of each worker (syncing first) for one forced full reload."""
+            gen_before = status()
+            cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
+            t0 = time.monotonic()
+            new_generation(cluster, ns, rewrite)
+            deadline = time.monotonic() + 60
+            while not all_serve(gen_before) and time.monotonic() < deadline:
+                time.sleep(0.25)  # few polls: their own CPU would count
+            return [max(0.0, worker_cpu(p) - cpu0[p] - idle * (time.monotonic() - t0) / idle_s) for p in cpu0]
+
+        full = reload_cpu(0)
+        cold_cpu = reload_cpu(count)
 
         rest = latencies(send, 2.0)
         gen_before = status()
         busy = during_reload(send, lambda: new_generation(cluster, ns), lambda: all_serve(gen_before))
+        gen_before = status()
+        cold = during_reload(send, lambda: new_generation(cluster, ns, count), lambda: all_serve(gen_before))
         return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "rest": rest, "busy": busy,
-                "reloads": reloads, "deltas": deltas}
+                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold}
     finally:
         gw.stop()
 
@@ -339,7 +349,10 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     parser.add_argument("--nginx-only", action="store_true", help="skip the Python agent and sidecar")
+    parser.add_argument("--lua", type=Path, help="run nginx with this directory's Lua modules (another tree's lua/)")
     args = parser.parse_args()
+    if args.lua:
+        rulegate_dev.nginx.LUA_DIR = args.lua.resolve()
     tmp = str(scratch_dir("rulegate-reload-"))
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()
@@ -362,16 +375,17 @@ def main() -> int:
             else:
                 a = agent_numbers(cluster, store, ns, master)
                 side = sidecar_latency(cluster, ns, count, tmp)
-            g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp, args.workers)
+            g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp, args.workers, count)
             rows += [
                 (f"{count} rules, one-rule change: Redis bytes read", f"{a['bytes']:,.0f} B", f"{g['bytes']:,.0f} B"),
                 (f"{count} rules, one-rule change: CPU", f"{a['cpu'] * 1000:.2f} ms", f"{g['cpu'] * 1000:.1f} ms"),
                 (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms",
+                 " / ".join(f"{c * 1000:.0f} ms" for c in g["cold_cpu"])),
+                (f"{count} rules, full reload of bytes held (new generation): CPU", f"{a['warm'] * 1000:.0f} ms",
                  " / ".join(f"{c * 1000:.0f} ms" for c in g["full"])),
-                (f"{count} rules, full reload of bytes held (new generation): CPU", f"{a['warm'] * 1000:.0f} ms", ""),
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
                 (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
-                (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ""),
+                (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ms(g["cold"])),
                 (f"{count} rules, nginx counters after the changes", "", f"full_reloads={g['reloads']} "
                                                                           f"deltas_applied={g['deltas']}"),
             ]

@@ -2,6 +2,7 @@
 -- SHA-1(id .. "\n" .. stored bytes) over its rules, as 40 lowercase hex digits.
 -- The commit script keeps the store's copy in {rg:<ns>}:meta "digest".
 local bit = require("bit")
+local ffi = require("ffi")
 
 local ngx = ngx
 local sha1_bin = ngx.sha1_bin
@@ -21,13 +22,51 @@ _M.EMPTY = "0000000000000000000000000000000000000000"
 
 
 -- XOR one rule's hash into acc (five 32-bit words).
-local function add(acc, id, value)
+local function add_lua(acc, id, value)
     local h = sha1_bin(id .. "\n" .. value)
     for w = 0, 4 do
         local a, b, c, d = byte(h, w * 4 + 1, w * 4 + 4)
         acc[w + 1] = bxor(acc[w + 1], bor(lshift(a, 24), lshift(b, 16), lshift(c, 8), d))
     end
 end
+
+
+-- The same through OpenSSL's SHA1_* (nginx links libcrypto), fed id, "\n" and
+-- the value in turn: no concatenated copy and no digest string per rule
+-- (~40 ms of a 10,000-rule full reload otherwise). add_lua when absent.
+pcall(ffi.cdef, [[
+typedef struct { uint64_t opaque[32]; } rulegate_sha1_ctx; /* OpenSSL's SHA_CTX is 96 bytes */
+int SHA1_Init(rulegate_sha1_ctx *c);
+int SHA1_Update(rulegate_sha1_ctx *c, const void *data, size_t len);
+int SHA1_Final(unsigned char *md, rulegate_sha1_ctx *c);
+]])
+local C = ffi.C
+local ctx = ffi.new("rulegate_sha1_ctx")
+local md = ffi.new("unsigned char[20]")
+
+local function add_ffi(acc, id, value)
+    C.SHA1_Init(ctx)
+    C.SHA1_Update(ctx, id, #id)
+    C.SHA1_Update(ctx, "\n", 1)
+    C.SHA1_Update(ctx, value, #value)
+    C.SHA1_Final(md, ctx)
+    for w = 0, 4 do
+        local i = w * 4
+        acc[w + 1] = bxor(acc[w + 1], bor(lshift(md[i], 24), lshift(md[i + 1], 16), lshift(md[i + 2], 8), md[i + 3]))
+    end
+end
+
+local add = add_lua
+do
+    local a, b = { 0, 0, 0, 0, 0 }, { 0, 0, 0, 0, 0 }
+    if pcall(add_ffi, a, "r1", "\x81\xa2id\xa2r1") then
+        add_lua(b, "r1", "\x81\xa2id\xa2r1")
+        if a[1] == b[1] and a[2] == b[2] and a[3] == b[3] and a[4] == b[4] and a[5] == b[5] then
+            add = add_ffi
+        end
+    end
+end
+_M.FFI_SHA1 = add == add_ffi
 
 
 local function hex_of(acc)
@@ -39,12 +78,27 @@ local function hex_of(acc)
 end
 
 
+-- SHA-1 of stored bytes (20 bytes): a compiled rule's identity (sync.lua
+-- reuses it for the same bytes in a full reload).
+function _M.sig(value)
+    if add == add_ffi then
+        C.SHA1_Init(ctx)
+        C.SHA1_Update(ctx, value, #value)
+        C.SHA1_Final(md, ctx)
+        return ffi.string(md, 20)
+    end
+    return sha1_bin(value)
+end
+
+
 -- The digest of a rule set given as { [id] = stored bytes }; pause, when
--- given, is called after every rule (a cooperative yield).
-function _M.of(raw_rules, pause)
+-- given, is called after every rule (a cooperative yield); lua_sha: hash
+-- with ngx.sha1_bin (the reference the OpenSSL path is checked against).
+function _M.of(raw_rules, pause, lua_sha)
     local acc = { 0, 0, 0, 0, 0 }
+    local add_one = lua_sha and add_lua or add
     for id, value in pairs(raw_rules) do
-        add(acc, id, value)
+        add_one(acc, id, value)
         if pause then
             pause()
         end

@@ -208,7 +208,7 @@ end
 -- installed while a yielding compile ran.
 local function compile_ver(ver, pause)
     local from = current.ver
-    local rs, routes, retry = sync.compile_current(conf.shm, ver, pause)
+    local rs, routes, retry = sync.compile_current(conf.shm, ver, pause, current.rs)
     if not rs then
         if not retry then
             current.bad_ver = ver
@@ -284,6 +284,9 @@ function _M.init_worker()
     end
     conf.on_tick = ruleset
     conf.on_compiled = install -- the syncing worker serves what it just compiled
+    conf.serving = function() -- the set whose compiled rules a full reload reuses
+        return current.rs
+    end
     conf.current_rs = function(ver) -- the set a delta onto version ver can start from
         if current.ver == ver and current.routes then
             return current.rs

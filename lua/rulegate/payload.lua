@@ -10,6 +10,7 @@
 -- chunks stay until the next write (a reader that started on it can finish);
 -- a reader that finds a chunk gone (two writes during its read) retries.
 local mp = require("MessagePack")
+local mpdecode = require("rulegate.mpdecode")
 local snapshot = require("rulegate.snapshot")
 
 local ngx = ngx
@@ -43,7 +44,7 @@ local function decode_head(raw)
     if not raw then
         return nil
     end
-    local ok, head = pcall(mp.unpack, raw)
+    local ok, head = pcall(mpdecode.unpack, raw)
     if not ok or type(head) ~= "table" or type(head.id) ~= "string" or type(head.n) ~= "number" then
         return nil
     end
@@ -84,7 +85,7 @@ local function read_legacy(dict, head, fn, pause)
         if pause then
             pause()
         end
-        local ok, err = fn(id, value)
+        local ok, err = fn(id, value, head)
         if not ok then
             return nil, err
         end
@@ -106,7 +107,8 @@ end
 
 
 -- Write raw_rules ({id = stored bytes}) as the current payload of dict version
--- meta.ver (meta: namespace, generation, revision, written_at); pause, when
+-- meta.ver (meta: namespace, generation, revision, written_at, checked: who
+-- checked every rule, kept in the header for readers); pause, when
 -- given, is called after every rule. Returns the header and the chunks (a list
 -- of strings: the snapshot payload's rules, snapshot.payload_prefix before
 -- them), or nil, err (the current payload is unchanged).
@@ -117,6 +119,7 @@ function _M.write(dict, meta, raw_rules, pause)
     local head = {
         id = worker_pid() .. "." .. seq .. "." .. now(), n = 0, ver = meta.ver, namespace = meta.namespace,
         generation = meta.generation, revision = meta.revision, written_at = meta.written_at, count = 0, bytes = 0,
+        checked = meta.checked,
     }
     local chunks, buf, in_chunk = {}, {}, 0
     local function flush()
@@ -167,8 +170,8 @@ function _M.write(dict, meta, raw_rules, pause)
 end
 
 
--- Read the current payload chunk by chunk: fn(id, stored bytes) for every
--- rule (fn returns false, err to stop), pause before every rule. Returns the
+-- Read the current payload chunk by chunk: fn(id, stored bytes, header) for
+-- every rule (fn returns false, err to stop), pause before every rule. Returns the
 -- header read, or nil, err, retry (true: it was replaced twice during the read).
 function _M.read(dict, fn, pause)
     local head = _M.head(dict)
@@ -182,10 +185,12 @@ function _M.read(dict, fn, pause)
         if not chunk then
             return nil, "the payload was replaced during the read", true
         end
-        local ok, err = snapshot.each_rule(chunk, pause and function(id, raw)
-            pause()
-            return fn(id, raw)
-        end or fn)
+        local ok, err = snapshot.each_rule(chunk, function(id, raw)
+            if pause then
+                pause()
+            end
+            return fn(id, raw, head)
+        end)
         if not ok then
             return nil, err
         end

@@ -66,8 +66,14 @@ local function key_value(source, name, req)
 end
 
 
-local function proxy(upstream, rule_id, rev, guarded) -- guarded: true for a guarded rule (its outcomes count)
-    return { action = "proxy", upstream = upstream, rule_id = rule_id, revision = rev, guarded = guarded }
+-- guarded: true for a guarded rule (its outcomes count); the field is only
+-- set then (a table with four keys takes half the memory of one with five)
+local function proxy(upstream, rule_id, rev, guarded)
+    local d = { action = "proxy", upstream = upstream, rule_id = rule_id, revision = rev }
+    if guarded then
+        d.guarded = true
+    end
+    return d
 end
 
 
@@ -159,31 +165,117 @@ function _M.ramp_share(ramp, now)
 end
 
 
--- A percent policy with a ramp: bucket i covers [E*c(i-1)//W, E*c(i)//W) of the
--- effective share E, tested as (bucket+1)*W <= E*c(i) (no division per request).
-local function ramped_percent(seed, ramp, edges)
-    local r = compile_ramp(ramp)
-    local total = edges[#edges][1]
-    return function(key, req)
-        local k = key
-        if k == nil then
-            k = req.ip or ""
+-- A compiled policy is a check c = { match, hit, data... }: c[1](c, key, req)
+-- gives its decision or nil. Functions are the module's, never built per
+-- rule: a closure per rule kept the JIT off the whole compile loop (LuaJIT
+-- does not compile closure creation) and cost an upvalue object per field.
+
+-- percent: c[2] the CRC seed of the salt, c[3] the edges { {cumulative weight, decision} }
+local function match_percent(c, key, req)
+    local k = key
+    if k == nil then
+        k = req.ip or ""
+    end
+    local bucket = bucket_from(c[2], k)
+    local edges = c[3]
+    for i = 1, #edges do
+        local e = edges[i]
+        if bucket < e[1] then
+            return e[2]
         end
-        local share = ramp_share(r, req.now or ngx.now())
-        local bucket = bucket_from(seed, k)
-        if bucket >= share then
-            return nil
-        end
-        local need = (bucket + 1) * total
-        for i = 1, #edges do
-            local e = edges[i]
-            if need <= share * e[1] then
-                return e[2]
-            end
-        end
+    end
+    return nil
+end
+
+
+-- A percent policy with a ramp (c[4], compile_ramp; c[5] the total weight): bucket
+-- i covers [E*c(i-1)//W, E*c(i)//W) of the effective share E, tested as
+-- (bucket+1)*W <= E*c(i) (no division per request).
+local function match_ramped(c, key, req)
+    local k = key
+    if k == nil then
+        k = req.ip or ""
+    end
+    local share = ramp_share(c[4], req.now or ngx.now())
+    local bucket = bucket_from(c[2], k)
+    if bucket >= share then
         return nil
     end
+    local edges = c[3]
+    local need = (bucket + 1) * c[5]
+    for i = 1, #edges do
+        local e = edges[i]
+        if need <= share * e[1] then
+            return e[2]
+        end
+    end
+    return nil
 end
+
+
+-- uid_range: c[2] the decision, c[3] the ranges
+local function match_range(c, key)
+    if key == nil then
+        return nil
+    end
+    local uid = parse_uid(key)
+    if uid == nil then
+        return nil
+    end
+    local ranges = c[3]
+    for i = 1, #ranges do
+        local r = ranges[i]
+        if r[1] <= uid and uid <= r[2] then
+            return c[2]
+        end
+    end
+    return nil
+end
+
+
+-- uid_suffix: c[2] the decision, c[3] the suffixes
+local function match_suffix(c, key)
+    if key == nil then
+        return nil
+    end
+    local suffixes = c[3]
+    for i = 1, #suffixes do
+        if ends_with(key, suffixes[i]) then
+            return c[2]
+        end
+    end
+    return nil
+end
+
+
+-- ip_cidr: c[2] the decision, c[3] the parsed networks
+local function match_cidr(c, _, req)
+    local fam, w1, w2, w3, w4 = client_ip(req)
+    if not fam then
+        return nil
+    end
+    local nets = c[3]
+    for i = 1, #nets do
+        if contains_words(nets[i], fam, w1, w2, w3, w4) then
+            return c[2]
+        end
+    end
+    return nil
+end
+
+
+-- header / cookie / arg: c[2] the decision, c[3] the set of values, c[4] the
+-- request table ("headers", "cookies", "args"), c[5] the name in it
+local function match_value(c, _, req)
+    local v = req[c[4]][c[5]]
+    if v ~= nil and c[3][v] then
+        return c[2]
+    end
+    return nil
+end
+
+
+local FIELDS = { header = "headers", cookie = "cookies", arg = "args" }
 
 
 local function compile_policy(p, rule_id, rev, guarded)
@@ -196,90 +288,30 @@ local function compile_policy(p, rule_id, rev, guarded)
             edges[i] = { total, proxy(b.upstream, rule_id, rev, guarded) }
         end
         if p.ramp ~= nil then
-            return ramped_percent(seed, p.ramp, edges)
+            return { match_ramped, seed, edges, compile_ramp(p.ramp), edges[#edges][1] }
         end
-        return function(key, req)
-            local k = key
-            if k == nil then
-                k = req.ip or ""
-            end
-            local bucket = bucket_from(seed, k)
-            for i = 1, #edges do
-                local e = edges[i]
-                if bucket < e[1] then
-                    return e[2]
-                end
-            end
-            return nil
-        end
+        return { match_percent, seed, edges }
     end
     local hit = proxy(p.upstream, rule_id, rev, guarded)
     if ptype == "uid_range" then
-        local ranges = p.ranges
-        return function(key)
-            if key == nil then
-                return nil
-            end
-            local uid = parse_uid(key)
-            if uid == nil then
-                return nil
-            end
-            for i = 1, #ranges do
-                local r = ranges[i]
-                if r[1] <= uid and uid <= r[2] then
-                    return hit
-                end
-            end
-            return nil
-        end
+        return { match_range, hit, p.ranges }
     end
     if ptype == "uid_suffix" then
-        local suffixes = p.suffixes
-        return function(key)
-            if key == nil then
-                return nil
-            end
-            for i = 1, #suffixes do
-                if ends_with(key, suffixes[i]) then
-                    return hit
-                end
-            end
-            return nil
-        end
+        return { match_suffix, hit, p.suffixes }
     end
     if ptype == "ip_cidr" then
         local nets = {}
         for i, c in ipairs(p.cidrs) do
             nets[i] = assert(iputil.parse_cidr(c))
         end
-        return function(_, req)
-            local fam, w1, w2, w3, w4 = client_ip(req)
-            if not fam then
-                return nil
-            end
-            for i = 1, #nets do
-                if contains_words(nets[i], fam, w1, w2, w3, w4) then
-                    return hit
-                end
-            end
-            return nil
-        end
+        return { match_cidr, hit, nets }
     end
-    local values = set_of(p.values)
     local name = p.name
-    local field = ptype == "header" and "headers" or ptype == "cookie" and "cookies" or "args"
     if ptype == "header" then
         name = lower(name)
     end
-    return function(_, req)
-        local v = req[field][name]
-        if v ~= nil and values[v] then
-            return hit
-        end
-        return nil
-    end
+    return { match_value, hit, set_of(p.values), FIELDS[ptype] or "args", name }
 end
-
 
 local function key_name(key)
     local name = key.name or ""
@@ -301,12 +333,17 @@ local function compile_split(rule, rev)
     for i, p in ipairs(rule.policies or {}) do
         checks[i] = compile_policy(p, rule.id, rev, guarded)
     end
-    local window = rule.window
-    return {
+    -- optional fields are set only when present: a table of up to 8 keys takes
+    -- half the memory of one of 9 to 16 (windowed nil: no window)
+    local split = {
         rule_id = rule.id, source = rule.key.source, name = key_name(rule.key),
         checks = checks, default = proxy(rule.default, rule.id, rev, guarded),
-        windowed = window ~= nil, start = window and window.start, ["end"] = window and window["end"],
     }
+    local window = rule.window
+    if window ~= nil then
+        split.windowed, split.start, split["end"] = true, window.start, window["end"]
+    end
+    return split
 end
 
 
@@ -347,12 +384,13 @@ local function compile_degrade(rule, rev)
     if percent == nil then
         percent = 100
     end
-    return {
+    local degrade = {
         rule_id = rule.id, edge = floor(percent * 100 + 0.5),
-        start = window.start, ["end"] = window["end"],
         source = key.source, name = key_name(key), seed = salt_seed(rule.salt or rule.id),
-        decision = action_decision(rule.action, rule.id, rev), breaker = rule.breaker,
+        decision = action_decision(rule.action, rule.id, rev),
     }
+    degrade.start, degrade["end"], degrade.breaker = window.start, window["end"], rule.breaker -- when set
+    return degrade
 end
 
 
@@ -387,8 +425,13 @@ local function split_active(s, req)
 end
 
 
+local function longest_first(a, b)
+    return a > b
+end
+
+
 local function by_rule_id(a, b)
-    return a[2].rule_id < b[2].rule_id
+    return a.rule_id < b.rule_id
 end
 
 
@@ -403,78 +446,171 @@ end
 
 -- The methods some rule of a route accepts: nil when one of them accepts any method.
 local function accepted_methods(route)
-    local set = {}
-    for _, list in ipairs({ route.degrades, route.splits }) do
-        for _, item in ipairs(list) do
-            if item[1] == nil then
+    local set
+    local list = route.degrades
+    for _ = 1, 2 do
+        for i = 1, #list do
+            local methods = list[i].methods
+            if methods == nil then
                 return nil
             end
-            for m in pairs(item[1]) do
+            set = set or {}
+            for m in pairs(methods) do
                 set[m] = true
             end
         end
+        list = route.splits
     end
-    return set
+    return set or {}
 end
 
 
--- Compile one enabled rule into its route's degrades or splits.
+-- Compile one enabled rule into its route's degrades or splits (each item's
+-- methods: the set it accepts, nil for any; route: the rule's, for add_compiled).
 local function add_rule(route, rule, rev)
-    local methods = methods_set(rule.route)
+    local item
     if rule.kind == "split" then
-        route.splits[#route.splits + 1] = { methods, compile_split(rule, rev) }
+        item = compile_split(rule, rev)
+        route.splits[#route.splits + 1] = item
     else
-        route.degrades[#route.degrades + 1] = { methods, compile_degrade(rule, rev) }
+        item = compile_degrade(rule, rev)
+        route.degrades[#route.degrades + 1] = item
     end
+    item.methods, item.route = methods_set(rule.route), rule.route
+    return item
 end
 
 
--- Compile a list of (validated, normalised) rules at a revision into a rule set;
--- pause, when given, is called between rules (a cooperative yield).
-function _M.compile(rules, revision, pause)
+-- The list routes without degrades (or splits) share; never appended to: a
+-- route's lists are filled while it is built, then replaced by this when empty.
+local NONE = setmetatable({}, { __newindex = function() error("router.NONE is read-only", 2) end })
+
+
+-- A built route's lists sorted, its accepted methods set, empty lists shared.
+local function finish_route(route)
+    local n = #route.degrades
+    if n == 0 then
+        route.degrades = NONE
+    elseif n > 1 then
+        sort(route.degrades, by_rule_id)
+    end
+    n = #route.splits
+    if n == 0 then
+        route.splits = NONE
+    elseif n > 1 then
+        sort(route.splits, by_rule_id)
+    end
+    route.accepts = accepted_methods(route)
+end
+
+
+-- A rule set built one rule at a time: new_set(revision), add(rs, rule) for
+-- every (validated, normalised) rule, then finish(rs, pause). Callers that
+-- decode rules one by one add each as it is decoded, so the decoded rules are
+-- garbage as soon as they are compiled instead of all held until the compile.
+function _M.new_set(revision)
     local rev = revision or 0
-    local rs = {
+    return {
         revision = rev, exact = {}, wildcard = {}, any_host = nil, count = 0,
         pass = { action = "pass", revision = rev },
         revision_text = tostring(rev), -- for the response header, built once
+        building = {}, -- the host indexes made so far (finish() completes them)
     }
-    local indexes = {}
-    for _, rule in ipairs(rules) do
-        rs.count = rs.count + 1
-        if pause then
-            pause()
+end
+
+
+-- The route table of a set being built for a rule route {host, path}.
+local function route_for(rs, rule_route)
+    local host = rule_route.host
+    local index
+    if host == "*" then
+        index = rs.any_host
+        if not index then
+            index = { by_path = {} }
+            rs.any_host = index
+            rs.building[#rs.building + 1] = index
         end
-        if rule.enabled ~= false then
-            local host = rule.route.host
-            local index
-            if host == "*" then
-                index = rs.any_host
-                if not index then
-                    index = { by_path = {} }
-                    rs.any_host = index
-                    indexes[#indexes + 1] = index
-                end
-            else
-                local map, k = rs.exact, host
-                if sub(host, 1, 2) == "*." then
-                    map, k = rs.wildcard, sub(host, 2)
-                end
-                index = map[k]
-                if not index then
-                    index = { by_path = {} }
-                    map[k] = index
-                    indexes[#indexes + 1] = index
-                end
-            end
-            local path = rule.route.path
-            local route = index.by_path[path]
-            if not route then
-                route = { degrades = {}, splits = {} }
-                index.by_path[path] = route
-            end
-            add_rule(route, rule, rev)
+    else
+        local map, k = rs.exact, host
+        if byte(host, 1) == 42 and byte(host, 2) == 46 then -- "*."
+            map, k = rs.wildcard, sub(host, 2)
+        end
+        index = map[k]
+        if not index then
+            index = { by_path = {} }
+            map[k] = index
+            rs.building[#rs.building + 1] = index
         end
     end
+    local path = rule_route.path
+    local route = index.by_path[path]
+    if not route then
+        route = { degrades = {}, splits = {} }
+        index.by_path[path] = route
+    end
+    return route
+end
+
+
+-- Compile one rule into the set; returns its compiled item (nil when disabled).
+function _M.add(rs, rule)
+    rs.count = rs.count + 1
+    if rule.enabled == false then
+        return nil
+    end
+    return add_rule(route_for(rs, rule.route), rule, rs.revision)
+end
+
+
+-- Add a compiled item of another set (items()): what add() of the rule it was
+-- compiled from would add (items do not depend on the set's revision: decide()
+-- sets it on the decision it returns).
+function _M.add_compiled(rs, item)
+    rs.count = rs.count + 1
+    local route = route_for(rs, item.route)
+    if item.checks then -- a split rule
+        route.splits[#route.splits + 1] = item
+    else
+        route.degrades[#route.degrades + 1] = item
+    end
+end
+
+
+-- id -> compiled item of every enabled rule of a set (disabled rules have
+-- none); pause, when given, is called between routes.
+function _M.items(rs, pause)
+    local out = {}
+    local function from(index)
+        for _, route in pairs(index.by_path) do
+            if pause then
+                pause()
+            end
+            local list = route.degrades
+            for _ = 1, 2 do
+                for i = 1, #list do
+                    local item = list[i]
+                    out[item.rule_id] = item
+                end
+                list = route.splits
+            end
+        end
+    end
+    for _, map in ipairs({ rs.exact, rs.wildcard }) do
+        for _, index in pairs(map) do
+            from(index)
+        end
+    end
+    if rs.any_host then
+        from(rs.any_host)
+    end
+    return out
+end
+
+
+-- The set add() built, ready to decide(); pause as in compile().
+function _M.finish(rs, pause)
+    local indexes = rs.building
+    rs.building = nil
     for _, index in ipairs(indexes) do
         local seen, lengths = {}, {}
         for path, route in pairs(index.by_path) do
@@ -485,14 +621,26 @@ function _M.compile(rules, revision, pause)
                 seen[#path] = true
                 lengths[#lengths + 1] = #path
             end
-            sort(route.degrades, by_rule_id)
-            sort(route.splits, by_rule_id)
-            route.accepts = accepted_methods(route)
+            finish_route(route)
         end
-        sort(lengths, function(a, b) return a > b end)
+        sort(lengths, longest_first)
         index.lengths = lengths
     end
     return rs
+end
+
+
+-- Compile a list of (validated, normalised) rules at a revision into a rule set;
+-- pause, when given, is called between rules (a cooperative yield).
+function _M.compile(rules, revision, pause)
+    local rs = _M.new_set(revision)
+    for _, rule in ipairs(rules) do
+        if pause then
+            pause()
+        end
+        _M.add(rs, rule)
+    end
+    return _M.finish(rs, pause)
 end
 
 
@@ -539,7 +687,7 @@ end
 local function without(items, ids)
     local out = {}
     for i = 1, #items do
-        if not ids[items[i][2].rule_id] then
+        if not ids[items[i].rule_id] then
             out[#out + 1] = items[i]
         end
     end
@@ -609,9 +757,7 @@ function _M.with_changes(rs, before, changes, revision)
             if #route.degrades == 0 and #route.splits == 0 then
                 index.by_path[path] = nil
             else
-                sort(route.degrades, by_rule_id)
-                sort(route.splits, by_rule_id)
-                route.accepts = accepted_methods(route)
+                finish_route(route)
             end
         end
         local seen, lengths = {}, {}
@@ -624,7 +770,7 @@ function _M.with_changes(rs, before, changes, revision)
         if #lengths == 0 then
             set_index(new, t.tab, t.key, nil)
         else
-            sort(lengths, function(a, b) return a > b end)
+            sort(lengths, longest_first)
             index.lengths = lengths
         end
     end
@@ -700,8 +846,8 @@ function _M.decide(rs, req, breakers)
         local passed
         for i = 1, #degrades do
             local item = degrades[i]
-            local dg = item[2]
-            if (item[1] == nil or item[1][method]) and degrade_applies(dg, req, now) then
+            local dg = item
+            if (item.methods == nil or item.methods[method]) and degrade_applies(dg, req, now) then
                 if dg.breaker ~= nil and not (breakers and breakers.admit_rule(dg.rule_id, dg.breaker, now)) then
                     passed = passed or dg.rule_id
                 else
@@ -716,12 +862,13 @@ function _M.decide(rs, req, breakers)
     local splits = route.splits
     for i = 1, #splits do
         local item = splits[i]
-        local split = item[2]
-        if (item[1] == nil or item[1][method]) and (not split.windowed or split_active(split, req)) then
+        local split = item
+        if (item.methods == nil or item.methods[method]) and (not split.windowed or split_active(split, req)) then
             local key = key_value(split.source, split.name, req)
             local checks = split.checks
             for j = 1, #checks do
-                local hit = checks[j](key, req)
+                local c = checks[j]
+                local hit = c[1](c, key, req)
                 if hit ~= nil then
                     hit.revision = rs.revision
                     return hit

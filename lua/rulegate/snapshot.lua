@@ -6,6 +6,7 @@
 -- Written as tmp file + fsync + rename + directory fsync.
 local ffi = require("ffi")
 local mp = require("MessagePack")
+local mpdecode = require("rulegate.mpdecode")
 local running_crc = require("rulegate.crc32")
 
 local ngx = ngx
@@ -25,6 +26,7 @@ local sub = string.sub
 local concat = table.concat
 local sort = table.sort
 local floor = math.floor
+local at = mpdecode.at
 local io_open = io.open
 
 local _M = { _VERSION = "0.1.0", MAGIC = "RGSNAP1" }
@@ -43,6 +45,18 @@ for _, decl in ipairs({
 end
 
 local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0x40, 0x200
+
+-- zlib's crc32() (nginx links zlib for gzip): the snapshot file's CRC over
+-- megabytes in C, ~13 ms at 10,000 rules in Lua; the Lua CRC when it is absent
+pcall(ffi.cdef, "unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len);")
+local zlib_crc32 = nil
+do
+    local ok, fn = pcall(function() return C.crc32 end)
+    if ok and fn and tonumber(fn(0, "123456789", 9)) == 0xcbf43926 then
+        zlib_crc32 = fn
+    end
+end
+_M.ZLIB_CRC = zlib_crc32 ~= nil
 local packers = mp.packers
 
 
@@ -103,16 +117,12 @@ function _M.encode_payload(namespace, generation, revision, written_at, raw_rule
 end
 
 
-local function missing_bytes()
-    error("missing bytes")
-end
-
-
 local function each_pair(s, fn)
-    local c = { s = s, i = 1, j = #s, underflow = missing_bytes }
-    while c.i <= c.j do
-        local id = mp.unpack_cursor(c)
-        local raw = mp.unpack_cursor(c)
+    local i, n = 1, #s
+    while i <= n do
+        local id, raw
+        id, i = at(s, i)
+        raw, i = at(s, i)
         if type(id) ~= "string" or type(raw) ~= "string" then
             return nil, "undecodable payload chunk"
         end
@@ -148,46 +158,47 @@ function _M.encode(namespace, generation, revision, written_at, raw_rules)
 end
 
 
--- The entry count of the msgpack map at the cursor (advanced past its header).
-local function map_header(c)
-    local s, i = c.s, c.i
+-- The entry count of the msgpack map at byte i of s, and the index after its header.
+local function map_header(s, i)
     local b = byte(s, i)
     if b and b >= 0x80 and b <= 0x8f then
-        c.i = i + 1
-        return b - 0x80
+        return b - 0x80, i + 1
     elseif b == 0xde then
         local b1, b2 = byte(s, i + 1, i + 2)
-        c.i = i + 3
-        return b1 * 256 + b2
+        return b1 * 256 + b2, i + 3
     elseif b == 0xdf then
         local b1, b2, b3, b4 = byte(s, i + 1, i + 4)
-        c.i = i + 5
-        return ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+        return ((b1 * 256 + b2) * 256 + b3) * 256 + b4, i + 5
     end
     error("not a map")
 end
 
 
--- mp.unpack of a payload map, calling pause after every rule of its "rules"
+-- mpdecode.unpack of a payload map, calling pause after every rule of its "rules"
 -- map (the part that grows with the namespace) so a timer can yield.
 local function unpack_yielding(payload, pause)
-    local c = { s = payload, i = 1, j = #payload, underflow = missing_bytes }
     local body = {}
-    for _ = 1, map_header(c) do
-        local key = mp.unpack_cursor(c)
+    local n, i = map_header(payload, 1)
+    for _ = 1, n do
+        local key
+        key, i = at(payload, i)
         if key == "rules" then
             local rules = {}
-            for _ = 1, map_header(c) do
-                local id = mp.unpack_cursor(c)
-                rules[id] = mp.unpack_cursor(c)
+            local count
+            count, i = map_header(payload, i)
+            for _ = 1, count do
+                local id, raw
+                id, i = at(payload, i)
+                raw, i = at(payload, i)
+                rules[id] = raw
                 pause()
             end
             body.rules = rules
         else
-            body[key] = mp.unpack_cursor(c)
+            body[key], i = at(payload, i)
         end
     end
-    if c.i <= c.j then
+    if i <= #payload then
         error("extra bytes")
     end
     return body
@@ -201,7 +212,7 @@ function _M.decode_payload(payload, pause)
     if pause then
         ok, body = pcall(unpack_yielding, payload, pause)
     else
-        ok, body = pcall(mp.unpack, payload)
+        ok, body = pcall(mpdecode.unpack, payload)
     end
     if not ok or type(body) ~= "table" or type(body.rules) ~= "table" then
         return nil, "undecodable snapshot payload"
@@ -326,15 +337,24 @@ end
 -- The snapshot file's pieces for a payload given as pieces (its prefix, then
 -- runs of rules): the header line, then the pieces; the CRC runs over them
 -- with pause between pieces, never over one concatenated copy.
-function _M.frame_pieces(pieces, pause)
-    local state, len = nil, 0
+function _M.frame_pieces(pieces, pause, lua_crc)
+    local state, crc, len = nil, 0, 0
+    local zcrc = not lua_crc and zlib_crc32
     for _, piece in ipairs(pieces) do
-        state, len = running_crc.update(state, piece), len + #piece
+        if zcrc then
+            crc = tonumber(zcrc(crc, piece, #piece))
+        else
+            state = running_crc.update(state, piece)
+        end
+        len = len + #piece
         if pause then
             pause()
         end
     end
-    local out = { format("%s %08x %d\n", _M.MAGIC, running_crc.finish(state), len) }
+    if not zcrc then
+        crc = running_crc.finish(state)
+    end
+    local out = { format("%s %08x %d\n", _M.MAGIC, crc, len) }
     for i, piece in ipairs(pieces) do
         out[i + 1] = piece
     end

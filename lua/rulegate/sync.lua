@@ -4,6 +4,7 @@
 -- digest mismatch or an undecodable entry), validation, snapshot file,
 -- stale-if-error, fleet heartbeat. Never on the request path.
 local mp = require("MessagePack")
+local mpdecode = require("rulegate.mpdecode")
 local cjson = require("cjson.safe")
 local cluster = require("rulegate.cluster")
 local schema = require("rulegate.schema")
@@ -36,6 +37,7 @@ local traceback = debug.traceback
 local random = math.random
 local floor = math.floor
 local find = string.find
+local select = select
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -80,6 +82,16 @@ local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers
 local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
 local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
 local listen_failures = 0 -- this worker's failed subscriptions in a row
+-- Who checked the rules of a payload this code writes (the header's "checked"):
+-- one value per load of the code (nginx's master loads it, its workers share
+-- it; a HUP loads it again). Rules of a payload with this mark passed this
+-- very schema.check in a worker of this gateway (publish and checkpoint write
+-- only checked rules): readers skip the check (about 15 ms of a 10,000-rule
+-- load; the shared dict is the gateway's own memory). A payload of another
+-- load of the code, or of an earlier release, is checked.
+local CHECKED_BY = "rulegate:" .. tostring(select(2, pcall(worker_pid))) .. ":" .. tostring(select(2, pcall(now)))
+    .. ":" .. tostring({}):sub(8)
+_M.CHECKED_BY = CHECKED_BY
 
 
 local function ns_keys(ns)
@@ -122,7 +134,7 @@ function _M.decode_rules(raw_rules, pause)
         if pause then
             pause()
         end
-        local ok, rule = pcall(mp.unpack, raw)
+        local ok, rule = pcall(mpdecode.unpack, raw)
         if not ok then
             return nil, "rule " .. tostring(id) .. ": undecodable msgpack"
         end
@@ -160,13 +172,17 @@ function _M.compile_payload(payload, pause)
 end
 
 
--- One stored rule decoded and checked, or nil, reason.
-local function decode_one(id, value)
-    local ok, rule = pcall(mp.unpack, value)
+-- One stored rule decoded and checked (checked: true when this code's
+-- schema.check already accepted these bytes, see CHECKED_BY), or nil, reason.
+local function decode_one(id, value, checked)
+    local ok, rule = pcall(mpdecode.unpack, value)
     if not ok then
         return nil, "rule " .. id .. ": undecodable msgpack"
     end
-    local good, err = schema.check(rule)
+    local good, err = true, nil
+    if not checked or type(rule) ~= "table" then
+        good, err = schema.check(rule)
+    end
     if not good then
         return nil, "rule " .. id .. ": " .. err
     end
@@ -174,6 +190,37 @@ local function decode_one(id, value)
         return nil, "rule " .. id .. ": id does not match its hash field"
     end
     return rule
+end
+
+
+-- Add stored rule id (bytes value) to a set being built (router.new_set),
+-- its route to routes: the compiled item of the same bytes in reuse (id ->
+-- item: router.items of the set this worker serves; an item's sig is the SHA-1
+-- of the bytes it was compiled from) when there is one, else decoded, checked
+-- (unless checked, see CHECKED_BY) and compiled. A full reload of a namespace
+-- whose rules did not change (a new generation, a digest mismatch, a worker
+-- catching up) decodes and compiles none of them. true, or nil, err.
+local function load_rule(rs, routes, reuse, id, value, checked)
+    local sig = digest.sig(value)
+    local item = reuse and reuse[id]
+    if item and item.sig == sig then
+        routes[id] = item.route
+        router.add_compiled(rs, item)
+        return true
+    end
+    local rule, err = decode_one(id, value, checked)
+    if not rule then
+        return nil, err
+    end
+    routes[id] = rule.route
+    local ok, res = pcall(router.add, rs, rule)
+    if not ok then
+        return nil, "rule set does not compile: " .. tostring(res)
+    end
+    if res then
+        res.sig = sig
+    end
+    return true
 end
 
 
@@ -189,7 +236,7 @@ local function walk_deltas(dict, from, to, routes, fn)
         if not raw then
             return nil
         end
-        local ok, d = pcall(mp.unpack, raw)
+        local ok, d = pcall(mpdecode.unpack, raw)
         if not ok or type(d) ~= "table" or type(d.changes) ~= "table" then
             return nil
         end
@@ -247,21 +294,21 @@ end
 -- brought to version ver by the deltas published since the payload was
 -- written. rs, routes (id -> route) or nil, err, retry (true: the payload was
 -- replaced during the read, or the deltas from it are gone; try again on the
--- next tick).
-function _M.compile_current(dict, ver, pause)
-    local list, routes = {}, {}
-    local head, err, retry = payload.read(dict, function(id, value)
-        local rule, rerr = decode_one(id, value)
-        if not rule then
-            return nil, rerr
-        end
-        list[#list + 1], routes[id] = rule, rule.route
-        return true
+-- next tick). serving, when given, is the set this worker serves: the rules
+-- it holds with the same bytes are not compiled again (load_rule).
+function _M.compile_current(dict, ver, pause, serving)
+    local rs, routes = nil, {}
+    local reuse = serving and router.items(serving, pause)
+    local head, err, retry = payload.read(dict, function(id, value, phead)
+        rs = rs or router.new_set(phead.revision)
+        -- compiled as it is read: the decoded rule is garbage at once
+        return load_rule(rs, routes, reuse, id, value, phead.checked == CHECKED_BY)
     end, pause)
     if not head then
         return nil, err, retry
     end
-    local ok, rs = pcall(router.compile, list, head.revision, pause)
+    local ok
+    ok, rs = pcall(router.finish, rs or router.new_set(head.revision), pause)
     if not ok then
         return nil, "rule set does not compile: " .. tostring(rs)
     end
@@ -294,7 +341,8 @@ function _M.publish(dict, full, rev, gen, count, source, content_digest, delta)
     local head, chunks
     if full then
         head, chunks = payload.write(dict, { ver = ver, namespace = full.namespace, generation = gen,
-                                             revision = rev, written_at = floor(now()) }, full.raw, full.pause)
+                                             revision = rev, written_at = floor(now()), checked = CHECKED_BY },
+                                     full.raw, full.pause)
         if not head then
             return nil, chunks
         end
@@ -691,8 +739,8 @@ local function held_raw(dict)
         return held.raw, held.routes
     end
     local raw, routes = {}, {}
-    local head = payload.read(dict, function(id, value)
-        local rule, err = decode_one(id, value)
+    local head = payload.read(dict, function(id, value, phead)
+        local rule, err = decode_one(id, value, phead.checked == CHECKED_BY)
         if not rule then
             return nil, err
         end
@@ -743,7 +791,7 @@ local function apply_entries(dict, entries)
         return nil, reason
     end
     for _, e in ipairs(entries) do
-        local ok, changes = pcall(mp.unpack, e.changes)
+        local ok, changes = pcall(mpdecode.unpack, e.changes)
         if not ok or type(changes) ~= "table" then
             return fail("log revision " .. e.rev .. ": undecodable changes")
         end
@@ -774,29 +822,31 @@ end
 
 
 -- Compile a list of decoded rules at a revision, yielding; rs or nil, err.
-local function compile_rules(list, got)
-    local ok, rs = pcall(router.compile, list, got.rev, _M.pauser(PAUSE_EVERY))
+
+
+-- Decode, check and compile a full read (yielding), each rule compiled as it
+-- is decoded (as decode_rules, then router.compile), the rules of the set
+-- served (conf.serving) with the same bytes reused (load_rule); rs, routes by
+-- id, or nil, err.
+local function compile_raw(conf, got)
+    local pause = _M.pauser(PAUSE_EVERY)
+    local rs, routes = router.new_set(got.rev), {}
+    local serving = conf.serving and conf.serving()
+    local reuse = serving and router.items(serving, pause)
+    for id, raw in pairs(got.raw) do
+        pause()
+        local ok, err = load_rule(rs, routes, reuse, id, raw, false)
+        if not ok then
+            return nil, err
+        end
+    end
+    local ok
+    ok, rs = pcall(router.finish, rs, _M.pauser(PAUSE_EVERY))
     if not ok then
         return nil, "rule set does not compile: " .. tostring(rs)
     end
     rs.generation = got.gen
-    return rs
-end
-
-
--- Decode, check and compile a full read (yielding); rs, routes by id, or nil, err.
-local function compile_raw(got)
-    local list, err = _M.decode_rules(got.raw, _M.pauser(PAUSE_EVERY))
-    if not list then
-        return nil, err
-    end
-    local routes = {}
-    for _, rule in ipairs(list) do
-        routes[rule.id] = rule.route
-    end
-    local rs
-    rs, err = compile_rules(list, got)
-    return rs, rs and routes or err
+    return rs, routes
 end
 
 
@@ -839,7 +889,7 @@ local function apply(conf, got, held_rev, held_gen)
             err = "rule set does not compile: " .. tostring(res)
         end
     else -- a full read, or a delta with no compiled set to start from: decode and compile all
-        rs, routes = compile_raw(got)
+        rs, routes = compile_raw(conf, got)
         err = not rs and routes or nil
         routes = rs and got.routes or routes -- a delta: keep the held map (updated in place)
     end
@@ -908,7 +958,7 @@ local function checkpoint(conf)
     local pub = _M.published(dict)
     -- yields (the lock is held: nothing publishes meanwhile, the raw map does not change)
     local head, chunks = payload.write(dict, { ver = ver, namespace = conf.namespace, generation = pub.generation,
-                                                revision = pub.revision, written_at = floor(t) },
+                                                revision = pub.revision, written_at = floor(t), checked = CHECKED_BY },
                                        raw, _M.pauser(PAUSE_EVERY))
     if not head then
         log(ERR, "rulegate: ", chunks)

@@ -1,7 +1,7 @@
 -- lua-releng style: loading any rulegate module must not write a global.
 local MODULES = {
     "rulegate.crc16", "rulegate.iputil", "rulegate.slots", "rulegate.cluster", "rulegate.schema", "rulegate.router",
-    "rulegate.snapshot", "rulegate.payload", "rulegate.sync", "rulegate",
+    "rulegate.snapshot", "rulegate.payload", "rulegate.sync", "rulegate.mpdecode", "rulegate.digest", "rulegate",
 }
 
 return function(t)

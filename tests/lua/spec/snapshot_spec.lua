@@ -44,6 +44,25 @@ return function(t)
         t.eq(tonumber(len), #data - #data:match("^[^\n]*\n"))
     end)
 
+    t.it("frame_pieces gives frame()'s header, with zlib's CRC and with the Lua one", function()
+        t.truthy(snapshot.ZLIB_CRC, "nginx's zlib crc32 is found")
+        math.randomseed(3)
+        for _ = 1, 20 do
+            local pieces = {}
+            for i = 1, math.random(1, 6) do
+                local bytes = {}
+                for j = 1, math.random(0, 3000) do
+                    bytes[j] = string.char(math.random(0, 255))
+                end
+                pieces[i] = table.concat(bytes)
+            end
+            local whole = table.concat(pieces)
+            local want = snapshot.frame(whole):sub(1, -#whole - 1)
+            t.eq(snapshot.frame_pieces(pieces)[1], want)
+            t.eq(snapshot.frame_pieces(pieces, nil, true)[1], want)
+        end
+    end)
+
     t.it("truncated, corrupted and foreign files are rejected", function()
         local data = snapshot.encode("prod", "g", 1, 1, raw)
         t.truthy(select(2, snapshot.decode(data:sub(1, -2))):find("truncated"))

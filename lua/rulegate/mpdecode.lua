@@ -1,0 +1,207 @@
+-- msgpack decoding of what rulegate stores (rules, payload chunks, deltas),
+-- with the results of lua-MessagePack's unpack (Debian lua-messagepack) at a
+-- fraction of its cost under LuaJIT: that library makes a closure for every
+-- fixmap, fixarray, fixstr and fixint it meets (a function per type byte,
+-- built on each lookup), which the JIT cannot compile, so a 10,000-rule
+-- namespace took ~250 ms to decode (bench/REPORT.md, "nginx full reloads:
+-- decode, check and compile").
+--
+-- Tables are built the same way (an empty table filled in stream order), so
+-- their length and iteration order are the library's too. Whatever this
+-- module does not decode itself goes to the library whole, so its value or its
+-- error stays the library's: ext types, float32, int64, uint64 of 2^53 or
+-- more, doubles that are subnormal, infinite or NaN, unused type bytes,
+-- truncated input and trailing bytes.
+local ffi = require("ffi")
+local mp = require("MessagePack")
+
+local byte = string.byte
+local sub = string.sub
+local type = type
+
+local _M = { _VERSION = "0.1.0" }
+
+-- a double's 8 bytes, most significant first in msgpack, stored here in the
+-- machine's order (nil on a big-endian machine: doubles go to the library)
+local dbl = ffi.abi("le") and ffi.new("union { double d; uint8_t b[8]; }") or nil
+
+local value -- forward: (s, i, len) -> v, next i; next i nil: leave it to the library
+
+
+local function map(s, i, n, len)
+    local t = {}
+    for _ = 1, n do
+        local k, v
+        k, i = value(s, i, len)
+        if not i then
+            return nil, nil
+        end
+        v, i = value(s, i, len)
+        if not i then
+            return nil, nil
+        end
+        if k ~= nil and k == k then -- the library skips nil and NaN keys (no sentinel is set)
+            t[k] = v
+        end
+    end
+    return t, i
+end
+
+
+local function array(s, i, n, len)
+    local t = {}
+    for k = 1, n do
+        local v
+        v, i = value(s, i, len)
+        if not i then
+            return nil, nil
+        end
+        t[k] = v
+    end
+    return t, i
+end
+
+
+-- n bytes from i as a string.
+local function bytes(s, i, n, len)
+    local e = i + n - 1
+    if e > len then
+        return nil, nil
+    end
+    return sub(s, i, e), e + 1
+end
+
+
+local function double(s, i, len)
+    if i + 7 > len or not dbl then
+        return nil, nil
+    end
+    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, i, i + 7)
+    local expo = (b1 % 0x80) * 0x10 + (b2 - b2 % 0x10) / 0x10
+    if expo == 0x7ff or (expo == 0 and (b2 % 0x10 + b3 + b4 + b5 + b6 + b7 + b8) ~= 0) then
+        return nil, nil -- not finite, or subnormal: the library computes its own value
+    end
+    local b = dbl.b
+    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7] = b8, b7, b6, b5, b4, b3, b2, b1
+    return dbl.d, i + 8
+end
+
+
+function value(s, i, len)
+    local b = byte(s, i)
+    if b == nil then
+        return nil, nil
+    end
+    if b < 0x80 then -- positive fixint
+        return b, i + 1
+    elseif b >= 0xa0 and b <= 0xbf then -- fixstr
+        return bytes(s, i + 1, b - 0xa0, len)
+    elseif b < 0x90 then -- fixmap
+        return map(s, i + 1, b - 0x80, len)
+    elseif b < 0xa0 then -- fixarray
+        return array(s, i + 1, b - 0x90, len)
+    elseif b >= 0xe0 then -- negative fixint
+        return b - 0x100, i + 1
+    elseif b == 0xc3 then
+        return true, i + 1
+    elseif b == 0xc2 then
+        return false, i + 1
+    elseif b == 0xc0 then
+        return nil, i + 1
+    elseif b == 0xd9 or b == 0xc4 then -- str8, bin8
+        local n = byte(s, i + 1)
+        if n == nil then
+            return nil, nil
+        end
+        return bytes(s, i + 2, n, len)
+    elseif b == 0xda or b == 0xc5 or b == 0xde or b == 0xdc or b == 0xcd or b == 0xd1 then -- 16-bit size or value
+        local b1, b2 = byte(s, i + 1, i + 2)
+        if b2 == nil then
+            return nil, nil
+        end
+        local n = b1 * 0x100 + b2
+        if b == 0xda or b == 0xc5 then -- str16, bin16
+            return bytes(s, i + 3, n, len)
+        elseif b == 0xde then
+            return map(s, i + 3, n, len)
+        elseif b == 0xdc then
+            return array(s, i + 3, n, len)
+        elseif b == 0xcd then -- uint16
+            return n, i + 3
+        end
+        return b1 < 0x80 and n or n - 0x10000, i + 3 -- int16
+    elseif b == 0xdb or b == 0xc6 or b == 0xdf or b == 0xdd or b == 0xce or b == 0xd2 then -- 32-bit
+        local b1, b2, b3, b4 = byte(s, i + 1, i + 4)
+        if b4 == nil then
+            return nil, nil
+        end
+        local n = ((b1 * 0x100 + b2) * 0x100 + b3) * 0x100 + b4
+        if b == 0xdb or b == 0xc6 then -- str32, bin32
+            return bytes(s, i + 5, n, len)
+        elseif b == 0xdf then
+            return map(s, i + 5, n, len)
+        elseif b == 0xdd then
+            return array(s, i + 5, n, len)
+        elseif b == 0xce then -- uint32
+            return n, i + 5
+        end
+        return b1 < 0x80 and n or n - 0x100000000, i + 5 -- int32
+    elseif b == 0xcc then -- uint8
+        local n = byte(s, i + 1)
+        if n == nil then
+            return nil, nil
+        end
+        return n, i + 2
+    elseif b == 0xd0 then -- int8
+        local n = byte(s, i + 1)
+        if n == nil then
+            return nil, nil
+        end
+        return n < 0x80 and n or n - 0x100, i + 2
+    elseif b == 0xcf then -- uint64: exact below 2^53 (the library's arithmetic is exact there too)
+        local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, i + 1, i + 8)
+        if b8 == nil or b1 ~= 0 or b2 >= 0x20 then
+            return nil, nil
+        end
+        return ((b2 * 0x100 + b3) * 0x100 + b4) * 0x100000000 + ((b5 * 0x100 + b6) * 0x100 + b7) * 0x100 + b8,
+            i + 9
+    elseif b == 0xcb then
+        return double(s, i + 1, len)
+    end
+    return nil, nil -- ext, float32, int64, 0xc1
+end
+
+
+-- The value msgpack bytes s encode, as lua-MessagePack's unpack(s) gives it
+-- (and its errors: "missing bytes", "extra bytes", ...).
+function _M.unpack(s)
+    if type(s) == "string" then
+        local len = #s
+        local v, i = value(s, 1, len)
+        if i == len + 1 then
+            return v
+        end
+    end
+    return mp.unpack(s)
+end
+
+
+local function missing_bytes()
+    error("missing bytes")
+end
+
+
+-- The value at byte i of s and the index after it (a cursor over a run of
+-- values), as lua-MessagePack's unpack_cursor reads it; raises on bad bytes.
+function _M.at(s, i)
+    local v, j = value(s, i, #s)
+    if j then
+        return v, j
+    end
+    local c = { s = s, i = i, j = #s, underflow = missing_bytes }
+    v = mp.unpack_cursor(c)
+    return v, c.i
+end
+
+
+return _M
