@@ -47,6 +47,7 @@ from .schema import (
     MAX_UID,
     METHODS,
     REDIRECT_STATUSES,
+    _is_unicode,
 )
 from .schema import decode_rule as full_decode_rule
 
@@ -175,14 +176,6 @@ def _text_ok(value: Any, max_len: int, single_line: bool) -> bool:
     if single_line and ("\r" in value or "\n" in value):
         return False
     return value.isascii() or _is_unicode(value)
-
-
-def _is_unicode(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _upstream_ok(value: Any) -> bool:
