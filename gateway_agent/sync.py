@@ -509,6 +509,7 @@ class Syncer:
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
         ruleset = RuleSet.from_compiled(loaded.rules, rev, gen, pause=pause)
+        loaded.rules.clear()  # the cache's own refs to them are dropped a slice at a time by _install (hold)
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
         self._install(Applied(ruleset, loaded.raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded))
