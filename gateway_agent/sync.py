@@ -508,8 +508,7 @@ class Syncer:
             raise StoreError(f"revision {rev}: the rules read do not match the store's digest {read.digest[:12]} "
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
-        ruleset = RuleSet.from_compiled(loaded.rules, rev, gen, pause=pause)
-        loaded.rules.clear()  # the cache's own refs to them are dropped a slice at a time by _install (hold)
+        ruleset = loaded.ruleset(rev, gen, pause)  # from the applied set, copy-on-write, when it held rules
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
         self._install(Applied(ruleset, loaded.raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded))
@@ -578,7 +577,7 @@ class Syncer:
         return merged
 
     def _install(self, applied: Applied) -> None:
-        self.compiled.hold(applied.raw, applied.ruleset, applied.guarded, applied.digest, Slicer())
+        self.compiled.hold(applied.raw, applied.ruleset, applied.guarded, applied.digest)
         with self._changed:
             self.current = applied
             if self.refused is not None and applied.revision >= self.refused.revision:
@@ -608,7 +607,7 @@ class Syncer:
             log.warning("ignoring snapshot %s: %s", path, exc)
             return False
         with self._changed:
-            self.current = Applied(RuleSet.from_compiled(loaded.rules, snap.revision, snap.generation),
+            self.current = Applied(loaded.ruleset(snap.revision, snap.generation),
                                    loaded.raw, snap.revision, snap.generation, "snapshot", self.wall(),
                                    loaded.digest, loaded.guarded)
             cur = self.current

@@ -531,13 +531,20 @@ class RuleSet:
         Copy-on-write: only the routes the changes touch are rebuilt; the rest is shared with self,
         which is not modified. decide() gives what RuleSet(all rules, revision) would.
         """
+        return self.with_compiled({rule_id: compile_rule(rule, revision) for rule_id, rule in changed.items()},
+                                  removed, revision, generation)
+
+    def with_compiled(self, changed: Mapping[str, CompiledRule], removed: Iterable[str], revision: int,
+                      generation: str) -> "RuleSet":
+        """`with_changes` of rules compiled earlier (`compile_rule`, any revision: decisions compiled at
+        another one are re-stamped, as after `from_compiled`); `removed` is iterated twice."""
         placement = dict(self.placement)
         ids = set(changed) | set(removed)
         touched: dict[tuple[str, str], set[str]] = {}  # (table, host key) -> paths
         for rule_id in ids:
             routes = [placement.get(rule_id)]
             if rule_id in changed:
-                routes.append((changed[rule_id]["route"]["host"], changed[rule_id]["route"]["path"]))
+                routes.append(changed[rule_id].place)
             for route in routes:
                 if route is not None:
                     touched.setdefault(_host_key(route[0]), set()).add(route[1])
@@ -556,8 +563,8 @@ class RuleSet:
                 route = index.by_path.get(path)
                 index.by_path[path] = route.without(ids) if route is not None else _Route()
             new._set_index(table, key, index)
-        for rule in changed.values():
-            new._put(compile_rule(rule, revision))
+        for entry in changed.values():
+            new._put(entry)
         for (table, key), paths in touched.items():
             index = new._index(table, key)
             for path in paths:

@@ -166,11 +166,15 @@ def test_after_deltas_the_cache_reuses_the_applied_rules(changes):
     now = {i: validate_rule(msgpack.unpackb(v)) for i, v in raw.items()}
     for i in ids[2:2 + changes]:  # stored again, changed (a new default)
         now[i] = validate_rule({**now[i], "default": "other"}) if now[i]["kind"] == "split" else now[i]
+    del now[ids[-1]]  # deleted, and one added, since the deltas
+    now["zz-new"] = split("zz-new", "blue")
     read = {i: encode_rule(r) for i, r in now.items()}
     hits = sum(1 for i, v in read.items() if raw.get(i) == v)
     reloaded = cache.load(read, 3, where="ns")
     assert (cache.hits, reloaded.digest) == (hits, content_digest(read))
-    assert reloaded.guarded == guarded_ids(now.values())
-    fresh, cached = RuleSet(now.values(), 3), RuleSet.from_compiled(reloaded.rules, 3)
-    for req in REQUESTS:
-        assert decide(cached, req) == decide(fresh, req)
+    assert reloaded.guarded == guarded_ids(now.values()) and reloaded.raw == read
+    fresh = RuleSet(now.values(), 3)
+    agent, cached = reloaded.ruleset(3, ""), RuleSet.from_compiled(reloaded.rules, 3)  # copy-on-write; all rules
+    assert [r.rule_id for r in reloaded.rules] == list(read) and len(agent) == len(cached) == len(now)
+    for req in REQUESTS + [Request(host="a.example.com", path="/x", headers={"x-uid": "1"})]:
+        assert decide(agent, req) == decide(cached, req) == decide(fresh, req)
