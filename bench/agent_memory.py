@@ -4,8 +4,9 @@
 
 Per size, in a fresh child process (so no string or object of an earlier size is shared), with
 tracemalloc, the rules of bench/reload.py (`make_rule`: one uid_suffix split per route), loaded the way
-`Syncer._full_reload` loads them: `CompileCache.load` + `RuleSet.from_compiled` + `Applied` (and the
-cache told what the agent holds, when the tree has `CompileCache.hold`), then a second full reload of the
+`Syncer._full_reload` loads them: `CompileCache.load`, the RuleSet (`Loaded.ruleset`, else
+`RuleSet.from_compiled`), `Applied` (and the cache told what the agent holds, when the tree has
+`CompileCache.hold`), then a second full reload of the
 same bytes read again (new bytes objects, a new revision: a new generation id or a reconnect), after
 which the first set is dropped. Columns:
 - raw msgpack: the sum of the encoded rules' lengths (the baseline);
@@ -67,8 +68,9 @@ def measure(count: int) -> dict[str, int]:
         raw = {rule_id.encode().decode(): bytes(bytearray(value)) for rule_id, value in encoded}
         loaded = cache.load(raw, revision, where="bench")
         raw = getattr(loaded, "raw", raw)  # the map to hold, when the tree's Loaded gives one
-        applied = Applied(RuleSet.from_compiled(loaded.rules, revision, "bench"), raw, revision, "bench", "redis",
-                          0.0, loaded.digest, loaded.guarded)
+        ruleset = (loaded.ruleset(revision, "bench") if hasattr(loaded, "ruleset")  # what Syncer._full_reload runs
+                   else RuleSet.from_compiled(loaded.rules, revision, "bench"))
+        applied = Applied(ruleset, raw, revision, "bench", "redis", 0.0, loaded.digest, loaded.guarded)
         hold = getattr(cache, "hold", None)
         if hold is not None:  # what Syncer._install tells the cache
             hold(applied.raw, applied.ruleset, applied.guarded, applied.digest)
