@@ -6,6 +6,7 @@ import gc
 import msgpack
 import pytest
 
+from gateway_agent import compiled
 from gateway_agent.compiled import CompileCache
 from gateway_agent.outcomes import guarded_after, guarded_ids
 from rulegate.digest import content_digest
@@ -148,11 +149,13 @@ def test_a_reload_of_held_bytes_reuses_them_and_holds_the_ids_once():
         assert decide(cached, req) == decide(fresh, req)
 
 
-@pytest.mark.parametrize("changes", [1, 40], ids=["few changed", "most changed"])
-def test_after_deltas_the_cache_reuses_the_applied_rules(changes):
+@pytest.mark.parametrize("copy_on_write", [64, 0], ids=["set copy-on-write", "set rule by rule"])
+@pytest.mark.parametrize("changes", [1, 60], ids=["few changed", "most changed"])
+def test_after_deltas_the_cache_reuses_the_applied_rules(changes, copy_on_write, monkeypatch):
     """After deltas (with_changes, as Syncer._apply_delta), a full reload re-uses the delta's compiled rules and
     recompiles only other bytes; digest, guarded ids and decisions are those of a fresh load, whichever way the
-    digest of the held rules is found (few or most rules not held)."""
+    digest of the held rules is found (few or most rules not held) and the new set is built."""
+    monkeypatch.setattr(compiled, "COPY_ON_WRITE_MAX", copy_on_write)
     rules = vector_rules()
     ids = sorted(rules)
     cache = CompileCache()
