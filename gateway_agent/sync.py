@@ -202,7 +202,7 @@ class Syncer:
         self.announced = 0  # highest revision announced on the events channel (or read from the master)
         self._scan = True  # HSCAN granted (else one HGETALL per full reload)
         self.notifier = Notifier(self) if config.notifications else None
-        self.compiled = CompileCache()  # the last full load's compiled rules by stored bytes (the sync thread's)
+        self.compiled = CompileCache()  # the compiled rules of the bytes held (the applied set's; the sync thread's)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, wait: float | None = None) -> None:
@@ -468,7 +468,7 @@ class Syncer:
         With `force`, the read content replaces an applied set of the same revision (digest mismatch).
         Reads in HSCAN chunks and decodes, digests and compiles in slices of ~2 ms that yield, with
         the cyclic GC held off (see `_no_gc_pauses`), so a sidecar's requests keep being answered;
-        rules whose stored bytes the previous load held are not decoded again (`CompileCache`), and
+        rules whose stored bytes the applied set holds are not decoded again (`CompileCache`), and
         the replaced set is freed in slices as well.
         """
         pause = Slicer()
@@ -508,10 +508,10 @@ class Syncer:
             raise StoreError(f"revision {rev}: the rules read do not match the store's digest {read.digest[:12]} "
                              f"(a slot migration in progress, or damaged keys); keeping revision "
                              f"{cur.revision if cur else None}")
-        ruleset = RuleSet.from_compiled(loaded.rules, rev, gen, pause=pause)
+        ruleset = loaded.ruleset(rev, gen, pause)  # from the applied set, copy-on-write, when it held rules
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
-        self._install(Applied(ruleset, raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded))
+        self._install(Applied(ruleset, loaded.raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded))
         return True
 
     def _full_read(self, pause: Slicer) -> NamespaceRead:
@@ -577,6 +577,7 @@ class Syncer:
         return merged
 
     def _install(self, applied: Applied) -> None:
+        self.compiled.hold(applied.raw, applied.ruleset, applied.guarded, applied.digest)
         with self._changed:
             self.current = applied
             if self.refused is not None and applied.revision >= self.refused.revision:
@@ -606,9 +607,11 @@ class Syncer:
             log.warning("ignoring snapshot %s: %s", path, exc)
             return False
         with self._changed:
-            self.current = Applied(RuleSet.from_compiled(loaded.rules, snap.revision, snap.generation),
-                                   snap.raw_rules, snap.revision, snap.generation, "snapshot", self.wall(),
+            self.current = Applied(loaded.ruleset(snap.revision, snap.generation),
+                                   loaded.raw, snap.revision, snap.generation, "snapshot", self.wall(),
                                    loaded.digest, loaded.guarded)
+            cur = self.current
+            self.compiled.hold(cur.raw, cur.ruleset, cur.guarded, cur.digest)
             self.confirmed_at = float(snap.written_at)
             self._changed.notify_all()
         log.info("namespace %s: loaded revision %s from snapshot %s (written %.0fs ago)",

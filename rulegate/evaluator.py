@@ -134,7 +134,7 @@ def _key_name(key: dict) -> str:
 
 
 class _Split:
-    """A compiled split rule: its policies in order, then `default`."""
+    """A compiled split rule: its policies in order, then `default` (one policy: a _OneCheckSplit)."""
 
     __slots__ = ("rule_id", "methods", "source", "name", "checks", "default", "start", "end")
 
@@ -153,6 +153,10 @@ class _Split:
             self.checks = ()
             return
         proxies = {default: self.default}  # one Decision per upstream of the rule
+        if len(policies) == 1:  # the policy itself, no 1-tuple (48 B a rule)
+            self.checks = _compile_policy(policies[0], rule_id, revision, proxies)
+            self.__class__ = _OneCheckSplit  # same slots (CPython allows it; see _proxy)
+            return
         self.checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
 
     def pick(self, req: Request) -> Decision:
@@ -168,6 +172,23 @@ class _Split:
             if hit is not None:
                 return hit
         return self.default
+
+
+class _OneCheckSplit(_Split):
+    """A split rule with one policy: `checks` holds that policy, not a tuple of policies."""
+
+    __slots__ = ()
+
+    def pick(self, req: Request) -> Decision:
+        source = self.source
+        if source == "header":
+            key = req.headers.get(self.name)
+        elif source == "ip":
+            key = req.ip or None
+        else:
+            key = (req.cookies if source == "cookie" else req.args).get(self.name)
+        hit = self.checks.match(key, req)
+        return self.default if hit is None else hit
 
 
 def _split_inactive(split: _Split, req: Request) -> bool:
@@ -354,7 +375,11 @@ _RULE_ID = operator.attrgetter("rule_id")
 
 
 class _Route:
-    """The rules of one (host, path): lists while being built, tuples once `finish()`ed."""
+    """The rules of one (host, path): lists while being built, tuples once `finish()`ed.
+
+    A finished route whose only rule is a split without methods or window holds it in `fast` only
+    (`splits` is then empty: no 1-tuple, 48 B a route); `all_splits()` gives the splits either way.
+    """
 
     __slots__ = ("degrades", "splits", "fast")
 
@@ -363,20 +388,24 @@ class _Route:
         self.splits: list[_Split] | tuple[_Split, ...] = []
         self.fast: _Split | None = None  # the only split, no methods, no window, no degrade
 
+    def all_splits(self) -> "list[_Split] | tuple[_Split, ...]":
+        return self.splits if self.fast is None else (self.fast,)
+
     def finish(self) -> None:
-        degrades, splits = self.degrades, self.splits
+        degrades, splits = self.degrades, self.all_splits() if not self.splits else self.splits
         self.degrades = tuple(sorted(degrades, key=_RULE_ID)) if len(degrades) > 1 else tuple(degrades)
         self.splits = tuple(sorted(splits, key=_RULE_ID)) if len(splits) > 1 else tuple(splits)
         self.fast = None
         if not self.degrades and len(self.splits) == 1 and self.splits[0].methods is None \
                 and self.splits[0].start is None and self.splits[0].end is None:
             self.fast = self.splits[0]
+            self.splits = ()
 
     def without(self, ids: set[str]) -> "_Route":
         """Return an unfinished copy without the items of rules in ids (self is not changed)."""
         route = _Route()
         route.degrades = [item for item in self.degrades if item.rule_id not in ids]
-        route.splits = [item for item in self.splits if item.rule_id not in ids]
+        route.splits = [item for item in self.all_splits() if item.rule_id not in ids]
         return route
 
 
@@ -502,13 +531,20 @@ class RuleSet:
         Copy-on-write: only the routes the changes touch are rebuilt; the rest is shared with self,
         which is not modified. decide() gives what RuleSet(all rules, revision) would.
         """
+        return self.with_compiled({rule_id: compile_rule(rule, revision) for rule_id, rule in changed.items()},
+                                  removed, revision, generation)
+
+    def with_compiled(self, changed: Mapping[str, CompiledRule], removed: Iterable[str], revision: int,
+                      generation: str) -> "RuleSet":
+        """`with_changes` of rules compiled earlier (`compile_rule`, any revision: decisions compiled at
+        another one are re-stamped, as after `from_compiled`); `removed` is iterated twice."""
         placement = dict(self.placement)
         ids = set(changed) | set(removed)
         touched: dict[tuple[str, str], set[str]] = {}  # (table, host key) -> paths
         for rule_id in ids:
             routes = [placement.get(rule_id)]
             if rule_id in changed:
-                routes.append((changed[rule_id]["route"]["host"], changed[rule_id]["route"]["path"]))
+                routes.append(changed[rule_id].place)
             for route in routes:
                 if route is not None:
                     touched.setdefault(_host_key(route[0]), set()).add(route[1])
@@ -527,8 +563,8 @@ class RuleSet:
                 route = index.by_path.get(path)
                 index.by_path[path] = route.without(ids) if route is not None else _Route()
             new._set_index(table, key, index)
-        for rule in changed.values():
-            new._put(compile_rule(rule, revision))
+        for entry in changed.values():
+            new._put(entry)
         for (table, key), paths in touched.items():
             index = new._index(table, key)
             for path in paths:
@@ -573,6 +609,36 @@ class RuleSet:
         indexes = self._indexes()
         return [route for index in indexes for route in index.by_path.values()] + indexes
 
+    def compiled_rules(self, pause: Callable[[], None] | None = None) -> dict[str, CompiledRule]:
+        """Return each rule of this set by id as `compile_rule` gave it (the same route item, place and
+        `breaker`; decisions stamped with the revision they were compiled at): what `from_compiled` takes.
+
+        Built from the routes and the placement (the set keeps no CompiledRule); `pause` every 64 rules."""
+        items: dict[str, _Split | _Degrade] = {}
+        n = 0
+        for index in self._indexes():
+            for route in index.by_path.values():
+                n += 1
+                if pause is not None and not n & 63:
+                    pause()
+                for item in route.degrades:
+                    items[item.rule_id] = item
+                for item in route.all_splits():
+                    items[item.rule_id] = item
+        out: dict[str, CompiledRule] = {}
+        breakers = self.breakers
+        for n, (rule_id, place) in enumerate(self.placement.items()):
+            if pause is not None and not n & 63:
+                pause()
+            rule = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see _proxy)
+            rule.rule_id = rule_id
+            rule.place = place
+            rule.item = items.get(rule_id)  # None: disabled
+            rule.breaker = breakers.get(rule_id)
+            rule.__class__ = CompiledRule
+            out[rule_id] = rule
+        return out
+
     def _indexes(self) -> list[_HostIndex]:
         out = list(self.exact.values()) + list(self.wildcard.values())
         return out + ([self.any_host] if self.any_host else [])
@@ -600,7 +666,7 @@ class RuleSet:
                 route = index.by_path[place[1]] = _Route()
             if routes is not None:
                 routes[place] = route
-        if type(item) is _Split:
+        if type(item) is not _Degrade:
             route.splits.append(item)
         else:
             route.degrades.append(item)
@@ -624,6 +690,8 @@ def _route_in(index: _HostIndex, req: Request) -> _Route | None:
 
 
 def _method_matches(route: _Route, method: str) -> bool:
+    if route.fast is not None:
+        return True
     for degrade in route.degrades:
         if degrade.methods is None or method in degrade.methods:
             return True
