@@ -8,7 +8,7 @@ from rulegate.keyspace import Keys
 
 from .conftest import make_client, request, split_rule
 
-DELTA_CHANGES = 200  # 1,000 in bench/reload.py; 200 keep CI short
+DELTA_CHANGES = 1000  # the "1,000 small changes"
 
 
 def test_changes_apply_as_deltas_without_full_reloads(cluster, store, namespace):
