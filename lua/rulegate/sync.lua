@@ -126,51 +126,6 @@ function _M.pauser(every)
 end
 
 
--- Garbage collection around a full load. LuaJIT creates objects white: the
--- tables a load builds while a collector cycle is marking hang from tables
--- already marked (the set being built, the routes map, the coroutine's stack),
--- which the write barrier sends to the cycle's atomic phase, and that phase
--- marks all of them in one go: 6-25 ms at 10,000 rules, one request wait per
--- reload per worker. So a yielding load finishes the cycle under way first (in
--- steps, yielding), stops the collector while it builds, then restarts it and
--- steps one cycle through to its end (yielding): no cycle overlaps the build,
--- every step is short. The load's garbage is freed by that cycle, not during
--- the load (the heap peaks higher meanwhile). Nested holds (a background
--- compile while the sync loads) stop and restart the collector once.
-local gc_holds = 0
-local collectgarbage = collectgarbage
-
-
--- Step the collector to the end of a cycle, pause() after every step.
-local function gc_cycle(pause)
-    repeat
-        local done = collectgarbage("step", 0)
-        pause()
-    until done
-end
-
-
--- fn(...) with the collector held off (above); pause yields (sync.pauser).
--- Returns fn's results; an error of fn is raised again once the collector runs.
-function _M.without_gc(pause, fn, ...)
-    if gc_holds == 0 then
-        gc_cycle(pause)
-        collectgarbage("stop")
-    end
-    gc_holds = gc_holds + 1
-    local res = { pcall(fn, ...) }
-    gc_holds = gc_holds - 1
-    if gc_holds == 0 then
-        collectgarbage("restart")
-        gc_cycle(pause)
-    end
-    if not res[1] then
-        error(res[2], 0)
-    end
-    return res[2], res[3], res[4]
-end
-
-
 -- Decode and check every raw rule; returns the list of rules or nil, err.
 -- pause, when given, is called between rules.
 function _M.decode_rules(raw_rules, pause)
@@ -342,15 +297,6 @@ end
 -- next tick). serving, when given, is the set this worker serves: the rules
 -- it holds with the same bytes are not compiled again (load_rule).
 function _M.compile_current(dict, ver, pause, serving)
-    if pause then -- a timer: the collector is held off during the load (without_gc)
-        return _M.without_gc(_M.pauser(1), _M.load_current, dict, ver, pause, serving)
-    end
-    return _M.load_current(dict, ver, pause, serving)
-end
-
-
--- compile_current without the collector's hold.
-function _M.load_current(dict, ver, pause, serving)
     local rs, routes = nil, {}
     local reuse = serving and router.items(serving, pause)
     local head, err, retry = payload.read(dict, function(id, value, phead)
@@ -882,7 +828,7 @@ end
 -- is decoded (as decode_rules, then router.compile), the rules of the set
 -- served (conf.serving) with the same bytes reused (load_rule); rs, routes by
 -- id, or nil, err.
-local function load_raw(conf, got)
+local function compile_raw(conf, got)
     local pause = _M.pauser(PAUSE_EVERY)
     local rs, routes = router.new_set(got.rev), {}
     local serving = conf.serving and conf.serving()
@@ -901,12 +847,6 @@ local function load_raw(conf, got)
     end
     rs.generation = got.gen
     return rs, routes
-end
-
-
--- load_raw with the collector held off (without_gc).
-local function compile_raw(conf, got)
-    return _M.without_gc(_M.pauser(1), load_raw, conf, got)
 end
 
 
