@@ -22,7 +22,7 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   and nginx also with every rule's bytes rewritten first); max and p50. With several nginx workers the
   requests go round-robin over one keep-alive connection per worker.
   The reload's Redis writes run in a forked child, the rewritten bytes encoded before the window: in
-  the sampling process they held the GIL and were counted as request latency (up to ~40 ms).
+  the sampling process they held the GIL and were counted as request latency (bench/REPORT.md).
 - `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
 Numbers are for comparison, not assertions.
 """
