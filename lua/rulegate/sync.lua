@@ -136,7 +136,7 @@ end
 -- per reload per worker. So each worker grows it to 2^18 slots at start and
 -- keeps STRING_RESERVE short strings alive (more than a quarter of 2^18): it
 -- never halves below that, and grows only past its largest size so far.
--- Costs ~5 MiB of Lua heap per worker (the 2 MiB table included).
+-- Costs ~4-5 MiB of Lua heap per worker (the 2 MiB table included; bench/REPORT.md).
 local STRING_RESERVE = 70000
 local reserved = nil
 
