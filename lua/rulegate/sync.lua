@@ -158,6 +158,12 @@ function _M.reserve_strings(n)
 end
 
 
+-- The strings reserve_strings keeps alive (nil before it ran).
+function _M.reserved_strings()
+    return reserved
+end
+
+
 -- Decode and check every raw rule; returns the list of rules or nil, err.
 -- pause, when given, is called between rules.
 function _M.decode_rules(raw_rules, pause)
