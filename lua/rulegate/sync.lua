@@ -126,6 +126,44 @@ function _M.pauser(every)
 end
 
 
+-- LuaJIT interns every string in one hash table that doubles when it holds
+-- more strings than slots and halves at the end of a collector cycle that
+-- leaves a quarter or less: each resize rehashes every string at once
+-- (14 ms at 131,072 slots, 18-42 ms at 262,144 on the bench machine). A full
+-- reload interns tens of thousands of new strings (raw bytes, SHA-1s, decoded
+-- fields) while the served set's are alive, then frees them: at 10,000 rules
+-- the table doubled during the reload and halved after it, a 14-25 ms wait
+-- per reload per worker. So each worker grows it to 2^18 slots at start and
+-- keeps STRING_RESERVE short strings alive (more than a quarter of 2^18): it
+-- never halves below that, and grows only past its largest size so far.
+-- Costs ~4-5 MiB of Lua heap per worker (the 2 MiB table included; bench/REPORT.md).
+local STRING_RESERVE = 70000
+local reserved = nil
+
+
+-- Grow this worker's string table and keep it grown (above); once per worker.
+function _M.reserve_strings(n)
+    if reserved then
+        return
+    end
+    n = n or STRING_RESERVE
+    local tmp = {}
+    for i = 1, 2 * n do -- 2n live strings: the table grows past 2^18 slots for n = 70000
+        tmp[i] = "rg" .. i
+    end
+    reserved = {}
+    for i = 1, n do
+        reserved[i] = tmp[i]
+    end
+end
+
+
+-- The strings reserve_strings keeps alive (nil before it ran).
+function _M.reserved_strings()
+    return reserved
+end
+
+
 -- Decode and check every raw rule; returns the list of rules or nil, err.
 -- pause, when given, is called between rules.
 function _M.decode_rules(raw_rules, pause)
@@ -1248,6 +1286,7 @@ end
 
 -- Start the sync timer (and the notification listener) of this worker (init_worker).
 function _M.start(conf)
+    _M.reserve_strings()
     math.randomseed(worker_pid() + floor(now() * 1000))
     local ok, err = timer_at(0, tick, conf)
     if not ok then
