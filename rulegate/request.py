@@ -128,6 +128,19 @@ def _cached_host(raw: str) -> str:
     return host
 
 
+_PLAIN_NAMES: set[str] = set()  # header names that header_map() keeps as they are (str, lower-case, not cookie)
+
+
+def _plain_name(name: object) -> bool:
+    """Return True when header_map() keeps `name` as it is, remembering such names (bounded)."""
+    if type(name) is not str or not name.islower() or name == "cookie":
+        return False
+    if len(_PLAIN_NAMES) >= 4096:
+        _PLAIN_NAMES.clear()
+    _PLAIN_NAMES.add(name)
+    return True
+
+
 def from_native(text: str) -> str:
     """Return a WSGI "native string" (bytes as latin-1, PEP 3333) as a request string (see `from_wire`)."""
     if text.isascii():
@@ -264,17 +277,17 @@ class Request:
         """
         if type(data) is dict and len(data) == 5:  # the common shape, exactly host, path, method, ip, headers
             try:
-                host, target, headers = data["host"], data["path"], data["headers"]
-                ip = data["ip"]
+                host, target, method, ip = data["host"], data["path"], data["method"], data["ip"]
+                headers = data["headers"]
                 if (type(headers) is dict and len(headers) == 1 and type(host) is str and type(target) is str
                         and type(ip) is str and target and "?" not in target):
                     name, = headers
                     value = headers[name]
-                    if type(name) is str and type(value) is str and name.islower() and name != "cookie":
+                    if type(name) is str and type(value) is str and (name in _PLAIN_NAMES or _plain_name(name)):
                         # as the general path builds it, from values that need no work (KeyError: a cache miss)
                         req = _new(cls)
                         req.host = _HOSTS[host]
-                        req.method = _METHODS[data["method"]]
+                        req.method = _METHODS[method]
                         req.path = target
                         req.ip = ip
                         req.headers = {name: value}
