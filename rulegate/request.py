@@ -131,6 +131,14 @@ def _cached_host(raw: str) -> str:
 _PLAIN_NAMES: set[str] = set()  # header names that header_map() keeps as they are (str, lower-case, not cookie)
 
 
+def _cached_env_host(raw: str) -> str:
+    host = _HOSTS.get(raw) or _cached_host(raw)
+    if len(_ENV_HOSTS) >= MAX_CACHED_HOSTS:
+        _ENV_HOSTS.clear()
+    _ENV_HOSTS[raw] = host
+    return host
+
+
 def _plain_name(name: object) -> bool:
     """Return True when header_map() keeps `name` as it is, remembering such names (bounded)."""
     if type(name) is not str or not name.islower() or name == "cookie":
@@ -379,10 +387,7 @@ class Request:
         req = _new(cls)
         host = environ.get("HTTP_HOST", "")
         if host.isascii():
-            req.host = _ENV_HOSTS.get(host) or _cached_host(host)
-            if len(_ENV_HOSTS) >= MAX_CACHED_HOSTS:
-                _ENV_HOSTS.clear()
-            _ENV_HOSTS[host] = req.host
+            req.host = _ENV_HOSTS.get(host) or _cached_env_host(host)
         else:
             req.host = _host(from_native(host))
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
