@@ -115,6 +115,7 @@ def _method(raw: str) -> str:
 _HOSTS: dict[str, str] = {}
 _METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 MAX_CACHED_HOSTS = 4096
+_ENV_HOSTS: dict[str, str] = {}  # the same for ASCII HTTP_HOST values (a native string is its request string)
 
 
 def _cached_host(raw: str) -> str:
@@ -125,6 +126,27 @@ def _cached_host(raw: str) -> str:
             _HOSTS.clear()
         _HOSTS[raw] = host
     return host
+
+
+_PLAIN_NAMES: set[str] = set()  # header names that header_map() keeps as they are (str, lower-case, not cookie)
+
+
+def _cached_env_host(raw: str) -> str:
+    host = _HOSTS.get(raw) or _cached_host(raw)
+    if len(_ENV_HOSTS) >= MAX_CACHED_HOSTS:
+        _ENV_HOSTS.clear()
+    _ENV_HOSTS[raw] = host
+    return host
+
+
+def _plain_name(name: object) -> bool:
+    """Return True when header_map() keeps `name` as it is, remembering such names (bounded)."""
+    if type(name) is not str or not name.islower() or name == "cookie":
+        return False
+    if len(_PLAIN_NAMES) >= 4096:
+        _PLAIN_NAMES.clear()
+    _PLAIN_NAMES.add(name)
+    return True
 
 
 def from_native(text: str) -> str:
@@ -261,6 +283,33 @@ class Request:
         list of [name, value] pairs; `cookies`, when absent, come from the Cookie header; `request_id`
         the id a degrade keyed on `request` hashes (absent: a random id per decision).
         """
+        if type(data) is dict and len(data) == 5:  # the common shape, exactly host, path, method, ip, headers
+            try:
+                host, target, method, ip = data["host"], data["path"], data["method"], data["ip"]
+                headers = data["headers"]
+                if (type(headers) is dict and len(headers) == 1 and type(host) is str and type(target) is str
+                        and type(ip) is str and target and "?" not in target):
+                    name, = headers
+                    value = headers[name]
+                    if type(name) is str and type(value) is str and (name in _PLAIN_NAMES or _plain_name(name)):
+                        # as the general path builds it, from values that need no work (KeyError: a cache miss)
+                        req = _new(cls)
+                        req.host = _HOSTS[host]
+                        req.method = _METHODS[method]
+                        req.path = target
+                        req.ip = ip
+                        req.headers = {name: value}
+                        req._cookies = None
+                        req._args = EMPTY
+                        req.now = None
+                        req.request_id = ""
+                        return req
+            except KeyError:
+                pass
+        return cls._from_mapping(data)
+
+    @classmethod
+    def _from_mapping(cls, data: Mapping[str, Any]) -> "Request":
         get = data.get
         req = _new(cls)
         host = get("host", "")
@@ -316,9 +365,31 @@ class Request:
         (bytes as latin-1). What differs from `from_dict` over the raw request is the WSGI
         server's doing: repeated headers arrive merged (see `EnvironHeaders`).
         """
+        if type(environ) is dict and "RAW_URI" not in environ and "REQUEST_URI" not in environ:
+            try:  # the common shape (gevent's pywsgi): cached ASCII host, known method, ASCII path (KeyError: not)
+                path = environ["SCRIPT_NAME"] + environ["PATH_INFO"]
+                query = environ["QUERY_STRING"]
+                if path and not query and path.isascii():
+                    req = _new(cls)
+                    req.host = _ENV_HOSTS[environ["HTTP_HOST"]]
+                    req.method = _METHODS[environ["REQUEST_METHOD"]]
+                    req.path = path
+                    req.ip = environ.get("REMOTE_ADDR", "") if ip is None else ip
+                    req.headers = headers = _new(EnvironHeaders)
+                    headers.environ = environ
+                    req._cookies = None
+                    req._args = EMPTY
+                    req.now = now
+                    req.request_id = request_id
+                    return req
+            except KeyError:
+                pass
         req = _new(cls)
         host = environ.get("HTTP_HOST", "")
-        req.host = (_HOSTS.get(host) or _cached_host(host)) if host.isascii() else _host(from_native(host))
+        if host.isascii():
+            req.host = _ENV_HOSTS.get(host) or _cached_env_host(host)
+        else:
+            req.host = _host(from_native(host))
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
         if raw:
             path = raw.partition("?")[0]
