@@ -1,6 +1,11 @@
 """Benchmark of the Python agent; prints a table, each figure next to a baseline from the same run.
 
     python bench/agent.py [--rules 10000] [--seconds 2] [--rounds 3]
+    python bench/agent.py --loop {app,server,static_app,static_server} --calls N [--rules 1000]
+
+(--loop: N POST /v1/decide through the sidecar's WSGI app, or its server's handler over a loopback connection
+in process, or the baseline's; no Redis, no timing: run under `valgrind --tool=cachegrind --cache-sim=no` at
+two N and divide the difference by the difference of N for instructions per request.)
 
 Starts a private 6-node cluster (rulegate_dev.LocalCluster) in a temp dir and a sidecar child
 process; both are stopped (by pid) at the end. Numbers are for comparison, not assertions. HTTP
@@ -191,12 +196,67 @@ def reload_numbers(cluster: LocalCluster, ns: str, runs: int) -> dict[str, float
     return {"hgetall": min(hgetall), "reload": min(reload), "warm": min(warm), "held": held, "raw": raw_bytes}
 
 
+def loop(mode: str, calls: int, rules: int) -> None:
+    """Serve `calls` POST /v1/decide in process (see the module doc); for instruction counts."""
+    import logging
+
+    from gevent import socket as gsocket
+    from gevent import spawn
+    from gevent.pywsgi import WSGIServer
+
+    from gateway_agent.sidecar import ServerLimits, SidecarApp
+    from gateway_agent.sync import Applied
+    from gateway_agent.wsgi_server import make_server
+
+    client = RuleClient(["127.0.0.1:1"], "bench")  # never started: the rule set is set directly
+    client.syncer.current = Applied(RuleSet([make_rule(i) for i in range(rules)], 1, "g"), {}, 1, "g", "bench",
+                                    time.time())
+    static: dict = {}
+    exec(BASELINE_SERVER.replace("from gevent import monkey; monkey.patch_all()", ""), static)
+    app = SidecarApp(client) if mode in ("app", "server") else static["app"]
+    if mode in ("app", "static_app"):
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/decide", "CONTENT_LENGTH": str(len(DECIDE_BODY))}
+        for _ in range(calls):
+            app({**environ, "wsgi.input": io.BytesIO(DECIDE_BODY)}, lambda status, headers: None)
+        return
+    if mode == "server":
+        server = make_server(app, "127.0.0.1", 0, ServerLimits(), logging.getLogger("bench"))
+    else:
+        server = WSGIServer(("127.0.0.1", 0), app, log=None, handler_class=static["H"])
+    request = (b"POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(DECIDE_BODY)) + DECIDE_BODY
+    listener = gsocket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    conn = gsocket.create_connection(listener.getsockname())
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    accepted, address = listener.accept()
+    handler = spawn(server.handle, accepted, address)
+    reader = conn.makefile("rb")
+    for _ in range(calls):
+        conn.sendall(request)
+        if not reader.readline().startswith(b"HTTP/1.1 200"):
+            raise RuntimeError("the server did not answer 200")
+        length = 0
+        while (line := reader.readline()) != b"\r\n":
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        reader.read(length)
+    conn.close()
+    handler.join(timeout=1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop", choices=("app", "server", "static_app", "static_server"))
+    parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
+    if args.loop:
+        loop(args.loop, args.calls, args.rules)
+        return 0
     tmp = str(scratch_dir("rulegate-bench-"))
     cluster = LocalCluster(Path(tmp) / "cluster").start()
     procs: list[subprocess.Popen] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -13,6 +13,7 @@ from rulegate.fleet import MAX_EXPOSURE_KEYS
 from rulegate.outcomes import MAX_OUTCOME_KEYS, N_CLASSES, Outcomes
 
 from .client import RuleClient
+from .exposure import ThreadCounts
 from .health import STATES
 
 ACTIONS = ("proxy", "respond", "redirect", "pass")
@@ -139,15 +140,48 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+class DecisionCounts(ThreadCounts):
+    """Decisions served by action: a plain dict increment per decision in the serving thread's own dict (no
+    lock, no prometheus child), summed into `rulegate_agent_decisions_total{action}` at scrape time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self.raw_totals()
+        family = CounterMetricFamily("rulegate_agent_decisions", "Decisions served by action", labels=["action"])
+        for action in ACTIONS:
+            family.add_metric([action], totals.get(action, 0), created=self.created)
+        yield family
+
+
+class ActionCounter:
+    """`inc()` counts one decision of one action in DecisionCounts (what a prometheus child's inc() did)."""
+
+    __slots__ = ("_action", "_local", "_register")
+
+    def __init__(self, counts: DecisionCounts, action: str):
+        self._action, self._local, self._register = action, counts._local, counts._register
+
+    def inc(self) -> None:
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._register()
+        action = self._action
+        counts[action] = counts.get(action, 0) + 1
+
+
 class AgentMetrics:
-    """The registry a sidecar serves: the client collector plus decisions by action."""
+    """The registry a sidecar serves: the client collector plus decisions by action (`decisions[action].inc()`)."""
 
     def __init__(self, client: RuleClient):
         self.registry = CollectorRegistry()
         self.registry.register(AgentCollector(client))
-        decisions = Counter("rulegate_agent_decisions", "Decisions served by action", ["action"],
-                            registry=self.registry)
-        self.decisions = {a: decisions.labels(a) for a in ACTIONS}
+        counts = DecisionCounts()
+        self.registry.register(counts)
+        self.decisions = {a: ActionCounter(counts, a) for a in ACTIONS}
 
     def render(self) -> tuple[bytes, str]:
         """Return (body, content type) of the Prometheus text exposition."""

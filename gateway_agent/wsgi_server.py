@@ -29,6 +29,10 @@ class RequestTimeout(TimeoutError):
         super().__init__(errno.ETIMEDOUT, "request not received in time")
 
 
+class IdleTimeout(TimeoutError):
+    """No next request within idle_timeout (the connection is closed quietly)."""
+
+
 class _Refused(ValueError):
     """A request refused before its body is read; carries the raw response."""
 
@@ -49,18 +53,22 @@ class LimitedHandler(WSGIHandler):
 
     limits: ServerLimits
     _timer: gevent.Timeout | None = None
+    _idle: gevent.Timeout | None = None
     _body = b""
 
     def handle(self) -> None:
         # a large body goes out in a write of its own: without NODELAY, Nagle + delayed ACK add 40 ms
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # one deadline timer per connection, restarted for each request (cheaper than one per request);
-        # it fires at most once: the connection is closed after a 408
+        # it fires at most once: the connection is closed after a 408. Likewise one idle timer: waiting
+        # for a request with a socket timeout would create a new timer per wait.
         self._timer = gevent.Timeout(self.limits.request_timeout, RequestTimeout())
+        self._idle = gevent.Timeout(self.limits.idle_timeout, IdleTimeout())
         try:
             super().handle()
         finally:
             self._timer.close()
+            self._idle.close()
 
     def handle_one_request(self) -> Any:
         if not self._await_request():
@@ -73,11 +81,14 @@ class LimitedHandler(WSGIHandler):
 
     def _await_request(self) -> bool:
         """Wait up to idle_timeout for the first byte of the next request; False to close."""
-        self.socket.settimeout(self.limits.idle_timeout)
+        self.socket.settimeout(None)  # the idle timer bounds this wait
+        self._idle.start()
         try:
             started = bool(self.rfile.peek(1))
-        except OSError:
+        except OSError:  # IdleTimeout included
             return False
+        finally:
+            self._idle.cancel()
         self.socket.settimeout(self.limits.request_timeout)  # also bounds writing the response
         return started
 

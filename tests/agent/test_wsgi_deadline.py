@@ -91,3 +91,11 @@ def test_a_dripping_second_request_is_cut_off(port):
             pass
         assert time.monotonic() - t0 < 3
     assert out.startswith(b"HTTP/1.1 408"), out
+
+
+def test_an_idle_connection_is_closed_quietly(port):
+    """After a request, a connection sending nothing is closed after idle_timeout, with no response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request())
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        assert sock.recv(65536) == b""  # closed by the server, no 408
