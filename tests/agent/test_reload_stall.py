@@ -7,8 +7,8 @@ import time
 
 from redis.cluster import RedisCluster
 
-from rulegate.keyspace import Keys
 from rulegate.errors import SnapshotError
+from rulegate.keyspace import Keys
 from rulegate.schema import encode_rule, validate_rule
 from rulegate.snapshot import read_snapshot
 
