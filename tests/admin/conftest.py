@@ -71,15 +71,19 @@ def csrf_of(html: bytes) -> str:
     return re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1).decode()
 
 
+def logged_in(app, username: str):
+    """Return a test client logged in through the login form as username (password PASSWORD)."""
+    c = app.test_client()
+    page = c.get("/login")
+    r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_of(page.data)})
+    assert r.status_code == 302
+    return c
+
+
 @pytest.fixture()
 def editor(app, users):
     """A test client logged in (through the login form) as the editor."""
-    c = app.test_client()
-    page = c.get("/login")
-    r = c.post("/login", data={"username": users["editor"].username, "password": PASSWORD,
-                               "csrf_token": csrf_of(page.data)})
-    assert r.status_code == 302
-    return c
+    return logged_in(app, users["editor"].username)
 
 
 @pytest.fixture()

@@ -1,21 +1,16 @@
 """Inputs that used to answer 5xx: each is now a 4xx (the API's names the field) and writes nothing."""
 from __future__ import annotations
 
-import re
 import socket
 import uuid
 from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import PASSWORD, split_rule
+from .conftest import csrf_of, logged_in, split_rule
 
 pytestmark = pytest.mark.integration
 UNICODE_DIGITS = ["²", "¹²", "٣"]  # str.isdigit() says yes, int() says no (or reads a different number)
-
-
-def _csrf(html: bytes) -> str:
-    return re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1).decode()
 
 
 @pytest.fixture()
@@ -28,12 +23,7 @@ def seeded(backend, ns) -> str:
 @pytest.fixture(scope="module")
 def editor(app, users):
     """A test client logged in as the editor (one login for the module)."""
-    client = app.test_client()
-    page = client.get("/login")
-    r = client.post("/login", data={"username": users["editor"].username, "password": PASSWORD,
-                                     "csrf_token": _csrf(page.data)})
-    assert r.status_code == 302
-    return client
+    return logged_in(app, users["editor"].username)
 
 
 @pytest.mark.parametrize("value", UNICODE_DIGITS + ['"²"', 'W/"³"'])
@@ -96,7 +86,7 @@ def test_bad_expected_revision_in_web_forms(editor, seeded, keyspace, rev, form)
     url = {"toggle": f"/ns/{seeded}/rules/web/toggle", "delete": f"/ns/{seeded}/rules/web/delete",
            "edit": f"/ns/{seeded}/rules/web/edit", "rollback": f"/ns/{seeded}/rollback/1"}[form]
     page = editor.get(f"/ns/{seeded}/rules/web/edit")
-    data = {"csrf_token": _csrf(page.data), "expected_rev": rev}
+    data = {"csrf_token": csrf_of(page.data), "expected_rev": rev}
     if form == "edit":
         data.update({"id": "web", "host": "shop.example.com", "path": "/", "key_source": "header",
                      "key_name": "x-uid", "default": "stable", "policies-0-type": "percent",
@@ -113,7 +103,7 @@ def test_bad_policy_index_in_split_form(editor, ns, action):
     """The split form's add/remove/move buttons with a non-ASCII or huge index re-render the form."""
     page = editor.get(f"/ns/{ns}/rules/new?kind=split")
     r = editor.post(f"/ns/{ns}/rules/new?kind=split", data={
-        "csrf_token": _csrf(page.data), "id": "web", "policies-0-type": "percent", "action": action})
+        "csrf_token": csrf_of(page.data), "id": "web", "policies-0-type": "percent", "action": action})
     assert r.status_code == 200 and b'id="policy-0"' in r.data
 
 
