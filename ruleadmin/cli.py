@@ -77,6 +77,14 @@ def _parser() -> EnvArgumentParser:
     w.add_argument("--namespace", action="append", type=identifier("namespace name"), metavar="NAME",
                    help="watch only this namespace (repeatable; default: every namespace)")
     w.add_argument("--once", action="store_true", help="run one round, print its halts as JSON lines, exit")
+    c = command("canonicalize", "re-save rules an older ruleadmin stored in a form nginx refuses",
+                "Find rules whose stored bytes differ from what this ruleadmin would store for them (an older "
+                "ruleadmin's forms, which nginx refuses: docs/rules.md \"Canonical forms\") and save each again as "
+                "a commit conditioned on the bytes read (a rule changed meanwhile is left alone). Prints one JSON "
+                "line per such rule; exits 1 when a rule does not validate at all (it cannot be rewritten).")
+    c.add_argument("--namespace", action="append", type=identifier("namespace name"), metavar="NAME",
+                   help="only this namespace (repeatable; default: every namespace)")
+    c.add_argument("--dry-run", action="store_true", help="only report what would be rewritten")
     return p
 
 
@@ -298,6 +306,8 @@ def _run(args: argparse.Namespace, app, b, actor: str, password: str | None) -> 
         print(f"token {args.id} revoked")
     elif cmd == "guard-watcher":
         return _guard_watcher(args, b)
+    elif cmd == "canonicalize":
+        return _canonicalize(args, b, actor)
     elif cmd == "kill-switch":
         return _kill_switch(args, app, b, actor)
     elif cmd == "create-namespace":
@@ -306,6 +316,26 @@ def _run(args: argparse.Namespace, app, b, actor: str, password: str | None) -> 
             acc.audit("namespace.created", actor, args.name)
         print(f"namespace {args.name} {'created' if created else 'already exists'}")
     return 0
+
+
+def _canonicalize(args: argparse.Namespace, b, actor: str) -> int:
+    """Run `ruleadmin canonicalize`: one JSON line per rule not stored canonically, a summary on stderr."""
+    from .canonicalize import canonicalize
+    namespaces = args.namespace or b.store.namespaces()
+    counts: dict[str, int] = {}
+    rewritten: dict[str, int] = {}
+    try:
+        for finding in canonicalize(b.store, namespaces, actor, dry_run=args.dry_run):
+            counts[finding.status] = counts.get(finding.status, 0) + 1
+            if finding.status == "rewritten":
+                rewritten[finding.namespace] = rewritten.get(finding.namespace, 0) + 1
+            print(json.dumps(finding.as_dict()), flush=True)
+    finally:  # the rules' own history names each commit (op canonicalize); the audit stream the run
+        for ns, n in rewritten.items():
+            b.accounts.audit("namespace.canonicalized", actor, ns, f"{n} rule(s) rewritten")
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "every rule is canonical"
+    print(f"{len(namespaces)} namespace(s): {summary}", file=sys.stderr)
+    return 1 if counts.get("invalid") else 0
 
 
 def _guard_watcher(args: argparse.Namespace, b) -> int:

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import uuid
 
+import msgpack
 import pytest
 
 from ruleadmin.cli import main
+from rulegate.schema import encode_rule, validate_rule
 
 from .conftest import ROOT, server_env
 
@@ -156,3 +158,60 @@ def test_create_namespace_by_argument_or_flag(cli, backend):
     name = "cli" + uuid.uuid4().hex[:8]
     assert cli("create-namespace", name) == (0, f"namespace {name} created\n", "")
     assert cli("create-namespace", "--name", name) == (0, f"namespace {name} already exists\n", "")
+
+
+def old_cidr_rule(rule_id: str) -> dict:
+    """An ip_cidr rule as an older ruleadmin stored it: a bare address and a netmask, not address/prefix."""
+    return {"id": rule_id, "kind": "split", "route": {"host": "shop.example.com", "path": "/"},
+            "key": {"source": "header", "name": "x-uid"}, "default": "stable",
+            "policies": [{"type": "ip_cidr", "cidrs": ["10.1.2.3", "10.2.0.0/255.255.0.0"], "upstream": "canary"}]}
+
+
+def store_as_written(backend, ns: str, rules: dict[str, bytes]) -> int:
+    """Commit stored bytes exactly as given (what an older ruleadmin wrote); return the revision."""
+    return backend.store.commit(ns, list(rules.items()), None, "old-admin", op="put").revision
+
+
+def test_canonicalize_rewrites_old_forms_once_and_reports_what_it_cannot(cli, backend, ns):
+    """--dry-run changes nothing; the run rewrites each non-canonical rule to this ruleadmin's bytes in one
+    commit (op canonicalize), leaves canonical ones alone, reports an invalid rule and exits 1; a second run
+    finds nothing left but the invalid rule."""
+    canonical = encode_rule(validate_rule(old_cidr_rule("ok")))
+    old = encode_rule(old_cidr_rule("old"))
+    assert old != encode_rule(validate_rule(old_cidr_rule("old")))
+    rev = store_as_written(backend, ns, {"a-broken": msgpack.packb({"id": "a-broken", "kind": "nope"}),
+                                         "old": old, "ok": canonical})
+    status, out, err = cli("canonicalize", "--namespace", ns, "--dry-run")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert status == 1 and [(x["rule_id"], x["status"]) for x in lines] == [("a-broken", "invalid"),
+                                                                            ("old", "would rewrite")]
+    assert "kind" in lines[0]["error"] and "1 invalid, 1 would rewrite" in err
+    assert backend.store.revision(ns) == rev
+
+    status, out, err = cli("canonicalize", "--namespace", ns)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert status == 1 and [(x["rule_id"], x["status"]) for x in lines] == [("a-broken", "invalid"),
+                                                                            ("old", "rewritten")]
+    assert lines[1]["revision"] == rev + 1 == backend.store.revision(ns)
+    raw = backend.store.load_raw(ns).raw
+    assert raw["old"] == encode_rule(validate_rule(old_cidr_rule("old"))) and raw["ok"] == canonical
+    entry = backend.store.history(ns, None, 1)[0]
+    assert entry.op == "canonicalize" and entry.actor.startswith("cli")
+
+    status, out, _err = cli("canonicalize", "--namespace", ns)
+    assert status == 1 and [json.loads(line)["rule_id"] for line in out.splitlines()] == ["a-broken"]
+    assert backend.store.revision(ns) == rev + 1
+
+
+def test_canonicalize_leaves_a_rule_edited_meanwhile_alone(backend, ns):
+    """A rule changed between the read and the commit is reported and kept as edited; the others are rewritten."""
+    from ruleadmin.canonicalize import canonicalize
+    store_as_written(backend, ns, {"a-broken": b"\xc1", "edited": encode_rule(old_cidr_rule("edited")),
+                                   "old": encode_rule(old_cidr_rule("old"))})
+    run = canonicalize(backend.store, [ns], "test")
+    assert next(run).status == "invalid"  # the read is done, the commit not yet
+    edit = validate_rule({**old_cidr_rule("edited"), "default": "other"})
+    backend.store.put_rule(ns, edit, None, "someone")
+    assert [(f.rule_id, f.status) for f in run] == [("edited", "changed meanwhile"), ("old", "rewritten")]
+    raw = backend.store.load_raw(ns).raw
+    assert raw["edited"] == encode_rule(edit) and raw["old"] == encode_rule(validate_rule(old_cidr_rule("old")))

@@ -45,3 +45,21 @@ def test_lua_accepts_and_agrees_on_every_valid_rule_set(harness: DecideHarness, 
     assert harness.check(canon) == [None] * len(canon)
     requests = requests_for(canon, data)
     assert harness.batch(canon, 7, requests) == python_decisions(canon, 7, requests)
+
+
+def test_old_forms_nginx_refuses_are_accepted_once_canonicalized(harness: DecideHarness) -> None:
+    """Rules an older ruleadmin stored in a non-canonical form (bare address, netmask) are refused by the Lua
+    schema, and accepted in the form `ruleadmin canonicalize` rewrites them to (ruleadmin/canonicalize.py)."""
+    import msgpack
+
+    from ruleadmin.canonicalize import non_canonical
+    from rulegate.schema import encode_rule
+
+    old = [{"id": f"r{i}", "kind": "split", "route": {"host": "shop.example.com", "path": "/"},
+            "key": {"source": "header", "name": "x-uid"}, "default": "stable",
+            "policies": [{"type": "ip_cidr", "cidrs": [cidr], "upstream": "canary"}]}
+           for i, cidr in enumerate(["10.1.2.3", "10.2.0.0/255.255.0.0", "10.3.0.0/016"])]
+    assert all(harness.check(old)), "each old form is refused by nginx"
+    rewritten = {rule_id: new for rule_id, _old, new in non_canonical({r["id"]: encode_rule(r) for r in old})}
+    assert sorted(rewritten) == [r["id"] for r in old]
+    assert harness.check([msgpack.unpackb(rewritten[r["id"]]) for r in old]) == [None] * len(old)
