@@ -461,6 +461,7 @@ function _M.state()
         heartbeat_error = shm:get(K.hb_error) or cjson.null,
         listener = shm:get(K.sub_lock) or cjson.null,
         listener_error = shm:get(K.sub_error) or cjson.null,
+        listener_subscriptions = shm:get(K.subscriptions) or 0, listener_failures = shm:get(K.sub_failures) or 0,
         worker = { pid = ngx.worker.pid(), revision = rs and rs.revision or cjson.null },
         cluster_stats = stats,
         exposure = conf.exposure and exposure.totals(shm) or cjson.null,

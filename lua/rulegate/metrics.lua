@@ -110,6 +110,10 @@ function _M.render(state)
         { "rulegate_nginx_digest_mismatches_total", "Content digest mismatches that forced a full reload.",
           state.digest_mismatches },
         { "rulegate_nginx_checkpoints_total", "Payload and snapshot checkpoints written.", state.checkpoints },
+        { "rulegate_nginx_subscriptions_total", "Sharded subscriptions to the events channel made.",
+          state.listener_subscriptions },
+        { "rulegate_nginx_subscription_failures_total", "Subscriptions that failed or ended with an error.",
+          state.listener_failures },
     }
     for _, c in ipairs(counters) do
         local list = {}

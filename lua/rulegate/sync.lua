@@ -37,6 +37,7 @@ local traceback = debug.traceback
 local random = math.random
 local floor = math.floor
 local find = string.find
+local match = string.match
 local select = select
 
 local _M = { _VERSION = "0.1.0" }
@@ -54,6 +55,7 @@ local K = {
     notice = "sync:notice", hb_last = "sync:hb_last", hb_error = "sync:hb_error",
     checks = "sync:checks", applies = "sync:applies", digest_mismatches = "sync:digest_mismatches",
     sub_lock = "sync:sub_lock", sub_error = "sync:sub_error",
+    sub_failures = "sync:sub_failures", subscriptions = "sync:subscriptions",
     full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
     worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
     worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
@@ -1206,13 +1208,17 @@ end
 -- Hold a sharded subscription to the namespace's events channel on the slot's
 -- master for at most listen_max seconds; every "rev N" message runs a check.
 -- Returns when the subscription ends (error, timeout of the session, exit).
-local function listen_once(conf)
+-- moved_to: the node a MOVED reply named (the one retry of a stale slot map).
+local function listen_once(conf, moved_to)
     local dict = conf.shm
     local pid = worker_pid()
     local cl = new_client(conf)
-    local addr, err = cl:master_of(conf.keys.rev)
+    local addr, err = moved_to, nil
     if not addr then
-        return nil, err
+        addr, err = cl:master_of(conf.keys.rev)
+        if not addr then
+            return nil, err
+        end
     end
     local red
     red, err = cl:open(addr)
@@ -1224,8 +1230,17 @@ local function listen_once(conf)
     res, err = red:ssubscribe(channel)
     if not res then
         red:close()
+        -- a failover or a slot migration: this worker's slot map is stale. The
+        -- reply names the owner: subscribe there at once (no back-off) and let
+        -- the next look-up fetch the new map
+        local target = not moved_to and type(err) == "string" and match(err, "^MOVED %d+ (%S+)$")
+        if target then
+            cl:refresh_slots()
+            return listen_once(conf, target)
+        end
         return nil, "SSUBSCRIBE " .. channel .. " on " .. addr .. ": " .. tostring(err)
     end
+    dict:incr(K.subscriptions, 1, 0)
     -- lua-resty-redis knows SUBSCRIBE but not SSUBSCRIBE: enter its subscribed mode
     red._subscribed = true
     local deadline = now() + conf.listen_max
@@ -1236,7 +1251,11 @@ local function listen_once(conf)
             if res[1] == "smessage" then
                 check_now(conf)
             elseif res[1] == "sunsubscribe" then
-                break -- the slot moved away from this node
+                -- the slot moved away from this node: subscribe again (at once)
+                -- where the new map says it is
+                red:close()
+                cl:refresh_slots()
+                return true
             end
         elseif err ~= "timeout" then
             red:close()
@@ -1269,6 +1288,7 @@ local function listen(premature, conf)
                 log(ERR, "rulegate: notification listener crashed: ", res)
             end
             dict:set(K.sub_error, ok and err or "crashed")
+            dict:incr(K.sub_failures, 1, 0)
             -- polling still runs: back off, 0.5 s doubling up to 30 s
             delay = math.min(0.5 * 2 ^ listen_failures, 30)
             listen_failures = listen_failures + 1

@@ -17,7 +17,7 @@ from rulegate.schema import validate_rule
 from rulegate.store import RuleStore
 from rulegate_dev.cluster import LocalCluster, Node
 from tests.agent.conftest import make_client
-from tests.lua.conftest import Gateway
+from tests.lua.conftest import Gateway, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -291,6 +291,11 @@ def test_steady_writes_and_gateways_follow_two_migrations(cluster, new_store, mo
         # both read paths follow the migration (ASKING per command at the target), so neither logs a failure
         assert sync["syncs_failed"] == 0 and sync["rollbacks_refused"] == 0, client.health()
         assert gateway.error_lines() == []
+        # nginx's notification listener followed the slot each time (sunsubscribe, then MOVED to a stale
+        # map's node) by subscribing again at once on the new owner: no failure, no back-off
+        st = wait_for(lambda: (lambda s: s if s["listener_subscriptions"] >= 3 else None)(gateway.status()),
+                      "the listener's third subscription")
+        assert st["listener_failures"] == 0 and st["listener_error"] is None, st
     finally:
         client.stop()
         gateway.stop()
