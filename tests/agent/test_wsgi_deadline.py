@@ -1,4 +1,4 @@
-"""The sidecar's HTTP server restarts its per-connection deadline timer for every request.
+"""The sidecar's HTTP server bounds every wait: idle, the request, each response write (one watchdog per connection).
 
 The server runs in-process on its own gevent hub in a thread (no sidecar process, no Redis).
 """
@@ -17,12 +17,22 @@ from gateway_agent.wsgi_server import make_server
 from rulegate_dev.nginx import free_port
 
 BODY = b'{"ok":true}'
+BIG = 16 << 20  # more than the server's socket buffers and the client's (tcp_wmem 4 MiB, SO_RCVBUF 4 KiB) hold
+big_closed = threading.Event()
+
+
+class Closing(list):
+    """A response body that says when the server is done with it."""
+
+    def close(self) -> None:
+        big_closed.set()
 
 
 def app(environ, start_response):
     environ["wsgi.input"].read()
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
-    return [BODY]
+    body = Closing([b"x" * BIG]) if environ["PATH_INFO"] == "/big" else [BODY]
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body[0])))])
+    return body
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +58,8 @@ def port() -> Iterator[int]:
     thread.join(5)
 
 
-def request(length: int = 2) -> bytes:
-    return f"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode() + b"{}"[:length]
+def request(length: int = 2, path: str = "/x") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode() + b"{}"[:length]
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -99,3 +109,20 @@ def test_an_idle_connection_is_closed_quietly(port):
         sock.sendall(request())
         assert read_response(sock).startswith(b"HTTP/1.1 200")
         assert sock.recv(65536) == b""  # closed by the server, no 408
+
+
+def test_a_client_that_stops_reading_is_cut_off(port):
+    """A response the client does not read is given up after request_timeout and the connection closed."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request(path="/big"))
+        assert big_closed.wait(10)  # the write gave up (the server is done with the body), the client read nothing
+        received = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert received < BIG
