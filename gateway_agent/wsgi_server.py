@@ -13,11 +13,11 @@ import http.client
 import io
 import json
 import socket
-from time import monotonic
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
-from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
 
 if TYPE_CHECKING:
     from .sidecar import ServerLimits
@@ -54,6 +54,25 @@ class _Refused(ValueError):
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_MERGED_BODY = 64 * 1024  # a larger first chunk goes out in a write of its own, as pywsgi does
+
+
+class _BodyInput(io.BytesIO):
+    """wsgi.input over a body already read (pywsgi's Input would re-check lengths in Python on each read)."""
+
+    def _discard(self) -> None:
+        """Nothing is left on the socket to discard: the whole body was read with the request."""
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    """Return the Date header value for now, formatted once a second (pywsgi formats it for every response)."""
+    global _date
+    second = int(time())
+    if _date[0] != second:
+        _date = (second, format_date_time(second))
+    return _date[1]
 
 
 class LimitedHandler(WSGIHandler):
@@ -137,10 +156,13 @@ class LimitedHandler(WSGIHandler):
             raise ValueError("connection closed inside the request body")
         return ok
 
+    def log_request(self) -> None:
+        """Log nothing: make_server's server keeps no access log (pywsgi would format the line and drop it)."""
+
     def get_environ(self) -> dict:
         self._expiry = None  # the request is in: the application runs without a deadline
         env = super().get_environ()
-        self.wsgi_input = Input(io.BytesIO(self._body), len(self._body))
+        self.wsgi_input = _BodyInput(self._body)
         env["wsgi.input"] = self.wsgi_input
         env["wsgi.input_terminated"] = True
         return env
@@ -152,6 +174,9 @@ class LimitedHandler(WSGIHandler):
         saving in the sidecar (the client also wakes once). Mirrors gevent's own method.
         """
         self.headers_sent = True
+        if self.provided_date is None:  # the application gave none: finalize_headers would format one
+            self.response_headers.append((b"Date", _http_date()))
+            self.provided_date = True
         self.finalize_headers()  # decides response_use_chunked
         out = bytearray(b"HTTP/1.1 ")
         out += self.status

@@ -11,6 +11,7 @@ import time
 from typing import Iterator
 
 import pytest
+from gevent.pywsgi import format_date_time
 
 from gateway_agent.sidecar import ServerLimits
 from gateway_agent.wsgi_server import make_server
@@ -126,3 +127,15 @@ def test_a_client_that_stops_reading_is_cut_off(port):
         except ConnectionResetError:
             pass
     assert received < BIG
+
+
+def test_responses_carry_one_current_date_header(port):
+    """The Date header, formatted once a second, is pywsgi's format of the current second, sent once."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        before = int(time.time())
+        sock.sendall(request())
+        head = read_response(sock).split(b"\r\n\r\n")[0].split(b"\r\n")
+        after = int(time.time())
+    dates = [line for line in head if line.lower().startswith(b"date:")]
+    assert len(dates) == 1
+    assert dates[0][6:] in {format_date_time(t) for t in range(before, after + 1)}
