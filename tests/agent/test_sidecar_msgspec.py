@@ -69,7 +69,7 @@ def bodies(draw) -> bytes:
     return body
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(bodies())
 def test_msgspec_path_equals_json_path(body: bytes) -> None:
     """Any body, damaged or not: parse_request gives the json path's Request or its exact error."""
@@ -86,7 +86,7 @@ good = st.fixed_dictionaries({"host": st.text(min_size=1, max_size=8)}, optional
     "now": st.one_of(st.none(), st.integers(-10**30, 10**30), st.floats(allow_nan=False, allow_infinity=False))})
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(good, st.booleans())
 def test_well_formed_bodies_take_the_msgspec_path(data: dict, ascii_only: bool) -> None:
     """A well-formed body without lone surrogates is decoded by msgspec (json.loads never runs for it)."""
