@@ -62,6 +62,8 @@ def parse_request(body: bytes) -> Request:
 
     The shape is docs/rules.md "Requests": `headers` is an object or a list of [name, value]
     pairs; strings may hold anything JSON can (lone surrogates included): they never fail a decision.
+    A body msgspec decodes into `_Body` is well-formed; anything it refuses takes the json path
+    (`_parse_json`), which gives json.loads's reading and names the problem.
     """
     try:
         fields = _decode_body(body)

@@ -4,7 +4,8 @@ connection or memory.
 A connection may wait `idle_timeout` for its next request; a request must arrive whole (line,
 headers, body) within `request_timeout`, else 408 and close; a body above `max_body` is
 refused with 413 before it is read, one without Content-Length with 411, oversized headers
-with 431. The application gets the body already read, so it never blocks on a slow client.
+with 431; each write of a response must be done within `request_timeout`, else the connection
+is closed. The application gets the body already read, so it never blocks on a slow client.
 """
 from __future__ import annotations
 
