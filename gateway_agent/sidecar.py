@@ -12,7 +12,9 @@ import logging
 import math
 import signal
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable
+
+import msgspec
 
 from rulegate.evaluator import Decision, Request
 
@@ -60,7 +62,23 @@ def parse_request(body: bytes) -> Request:
 
     The shape is docs/rules.md "Requests": `headers` is an object or a list of [name, value]
     pairs; strings may hold anything JSON can (lone surrogates included): they never fail a decision.
+    A body msgspec decodes into `_Body` is well-formed; anything it refuses takes the json path
+    (`_parse_json`), which gives json.loads's reading and names the problem.
     """
+    try:
+        fields = _decode_body(body)
+    except msgspec.DecodeError:  # not a well-formed body in UTF-8 JSON (or a lone surrogate): json decides
+        pass
+    else:
+        now = fields.now
+        if type(now) is not int or -_INT_LIMIT < now < _INT_LIMIT:
+            return Request.from_fields(fields.host, fields.path, fields.method, fields.ip, fields.headers,
+                                       fields.cookies, fields.args, now, fields.request_id)
+    return _parse_json(body)
+
+
+def _parse_json(body: bytes) -> Request:
+    """Return the Request in a JSON body as json.loads reads it; raise BadRequest naming the problem."""
     try:
         data = _loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
@@ -69,6 +87,23 @@ def parse_request(body: bytes) -> Request:
         return Request.from_dict(data)
     _check(data)  # names the first problem, in the documented order
     return Request.from_dict(data)
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    """A /v1/decide body that `_check` accepts, as msgspec decodes it in C (absent: the default)."""
+
+    host: Annotated[str, msgspec.Meta(min_length=1)]
+    path: str = ""
+    method: str = ""
+    ip: str = ""
+    headers: dict[str, str] | list[tuple[str, str]] | None = None
+    cookies: dict[str, str] | None = None
+    args: dict[str, str] | None = None
+    now: int | float | None = None  # JSON numbers out of a double's range are refused: never inf or NaN
+    request_id: str = ""
+
+
+_decode_body = msgspec.json.Decoder(_Body).decode
 
 
 _STR_SET = frozenset(_STR_FIELDS)
@@ -161,6 +196,7 @@ def _no_constant(name: str) -> float:
 # Integers are bounded where JSON is decoded: one a double cannot hold (1e309 and up) would
 # fail later as an OverflowError (500); it is refused here with 400.
 MAX_INT_DIGITS = 300
+_INT_LIMIT = 10**MAX_INT_DIGITS  # the least integer with more digits
 
 
 def _bounded_int(text: str) -> int:

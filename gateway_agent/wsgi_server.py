@@ -4,7 +4,8 @@ connection or memory.
 A connection may wait `idle_timeout` for its next request; a request must arrive whole (line,
 headers, body) within `request_timeout`, else 408 and close; a body above `max_body` is
 refused with 413 before it is read, one without Content-Length with 411, oversized headers
-with 431. The application gets the body already read, so it never blocks on a slow client.
+with 431; each write of a response must be done within `request_timeout`, else the connection
+is closed. The application gets the body already read, so it never blocks on a slow client.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import http.client
 import io
 import json
 import socket
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
-from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
 
 if TYPE_CHECKING:
     from .sidecar import ServerLimits
@@ -31,6 +33,13 @@ class RequestTimeout(TimeoutError):
 
 class IdleTimeout(TimeoutError):
     """No next request within idle_timeout (the connection is closed quietly)."""
+
+
+class _WriteTimeout(socket.timeout):
+    """A response write not done within request_timeout (what a socket timeout raises)."""
+
+    def __init__(self) -> None:
+        super().__init__("timed out")
 
 
 class _Refused(ValueError):
@@ -48,49 +57,86 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_MERGED_BODY = 64 * 1024  # a larger first chunk goes out in a write of its own, as pywsgi does
 
 
+class _BodyInput(io.BytesIO):
+    """wsgi.input over a body already read (pywsgi's Input would re-check lengths in Python on each read)."""
+
+    def _discard(self) -> None:
+        """Nothing is left on the socket to discard: the whole body was read with the request."""
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    """Return the Date header value for now, formatted once a second (pywsgi formats it for every response)."""
+    global _date
+    second = int(time())
+    if _date[0] != second:
+        _date = (second, format_date_time(second))
+    return _date[1]
+
+
 class LimitedHandler(WSGIHandler):
-    """A WSGIHandler enforcing `limits` (set on the subclass made by make_server)."""
+    """A WSGIHandler enforcing `limits` (set on the subclass made by make_server).
+
+    The timeouts are deadlines kept lazily: each phase of a request stores its deadline and the
+    exception that ends it (waiting for the request: IdleTimeout; reading it: RequestTimeout;
+    each write of the response: socket.timeout; the application: none), and one watchdog timer
+    per connection, which fires at least every min(idle_timeout, request_timeout) s, throws
+    that exception into the connection's greenlet once the deadline has passed. A request thus
+    costs a few clock reads instead of starting and stopping timers; the socket has no timeout.
+    """
 
     limits: ServerLimits
-    _timer: gevent.Timeout | None = None
-    _idle: gevent.Timeout | None = None
     _body = b""
+    _deadline = 0.0
+    _expiry: type[BaseException] | None = None  # what the current phase's deadline throws; None: no deadline
+    _watchdog: Any = None
+    _greenlet: Any = None
 
     def handle(self) -> None:
         # a large body goes out in a write of its own: without NODELAY, Nagle + delayed ACK add 40 ms
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # one deadline timer per connection, restarted for each request (cheaper than one per request);
-        # it fires at most once: the connection is closed after a 408. Likewise one idle timer: waiting
-        # for a request with a socket timeout would create a new timer per wait.
-        self._timer = gevent.Timeout(self.limits.request_timeout, RequestTimeout())
-        self._idle = gevent.Timeout(self.limits.idle_timeout, IdleTimeout())
+        self.socket.settimeout(None)  # waits are bounded by the watchdog
+        self._greenlet = gevent.getcurrent()
+        self._arm(min(self.limits.idle_timeout, self.limits.request_timeout))
         try:
             super().handle()
         finally:
-            self._timer.close()
-            self._idle.close()
+            self._watchdog.close()
+            self._expiry = None
+
+    def _arm(self, seconds: float) -> None:
+        self._watchdog = gevent.get_hub().loop.timer(seconds)
+        self._watchdog.start(self._watch, update=True)
+
+    def _watch(self) -> None:
+        """Throw the current phase's timeout into the connection once its deadline has passed, else re-arm."""
+        self._watchdog.close()
+        expiry, left = self._expiry, self._deadline - monotonic()
+        if expiry is not None and left <= 0:
+            self._expiry = None
+            self._arm(min(self.limits.idle_timeout, self.limits.request_timeout))
+            self._greenlet.throw(expiry())
+            return
+        period = min(self.limits.idle_timeout, self.limits.request_timeout)
+        self._arm(period if expiry is None else min(left, period))
 
     def handle_one_request(self) -> Any:
-        if not self._await_request():
-            return None
-        self._timer.start()
+        # the wait for the first byte of the next request is bounded by idle_timeout; then the whole
+        # request (line, headers, body) by request_timeout
+        self._deadline, self._expiry = monotonic() + self.limits.idle_timeout, IdleTimeout
         try:
-            return super().handle_one_request()
-        finally:
-            self._timer.cancel()
-
-    def _await_request(self) -> bool:
-        """Wait up to idle_timeout for the first byte of the next request; False to close."""
-        self.socket.settimeout(None)  # the idle timer bounds this wait
-        self._idle.start()
-        try:
-            started = bool(self.rfile.peek(1))
+            started = self.rfile.peek(1)
         except OSError:  # IdleTimeout included
-            return False
-        finally:
-            self._idle.cancel()
-        self.socket.settimeout(self.limits.request_timeout)  # also bounds writing the response
-        return started
+            return None
+        if not started:
+            return None
+        self._deadline, self._expiry = monotonic() + self.limits.request_timeout, RequestTimeout
+        result = super().handle_one_request()
+        if result is not True:  # an error response may follow (pywsgi's handle writes it): bounded as writes are
+            self._deadline, self._expiry = monotonic() + self.limits.request_timeout, _WriteTimeout
+        return result
 
     def read_request(self, raw_requestline: str) -> bool:
         try:
@@ -111,10 +157,13 @@ class LimitedHandler(WSGIHandler):
             raise ValueError("connection closed inside the request body")
         return ok
 
+    def log_request(self) -> None:
+        """Log nothing: make_server's server keeps no access log (pywsgi would format the line and drop it)."""
+
     def get_environ(self) -> dict:
-        self._timer.cancel()  # the request is in: the application runs without the read deadline
+        self._expiry = None  # the request is in: the application runs without a deadline
         env = super().get_environ()
-        self.wsgi_input = Input(io.BytesIO(self._body), len(self._body))
+        self.wsgi_input = _BodyInput(self._body)
         env["wsgi.input"] = self.wsgi_input
         env["wsgi.input_terminated"] = True
         return env
@@ -126,6 +175,9 @@ class LimitedHandler(WSGIHandler):
         saving in the sidecar (the client also wakes once). Mirrors gevent's own method.
         """
         self.headers_sent = True
+        if self.provided_date is None:  # the application gave none: finalize_headers would format one
+            self.response_headers.append((b"Date", _http_date()))
+            self.provided_date = True
         self.finalize_headers()  # decides response_use_chunked
         out = bytearray(b"HTTP/1.1 ")
         out += self.status
@@ -142,6 +194,12 @@ class LimitedHandler(WSGIHandler):
         else:
             self._sendall(out)
             self._write(data)
+
+    def _sendall(self, data: bytes) -> None:
+        """Send data within request_timeout (else socket.timeout), as a socket timeout would bound it."""
+        self._deadline, self._expiry = monotonic() + self.limits.request_timeout, _WriteTimeout
+        super()._sendall(data)
+        self._expiry = None
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
         if isinstance(ex, RequestTimeout):

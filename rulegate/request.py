@@ -311,46 +311,50 @@ class Request:
     @classmethod
     def _from_mapping(cls, data: Mapping[str, Any]) -> "Request":
         get = data.get
+        return cls.from_fields(get("host", ""), get("path"), get("method"), get("ip"), get("headers"), get("cookies"),
+                               get("args"), get("now"), get("request_id"))
+
+    @classmethod
+    def from_fields(cls, host: str, path: str | None = None, method: str | None = None, ip: str | None = None,
+                    headers: Headers | None = None, cookies: Mapping[str, str] | None = None,
+                    args: Mapping[str, str] | None = None, now: float | None = None,
+                    request_id: str | None = None) -> "Request":
+        """Return the Request `from_dict` builds of a mapping holding these fields (None or "": absent)."""
         req = _new(cls)
-        host = get("host", "")
         if type(host) is not str:
             host = str(host)
         req.host = _HOSTS.get(host) or _cached_host(host)
-        target = get("path") or "/"
+        target = path or "/"
         if type(target) is not str:
             target = str(target)
         mark = target.find("?")
         req.path = target if mark == -1 else target[:mark] or "/"
-        method = get("method") or "GET"
+        method = method or "GET"
         req.method = _METHODS.get(method) or _method(method if type(method) is str else str(method))
-        ip = get("ip") or ""
+        ip = ip or ""
         req.ip = ip if type(ip) is str else str(ip)
-        raw_headers = get("headers")
-        if not raw_headers:
-            headers = {}
-        elif type(raw_headers) is dict and len(raw_headers) == 1:  # the common one-header case, inlined
-            for name, value in raw_headers.items():
+        if not headers:
+            req.headers = {}
+        elif type(headers) is dict and len(headers) == 1:  # the common one-header case, inlined
+            for name, value in headers.items():
                 if type(name) is str and type(value) is str and name.islower() and name != "cookie":
-                    headers = {name: value}
+                    req.headers = {name: value}
                 else:
-                    headers = header_map(raw_headers)
+                    req.headers = header_map(headers)
         else:
-            headers = header_map(raw_headers)
-        req.headers = headers
-        cookies = get("cookies")
+            req.headers = header_map(headers)
         if cookies is None:
             req._cookies = None
         else:
             req._cookies = {str(k): str(v) for k, v in cookies.items()}
-        args = get("args")
         if args is not None:
             req._args = {str(k): str(v) for k, v in list(args.items())[:MAX_ARGS]}
         elif mark == -1:
             req._args = EMPTY
         else:
             req._args, req._query = None, target[mark + 1:]
-        req.now = get("now")
-        request_id = get("request_id") or ""
+        req.now = now
+        request_id = request_id or ""
         req.request_id = request_id if type(request_id) is str else str(request_id)
         return req
 

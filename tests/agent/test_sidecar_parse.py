@@ -25,7 +25,7 @@ def outcome(fn, *args):
         return "bad", str(exc)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=bodies)
 def test_well_formed_is_never_looser_than_the_checks(data):
     """Whatever the one-pass check accepts, the ordered checks accept too."""

@@ -60,7 +60,7 @@ requests = st.fixed_dictionaries({"host": st.one_of(st.just("a.example.com"), an
     "now": st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False))})
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(requests)
 def test_any_strings_get_a_decision(body):
     """A well-formed body with any strings (lone surrogates, odd hosts, odd IPs) gets a 200 decision."""
@@ -73,7 +73,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            lambda c: st.lists(c, max_size=3) | st.dictionaries(any_text, c, max_size=3), max_leaves=12)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(["host", "path", "method", "ip", "headers", "cookies", "args", "now", "x"]),
                        json_values, max_size=6))
 def test_any_json_object_gets_200_or_400(body):

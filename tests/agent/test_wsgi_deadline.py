@@ -1,4 +1,4 @@
-"""The sidecar's HTTP server restarts its per-connection deadline timer for every request.
+"""The sidecar's HTTP server bounds every wait: idle, the request, each response write (one watchdog per connection).
 
 The server runs in-process on its own gevent hub in a thread (no sidecar process, no Redis).
 """
@@ -11,30 +11,41 @@ import time
 from typing import Iterator
 
 import pytest
+from gevent.pywsgi import format_date_time
 
 from gateway_agent.sidecar import ServerLimits
 from gateway_agent.wsgi_server import make_server
 from rulegate_dev.nginx import free_port
 
 BODY = b'{"ok":true}'
+BIG = 16 << 20  # more than the server's socket buffers and the client's (tcp_wmem 4 MiB, SO_RCVBUF 4 KiB) hold
+big_closed = threading.Event()
+
+
+class Closing(list):
+    """A response body that says when the server is done with it."""
+
+    def close(self) -> None:
+        big_closed.set()
 
 
 def app(environ, start_response):
     environ["wsgi.input"].read()
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
-    return [BODY]
+    body = Closing([b"x" * BIG]) if environ["PATH_INFO"] == "/big" else [BODY]
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body[0])))])
+    return body
 
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    """A limited server (1 s request and idle timeouts) on a thread of its own."""
+    """A limited server (1 s idle, 0.5 s request timeouts) on a thread of its own."""
     import gevent
 
     port, ready, state = free_port(), threading.Event(), {}
 
     def run() -> None:  # the server and its pool belong to this thread's hub
         state["hub"] = gevent.get_hub()
-        state["server"] = server = make_server(app, "127.0.0.1", port, ServerLimits(idle_timeout=1, request_timeout=1),
+        state["server"] = server = make_server(app, "127.0.0.1", port, ServerLimits(idle_timeout=1, request_timeout=0.5),
                                                logging.getLogger("test"))
         server.start()
         ready.set()
@@ -48,8 +59,8 @@ def port() -> Iterator[int]:
     thread.join(5)
 
 
-def request(length: int = 2) -> bytes:
-    return f"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode() + b"{}"[:length]
+def request(length: int = 2, path: str = "/x") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode() + b"{}"[:length]
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -99,3 +110,32 @@ def test_an_idle_connection_is_closed_quietly(port):
         sock.sendall(request())
         assert read_response(sock).startswith(b"HTTP/1.1 200")
         assert sock.recv(65536) == b""  # closed by the server, no 408
+
+
+def test_a_client_that_stops_reading_is_cut_off(port):
+    """A response the client does not read is given up after request_timeout and the connection closed."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request(path="/big"))
+        assert big_closed.wait(10)  # the write gave up (the server is done with the body), the client read nothing
+        received = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert received < BIG
+
+
+def test_responses_carry_one_current_date_header(port):
+    """The Date header, formatted once a second, is pywsgi's format of the current second, sent once."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        before = int(time.time())
+        sock.sendall(request())
+        head = read_response(sock).split(b"\r\n\r\n")[0].split(b"\r\n")
+        after = int(time.time())
+    dates = [line for line in head if line.lower().startswith(b"date:")]
+    assert len(dates) == 1
+    assert dates[0][6:] in {format_date_time(t) for t in range(before, after + 1)}
