@@ -120,13 +120,13 @@ function _M.writer(dict, meta, keep)
     local head = {
         id = worker_pid() .. "." .. seq .. "." .. now(), n = 0, ver = meta.ver, namespace = meta.namespace,
         generation = meta.generation, revision = meta.revision, written_at = meta.written_at, count = 0, bytes = 0,
-        checked = meta.checked,
+        checked = meta.checked, counts = {}, -- counts[i]: the rules in chunk i
     }
     local w = { head = head, chunks = keep and {} or nil }
     local buf, in_chunk = {}, 0
-    local function flush()
-        local chunk = concat(buf)
+    local function store(chunk, count)
         head.n = head.n + 1
+        head.counts[head.n] = count
         dict:set(WRITING, mp.pack(head))
         local ok, err = dict:safe_set(chunk_key(head.id, head.n), chunk)
         if not ok then
@@ -137,8 +137,12 @@ function _M.writer(dict, meta, keep)
             w.chunks[head.n] = chunk
         end
         head.bytes = head.bytes + #chunk
-        buf, in_chunk = {}, 0
         return true
+    end
+    local function flush()
+        local ok, err = store(concat(buf), in_chunk)
+        buf, in_chunk = {}, 0
+        return ok, err
     end
     function w.add(_, id, raw)
         snapshot.pack_rule(buf, id, raw)
@@ -147,6 +151,18 @@ function _M.writer(dict, meta, keep)
             return flush()
         end
         return true
+    end
+    -- A chunk of count rules taken whole from another payload (chunk(),
+    -- counts[i]): after the rules added so far, before the next ones.
+    function w.add_chunk(_, chunk, count)
+        if in_chunk > 0 then
+            local ok, err = flush()
+            if not ok then
+                return nil, err
+            end
+        end
+        head.count = head.count + count
+        return store(chunk, count)
     end
     function w.finish(_, ver)
         if ver ~= nil then
