@@ -784,8 +784,10 @@ end
 -- What this worker holds of the dict's current version (see held): kept up to
 -- date by this worker's own applies; rebuilt from the shared payload and the
 -- deltas published since it was written when another worker published or
--- rewrote the payload in between (O(rules), once). held, or nil.
-local function held_state(dict)
+-- rewrote the payload in between (O(rules), once; the routes of the rules
+-- whose compiled item this worker serves (serving: its rule set) are taken
+-- from the item, the others decoded). held, or nil.
+local function held_state(dict, serving)
     local ver = dict:get(K.ver)
     local head = payload.head(dict)
     if ver ~= nil and ver == held.ver and head then
@@ -797,14 +799,22 @@ local function held_state(dict)
         end
     end
     local sigs, routes, overlay = {}, {}, {}
+    local pause = _M.pauser(PAUSE_EVERY)
+    local items = serving and router.items(serving, pause) or {}
     local phead = payload.read(dict, function(id, value, ph)
+        local sig = digest.sig(id, value)
+        local item = items[id]
+        if item and item.sig == sig then
+            sigs[id], routes[id] = sig, item.route
+            return true
+        end
         local rule, err = decode_one(id, value, ph.checked == CHECKED_BY)
         if not rule then
             return nil, err
         end
-        sigs[id], routes[id] = digest.sig(id, value), rule.route
+        sigs[id], routes[id] = sig, rule.route
         return true
-    end, _M.pauser(PAUSE_EVERY))
+    end, pause)
     if not phead then
         return nil
     end
@@ -955,8 +965,8 @@ end
 -- Apply log entries to the held state, checking the digest after each;
 -- returns the held state, digest, undo, decoded (id -> the changed rule
 -- decoded | false), or nil, reason (nothing changed).
-local function apply_entries(dict, entries)
-    local h = held_state(dict)
+local function apply_entries(dict, entries, serving)
+    local h = held_state(dict, serving)
     local sum = dict:get(K.digest)
     if not h or not sum then
         return nil, "no held rule set"
@@ -1212,7 +1222,7 @@ local function checkpoint(conf)
             and t - (dict:get(K.payload_at) or 0) < conf.checkpoint_max then
         return
     end
-    local h = held_state(dict)
+    local h = held_state(dict, conf.serving and conf.serving())
     if not h or dict:get(K.ver) ~= ver then
         return
     end
@@ -1244,7 +1254,7 @@ end
 local function apply_delta(conf, cl, got, held_rev, held_gen)
     local dict = conf.shm
     local base_ver = dict:get(K.ver)
-    local h, sum, undo, decoded = apply_entries(dict, got.delta)
+    local h, sum, undo, decoded = apply_entries(dict, got.delta, conf.serving and conf.serving())
     if not h then
         return nil, sum
     end
