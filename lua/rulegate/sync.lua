@@ -950,6 +950,7 @@ local function write_held(dict, h, meta, ver, pause)
     end
     return w:finish(ver)
 end
+_M.write_held = write_held -- for tests/lua/spec/write_held_spec.lua
 
 
 -- Undo apply_entries' changes to the held maps (newest first).
