@@ -784,10 +784,14 @@ end
 -- What this worker holds of the dict's current version (see held): kept up to
 -- date by this worker's own applies; rebuilt from the shared payload and the
 -- deltas published since it was written when another worker published or
--- rewrote the payload in between (O(rules), once; the routes of the rules
--- whose compiled item this worker serves (serving: its rule set) are taken
--- from the item, the others decoded). held, or nil.
-local function held_state(dict, serving)
+-- rewrote the payload in between. When this worker serves the dict's version
+-- (conf.serving: its set, version and routes), from what it serves: its
+-- routes map, its compiled items' sigs (the others are looked up when a delta
+-- needs them: held_sig) and the deltas since the payload (no read of the
+-- payload). Else from the payload (O(rules) once; the routes of the rules
+-- this worker serves with the same bytes taken from their compiled items,
+-- the others decoded). held, or nil.
+local function held_state(dict, conf)
     local ver = dict:get(K.ver)
     local head = payload.head(dict)
     if ver ~= nil and ver == held.ver and head then
@@ -798,8 +802,28 @@ local function held_state(dict, serving)
             return held
         end
     end
-    local sigs, routes, overlay = {}, {}, {}
+    local serving, serving_ver, serving_routes
+    if conf.serving then
+        serving, serving_ver, serving_routes = conf.serving()
+    end
     local pause = _M.pauser(PAUSE_EVERY)
+    if serving and ver ~= nil and serving_ver == ver and serving_routes and head and head.id ~= "legacy" then
+        local overlay = {}
+        if head.ver == ver or walk_deltas(dict, head.ver, ver, {}, function(d)
+            for id, value in pairs(d.changes) do
+                overlay[id] = value
+            end
+            return true
+        end) then
+            local sigs = {}
+            for id, item in pairs(router.items(serving, pause)) do
+                sigs[id] = item.sig -- nil for an item compiled from a delta: held_sig looks it up
+            end
+            held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, serving_routes, overlay, head.id
+            return held
+        end
+    end
+    local sigs, routes, overlay = {}, {}, {}
     local items = serving and router.items(serving, pause) or {}
     local phead = payload.read(dict, function(id, value, ph)
         local sig = digest.sig(id, value)
@@ -829,6 +853,58 @@ local function held_state(dict, serving)
     end
     held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, routes, overlay, phead.id
     return held
+end
+
+
+-- The stored bytes of rule id in the shared payload whose id is base (the
+-- chunks that may hold it, found by its packed id, are decoded), or nil.
+local function payload_value(dict, base, id)
+    local head = payload.head(dict)
+    if not head or head.id ~= base or head.id == "legacy" then
+        return nil
+    end
+    local packed = mp.pack(id)
+    for i = 1, head.n do
+        local chunk = payload.chunk(dict, head, i)
+        if not chunk then
+            return nil
+        end
+        if find(chunk, packed, 1, true) then
+            local found
+            snapshot.each_rule(chunk, function(rid, value)
+                if rid == id then
+                    found = value
+                    return nil
+                end
+                return true
+            end)
+            if found then
+                return found
+            end
+        end
+    end
+    return nil
+end
+
+
+-- The sig of rule id in a held state (nil when it has no such rule), looked up
+-- in the overlay or the payload when not known yet; nil, false when it cannot
+-- be found (the held state is not the payload's any more).
+local function held_sig(dict, h, id)
+    local sig = h.sigs[id]
+    if sig ~= nil or h.routes[id] == nil then
+        return sig, true
+    end
+    local value = h.overlay[id]
+    if value == nil then
+        value = payload_value(dict, h.base, id)
+    end
+    if not value then
+        return nil, false
+    end
+    sig = digest.sig(id, value)
+    h.sigs[id] = sig
+    return sig, true
 end
 
 
@@ -966,8 +1042,8 @@ end
 -- Apply log entries to the held state, checking the digest after each;
 -- returns the held state, digest, undo, decoded (id -> the changed rule
 -- decoded | false), or nil, reason (nothing changed).
-local function apply_entries(dict, entries, serving)
-    local h = held_state(dict, serving)
+local function apply_entries(dict, entries, conf)
+    local h = held_state(dict, conf)
     local sum = dict:get(K.digest)
     if not h or not sum then
         return nil, "no held rule set"
@@ -997,8 +1073,12 @@ local function apply_entries(dict, entries, serving)
                 end
                 sig = digest.sig(id, after)
             end
-            undo[#undo + 1] = { id, sigs[id], routes[id], overlay[id] }
-            sum = digest.apply_sigs(sum, sigs[id], sig)
+            local before, known = held_sig(dict, h, id)
+            if not known then
+                return fail("log revision " .. e.rev .. ": rule " .. id .. " is not in the shared payload")
+            end
+            undo[#undo + 1] = { id, before, routes[id], overlay[id] }
+            sum = digest.apply_sigs(sum, before, sig)
             sigs[id], routes[id], overlay[id], decoded[id] = sig, rule and rule.route or nil, after or false,
                 rule or false
         end
@@ -1223,7 +1303,7 @@ local function checkpoint(conf)
             and t - (dict:get(K.payload_at) or 0) < conf.checkpoint_max then
         return
     end
-    local h = held_state(dict, conf.serving and conf.serving())
+    local h = held_state(dict, conf)
     if not h or dict:get(K.ver) ~= ver then
         return
     end
@@ -1255,7 +1335,7 @@ end
 local function apply_delta(conf, cl, got, held_rev, held_gen)
     local dict = conf.shm
     local base_ver = dict:get(K.ver)
-    local h, sum, undo, decoded = apply_entries(dict, got.delta, conf.serving and conf.serving())
+    local h, sum, undo, decoded = apply_entries(dict, got.delta, conf)
     if not h then
         return nil, sum
     end
