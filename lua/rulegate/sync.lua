@@ -1090,6 +1090,7 @@ local function apply_entries(dict, entries, conf)
     held.ver = nil -- changed in place: belongs to the version publish() is about to set
     return h, sum, undo, decoded
 end
+_M.apply_entries = apply_entries -- for tests/lua/spec/held_state_spec.lua
 
 
 -- Decode, check and compile a full read (yielding), each rule compiled as it
