@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,29 @@ LUA_MEMORY = """location = /lua-memory {{
                 ngx.say(require("cjson").encode({{ pid = ngx.worker.pid(), kb = collectgarbage("count") }}))
             }}
         }}"""
+
+
+def rss_by_kind(pid: int) -> dict[str, float]:
+    """A worker's RSS in MiB by kind of mapping (/proc/PID/smaps): shm = shared mappings (lua_shared_dict
+    zones: the pages this worker touched), heap = glibc's brk heap (nginx pools, cosocket buffers),
+    anon = private anonymous mappings (LuaJIT's allocator, glibc's large blocks), files = mapped files."""
+    out = {"shm": 0.0, "heap": 0.0, "anon": 0.0, "files": 0.0}
+    kind = "files"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            perms, path = head[1], " ".join(head[5:])
+            if perms[3] == "s":
+                kind = "shm"
+            elif path == "[heap]":
+                kind = "heap"
+            elif path == "" or path.startswith("["):
+                kind = "anon"
+            else:
+                kind = "files"
+        elif head and head[0] == "Rss:":
+            out[kind] += int(head[1]) / 1024
+    return out
 
 
 def main() -> int:
@@ -78,6 +102,7 @@ def main() -> int:
                 m = gw.json("/lua-memory")
                 heap[m["pid"]] = m["kb"] / 1024
             rss = {pid: kb / 1024 for pid, kb in gw.worker_rss_kb().items()}
+            kinds = {pid: rss_by_kind(pid) for pid in rss}
             st = gw.json("/rulegate/status")
             syncing = int(st["listener"]) if st.get("listener") else None  # holds the raw rules for deltas
         finally:
@@ -86,13 +111,15 @@ def main() -> int:
     finally:
         cluster.stop()
     print(f"\n{args.rules:,} rules, raw stored size {raw_mib:.1f} MiB (baseline), nginx with {args.workers} workers\n")
-    print("| worker | Lua heap (MiB) | heap / raw | RSS (MiB) | RSS / raw |")
-    print("|---|---:|---:|---:|---:|")
+    print("| worker | Lua heap (MiB) | heap / raw | RSS (MiB) | RSS / raw | RSS: shm / anon / brk heap / files |")
+    print("|---|---:|---:|---:|---:|---|")
     for pid in sorted(rss):
         h = heap.get(pid)
         cell = f"{h:.1f} | {h / raw_mib:.1f}x" if h is not None else "(not reached) | -"
         role = "syncing" if pid == syncing else "other"
-        print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x |")
+        k = kinds[pid]
+        split = f"{k['shm']:.1f} / {k['anon']:.1f} / {k['heap']:.1f} / {k['files']:.1f}"
+        print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x | {split} |")
     return 0
 
 

@@ -78,16 +78,47 @@ local function hex_of(acc)
 end
 
 
--- SHA-1 of stored bytes (20 bytes): a compiled rule's identity (sync.lua
--- reuses it for the same bytes in a full reload).
-function _M.sig(value)
+-- A rule's share of the digest: SHA-1(id .. "\n" .. stored bytes), 20 bytes.
+-- It is also a compiled rule's identity (sync.lua reuses the compiled rule of
+-- the same id and bytes in a full reload) and what the syncing worker keeps
+-- of each rule for deltas (apply_sigs), instead of the bytes themselves.
+function _M.sig(id, value)
     if add == add_ffi then
         C.SHA1_Init(ctx)
+        C.SHA1_Update(ctx, id, #id)
+        C.SHA1_Update(ctx, "\n", 1)
         C.SHA1_Update(ctx, value, #value)
         C.SHA1_Final(md, ctx)
         return ffi.string(md, 20)
     end
-    return sha1_bin(value)
+    return sha1_bin(id .. "\n" .. value)
+end
+
+
+-- XOR one sig (20 bytes) into acc (five 32-bit words, as of() keeps them).
+local function xor_sig(acc, h)
+    for w = 0, 4 do
+        local a, b, c, d = byte(h, w * 4 + 1, w * 4 + 4)
+        acc[w + 1] = bxor(acc[w + 1], bor(lshift(a, 24), lshift(b, 16), lshift(c, 8), d))
+    end
+end
+
+
+-- A digest built one rule at a time: acc = new(), add_sig(acc, sig(id,
+-- bytes)) per rule (in any order), hex(acc): the same as of() of those rules.
+function _M.new()
+    return { 0, 0, 0, 0, 0 }
+end
+
+_M.add_sig = xor_sig
+
+
+local function words_of(hex)
+    local acc = {}
+    for w = 0, 4 do
+        acc[w + 1] = tonumber(sub(hex, w * 8 + 1, w * 8 + 8), 16) or 0
+    end
+    return acc
 end
 
 
@@ -106,19 +137,32 @@ function _M.of(raw_rules, pause, lua_sha)
     return hex_of(acc)
 end
 
+_M.hex = hex_of
+
 
 -- The digest after one change of rule id from before to after (stored bytes,
 -- or nil/false when absent): O(change), like the commit script's.
 function _M.apply(hex, id, before, after)
-    local acc = {}
-    for w = 0, 4 do
-        acc[w + 1] = tonumber(sub(hex, w * 8 + 1, w * 8 + 8), 16) or 0
-    end
+    local acc = words_of(hex)
     if before then
         add(acc, id, before)
     end
     if after then
         add(acc, id, after)
+    end
+    return hex_of(acc)
+end
+
+
+-- apply() given the rule's sigs (sig(id, bytes)) before and after the change
+-- (nil/false when absent): the same digest without the bytes.
+function _M.apply_sigs(hex, before_sig, after_sig)
+    local acc = words_of(hex)
+    if before_sig then
+        xor_sig(acc, before_sig)
+    end
+    if after_sig then
+        xor_sig(acc, after_sig)
     end
     return hex_of(acc)
 end

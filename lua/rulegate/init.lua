@@ -284,8 +284,8 @@ function _M.init_worker()
     end
     conf.on_tick = ruleset
     conf.on_compiled = install -- the syncing worker serves what it just compiled
-    conf.serving = function() -- the set whose compiled rules a full reload reuses
-        return current.rs
+    conf.serving = function() -- the set whose compiled rules a full reload reuses, its version and routes
+        return current.rs, current.ver, current.routes
     end
     conf.current_rs = function(ver) -- the set a delta onto version ver can start from
         if current.ver == ver and current.routes then

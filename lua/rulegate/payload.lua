@@ -106,6 +106,95 @@ local function drop(dict, key)
 end
 
 
+-- A payload written one rule at a time (meta as in write()): w:add(id, bytes)
+-- per rule, then w:finish(ver) makes it the current payload of dict version
+-- ver (meta.ver when nil) and returns its header, or w:abort() drops what was
+-- written. Each chunk goes to the dict when full and is not kept: a full load
+-- does not hold the payload's bytes while it builds it. add and finish return
+-- nil, err when the dict is full (the writer is aborted then; the current
+-- payload is unchanged). keep: the chunks are also kept in w.chunks (a list).
+function _M.writer(dict, meta, keep)
+    drop(dict, PREV) -- no reader still reads the payload before the current one
+    drop(dict, WRITING) -- left by a write that failed half-way
+    seq = seq + 1
+    local head = {
+        id = worker_pid() .. "." .. seq .. "." .. now(), n = 0, ver = meta.ver, namespace = meta.namespace,
+        generation = meta.generation, revision = meta.revision, written_at = meta.written_at, count = 0, bytes = 0,
+        checked = meta.checked, counts = {}, -- counts[i]: the rules in chunk i
+    }
+    local w = { head = head, chunks = keep and {} or nil }
+    local buf, in_chunk = {}, 0
+    local function store(chunk, count)
+        head.n = head.n + 1
+        head.counts[head.n] = count
+        dict:set(WRITING, mp.pack(head))
+        local ok, err = dict:safe_set(chunk_key(head.id, head.n), chunk)
+        if not ok then
+            drop(dict, WRITING)
+            return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+        end
+        if keep then
+            w.chunks[head.n] = chunk
+        end
+        head.bytes = head.bytes + #chunk
+        return true
+    end
+    local function flush()
+        local ok, err = store(concat(buf), in_chunk)
+        buf, in_chunk = {}, 0
+        return ok, err
+    end
+    function w.add(_, id, raw)
+        snapshot.pack_rule(buf, id, raw)
+        head.count, in_chunk = head.count + 1, in_chunk + 1
+        if in_chunk >= _M.CHUNK then
+            return flush()
+        end
+        return true
+    end
+    -- A chunk of count rules taken whole from another payload (chunk(),
+    -- counts[i]): after the rules added so far, before the next ones.
+    function w.add_chunk(_, chunk, count)
+        if in_chunk > 0 then
+            local ok, err = flush()
+            if not ok then
+                return nil, err
+            end
+        end
+        head.count = head.count + count
+        return store(chunk, count)
+    end
+    function w.finish(_, ver)
+        if ver ~= nil then
+            head.ver = ver
+        end
+        if in_chunk > 0 then
+            local ok, err = flush()
+            if not ok then
+                return nil, err
+            end
+        end
+        local old = dict:get(HEAD)
+        local ok, err = dict:safe_set(HEAD, mp.pack(head))
+        if not ok then
+            drop(dict, WRITING)
+            return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
+        end
+        if old then
+            dict:set(PREV, old)
+        end
+        dict:delete(WRITING)
+        dict:delete(LEGACY)
+        dict:delete(LEGACY_VER)
+        return head
+    end
+    function w.abort()
+        drop(dict, WRITING)
+    end
+    return w
+end
+
+
 -- Write raw_rules ({id = stored bytes}) as the current payload of dict version
 -- meta.ver (meta: namespace, generation, revision, written_at, checked: who
 -- checked every rule, kept in the header for readers); pause, when
@@ -113,70 +202,41 @@ end
 -- of strings: the snapshot payload's rules, snapshot.payload_prefix before
 -- them), or nil, err (the current payload is unchanged).
 function _M.write(dict, meta, raw_rules, pause)
-    drop(dict, PREV) -- no reader still reads the payload before the current one
-    drop(dict, WRITING) -- left by a write that failed half-way
-    seq = seq + 1
-    local head = {
-        id = worker_pid() .. "." .. seq .. "." .. now(), n = 0, ver = meta.ver, namespace = meta.namespace,
-        generation = meta.generation, revision = meta.revision, written_at = meta.written_at, count = 0, bytes = 0,
-        checked = meta.checked,
-    }
-    local chunks, buf, in_chunk = {}, {}, 0
-    local function flush()
-        local chunk = concat(buf)
-        head.n = head.n + 1
-        dict:set(WRITING, mp.pack(head))
-        local ok, err = dict:safe_set(chunk_key(head.id, head.n), chunk)
-        if not ok then
-            drop(dict, WRITING)
-            return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
-        end
-        chunks[head.n], head.bytes = chunk, head.bytes + #chunk
-        buf, in_chunk = {}, 0
-        return true
-    end
+    local w = _M.writer(dict, meta, true)
     for id, raw in pairs(raw_rules) do
-        snapshot.pack_rule(buf, id, raw)
-        head.count, in_chunk = head.count + 1, in_chunk + 1
-        if in_chunk >= _M.CHUNK then
-            local ok, err = flush()
-            if not ok then
-                return nil, err
-            end
+        local ok, err = w:add(id, raw)
+        if not ok then
+            return nil, err
         end
         if pause then
             pause()
         end
     end
-    if in_chunk > 0 then
-        local ok, err = flush()
-        if not ok then
-            return nil, err
-        end
+    local head, err = w:finish()
+    if not head then
+        return nil, err
     end
-    local old = dict:get(HEAD)
-    local ok, err = dict:safe_set(HEAD, mp.pack(head))
-    if not ok then
-        drop(dict, WRITING)
-        return nil, "cannot store the rule set in the shared dict: " .. tostring(err)
-    end
-    if old then
-        dict:set(PREV, old)
-    end
-    dict:delete(WRITING)
-    dict:delete(LEGACY)
-    dict:delete(LEGACY_VER)
-    return head, chunks
+    return head, w.chunks
+end
+
+
+-- Chunk i of the payload whose header is head (nil when it was dropped: two
+-- payloads were written since).
+function _M.chunk(dict, head, i)
+    return dict:get(chunk_key(head.id, i))
 end
 
 
 -- Read the current payload chunk by chunk: fn(id, stored bytes, header) for
 -- every rule (fn returns false, err to stop), pause before every rule. Returns the
--- header read, or nil, err, retry (true: it was replaced twice during the read).
-function _M.read(dict, fn, pause)
+-- header read, or nil, err, retry (true: it was replaced twice during the read,
+-- or it is not the payload id want, when given).
+function _M.read(dict, fn, pause, want)
     local head = _M.head(dict)
     if not head then
         return nil, "no payload in the shared dict", true
+    elseif want ~= nil and head.id ~= want then
+        return nil, "the payload was replaced", true
     elseif head.id == "legacy" then
         return read_legacy(dict, head, fn, pause)
     end

@@ -76,10 +76,14 @@ local YIELD_SLEEP = 0.001
 local SCAN_COUNT = 500
 local publish_seq = 0
 local scan_denied = false -- this worker's user may not HSCAN: full reads use HGETALL
--- the raw rules this worker last published or read, by the dict version they
--- belong to, and each rule's route (id -> route: all a delta needs of the rules
--- it replaces; decoded rules are not kept, the compiled set is what serves)
-local held = { ver = nil, raw = nil, routes = nil }
+-- What this worker holds of the rules of dict version ver for deltas: each
+-- rule's sig (id -> digest.sig(id, bytes): its share of the content digest)
+-- and route (id -> route: all a delta needs of the rules it replaces), and the
+-- bytes of the rules changed since the shared payload `base` (a payload id)
+-- was written (overlay: id -> bytes | false when deleted). The other rules'
+-- bytes are in that payload (shared dict): not copied into this worker's heap.
+-- Decoded rules are not kept either: the compiled set is what serves.
+local held = { ver = nil, sigs = nil, routes = nil, overlay = nil, base = nil }
 local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
 local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
 local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
@@ -239,14 +243,15 @@ end
 -- of the bytes it was compiled from) when there is one, else decoded, checked
 -- (unless checked, see CHECKED_BY) and compiled. A full reload of a namespace
 -- whose rules did not change (a new generation, a digest mismatch, a worker
--- catching up) decodes and compiles none of them. true, or nil, err.
+-- catching up) decodes and compiles none of them. The rule's sig
+-- (digest.sig(id, value)), or nil, err.
 local function load_rule(rs, routes, reuse, id, value, checked)
-    local sig = digest.sig(value)
+    local sig = digest.sig(id, value)
     local item = reuse and reuse[id]
     if item and item.sig == sig then
         routes[id] = item.route
         router.add_compiled(rs, item)
-        return true
+        return sig
     end
     local rule, err = decode_one(id, value, checked)
     if not rule then
@@ -260,7 +265,7 @@ local function load_rule(rs, routes, reuse, id, value, checked)
     if res then
         res.sig = sig
     end
-    return true
+    return sig
 end
 
 
@@ -366,11 +371,12 @@ end
 
 -- Store a validated rule set as the current one of every worker. full, when
 -- given, is {namespace, raw = {id = stored bytes}, pause}: the whole payload
--- is written (payload.write, yielding through pause). delta, when given, is
+-- is written (payload.write, yielding through pause), or {writer = a
+-- payload.writer holding every rule}: its payload is made current. delta, when given, is
 -- {from = the dict version it applies to, changes = {id = raw bytes | false}}:
 -- workers holding that version apply it instead of reading the whole payload
 -- (apply_shared_deltas). Returns the new version and, with full, the
--- payload's header and chunks (for the snapshot file); or nil, err.
+-- payload's header (for the snapshot file); or nil, err.
 --
 -- full nil: only the delta is published (it must apply to the dict's
 -- current version); the payload is rewritten later by checkpoint().
@@ -378,13 +384,19 @@ function _M.publish(dict, full, rev, gen, count, source, content_digest, delta)
     local prev = dict:get(K.ver)
     publish_seq = publish_seq + 1
     local ver = rev .. ":" .. gen .. ":" .. worker_pid() .. ":" .. publish_seq .. ":" .. now()
-    local head, chunks
-    if full then
-        head, chunks = payload.write(dict, { ver = ver, namespace = full.namespace, generation = gen,
-                                             revision = rev, written_at = floor(now()), checked = CHECKED_BY },
-                                     full.raw, full.pause)
+    local head, err
+    if full and full.writer then
+        head, err = full.writer:finish(ver)
         if not head then
-            return nil, chunks
+            return nil, err
+        end
+        prev = dict:get(K.ver)
+    elseif full then
+        head, err = payload.write(dict, { ver = ver, namespace = full.namespace, generation = gen,
+                                          revision = rev, written_at = floor(now()), checked = CHECKED_BY },
+                                  full.raw, full.pause)
+        if not head then
+            return nil, err
         end
         prev = dict:get(K.ver) -- payload.write yields; only the lock holder publishes, but be exact
     elseif not (delta and prev and delta.from == prev) then
@@ -427,7 +439,7 @@ function _M.publish(dict, full, rev, gen, count, source, content_digest, delta)
         dict:incr(K.pending, 1, 0)
     end
     dict:incr(K.applies, 1, 0)
-    return ver, head, chunks
+    return ver, head
 end
 
 
@@ -771,62 +783,277 @@ local function heartbeat(conf, cl, force)
 end
 
 
--- The raw rules behind the dict's current version: this worker's copy when it
--- is that version, else decoded from the shared payload.
-local function held_raw(dict)
+-- What this worker holds of the dict's current version (see held): kept up to
+-- date by this worker's own applies; rebuilt from the shared payload and the
+-- deltas published since it was written when another worker published or
+-- rewrote the payload in between. When this worker serves the dict's version
+-- (conf.serving: its set, version and routes), from what it serves: its
+-- routes map, its compiled items' sigs (the others are looked up when a delta
+-- needs them: held_sig) and the deltas since the payload (no read of the
+-- payload). Else from the payload (O(rules) once; the routes of the rules
+-- this worker serves with the same bytes taken from their compiled items,
+-- the others decoded). held, or nil.
+local function held_state(dict, conf)
     local ver = dict:get(K.ver)
-    if ver ~= nil and ver == held.ver then
-        return held.raw, held.routes
+    local head = payload.head(dict)
+    if ver ~= nil and ver == held.ver and head then
+        if head.id ~= held.base and head.ver == ver then
+            held.overlay, held.base = {}, head.id -- another worker rewrote the payload at this version
+        end
+        if head.id == held.base then
+            return held
+        end
     end
-    local raw, routes = {}, {}
-    local head = payload.read(dict, function(id, value, phead)
-        local rule, err = decode_one(id, value, phead.checked == CHECKED_BY)
+    local serving, serving_ver, serving_routes
+    if conf.serving then
+        serving, serving_ver, serving_routes = conf.serving()
+    end
+    local pause = _M.pauser(PAUSE_EVERY)
+    if serving and ver ~= nil and serving_ver == ver and serving_routes and head and head.id ~= "legacy" then
+        local overlay = {}
+        if head.ver == ver or walk_deltas(dict, head.ver, ver, {}, function(d)
+            for id, value in pairs(d.changes) do
+                overlay[id] = value
+            end
+            return true
+        end) then
+            local sigs = {}
+            for id, item in pairs(router.items(serving, pause)) do
+                sigs[id] = item.sig -- nil for an item compiled from a delta: held_sig looks it up
+            end
+            held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, serving_routes, overlay, head.id
+            return held
+        end
+    end
+    local sigs, routes, overlay = {}, {}, {}
+    local items = serving and router.items(serving, pause) or {}
+    local phead = payload.read(dict, function(id, value, ph)
+        local sig = digest.sig(id, value)
+        local item = items[id]
+        if item and item.sig == sig then
+            sigs[id], routes[id] = sig, item.route
+            return true
+        end
+        local rule, err = decode_one(id, value, ph.checked == CHECKED_BY)
         if not rule then
             return nil, err
         end
-        raw[id], routes[id] = value, rule.route
+        sigs[id], routes[id] = sig, rule.route
         return true
-    end, _M.pauser(PAUSE_EVERY))
-    if not head then
+    end, pause)
+    if not phead then
         return nil
     end
-    local pver = head.ver
+    local pver = phead.ver
     if pver ~= ver and not walk_deltas(dict, pver, ver, routes, function(d)
         for id, value in pairs(d.changes) do
-            raw[id] = value or nil
+            overlay[id], sigs[id] = value, value and digest.sig(id, value) or nil
         end
         return true
     end) then
         return nil
     end
-    held.ver, held.raw, held.routes = ver, raw, routes
-    return raw, routes
+    held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, routes, overlay, phead.id
+    return held
 end
 
 
+-- The stored bytes of rule id in the shared payload whose id is base (the
+-- chunks that may hold it, found by its packed id, are decoded), or nil.
+local function payload_value(dict, base, id)
+    local head = payload.head(dict)
+    if not head or head.id ~= base or head.id == "legacy" then
+        return nil
+    end
+    local packed = mp.pack(id)
+    for i = 1, head.n do
+        local chunk = payload.chunk(dict, head, i)
+        if not chunk then
+            return nil
+        end
+        if find(chunk, packed, 1, true) then
+            local found
+            snapshot.each_rule(chunk, function(rid, value)
+                if rid == id then
+                    found = value
+                    return nil
+                end
+                return true
+            end)
+            if found then
+                return found
+            end
+        end
+    end
+    return nil
+end
+
+
+-- The sig of rule id in a held state (nil when it has no such rule), looked up
+-- in the overlay or the payload when not known yet; nil, false when it cannot
+-- be found (the held state is not the payload's any more).
+local function held_sig(dict, h, id)
+    local sig = h.sigs[id]
+    if sig ~= nil or h.routes[id] == nil then
+        return sig, true
+    end
+    local value = h.overlay[id]
+    if value == nil then
+        value = payload_value(dict, h.base, id)
+    end
+    if not value then
+        return nil, false
+    end
+    sig = digest.sig(id, value)
+    h.sigs[id] = sig
+    return sig, true
+end
+
+
+-- fn(id, stored bytes) for every rule of a held state: the payload's rules
+-- with the overlay's changes, then the rules the overlay adds; pause between
+-- rules. The payload's header, or nil, err (fn's, or the payload is gone).
+local function each_held_rule(dict, h, fn, pause)
+    local overlay, seen = h.overlay, {}
+    local head, err = payload.read(dict, function(id, value)
+        local v = overlay[id]
+        if v == nil then
+            return fn(id, value)
+        end
+        seen[id] = true
+        if v then
+            return fn(id, v)
+        end
+        return true
+    end, pause, h.base)
+    if not head then
+        return nil, err
+    end
+    for id, v in pairs(overlay) do
+        if v and not seen[id] then
+            if pause then
+                pause()
+            end
+            local ok, ferr = fn(id, v)
+            if not ok then
+                return nil, ferr
+            end
+        end
+    end
+    return head
+end
+
+
+-- Overlays of at most this many rules are looked for in the payload's chunks
+-- by their packed ids (write_held); a larger one rewrites every chunk.
+local VERBATIM_MAX = 64
+
+
+-- Write the rules of a held state as the new shared payload (meta as in
+-- payload.writer; ver: the dict version it holds), yielding; its header, or
+-- nil, err. The payload's chunks that hold none of the overlay's rules are
+-- copied whole (a string search for each changed rule's packed id: a chunk
+-- that may hold one is rewritten rule by rule): a checkpoint after a few
+-- changes does not decode and re-encode every rule, which left ~3x the
+-- payload's size of garbage in the syncing worker's heap.
+local function write_held(dict, h, meta, ver, pause)
+    local base = payload.head(dict)
+    local overlay, packed = h.overlay, {}
+    for id in pairs(overlay) do
+        if #packed >= VERBATIM_MAX then
+            packed = nil
+            break
+        end
+        packed[#packed + 1] = mp.pack(id)
+    end
+    local w = payload.writer(dict, meta)
+    local ok, err
+    if packed and base and base.id == h.base and type(base.counts) == "table" and #base.counts == base.n then
+        local seen = {}
+        local function add(id, value)
+            local v = overlay[id]
+            if v == nil then
+                return w:add(id, value)
+            end
+            seen[id] = true
+            if v then
+                return w:add(id, v)
+            end
+            return true
+        end
+        ok = true
+        for i = 1, base.n do
+            local chunk = payload.chunk(dict, base, i)
+            if not chunk then
+                ok, err = nil, "the payload was replaced during the read"
+                break
+            end
+            local touched = false
+            for j = 1, #packed do
+                if find(chunk, packed[j], 1, true) then
+                    touched = true
+                    break
+                end
+            end
+            if touched then
+                ok, err = snapshot.each_rule(chunk, add)
+            else
+                ok, err = w:add_chunk(chunk, base.counts[i])
+            end
+            if not ok then
+                break
+            end
+            if pause then
+                pause()
+            end
+        end
+        if ok then
+            for id, v in pairs(overlay) do
+                if v and not seen[id] then
+                    ok, err = w:add(id, v)
+                    if not ok then
+                        break
+                    end
+                end
+            end
+        end
+    else
+        ok, err = each_held_rule(dict, h, function(id, value)
+            return w:add(id, value)
+        end, pause)
+    end
+    if not ok then
+        w:abort()
+        return nil, err
+    end
+    return w:finish(ver)
+end
+_M.write_held = write_held -- for tests/lua/spec/write_held_spec.lua
 
 
 -- Undo apply_entries' changes to the held maps (newest first).
-local function revert(undo, raw, routes)
+local function revert(undo, h)
     for i = #undo, 1, -1 do
         local u = undo[i]
-        raw[u[1]], routes[u[1]] = u[2], u[3]
+        local id = u[1]
+        h.sigs[id], h.routes[id], h.overlay[id] = u[2], u[3], u[4]
     end
 end
 
 
--- Apply log entries to the held raw rules and routes, checking the digest
--- after each; returns raw, digest, undo, routes, decoded (id -> the changed
--- rule decoded | false), or nil, reason (nothing changed).
-local function apply_entries(dict, entries)
-    local raw, routes = held_raw(dict)
+-- Apply log entries to the held state, checking the digest after each;
+-- returns the held state, digest, undo, decoded (id -> the changed rule
+-- decoded | false), or nil, reason (nothing changed).
+local function apply_entries(dict, entries, conf)
+    local h = held_state(dict, conf)
     local sum = dict:get(K.digest)
-    if not raw or not sum then
+    if not h or not sum then
         return nil, "no held rule set"
     end
+    local sigs, routes, overlay = h.sigs, h.routes, h.overlay
     local undo, decoded = {}, {}
     local function fail(reason)
-        revert(undo, raw, routes)
+        revert(undo, h)
         held.ver = nil -- the copy may no longer be the dict's
         return nil, reason
     end
@@ -840,16 +1067,22 @@ local function apply_entries(dict, entries)
             if type(id) ~= "string" or (after and type(after) ~= "string") then
                 return fail("log revision " .. e.rev .. ": undecodable change")
             end
-            local rule, err
+            local rule, err, sig
             if after then
                 rule, err = decode_one(id, after)
                 if not rule then
                     return fail("log revision " .. e.rev .. ": " .. err)
                 end
+                sig = digest.sig(id, after)
             end
-            undo[#undo + 1] = { id, raw[id], routes[id] }
-            sum = digest.apply(sum, id, raw[id], after or nil)
-            raw[id], routes[id], decoded[id] = after or nil, rule and rule.route or nil, rule or false
+            local before, known = held_sig(dict, h, id)
+            if not known then
+                return fail("log revision " .. e.rev .. ": rule " .. id .. " is not in the shared payload")
+            end
+            undo[#undo + 1] = { id, before, routes[id], overlay[id] }
+            sum = digest.apply_sigs(sum, before, sig)
+            sigs[id], routes[id], overlay[id], decoded[id] = sig, rule and rule.route or nil, after or false,
+                rule or false
         end
         if e.digest ~= "" and e.digest ~= sum then
             return fail("after log revision " .. e.rev .. " the store has digest " .. e.digest
@@ -857,28 +1090,73 @@ local function apply_entries(dict, entries)
         end
     end
     held.ver = nil -- changed in place: belongs to the version publish() is about to set
-    return raw, sum, undo, routes, decoded
+    return h, sum, undo, decoded
 end
-
-
--- Compile a list of decoded rules at a revision, yielding; rs or nil, err.
+_M.apply_entries = apply_entries -- for tests/lua/spec/held_state_spec.lua
 
 
 -- Decode, check and compile a full read (yielding), each rule compiled as it
--- is decoded (as decode_rules, then router.compile), the rules of the set
--- served (conf.serving) with the same bytes reused (load_rule); rs, routes by
--- id, or nil, err.
-local function compile_raw(conf, got)
+-- is taken from the read (as decode_rules, then router.compile), the rules of
+-- the set served (conf.serving) with the same bytes reused (load_rule); each
+-- rule's bytes go to a new shared payload as they are compiled (a writer,
+-- made current by publish) and are dropped from got.raw: the read's strings
+-- become garbage one by one instead of living beside the whole new set and
+-- payload. Returns {rs, routes, sigs, digest (of the rules read), writer (nil
+-- when the dict is full: werr)}, or nil, err (nothing written).
+local function load_full(conf, got)
+    local pause = _M.pauser(PAUSE_EVERY)
+    local rs, routes, sigs, acc = router.new_set(got.rev), {}, {}, digest.new()
+    local serving = conf.serving and conf.serving()
+    local reuse = serving and router.items(serving, pause)
+    local w = payload.writer(conf.shm, { namespace = conf.namespace, generation = got.gen, revision = got.rev,
+                                         written_at = floor(now()), checked = CHECKED_BY })
+    local werr
+    local raw = got.raw
+    got.raw = nil
+    for id, value in pairs(raw) do
+        pause()
+        local sig, err = load_rule(rs, routes, reuse, id, value, false)
+        if not sig then
+            if w then
+                w:abort()
+            end
+            return nil, err
+        end
+        sigs[id] = sig
+        digest.add_sig(acc, sig)
+        if w then
+            local ok, aerr = w:add(id, value)
+            if not ok then
+                werr, w = aerr, nil
+            end
+        end
+        raw[id] = nil -- assigning nil to a field during its traversal is allowed
+    end
+    local ok
+    ok, rs = pcall(router.finish, rs, _M.pauser(PAUSE_EVERY))
+    if not ok then
+        if w then
+            w:abort()
+        end
+        return nil, "rule set does not compile: " .. tostring(rs)
+    end
+    rs.generation = got.gen
+    return { rs = rs, routes = routes, sigs = sigs, digest = digest.hex(acc), writer = w, werr = werr }
+end
+
+
+-- Compile the rules of a held state (a delta with no compiled set to start
+-- from), the served set's reused (load_rule); rs, routes, or nil, err.
+local function compile_held(conf, got)
     local pause = _M.pauser(PAUSE_EVERY)
     local rs, routes = router.new_set(got.rev), {}
     local serving = conf.serving and conf.serving()
     local reuse = serving and router.items(serving, pause)
-    for id, raw in pairs(got.raw) do
-        pause()
-        local ok, err = load_rule(rs, routes, reuse, id, raw, false)
-        if not ok then
-            return nil, err
-        end
+    local head, err = each_held_rule(conf.shm, got.held, function(id, value)
+        return load_rule(rs, routes, reuse, id, value, false)
+    end, pause)
+    if not head then
+        return nil, err
     end
     local ok
     ok, rs = pcall(router.finish, rs, _M.pauser(PAUSE_EVERY))
@@ -890,12 +1168,17 @@ local function compile_raw(conf, got)
 end
 
 
--- Write the snapshot file from a payload's header and chunks (payload.write),
--- yielding between chunks.
-local function write_snapshot(conf, head, chunks)
+-- Write the snapshot file from a payload's header and its chunks in the
+-- shared dict, yielding between chunks.
+local function write_snapshot(conf, head)
     local pieces = { snapshot.payload_prefix(head.namespace, head.generation, head.revision, head.written_at,
                                              head.count) }
-    for i, chunk in ipairs(chunks) do
+    for i = 1, head.n do
+        local chunk = payload.chunk(conf.shm, head, i)
+        if not chunk then
+            log(WARN, "rulegate: cannot write the snapshot: the payload was replaced")
+            return
+        end
         pieces[i + 1] = chunk
     end
     local pause = _M.pauser(1)
@@ -918,7 +1201,7 @@ local function apply(conf, got, held_rev, held_gen)
             .. conf.namespace .. " is lower than the applied revision " .. held_rev
             .. " (same generation); keeping " .. held_rev
     end
-    local rs, routes, err
+    local rs, routes, err, loaded
     if got.changes and got.base then -- a delta onto the set this worker serves: O(changes)
         routes = got.routes
         local ok, res = pcall(router.with_changes, got.base, got.before, got.changes, got.rev)
@@ -928,10 +1211,15 @@ local function apply(conf, got, held_rev, held_gen)
         else
             err = "rule set does not compile: " .. tostring(res)
         end
-    else -- a full read, or a delta with no compiled set to start from: decode and compile all
-        rs, routes = compile_raw(conf, got)
+    elseif got.held then -- a delta with no compiled set to start from: decode and compile all
+        rs, routes = compile_held(conf, got)
         err = not rs and routes or nil
-        routes = rs and got.routes or routes -- a delta: keep the held map (updated in place)
+        routes = rs and got.routes or routes -- keep the held map (updated in place)
+    else -- a full read
+        loaded, err = load_full(conf, got)
+        if loaded then
+            rs, routes = loaded.rs, loaded.routes
+        end
     end
     if not rs then
         err = "revision " .. got.rev .. " of namespace " .. conf.namespace .. " refused: " .. err
@@ -940,25 +1228,52 @@ local function apply(conf, got, held_rev, held_gen)
         dict:set(K.refused_reason, err)
         return nil, "refused", err
     end
-    local content_digest = got.content_digest or digest.of(got.raw, _M.pauser(PAUSE_EVERY))
+    local content_digest = got.content_digest or loaded.digest
     if got.digest ~= "" and got.digest ~= content_digest then
+        if loaded and loaded.writer then
+            loaded.writer:abort()
+        end
         return nil, "error", "revision " .. got.rev .. " of namespace " .. conf.namespace
             .. ": the rules read do not match the store's digest (a slot migration in progress, or "
             .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
     local delta = got.raw_changes and { from = got.base_ver, changes = got.raw_changes }
-    local ver, head, chunks
+    local ver, head
     if delta then -- O(changes): the payload and the snapshot file follow in checkpoint()
         ver = _M.publish(dict, nil, got.rev, got.gen, rs.count, "redis", content_digest, delta)
     end
     if not ver then
-        local full = { namespace = conf.namespace, raw = got.raw, pause = _M.pauser(PAUSE_EVERY) }
-        ver, head, chunks = _M.publish(dict, full, got.rev, got.gen, rs.count, "redis", content_digest, delta)
+        local full
+        if loaded then
+            if loaded.werr then
+                return nil, "error", loaded.werr
+            end
+            full = { writer = loaded.writer }
+        else -- a delta that could not be published alone: the held rules as a new payload
+            local h = got.held
+            local w = payload.writer(dict, { namespace = conf.namespace, generation = got.gen, revision = got.rev,
+                                             written_at = floor(now()), checked = CHECKED_BY })
+            local ok, werr = each_held_rule(dict, h, function(id, value)
+                return w:add(id, value)
+            end, _M.pauser(PAUSE_EVERY))
+            if not ok then
+                w:abort()
+                return nil, "error", werr
+            end
+            full = { writer = w }
+        end
+        ver, head = _M.publish(dict, full, got.rev, got.gen, rs.count, "redis", content_digest, delta)
         if not ver then
             return nil, "error", head
         end
     end
-    held.ver, held.raw, held.routes = ver, got.raw, routes
+    if loaded then
+        held.sigs, held.routes = loaded.sigs, routes
+    end
+    held.ver = ver
+    if head then
+        held.overlay, held.base = {}, head.id
+    end
     if conf.on_compiled then
         conf.on_compiled(ver, rs, routes) -- this worker serves what it just compiled
     end
@@ -968,7 +1283,7 @@ local function apply(conf, got, held_rev, held_gen)
         dict:incr(K.full_reloads, 1, 0)
     end
     if head and conf.snapshot_path then
-        write_snapshot(conf, head, chunks)
+        write_snapshot(conf, head)
     end
     return true
 end
@@ -991,18 +1306,21 @@ local function checkpoint(conf)
             and t - (dict:get(K.payload_at) or 0) < conf.checkpoint_max then
         return
     end
-    local raw = held_raw(dict)
-    if not raw or dict:get(K.ver) ~= ver then
+    local h = held_state(dict, conf)
+    if not h or dict:get(K.ver) ~= ver then
         return
     end
     local pub = _M.published(dict)
-    -- yields (the lock is held: nothing publishes meanwhile, the raw map does not change)
-    local head, chunks = payload.write(dict, { ver = ver, namespace = conf.namespace, generation = pub.generation,
-                                                revision = pub.revision, written_at = floor(t), checked = CHECKED_BY },
-                                       raw, _M.pauser(PAUSE_EVERY))
+    -- yields (the lock is held: nothing publishes meanwhile, the held state does not change)
+    local head, err = write_held(dict, h, { namespace = conf.namespace, generation = pub.generation,
+                                           revision = pub.revision, written_at = floor(t), checked = CHECKED_BY },
+                                 ver, _M.pauser(PAUSE_EVERY))
     if not head then
-        log(ERR, "rulegate: ", chunks)
+        log(ERR, "rulegate: ", err)
         return
+    end
+    if held.ver == ver then
+        held.overlay, held.base = {}, head.id
     end
     if dict:get(K.ver) ~= ver then -- the lock expired during the write: the payload holds an older version
         return
@@ -1011,7 +1329,7 @@ local function checkpoint(conf)
     dict:set(K.pending, 0)
     dict:incr(K.checkpoints, 1, 0)
     if conf.snapshot_path then
-        write_snapshot(conf, head, chunks)
+        write_snapshot(conf, head)
     end
 end
 
@@ -1020,24 +1338,24 @@ end
 local function apply_delta(conf, cl, got, held_rev, held_gen)
     local dict = conf.shm
     local base_ver = dict:get(K.ver)
-    local raw, sum, undo, routes, decoded = apply_entries(dict, got.delta)
-    if not raw then
+    local h, sum, undo, decoded = apply_entries(dict, got.delta, conf)
+    if not h then
         return nil, sum
     end
-    local d = { rev = got.rev, gen = got.gen, raw = raw, routes = routes, digest = sum,
+    local d = { rev = got.rev, gen = got.gen, held = h, routes = h.routes, digest = sum,
                 content_digest = sum, entries = #got.delta, base_ver = base_ver,
                 changes = decoded, before = {}, raw_changes = {} }
     for _, u in ipairs(undo) do -- oldest first: the first entry of an id holds its route before the delta
         local id = u[1]
         if d.raw_changes[id] == nil then
             d.before[id] = u[3]
-            d.raw_changes[id] = raw[id] or false
+            d.raw_changes[id] = h.overlay[id] or false
         end
     end
     d.base = conf.current_rs and conf.current_rs(base_ver) -- nil: compile the whole set
     local ok, _, err = apply(conf, d, held_rev, held_gen)
     if not ok then
-        revert(undo, raw, routes)
+        revert(undo, h)
         return nil, err
     end
     if d.rev < got.store_rev then
