@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 from typing import Any, Callable
 
 import msgpack
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from rulegate.errors import CorruptDataError
 from rulegate.schema import MAX_UID, decode_rule, encode_rule, validate_rule
-from rulegate.schema_fast import canonical_rule
+from rulegate.schema_fast import canonical_rule, decode_canonical
 from rulegate.schema_fast import decode_rule as fast_decode_rule
 from tests.conftest import VECTORS
 from tests.strategies import json_values, rule_inputs
@@ -300,3 +301,125 @@ def test_undecodable_and_oversized_bytes_keep_the_full_decode_errors():
     with pytest.raises(CorruptDataError) as want:
         decode_rule("not bytes", where="r")  # type: ignore[arg-type]
     assert str(got.value) == str(want.value)
+
+
+# msgpack bytes spelled by hand, to hold the fast path's decoder (msgspec) to the full path's (msgpack): what
+# packb never writes for a rule (a str as bin, a float as float32, an int in a wider encoding or as a float, a
+# map key repeated or not a str, ext types and timestamps, unsigned/signed 64-bit extremes, junk and trailing
+# bytes) anywhere in a stored rule, and arbitrary msgpack on its own.
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+def _map(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    return _PACKER.pack_map_header(len(pairs)) + b"".join(k + v for k, v in pairs)
+
+
+def _array(items: list[bytes]) -> bytes:
+    return _PACKER.pack_array_header(len(items)) + b"".join(items)
+
+
+def _wide_int(value: int) -> bytes:
+    """value as uint64 (0xcf) or int64 (0xd3), where packb writes the shortest form."""
+    return b"\xcf" + struct.pack(">Q", value) if value >= 0 else b"\xd3" + struct.pack(">q", value)
+
+
+_ints = st.one_of(st.integers(-(2**63), 2**64 - 1), st.sampled_from([0, 1, -1, 2**53 + 1, 2**63, 2**64 - 1, -(2**63)]))
+_leaves = st.one_of(
+    st.none().map(msgpack.packb), st.booleans().map(msgpack.packb), _ints.map(msgpack.packb), _ints.map(_wide_int),
+    st.floats().map(msgpack.packb), st.floats(width=32).map(lambda f: msgpack.packb(f, use_single_float=True)),
+    st.text(max_size=8).map(msgpack.packb), st.binary(max_size=8).map(lambda b: msgpack.packb(b, use_bin_type=True)),
+    st.builds(lambda code, data: b"\xc7" + struct.pack(">Bb", len(data), code) + data, st.integers(-128, 127),
+              st.binary(max_size=12)),  # ext 8, any type (-1, a timestamp, of any length)
+    st.builds(lambda s, ns: msgpack.packb(msgpack.Timestamp(s, ns)), st.integers(-(2**34), 2**34),
+              st.integers(0, 999_999_999)),
+    st.binary(min_size=1, max_size=3),  # junk: truncated or invalid data, or a few stray values
+)
+fragments = st.recursive(
+    _leaves, lambda children: st.lists(children, max_size=3).map(_array)
+    | st.lists(st.tuples(children, children), max_size=3).map(_map), max_leaves=8)
+
+
+@st.composite
+def respelled(draw: st.DrawFn, value: Any) -> bytes:
+    """Return value as msgpack with, here and there, a node spelled another way or replaced by any msgpack."""
+    roll = draw(st.integers(0, 24))
+    if roll == 0:
+        return draw(fragments)
+    if isinstance(value, dict):
+        pairs = [(msgpack.packb(k), draw(respelled(v))) for k, v in value.items()]
+        if roll == 1 and pairs:  # a key repeated, anywhere, with the same value or another
+            k, v = pairs[draw(st.integers(0, len(pairs) - 1))]
+            pairs.insert(draw(st.integers(0, len(pairs))), (k, draw(st.one_of(st.just(v), fragments))))
+        elif roll == 2:  # a key that is not a str (or a bin)
+            pairs.insert(draw(st.integers(0, len(pairs))), (draw(fragments), draw(fragments)))
+        elif roll == 3 and pairs:  # keys out of order
+            pair = pairs.pop(draw(st.integers(0, len(pairs) - 1)))
+            pairs.insert(draw(st.integers(0, len(pairs))), pair)
+        return _map(pairs)
+    if isinstance(value, list):
+        items = [draw(respelled(v)) for v in value]
+        if roll == 1:
+            items.insert(draw(st.integers(0, len(items))), draw(fragments))
+        return _array(items)
+    if isinstance(value, str) and roll == 1:
+        return msgpack.packb(value.encode(), use_bin_type=True)
+    if isinstance(value, int) and not isinstance(value, bool) and roll in (1, 2, 3):
+        return _wide_int(value) if roll == 1 else msgpack.packb(float(value), use_single_float=roll == 3)
+    if isinstance(value, float) and roll == 1:
+        return msgpack.packb(value, use_single_float=True)
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def strict(value: Any) -> Any:
+    """Return value with the type of every node and the order of every map: equal only for the same objects."""
+    if isinstance(value, dict):
+        return ("dict", [(strict(k), strict(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [strict(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+def fast_decode_agrees(raw: bytes) -> bool:
+    """Assert the fast decode returns a rule only when the full decode returns the same rule (same types, same
+    key order), and that decoding gives the same rule or error either way; return whether it took raw."""
+    got = decode_canonical(raw)
+    decode_agrees(raw)
+    if got is None:
+        return False
+    assert strict(got) == strict(decode_rule(raw, where="r"))
+    return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(rule_inputs(), st.data())
+def test_respelled_stored_rules_decode_as_the_full_decode_does(rule, data):
+    """A stored rule spelled in other msgpack here and there (or with trailing bytes) is taken by the fast
+    decode only when the full decode gives the same rule; else the full decode's rule or error stands."""
+    canon = validate_rule(rule)
+    assert fast_decode_agrees(encode_rule(canon))
+    raw = data.draw(respelled(canon))
+    if data.draw(st.integers(0, 9)) == 0:
+        raw += data.draw(st.one_of(fragments, st.binary(min_size=1, max_size=3)))
+    fast_decode_agrees(raw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(fragments, st.binary(max_size=24)))
+def test_arbitrary_msgpack_decodes_as_the_full_decode_does(raw):
+    """Any msgpack (or any bytes) decodes, or fails, as the full decode does."""
+    fast_decode_agrees(raw)
+
+
+def test_respelled_rules_the_fast_path_takes():
+    """What msgspec and msgpack both read the same way may be taken: a repeated key (the last value wins, at the
+    first key's place), a float32 or wide int with the canonical value; what msgpack refuses never is."""
+    canon = copy.deepcopy(SPLIT)
+    pairs = [(msgpack.packb(k), msgpack.packb(v)) for k, v in canon.items()]
+    repeated = _map(pairs[:1] + [(pairs[0][0], msgpack.packb("other"))] + pairs[1:] + [pairs[0]])
+    assert fast_decode_agrees(repeated)
+    wide = _map([(k, _wide_int(canon["updated_at"]) if k == msgpack.packb("updated_at") else v) for k, v in pairs])
+    assert fast_decode_agrees(wide)
+    int_key = _map(pairs + [(msgpack.packb(1), msgpack.packb(1))])
+    assert decode_canonical(int_key) is None
+    fast_decode_agrees(int_key)
+    assert not fast_decode_agrees(encode_rule(canon) + b"\xc0")
