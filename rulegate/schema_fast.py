@@ -256,10 +256,10 @@ def _key_ok(key: Any, degrade: bool) -> bool:
 def _window_ok(window: Any) -> bool:
     if type(window) is not dict or tuple(window) not in _WINDOW_KEYS:
         return False
-    start, end = window.get("start"), window.get("end")
-    if start is not None and not _int_ok(start, 0, MAX_TIME):
+    start, end = window.get("start"), window.get("end")  # None: absent (a None present fails _int_ok)
+    if "start" in window and not _int_ok(start, 0, MAX_TIME):
         return False
-    if end is not None and not _int_ok(end, 0, MAX_TIME):
+    if "end" in window and not _int_ok(end, 0, MAX_TIME):
         return False
     return start is None or end is None or start < end
 
