@@ -313,7 +313,10 @@ def _compile_policy(p: dict, rule_id: str, revision: int, proxies: dict[str, Dec
         if "ramp" in p:
             return _RampedPercent(seed, tuple(edges), p["ramp"])
         return _Percent(seed, tuple(edges))
-    hit = _proxy_of(p["upstream"], rule_id, revision, proxies)
+    upstream = p["upstream"]
+    hit = proxies.get(upstream)  # _proxy_of, inlined
+    if hit is None:
+        hit = proxies[upstream] = _proxy(_text(upstream), rule_id, revision)
     if ptype == "uid_suffix":
         return _UidSuffix(_shared(tuple(map(_text, p["suffixes"]))), hit)
     if ptype == "uid_range":

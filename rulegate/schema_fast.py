@@ -74,7 +74,7 @@ def _one_of(chars: set[str] | frozenset[str]) -> str:
 _ID = re.compile(_one_of(_ID_FIRST) + _one_of(_ID_REST) + "{0,63}")  # is_valid_id, with fullmatch
 _PATH = re.compile("/" + _one_of(_PATH_CHARS) + "{0,511}")  # a route path, with fullmatch
 
-# Strings already found good, by kind: rules repeat their upstreams, hosts and names, and a set lookup costs a
+# Strings already found good, by kind: rules repeat their upstreams, hosts, paths and names, and a set lookup costs a
 # fraction of a character check. Only strings that passed the check are added; a set past _KNOWN_MAX is emptied
 # (only speed is lost). Set operations are atomic under the GIL: threads may share them.
 _KNOWN_MAX = 4096
@@ -83,6 +83,7 @@ _HOSTS: set[str] = set()
 _HEADER_NAMES: set[str] = set()
 _TOKENS: set[str] = set()
 _SUFFIXES: set[str] = set()
+_PATHS: set[str] = set()
 
 
 def _learn(known: set[str], value: str, max_len: int, chars: frozenset[str] | set[str]) -> bool:
@@ -219,8 +220,18 @@ def _route_ok(route: Any) -> bool:
         if len(set(methods)) != len(methods):
             return False
     path, host = route["path"], route["host"]
-    return (type(path) is str and _PATH.fullmatch(path) is not None
+    return (type(path) is str and (path in _PATHS or _path_ok(path))
             and type(host) is str and (host in _HOSTS or _host_ok(host)))
+
+
+def _path_ok(path: str) -> bool:
+    """A route path `_check_route` accepts (then _PATHS holds it)."""
+    if _PATH.fullmatch(path) is None:
+        return False
+    if len(_PATHS) >= _KNOWN_MAX:
+        _PATHS.clear()
+    _PATHS.add(path)
+    return True
 
 
 def _host_ok(host: str) -> bool:
