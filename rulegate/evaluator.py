@@ -318,7 +318,9 @@ def _compile_policy(p: dict, rule_id: str, revision: int, proxies: dict[str, Dec
     if hit is None:
         hit = proxies[upstream] = _proxy(_text(upstream), rule_id, revision)
     if ptype == "uid_suffix":
-        return _UidSuffix(_shared(tuple(map(_text, p["suffixes"]))), hit)
+        suffixes = tuple(p["suffixes"])
+        pooled = _POOL.get((tuple, suffixes))  # the usual case: no string to intern again
+        return _UidSuffix(pooled if pooled is not None else _shared(tuple(map(_text, suffixes))), hit)
     if ptype == "uid_range":
         return _UidRange(tuple((lo, hi) for lo, hi in p["ranges"]), hit)
     if ptype == "ip_cidr":
