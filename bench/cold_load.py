@@ -10,7 +10,8 @@ without `--stop-before-load`: (I refs of the load run - I refs of the other) / r
 `--held` measures a load of bytes the cache already holds instead (a first load runs before: compare it with
 `--held --stop-before-load`). `--tree` imports rulegate and gateway_agent from another worktree (a before/after
 on one script). Each load runs with the cyclic GC held off, as the sync thread runs it (gateway_agent/sync.py
-`_no_gc_pauses`); `--gc` leaves it on (collections of everything built so far then add to the load).
+`_no_gc_pauses`: off during the load, then `gc.freeze()`); `--gc` leaves it on (collections of everything built
+so far then add to the load).
 The script ends with os._exit: the interpreter's teardown (a last full collection, freeing every rule) is no
 part of a load, and would count under cachegrind. No Redis needed.
 """
@@ -65,6 +66,8 @@ def main() -> int:
         loaded = cache.load(raw, 7, where="bench", pause=pause)
         RuleSet.from_compiled(loaded.rules, 7, "g", pause=pause)
         spent = time.thread_time() - t
+        if not args.gc:
+            gc.freeze()  # as the sync thread does: no collection traverses the rules just built
         gc.enable()
         best = spent if best is None else min(best, spent)
     print(f"{args.rules} rules, {'all held' if args.held else 'nothing held'}: {best * 1000:.1f} ms thread CPU "
