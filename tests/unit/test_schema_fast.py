@@ -416,7 +416,7 @@ fragments = st.recursive(
     | st.lists(st.tuples(children, children), max_size=3).map(_map), max_leaves=8)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(rule_inputs(), st.data())
 def test_respelled_stored_rules_decode_as_the_full_decode_does(rule, data):
     """Any stored rule with one node spelled in an odd way or replaced by any msgpack, or with trailing bytes."""
@@ -429,7 +429,7 @@ def test_respelled_stored_rules_decode_as_the_full_decode_does(rule, data):
     fast_decode_agrees(raw)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.one_of(fragments, st.binary(max_size=24)))
 def test_arbitrary_msgpack_decodes_as_the_full_decode_does(raw):
     """Any msgpack (or any bytes) decodes, or fails, as the full decode does."""
