@@ -1,6 +1,6 @@
 """What the agent's sync thread runs between a full read and the install, for rules it holds none of.
 
-    python bench/cold_load.py [--rules 2000] [--stop-before-load] [--held] [--repeat 1] [--tree PATH]
+    python bench/cold_load.py [--rules 2000] [--stop-before-load] [--held] [--repeat 1] [--tree PATH] [--gc]
 
 Builds the rules of bench/reload.py (one uid_suffix split per route, 100 hosts x N/100 paths) as
 stored bytes, then runs `CompileCache().load()` (decode + validate + digest + compile + guard flags)
@@ -9,12 +9,17 @@ For deterministic numbers run it under `valgrind --tool=cachegrind --cache-sim=n
 without `--stop-before-load`: (I refs of the load run - I refs of the other) / rules is the cost per rule.
 `--held` measures a load of bytes the cache already holds instead (a first load runs before: compare it with
 `--held --stop-before-load`). `--tree` imports rulegate and gateway_agent from another worktree (a before/after
-on one script).
-No Redis needed.
+on one script). Each load runs with the cyclic GC held off, as the sync thread runs it (gateway_agent/sync.py
+`_no_gc_pauses`: off during the load, then `gc.freeze()`); `--gc` leaves it on (collections of everything built
+so far then add to the load).
+The script ends with os._exit: the interpreter's teardown (a last full collection, freeing every rule) is no
+part of a load, and would count under cachegrind. No Redis needed.
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +31,7 @@ def main() -> int:
     parser.add_argument("--stop-before-load", action="store_true", help="build the bytes only (the baseline)")
     parser.add_argument("--held", action="store_true", help="load bytes the cache already holds")
     parser.add_argument("--repeat", type=int, default=1, help="loads to time (each with an empty cache)")
+    parser.add_argument("--gc", action="store_true", help="leave the cyclic GC on during the loads")
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]), help="worktree to import")
     args = parser.parse_args()
     sys.path.insert(0, args.tree)
@@ -53,11 +59,16 @@ def main() -> int:
     for _ in range(args.repeat):
         if not args.held:
             cache = CompileCache()
+        if not args.gc:
+            gc.disable()
         t = time.thread_time()
         pause = Slicer()
         loaded = cache.load(raw, 7, where="bench", pause=pause)
         RuleSet.from_compiled(loaded.rules, 7, "g", pause=pause)
         spent = time.thread_time() - t
+        if not args.gc:
+            gc.freeze()  # as the sync thread does: no collection traverses the rules just built
+        gc.enable()
         best = spent if best is None else min(best, spent)
     print(f"{args.rules} rules, {'all held' if args.held else 'nothing held'}: {best * 1000:.1f} ms thread CPU "
           f"(best of {args.repeat}), {best / args.rules * 1e6:.1f} µs per rule")
@@ -65,4 +76,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # no teardown (see the docstring)

@@ -111,8 +111,8 @@ class CompileCache:
         held_raw, held_guarded = self._raw, self._guarded
         rules, guarded, out = [], [], {}
         acc, hits = 0, 0  # acc: XOR of the hashes of the rules not held
-        for rule_id, value in raw.items():
-            if pause is not None:
+        for n, (rule_id, value) in enumerate(raw.items()):
+            if pause is not None and not n & 3:  # every 4 rules: a rule not held costs ~25 µs, a call ~0.3 µs
                 pause()
             old = held_raw.get(rule_id)
             if old is not None and type(value) is bytes and old == value:

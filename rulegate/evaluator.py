@@ -313,9 +313,14 @@ def _compile_policy(p: dict, rule_id: str, revision: int, proxies: dict[str, Dec
         if "ramp" in p:
             return _RampedPercent(seed, tuple(edges), p["ramp"])
         return _Percent(seed, tuple(edges))
-    hit = _proxy_of(p["upstream"], rule_id, revision, proxies)
+    upstream = p["upstream"]
+    hit = proxies.get(upstream)  # _proxy_of, inlined
+    if hit is None:
+        hit = proxies[upstream] = _proxy(_text(upstream), rule_id, revision)
     if ptype == "uid_suffix":
-        return _UidSuffix(_shared(tuple(map(_text, p["suffixes"]))), hit)
+        suffixes = tuple(p["suffixes"])
+        pooled = _POOL.get((tuple, suffixes))  # the usual case: no string to intern again
+        return _UidSuffix(pooled if pooled is not None else _shared(tuple(map(_text, suffixes))), hit)
     if ptype == "uid_range":
         return _UidRange(tuple((lo, hi) for lo, hi in p["ranges"]), hit)
     if ptype == "ip_cidr":
@@ -392,6 +397,12 @@ class _Route:
         return self.splits if self.fast is None else (self.fast,)
 
     def finish(self) -> None:
+        splits = self.splits
+        if len(splits) == 1 and not self.degrades and self.fast is None:  # most routes: one split
+            split = splits[0]
+            if split.methods is None and split.start is None and split.end is None:
+                self.degrades, self.splits, self.fast = (), (), split
+                return
         degrades, splits = self.degrades, self.all_splits() if not self.splits else self.splits
         self.degrades = tuple(sorted(degrades, key=_RULE_ID)) if len(degrades) > 1 else tuple(degrades)
         self.splits = tuple(sorted(splits, key=_RULE_ID)) if len(splits) > 1 else tuple(splits)
@@ -497,11 +508,39 @@ class RuleSet:
         revision are re-stamped on their way out. `pause` is called every 64 rules."""
         new = object.__new__(cls)
         new._init(revision, generation, {})
+        placement, breakers, exact = new.placement, new.breakers, new.exact
         routes: dict[tuple[str, str], _Route] = {}
-        for n, entry in enumerate(compiled):
+        for n, entry in enumerate(compiled):  # new._put(entry, routes), inlined (~4k instructions a rule less)
             if pause is not None and not n & 63:
                 pause()
-            new._put(entry, routes)
+            place = entry.place
+            placement[entry.rule_id] = place
+            if entry.breaker is not None:
+                breakers[entry.rule_id] = entry.breaker
+            item = entry.item
+            if item is None:
+                continue
+            route = routes.get(place)
+            if route is None:
+                host = place[0]
+                if host.startswith("*"):  # '*' or '*.suffix' (an exact host never starts with '*')
+                    table, key = _host_key(host)
+                    index = new._index(table, key)
+                    if index is None:
+                        index = _HostIndex()
+                        new._set_index(table, key, index)
+                else:
+                    index = exact.get(host)
+                    if index is None:
+                        index = exact[host] = _HostIndex()
+                route = index.by_path.get(place[1])
+                if route is None:
+                    route = index.by_path[place[1]] = _Route()
+                routes[place] = route
+            if type(item) is not _Degrade:
+                route.splits.append(item)
+            else:
+                route.degrades.append(item)
         new._finish(pause)
         return new
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 from typing import Any, Callable
 
 import msgpack
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from rulegate.errors import CorruptDataError
 from rulegate.schema import MAX_UID, decode_rule, encode_rule, validate_rule
-from rulegate.schema_fast import canonical_rule
+from rulegate.schema_fast import canonical_rule, decode_canonical
 from rulegate.schema_fast import decode_rule as fast_decode_rule
 from tests.conftest import VECTORS
 from tests.strategies import json_values, rule_inputs
@@ -300,3 +301,136 @@ def test_undecodable_and_oversized_bytes_keep_the_full_decode_errors():
     with pytest.raises(CorruptDataError) as want:
         decode_rule("not bytes", where="r")  # type: ignore[arg-type]
     assert str(got.value) == str(want.value)
+
+
+# msgpack bytes spelled by hand, to hold the fast path's decoder (msgspec) to the full path's (msgpack): what
+# packb never writes for a rule (a str as bin, a float as float32, an int in a wider encoding or as a float, a
+# map key repeated or not a str, keys out of order, ext types and timestamps, 64-bit extremes, junk and trailing
+# bytes) at any node of a stored rule, and arbitrary msgpack on its own.
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+def _map(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    return _PACKER.pack_map_header(len(pairs)) + b"".join(k + v for k, v in pairs)
+
+
+def _array(items: list[bytes]) -> bytes:
+    return _PACKER.pack_array_header(len(items)) + b"".join(items)
+
+
+def _wide_int(value: int) -> bytes:
+    """value as uint64 (0xcf) or int64 (0xd3), where packb writes the shortest form."""
+    return b"\xcf" + struct.pack(">Q", value) if value >= 0 else b"\xd3" + struct.pack(">q", value)
+
+
+def _ext(code: int, data: bytes) -> bytes:
+    """An ext 8 of any type (-1: a timestamp, valid only 4, 8 or 12 bytes long)."""
+    return b"\xc7" + struct.pack(">Bb", len(data), code) + data
+
+
+_P = msgpack.packb
+ODD = [_ext(5, b"x"), _ext(-1, b"\x00\x00\x00\x01"), _ext(-1, b"\x01\x02\x03"), _P(b"x"), _P(None),
+       _P(1.5, use_single_float=True), _wide_int(2**64 - 1), _wide_int(-(2**63)), _map([(_P(1), _P(1))]),
+       _map([(_array([_P(1)]), _P(1))]), _map([(_P(b"k"), _P(1))]), _map([(_P(None), _P(1))]), _array([]),
+       b"\xc1", b"\xd9", b"\x81"]  # the last three: an invalid byte, truncated str and map headers
+
+
+def _pairs(value: dict) -> list[tuple[bytes, bytes]]:
+    return [(_P(k), _P(v)) for k, v in value.items()]
+
+
+def same_spellings(value: Any) -> list[bytes]:
+    """Return value spelled in msgpack as packb never spells it (most read back the same, some do not)."""
+    if isinstance(value, bool):
+        return [_P(int(value))]
+    if isinstance(value, int):
+        return [_wide_int(value)] + ([_P(float(value)), _P(float(value), use_single_float=True)]
+                                     if abs(value) < 2**64 else [])
+    if isinstance(value, float):
+        return [_P(value, use_single_float=True)] + ([_P(int(value))] if value.is_integer() else [])
+    if isinstance(value, str):
+        return [_P(value.encode())]
+    if isinstance(value, list):
+        return [_array([_P(v) for v in value] + [_P(None)])]
+    pairs = _pairs(value)  # a key that is not a str, first, with the first value (a fit one), and last
+    first = pairs[0][1] if pairs else _P(1)
+    out = [_map(spelt) for key in (_P(1), _P(1.5), _array([]), _array([_P("a")]), _P(b"k"), _P(None), _P(True))
+           for spelt in ([(key, first)] + pairs, pairs + [(key, _P(1))])]
+    if pairs:  # a key repeated: the same value after, another value before; keys out of order
+        out += [_map(pairs + [pairs[0]]), _map([(pairs[-1][0], _P("other"))] + pairs), _map(pairs[::-1])]
+    return out
+
+
+def spelled_at(value: Any, path: tuple, spelling: bytes) -> bytes:
+    """Return value as msgpack with the node at path spelled `spelling`."""
+    if not path:
+        return spelling
+    if isinstance(value, dict):
+        return _map([(_P(k), spelled_at(v, path[1:], spelling) if k == path[0] else _P(v)) for k, v in value.items()])
+    return _array([spelled_at(v, path[1:], spelling) if i == path[0] else _P(v) for i, v in enumerate(value)])
+
+
+def strict(value: Any) -> Any:
+    """Return value with the type of every node and the order of every map: equal only for the same objects."""
+    if isinstance(value, dict):
+        return ("dict", [(strict(k), strict(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [strict(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+def fast_decode_agrees(raw: bytes) -> bool:
+    """Assert the fast decode returns a rule only when the full decode returns the same rule (same types, same
+    key order), and that decoding gives the same rule or error either way; return whether it took raw."""
+    got = decode_canonical(raw)
+    decode_agrees(raw)
+    if got is None:
+        return False
+    assert strict(got) == strict(decode_rule(raw, where="r"))
+    return True
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_every_node_respelled_decodes_as_the_full_decode_does(base):
+    """Every node of each stored base rule, spelled in each odd way (or replaced by odd msgpack), and the rule with
+    trailing bytes: the fast decode takes it only when the full decode gives the same rule, else steps aside."""
+    canon = BASES[base]
+    assert fast_decode_agrees(encode_rule(canon))
+    taken = 0
+    for path in nodes(canon):
+        node = at(canon, path)
+        for spelling in ODD + same_spellings(node):
+            taken += fast_decode_agrees(spelled_at(canon, path, spelling))
+    for tail in ODD:
+        assert not fast_decode_agrees(encode_rule(canon) + tail)
+    assert taken  # some spellings read back the same (a repeated key, a wide int, a float32 of a short float...)
+
+
+fragments = st.recursive(
+    st.one_of(st.sampled_from(ODD), st.none().map(_P), st.booleans().map(_P), st.integers(-(2**63), 2**64 - 1).map(_P),
+              st.integers(-(2**63), 2**64 - 1).map(_wide_int), st.floats().map(_P),
+              st.floats(width=32).map(lambda f: _P(f, use_single_float=True)), st.text(max_size=8).map(_P),
+              st.binary(max_size=8).map(_P), st.builds(_ext, st.integers(-128, 127), st.binary(max_size=12)),
+              st.binary(min_size=1, max_size=3)),  # the last: junk, stray values
+    lambda children: st.lists(children, max_size=3).map(_array)
+    | st.lists(st.tuples(children, children), max_size=3).map(_map), max_leaves=8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rule_inputs(), st.data())
+def test_respelled_stored_rules_decode_as_the_full_decode_does(rule, data):
+    """Any stored rule with one node spelled in an odd way or replaced by any msgpack, or with trailing bytes."""
+    canon = validate_rule(rule)
+    path = data.draw(st.sampled_from(nodes(canon)))
+    spelling = data.draw(st.one_of(st.sampled_from(same_spellings(at(canon, path))), fragments))
+    raw = spelled_at(canon, path, spelling)
+    if data.draw(st.integers(0, 9)) == 0:
+        raw += data.draw(fragments)
+    fast_decode_agrees(raw)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.one_of(fragments, st.binary(max_size=24)))
+def test_arbitrary_msgpack_decodes_as_the_full_decode_does(raw):
+    """Any msgpack (or any bytes) decodes, or fails, as the full decode does."""
+    fast_decode_agrees(raw)
