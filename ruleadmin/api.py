@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from rulegate.errors import LimitError, NamespaceLimitError, RuleConflictError
-from rulegate.schema import encode_rule, is_valid_id
+from rulegate.schema import encode_validated, is_valid_id
 
 from . import api_accounts, api_killswitch, api_upstreams, rulelist
 from .api_request import if_match, int_arg, json_body
@@ -193,7 +193,7 @@ def put_rule(ns: str, rule_id: str):
         raise APIError(428, "the rule exists: send If-Match: \"<revision>\" to replace it",
                        {"If-Match": "is required to replace a rule"}) from None
     created = expected is None and expected_hash is None
-    return _write_response({"rule": rule, "etag": rule_etag(encode_rule(rule))}, result, 201 if created else 200)
+    return _write_response({"rule": rule, "etag": rule_etag(encode_validated(rule))}, result, 201 if created else 200)
 
 
 @bp.delete("/namespaces/<ns>/rules/<rule_id>")

@@ -56,8 +56,9 @@ class CookieSessions(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request) -> SecureCookieSession | None:
         """Return a new empty session when there is no session cookie, else what Flask's interface returns."""
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
-            return self.session_class()
+        if app.secret_key and ("HTTP_COOKIE" not in request.environ
+                               or not request.cookies.get(self.get_cookie_name(app))):
+            return self.session_class()  # no Cookie header (an API call): not even parsed
         return super().open_session(app, request)
 
 

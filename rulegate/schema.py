@@ -622,6 +622,12 @@ def encode_rule(rule: dict) -> bytes:
     return msgpack.packb(_sorted(rule), use_bin_type=True)
 
 
+def encode_validated(rule: dict) -> bytes:
+    """Return encode_rule(rule) for a dict exactly as validate_rule or decode_rule returned it (its keys are already
+    in canonical order, so nothing is re-sorted); a dict changed since must go through encode_rule."""
+    return msgpack.packb(rule, use_bin_type=True)
+
+
 def decode_rule(raw: bytes, *, where: str = "rule") -> dict:
     """Return the validated rule stored as msgpack bytes; raise CorruptDataError otherwise."""
     if not isinstance(raw, (bytes, bytearray)) or len(raw) > MAX_ENCODED_RULE:
