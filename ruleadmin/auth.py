@@ -61,6 +61,15 @@ class CookieSessions(SecureCookieSessionInterface):
             return self.session_class()  # no Cookie header (an API call): not even parsed
         return super().open_session(app, request)
 
+    def save_session(self, app: Flask, session: SecureCookieSession, response) -> None:
+        """Do what Flask's interface does; for a session that is empty and unmodified (every API call) that is
+        only the "Vary: Cookie" of an accessed session, without computing the cookie settings first."""
+        if not session and not session.modified:
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
+        super().save_session(app, session, response)
+
 
 def init_app(app: Flask) -> None:
     """Configure the sessions, Flask-Login, the session lifetime check and the login/logout views."""

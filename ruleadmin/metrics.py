@@ -33,10 +33,11 @@ def metrics() -> Response:
     return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
 
 
-# the labelled children of REQUESTS and LATENCY, looked up once per label set (labels() per request costs a lock,
+# the labelled children of REQUESTS, LATENCY and WRITES, looked up once per label set (labels() per request costs a lock,
 # label validation and tuple building); the same series, as many as the labels would make
 _counted: dict[tuple[str, str, int], Counter] = {}
 _timed: dict[str, Histogram] = {}
+_written: dict[str, Counter] = {}
 
 
 def _request_counter(method: str, endpoint: str, status: int) -> Counter:
@@ -44,6 +45,14 @@ def _request_counter(method: str, endpoint: str, status: int) -> Counter:
     child = _counted.get(key)
     if child is None:
         child = _counted[key] = REQUESTS.labels(method, endpoint, str(status))
+    return child
+
+
+def write_counter(outcome: str) -> Counter:
+    """Return the WRITES child of an outcome."""
+    child = _written.get(outcome)
+    if child is None:
+        child = _written[outcome] = WRITES.labels(outcome)
     return child
 
 
