@@ -149,11 +149,14 @@ def _copy(value: Any, depth: int = 0) -> Any:
     """Return a copy of the JSON containers a rule can hold (deeper ones are invalid anyway)."""
     if depth > 6:
         return value
-    if isinstance(value, dict):
-        return {k: _copy(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, dict):  # scalars are kept as they are without a call each
+        return {k: _copy(v, depth + 1) if isinstance(v, _JSON_CONTAINERS) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v, depth + 1) for v in value]
+        return [_copy(v, depth + 1) if isinstance(v, _JSON_CONTAINERS) else v for v in value]
     return value
+
+
+_JSON_CONTAINERS = (dict, list)
 
 
 def _header_name(c: _Checker, value: Any, path: str) -> str | None:
