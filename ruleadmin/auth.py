@@ -66,7 +66,10 @@ class CookieSessions(SecureCookieSessionInterface):
         only the "Vary: Cookie" of an accessed session, without computing the cookie settings first."""
         if not session and not session.modified:
             if session.accessed:
-                response.vary.add("Cookie")
+                if "Vary" in response.headers:
+                    response.vary.add("Cookie")
+                else:
+                    response.headers["Vary"] = "Cookie"  # what vary.add writes, without parsing an absent header
             return
         super().save_session(app, session, response)
 
