@@ -33,8 +33,8 @@ def metrics() -> Response:
     return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
 
 
-# the labelled children of REQUESTS, LATENCY and WRITES, looked up once per label set (labels() per request costs a lock,
-# label validation and tuple building); the same series, as many as the labels would make
+# the labelled children of REQUESTS, LATENCY and WRITES, looked up once per label set (labels() on every request
+# takes a lock and validates the labels); the same series, as many as the labels would make
 _counted: dict[tuple[str, str, int], Counter] = {}
 _timed: dict[str, Histogram] = {}
 _written: dict[str, Counter] = {}
