@@ -15,6 +15,9 @@ e.g. a `git worktree` of the commit before a change) each row runs against that 
 and this one's, alternately, in the same run. Not an assertion: numbers depend on the machine.
 
     python bench/admin_write.py [--seconds 5] [--clients 8] [--workers 2] [--baseline PATH]
+    python bench/admin_write.py --sequential 2000 [--rounds 5] [--workers 1] [--baseline PATH]
+
+(--sequential: no tables; one client's PUTs in a row to one instance of each tree, ruleadmin CPU per PUT.)
 """
 from __future__ import annotations
 
@@ -272,6 +275,47 @@ def print_rows(rows: list, args: argparse.Namespace, trees: list[Path]) -> None:
               f"{r['client_ms']:>6.2f}")
 
 
+def sequential_cpu(trees: list[Path], config: dict, tmp: Path, token: str, namespace: str, puts: int,
+                   rounds: int, workers: int) -> None:
+    """Print the ruleadmin CPU (master + workers, /proc) per PUT of one client sending `puts` rule-ETag PUTs in
+    a row to one instance of each tree, the trees taking turns for `rounds` rounds (CPU time, not wall time:
+    steadier than the throughput rows on a shared machine)."""
+    servers = {tree: start_instance(tree, 1, config, tmp, workers) for tree in trees}
+    results: dict[Path, list[float]] = {tree: [] for tree in trees}
+    try:
+        for r in range(rounds):
+            for tree in (trees if r % 2 == 0 else trees[::-1]):
+                server = servers[tree]
+                conn = Connection(server.url)
+                h = {"Authorization": f"Bearer {token}"}
+                path = f"/api/v1/namespaces/{namespace}/rules/seq-{tree.name}"
+                status, got, _body = conn.call("GET", path, h)
+                tag = got["ETag"] if status == 200 else None
+                for i in range(20):  # warm-up (and the create)
+                    status, got, body = conn.call("PUT", path, h if tag is None else {**h, "If-Match": tag},
+                                                  rule(f"seq-{tree.name}", 1 + i))
+                    tag = json.loads(body)["etag"]
+                cpu0 = tree_cpu(server.proc.pid)
+                for i in range(puts):
+                    status, got, body = conn.call("PUT", path, {**h, "If-Match": tag},
+                                                  rule(f"seq-{tree.name}", 100 + (r * puts + i) % 9000))
+                    if status != 200:
+                        raise SystemExit(f"PUT answered {status}: {body[:300]!r}")
+                    tag = json.loads(body)["etag"]
+                results[tree].append((tree_cpu(server.proc.pid) - cpu0) * 1000 / puts)
+                conn.conn.close()
+    finally:
+        for server in servers.values():
+            server.stop()
+    print(f"\nruleadmin CPU ms per PUT, one client, {puts} rule-ETag PUTs in a row per round, {workers} gevent "
+          f"worker(s), trees alternating:\n")
+    print(f"{'tree':<16} | {'median':>6} | rounds")
+    print("-" * 16 + "-+-" + "-" * 6 + "-+-" + "-" * 40)
+    for tree in trees:
+        print(f"{tree.name:<16} | {statistics.median(results[tree]):>6.2f} | "
+              + " ".join(f"{v:.2f}" for v in results[tree]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -279,6 +323,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="gevent workers per instance")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another checkout whose ruleadmin runs each row too (alternating with this one)")
+    ap.add_argument("--sequential", type=int, default=0, metavar="PUTS",
+                    help="instead of the tables: ruleadmin CPU per PUT of one client sending PUTS in a row")
+    ap.add_argument("--rounds", type=int, default=5, help="with --sequential: rounds per tree")
     args = ap.parse_args()
     trees = ([args.baseline.resolve()] if args.baseline else []) + [ROOT]
     tmp = scratch_dir("rg-bench-")
@@ -295,6 +342,16 @@ def main() -> int:
     own = [f"{shared}-{i}" for i in range(args.clients)]
     for ns in [shared, *own]:
         b.rules.create_namespace(ns)
+    if args.sequential:
+        try:
+            sequential_cpu(trees, config, tmp, token, shared, args.sequential, args.rounds, args.workers)
+        finally:
+            b.accounts.revoke_token(token_id)
+            b.accounts.delete_user(user)
+            b.close()
+            if cluster is not None:
+                cluster.stop()
+        return 0
     servers: dict[Path, list[Service]] = {tree: [] for tree in trees}
     rows = []
     direct = []

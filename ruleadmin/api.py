@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from rulegate.errors import LimitError, NamespaceLimitError, RuleConflictError
-from rulegate.schema import encode_rule, is_valid_id
+from rulegate.schema import encode_validated, is_valid_id
 
 from . import api_accounts, api_killswitch, api_upstreams, rulelist
 from .api_request import if_match, int_arg, json_body
@@ -14,7 +14,7 @@ from .extensions import backend, csrf
 from .idempotency import idempotent
 from .inputs import MAX_REVISION, percent_strings
 from .killswitch import RESERVED_MESSAGE, is_reserved
-from .metrics import WRITES
+from .metrics import write_counter
 from .openapi import document
 from .rule_etag import etag_of_hash, if_match_condition, rule_etag
 from .rules import (
@@ -40,13 +40,13 @@ ID_RULE = "must match [a-z0-9][a-z0-9_.-]{0,63}"
 
 @bp.errorhandler(ValidationError)
 def _invalid(exc: ValidationError):
-    WRITES.labels("invalid").inc()
+    write_counter("invalid").inc()
     return APIError(400, "invalid rule", exc.errors).response()
 
 
 @bp.errorhandler(ConflictError)
 def _conflict(exc: ConflictError):
-    WRITES.labels("conflict").inc()
+    write_counter("conflict").inc()
     return APIError(412, f"stale revision: you sent {exc.expected}, the namespace is at {exc.current}",
                     {"If-Match": f"is stale: the namespace is at revision {exc.current}"},
                     extra={"current_revision": exc.current},
@@ -55,7 +55,7 @@ def _conflict(exc: ConflictError):
 
 @bp.errorhandler(RuleConflictError)
 def _rule_conflict(exc: RuleConflictError):
-    WRITES.labels("conflict").inc()
+    write_counter("conflict").inc()
     current = etag_of_hash(exc.current_hash)
     state = f"its ETag is now {current}" if current else "it does not exist"
     return APIError(412, f"rule {exc.rule_id!r} changed since the ETag you sent: {state}",
@@ -103,7 +103,7 @@ def _check_names(ns: str, rule_id: str | None = None) -> None:
 
 
 def _write_response(body: dict, result, status: int):
-    WRITES.labels("unchanged" if result.unchanged else "ok" if result.replicated else "unreplicated").inc()
+    write_counter("unchanged" if result.unchanged else "ok" if result.replicated else "unreplicated").inc()
     body.update(revision=result.revision, replicated=result.replicated, unchanged=result.unchanged,
                 replicas_acked=result.replicas_acked, replicas_wanted=result.replicas_wanted)
     resp = jsonify(body)
@@ -193,7 +193,7 @@ def put_rule(ns: str, rule_id: str):
         raise APIError(428, "the rule exists: send If-Match: \"<revision>\" to replace it",
                        {"If-Match": "is required to replace a rule"}) from None
     created = expected is None and expected_hash is None
-    return _write_response({"rule": rule, "etag": rule_etag(encode_rule(rule))}, result, 201 if created else 200)
+    return _write_response({"rule": rule, "etag": rule_etag(encode_validated(rule))}, result, 201 if created else 200)
 
 
 @bp.delete("/namespaces/<ns>/rules/<rule_id>")

@@ -56,9 +56,22 @@ class CookieSessions(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request) -> SecureCookieSession | None:
         """Return a new empty session when there is no session cookie, else what Flask's interface returns."""
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
-            return self.session_class()
+        if app.secret_key and ("HTTP_COOKIE" not in request.environ
+                               or not request.cookies.get(self.get_cookie_name(app))):
+            return self.session_class()  # no Cookie header (an API call): not even parsed
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SecureCookieSession, response) -> None:
+        """Do what Flask's interface does; for a session that is empty and unmodified (every API call) that is
+        only the "Vary: Cookie" of an accessed session, without computing the cookie settings first."""
+        if not session and not session.modified:
+            if session.accessed:
+                if "Vary" in response.headers:
+                    response.vary.add("Cookie")
+                else:
+                    response.headers["Vary"] = "Cookie"  # what vary.add writes, without parsing an absent header
+            return
+        super().save_session(app, session, response)
 
 
 def init_app(app: Flask) -> None:

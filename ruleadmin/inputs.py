@@ -109,6 +109,13 @@ def _policy_percents(policy: Any, i: int, errors: dict[str, str]) -> Any:
     return {**policy, "buckets": converted}
 
 
+def _brackets(s: str | bytes) -> int:
+    """Return how many '[' and '{' s holds (in any JSON encoding: UTF-16/32 code units hold the same byte)."""
+    if isinstance(s, str):
+        return s.count("[") + s.count("{")
+    return s.count(b"[") + s.count(b"{")
+
+
 class BoundedJSONProvider(DefaultJSONProvider):
     """Flask's JSON provider, but a body nested too deeply is invalid JSON (ValueError), never a RecursionError."""
 
@@ -118,6 +125,8 @@ class BoundedJSONProvider(DefaultJSONProvider):
             value = super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        if _brackets(s) <= MAX_JSON_DEPTH:
+            return value  # every nesting level opens with its own bracket: cannot be deeper than their count
         if not json_depth_ok(value):
             raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         return value

@@ -21,11 +21,13 @@ ENTRY_OVERHEAD = 200  # bytes counted per entry besides the rule's own
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A rule's stored bytes, their rule_hash and the namespace revision at which they were stored."""
+    """A rule's stored bytes, their rule_hash and the namespace revision at which they were stored; `canonical`:
+    the bytes are this instance's encoding of a validated rule (they decode to that rule without validation)."""
 
     revision: int
     raw: bytes
     digest: str
+    canonical: bool = False
 
 
 class KnownRules:
@@ -36,13 +38,14 @@ class KnownRules:
         self._held: LRUCache = LRUCache(max_bytes, getsizeof=lambda h: len(h.raw) + ENTRY_OVERHEAD)
         self._lock = threading.Lock()
 
-    def remember(self, ns: str, rule_id: str, revision: int, raw: bytes | None) -> None:
-        """Hold raw as the rule's bytes at revision (None: the rule is absent, nothing held)."""
+    def remember(self, ns: str, rule_id: str, revision: int, raw: bytes | None, *, canonical: bool = False) -> None:
+        """Hold raw as the rule's bytes at revision (None: the rule is absent, nothing held); `canonical`: raw is
+        encode_rule of a validated rule, held by the write that stored it."""
         with self._lock:
             if raw is None or len(raw) + ENTRY_OVERHEAD > self._max:
                 self._held.pop((ns, rule_id), None)
             else:
-                self._held[(ns, rule_id)] = Held(revision, raw, rule_hash(raw))
+                self._held[(ns, rule_id)] = Held(revision, raw, rule_hash(raw), canonical)
 
     def forget(self, ns: str, rule_id: str) -> None:
         """Drop what is held for the rule."""

@@ -33,6 +33,36 @@ def metrics() -> Response:
     return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
 
 
+# the labelled children of REQUESTS, LATENCY and WRITES, looked up once per label set (labels() on every request
+# takes a lock and validates the labels); the same series, as many as the labels would make
+_counted: dict[tuple[str, str, int], Counter] = {}
+_timed: dict[str, Histogram] = {}
+_written: dict[str, Counter] = {}
+
+
+def _request_counter(method: str, endpoint: str, status: int) -> Counter:
+    key = (method, endpoint, status)
+    child = _counted.get(key)
+    if child is None:
+        child = _counted[key] = REQUESTS.labels(method, endpoint, str(status))
+    return child
+
+
+def write_counter(outcome: str) -> Counter:
+    """Return the WRITES child of an outcome."""
+    child = _written.get(outcome)
+    if child is None:
+        child = _written[outcome] = WRITES.labels(outcome)
+    return child
+
+
+def _latency(endpoint: str) -> Histogram:
+    child = _timed.get(endpoint)
+    if child is None:
+        child = _timed[endpoint] = LATENCY.labels(endpoint)
+    return child
+
+
 def init_app(app: Flask) -> None:
     """Time every request and count it by endpoint and status."""
 
@@ -42,10 +72,12 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _count(resp):
-        endpoint = request.endpoint or "unknown"
-        REQUESTS.labels(request.method, endpoint, str(resp.status_code)).inc()
-        if hasattr(g, "_t0"):
-            LATENCY.labels(endpoint).observe(time.perf_counter() - g._t0)
+        req = request._get_current_object()
+        endpoint = req.endpoint or "unknown"
+        _request_counter(req.method, endpoint, resp.status_code).inc()
+        t0 = g.get("_t0")
+        if t0 is not None:
+            _latency(endpoint).observe(time.perf_counter() - t0)
         return resp
 
     app.register_blueprint(bp)

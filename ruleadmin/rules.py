@@ -28,12 +28,12 @@ from rulegate.history import (
 from rulegate.history import page as history_page
 from rulegate.keyspace import NAMESPACES_KEY
 from rulegate.outcomes import Outcomes, total
-from rulegate.schema import decode_rule, encode_rule, is_valid_id, validate_rule
+from rulegate.schema import decode_rule, encode_rule, encode_validated, is_valid_id, validate_rule
 from rulegate.store import LogEntry, RuleStore, WriteResult, rule_hash
 
 from .display import iso_utc
 from .guards import SUMMARY_WINDOW, read_guards, read_outcomes
-from .known_rules import KnownRules
+from .known_rules import Held, KnownRules
 
 __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
            "ValidationError", "HistoryUnavailableError", "LogTrimmedError", "RevisionMissingError",
@@ -141,7 +141,8 @@ class RuleService:
         rule = self.prepare(data, actor)
         if check is not None:
             check(rule)
-        result = self._pinned_write(ns, rule, expected_rev, expected_hash, actor)
+        raw = encode_validated(rule)  # the stored bytes, encoded once
+        result = self._pinned_write(ns, rule, raw, expected_rev, expected_hash, actor)
         if result is not None:
             return rule, result
         if expected_rev is not None:
@@ -155,11 +156,11 @@ class RuleService:
             if same is not None and expected_hash in ("*", rule_hash(encode_rule(same[0]))):
                 return same
         result = self.store.put_rule(ns, rule, expected_rev, actor, expected_hash=expected_hash,
-                                     create_only=expected_rev is None and expected_hash is None)
-        self.known.remember(ns, rule["id"], result.revision, encode_rule(rule))
+                                     create_only=expected_rev is None and expected_hash is None, encoded=raw)
+        self.known.remember(ns, rule["id"], result.revision, raw, canonical=True)
         return rule, result
 
-    def _pinned_write(self, ns: str, rule: dict, expected_rev: int | None, expected_hash: str | None,
+    def _pinned_write(self, ns: str, rule: dict, raw: bytes, expected_rev: int | None, expected_hash: str | None,
                       actor: str) -> WriteResult | None:
         """Return the result of committing rule without the no-op read when the write's condition pins held bytes
         (KnownRules) that differ from rule (so the save changes something); None when nothing is pinned, the held
@@ -167,16 +168,16 @@ class RuleService:
         decides. The revision form adds the held bytes' hash as a condition, checked by the commit script."""
         digest = expected_hash if expected_hash != "*" else None
         held = self.known.pinned(ns, rule["id"], expected_rev if digest is None else None, digest)
-        if held is None or _same_rule(held.raw, rule):
+        if held is None or _same_rule(held, rule):
             return None
         try:
-            result = self.store.put_rule(ns, rule, expected_rev, actor, expected_hash=held.digest)
+            result = self.store.put_rule(ns, rule, expected_rev, actor, expected_hash=held.digest, encoded=raw)
         except RuleConflictError:
             if digest is not None:
                 raise
             self.known.forget(ns, rule["id"])
             return None
-        self.known.remember(ns, rule["id"], result.revision, encode_rule(rule))
+        self.known.remember(ns, rule["id"], result.revision, raw, canonical=True)
         return result
 
     def unchanged(self, ns: str, rule: dict) -> tuple[dict, WriteResult] | None:
@@ -426,12 +427,14 @@ def _canonical(rule: dict) -> dict:
     return {k: v for k, v in rule.items() if k not in STAMP_FIELDS}
 
 
-def _same_rule(raw: bytes, rule: dict) -> bool:
-    """Return True when the rule stored as raw equals rule apart from updated_by/updated_at (as unchanged())."""
+def _same_rule(held: Held, rule: dict) -> bool:
+    """Return True when the held rule equals rule apart from updated_by/updated_at (as unchanged()). Bytes this
+    instance encoded from a validated rule decode to that rule as they are; others are validated (decode_rule)."""
     try:
-        return _canonical(decode_rule(raw)) == _canonical(rule)
-    except CorruptDataError:
+        stored = msgpack.unpackb(held.raw, raw=False) if held.canonical else decode_rule(held.raw)
+    except (CorruptDataError, ValueError, msgpack.UnpackException):
         return False
+    return _canonical(stored) == _canonical(rule)
 
 
 def _decode(raw: bytes | None) -> dict | None:

@@ -149,11 +149,14 @@ def _copy(value: Any, depth: int = 0) -> Any:
     """Return a copy of the JSON containers a rule can hold (deeper ones are invalid anyway)."""
     if depth > 6:
         return value
-    if isinstance(value, dict):
-        return {k: _copy(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, dict):  # scalars are kept as they are without a call each
+        return {k: _copy(v, depth + 1) if isinstance(v, _JSON_CONTAINERS) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v, depth + 1) for v in value]
+        return [_copy(v, depth + 1) if isinstance(v, _JSON_CONTAINERS) else v for v in value]
     return value
+
+
+_JSON_CONTAINERS = (dict, list)
 
 
 def _header_name(c: _Checker, value: Any, path: str) -> str | None:
@@ -620,6 +623,12 @@ _CONTAINERS = (dict, list, tuple)
 def encode_rule(rule: dict) -> bytes:
     """Return the canonical (deterministic) msgpack encoding of a validated rule."""
     return msgpack.packb(_sorted(rule), use_bin_type=True)
+
+
+def encode_validated(rule: dict) -> bytes:
+    """Return encode_rule(rule) for a dict exactly as validate_rule or decode_rule returned it (its keys are already
+    in canonical order, so nothing is re-sorted); a dict changed since must go through encode_rule."""
+    return msgpack.packb(rule, use_bin_type=True)
 
 
 def decode_rule(raw: bytes, *, where: str = "rule") -> dict:

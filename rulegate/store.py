@@ -137,10 +137,13 @@ class RuleStore:
 
     # ---- writes ----------------------------------------------------------------------------
     def put_rule(self, ns: str, rule: dict, expected_rev: int | None, actor: str, *,
-                 create_only: bool = False, expected_hash: str | None = None) -> WriteResult:
+                 create_only: bool = False, expected_hash: str | None = None,
+                 encoded: bytes | None = None) -> WriteResult:
         """Create or replace one validated rule (at expected_rev, or while the rule still has expected_hash:
-        see commit); raise ConflictError/RuleConflictError/LimitError/StoreError."""
-        return self.commit(ns, [(rule["id"], encode_rule(rule))], expected_rev, actor,
+        see commit); `encoded` is encode_rule(rule) when the caller has it. Raise
+        ConflictError/RuleConflictError/LimitError/StoreError."""
+        raw = encode_rule(rule) if encoded is None else encoded
+        return self.commit(ns, [(rule["id"], raw)], expected_rev, actor,
                            op="create" if create_only else "put", create_only=create_only,
                            expected_hashes=None if expected_hash is None else {rule["id"]: expected_hash})
 

@@ -5,12 +5,13 @@ import copy
 import string
 from typing import Any
 
+import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rulegate.errors import ValidationError
 from rulegate.iputil import canonical_cidr
-from rulegate.schema import decode_rule, encode_rule, validate_rule
+from rulegate.schema import decode_rule, encode_rule, encode_validated, validate_rule
 from tests.strategies import json_values, rule_inputs
 
 CANONICAL_HOST = set(string.ascii_lowercase + string.digits + "-.")
@@ -34,6 +35,10 @@ def test_rules_as_written_validate_to_a_canonical_fixed_point(rule):
     assert rule == original
     assert validate_rule(canon) == canon
     assert decode_rule(encode_rule(canon)) == canon
+    # what ruleadmin's write path relies on: a validated rule's keys are already in canonical order, and its
+    # canonical bytes unpack (without validation) to the rule itself
+    assert encode_validated(canon) == encode_rule(canon) == encode_validated(decode_rule(encode_rule(canon)))
+    assert msgpack.unpackb(encode_rule(canon), raw=False) == canon
     host = canon["route"]["host"]
     assert host == "*" or set(host.removeprefix("*.")) <= CANONICAL_HOST and not host.endswith(".")
     for p in canon.get("policies", []):
