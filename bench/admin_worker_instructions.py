@@ -27,15 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from admin_put_loop import rule  # noqa: E402  (bench/ is sys.path[0]: the same rule as the in-process loop)
+
 from ruleadmin import create_app  # noqa: E402
 from rulegate_dev.nginx import free_port  # noqa: E402
 from rulegate_dev.private_files import scratch_dir  # noqa: E402
-
-
-def rule(weight: int) -> dict:
-    return {"id": "r1", "kind": "split", "route": {"host": "bench.example.com", "path": "/r1"},
-            "key": {"source": "header", "name": "x-uid"}, "default": "stable",
-            "policies": [{"type": "percent", "buckets": [{"upstream": "canary", "weight": weight}]}]}
 
 
 def main() -> int:

@@ -144,6 +144,12 @@ function _M.writer(dict, meta, keep)
         buf, in_chunk = {}, 0
         return ok, err
     end
+    local function flush_open() -- the rules added since the last chunk, if any
+        if in_chunk > 0 then
+            return flush()
+        end
+        return true
+    end
     function w.add(_, id, raw)
         snapshot.pack_rule(buf, id, raw)
         head.count, in_chunk = head.count + 1, in_chunk + 1
@@ -155,11 +161,9 @@ function _M.writer(dict, meta, keep)
     -- A chunk of count rules taken whole from another payload (chunk(),
     -- counts[i]): after the rules added so far, before the next ones.
     function w.add_chunk(_, chunk, count)
-        if in_chunk > 0 then
-            local ok, err = flush()
-            if not ok then
-                return nil, err
-            end
+        local ok, err = flush_open()
+        if not ok then
+            return nil, err
         end
         head.count = head.count + count
         return store(chunk, count)
@@ -168,11 +172,9 @@ function _M.writer(dict, meta, keep)
         if ver ~= nil then
             head.ver = ver
         end
-        if in_chunk > 0 then
-            local ok, err = flush()
-            if not ok then
-                return nil, err
-            end
+        local ok, err = flush_open()
+        if not ok then
+            return nil, err
         end
         local old = dict:get(HEAD)
         local ok, err = dict:safe_set(HEAD, mp.pack(head))
