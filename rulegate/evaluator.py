@@ -313,10 +313,7 @@ def _compile_policy(p: dict, rule_id: str, revision: int, proxies: dict[str, Dec
         if "ramp" in p:
             return _RampedPercent(seed, tuple(edges), p["ramp"])
         return _Percent(seed, tuple(edges))
-    upstream = p["upstream"]
-    hit = proxies.get(upstream)  # _proxy_of, inlined
-    if hit is None:
-        hit = proxies[upstream] = _proxy(_text(upstream), rule_id, revision)
+    hit = _proxy_of(p["upstream"], rule_id, revision, proxies)
     if ptype == "uid_suffix":
         suffixes = tuple(p["suffixes"])
         pooled = _POOL.get((tuple, suffixes))  # the usual case: no string to intern again
