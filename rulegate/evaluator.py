@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
-from . import iputil
+from . import iputil, split_code
 from .request import EMPTY as NO_HEADERS  # one read-only empty mapping, shared by every Decision
 from .request import Request, wire_bytes
 from .schema import BODILESS_STATUSES, BUCKETS, ramp_share
@@ -120,6 +120,7 @@ def _key_value(source: str, name: str, req: Request) -> str | None:
     return req.args.get(name)
 
 
+_crc32 = zlib.crc32
 _text = sys.intern  # the one shared copy of a string that many rules repeat (upstream, host, path, key name)
 
 
@@ -134,7 +135,7 @@ def _key_name(key: dict) -> str:
 
 
 class _Split:
-    """A compiled split rule: its policies in order, then `default` (one policy: a _OneCheckSplit)."""
+    """A compiled split rule: its policies in order (one policy: that policy, no tuple), then `default`."""
 
     __slots__ = ("rule_id", "methods", "source", "name", "checks", "default", "start", "end")
 
@@ -154,12 +155,19 @@ class _Split:
             return
         proxies = {default: self.default}  # one Decision per upstream of the rule
         if len(policies) == 1:  # the policy itself, no 1-tuple (48 B a rule)
-            self.checks = _compile_policy(policies[0], rule_id, revision, proxies)
-            self.__class__ = _OneCheckSplit  # same slots (CPython allows it; see _proxy)
-            return
-        self.checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
+            self.checks = check = _compile_policy(policies[0], rule_id, revision, proxies)
+            shape: tuple = (source, type(check))
+        else:
+            self.checks = checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
+            shape = (source, *map(type, checks))
+        cls = _SHAPES.get(shape)
+        self.__class__ = cls if cls is not None else _split_class(shape)  # same slots (CPython allows it)
 
     def pick(self, req: Request) -> Decision:
+        """Return the decision of the first policy matching the request's key, else `default`.
+
+        The generic loop: a split of a common shape is an instance of a subclass whose `pick` is this
+        loop written out for its shape (`_split_class`)."""
         source = self.source
         if source == "header":
             key = req.headers.get(self.name)
@@ -167,28 +175,32 @@ class _Split:
             key = req.ip or None
         else:
             key = (req.cookies if source == "cookie" else req.args).get(self.name)
-        for check in self.checks:
+        checks = self.checks
+        for check in checks if type(checks) is tuple else (checks,):
             hit = check.match(key, req)
             if hit is not None:
                 return hit
         return self.default
 
 
-class _OneCheckSplit(_Split):
-    """A split rule with one policy: `checks` holds that policy, not a tuple of policies."""
+_SHAPES: dict[tuple, type] = {}  # (key source, policy classes...) -> the _Split subclass with its generated pick
+MAX_SHAPES = 256
 
-    __slots__ = ()
 
-    def pick(self, req: Request) -> Decision:
-        source = self.source
-        if source == "header":
-            key = req.headers.get(self.name)
-        elif source == "ip":
-            key = req.ip or None
-        else:
-            key = (req.cookies if source == "cookie" else req.args).get(self.name)
-        hit = self.checks.match(key, req)
-        return self.default if hit is None else hit
+def _split_class(shape: tuple) -> type:
+    """Return the _Split subclass for a shape (source, then the class of each policy): `pick` written out.
+
+    _Split itself (the generic loop) for a split with no policy or more than MAX_CHECKS, or once MAX_SHAPES
+    shapes have a class (only speed differs)."""
+    cls = _SHAPES.get(shape)
+    if cls is None:
+        kinds = tuple(_POLICY_KINDS.get(kind, "match") for kind in shape[1:])
+        if not 0 < len(kinds) <= split_code.MAX_CHECKS or len(_SHAPES) >= MAX_SHAPES:
+            return _Split
+        pick = split_code.make_pick(shape[0], kinds)
+        cls = _SHAPES.setdefault(shape, type(f"_Split[{shape[0]}:{'+'.join(kinds)}]", (_Split,),
+                                             {"__slots__": (), "pick": pick, "__doc__": _Split.__doc__}))
+    return cls
 
 
 def _split_inactive(split: _Split, req: Request) -> bool:
@@ -211,7 +223,7 @@ class _Percent:
             raw = text.encode()
         except UnicodeEncodeError:
             raw = wire_bytes(text)
-        bucket = zlib.crc32(raw, self.seed) % BUCKETS
+        bucket = _crc32(raw, self.seed) % BUCKETS
         for edge, decision in self.edges:
             if bucket < edge:
                 return decision
@@ -291,6 +303,9 @@ class _Values:
         source = self.source
         got = (req.headers if source == "header" else req.cookies if source == "cookie" else req.args).get(self.name)
         return self.hit if got in self.values else None
+
+
+_POLICY_KINDS = {_Percent: "percent", _UidSuffix: "uid_suffix"}  # matched inline by generated picks
 
 
 def _proxy_of(upstream: str, rule_id: str, revision: int, proxies: dict[str, Decision]) -> Decision:
