@@ -363,12 +363,18 @@ class _Degrade:
             return False
         if self.end is not None and now >= self.end:
             return False
-        if self.edge >= BUCKETS:
+        edge = self.edge
+        if edge >= BUCKETS:
             return True
-        if self.edge <= 0:
+        if edge <= 0:
             return False
-        key = _key_value(self.source, self.name, req)
-        return _bucket(self.seed, key if key is not None else req.ip) < self.edge
+        key = req.headers.get(self.name) if self.source == "header" else _key_value(self.source, self.name, req)
+        text = key if key is not None else req.ip
+        try:  # inlined _bucket
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raw = wire_bytes(text)
+        return _crc32(raw, self.seed) % BUCKETS < edge
 
 
 def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:

@@ -374,7 +374,7 @@ class Request:
             try:  # the common shape (gevent's pywsgi): cached ASCII host, known method, ASCII path (KeyError: not)
                 path = environ["SCRIPT_NAME"] + environ["PATH_INFO"]
                 query = environ["QUERY_STRING"]
-                if path and not query and path.isascii():
+                if path and path.isascii():
                     req = _new(cls)
                     req.host = _ENV_HOSTS[environ["HTTP_HOST"]]
                     req.method = _METHODS[environ["REQUEST_METHOD"]]
@@ -383,7 +383,10 @@ class Request:
                     req.headers = headers = _new(EnvironHeaders)
                     headers.environ = environ
                     req._cookies = None
-                    req._args = EMPTY
+                    if query:
+                        req._args, req._query = None, query if query.isascii() else from_native(query)
+                    else:
+                        req._args = EMPTY
                     req.now = now
                     req.request_id = request_id
                     return req
