@@ -121,6 +121,7 @@ def _key_value(source: str, name: str, req: Request) -> str | None:
 
 
 _crc32 = zlib.crc32
+_new = object.__new__
 _text = sys.intern  # the one shared copy of a string that many rules repeat (upstream, host, path, key name)
 
 
@@ -135,33 +136,11 @@ def _key_name(key: dict) -> str:
 
 
 class _Split:
-    """A compiled split rule: its policies in order (one policy: that policy, no tuple), then `default`."""
+    """A compiled split rule: its policies in order (one policy: that policy, no tuple), then `default`.
+
+    Made by `_compile_split`, as an instance of the subclass for its shape."""
 
     __slots__ = ("rule_id", "methods", "source", "name", "checks", "default", "start", "end")
-
-    def __init__(self, rule: dict, revision: int):
-        self.rule_id = rule_id = rule["id"]
-        self.methods = _methods(rule["route"]) if "methods" in rule["route"] else None
-        window = rule.get("window")
-        self.start, self.end = (window.get("start"), window.get("end")) if window else (None, None)  # None: open
-        key = rule["key"]
-        self.source = source = _text(key["source"])
-        self.name = _text(key["name"].lower() if source == "header" else key["name"]) if "name" in key else ""
-        default = _text(rule["default"])
-        self.default = _proxy(default, rule_id, revision)
-        policies = rule["policies"]
-        if not policies:
-            self.checks = ()
-            return
-        proxies = {default: self.default}  # one Decision per upstream of the rule
-        if len(policies) == 1:  # the policy itself, no 1-tuple (48 B a rule)
-            self.checks = check = _compile_policy(policies[0], rule_id, revision, proxies)
-            shape: tuple = (source, type(check))
-        else:
-            self.checks = checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
-            shape = (source, *map(type, checks))
-        cls = _SHAPES.get(shape)
-        self.__class__ = cls if cls is not None else _split_class(shape)  # same slots (CPython allows it)
 
     def pick(self, req: Request) -> Decision:
         """Return the decision of the first policy matching the request's key, else `default`.
@@ -183,6 +162,33 @@ class _Split:
         return self.default
 
 
+def _compile_split(rule: dict, revision: int) -> _Split:
+    """Return a split rule compiled: an instance of the _Split subclass for its shape (`_split_class`)."""
+    rule_id = rule["id"]
+    key = rule["key"]
+    source = _text(key["source"])
+    default = _text(rule["default"])
+    decision = _proxy(default, rule_id, revision)
+    policies = rule["policies"]
+    proxies = {default: decision}  # one Decision per upstream of the rule
+    if len(policies) == 1:  # the policy itself, no 1-tuple (48 B a rule)
+        checks = _compile_policy(policies[0], rule_id, revision, proxies)
+        shape: tuple = (source, type(checks))
+    else:
+        checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
+        shape = (source, *map(type, checks))
+    split = _new(_SHAPES.get(shape) or _split_class(shape))
+    split.rule_id = rule_id
+    split.methods = _methods(rule["route"]) if "methods" in rule["route"] else None
+    window = rule.get("window")
+    split.start, split.end = (window.get("start"), window.get("end")) if window else (None, None)  # None: open
+    split.source = source
+    split.name = _text(key["name"].lower() if source == "header" else key["name"]) if "name" in key else ""
+    split.default = decision
+    split.checks = checks
+    return split
+
+
 _SHAPES: dict[tuple, type] = {}  # (key source, policy classes...) -> the _Split subclass with its generated pick
 MAX_SHAPES = 256
 
@@ -194,12 +200,15 @@ def _split_class(shape: tuple) -> type:
     shapes have a class (only speed differs)."""
     cls = _SHAPES.get(shape)
     if cls is None:
-        kinds = tuple(_POLICY_KINDS.get(kind, "match") for kind in shape[1:])
-        if not 0 < len(kinds) <= split_code.MAX_CHECKS or len(_SHAPES) >= MAX_SHAPES:
+        if len(_SHAPES) >= MAX_SHAPES:
             return _Split
-        pick = split_code.make_pick(shape[0], kinds)
-        cls = _SHAPES.setdefault(shape, type(f"_Split[{shape[0]}:{'+'.join(kinds)}]", (_Split,),
-                                             {"__slots__": (), "pick": pick, "__doc__": _Split.__doc__}))
+        kinds = tuple(_POLICY_KINDS.get(kind, "match") for kind in shape[1:])
+        if 0 < len(kinds) <= split_code.MAX_CHECKS:
+            cls = type(f"_Split[{shape[0]}:{'+'.join(kinds)}]", (_Split,),
+                       {"__slots__": (), "pick": split_code.make_pick(shape[0], kinds), "__doc__": _Split.__doc__})
+        else:
+            cls = _Split
+        cls = _SHAPES.setdefault(shape, cls)
     return cls
 
 
@@ -489,7 +498,7 @@ def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     route = rule["route"]
     item = None
     if rule.get("enabled", True):
-        item = _Split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
+        item = _compile_split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
     out = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see _proxy)
     out.rule_id = rule["id"]
     out.place = (_text(route["host"]), _text(route["path"]))
