@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
-from . import iputil
+from . import iputil, split_code
 from .request import EMPTY as NO_HEADERS  # one read-only empty mapping, shared by every Decision
 from .request import Request, wire_bytes
 from .schema import BODILESS_STATUSES, BUCKETS, ramp_share
@@ -120,6 +120,8 @@ def _key_value(source: str, name: str, req: Request) -> str | None:
     return req.args.get(name)
 
 
+_crc32 = zlib.crc32
+_new = object.__new__
 _text = sys.intern  # the one shared copy of a string that many rules repeat (upstream, host, path, key name)
 
 
@@ -134,32 +136,17 @@ def _key_name(key: dict) -> str:
 
 
 class _Split:
-    """A compiled split rule: its policies in order, then `default` (one policy: a _OneCheckSplit)."""
+    """A compiled split rule: its policies in order (one policy: that policy, no tuple), then `default`.
+
+    Made by `_compile_split`, as an instance of the subclass for its shape."""
 
     __slots__ = ("rule_id", "methods", "source", "name", "checks", "default", "start", "end")
 
-    def __init__(self, rule: dict, revision: int):
-        self.rule_id = rule_id = rule["id"]
-        self.methods = _methods(rule["route"]) if "methods" in rule["route"] else None
-        window = rule.get("window")
-        self.start, self.end = (window.get("start"), window.get("end")) if window else (None, None)  # None: open
-        key = rule["key"]
-        self.source = source = _text(key["source"])
-        self.name = _text(key["name"].lower() if source == "header" else key["name"]) if "name" in key else ""
-        default = _text(rule["default"])
-        self.default = _proxy(default, rule_id, revision)
-        policies = rule["policies"]
-        if not policies:
-            self.checks = ()
-            return
-        proxies = {default: self.default}  # one Decision per upstream of the rule
-        if len(policies) == 1:  # the policy itself, no 1-tuple (48 B a rule)
-            self.checks = _compile_policy(policies[0], rule_id, revision, proxies)
-            self.__class__ = _OneCheckSplit  # same slots (CPython allows it; see _proxy)
-            return
-        self.checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
-
     def pick(self, req: Request) -> Decision:
+        """Return the decision of the first policy matching the request's key, else `default`.
+
+        The generic loop: a split of a common shape is an instance of a subclass whose `pick` is this
+        loop written out for its shape (`_split_class`)."""
         source = self.source
         if source == "header":
             key = req.headers.get(self.name)
@@ -167,28 +154,62 @@ class _Split:
             key = req.ip or None
         else:
             key = (req.cookies if source == "cookie" else req.args).get(self.name)
-        for check in self.checks:
+        checks = self.checks
+        for check in checks if type(checks) is tuple else (checks,):
             hit = check.match(key, req)
             if hit is not None:
                 return hit
         return self.default
 
 
-class _OneCheckSplit(_Split):
-    """A split rule with one policy: `checks` holds that policy, not a tuple of policies."""
+def _compile_split(rule: dict, revision: int) -> _Split:
+    """Return a split rule compiled: an instance of the _Split subclass for its shape (`_split_class`)."""
+    rule_id = rule["id"]
+    key = rule["key"]
+    source = _text(key["source"])
+    default = _text(rule["default"])
+    decision = _proxy(default, rule_id, revision)
+    policies = rule["policies"]
+    proxies = {default: decision}  # one Decision per upstream of the rule
+    if len(policies) == 1:  # the policy itself, no 1-tuple (48 B a rule)
+        checks = _compile_policy(policies[0], rule_id, revision, proxies)
+        shape: tuple = (source, type(checks))
+    else:
+        checks = tuple([_compile_policy(p, rule_id, revision, proxies) for p in policies])
+        shape = (source, *map(type, checks))
+    split = _new(_SHAPES.get(shape) or _split_class(shape))
+    split.rule_id = rule_id
+    split.methods = _methods(rule["route"]) if "methods" in rule["route"] else None
+    window = rule.get("window")
+    split.start, split.end = (window.get("start"), window.get("end")) if window else (None, None)  # None: open
+    split.source = source
+    split.name = _text(key["name"].lower() if source == "header" else key["name"]) if "name" in key else ""
+    split.default = decision
+    split.checks = checks
+    return split
 
-    __slots__ = ()
 
-    def pick(self, req: Request) -> Decision:
-        source = self.source
-        if source == "header":
-            key = req.headers.get(self.name)
-        elif source == "ip":
-            key = req.ip or None
+_SHAPES: dict[tuple, type] = {}  # (key source, policy classes...) -> the _Split subclass with its generated pick
+MAX_SHAPES = 256
+
+
+def _split_class(shape: tuple) -> type:
+    """Return the _Split subclass for a shape (source, then the class of each policy): `pick` written out.
+
+    _Split itself (the generic loop) for a split with no policy or more than MAX_CHECKS, or once MAX_SHAPES
+    shapes have a class (only speed differs)."""
+    cls = _SHAPES.get(shape)
+    if cls is None:
+        if len(_SHAPES) >= MAX_SHAPES:
+            return _Split
+        kinds = tuple(_POLICY_KINDS.get(kind, "match") for kind in shape[1:])
+        if 0 < len(kinds) <= split_code.MAX_CHECKS:
+            cls = type(f"_Split[{shape[0]}:{'+'.join(kinds)}]", (_Split,),
+                       {"__slots__": (), "pick": split_code.make_pick(shape[0], kinds), "__doc__": _Split.__doc__})
         else:
-            key = (req.cookies if source == "cookie" else req.args).get(self.name)
-        hit = self.checks.match(key, req)
-        return self.default if hit is None else hit
+            cls = _Split
+        cls = _SHAPES.setdefault(shape, cls)
+    return cls
 
 
 def _split_inactive(split: _Split, req: Request) -> bool:
@@ -211,7 +232,7 @@ class _Percent:
             raw = text.encode()
         except UnicodeEncodeError:
             raw = wire_bytes(text)
-        bucket = zlib.crc32(raw, self.seed) % BUCKETS
+        bucket = _crc32(raw, self.seed) % BUCKETS
         for edge, decision in self.edges:
             if bucket < edge:
                 return decision
@@ -293,6 +314,9 @@ class _Values:
         return self.hit if got in self.values else None
 
 
+_POLICY_KINDS = {_Percent: "percent", _UidSuffix: "uid_suffix"}  # matched inline by generated picks
+
+
 def _proxy_of(upstream: str, rule_id: str, revision: int, proxies: dict[str, Decision]) -> Decision:
     """Return the rule's Decision to proxy to upstream (made once per upstream: proxies holds them)."""
     decision = proxies.get(upstream)
@@ -348,12 +372,18 @@ class _Degrade:
             return False
         if self.end is not None and now >= self.end:
             return False
-        if self.edge >= BUCKETS:
+        edge = self.edge
+        if edge >= BUCKETS:
             return True
-        if self.edge <= 0:
+        if edge <= 0:
             return False
-        key = _key_value(self.source, self.name, req)
-        return _bucket(self.seed, key if key is not None else req.ip) < self.edge
+        key = req.headers.get(self.name) if self.source == "header" else _key_value(self.source, self.name, req)
+        text = key if key is not None else req.ip
+        try:  # inlined _bucket
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raw = wire_bytes(text)
+        return _crc32(raw, self.seed) % BUCKETS < edge
 
 
 def _action_decision(action: dict, rule_id: str, revision: int) -> Decision:
@@ -468,7 +498,7 @@ def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     route = rule["route"]
     item = None
     if rule.get("enabled", True):
-        item = _Split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
+        item = _compile_split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
     out = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see _proxy)
     out.rule_id = rule["id"]
     out.place = (_text(route["host"]), _text(route["path"]))

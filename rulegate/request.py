@@ -327,20 +327,21 @@ class Request:
         target = path or "/"
         if type(target) is not str:
             target = str(target)
-        mark = target.find("?")
+        mark = target.find("?") if "?" in target else -1
         req.path = target if mark == -1 else target[:mark] or "/"
         method = method or "GET"
         req.method = _METHODS.get(method) or _method(method if type(method) is str else str(method))
         ip = ip or ""
         req.ip = ip if type(ip) is str else str(ip)
-        if not headers:
+        if type(headers) is dict and len(headers) == 1:  # the common one-header case, inlined
+            name, = headers
+            value = headers[name]
+            if type(name) is str and type(value) is str and (name in _PLAIN_NAMES or _plain_name(name)):
+                req.headers = {name: value}
+            else:
+                req.headers = header_map(headers)
+        elif not headers:
             req.headers = {}
-        elif type(headers) is dict and len(headers) == 1:  # the common one-header case, inlined
-            for name, value in headers.items():
-                if type(name) is str and type(value) is str and name.islower() and name != "cookie":
-                    req.headers = {name: value}
-                else:
-                    req.headers = header_map(headers)
         else:
             req.headers = header_map(headers)
         if cookies is None:
@@ -373,7 +374,7 @@ class Request:
             try:  # the common shape (gevent's pywsgi): cached ASCII host, known method, ASCII path (KeyError: not)
                 path = environ["SCRIPT_NAME"] + environ["PATH_INFO"]
                 query = environ["QUERY_STRING"]
-                if path and not query and path.isascii():
+                if path and path.isascii():
                     req = _new(cls)
                     req.host = _ENV_HOSTS[environ["HTTP_HOST"]]
                     req.method = _METHODS[environ["REQUEST_METHOD"]]
@@ -382,7 +383,10 @@ class Request:
                     req.headers = headers = _new(EnvironHeaders)
                     headers.environ = environ
                     req._cookies = None
-                    req._args = EMPTY
+                    if query:
+                        req._args, req._query = None, query if query.isascii() else from_native(query)
+                    else:
+                        req._args = EMPTY
                     req.now = now
                     req.request_id = request_id
                     return req
