@@ -83,7 +83,10 @@ local scan_denied = false -- this worker's user may not HSCAN: full reads use HG
 -- was written (overlay: id -> bytes | false when deleted). The other rules'
 -- bytes are in that payload (shared dict): not copied into this worker's heap.
 -- Decoded rules are not kept either: the compiled set is what serves.
-local held = { ver = nil, sigs = nil, routes = nil, overlay = nil, base = nil }
+-- where (id -> the dict key of the chunk of payload base that holds the
+-- rule; nil when not known) lets a checkpoint borrow the chunks that hold no
+-- changed rule without reading them (write_held).
+local held = { ver = nil, sigs = nil, routes = nil, overlay = nil, base = nil, where = nil }
 local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
 local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
 local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
@@ -817,7 +820,7 @@ local function held_state(dict, conf)
     local head = payload.head(dict)
     if ver ~= nil and ver == held.ver and head then
         if head.id ~= held.base and head.ver == ver then
-            held.overlay, held.base = {}, head.id -- another worker rewrote the payload at this version
+            held.overlay, held.base, held.where = {}, head.id, nil -- another worker rewrote the payload
         end
         if head.id == held.base then
             return held
@@ -841,14 +844,16 @@ local function held_state(dict, conf)
                 sigs[id] = item.sig -- nil for an item compiled from a delta: held_sig looks it up
             end
             held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, serving_routes, overlay, head.id
+            held.where = nil
             return held
         end
     end
-    local sigs, routes, overlay = {}, {}, {}
+    local sigs, routes, overlay, where = {}, {}, {}, {}
     local items = serving and router.items(serving, pause) or {}
-    local phead = payload.read(dict, function(id, value, ph)
+    local phead = payload.read(dict, function(id, value, ph, key)
         local sig = digest.sig(id, value)
         local item = items[id]
+        where[id] = key
         if item and item.sig == sig then
             sigs[id], routes[id] = sig, item.route
             return true
@@ -873,6 +878,7 @@ local function held_state(dict, conf)
         return nil
     end
     held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, routes, overlay, phead.id
+    held.where = phead.id ~= "legacy" and where or nil
     return held
 end
 
@@ -968,6 +974,83 @@ end
 local VERBATIM_MAX = 64
 
 
+-- write_held when the chunk of every rule of the base payload is known
+-- (h.where): the chunks that hold no rule of the overlay are borrowed (not
+-- read, not copied: the new payload names them), the others rewritten rule by
+-- rule with the overlay's changes, then the rules the overlay adds.
+-- The header (h.where updated for it), or nil, err (h unchanged).
+local function write_borrowing(dict, h, base, meta, ver, pause)
+    local overlay, where = h.overlay, h.where
+    local touched = {}
+    for id in pairs(overlay) do
+        local key = where[id]
+        if key then
+            touched[key] = true
+        end
+    end
+    local place = {}
+    local w = payload.writer(dict, meta, nil, place)
+    local seen = {}
+    local function add(id, value)
+        local v = overlay[id]
+        if v == nil then
+            return w:add(id, value)
+        end
+        seen[id] = true
+        if v then
+            return w:add(id, v)
+        end
+        return true
+    end
+    local ok, err = true, nil
+    for i = 1, base.n do
+        local key = payload.key_of(base, i)
+        if touched[key] then
+            local chunk = dict:get(key)
+            if not chunk then
+                ok, err = nil, "the payload was replaced during the read"
+            else
+                ok, err = snapshot.each_rule(chunk, add)
+            end
+        else
+            ok, err = w:add_key(key, base.counts[i], base.sizes[i])
+        end
+        if not ok then
+            break
+        end
+        if pause then
+            pause()
+        end
+    end
+    if ok then
+        for id, v in pairs(overlay) do
+            if v and not seen[id] then
+                ok, err = w:add(id, v)
+                if not ok then
+                    break
+                end
+            end
+        end
+    end
+    if not ok then
+        w:abort()
+        return nil, err
+    end
+    local head
+    head, err = w:finish(ver)
+    if not head then
+        return nil, err
+    end
+    for id in pairs(overlay) do -- the new payload's: the borrowed chunks' rules stay where they were
+        where[id] = nil
+    end
+    for id, key in pairs(place) do
+        where[id] = key
+    end
+    return head
+end
+
+
 -- Write the rules of a held state as the new shared payload (meta as in
 -- payload.writer; ver: the dict version it holds), yielding; its header, or
 -- nil, err. The payload's chunks that hold none of the overlay's rules are
@@ -978,6 +1061,12 @@ local VERBATIM_MAX = 64
 local function write_held(dict, h, meta, ver, pause)
     local base = payload.head(dict)
     local overlay, packed = h.overlay, {}
+    local where = h.where
+    if where and base and base.id == h.base and type(base.counts) == "table" and #base.counts == base.n
+            and type(base.sizes) == "table" then
+        return write_borrowing(dict, h, base, meta, ver, pause)
+    end
+    h.where = nil -- not known for the payload written below
     for id in pairs(overlay) do
         if #packed >= VERBATIM_MAX then
             packed = nil
@@ -1126,11 +1215,12 @@ _M.apply_entries = apply_entries -- for tests/lua/spec/held_state_spec.lua
 local function new_loader(conf, rev, gen)
     local pause = _M.pauser(PAUSE_EVERY)
     local serving = conf.serving and conf.serving()
+    local where = {}
     return {
         pause = pause, rs = router.new_set(rev), routes = {}, sigs = {}, acc = digest.new(), gen = gen,
-        reuse = serving and router.items(serving, pause),
+        reuse = serving and router.items(serving, pause), where = where,
         w = payload.writer(conf.shm, { namespace = conf.namespace, generation = gen, revision = rev,
-                                       written_at = floor(now()), checked = CHECKED_BY }),
+                                       written_at = floor(now()), checked = CHECKED_BY }, nil, where),
     }
 end
 
@@ -1149,7 +1239,7 @@ local function loader_add(L, id, value)
             L.w:abort()
             L.w = nil
         end
-        L.rs, L.routes, L.reuse = nil, nil, nil -- garbage now, not when the read ends
+        L.rs, L.routes, L.reuse, L.where = nil, nil, nil, nil -- garbage now, not when the read ends
         return
     end
     L.sigs[id] = sig
@@ -1171,7 +1261,7 @@ local function loader_abort(L)
         L.w = nil
     end
     L.err = L.err or "aborted"
-    L.rs, L.routes, L.reuse = nil, nil, nil
+    L.rs, L.routes, L.reuse, L.where = nil, nil, nil, nil
 end
 
 
@@ -1187,7 +1277,8 @@ local function loader_finish(L)
         return nil, "rule set does not compile: " .. tostring(rs)
     end
     rs.generation = L.gen
-    return { rs = rs, routes = L.routes, sigs = L.sigs, digest = digest.hex(L.acc), writer = L.w, werr = L.werr }
+    return { rs = rs, routes = L.routes, sigs = L.sigs, digest = digest.hex(L.acc), writer = L.w, werr = L.werr,
+             where = L.where }
 end
 
 
@@ -1318,7 +1409,7 @@ local function apply(conf, got, held_rev, held_gen)
             .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
     local delta = got.raw_changes and { from = got.base_ver, changes = got.raw_changes }
-    local ver, head
+    local ver, head, where
     if delta then -- O(changes): the payload and the snapshot file follow in checkpoint()
         ver = _M.publish(dict, nil, got.rev, got.gen, rs.count, "redis", content_digest, delta)
     end
@@ -1329,10 +1420,12 @@ local function apply(conf, got, held_rev, held_gen)
                 return nil, "error", loaded.werr
             end
             full = { writer = loaded.writer }
+            where = loaded.where
         else -- a delta that could not be published alone: the held rules as a new payload
             local h = got.held
+            where = {}
             local w = payload.writer(dict, { namespace = conf.namespace, generation = got.gen, revision = got.rev,
-                                             written_at = floor(now()), checked = CHECKED_BY })
+                                             written_at = floor(now()), checked = CHECKED_BY }, nil, where)
             local ok, werr = each_held_rule(dict, h, function(id, value)
                 return w:add(id, value)
             end, _M.pauser(PAUSE_EVERY))
@@ -1352,7 +1445,7 @@ local function apply(conf, got, held_rev, held_gen)
     end
     held.ver = ver
     if head then
-        held.overlay, held.base = {}, head.id
+        held.overlay, held.base, held.where = {}, head.id, where
     end
     if conf.on_compiled then
         conf.on_compiled(ver, rs, routes) -- this worker serves what it just compiled
