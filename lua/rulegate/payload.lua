@@ -193,16 +193,6 @@ function _M.writer(dict, meta, keep, place)
         end
         return true
     end
-    -- A chunk of count rules taken whole from another payload (chunk(),
-    -- counts[i]): after the rules added so far, before the next ones.
-    function w.add_chunk(_, chunk, count)
-        local ok, err = flush_open()
-        if not ok then
-            return nil, err
-        end
-        head.count = head.count + count
-        return store(chunk, count)
-    end
     -- Chunk key (a chunk of the current payload: key_of, counts[i], sizes[i])
     -- borrowed whole, not copied: after the rules added so far.
     function w.add_key(_, key, count, size)

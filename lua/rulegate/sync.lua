@@ -1054,10 +1054,11 @@ end
 -- Write the rules of a held state as the new shared payload (meta as in
 -- payload.writer; ver: the dict version it holds), yielding; its header, or
 -- nil, err. The payload's chunks that hold none of the overlay's rules are
--- copied whole (a string search for each changed rule's packed id: a chunk
--- that may hold one is rewritten rule by rule): a checkpoint after a few
--- changes does not decode and re-encode every rule, which left ~3x the
--- payload's size of garbage in the syncing worker's heap.
+-- borrowed (write_borrowing when h.where tells which they are; else found by
+-- a string search for each changed rule's packed id: a chunk that may hold
+-- one is rewritten rule by rule): a checkpoint after a few changes does not
+-- decode and re-encode every rule, which left ~3x the payload's size of
+-- garbage in the syncing worker's heap, nor copy the chunks it keeps.
 local function write_held(dict, h, meta, ver, pause)
     local base = payload.head(dict)
     local overlay, packed = h.overlay, {}
@@ -1106,7 +1107,7 @@ local function write_held(dict, h, meta, ver, pause)
             if touched then
                 ok, err = snapshot.each_rule(chunk, add)
             else
-                ok, err = w:add_chunk(chunk, base.counts[i])
+                ok, err = w:add_key(payload.key_of(base, i), base.counts[i], #chunk)
             end
             if not ok then
                 break

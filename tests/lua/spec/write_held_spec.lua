@@ -1,6 +1,6 @@
 -- A checkpoint writes the held rules (the shared payload plus the overlay of
 -- the rules changed since) as a new payload: chunks without a changed rule
--- are copied whole, the others rewritten rule by rule; the result is the same
+-- are borrowed whole, the others rewritten rule by rule; the result is the same
 -- rule set whichever way, and the snapshot file's bytes decode to it.
 local mp = require("MessagePack")
 local payload = require("rulegate.payload")
