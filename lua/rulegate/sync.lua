@@ -1283,6 +1283,9 @@ local function loader_finish(L)
 end
 
 
+_M.new_loader, _M.loader_add, _M.loader_finish = new_loader, loader_add, loader_finish -- for full_load_spec
+
+
 -- A full read's map (HGETALL) loaded as above; its entries are dropped as they
 -- are compiled.
 local function load_full(conf, got)
