@@ -829,6 +829,13 @@ local function held_state(dict, conf)
     local serving, serving_ver, serving_routes
     if conf.serving then
         serving, serving_ver, serving_routes = conf.serving()
+        if ver ~= nil and serving_ver ~= ver and conf.on_tick then
+            -- this worker's own catch-up first (what its next tick does: its first set compiled, the
+            -- published deltas applied): then the state comes from the set it serves, not from a
+            -- second decode of the payload beside the compile of its set
+            pcall(conf.on_tick)
+            serving, serving_ver, serving_routes = conf.serving()
+        end
     end
     local pause = _M.pauser(PAUSE_EVERY)
     if serving and ver ~= nil and serving_ver == ver and serving_routes and head and head.id ~= "legacy" then

@@ -74,4 +74,28 @@ return function(t)
         payload.CHUNK = saved
         dict:flush_all()
     end)
+
+    t.it("a worker that serves no set of the dict's version yet catches up first, then builds from that set", function()
+        local saved = payload.CHUNK
+        local raw = { a = split("a", "stable"), b = split("b", "stable") }
+        publish_v1(raw)
+        local rs, routes = assert(sync.compile_current(dict, "v1"))
+        local caught_up = false
+        local conf = {
+            serving = function()
+                if caught_up then
+                    return rs, "v1", routes
+                end
+            end,
+            on_tick = function() -- the worker's own catch-up (rulegate.init's ruleset): here, installs rs
+                caught_up = true
+            end,
+        }
+        local new = { a = raw.a, b = split("b", "other") }
+        local h, sum = sync.apply_entries(dict, { entry(2, { { "b", new.b } }, new) }, conf)
+        t.truthy(h, sum)
+        t.eq({ caught_up, h.routes == routes, h.where, sum }, { true, true, nil, digest.of(new) })
+        payload.CHUNK = saved
+        dict:flush_all()
+    end)
 end
