@@ -87,6 +87,18 @@ local scan_denied = false -- this worker's user may not HSCAN: full reads use HG
 -- rule; nil when not known) lets a checkpoint borrow the chunks that hold no
 -- changed rule without reading them (write_held).
 local held = { ver = nil, sigs = nil, routes = nil, overlay = nil, base = nil, where = nil }
+-- A worker that listens (keep_where: it may sync, hold delta state and run
+-- checkpoints) keeps, from its last compile of the shared payload, which chunk
+-- holds each rule (compiled_where: {base = payload id, where}); held_state
+-- takes it when it builds the delta state from the set this worker serves, so
+-- a checkpoint borrows the unchanged chunks without reading the payload.
+local keep_where, compiled_where = false, nil
+
+
+-- Set keep_where (listen() sets it; for tests/lua/spec/held_state_spec.lua).
+function _M.keep_where(on)
+    keep_where = on
+end
 local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
 local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
 local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
@@ -347,14 +359,19 @@ end
 function _M.compile_current(dict, ver, pause, serving)
     local rs, routes = nil, {}
     local reuse = serving and router.items(serving, pause)
-    local head, err, retry = payload.read(dict, function(id, value, phead)
+    local where = keep_where and {} or nil
+    local head, err, retry = payload.read(dict, function(id, value, phead, key)
         rs = rs or router.new_set(phead.revision)
+        if where then
+            where[id] = key
+        end
         -- compiled as it is read: the decoded rule is garbage at once
         return load_rule(rs, routes, reuse, id, value, phead.checked == CHECKED_BY)
     end, pause)
     if not head then
         return nil, err, retry
     end
+    compiled_where = where and head.id ~= "legacy" and { base = head.id, where = where } or nil
     local ok
     ok, rs = pcall(router.finish, rs or router.new_set(head.revision), pause)
     if not ok then
@@ -851,7 +868,8 @@ local function held_state(dict, conf)
                 sigs[id] = item.sig -- nil for an item compiled from a delta: held_sig looks it up
             end
             held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, serving_routes, overlay, head.id
-            held.where = nil
+            held.where = compiled_where and compiled_where.base == head.id and compiled_where.where or nil
+            compiled_where = nil
             return held
         end
     end
@@ -1802,6 +1820,7 @@ local function listen(premature, conf)
     local holder = dict:get(K.sub_lock)
     local delay = conf.refresh_interval
     if holder == nil and dict:add(K.sub_lock, pid, conf.listen_lock_ttl) or holder == pid then
+        keep_where = true -- this worker may sync
         local ok, res, err = xpcall(listen_once, traceback, conf)
         dict:delete(K.sub_lock)
         if ok and res then

@@ -98,4 +98,27 @@ return function(t)
         payload.CHUNK = saved
         dict:flush_all()
     end)
+
+    t.it("a listening worker's compile of the payload tells its delta state which chunk holds each rule", function()
+        local saved = payload.CHUNK
+        local raw = { a = split("a", "stable"), b = split("b", "stable"), c = split("c", "stable") }
+        publish_v1(raw)
+        sync.keep_where(true)
+        local rs, routes = assert(sync.compile_current(dict, "v1"))
+        sync.keep_where(false)
+        local conf = { serving = function() return rs, "v1", routes end }
+        local new = { a = raw.a, b = split("b", "other"), c = raw.c }
+        local h, sum = sync.apply_entries(dict, { entry(2, { { "b", new.b } }, new) }, conf)
+        t.truthy(h, sum)
+        local head = payload.head(dict)
+        local keys = {}
+        for i = 1, head.n do
+            keys[payload.key_of(head, i)] = true
+        end
+        for id in pairs(raw) do
+            t.truthy(keys[h.where[id]], id)
+        end
+        payload.CHUNK = saved
+        dict:flush_all()
+    end)
 end
