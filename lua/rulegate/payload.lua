@@ -6,9 +6,13 @@
 --
 -- Consistency: chunks are never changed in place. A write puts new chunks
 -- under a new payload id, then replaces the header in one set; readers take
--- the header once and read only that id's chunks. The previous payload's
+-- the header once and read only that header's chunks. The previous payload's
 -- chunks stay until the next write (a reader that started on it can finish);
 -- a reader that finds a chunk gone (two writes during its read) retries.
+-- A payload may also borrow chunks of the current one (writer's add_key: a
+-- checkpoint after a few changes writes only the chunks that hold them): a
+-- chunk is deleted when no header in the dict (current, previous, being
+-- written) names it any more.
 local mp = require("MessagePack")
 local mpdecode = require("rulegate.mpdecode")
 local snapshot = require("rulegate.snapshot")
@@ -16,6 +20,7 @@ local snapshot = require("rulegate.snapshot")
 local ngx = ngx
 local type = type
 local pairs = pairs
+local ipairs = ipairs
 local pcall = pcall
 local tostring = tostring
 local concat = table.concat
@@ -38,6 +43,15 @@ local seq = 0
 local function chunk_key(id, i)
     return "rs:pc:" .. id .. ":" .. i
 end
+
+
+-- The dict key of chunk i of the payload whose header is head: its own, or
+-- the one it borrowed (head.borrowed[i]).
+local function key_of(head, i)
+    local borrowed = head.borrowed
+    return borrowed and borrowed[i] or chunk_key(head.id, i)
+end
+_M.key_of = key_of
 
 
 local function decode_head(raw)
@@ -95,11 +109,25 @@ local function read_legacy(dict, head, fn, pause)
 end
 
 
+-- Delete the header at key and its chunks, but those another header in the
+-- dict (HEAD, PREV, WRITING) names.
 local function drop(dict, key)
     local head = decode_head(dict:get(key))
     if head then
+        local keep = {}
+        for _, other in ipairs({ HEAD, PREV, WRITING }) do
+            local h = other ~= key and decode_head(dict:get(other))
+            if h and h.id ~= "legacy" then
+                for i = 1, h.n do
+                    keep[key_of(h, i)] = true
+                end
+            end
+        end
         for i = 1, head.n do
-            dict:delete(chunk_key(head.id, i))
+            local k = key_of(head, i)
+            if not keep[k] then
+                dict:delete(k)
+            end
         end
     end
     dict:delete(key)
@@ -113,7 +141,9 @@ end
 -- does not hold the payload's bytes while it builds it. add and finish return
 -- nil, err when the dict is full (the writer is aborted then; the current
 -- payload is unchanged). keep: the chunks are also kept in w.chunks (a list).
-function _M.writer(dict, meta, keep)
+-- place, when given: place[id] = the dict key of the chunk each added rule
+-- is written to (add_key's borrowed chunks are not read: not listed).
+function _M.writer(dict, meta, keep, place)
     drop(dict, PREV) -- no reader still reads the payload before the current one
     drop(dict, WRITING) -- left by a write that failed half-way
     seq = seq + 1
@@ -121,12 +151,14 @@ function _M.writer(dict, meta, keep)
         id = worker_pid() .. "." .. seq .. "." .. now(), n = 0, ver = meta.ver, namespace = meta.namespace,
         generation = meta.generation, revision = meta.revision, written_at = meta.written_at, count = 0, bytes = 0,
         checked = meta.checked, counts = {}, -- counts[i]: the rules in chunk i
+        sizes = {}, -- sizes[i]: its bytes
     }
     local w = { head = head, chunks = keep and {} or nil }
     local buf, in_chunk = {}, 0
     local function store(chunk, count)
         head.n = head.n + 1
         head.counts[head.n] = count
+        head.sizes[head.n] = #chunk
         dict:set(WRITING, mp.pack(head))
         local ok, err = dict:safe_set(chunk_key(head.id, head.n), chunk)
         if not ok then
@@ -152,21 +184,29 @@ function _M.writer(dict, meta, keep)
     end
     function w.add(_, id, raw)
         snapshot.pack_rule(buf, id, raw)
+        if place then
+            place[id] = chunk_key(head.id, head.n + 1)
+        end
         head.count, in_chunk = head.count + 1, in_chunk + 1
         if in_chunk >= _M.CHUNK then
             return flush()
         end
         return true
     end
-    -- A chunk of count rules taken whole from another payload (chunk(),
-    -- counts[i]): after the rules added so far, before the next ones.
-    function w.add_chunk(_, chunk, count)
+    -- Chunk key (a chunk of the current payload: key_of, counts[i], sizes[i])
+    -- borrowed whole, not copied: after the rules added so far.
+    function w.add_key(_, key, count, size)
         local ok, err = flush_open()
         if not ok then
             return nil, err
         end
-        head.count = head.count + count
-        return store(chunk, count)
+        head.n = head.n + 1
+        head.counts[head.n], head.sizes[head.n] = count, size
+        head.borrowed = head.borrowed or {}
+        head.borrowed[head.n] = key
+        head.count, head.bytes = head.count + count, head.bytes + (size or 0)
+        dict:set(WRITING, mp.pack(head))
+        return true
     end
     function w.finish(_, ver)
         if ver ~= nil then
@@ -225,12 +265,12 @@ end
 -- Chunk i of the payload whose header is head (nil when it was dropped: two
 -- payloads were written since).
 function _M.chunk(dict, head, i)
-    return dict:get(chunk_key(head.id, i))
+    return dict:get(key_of(head, i))
 end
 
 
--- Read the current payload chunk by chunk: fn(id, stored bytes, header) for
--- every rule (fn returns false, err to stop), pause before every rule. Returns the
+-- Read the current payload chunk by chunk: fn(id, stored bytes, header, the
+-- chunk's dict key) for every rule (fn returns false, err to stop), pause before every rule. Returns the
 -- header read, or nil, err, retry (true: it was replaced twice during the read,
 -- or it is not the payload id want, when given).
 function _M.read(dict, fn, pause, want)
@@ -243,7 +283,8 @@ function _M.read(dict, fn, pause, want)
         return read_legacy(dict, head, fn, pause)
     end
     for i = 1, head.n do
-        local chunk = dict:get(chunk_key(head.id, i))
+        local key = key_of(head, i)
+        local chunk = dict:get(key)
         if not chunk then
             return nil, "the payload was replaced during the read", true
         end
@@ -251,7 +292,7 @@ function _M.read(dict, fn, pause, want)
             if pause then
                 pause()
             end
-            return fn(id, raw, head)
+            return fn(id, raw, head, key)
         end)
         if not ok then
             return nil, err

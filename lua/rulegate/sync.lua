@@ -83,7 +83,22 @@ local scan_denied = false -- this worker's user may not HSCAN: full reads use HG
 -- was written (overlay: id -> bytes | false when deleted). The other rules'
 -- bytes are in that payload (shared dict): not copied into this worker's heap.
 -- Decoded rules are not kept either: the compiled set is what serves.
-local held = { ver = nil, sigs = nil, routes = nil, overlay = nil, base = nil }
+-- where (id -> the dict key of the chunk of payload base that holds the
+-- rule; nil when not known) lets a checkpoint borrow the chunks that hold no
+-- changed rule without reading them (write_held).
+local held = { ver = nil, sigs = nil, routes = nil, overlay = nil, base = nil, where = nil }
+-- A worker that listens (keep_where: it may sync, hold delta state and run
+-- checkpoints) keeps, from its last compile of the shared payload, which chunk
+-- holds each rule (compiled_where: {base = payload id, where}); held_state
+-- takes it when it builds the delta state from the set this worker serves, so
+-- a checkpoint borrows the unchanged chunks without reading the payload.
+local keep_where, compiled_where = false, nil
+
+
+-- Set keep_where (listen() sets it; for tests/lua/spec/held_state_spec.lua).
+function _M.keep_where(on)
+    keep_where = on
+end
 local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
 local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
 local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
@@ -344,14 +359,19 @@ end
 function _M.compile_current(dict, ver, pause, serving)
     local rs, routes = nil, {}
     local reuse = serving and router.items(serving, pause)
-    local head, err, retry = payload.read(dict, function(id, value, phead)
+    local where = keep_where and {} or nil
+    local head, err, retry = payload.read(dict, function(id, value, phead, key)
         rs = rs or router.new_set(phead.revision)
+        if where then
+            where[id] = key
+        end
         -- compiled as it is read: the decoded rule is garbage at once
         return load_rule(rs, routes, reuse, id, value, phead.checked == CHECKED_BY)
     end, pause)
     if not head then
         return nil, err, retry
     end
+    compiled_where = where and head.id ~= "legacy" and { base = head.id, where = where } or nil
     local ok
     ok, rs = pcall(router.finish, rs or router.new_set(head.revision), pause)
     if not ok then
@@ -594,14 +614,19 @@ local function hgetall_read(conf, cl)
     for i = 1, #flat, 2 do
         raw[flat[i]] = flat[i + 1]
     end
-    return { rev = rev1, gen = reply_value(res[2]) or "", raw = raw, digest = reply_value(res[4]) or "" }
+    return { rev = rev1, gen = reply_value(res[2]) or "", raw = raw, digest = reply_value(res[4]) or "",
+             any = #flat > 0 }
 end
 
 
 -- The whole namespace by HSCAN in chunks of SCAN_COUNT, yielding between them,
 -- consistent when rev and the store's digest are equal before and after (every
 -- commit moves both); or nil, err, kind ("NOPERM" when the user may not HSCAN).
-local function scan_read(conf, cl)
+-- stream, when given: stream(rev, gen) with the revision and generation read
+-- before the scan returns nil or a function fed every (id, bytes) of the scan
+-- as each batch arrives (a field may come twice); the read then has no raw map
+-- (raw nil, any: a rule was read) and its `fed` field is true.
+local function scan_read(conf, cl, stream)
     local keys = conf.keys
     local head, err = cl:pipeline(keys.rev, {
         { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" },
@@ -609,7 +634,8 @@ local function scan_read(conf, cl)
     if not head then
         return nil, err, transport_kind(err)
     end
-    local raw, cursor = {}, "0"
+    local feed = stream and stream(tonumber(reply_value(head[1]) or 0) or 0, reply_value(head[2]) or "")
+    local raw, cursor, any = not feed and {} or nil, "0", false
     repeat
         local res
         res, err = cl:pipeline(keys.rev, { { "HSCAN", keys.rules, cursor, "COUNT", SCAN_COUNT } },
@@ -629,8 +655,15 @@ local function scan_read(conf, cl)
         end
         cursor = reply[1]
         local flat = reply[2]
-        for i = 1, #flat, 2 do
-            raw[flat[i]] = flat[i + 1]
+        if feed then
+            any = any or #flat > 0
+            for i = 1, #flat, 2 do
+                feed(flat[i], flat[i + 1])
+            end
+        else
+            for i = 1, #flat, 2 do
+                raw[flat[i]] = flat[i + 1]
+            end
         end
         ngx.sleep(YIELD_SLEEP)
     until cursor == "0"
@@ -646,7 +679,11 @@ local function scan_read(conf, cl)
     if rev1 ~= rev2 or digest1 ~= digest2 then
         return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
     end
-    return { rev = rev1, gen = reply_value(head[2]) or "", raw = raw, digest = digest1 }
+    if raw then
+        any = next(raw) ~= nil
+    end
+    return { rev = rev1, gen = reply_value(head[2]) or "", raw = raw, digest = digest1, fed = feed and true,
+             any = any }
 end
 
 
@@ -655,8 +692,9 @@ end
 -- rules hash when anything moved (or the content digest differs from what
 -- this gateway holds); `unknown` names the namespace when neither its rev nor
 -- its meta key exists (read as an empty rule set). Or nil, err, kind
--- (auth_failed, unreachable, error).
-local function fetch(conf, cl, held_rev, held_gen, held_digest)
+-- (auth_failed, unreachable, error). stream: as scan_read's (a full read by
+-- HSCAN feeds its rules to it; got.fed tells).
+local function fetch(conf, cl, held_rev, held_gen, held_digest, stream)
     local keys = conf.keys
     local dict = conf.shm
     local cmds = { { "GET", keys.rev }, { "HGET", keys.meta, "gen" }, { "HGET", keys.meta, "digest" } }
@@ -698,7 +736,7 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
     end
     local read, kind
     if not scan_denied then
-        read, err, kind = scan_read(conf, cl)
+        read, err, kind = scan_read(conf, cl, stream)
         if not read and err == "NOPERM" then
             scan_denied = true
             log(WARN, "rulegate: HSCAN is not granted to this gateway's Redis user; full reloads of ",
@@ -715,14 +753,15 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest)
     end
     local rev1, gen1, raw = read.rev, read.gen, read.raw
     -- revision 0 with a generation and no rules: created in ruleadmin, never written
-    if (rev1 > 0 and gen1 == "") or (rev1 == 0 and gen1 ~= "" and next(raw) ~= nil) then
+    if (rev1 > 0 and gen1 == "") or (rev1 == 0 and gen1 ~= "" and read.any) then
         return nil, "inconsistent read of namespace " .. conf.namespace .. " (revision " .. rev1
             .. ", generation " .. (gen1 ~= "" and gen1 or "none") .. "): a slot migration in progress, "
             .. "or damaged keys", "error"
     end
     dict:set(K.store_rev, rev1)
     dict:set(K.store_digest, read.digest)
-    return { rev = rev1, gen = gen1, raw = raw, digest = read.digest, unknown = rev1 == 0 and unknown or nil }
+    return { rev = rev1, gen = gen1, raw = raw, digest = read.digest, unknown = rev1 == 0 and unknown or nil,
+             fed = read.fed }
 end
 
 
@@ -798,7 +837,7 @@ local function held_state(dict, conf)
     local head = payload.head(dict)
     if ver ~= nil and ver == held.ver and head then
         if head.id ~= held.base and head.ver == ver then
-            held.overlay, held.base = {}, head.id -- another worker rewrote the payload at this version
+            held.overlay, held.base, held.where = {}, head.id, nil -- another worker rewrote the payload
         end
         if head.id == held.base then
             return held
@@ -807,6 +846,13 @@ local function held_state(dict, conf)
     local serving, serving_ver, serving_routes
     if conf.serving then
         serving, serving_ver, serving_routes = conf.serving()
+        if ver ~= nil and serving_ver ~= ver and conf.on_tick then
+            -- this worker's own catch-up first (what its next tick does: its first set compiled, the
+            -- published deltas applied): then the state comes from the set it serves, not from a
+            -- second decode of the payload beside the compile of its set
+            pcall(conf.on_tick)
+            serving, serving_ver, serving_routes = conf.serving()
+        end
     end
     local pause = _M.pauser(PAUSE_EVERY)
     if serving and ver ~= nil and serving_ver == ver and serving_routes and head and head.id ~= "legacy" then
@@ -822,14 +868,17 @@ local function held_state(dict, conf)
                 sigs[id] = item.sig -- nil for an item compiled from a delta: held_sig looks it up
             end
             held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, serving_routes, overlay, head.id
+            held.where = compiled_where and compiled_where.base == head.id and compiled_where.where or nil
+            compiled_where = nil
             return held
         end
     end
-    local sigs, routes, overlay = {}, {}, {}
+    local sigs, routes, overlay, where = {}, {}, {}, {}
     local items = serving and router.items(serving, pause) or {}
-    local phead = payload.read(dict, function(id, value, ph)
+    local phead = payload.read(dict, function(id, value, ph, key)
         local sig = digest.sig(id, value)
         local item = items[id]
+        where[id] = key
         if item and item.sig == sig then
             sigs[id], routes[id] = sig, item.route
             return true
@@ -854,6 +903,7 @@ local function held_state(dict, conf)
         return nil
     end
     held.ver, held.sigs, held.routes, held.overlay, held.base = ver, sigs, routes, overlay, phead.id
+    held.where = phead.id ~= "legacy" and where or nil
     return held
 end
 
@@ -949,16 +999,100 @@ end
 local VERBATIM_MAX = 64
 
 
+-- write_held when the chunk of every rule of the base payload is known
+-- (h.where): the chunks that hold no rule of the overlay are borrowed (not
+-- read, not copied: the new payload names them), the others rewritten rule by
+-- rule with the overlay's changes, then the rules the overlay adds.
+-- The header (h.where updated for it), or nil, err (h unchanged).
+local function write_borrowing(dict, h, base, meta, ver, pause)
+    local overlay, where = h.overlay, h.where
+    local touched = {}
+    for id in pairs(overlay) do
+        local key = where[id]
+        if key then
+            touched[key] = true
+        end
+    end
+    local place = {}
+    local w = payload.writer(dict, meta, nil, place)
+    local seen = {}
+    local function add(id, value)
+        local v = overlay[id]
+        if v == nil then
+            return w:add(id, value)
+        end
+        seen[id] = true
+        if v then
+            return w:add(id, v)
+        end
+        return true
+    end
+    local ok, err = true, nil
+    for i = 1, base.n do
+        local key = payload.key_of(base, i)
+        if touched[key] then
+            local chunk = dict:get(key)
+            if not chunk then
+                ok, err = nil, "the payload was replaced during the read"
+            else
+                ok, err = snapshot.each_rule(chunk, add)
+            end
+        else
+            ok, err = w:add_key(key, base.counts[i], base.sizes[i])
+        end
+        if not ok then
+            break
+        end
+        if pause then
+            pause()
+        end
+    end
+    if ok then
+        for id, v in pairs(overlay) do
+            if v and not seen[id] then
+                ok, err = w:add(id, v)
+                if not ok then
+                    break
+                end
+            end
+        end
+    end
+    if not ok then
+        w:abort()
+        return nil, err
+    end
+    local head
+    head, err = w:finish(ver)
+    if not head then
+        return nil, err
+    end
+    for id in pairs(overlay) do -- the new payload's: the borrowed chunks' rules stay where they were
+        where[id] = nil
+    end
+    for id, key in pairs(place) do
+        where[id] = key
+    end
+    return head
+end
+
+
 -- Write the rules of a held state as the new shared payload (meta as in
 -- payload.writer; ver: the dict version it holds), yielding; its header, or
 -- nil, err. The payload's chunks that hold none of the overlay's rules are
--- copied whole (a string search for each changed rule's packed id: a chunk
--- that may hold one is rewritten rule by rule): a checkpoint after a few
--- changes does not decode and re-encode every rule, which left ~3x the
--- payload's size of garbage in the syncing worker's heap.
+-- borrowed (write_borrowing when h.where tells which they are; else found by
+-- a string search for each changed rule's packed id: a chunk that may hold
+-- one is rewritten rule by rule): a checkpoint after a few changes does not
+-- decode and re-encode every rule, which left ~3x the payload's size of
+-- garbage in the syncing worker's heap, nor copy the chunks it keeps.
 local function write_held(dict, h, meta, ver, pause)
     local base = payload.head(dict)
     local overlay, packed = h.overlay, {}
+    local where = h.where
+    if where and base and base.id == h.base and type(base.counts) == "table" and #base.counts == base.n
+            and type(base.sizes) == "table" then
+        return write_borrowing(dict, h, base, meta, ver, pause)
+    end
+    h.where = nil -- not known for the payload written below
     for id in pairs(overlay) do
         if #packed >= VERBATIM_MAX then
             packed = nil
@@ -998,7 +1132,7 @@ local function write_held(dict, h, meta, ver, pause)
             if touched then
                 ok, err = snapshot.each_rule(chunk, add)
             else
-                ok, err = w:add_chunk(chunk, base.counts[i])
+                ok, err = w:add_key(payload.key_of(base, i), base.counts[i], #chunk)
             end
             if not ok then
                 break
@@ -1095,53 +1229,102 @@ end
 _M.apply_entries = apply_entries -- for tests/lua/spec/held_state_spec.lua
 
 
--- Decode, check and compile a full read (yielding), each rule compiled as it
--- is taken from the read (as decode_rules, then router.compile), the rules of
--- the set served (conf.serving) with the same bytes reused (load_rule); each
--- rule's bytes go to a new shared payload as they are compiled (a writer,
--- made current by publish) and are dropped from got.raw: the read's strings
--- become garbage one by one instead of living beside the whole new set and
--- payload. Returns {rs, routes, sigs, digest (of the rules read), writer (nil
--- when the dict is full: werr)}, or nil, err (nothing written).
-local function load_full(conf, got)
+-- A full load: each rule decoded, checked and compiled as it is taken from
+-- the read (as decode_rules, then router.compile; yielding), the rules of the
+-- set served (conf.serving) with the same bytes reused (load_rule); each rule's
+-- bytes go to a new shared payload as they are compiled (a writer, made
+-- current by publish). scan_read feeds it each HSCAN batch as it arrives
+-- (loader_add), so neither the whole read's map nor its strings live beside
+-- the new set. The first error stops the compile (the writer is aborted); it
+-- is reported by loader_finish, after the read was found consistent: the
+-- outcomes and their order are those of a load of the whole read.
+local function new_loader(conf, rev, gen)
     local pause = _M.pauser(PAUSE_EVERY)
-    local rs, routes, sigs, acc = router.new_set(got.rev), {}, {}, digest.new()
     local serving = conf.serving and conf.serving()
-    local reuse = serving and router.items(serving, pause)
-    local w = payload.writer(conf.shm, { namespace = conf.namespace, generation = got.gen, revision = got.rev,
-                                         written_at = floor(now()), checked = CHECKED_BY })
-    local werr
+    local where = {}
+    return {
+        pause = pause, rs = router.new_set(rev), routes = {}, sigs = {}, acc = digest.new(), gen = gen,
+        reuse = serving and router.items(serving, pause), where = where,
+        w = payload.writer(conf.shm, { namespace = conf.namespace, generation = gen, revision = rev,
+                                       written_at = floor(now()), checked = CHECKED_BY }, nil, where),
+    }
+end
+
+
+-- Add stored rule id (bytes value) to a loader; an id already added (HSCAN
+-- may return a field twice) is skipped. Nothing once an error was met.
+local function loader_add(L, id, value)
+    if L.err or L.sigs[id] ~= nil then
+        return
+    end
+    L.pause()
+    local sig, err = load_rule(L.rs, L.routes, L.reuse, id, value, false)
+    if not sig then
+        L.err = err
+        if L.w then
+            L.w:abort()
+            L.w = nil
+        end
+        L.rs, L.routes, L.reuse, L.where = nil, nil, nil, nil -- garbage now, not when the read ends
+        return
+    end
+    L.sigs[id] = sig
+    digest.add_sig(L.acc, sig)
+    local w = L.w
+    if w then
+        local ok, aerr = w:add(id, value)
+        if not ok then
+            L.werr, L.w = aerr, nil
+        end
+    end
+end
+
+
+-- Drop what a loader built (the read failed, or its result is not applied).
+local function loader_abort(L)
+    if L.w then
+        L.w:abort()
+        L.w = nil
+    end
+    L.err = L.err or "aborted"
+    L.rs, L.routes, L.reuse, L.where = nil, nil, nil, nil
+end
+
+
+-- The loaded set: {rs, routes, sigs, digest (of the rules read), writer (nil
+-- when the dict is full: werr)}, or nil, err (nothing written).
+local function loader_finish(L)
+    if L.err then
+        return nil, L.err
+    end
+    local ok, rs = pcall(router.finish, L.rs, _M.pauser(PAUSE_EVERY))
+    if not ok then
+        loader_abort(L)
+        return nil, "rule set does not compile: " .. tostring(rs)
+    end
+    rs.generation = L.gen
+    return { rs = rs, routes = L.routes, sigs = L.sigs, digest = digest.hex(L.acc), writer = L.w, werr = L.werr,
+             where = L.where }
+end
+
+
+_M.new_loader, _M.loader_add, _M.loader_finish = new_loader, loader_add, loader_finish -- for full_load_spec
+
+
+-- A full read's map (HGETALL) loaded as above; its entries are dropped as they
+-- are compiled.
+local function load_full(conf, got)
+    local L = new_loader(conf, got.rev, got.gen)
     local raw = got.raw
     got.raw = nil
     for id, value in pairs(raw) do
-        pause()
-        local sig, err = load_rule(rs, routes, reuse, id, value, false)
-        if not sig then
-            if w then
-                w:abort()
-            end
-            return nil, err
-        end
-        sigs[id] = sig
-        digest.add_sig(acc, sig)
-        if w then
-            local ok, aerr = w:add(id, value)
-            if not ok then
-                werr, w = aerr, nil
-            end
+        loader_add(L, id, value)
+        if L.err then
+            return nil, L.err
         end
         raw[id] = nil -- assigning nil to a field during its traversal is allowed
     end
-    local ok
-    ok, rs = pcall(router.finish, rs, _M.pauser(PAUSE_EVERY))
-    if not ok then
-        if w then
-            w:abort()
-        end
-        return nil, "rule set does not compile: " .. tostring(rs)
-    end
-    rs.generation = got.gen
-    return { rs = rs, routes = routes, sigs = sigs, digest = digest.hex(acc), writer = w, werr = werr }
+    return loader_finish(L)
 end
 
 
@@ -1189,6 +1372,16 @@ local function write_snapshot(conf, head)
 end
 
 
+-- True when a store revision rev of generation gen would roll a gateway
+-- holding held_rev of held_gen back (apply refuses it).
+local function regression(rev, gen, held_rev, held_gen)
+    if held_gen ~= "" and gen ~= "" and gen ~= held_gen then
+        return false
+    end
+    return rev < held_rev and (gen == held_gen or gen == "")
+end
+
+
 -- Apply a fetched rule set unless it would roll the gateway back.
 local function apply(conf, got, held_rev, held_gen)
     local dict = conf.shm
@@ -1196,7 +1389,10 @@ local function apply(conf, got, held_rev, held_gen)
         log(ERR, "rulegate: namespace ", conf.namespace, " has a new generation ", got.gen,
             " (was ", held_gen, ", revision ", held_rev, "): the store was rebuilt; ",
             "accepting its revision ", got.rev)
-    elseif got.rev < held_rev and (got.gen == held_gen or got.gen == "") then
+    elseif regression(got.rev, got.gen, held_rev, held_gen) then
+        if got.loader then
+            loader_abort(got.loader)
+        end
         return nil, "regression", "store revision " .. got.rev .. " of namespace "
             .. conf.namespace .. " is lower than the applied revision " .. held_rev
             .. " (same generation); keeping " .. held_rev
@@ -1215,8 +1411,12 @@ local function apply(conf, got, held_rev, held_gen)
         rs, routes = compile_held(conf, got)
         err = not rs and routes or nil
         routes = rs and got.routes or routes -- keep the held map (updated in place)
-    else -- a full read
-        loaded, err = load_full(conf, got)
+    else -- a full read: compiled as it was read (scan_read), or the read's map
+        if got.loader then
+            loaded, err = loader_finish(got.loader)
+        else
+            loaded, err = load_full(conf, got)
+        end
         if loaded then
             rs, routes = loaded.rs, loaded.routes
         end
@@ -1238,7 +1438,7 @@ local function apply(conf, got, held_rev, held_gen)
             .. "damaged keys); keeping revision " .. tostring(held_rev)
     end
     local delta = got.raw_changes and { from = got.base_ver, changes = got.raw_changes }
-    local ver, head
+    local ver, head, where
     if delta then -- O(changes): the payload and the snapshot file follow in checkpoint()
         ver = _M.publish(dict, nil, got.rev, got.gen, rs.count, "redis", content_digest, delta)
     end
@@ -1249,10 +1449,12 @@ local function apply(conf, got, held_rev, held_gen)
                 return nil, "error", loaded.werr
             end
             full = { writer = loaded.writer }
+            where = loaded.where
         else -- a delta that could not be published alone: the held rules as a new payload
             local h = got.held
+            where = {}
             local w = payload.writer(dict, { namespace = conf.namespace, generation = got.gen, revision = got.rev,
-                                             written_at = floor(now()), checked = CHECKED_BY })
+                                             written_at = floor(now()), checked = CHECKED_BY }, nil, where)
             local ok, werr = each_held_rule(dict, h, function(id, value)
                 return w:add(id, value)
             end, _M.pauser(PAUSE_EVERY))
@@ -1272,7 +1474,7 @@ local function apply(conf, got, held_rev, held_gen)
     end
     held.ver = ver
     if head then
-        held.overlay, held.base = {}, head.id
+        held.overlay, held.base, held.where = {}, head.id, where
     end
     if conf.on_compiled then
         conf.on_compiled(ver, rs, routes) -- this worker serves what it just compiled
@@ -1375,7 +1577,27 @@ function _M.run_once(conf)
     local cl = new_client(conf)
     local held_rev = dict:get(K.rev) or -1
     local held_gen = dict:get(K.gen) or ""
-    local got, err, kind = fetch(conf, cl, held_rev, held_gen, dict:get(K.digest))
+    -- a full read by HSCAN is compiled as it arrives, unless apply() would refuse it as a regression
+    local loader
+    local function stream(rev, gen)
+        if regression(rev, gen, held_rev, held_gen) then
+            return nil
+        end
+        loader = new_loader(conf, rev, gen)
+        return function(id, value)
+            loader_add(loader, id, value)
+        end
+    end
+    local function fetched(got, ferr, fkind)
+        if got and got.fed then
+            got.loader = loader
+        elseif loader then -- the read failed or was not used: drop what was compiled
+            loader_abort(loader)
+        end
+        loader = nil
+        return got, ferr, fkind
+    end
+    local got, err, kind = fetched(fetch(conf, cl, held_rev, held_gen, dict:get(K.digest), stream))
     if not got then
         set_state(conf, FAILED[kind] and kind or "error", err, kind)
         return nil, err
@@ -1389,13 +1611,16 @@ function _M.run_once(conf)
             log(WARN, "rulegate: namespace ", conf.namespace, ": log delta not applied (", aerr,
                 "); reloading fully")
         end
-        got, err, kind = fetch(conf, cl, -1, held_gen, nil) -- held_rev -1: the whole hash
+        got, err, kind = fetched(fetch(conf, cl, -1, held_gen, nil, stream)) -- held_rev -1: the whole hash
         if not got then
             set_state(conf, FAILED[kind] and kind or "error", err, kind)
             return nil, err
         end
     end
     if got.unknown and held_rev > 0 then -- the keys vanished: keep serving what this gateway holds
+        if got.loader then
+            loader_abort(got.loader)
+        end
         set_state(conf, "unknown_namespace", got.unknown)
         heartbeat(conf, cl, false)
         return nil, got.unknown
@@ -1595,6 +1820,7 @@ local function listen(premature, conf)
     local holder = dict:get(K.sub_lock)
     local delay = conf.refresh_interval
     if holder == nil and dict:add(K.sub_lock, pid, conf.listen_lock_ttl) or holder == pid then
+        keep_where = true -- this worker may sync
         local ok, res, err = xpcall(listen_once, traceback, conf)
         dict:delete(K.sub_lock)
         if ok and res then

@@ -74,4 +74,51 @@ return function(t)
         payload.CHUNK = saved
         dict:flush_all()
     end)
+
+    t.it("a worker that serves no set of the dict's version yet catches up first, then builds from that set", function()
+        local saved = payload.CHUNK
+        local raw = { a = split("a", "stable"), b = split("b", "stable") }
+        publish_v1(raw)
+        local rs, routes = assert(sync.compile_current(dict, "v1"))
+        local caught_up = false
+        local conf = {
+            serving = function()
+                if caught_up then
+                    return rs, "v1", routes
+                end
+            end,
+            on_tick = function() -- the worker's own catch-up (rulegate.init's ruleset): here, installs rs
+                caught_up = true
+            end,
+        }
+        local new = { a = raw.a, b = split("b", "other") }
+        local h, sum = sync.apply_entries(dict, { entry(2, { { "b", new.b } }, new) }, conf)
+        t.truthy(h, sum)
+        t.eq({ caught_up, h.routes == routes, h.where, sum }, { true, true, nil, digest.of(new) })
+        payload.CHUNK = saved
+        dict:flush_all()
+    end)
+
+    t.it("a listening worker's compile of the payload tells its delta state which chunk holds each rule", function()
+        local saved = payload.CHUNK
+        local raw = { a = split("a", "stable"), b = split("b", "stable"), c = split("c", "stable") }
+        publish_v1(raw)
+        sync.keep_where(true)
+        local rs, routes = assert(sync.compile_current(dict, "v1"))
+        sync.keep_where(false)
+        local conf = { serving = function() return rs, "v1", routes end }
+        local new = { a = raw.a, b = split("b", "other"), c = raw.c }
+        local h, sum = sync.apply_entries(dict, { entry(2, { { "b", new.b } }, new) }, conf)
+        t.truthy(h, sum)
+        local head = payload.head(dict)
+        local keys = {}
+        for i = 1, head.n do
+            keys[payload.key_of(head, i)] = true
+        end
+        for id in pairs(raw) do
+            t.truthy(keys[h.where[id]], id)
+        end
+        payload.CHUNK = saved
+        dict:flush_all()
+    end)
 end
