@@ -1,12 +1,14 @@
 """The sidecar's worst request wait during forced full reloads, for any checkout of the repo; prints lines.
 
-    python bench/reload_wait.py [--tree PATH] [--rules 10000] [--reps 2]
+    python bench/reload_wait.py [--tree PATH] [--rules 10000] [--reps 2] [--cpu-reps 3]
 
 Starts a private cluster and one sidecar (`--snapshot` on) running the code of `--tree` (default: this
 checkout; pass an older `git worktree` for a before/after in one run), then times sequential keep-alive
 `POST /v1/decide` requests at rest and from just before a forced full reload until 0.2 s after the new
 generation is applied: a new generation id over the same bytes, then every rule's bytes rewritten
-(a new description, the matching digest) and a new generation id. The writes run in a forked child with the
+(a new description, the matching digest) and a new generation id. Then, with no requests, the sidecar
+process's CPU (utime + stime, 10 ms ticks) over `--cpu-reps` reloads of each kind, from the trigger until
+its snapshot of the new generation is written (+0.1 s). The writes run in a forked child with the
 bytes encoded before the window (in this process they held the GIL and counted as the sidecar's wait).
 Stops what it started (by pid).
 """
@@ -32,6 +34,7 @@ def main() -> int:
     parser.add_argument("--tree", default=str(ROOT))
     parser.add_argument("--rules", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--cpu-reps", type=int, default=3, help="reloads of each kind timed in CPU, no requests")
     args = parser.parse_args()
     tree = Path(args.tree).resolve()
     sys.path.insert(0, str(tree))
@@ -69,6 +72,19 @@ def main() -> int:
             return lambda: reload(cluster, ns, rewrite)
         prepared = bench.rewritten(args.rules) if rewrite else None
         return bench.in_child(bench.new_generation, cluster, ns, 0, prepared)
+
+    def reload_cpu(pid: int, snap: Path, start) -> float:
+        """Return the sidecar process's CPU (utime + stime) from a forced reload to its snapshot written, plus
+        0.1 s for the replaced set's freeing (nothing polls the sidecar meanwhile: the snapshot file is read)."""
+        from rulegate.snapshot import read_snapshot
+        before = read_snapshot(snap).generation
+        cpu = bench.worker_cpu(pid)
+        start()
+        deadline = time.monotonic() + 60
+        while read_snapshot(snap).generation == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        return bench.worker_cpu(pid) - cpu
 
     tmp = tempfile.mkdtemp(prefix="rulegate-wait-")  # not rulegate_dev.private_files: --tree may predate it
     atexit.register(shutil.rmtree, tmp, True)
@@ -118,6 +134,13 @@ def main() -> int:
                     for child in getattr(bench, "CHILDREN", ()):
                         child.join(30)
                     print(f"reload, {name}: {bench.ms(busy)} over {len(busy)} requests", flush=True)
+            snap = Path(tmp) / f"{ns}.snap"
+            for name, rewrite in (("same bytes, new generation", False), ("every rule's bytes new", True)):
+                cpu = [reload_cpu(proc.pid, snap, trigger(cluster, ns, rewrite)) for _ in range(args.cpu_reps)]
+                for child in getattr(bench, "CHILDREN", ()):
+                    child.join(30)
+                print(f"sidecar CPU of a reload, {name}, no requests: "
+                      f"{', '.join(f'{c * 1000:.0f}' for c in cpu)} ms", flush=True)
         finally:
             proc.terminate()
             proc.wait(10)

@@ -559,7 +559,8 @@ class Syncer:
         ruleset = loaded.ruleset(rev, gen, pause)  # from the applied set, copy-on-write, when it held rules
         if cur is None or gen != cur.generation:
             self.announced = rev  # announcements of an older lineage say nothing about this one
-        self._install(Applied(ruleset, loaded.raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded))
+        self._install(Applied(ruleset, loaded.raw, rev, gen, "redis", self.wall(), loaded.digest, loaded.guarded),
+                      pause)
         # the bytes read (those equal to the held ones are not kept) and the compiled rules the set does not hold
         retired += (raw, *loaded.release())
         return True
@@ -626,7 +627,9 @@ class Syncer:
             merged[i] = more[2 * j + 1]
         return merged
 
-    def _install(self, applied: Applied) -> None:
+    def _install(self, applied: Applied, pause: Slicer | None = None) -> None:
+        """Make applied the current set, then write its snapshot (pausing with `pause`, the reload's own: a new
+        Slicer would first run a whole slice of its own)."""
         self.compiled.hold(applied.raw, applied.ruleset, applied.guarded, applied.digest)
         with self._changed:
             self.current = applied
@@ -637,7 +640,7 @@ class Syncer:
         log.info("namespace %s: applied revision %s (%d rules, generation %s, from %s)",
                  self.config.namespace, applied.revision, len(applied.raw), applied.generation, applied.source)
         if applied.source == "redis" and self.config.snapshot_path:
-            self._write_snapshot(applied)
+            self._write_snapshot(applied, pause or slicer())
 
     # ---- snapshot and heartbeat ------------------------------------------------------------
     def bootstrap_from_snapshot(self) -> bool:
@@ -668,11 +671,11 @@ class Syncer:
                  self.config.namespace, snap.revision, path, self.staleness())
         return True
 
-    def _write_snapshot(self, applied: Applied) -> None:
+    def _write_snapshot(self, applied: Applied, pause: Slicer) -> None:
         try:
             write_snapshot(self.config.snapshot_path, make_snapshot(
                 self.config.namespace, applied.generation, applied.revision, applied.raw),
-                pause=slicer(), run_io=_off_loop)
+                pause=pause, run_io=_off_loop)
             self.stats.add("snapshot_writes")
         except OSError as exc:
             self.stats.add("snapshot_errors")
