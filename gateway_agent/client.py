@@ -12,14 +12,13 @@ from rulegate.connection import RedisAuth, parse_node
 from rulegate.evaluator import Decision, Request, decide
 from rulegate.fleet import MAX_UPSTREAMS, default_gateway_id
 from rulegate.keyspace import Keys
-from rulegate.namespace import Slicer
 from rulegate.schema import is_valid_id
 
 from .budget import Budget, BudgetConfig, SlotMap
 from .exposure import ExposureCounter
 from .health import CONFIG_ERRORS, AuthCheckingPool
 from .outcomes import PASS_UPSTREAM, OutcomeCounter
-from .sync import SyncConfig, Syncer
+from .sync import SyncConfig, Syncer, slicer
 
 PASS = Decision("pass")
 UPSTREAMS_ENV = "RULEGATE_UPSTREAMS"
@@ -163,7 +162,7 @@ class RuleClient:
         between ~2 ms slices like a full reload: new dicts the caller may keep or change.
         """
         applied = self.syncer.current
-        return applied.rules(Slicer()) if applied else {}
+        return applied.rules(slicer()) if applied else {}
 
     @property
     def revision(self) -> int | None:

@@ -49,8 +49,11 @@ class Loaded:
     def _compiled(self, pause: Callable[[], None] | None = None) -> list[CompiledRule]:
         if self._rules is None:
             changed = self._changed
-            held = self._base.compiled_rules(pause) if len(changed) < len(self._order) else {}
-            self._rules = [changed[i] if i in changed else held[i] for i in self._order]
+            if len(changed) == len(self._order):  # every rule new: changed is in the order read
+                self._rules = list(changed.values())
+            else:
+                held = self._base.compiled_rules(pause)
+                self._rules = [changed[i] if i in changed else held[i] for i in self._order]
         return self._rules
 
     def ruleset(self, revision: int, generation: str, pause: Callable[[], None] | None = None) -> RuleSet:
@@ -61,6 +64,14 @@ class Loaded:
         if self._base is not None and len(self._changed) + len(self._removed) <= COPY_ON_WRITE_MAX:
             return self._base.with_compiled(self._changed, self._removed, revision, generation)
         return RuleSet.from_compiled(self._compiled(pause), revision, generation, pause=pause)
+
+    def release(self, piece: int = 1000) -> list[list[CompiledRule]]:
+        """Drop this load's compiled rules and return them in lists of `piece`: once the caller drops those one
+        at a time, the rules the applied set does not share (every rule's shell after a load from scratch,
+        ~2 ms for 10,000 in one block) are freed a slice at a time. The load is of no use after this."""
+        rules = self._rules if self._rules is not None else list(self._changed.values() if self._changed else ())
+        self._rules = self._changed = self._base = self._order = None
+        return [rules[i:i + piece] for i in range(0, len(rules), piece)]
 
 
 class CompileCache:
@@ -160,8 +171,8 @@ class CompileCache:
                 del out[rule_id]
         acc ^= self._held_hashes(raw, hits, pause)
         if changed or removed:
-            gone = set(changed).union(removed)
-            guarded.extend(rule_id for rule_id in held_guarded if rule_id not in gone)
+            gone = set(removed)
+            guarded.extend(rule_id for rule_id in held_guarded if rule_id not in changed and rule_id not in gone)
             held_guarded = frozenset(guarded)
         self._count(hits, len(changed))
         return Loaded(out, held_guarded, f"{acc:040x}", base=base, changed=changed, removed=removed, order=raw)

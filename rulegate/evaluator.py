@@ -641,12 +641,15 @@ class RuleSet:
         return out
 
     def parts(self) -> list:
-        """Return this set's routes, then its host indexes: what holds most of its objects.
+        """Return this set's placement, its routes, then its host indexes: what holds most of its objects.
 
         Dropping them one by one from the end once nothing else holds the set frees it in slices
         (gateway_agent/sync.py; ~15 ms in one block at 10,000 rules otherwise)."""
         indexes = self._indexes()
-        return [route for index in indexes for route in index.by_path.values()] + indexes
+        out: list = [self.placement]
+        for index in indexes:
+            out += index.by_path.values()
+        return out + indexes
 
     def compiled_rules(self, pause: Callable[[], None] | None = None) -> dict[str, CompiledRule]:
         """Return each rule of this set by id as `compile_rule` gave it (the same route item, place and

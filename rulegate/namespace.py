@@ -76,20 +76,27 @@ def _checked(ns: str, read: NamespaceRead) -> NamespaceRead:
     return read
 
 
-class Slicer:
-    """A pause() for long loops: yields (a 10 µs sleep) once `seconds` of work passed since the last yield.
+def _short_sleep() -> None:
+    time.sleep(YIELD_SLEEP)  # looked up on each call: gevent's sleep once monkey-patched
 
-    Under gevent that lets other greenlets (the sidecar's requests) run between slices.
+
+class Slicer:
+    """A pause() for long loops: yields once `seconds` of work passed since the last yield.
+
+    The yield is `rest()`: by default a 10 µs sleep, which lets other threads take the GIL (and, under
+    gevent, lets the hub run one loop iteration); the sidecar passes a wait for gevent's loop to be idle
+    (gateway_agent/sync.py `until_idle`), so every request ready by then is served before the next slice.
     """
 
-    def __init__(self, seconds: float = SLICE_SECONDS):
+    def __init__(self, seconds: float = SLICE_SECONDS, rest: Callable[[], None] | None = None):
         self.seconds = seconds
+        self.rest = _short_sleep if rest is None else rest
         self._since = time.perf_counter()
         self.yields = 0
 
     def __call__(self) -> None:
         if time.perf_counter() - self._since >= self.seconds:
-            time.sleep(YIELD_SLEEP)
+            self.rest()
             self.yields += 1
             self._since = time.perf_counter()
 
