@@ -999,6 +999,37 @@ end
 local VERBATIM_MAX = 64
 
 
+-- A checkpoint's rule writer over w: add(id, the base payload's bytes) writes
+-- the overlay's version instead (nothing when it removes the rule);
+-- add_rest() then writes the overlay's rules the base did not hold.
+local function overlay_writer(w, overlay)
+    local seen = {}
+    local function add(id, value)
+        local v = overlay[id]
+        if v == nil then
+            return w:add(id, value)
+        end
+        seen[id] = true
+        if v then
+            return w:add(id, v)
+        end
+        return true
+    end
+    local function add_rest()
+        for id, v in pairs(overlay) do
+            if v and not seen[id] then
+                local ok, err = w:add(id, v)
+                if not ok then
+                    return nil, err
+                end
+            end
+        end
+        return true
+    end
+    return add, add_rest
+end
+
+
 -- write_held when the chunk of every rule of the base payload is known
 -- (h.where): the chunks that hold no rule of the overlay are borrowed (not
 -- read, not copied: the new payload names them), the others rewritten rule by
@@ -1015,18 +1046,7 @@ local function write_borrowing(dict, h, base, meta, ver, pause)
     end
     local place = {}
     local w = payload.writer(dict, meta, nil, place)
-    local seen = {}
-    local function add(id, value)
-        local v = overlay[id]
-        if v == nil then
-            return w:add(id, value)
-        end
-        seen[id] = true
-        if v then
-            return w:add(id, v)
-        end
-        return true
-    end
+    local add, add_rest = overlay_writer(w, overlay)
     local ok, err = true, nil
     for i = 1, base.n do
         local key = payload.key_of(base, i)
@@ -1048,14 +1068,7 @@ local function write_borrowing(dict, h, base, meta, ver, pause)
         end
     end
     if ok then
-        for id, v in pairs(overlay) do
-            if v and not seen[id] then
-                ok, err = w:add(id, v)
-                if not ok then
-                    break
-                end
-            end
-        end
+        ok, err = add_rest()
     end
     if not ok then
         w:abort()
@@ -1103,18 +1116,7 @@ local function write_held(dict, h, meta, ver, pause)
     local w = payload.writer(dict, meta)
     local ok, err
     if packed and base and base.id == h.base and type(base.counts) == "table" and #base.counts == base.n then
-        local seen = {}
-        local function add(id, value)
-            local v = overlay[id]
-            if v == nil then
-                return w:add(id, value)
-            end
-            seen[id] = true
-            if v then
-                return w:add(id, v)
-            end
-            return true
-        end
+        local add, add_rest = overlay_writer(w, overlay)
         ok = true
         for i = 1, base.n do
             local chunk = payload.chunk(dict, base, i)
@@ -1142,14 +1144,7 @@ local function write_held(dict, h, meta, ver, pause)
             end
         end
         if ok then
-            for id, v in pairs(overlay) do
-                if v and not seen[id] then
-                    ok, err = w:add(id, v)
-                    if not ok then
-                        break
-                    end
-                end
-            end
+            ok, err = add_rest()
         end
     else
         ok, err = each_held_rule(dict, h, function(id, value)
