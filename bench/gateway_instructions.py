@@ -17,7 +17,8 @@ Under valgrind every request is more than a millisecond after the previous one, 
 look at the shared dict's version (init.lua ruleset()) is paid by every request: an upper bound.
 
     python bench/gateway_instructions.py [--requests 2000] [--warmup 1000] [--configs a,b] [--jit off]
-        [--tree DIR]   # the Lua modules of another tree (before/after): DIR/lua
+        [--tree DIR]   # the Lua modules of another tree: DIR/lua
+        [--before DIR] # with config rulegate_1000_rules_before: that gateway runs DIR/lua (before/after)
         [--repeat 3]   # (N, 2N) pairs per configuration, alternating; the median is printed with min - max
         [--keep DIR]   # keep the cachegrind files: cg_diff DIR/X.0.N.cg DIR/X.0.2N.cg > d; cg_annotate d
 
@@ -41,19 +42,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway import BASELINE, HOST, LUA_NOOP, PATH, PROXY, RULEGATE, RULEGATE_HEADERS, rules  # noqa: E402
+from gateway import BASELINE, HOST, LUA_NOOP, PATH, PROXY, RULEGATE, RULEGATE_HEADERS, UPSTREAMS, rules  # noqa: E402
 
 from rulegate.snapshot import make_snapshot, write_snapshot  # noqa: E402
 from rulegate_dev.gateway_conf import INCLUDE  # noqa: E402
 from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
 from rulegate_dev.private_files import scratch_dir  # noqa: E402
 
+# the floor of any Lua router on this request: the nginx variables rulegate reads for it (request target, host,
+# the X-Uid header) and the upstream variable it sets, nothing else
+LUA_READS = UPSTREAMS + """
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            set $rulegate_upstream default;
+            access_by_lua_block {{
+                local var = ngx.var
+                local uri, host, uid = var.request_uri, var.host, var.http_x_uid
+                var.rulegate_upstream = "canary"
+            }}
+            PROXY proxy_pass http://$rulegate_upstream;
+        }}
+    }}
+"""
 BACKEND = """
     server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok"; }} }}
 """
-CONFIGS = ("split_clients", "lua_noop", "rulegate_10_rules", "rulegate_1000_rules", "rulegate_1000+headers",
-           "rulegate_1000_no_exposure")
-DEFAULT_CONFIGS = ("split_clients", "lua_noop", "rulegate_1000_rules")
+CONFIGS = ("split_clients", "lua_noop", "lua_reads", "rulegate_10_rules", "rulegate_1000_rules", "rulegate_1000+headers",
+           "rulegate_1000_no_exposure", "rulegate_1000_rules_before")
+DEFAULT_CONFIGS = ("split_clients", "lua_noop", "lua_reads", "rulegate_1000_rules")
 PER_CONNECTION = 500
 # between an answer and the next request: nginx's cached clock (ngx.now(), ms) always moves on, so rulegate's
 # once-a-millisecond look at the shared dict's version is made by every request, in every run (an upper bound:
@@ -200,6 +217,7 @@ def main() -> int:
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="of " + ", ".join(CONFIGS))
     ap.add_argument("--jit", choices=("on", "off"), default="on")
     ap.add_argument("--tree", type=Path, default=ROOT, help="the tree whose lua/ the gateways run")
+    ap.add_argument("--before", type=Path, help="the tree rulegate_1000_rules_before runs (before/after pair)")
     ap.add_argument("--repeat", type=int, default=3, help="(N, 2N) pairs per configuration; the median counts")
     ap.add_argument("--keep", type=Path, help="copy the cachegrind files here (per function: cg_diff X.0.N.cg X.0.2N.cg)")
     args = ap.parse_args()
@@ -210,6 +228,8 @@ def main() -> int:
     tree = args.tree.resolve()
     if not (tree / "lua" / "rulegate" / "init.lua").is_file():
         ap.error(f"--tree: no lua/rulegate/init.lua under {tree}")
+    if "rulegate_1000_rules_before" in names and not (args.before and (args.before / "lua").is_dir()):
+        ap.error("rulegate_1000_rules_before needs --before DIR (a tree with lua/)")
     tmp = scratch_dir("rg-gw-instr-")
     shim = build_shim(tmp)
     backend = NginxLauncher(BACKEND, prefix=tmp / "backend", log_level="error").start()
@@ -231,12 +251,14 @@ def main() -> int:
     setups = {
         "split_clients": (BASELINE, None),
         "lua_noop": (plain_jit.replace("{ ", "{{ ").replace(" }", " }}") + LUA_NOOP, None),
+        "lua_reads": (plain_jit.replace("{ ", "{{ ").replace(" }", " }}") + LUA_READS, None),
         "rulegate_10_rules": (RULEGATE, {**opts, "snapshot_path": str(tmp / "rules10.snap")}),
         "rulegate_1000_rules": (RULEGATE, {**opts, "snapshot_path": str(tmp / "rules1000.snap")}),
         "rulegate_1000+headers": (RULEGATE_HEADERS, {**opts, "snapshot_path": str(tmp / "rules1000.snap"),
                                                      "response_headers": "vars"}),
         "rulegate_1000_no_exposure": (RULEGATE, {**opts, "snapshot_path": str(tmp / "rules1000.snap"),
                                                  "exposure": False}),
+        "rulegate_1000_rules_before": (RULEGATE, {**opts, "snapshot_path": str(tmp / "rules1000.snap")}),
     }
     runs: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
     try:
@@ -247,7 +269,8 @@ def main() -> int:
             http = http.replace(INCLUDE, include).replace("%d", str(backend.port)).replace("PROXY", PROXY)
             prefix = tmp / name
             prefix.mkdir()
-            (prefix / "lua").symlink_to(tree / "lua")  # the tree's modules (the launcher links its own otherwise)
+            lua = (args.before.resolve() if name.endswith("_before") else tree) / "lua"
+            (prefix / "lua").symlink_to(lua)  # the tree's modules (the launcher links its own otherwise)
             files = {"conf/rulegate.json": json.dumps(cfg)} if cfg else None
             launchers[name] = NginxLauncher(http, prefix=prefix, log_level="error", files=files,
                                             package_path=cfg is None)

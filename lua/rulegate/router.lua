@@ -839,7 +839,6 @@ function _M.decide(rs, req, breakers)
     if route == nil then
         return rs.pass
     end
-    local method = req.method
     local degrades = route.degrades
     if #degrades > 0 then
         local now = req.now or ngx.now()
@@ -847,7 +846,8 @@ function _M.decide(rs, req, breakers)
         for i = 1, #degrades do
             local item = degrades[i]
             local dg = item
-            if (item.methods == nil or item.methods[method]) and degrade_applies(dg, req, now) then
+            local methods = item.methods -- req.method is read only where a rule needs it (nginx: a call)
+            if (methods == nil or methods[req.method]) and degrade_applies(dg, req, now) then
                 if dg.breaker ~= nil and not (breakers and breakers.admit_rule(dg.rule_id, dg.breaker, now)) then
                     passed = passed or dg.rule_id
                 else
@@ -863,7 +863,8 @@ function _M.decide(rs, req, breakers)
     for i = 1, #splits do
         local item = splits[i]
         local split = item
-        if (item.methods == nil or item.methods[method]) and (not split.windowed or split_active(split, req)) then
+        local methods = item.methods
+        if (methods == nil or methods[req.method]) and (not split.windowed or split_active(split, req)) then
             local key = key_value(split.source, split.name, req)
             local checks = split.checks
             for j = 1, #checks do
