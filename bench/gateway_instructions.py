@@ -49,18 +49,22 @@ from rulegate_dev.gateway_conf import INCLUDE  # noqa: E402
 from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
 from rulegate_dev.private_files import scratch_dir  # noqa: E402
 
-# the floor of any Lua router on this request: the nginx variables rulegate reads for it (request target, host,
-# the X-Uid header) and the upstream variable it sets, nothing else
+# a reference: what reading the nginx variables rulegate reads for this request (request target, host, the
+# X-Uid header) and setting the upstream variable cost by themselves, from a function (JIT-compiled, as
+# rulegate's handler is) called by the access_by_lua chunk
 LUA_READS = UPSTREAMS + """
+    init_by_lua_block {{
+        function bench_reads()
+            local var = ngx.var
+            local uri, host, uid = var.request_uri, var.host, var.http_x_uid
+            var.rulegate_upstream = "canary"
+        end
+    }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
             set $rulegate_upstream default;
-            access_by_lua_block {{
-                local var = ngx.var
-                local uri, host, uid = var.request_uri, var.host, var.http_x_uid
-                var.rulegate_upstream = "canary"
-            }}
+            access_by_lua_block {{ bench_reads() }}
             PROXY proxy_pass http://$rulegate_upstream;
         }}
     }}
@@ -251,7 +255,8 @@ def main() -> int:
     setups = {
         "split_clients": (BASELINE, None),
         "lua_noop": (plain_jit.replace("{ ", "{{ ").replace(" }", " }}") + LUA_NOOP, None),
-        "lua_reads": (plain_jit.replace("{ ", "{{ ").replace(" }", " }}") + LUA_READS, None),
+        "lua_reads": (LUA_READS.replace("init_by_lua_block {{", "init_by_lua_block {{ jit.off()")
+                      if jit_off else LUA_READS, None),
         "rulegate_10_rules": (RULEGATE, {**opts, "snapshot_path": str(tmp / "rules10.snap")}),
         "rulegate_1000_rules": (RULEGATE, {**opts, "snapshot_path": str(tmp / "rules1000.snap")}),
         "rulegate_1000+headers": (RULEGATE_HEADERS, {**opts, "snapshot_path": str(tmp / "rules1000.snap"),
