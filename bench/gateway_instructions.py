@@ -2,28 +2,38 @@
 
 Wall-clock req/s on this shared 2-core VM moves ±10 % between runs, so a 1 % difference cannot be shown with
 wrk. This bench counts instead: nginx runs as one process (`master_process off; daemon off;`) under
-`valgrind --tool=cachegrind --cache-sim=no`, a fixed client sends W warm-up requests and then N (one run) or 2N
-(another run) identical requests, one at a time over keep-alive connections of 500 requests, and nginx is stopped. Startup,
-the rule set's load, the warm-up and the shutdown are the same in both runs, so
+`setarch -R valgrind --tool=cachegrind --cache-sim=no`, a fixed client sends W warm-up requests, asks for a
+full Lua GC (/__bench_gc), then sends N (one run) or 2N (another run) identical requests, one at a time over
+keep-alive connections of 500 requests, and nginx is stopped. Startup, the rule set's load, the warm-up and
+the shutdown are the same in both runs, so
 
     instructions per request = (I refs of the 2N run - I refs of the N run) / N
 
 for each configuration of bench/gateway.py (same http blocks, same rules, same backend: a plain nginx outside
 valgrind, proxied to over keep-alive). The ratio to the same run's `lua_noop` is the figure to set against the
-issue's 1.01. Timers that run per second of wall time rather than per request (the sync tick, the exposure and
-outcome flushes: once a second in production, over tens of thousands of requests) are set to an hour here:
-under valgrind a second holds ~200 requests, and their count would depend on how fast valgrind ran.
-Under valgrind every request is more than a millisecond after the previous one, so rulegate's per-millisecond
-look at the shared dict's version (init.lua ruleset()) is paid by every request: an upper bound.
+issue's 1.01. `lua_reads` is a reference: an access handler that only reads the nginx variables rulegate
+reads for this request and sets the upstream variable.
+
+What keeps the counts repeatable:
+- timers that run per second of wall time rather than per request (the sync tick, the exposure and outcome
+  flushes, the notification listener's reconnects) are an hour apart or off: under valgrind a second holds
+  ~200 requests, and their count would depend on how fast valgrind ran;
+- the client waits 1.2 ms before each request, so nginx's cached clock has moved and rulegate's
+  once-a-millisecond look at the shared dict's version (init.lua ruleset()) is made by every request, in every
+  run: an upper bound (under load many requests share a millisecond);
+- LuaJIT seeds its PRNG (string hashes, trace penalties) from getrandom(2): an LD_PRELOAD (built here with gcc)
+  gives every run the same seed; address-space randomization is off (setarch -R);
+- with the JIT on, a run now and then still carries a one-off extra of up to ~30M instructions (not traced to
+  its source); extras only add, so each count is the least of --repeat runs, alternating the configurations.
 
     python bench/gateway_instructions.py [--requests 2000] [--warmup 1000] [--configs a,b] [--jit off]
+        [--repeat 3]   # runs of each count per configuration, alternating; the least counts
         [--tree DIR]   # the Lua modules of another tree: DIR/lua
         [--before DIR] # with config rulegate_1000_rules_before: that gateway runs DIR/lua (before/after)
-        [--repeat 3]   # (N, 2N) pairs per configuration, alternating; the median is printed with min - max
         [--keep DIR]   # keep the cachegrind files: cg_diff DIR/X.0.N.cg DIR/X.0.2N.cg > d; cg_annotate d
 
-`--jit off` adds `jit.off()` to init_by_lua (LuaJIT's interpreter only): LuaJIT's JIT works under valgrind
-(cachegrind's default --smc-check=all-non-file sees the generated code), the option shows what the JIT changes.
+`--jit off` adds `jit.off()` to init_by_lua (LuaJIT's interpreter only; counts repeat to ±0.3 %). LuaJIT's JIT
+works under valgrind (cachegrind's default --smc-check=all-non-file sees the generated code).
 """
 from __future__ import annotations
 
@@ -72,8 +82,8 @@ LUA_READS = UPSTREAMS + """
 BACKEND = """
     server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok"; }} }}
 """
-CONFIGS = ("split_clients", "lua_noop", "lua_reads", "rulegate_10_rules", "rulegate_1000_rules", "rulegate_1000+headers",
-           "rulegate_1000_no_exposure", "rulegate_1000_rules_before")
+CONFIGS = ("split_clients", "lua_noop", "lua_reads", "rulegate_10_rules", "rulegate_1000_rules",
+           "rulegate_1000+headers", "rulegate_1000_no_exposure", "rulegate_1000_rules_before")
 DEFAULT_CONFIGS = ("split_clients", "lua_noop", "lua_reads", "rulegate_1000_rules")
 PER_CONNECTION = 500
 # between an answer and the next request: nginx's cached clock (ngx.now(), ms) always moves on, so rulegate's
@@ -81,7 +91,9 @@ PER_CONNECTION = 500
 # under load many requests share a millisecond)
 GAP = 0.0012
 # after the warm-up: a full collection, so both runs start their counted requests from the same heap state
-GC_LOCATION = """location = /__bench_gc {{ content_by_lua_block {{ collectgarbage("collect") ngx.say("collected") }} }}"""
+GC_LOCATION = """location = /__bench_gc {{
+            content_by_lua_block {{ collectgarbage("collect") ngx.say("collected") }}
+        }}"""
 REQUEST = f"GET {PATH} HTTP/1.1\r\nHost: {HOST}\r\nX-Uid: 4242\r\nUser-Agent: bench\r\n\r\n".encode()
 
 
@@ -223,7 +235,8 @@ def main() -> int:
     ap.add_argument("--tree", type=Path, default=ROOT, help="the tree whose lua/ the gateways run")
     ap.add_argument("--before", type=Path, help="the tree rulegate_1000_rules_before runs (before/after pair)")
     ap.add_argument("--repeat", type=int, default=3, help="(N, 2N) pairs per configuration; the median counts")
-    ap.add_argument("--keep", type=Path, help="copy the cachegrind files here (per function: cg_diff X.0.N.cg X.0.2N.cg)")
+    ap.add_argument("--keep", type=Path,
+                    help="copy the cachegrind files here (per function: cg_diff X.0.N.cg X.0.2N.cg)")
     args = ap.parse_args()
     names = args.configs.split(",")
     for name in names:
