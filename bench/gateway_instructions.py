@@ -32,8 +32,9 @@ What keeps the counts repeatable:
         [--before DIR] # with config rulegate_1000_rules_before: that gateway runs DIR/lua (before/after)
         [--keep DIR]   # keep the cachegrind files: cg_diff DIR/X.0.N.cg DIR/X.0.2N.cg > d; cg_annotate d
 
-`--jit off` adds `jit.off()` to init_by_lua (LuaJIT's interpreter only; counts repeat to ±0.3 %). LuaJIT's JIT
-works under valgrind (cachegrind's default --smc-check=all-non-file sees the generated code).
+`--jit off` adds `jit.off()` to init_by_lua (LuaJIT's interpreter only: not the deployed picture, every FFI call
+is dear there). LuaJIT's JIT works under valgrind (cachegrind's default --smc-check=all-non-file sees the
+generated code).
 """
 from __future__ import annotations
 
