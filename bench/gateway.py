@@ -23,6 +23,9 @@ The rulegate gateways boot from a snapshot file: the request path never calls
 Redis, so no cluster is needed (the sync timer points at a closed port).
 
 Environment: ROUNDS=5 DURATION=8s CONNECTIONS=64 THREADS=1 WORKERS=1
+  CONFIGS=lua_noop,rulegate_1000_rules   only these configurations (the first row is the baseline)
+  BEFORE_TREE=/path/to/tree              adds rulegate_1000_rules_before: the same gateway running that
+                                         tree's lua/ (a before/after pair in the same interleaved rounds)
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ DURATION = os.environ.get("DURATION", "8s")
 CONNS = os.environ.get("CONNECTIONS", "64")
 THREADS = os.environ.get("THREADS", "1")
 WORKERS = int(os.environ.get("WORKERS", "1"))
+CONFIGS = [c for c in os.environ.get("CONFIGS", "").split(",") if c]
+BEFORE_TREE = os.environ.get("BEFORE_TREE")
 HOST, PATH = "app.example.com", "/api/v1/items"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -165,8 +170,13 @@ def main() -> int:
     gateways: list[tuple[str, NginxLauncher]] = []
     decide_ns: dict[str, float] = {}
     try:
-        def start(name: str, http: str, opts: dict | None = None) -> None:
+        def start(name: str, http: str, opts: dict | None = None, lua: Path | None = None) -> None:
+            if CONFIGS and name not in CONFIGS:
+                return
             files = {"conf/rulegate.json": json.dumps(opts)} if opts else None
+            if lua is not None:  # the launcher links the repo's lua/ unless the prefix has one
+                (tmp / name).mkdir()
+                (tmp / name / "lua").symlink_to(lua)
             http = http.replace("%d", str(backend.port)).replace("PROXY", PROXY)
             ngx = NginxLauncher(http, workers=WORKERS, prefix=tmp / name,
                                 log_level="error", package_path=opts is None, files=files)
@@ -181,6 +191,8 @@ def main() -> int:
             opts = {"namespace": "bench", "startup_nodes": [f"127.0.0.1:{dead}"], "refresh_interval": 5,
                     "connect_timeout": 100, "snapshot_path": str(snap), "response_headers": False}
             start(f"rulegate_{n}_rules", RULEGATE, opts)
+            if n == 1000 and BEFORE_TREE:
+                start("rulegate_1000_rules_before", RULEGATE, opts, Path(BEFORE_TREE).resolve() / "lua")
             if n == 1000:
                 start("rulegate_1000+headers", RULEGATE_HEADERS, {**opts, "response_headers": "vars"})
                 start("rulegate_1000_no_exposure", RULEGATE, {**opts, "exposure": False})
@@ -198,7 +210,7 @@ def main() -> int:
                 runs[name].append(wrk(ngx))
             print(f"round {r + 1}/{ROUNDS} done", file=sys.stderr, flush=True)
         for name, ngx in gateways:
-            if name.endswith("_rules"):
+            if "_rules" in name:
                 decide_ns[name] = min(float(urllib.request.urlopen(ngx.url("/__decide_ns")).read())
                                       for _ in range(3))
         for name, ngx in gateways:
@@ -214,15 +226,18 @@ def main() -> int:
     rows = [(name, median([r.rps for r in rs]), median([r.p99_ms for r in rs]),
              median([r.cpu_us for r in rs]), sum(r.non_2xx for r in rs)) for name, rs in runs.items()]
     base_rps, base_cpu = rows[0][1], rows[0][3]
-    floor_cpu = rows[1][3]
+    floor_cpu = next((r[3] for r in rows if r[0] == "lua_noop"), rows[0][3])
     print(f"wrk -t{THREADS} -c{CONNS} -d{DURATION} x {ROUNDS} interleaved rounds (median), "
           f"nginx workers={WORKERS}, {os.cpu_count()} CPUs (wrk, backend and gateway share them)")
     print()
-    print("| config | req/s | vs baseline | p99 ms | gateway CPU µs/req | vs baseline | vs lua_noop | non-2xx |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    base_runs = runs[rows[0][0]]
+    print("| config | req/s | vs baseline | per-round ratio (median, min-max) | p99 ms | gateway CPU µs/req "
+          "| vs baseline | vs lua_noop | non-2xx |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, rps, p99, cpu, errors in rows:
-        print(f"| {name} | {rps:,.0f} | {rps / base_rps:.1%} | {p99:.2f} | {cpu:.2f} | "
-              f"{cpu - base_cpu:+.2f} | {cpu - floor_cpu:+.2f} | {errors} |")
+        ratios = sorted(r.rps / b.rps for r, b in zip(runs[name], base_runs))  # same round: a pair
+        print(f"| {name} | {rps:,.0f} | {rps / base_rps:.1%} | {median(ratios):.1%} ({ratios[0]:.1%}-{ratios[-1]:.1%})"
+              f" | {p99:.2f} | {cpu:.2f} | {cpu - base_cpu:+.2f} | {cpu - floor_cpu:+.2f} | {errors} |")
     print()
     print("router.decide() alone, in the worker (best of 3 x 200,000 calls):")
     print()

@@ -3,8 +3,8 @@
 -- in Python; docs/rules.md "Requests" is the spec both follow.
 --
 -- build() refills one table per worker: decide() never yields, so no two
--- requests of a worker share it at once. Headers, cookies, args, ip and now
--- are read lazily: most routes need few of them.
+-- requests of a worker share it at once. The method, headers, cookies, args,
+-- ip and now are read lazily: most routes need few of them.
 local ngx = ngx
 local var = ngx.var
 local req_get_method = ngx.req.get_method
@@ -209,8 +209,9 @@ local args = setmetatable({}, { __index = function(t, name)
     return rawget(t, name)
 end })
 
--- ip and now are computed on first use: most routes need neither
+-- method, ip, request_id and now are read on first use: most routes need none of them
 local lazy = {
+    method = req_get_method,
     ip = function()
         local ip
         if conf.ip_header then
@@ -273,7 +274,7 @@ function _M.build(opts)
     local req = request
     req.host = var.host or ""
     req.path = path
-    req.method = req_get_method()
+    req.method = nil
     req.ip = nil
     req.now = nil
     req.request_id = nil

@@ -778,21 +778,54 @@ function _M.with_changes(rs, before, changes, revision)
 end
 
 
+-- The route of path prefix length n, when the request matches it.
+local function route_at(by_path, path, plen, n, req)
+    if plen >= n then
+        local route = by_path[sub(path, 1, n)]
+        if route ~= nil then
+            local accepts = route.accepts
+            if accepts == nil or accepts[req.method] then
+                return route
+            end
+        end
+    end
+    return nil
+end
+
+
+-- The first four lengths are tried without a loop: a loop here, looping on every
+-- request, gets a trace of its own, and LuaJIT then stops each trace of the
+-- request path at it (jit.v: "inner loop in root trace"), leaving the rest of
+-- the request to the interpreter.
 local function route_in(index, req)
     local path = req.path
     local plen = #path
     local by_path = index.by_path
     local lengths = index.lengths
-    for i = 1, #lengths do
-        local n = lengths[i]
-        if plen >= n then
-            local route = by_path[sub(path, 1, n)]
-            if route ~= nil then
-                local accepts = route.accepts
-                if accepts == nil or accepts[req.method] then
-                    return route
-                end
-            end
+    local count = #lengths
+    if count == 0 then
+        return nil
+    end
+    local route = route_at(by_path, path, plen, lengths[1], req)
+    if route ~= nil or count == 1 then
+        return route
+    end
+    route = route_at(by_path, path, plen, lengths[2], req)
+    if route ~= nil or count == 2 then
+        return route
+    end
+    route = route_at(by_path, path, plen, lengths[3], req)
+    if route ~= nil or count == 3 then
+        return route
+    end
+    route = route_at(by_path, path, plen, lengths[4], req)
+    if route ~= nil or count == 4 then
+        return route
+    end
+    for i = 5, count do
+        route = route_at(by_path, path, plen, lengths[i], req)
+        if route ~= nil then
+            return route
         end
     end
     return nil
@@ -839,7 +872,6 @@ function _M.decide(rs, req, breakers)
     if route == nil then
         return rs.pass
     end
-    local method = req.method
     local degrades = route.degrades
     if #degrades > 0 then
         local now = req.now or ngx.now()
@@ -847,7 +879,8 @@ function _M.decide(rs, req, breakers)
         for i = 1, #degrades do
             local item = degrades[i]
             local dg = item
-            if (item.methods == nil or item.methods[method]) and degrade_applies(dg, req, now) then
+            local methods = item.methods -- req.method is read only where a rule needs it (nginx: a call)
+            if (methods == nil or methods[req.method]) and degrade_applies(dg, req, now) then
                 if dg.breaker ~= nil and not (breakers and breakers.admit_rule(dg.rule_id, dg.breaker, now)) then
                     passed = passed or dg.rule_id
                 else
@@ -863,7 +896,8 @@ function _M.decide(rs, req, breakers)
     for i = 1, #splits do
         local item = splits[i]
         local split = item
-        if (item.methods == nil or item.methods[method]) and (not split.windowed or split_active(split, req)) then
+        local methods = item.methods
+        if (methods == nil or methods[req.method]) and (not split.windowed or split_active(split, req)) then
             local key = key_value(split.source, split.name, req)
             local checks = split.checks
             for j = 1, #checks do
