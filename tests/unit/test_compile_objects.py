@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 
-from rulegate.evaluator import CompiledRule, Decision, Request, RuleSet, _proxy, compile_rule, decide, find_route
+from rulegate.evaluator import CompiledRule, Decision, Request, RuleSet, compile_rule, decide, find_route
+from rulegate.rule_items import _proxy
 from rulegate.schema import validate_rule
 from tests.unit.test_schema_fast import vector_rules
 

@@ -11,9 +11,10 @@ from types import MappingProxyType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rulegate import evaluator, split_code
-from rulegate.evaluator import _bucket, _Degrade, _key_value, _Split, compile_rule
+from rulegate import rule_items, split_code
+from rulegate.evaluator import compile_rule
 from rulegate.request import Request
+from rulegate.rule_items import _bucket, _Degrade, _key_value, _Split
 from rulegate.schema import validate_rule
 from tests.strategies import any_text, keys, policies, tokens, unicode_text, upstreams
 from tests.unit.test_request_build import eager, fields
@@ -46,8 +47,8 @@ def split_rules(draw) -> dict:
 @given(split_rules(), st.integers(0, 2**32))
 def test_generated_pick_equals_the_generic_loop(rule, seed):
     """A split of up to MAX_CHECKS policies has a generated pick; it returns the generic loop's Decision object."""
-    if len(evaluator._SHAPES) >= evaluator.MAX_SHAPES:  # other tests' random rules filled the cache: start again
-        evaluator._SHAPES.clear()
+    if len(rule_items._SHAPES) >= rule_items.MAX_SHAPES:  # other tests' random rules filled the cache: start again
+        rule_items._SHAPES.clear()
     split = compile_rule(rule, 3).item
     assert (type(split) is not _Split) == (len(rule["policies"]) <= split_code.MAX_CHECKS)
     suffixes = [s for p in rule["policies"] if p["type"] == "uid_suffix" for s in p["suffixes"]]
