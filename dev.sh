@@ -49,6 +49,12 @@ case "$cmd" in
   deps) install_system; install_python ;;
   demo) install_system; install_python; exec "$VENV/bin/rulegate-dev" demo "$@" ;;
   stop) exec "$VENV/bin/rulegate-dev" stop "$@" ;;
-  test) install_system; install_python; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) install_system; install_python
+    # one pytest process per CPU, at most 4 (each starts its own clusters and nginx on free loopback ports);
+    # RULEGATE_TEST_WORKERS=0 runs in one process, and `-n N` after `test` overrides it
+    workers=${RULEGATE_TEST_WORKERS:-$(nproc 2>/dev/null || echo 1)}
+    ((workers > 4)) && workers=4
+    ((workers < 2)) && workers=0
+    exec "$VENV/bin/python" -m pytest -n "$workers" "$@" ;;
   *) sed -n '2,6p' "$0"; exit 2 ;;
 esac
