@@ -7,13 +7,19 @@ bench/reload.py), waits until every worker serves them and a few deltas went thr
 `collectgarbage("count")` after `collectgarbage()` and reads its RSS from /proc. The baseline is the raw size of the
 rule set (the stored msgpack bytes); ratios are per worker against it. Numbers are for comparison, never assertions.
 `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
+`--full-reloads N` then forces N full reloads, one at a time, in which every rule's bytes are new (a new generation id, as
+bench/reload.py's "every rule's bytes new": the old and the new set are alive together in each worker) and
+measures again each time every worker serves the new set; `--traffic` sends requests (one keep-alive client per worker)
+from the first measurement to the end, so the collector paces itself under load as it would in production.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import rulegate_dev.nginx  # noqa: E402
-from bench.reload import load_rules, make_rule  # noqa: E402
+from bench.reload import load_rules, make_rule, new_generation  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
@@ -60,11 +66,69 @@ def rss_by_kind(pid: int) -> dict[str, float]:
     return out
 
 
+def measure(gw: NginxLauncher, workers: int) -> tuple[dict[int, float], dict[int, float], dict, int | None]:
+    """Return each worker's Lua heap after a full GC and RSS (MiB), its RSS by kind, and the syncing worker."""
+    heap: dict[int, float] = {}
+    for _ in range(20 * workers):
+        m = gw.json("/lua-memory")
+        heap[m["pid"]] = m["kb"] / 1024
+    rss = {pid: kb / 1024 for pid, kb in gw.worker_rss_kb().items()}
+    kinds = {pid: rss_by_kind(pid) for pid in rss}
+    st = gw.json("/rulegate/status")
+    syncing = int(st["listener"]) if st.get("listener") else None  # holds the raw rules for deltas
+    return heap, rss, kinds, syncing
+
+
+def print_table(title: str, raw_mib: float, found: tuple) -> None:
+    heap, rss, kinds, syncing = found
+    print(f"\n{title}\n")
+    print("| worker | Lua heap (MiB) | heap / raw | RSS (MiB) | RSS / raw | RSS: shm / anon / brk heap / files |")
+    print("|---|---:|---:|---:|---:|---|")
+    for pid in sorted(rss):
+        h = heap.get(pid)
+        cell = f"{h:.1f} | {h / raw_mib:.1f}x" if h is not None else "(not reached) | -"
+        role = "syncing" if pid == syncing else "other"
+        k = kinds[pid]
+        split = f"{k['shm']:.1f} / {k['anon']:.1f} / {k['heap']:.1f} / {k['files']:.1f}"
+        print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x | {split} |")
+
+
+class Traffic:
+    """Keep-alive clients sending the bench's routed request in a loop until stopped; counts answers."""
+
+    def __init__(self, port: int, clients: int):
+        self.port, self.stop, self.sent, self.failed = port, threading.Event(), 0, 0
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com", "X-Uid": str(self.sent)})
+                ok = conn.getresponse().read() is not None
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                ok = False
+            self.sent += 1
+            self.failed += not ok
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lua", type=Path, help="run nginx with this directory's Lua modules (another tree's lua/)")
+    parser.add_argument("--full-reloads", type=int, default=0, metavar="N",
+                        help="measure again after each of N full reloads in which every rule's bytes are new")
+    parser.add_argument("--traffic", action="store_true", help="send requests from the first measurement to the end")
     args = parser.parse_args()
     if args.lua:
         rulegate_dev.nginx.LUA_DIR = args.lua.resolve()
@@ -97,29 +161,36 @@ def main() -> int:
             while gw.json("/rulegate/status").get("revision") != rev:
                 time.sleep(0.1)
             time.sleep(3)  # every worker picked the set up (its timer), the checkpoint ran
-            heap: dict[int, float] = {}
-            for _ in range(20 * args.workers):
-                m = gw.json("/lua-memory")
-                heap[m["pid"]] = m["kb"] / 1024
-            rss = {pid: kb / 1024 for pid, kb in gw.worker_rss_kb().items()}
-            kinds = {pid: rss_by_kind(pid) for pid in rss}
-            st = gw.json("/rulegate/status")
-            syncing = int(st["listener"]) if st.get("listener") else None  # holds the raw rules for deltas
+            first = measure(gw, args.workers)
+            traffic = Traffic(gw.port, args.workers) if args.traffic else None
+            later = []
+            for _ in range(args.full_reloads):
+                before = gw.json("/rulegate/status")
+                new_generation(cluster, "mem", args.rules)
+                deadline = time.monotonic() + 180
+                while True:  # the syncing worker applied it and every other worker compiled it
+                    st = gw.json("/rulegate/status")
+                    if (st.get("generation") != before.get("generation")
+                            and st.get("worker_compiles", 0) >= before.get("worker_compiles", 0) + args.workers - 1):
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("nginx did not apply the full reload")
+                    time.sleep(0.2)
+                time.sleep(3)  # the checkpoint of the new set ran
+                later.append(measure(gw, args.workers))
+            if traffic is not None:
+                traffic.close()
         finally:
             gw.stop()
         store.close()
     finally:
         cluster.stop()
-    print(f"\n{args.rules:,} rules, raw stored size {raw_mib:.1f} MiB (baseline), nginx with {args.workers} workers\n")
-    print("| worker | Lua heap (MiB) | heap / raw | RSS (MiB) | RSS / raw | RSS: shm / anon / brk heap / files |")
-    print("|---|---:|---:|---:|---:|---|")
-    for pid in sorted(rss):
-        h = heap.get(pid)
-        cell = f"{h:.1f} | {h / raw_mib:.1f}x" if h is not None else "(not reached) | -"
-        role = "syncing" if pid == syncing else "other"
-        k = kinds[pid]
-        split = f"{k['shm']:.1f} / {k['anon']:.1f} / {k['heap']:.1f} / {k['files']:.1f}"
-        print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x | {split} |")
+    head = f"{args.rules:,} rules, raw stored size {raw_mib:.1f} MiB (baseline), nginx with {args.workers} workers"
+    print_table(head + ": after the first load and 5 deltas", raw_mib, first)
+    for n, found in enumerate(later, 1):
+        print_table(head + f": after full reload {n} (every rule's bytes new)", raw_mib, found)
+    if traffic is not None:
+        print(f"\n{traffic.sent:,} requests sent from the first measurement to the end, {traffic.failed} failed")
     return 0
 
 

@@ -32,6 +32,9 @@ local match = string.match
 local next = next
 local sort = table.sort
 
+local has_jit, jit = pcall(require, "jit")
+local flush_traces = has_jit and type(jit) == "table" and jit.flush or function() end
+
 local _M = { _VERSION = "0.1.0" }
 
 local K = sync.KEYS
@@ -196,10 +199,21 @@ local compiling = nil -- the version a background timer is compiling (one at a t
 -- routes (id -> route) of the rules rs was compiled from; the syncing worker
 -- passes its held map, which it only changes while it holds the sync lock (no
 -- other worker publishes then, so this worker applies no shared delta meanwhile).
-local function install(ver, rs, routes)
+-- whole: rs was compiled from a whole rule set (not a delta onto the current
+-- one). Then this worker's JIT traces are dropped: a trace keeps the closures
+-- and tables it was recorded with as constants (a loader's closure, whose
+-- upvalues reach the set it built or replaced), so without the flush a replaced
+-- set stays alive, and resident, for as long as such a trace does (measured at
+-- 20,000 rules: two replaced sets, +21-52 MiB of heap, RSS 61 -> 170 MiB after
+-- three full reloads; bench/nginx_memory.py --full-reloads). The hot paths are
+-- recorded again within a few requests; deltas keep every trace.
+local function install(ver, rs, routes, whole)
     current.rs, current.ver, current.routes = rs, ver, routes
     if routes then
         breaker.prune(routes) -- a deleted rule's breaker leaves status, heartbeat and metrics
+    end
+    if whole then
+        flush_traces()
     end
 end
 
@@ -218,7 +232,7 @@ local function compile_ver(ver, pause)
     end
     conf.shm:incr(K.worker_compiles, 1, 0)
     if current.ver == from then
-        install(ver, rs, routes)
+        install(ver, rs, routes, true)
     end
     return rs
 end

@@ -1472,7 +1472,7 @@ local function apply(conf, got, held_rev, held_gen)
         held.overlay, held.base, held.where = {}, head.id, where
     end
     if conf.on_compiled then
-        conf.on_compiled(ver, rs, routes) -- this worker serves what it just compiled
+        conf.on_compiled(ver, rs, routes, got.entries == nil) -- this worker serves what it just compiled
     end
     if got.entries then
         dict:incr(K.deltas_applied, got.entries, 0)
