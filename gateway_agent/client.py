@@ -54,6 +54,7 @@ class AgentConfig(RedisAuth):
     upstreams: tuple[str, ...] = ()
     read_replica: bool = False
     exposure: bool = True  # count decisions per rule and upstream for the heartbeat and /metrics
+    gc_freeze: bool = True  # gc.freeze() after each full reload (process-wide; docs/agent.md "Limits")
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
@@ -83,7 +84,7 @@ class RuleClient:
             SyncConfig(namespace=namespace, refresh_interval=cfg.refresh_interval, max_stale=cfg.max_stale,
                        snapshot_path=cfg.snapshot_path, gateway_id=cfg.gateway_id or default_gateway_id(),
                        heartbeat_interval=cfg.heartbeat_interval, notifications=cfg.notifications,
-                       upstreams=cfg.upstreams, read_replica=cfg.read_replica),
+                       upstreams=cfg.upstreams, read_replica=cfg.read_replica, gc_freeze=cfg.gc_freeze),
             self.budget, AuthCheckingPool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
         self.exposure = ExposureCounter() if cfg.exposure else None
         self.syncer.exposure = self.exposure  # rolled into each heartbeat by the sync thread

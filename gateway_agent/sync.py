@@ -96,6 +96,7 @@ class SyncConfig:
     notifications: bool = True
     upstreams: tuple[str, ...] = ()
     read_replica: bool = False  # revision checks on a replica of the slot while it is current (docs/agent.md)
+    gc_freeze: bool = True  # gc.freeze() after each full reload (see _no_gc_pauses)
 
 
 @dataclass
@@ -127,18 +128,21 @@ def _parts(applied: Applied | None) -> list:
 
 
 @contextmanager
-def _no_gc_pauses() -> Iterator[None]:
-    """Hold the cyclic GC off during a full reload, then gc.freeze() what exists.
+def _no_gc_pauses(freeze: bool = True) -> Iterator[None]:
+    """Hold the cyclic GC off during a full reload, then (freeze) gc.freeze() what exists.
 
     Building ~40 MiB of rules triggers full collections that traverse every object in one 100 ms
-    block; frozen objects are skipped by later collections (refcounting still frees them).
+    block; frozen objects are skipped by later collections (refcounting still frees them). The freeze
+    is process-wide (docs/agent.md): without it the rules stay in the collector's generations, and a
+    later full collection traverses them.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if freeze:
+            gc.freeze()
         if enabled:
             gc.enable()
 
@@ -523,7 +527,7 @@ class Syncer:
         """
         pause = slicer()
         retired = _parts(self.current)
-        with _no_gc_pauses():
+        with _no_gc_pauses(self.config.gc_freeze):
             applied = self._full_reload(force, pause, retired)
         while retired:  # the replaced set and the load's leftovers, freed a slice at a time
             retired.pop()
