@@ -1,15 +1,16 @@
 """Memory of nginx workers holding a large namespace: Lua heap after a full GC and RSS, per worker; prints a table.
 
-    python bench/nginx_memory.py [--rules 20000] [--workers 2] [--lua DIR]
+    python bench/nginx_memory.py [--rules 20000] [--workers 2] [--lua DIR] [--deltas 5] [--full-reloads N] [--traffic]
 
 Starts a private 6-node cluster and one nginx (all stopped by pid at the end), loads --rules split rules (as
 bench/reload.py), waits until every worker serves them and a few deltas went through, then asks each worker for
 `collectgarbage("count")` after `collectgarbage()` and reads its RSS from /proc. The baseline is the raw size of the
 rule set (the stored msgpack bytes); ratios are per worker against it. Numbers are for comparison, never assertions.
 `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
-`--full-reloads N` then forces N full reloads, one at a time, in which every rule's bytes are new (a new generation id, as
-bench/reload.py's "every rule's bytes new": the old and the new set are alive together in each worker) and
-measures again each time every worker serves the new set; `--traffic` sends requests (one keep-alive client per worker)
+`--deltas N` sets how many one-rule changes follow the first load (5). `--full-reloads N` then forces N
+full reloads, one at a time, in which every rule's bytes are new (a new generation id, as bench/reload.py's
+"every rule's bytes new": the old and the new set are alive together in each worker) and measures again
+each time every worker serves the new set; `--traffic` sends requests (one keep-alive client per worker)
 from the first measurement to the end, so the collector paces itself under load as it would in production.
 """
 from __future__ import annotations
@@ -126,6 +127,7 @@ def main() -> int:
     parser.add_argument("--rules", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lua", type=Path, help="run nginx with this directory's Lua modules (another tree's lua/)")
+    parser.add_argument("--deltas", type=int, default=5, help="one-rule changes after the first load (default 5)")
     parser.add_argument("--full-reloads", type=int, default=0, metavar="N",
                         help="measure again after each of N full reloads in which every rule's bytes are new")
     parser.add_argument("--traffic", action="store_true", help="send requests from the first measurement to the end")
@@ -155,7 +157,7 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise RuntimeError("nginx did not load the namespace")
                 time.sleep(0.2)
-            for n in range(5):  # a few deltas, as in steady operation
+            for n in range(args.deltas):  # deltas, as in steady operation
                 rev = store.put_rule("mem", make_rule(1, upstream="canary" if n % 2 == 0 else "stable"), None,
                                      "bench").revision
             while gw.json("/rulegate/status").get("revision") != rev:
@@ -186,7 +188,7 @@ def main() -> int:
     finally:
         cluster.stop()
     head = f"{args.rules:,} rules, raw stored size {raw_mib:.1f} MiB (baseline), nginx with {args.workers} workers"
-    print_table(head + ": after the first load and 5 deltas", raw_mib, first)
+    print_table(head + f": after the first load and {args.deltas} deltas", raw_mib, first)
     for n, found in enumerate(later, 1):
         print_table(head + f": after full reload {n} (every rule's bytes new)", raw_mib, found)
     if traffic is not None:
