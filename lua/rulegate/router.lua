@@ -20,8 +20,17 @@ local find = string.find
 local lower = string.lower
 local byte = string.byte
 local next = next
+local rawget = rawget
 
-local _M = { _VERSION = "0.1.0", BUCKETS = 10000 }
+local getmetatable = getmetatable
+local setmetatable = setmetatable
+local has_clone, table_clone = pcall(require, "table.clone") -- OpenResty's LuaJIT: a shallow copy in C
+local has_nkeys, table_nkeys = pcall(require, "table.nkeys")
+
+-- OVERLAY_MIN: a set's exact-host map is an overlay of the hosts deltas changed
+-- over a shared base until it holds more than this many (or an eighth of the
+-- base), then it is flattened (with_changes).
+local _M = { _VERSION = "0.1.0", BUCKETS = 10000, OVERLAY_MIN = 64 }
 
 local BUCKETS = 10000
 local MAX_UID_DIGITS = 16
@@ -576,6 +585,73 @@ function _M.add_compiled(rs, item)
 end
 
 
+local function copy(t)
+    local out = {}
+    if t then
+        for k, v in pairs(t) do
+            out[k] = v
+        end
+    end
+    return out
+end
+
+local clone = has_clone and function(t)
+    return table_clone(t)
+end or copy
+
+local nkeys = has_nkeys and table_nkeys or function(t)
+    local n = 0
+    for _ in pairs(t) do
+        n = n + 1
+    end
+    return n
+end
+
+
+-- A set's exact-host map (host -> index) is flat, or an overlay: its own
+-- entries are the hosts deltas changed since the last flattening (an index, or
+-- false: the host has no route any more), its metatable's __index the flat map
+-- they change (shared, never modified). A delta copies the overlay, O(changed
+-- hosts), not the map, O(hosts); find_route reads through it (false is no
+-- index). base_n: the flat map's size.
+local function exact_overlay(rs)
+    local cur = rs.exact
+    local mt = getmetatable(cur)
+    if mt then
+        return setmetatable(copy(cur), mt), rs.exact_base_n
+    end
+    return setmetatable({}, { __index = cur }), rs.exact_base_n or nkeys(cur)
+end
+
+
+-- The map an overlay stands for, flat, and its size.
+local function flatten(map)
+    local flat = clone(getmetatable(map).__index)
+    for host, index in pairs(map) do
+        flat[host] = index or nil
+    end
+    return flat, nkeys(flat)
+end
+
+
+-- fn(index) for every index of an exact-host map, flat or overlay.
+local function each_exact(map, fn)
+    local mt = getmetatable(map)
+    for _, index in pairs(map) do
+        if index then
+            fn(index)
+        end
+    end
+    if mt then
+        for host, index in pairs(mt.__index) do
+            if rawget(map, host) == nil then
+                fn(index)
+            end
+        end
+    end
+end
+
+
 -- id -> compiled item of every enabled rule of a set (disabled rules have
 -- none); pause, when given, is called between routes.
 function _M.items(rs, pause)
@@ -595,10 +671,9 @@ function _M.items(rs, pause)
             end
         end
     end
-    for _, map in ipairs({ rs.exact, rs.wildcard }) do
-        for _, index in pairs(map) do
-            from(index)
-        end
+    each_exact(rs.exact, from)
+    for _, index in pairs(rs.wildcard) do
+        from(index)
     end
     if rs.any_host then
         from(rs.any_host)
@@ -644,15 +719,6 @@ function _M.compile(rules, revision, pause)
 end
 
 
-local function copy(t)
-    local out = {}
-    if t then
-        for k, v in pairs(t) do
-            out[k] = v
-        end
-    end
-    return out
-end
 
 
 -- (table name, key) of a route host: "exact"/host, "wildcard"/".domain", "any"/"".
@@ -671,13 +737,15 @@ local function get_index(rs, tab, key)
     if tab == "any" then
         return rs.any_host
     end
-    return rs[tab][key]
+    return rs[tab][key] or nil -- false: removed in an overlay
 end
 
 
 local function set_index(rs, tab, key, index)
     if tab == "any" then
         rs.any_host = index
+    elseif tab == "exact" then
+        rs.exact[key] = index or false -- an overlay's own entry hides the base's
     else
         rs[tab][key] = index
     end
@@ -702,10 +770,11 @@ end
 -- decides exactly as compile() of the whole new set would (tests/lua).
 function _M.with_changes(rs, before, changes, revision)
     local rev = revision or 0
+    local exact, base_n = exact_overlay(rs)
     local new = {
-        revision = rev, exact = copy(rs.exact), wildcard = copy(rs.wildcard), any_host = rs.any_host,
-        count = rs.count, pass = { action = "pass", revision = rev }, revision_text = tostring(rev),
-        generation = rs.generation,
+        revision = rev, exact = exact, exact_base_n = base_n, wildcard = copy(rs.wildcard),
+        any_host = rs.any_host, count = rs.count, pass = { action = "pass", revision = rev },
+        revision_text = tostring(rev), generation = rs.generation,
     }
     local touched, ids = {}, {} -- "tab\0key" -> { tab, key, paths = {path = true} }
     local function touch(route)
@@ -773,6 +842,10 @@ function _M.with_changes(rs, before, changes, revision)
             sort(lengths, longest_first)
             index.lengths = lengths
         end
+    end
+    local own = nkeys(exact)
+    if own > _M.OVERLAY_MIN and own * 8 > base_n then
+        new.exact, new.exact_base_n = flatten(exact) -- O(hosts), after at least OVERLAY_MIN changed hosts
     end
     return new
 end
