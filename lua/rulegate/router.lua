@@ -28,8 +28,8 @@ local has_clone, table_clone = pcall(require, "table.clone") -- OpenResty's LuaJ
 local has_nkeys, table_nkeys = pcall(require, "table.nkeys")
 
 -- OVERLAY_MIN: a set's exact-host map is an overlay of the hosts deltas changed
--- over a shared base until it holds more than this many (or an eighth of the
--- base), then it is flattened (with_changes).
+-- over a shared base until it holds more than this many and more than an eighth
+-- of the base, then it is flattened (with_changes).
 local _M = { _VERSION = "0.1.0", BUCKETS = 10000, OVERLAY_MIN = 64 }
 
 local BUCKETS = 10000
@@ -595,9 +595,7 @@ local function copy(t)
     return out
 end
 
-local clone = has_clone and function(t)
-    return table_clone(t)
-end or copy
+local clone = has_clone and table_clone or copy
 
 local nkeys = has_nkeys and table_nkeys or function(t)
     local n = 0
@@ -717,8 +715,6 @@ function _M.compile(rules, revision, pause)
     end
     return _M.finish(rs, pause)
 end
-
-
 
 
 -- (table name, key) of a route host: "exact"/host, "wildcard"/".domain", "any"/"".
