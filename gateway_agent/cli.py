@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="file of the last-known-good rules, served at start before Redis answers")
     env("--refresh-interval", "RULEGATE_REFRESH_INTERVAL", type=positive(float), default=1.0, metavar="SECONDS",
         help="seconds between revision checks when no change notification arrives")
+    env("--checkpoint-delay", "RULEGATE_CHECKPOINT_DELAY", type=positive(float), default=1.0, metavar="SECONDS",
+        help="after rule changes (deltas), rewrite the snapshot this long after the last one")
+    env("--checkpoint-max", "RULEGATE_CHECKPOINT_MAX", type=positive(float), default=10.0, metavar="SECONDS",
+        help="... or this long into a burst of changes (a full reload rewrites it at once)")
     env("--max-stale", "RULEGATE_MAX_STALE", type=positive(float), default=30.0, metavar="SECONDS",
         help="seconds without a confirmed revision after which /healthz says stale")
     env("--heartbeat-interval", "RULEGATE_HEARTBEAT_INTERVAL", type=positive(float), default=5.0,
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = ServerLimits(**given)
         client = RuleClient(args.redis_nodes, args.namespace, refresh_interval=args.refresh_interval,
                             max_stale=args.max_stale, snapshot_path=args.snapshot,
+                            checkpoint_delay=args.checkpoint_delay, checkpoint_max=args.checkpoint_max,
                             heartbeat_interval=args.heartbeat_interval, gateway_id=args.gateway_id,
                             upstreams=args.upstreams, read_replica=args.read_replica,
                             username=args.redis_username, password=_password(args.redis_password_file),

@@ -55,6 +55,8 @@ class AgentConfig(RedisAuth):
     read_replica: bool = False
     exposure: bool = True  # count decisions per rule and upstream for the heartbeat and /metrics
     gc_freeze: bool = True  # gc.freeze() after each full reload (process-wide; docs/agent.md "Limits")
+    checkpoint_delay: float = 1.0  # the snapshot after deltas: this long after the last change (docs/agent.md)
+    checkpoint_max: float = 10.0  # ... or this long into a burst of changes
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
@@ -84,7 +86,8 @@ class RuleClient:
             SyncConfig(namespace=namespace, refresh_interval=cfg.refresh_interval, max_stale=cfg.max_stale,
                        snapshot_path=cfg.snapshot_path, gateway_id=cfg.gateway_id or default_gateway_id(),
                        heartbeat_interval=cfg.heartbeat_interval, notifications=cfg.notifications,
-                       upstreams=cfg.upstreams, read_replica=cfg.read_replica, gc_freeze=cfg.gc_freeze),
+                       upstreams=cfg.upstreams, read_replica=cfg.read_replica, gc_freeze=cfg.gc_freeze,
+                       checkpoint_delay=cfg.checkpoint_delay, checkpoint_max=cfg.checkpoint_max),
             self.budget, AuthCheckingPool(cfg.credentials(), cfg.budget), SlotMap(list(cfg.nodes), Keys(namespace).slot))
         self.exposure = ExposureCounter() if cfg.exposure else None
         self.syncer.exposure = self.exposure  # rolled into each heartbeat by the sync thread

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 from rulegate.digest import EMPTY, rule_hash
 from rulegate.errors import CorruptDataError
 from rulegate.evaluator import CompiledRule, RuleSet, compile_rule
+from rulegate.layered import derive
 from rulegate.ramps import has_guard
 from rulegate.schema import decode_rule
 from rulegate.schema_fast import decode_canonical
@@ -35,7 +36,7 @@ class Loaded:
 
     __slots__ = ("guarded", "digest", "raw", "_base", "_changed", "_removed", "_order", "_rules")
 
-    def __init__(self, raw: dict[str, bytes], guarded: frozenset[str], digest: str, *,
+    def __init__(self, raw: Mapping[str, bytes], guarded: frozenset[str], digest: str, *,
                  rules: list[CompiledRule] | None = None, base: RuleSet | None = None,
                  changed: dict[str, CompiledRule] | None = None, removed: list[str] | None = None,
                  order: Mapping[str, bytes] | None = None):
@@ -146,7 +147,7 @@ class CompileCache:
                       pause: Callable[[], None] | None) -> Loaded:
         """Compile only raw's rules whose bytes differ from those held; the rest stays in `base`."""
         held_raw, held_guarded = self._raw, self._guarded
-        out = dict(held_raw)  # the held ids and bytes (equal to those read for the rules re-used)
+        out = derive(held_raw)  # the held ids and bytes (equal to those read for the rules re-used); O(changes)
         changed: dict[str, CompiledRule] = {}
         guarded, acc, hits, replaced = [], 0, 0, 0
         for rule_id, value in raw.items():

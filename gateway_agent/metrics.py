@@ -66,6 +66,8 @@ class AgentCollector:
         yield _gauge("rulegate_agent_propagation_lag_seconds",
                      "Commit-to-apply lag of the last applied delta (commit ts has 1 s resolution)",
                      sync["propagation_lag"])
+        yield _gauge("rulegate_agent_snapshot_pending", "Deltas applied since the snapshot file was last written "
+                     "(written once changes settle)", sync["snapshot_pending"])
         state = GaugeMetricFamily("rulegate_agent_sync_state", "1 for the state of the last sync (starting, ok, "
                                   "unknown_namespace, auth_failed, unreachable, rejected, error), 0 for the others",
                                   labels=["state"])

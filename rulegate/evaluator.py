@@ -11,8 +11,9 @@ from __future__ import annotations
 import operator
 import time
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, MutableMapping, Protocol
 
+from .layered import derive
 from .request import Request
 from .rule_items import Decision, _compile_split, _Degrade, _Split, _split_inactive, _text, bucket_of
 
@@ -165,14 +166,15 @@ class RuleSet:
                 pause()
             index.finish()
 
-    def _init(self, revision: int, generation: str, placement: dict[str, tuple[str, str]],
+    def _init(self, revision: int, generation: str, placement: MutableMapping[str, tuple[str, str]],
               breakers: dict[str, dict] | None = None) -> None:
         self.revision = revision
         self.generation = generation
         self.placement = placement  # rule id -> (host, path) of its route, disabled rules included
+        # exact host -> its index, wildcard suffix ('.example.com') -> its index: dicts, or Layered after a delta
         self.breakers: dict[str, dict] = {} if breakers is None else breakers  # rule id -> its `breaker` (few)
-        self.exact: dict[str, _HostIndex] = {}
-        self.wildcard: dict[str, _HostIndex] = {}
+        self.exact: MutableMapping[str, _HostIndex] = {}
+        self.wildcard: MutableMapping[str, _HostIndex] = {}
         self.any_host: _HostIndex | None = None
         self.pass_decision = Decision("pass", revision=revision)
         self.route_cache: dict[tuple[str, str, str], _Route | None] = {}
@@ -191,8 +193,10 @@ class RuleSet:
     def with_compiled(self, changed: Mapping[str, CompiledRule], removed: Iterable[str], revision: int,
                       generation: str) -> "RuleSet":
         """`with_changes` of rules compiled earlier (`compile_rule`, any revision: decisions compiled at
-        another one are re-stamped, as after `from_compiled`); `removed` is iterated twice."""
-        placement = dict(self.placement)
+        another one are re-stamped, as after `from_compiled`); `removed` is iterated twice.
+
+        O(changes): the placement and host maps are derived (rulegate/layered.py), not copied."""
+        placement = derive(self.placement)
         ids = set(changed) | set(removed)
         touched: dict[tuple[str, str], set[str]] = {}  # (table, host key) -> paths
         for rule_id in ids:
@@ -207,7 +211,7 @@ class RuleSet:
         breakers = {rule_id: b for rule_id, b in self.breakers.items() if rule_id not in ids}
         new = object.__new__(RuleSet)
         new._init(revision, generation, placement, breakers)
-        new.exact, new.wildcard, new.any_host = dict(self.exact), dict(self.wildcard), self.any_host
+        new.exact, new.wildcard, new.any_host = derive(self.exact), derive(self.wildcard), self.any_host
         for (table, key), paths in touched.items():
             old = self._index(table, key)
             index = _HostIndex()

@@ -34,7 +34,7 @@ class Snapshot:
     generation: str
     revision: int
     written_at: int
-    raw_rules: dict[str, bytes]
+    raw_rules: Mapping[str, bytes]  # not copied: never written once in a Snapshot
 
     def rules(self) -> dict[str, dict]:
         """Return the validated rules; raise SnapshotError when one fails validation."""
@@ -51,7 +51,7 @@ def encode_snapshot(snap: Snapshot, pause: Callable[[], None] | None = None) -> 
     if pause is None:
         payload = msgpack.packb({"namespace": snap.namespace, "generation": snap.generation,
                                  "revision": snap.revision, "written_at": snap.written_at,
-                                 "rules": snap.raw_rules}, use_bin_type=True)
+                                 "rules": dict(snap.raw_rules)}, use_bin_type=True)
         return _header(zlib.crc32(payload), len(payload)) + payload
     return b"".join(encode_pieces(snap, pause))
 
@@ -161,5 +161,5 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
 
 
 def make_snapshot(namespace: str, generation: str, revision: int, raw_rules: Mapping[str, bytes]) -> Snapshot:
-    """Return a Snapshot stamped with the current time."""
-    return Snapshot(namespace, generation, revision, int(time.time()), dict(raw_rules))
+    """Return a Snapshot stamped with the current time (raw_rules is kept, not copied: never write it after)."""
+    return Snapshot(namespace, generation, revision, int(time.time()), raw_rules)

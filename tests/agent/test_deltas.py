@@ -5,6 +5,8 @@ from redis.cluster import RedisCluster
 
 from rulegate.evaluator import Request, RuleSet, decide
 from rulegate.keyspace import Keys
+from rulegate.layered import Layered
+from rulegate.schema import encode_rule
 
 from .conftest import make_client, request, split_rule
 
@@ -35,6 +37,35 @@ def test_changes_apply_as_deltas_without_full_reloads(cluster, store, namespace)
         for path in ["/"] + [f"/r{i}" for i in range(25)]:
             req = Request.from_dict(request(path))
             assert client.decide(req) == decide(fresh, req), path
+
+
+def test_a_delta_shares_the_applied_maps_instead_of_copying_them(cluster, store, namespace):
+    """A one-rule delta over 400 rules derives the raw bytes, placement and host maps from the applied set's
+    (rulegate/layered.py: O(change)) instead of copying them, and decides like a fresh compile."""
+    rules = [split_rule(f"r{i}", f"v{i}", path=f"/{i}") for i in range(400)]
+    for i, rule in enumerate(rules):
+        rule["route"]["host"] = f"h{i}.example.com"
+    store.commit(namespace, [(r["id"], encode_rule(r)) for r in rules], None, "test", op="put")
+    with make_client(cluster, namespace, refresh_interval=0.1) as client:
+        before = client.syncer.current
+        assert len(before.raw) == 400
+        changed = split_rule("r7", "changed", path="/7")
+        changed["route"]["host"] = "h7.example.com"
+        rev = store.put_rule(namespace, changed, None, "test").revision
+        assert client.wait_for_revision(rev, 10.0)
+        after = client.syncer.current
+        assert client.syncer.stats.full_reloads == 1 and client.syncer.stats.deltas_applied == 1
+        assert type(after.raw) is Layered and after.raw.shares_base_with(before.raw)
+        assert after.raw.layers() == (400, 1) and len(after.raw) == 400
+        assert type(after.ruleset.exact) is Layered and after.ruleset.exact.shares_base_with(before.ruleset.exact)
+        assert after.ruleset.placement.shares_base_with(before.ruleset.placement)
+        assert client.syncer.in_sync()
+        state = store.load(namespace)
+        fresh = RuleSet(state.rules.values(), state.revision, state.generation)
+        for i in (0, 7, 399):
+            req = Request.from_dict({"host": f"h{i}.example.com", "path": f"/{i}", "ip": "10.0.0.1"})
+            assert client.decide(req) == decide(fresh, req), i
+            assert client.decide(req).upstream == ("changed" if i == 7 else f"v{i}")
 
 
 def test_trimmed_log_converges_by_full_reload(cluster, store, namespace):
