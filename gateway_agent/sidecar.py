@@ -1,12 +1,13 @@
 """The sidecar: a gevent WSGI server answering decisions over HTTP for non-nginx gateways.
 
-POST /v1/decide  JSON request -> JSON decision        GET /v1/rules  rules + revision
+POST /v1/decide  JSON request -> JSON decision        GET /v1/rules  the applied rules (ETag, If-None-Match)
 POST /v1/report  a decision's rule_id/upstream/breaker + status and latency_ms -> 204 (RuleClient.report)
 GET  /healthz    200 when ready (a rule set is loaded), 503 with `state` and `message` before
 GET  /metrics   Prometheus text
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -17,9 +18,11 @@ from typing import Annotated, Any, Callable, Iterable
 import msgspec
 
 from rulegate.evaluator import Decision, Request
+from rulegate.schema_fast import decode_rule
 
 from .client import RuleClient
 from .metrics import AgentMetrics
+from .sync import Applied, slicer
 
 log = logging.getLogger("rulegate.agent.sidecar")
 
@@ -238,6 +241,7 @@ class SidecarApp:
         # id(decision) -> (decision, headers, body): a rule set's decisions are a few shared objects,
         # so most answers are encoded once (the entry keeps its decision alive: ids stay unique)
         self._answers: dict[int, tuple[Decision, list[tuple[str, str]], bytes]] = {}
+        self._rules_view: tuple[str, bytes] | None = None  # (ETag, body) of GET /v1/rules for the last set asked
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -255,15 +259,34 @@ class SidecarApp:
             health = self.client.health()
             return _reply(start_response, 200 if health["ready"] else 503, health)
         if path == "/v1/rules":
-            return _reply(start_response, 200, {"namespace": self.client.config.namespace,
-                                                "revision": self.client.revision,
-                                                "generation": self.client.generation,
-                                                "rules": self.client.rules})
+            return self.rules(environ, start_response)
         if path == "/metrics":
             body, ctype = self.metrics.render()
             start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
             return [body]
         return _reply(start_response, 404, {"error": f"no such endpoint {path}"})
+
+    def rules(self, environ: dict, start_response: Callable) -> list[bytes]:
+        """GET /v1/rules: the applied set's rules, revision, generation and digest, all of one set.
+
+        The body is built once per applied set (decoded and JSON-encoded rule by rule, yielding every ~2 ms
+        like a reload: at 20,000 rules one json.dumps blocked the sidecar for ~250 ms) and kept, only the
+        last one asked for; its ETag names the set, so a poller's If-None-Match costs a 304 and no work."""
+        applied = self.client.syncer.current
+        namespace = self.client.config.namespace
+        if applied is None:
+            return _reply(start_response, 200, {"namespace": namespace, "revision": None, "generation": None,
+                                                "digest": None, "rules": {}})
+        etag = _rules_etag(applied)
+        if _etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+            start_response("304 Not Modified", [("ETag", etag)])
+            return []
+        view = self._rules_view
+        if view is None or view[0] != etag:
+            view = self._rules_view = (etag, _rules_body(namespace, applied, slicer()))
+        body = view[1]
+        start_response("200 OK", _JSON + [("ETag", etag), ("Content-Length", str(len(body)))])
+        return [body]
 
     def _body(self, environ: dict, start_response: Callable) -> bytes | list[bytes]:
         """Return the request body, or the error reply (a list) for a bad Content-Length."""
@@ -321,6 +344,36 @@ class SidecarApp:
 
 _REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             413: "Payload Too Large", 503: "Service Unavailable"}
+
+
+_json = msgspec.json.encode
+
+
+def _rules_etag(applied: Applied) -> str:
+    """Return the strong ETag of an applied set's /v1/rules body: equal generation, revision and content digest
+    give equal bodies."""
+    return '"%s"' % hashlib.sha1(f"{applied.generation}\n{applied.revision}\n{applied.digest}".encode()).hexdigest()
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """True when an If-None-Match header names etag (or is `*`); weak tags compare by their value."""
+    if not header:
+        return False
+    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in header.split(","))
+
+
+def _rules_body(namespace: str, applied: Applied, pause: Callable[[], None]) -> bytes:
+    """Return the JSON of /v1/rules for applied, decoding and encoding one rule between two pause() calls
+    (msgspec's encoder: ~1 µs a rule; the bytes were validated when applied, so decoding does not raise)."""
+    parts = [b'{"namespace":', _json(namespace), b',"revision":', _json(applied.revision), b',"generation":',
+             _json(applied.generation), b',"digest":', _json(applied.digest), b',"rules":{']
+    sep = b""
+    for rule_id, value in applied.raw.items():
+        pause()
+        parts += (sep, _json(rule_id), b":", _json(decode_rule(value, where=f"applied rule {rule_id!r}")))
+        sep = b","
+    parts.append(b"}}")
+    return b"".join(parts)
 
 
 def _reply(start_response: Callable, status: int, payload: Any) -> list[bytes]:
