@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     # (64m in lua/conf/rulegate.conf), which holds a namespace's whole rule set as one payload (README)
     "NAMESPACE_MAX_RULES": MAX_RULES_PER_NAMESPACE,
     "NAMESPACE_MAX_BYTES": MAX_NAMESPACE_BYTES,
+    # decoded rules kept per instance for listings, pages and simulation, over all namespaces (ruleadmin/listing.py)
+    "LISTING_CACHE_RULES": 50_000,
     "MAX_CONTENT_LENGTH": 256 * 1024,
     "MAX_FORM_MEMORY_SIZE": 256 * 1024,
     "LOGIN_MAX_FAILURES": 5,
@@ -73,7 +75,7 @@ def check(config: Mapping[str, Any], debug: bool) -> None:
     if not config.get("REDIS_NODES"):
         raise ConfigError("RULEADMIN_REDIS_NODES is empty; expected host:port[,host:port...]")
     for name, lowest in (("WAIT_REPLICAS", 0), ("SESSION_IDLE_SECONDS", 1), ("SESSION_ABSOLUTE_SECONDS", 1),
-                         ("TOKEN_MAX_LIFETIME_SECONDS", 0), ("IDLE_RULE_SECONDS", 1)):
+                         ("TOKEN_MAX_LIFETIME_SECONDS", 0), ("IDLE_RULE_SECONDS", 1), ("LISTING_CACHE_RULES", 0)):
         value = config.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ConfigError(f"RULEADMIN_{name} must be an integer >= {lowest}")

@@ -43,7 +43,7 @@ class Backend:
                                     wait_timeout_ms=int(cfg["WAIT_TIMEOUT_MS"]),
                                     max_rules=int(cfg["NAMESPACE_MAX_RULES"]),
                                     max_bytes=int(cfg["NAMESPACE_MAX_BYTES"]))
-            self._rules = RuleService(self._store)
+            self._rules = RuleService(self._store, listing_rules=int(cfg["LISTING_CACHE_RULES"]))
             self._accounts = Accounts(client, throttle=ThrottleConfig.from_config(cfg),
                                       auth_cache_seconds=float(cfg["AUTH_CACHE_SECONDS"]))
 

@@ -15,7 +15,7 @@ from rulegate.errors import (
     RuleConflictError,
     ValidationError,
 )
-from rulegate.evaluator import Decision, Request, RuleSet, decide
+from rulegate.evaluator import Decision, Request, decide
 from rulegate.fleet import Heartbeat, read_fleet
 from rulegate.history import (
     HistoryUnavailableError,
@@ -29,11 +29,13 @@ from rulegate.history import page as history_page
 from rulegate.keyspace import NAMESPACES_KEY
 from rulegate.outcomes import Outcomes, total
 from rulegate.schema import decode_rule, encode_rule, encode_validated, is_valid_id, validate_rule
-from rulegate.store import LogEntry, RuleStore, WriteResult, rule_hash
+from rulegate.schema_fast import decode_rule as fast_decode_rule
+from rulegate.store import LogEntry, RuleRead, RuleStore, WriteResult, rule_hash
 
 from .display import iso_utc
 from .guards import SUMMARY_WINDOW, read_guards, read_outcomes
 from .known_rules import Held, KnownRules
+from .listing import MAX_CACHED_RULES, Listing, ListingCache
 
 __all__ = ["RuleService", "Change", "AlreadyExistsError", "ConflictError", "NotFoundError",
            "ValidationError", "HistoryUnavailableError", "LogTrimmedError", "RevisionMissingError",
@@ -64,12 +66,16 @@ class Change:
     after: dict | None
 
 
+READ_RULE_ATTEMPTS = 3  # one-rule reads whose revision moved before the namespace is read whole
+
+
 class RuleService:
     """Validated, conflict-safe reads and writes of rules, history, rollback and simulation."""
 
-    def __init__(self, store: RuleStore):
+    def __init__(self, store: RuleStore, listing_rules: int = MAX_CACHED_RULES):
         self.store = store
         self.known = KnownRules()  # rule bytes this instance last wrote or read: pinned writes skip the no-op read
+        self.listings = ListingCache(store, listing_rules)  # decoded rules of the namespaces read lately
 
     # ---- namespaces ------------------------------------------------------------------------
     def namespaces(self) -> list[dict]:
@@ -97,10 +103,15 @@ class RuleService:
 
     # ---- rules -----------------------------------------------------------------------------
     def list_rules(self, ns: str) -> tuple[int, list[dict]]:
-        """Return (revision, rules sorted by id)."""
+        """Return (revision, rules sorted by id): a new list of shared rule dicts (read them, do not change them)."""
+        listing = self.listing(ns)
+        return listing.revision, list(listing.rules)
+
+    def listing(self, ns: str, version: tuple[int, str, str] | None = None) -> Listing:
+        """Return ns's current Listing (ruleadmin/listing.py: re-used or brought up to date from the log, not
+        decoded whole on every call); `version`: `self.listings.version(ns)`'s result, read just before."""
         self.require_namespace(ns)
-        state = self.store.load(ns)
-        return state.revision, [state.rules[k] for k in sorted(state.rules)]
+        return self.listings.get(ns, version)
 
     def usage(self, ns: str) -> dict:
         """Return what ns holds against its limits: {"rules", "bytes", "max_rules", "max_bytes"}."""
@@ -110,20 +121,29 @@ class RuleService:
 
     def get_rule(self, ns: str, rule_id: str) -> tuple[int, dict]:
         """Return (revision, rule); raise NotFoundError."""
-        rev, rules = self.list_rules(ns)
-        for rule in rules:
-            if rule["id"] == rule_id:
-                return rev, rule
-        raise NotFoundError(f"rule {rule_id!r} does not exist")
+        rev, rule, _raw = self.get_rule_raw(ns, rule_id)
+        return rev, rule
 
     def get_rule_raw(self, ns: str, rule_id: str) -> tuple[int, dict, bytes]:
-        """Return (revision, rule, its stored bytes: what its ETag hashes); raise NotFoundError."""
+        """Return (revision, rule, its stored bytes: what its ETag hashes); raise NotFoundError.
+
+        Reads the one rule with the namespace revision (one round trip, retried while writes move the revision),
+        not the whole namespace."""
         self.require_namespace(ns)
-        state = self.store.load(ns)
-        if rule_id not in state.rules:
+        for _ in range(READ_RULE_ATTEMPTS):
+            read = self.store.read_rule(ns, rule_id)
+            if read is not None:
+                break
+        else:
+            state = self.store.load_raw(ns)  # a namespace written faster than one round trip: its consistent read
+            read = RuleRead(state.revision, state.generation, state.raw.get(rule_id))
+        if read.raw is None:
             raise NotFoundError(f"rule {rule_id!r} does not exist")
-        self.known.remember(ns, rule_id, state.revision, state.raw[rule_id])
-        return state.revision, state.rules[rule_id], state.raw[rule_id]
+        rule = fast_decode_rule(read.raw, where=f"namespace {ns!r} rule {rule_id!r}")
+        if rule["id"] != rule_id:
+            raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
+        self.known.remember(ns, rule_id, read.revision, read.raw)
+        return read.revision, rule, read.raw
 
     def prepare(self, data: Any, actor: str) -> dict:
         """Return the validated rule with updated_by/updated_at stamped; raise ValidationError."""
@@ -328,10 +348,8 @@ class RuleService:
     # ---- simulation ------------------------------------------------------------------------
     def simulate(self, ns: str, request: dict) -> tuple[int, Decision]:
         """Return (revision, the decision the gateways would make for request)."""
-        self.require_namespace(ns)
-        state = self.store.load(ns)
-        rs = RuleSet(state.rules.values(), state.revision, state.generation)
-        return state.revision, decide(rs, Request.from_dict(request))
+        listing = self.listing(ns)
+        return listing.revision, decide(listing.ruleset(), Request.from_dict(request))
 
 
 FLEET_STATUSES = ("current", "lagging", "ahead", "diverged", "refused", "other-generation", "silent",
