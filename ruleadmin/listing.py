@@ -12,9 +12,11 @@ yielding every ~2 ms. Rules in a listing are shared by every request that gets i
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import threading
-from typing import Callable, Mapping
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
 
 import msgspec
 from cachetools import LRUCache
@@ -33,6 +35,20 @@ log = logging.getLogger("ruleadmin")
 MAX_CACHED_RULES = 50_000  # rules kept over all cached namespaces (~1.5 KiB of Python objects each)
 JSON_SLICE = 250  # rules encoded between two yields (~1 ms)
 MAX_DELTA = 256  # log entries applied to a cached listing; further behind, the namespace is read whole
+
+
+@contextmanager
+def _collector_held() -> Iterator[None]:
+    """Hold the cyclic GC off while a whole namespace is decoded or compiled: the young objects it makes (acyclic,
+    freed by reference counting) otherwise trigger collections that traverse every rule already built — about
+    half of the CPU of a 20,000-rule compile."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Listing:
@@ -63,7 +79,8 @@ class Listing:
         from its parent's)."""
         with self._lock:
             if self._ruleset is None:
-                self._ruleset = RuleSet(self.rules, self.revision, self.generation, pause=Slicer())
+                with _collector_held():
+                    self._ruleset = RuleSet(self.rules, self.revision, self.generation, pause=Slicer())
             return self._ruleset
 
     def rules_json(self) -> bytes:
@@ -183,12 +200,13 @@ class ListingCache:
         read = self.store.load_raw(ns)
         pause = self._pause()
         rules = {}
-        for rule_id, value in read.raw.items():
-            pause()
-            rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
-            if rule["id"] != rule_id:
-                raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
-            rule["id"] = rule_id
-            rules[rule_id] = rule
+        with _collector_held():
+            for rule_id, value in read.raw.items():
+                pause()
+                rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
+                if rule["id"] != rule_id:
+                    raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
+                rule["id"] = rule_id
+                rules[rule_id] = rule
         self.loads += 1
         return Listing.whole(read.revision, read.generation, read.digest, rules, read.raw)
