@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import msgpack
 
@@ -322,8 +322,14 @@ class RuleService:
         silent (no heartbeat for silent_after s), undecodable. `alarms` counts the ones an operator must see.
         `exposure` (fleet_exposure) sums the live gateways' decisions per rule and upstream."""
         self.require_namespace(ns)
-        read = self.store.load_raw(ns)
-        rev, gen, digest = read.revision, read.generation, read.digest
+        rules: Mapping[str, dict]
+        try:
+            listing = self.listing(ns)  # kept per instance, not decoded whole per call (ruleadmin/listing.py)
+            rev, gen, digest, rules = listing.revision, listing.generation, listing.digest, listing.by_id
+        except CorruptDataError:  # a rule that does not decode: the fleet view still shows, with what decodes
+            read = self.store.load_raw(ns)
+            rev, gen, digest = read.revision, read.generation, read.digest
+            rules = {rule_id: _decode(raw) or {} for rule_id, raw in read.raw.items()}
         beats = self.store._call(read_fleet, self.store.client, ns)
         now = time.time() if now is None else now
         gateways, live = [], []
@@ -338,7 +344,6 @@ class RuleService:
             if status != "silent":
                 live.append(beat)
         counts = {s: sum(g["status"] == s for g in gateways) for s in FLEET_STATUSES}
-        rules = {rule_id: _decode(raw) or {} for rule_id, raw in read.raw.items()}
         return {"namespace": ns, "revision": rev, "generation": gen, "digest": digest, "gateways": gateways,
                 "counts": counts, "alarms": sum(counts[s] for s in FLEET_ALARMS),
                 "exposure": fleet_exposure(rules, live, now, idle_after),
@@ -375,7 +380,7 @@ def _gateway_outcomes(beat: Heartbeat) -> dict | None:
     return {"since": o.since, "requests": sums.requests, "errors": sums.errors, "keys": len(o.counts)}
 
 
-def fleet_exposure(rules: dict[str, dict], beats: list[Heartbeat], now: float, idle_after: float) -> dict:
+def fleet_exposure(rules: Mapping[str, dict], beats: list[Heartbeat], now: float, idle_after: float) -> dict:
     """Return decisions per minute per rule (and per upstream within it), per upstream, for pass and `other`,
     summed over the heartbeats' windows; each rule's last match; and `idle` for a rule no gateway matched in
     idle_after s, when the rule is older (updated_at) and some reporting gateway has counted that long."""

@@ -131,3 +131,22 @@ def test_reads_through_the_api_do_not_read_the_namespace_whole(client, users, ba
 
 def fresh_rule(backend, ns, rule_id):
     return backend.store.load(ns).rules[rule_id]
+
+
+def test_fleet_view_reads_the_listing_and_survives_a_rule_that_does_not_decode(client, users, backend, ns):
+    """The fleet view takes its rules from the listing (no whole read while the namespace is unchanged); with a
+    rule that does not decode it still answers, from what decodes."""
+    store = backend.store
+    store.put_rule(ns, rule("a"), None, "t")
+    url = f"/api/v1/namespaces/{ns}/fleet"
+    first = client.get(url, headers=users["viewer"].headers)
+    assert first.status_code == 200 and first.get_json()["revision"] == 1
+    loads = backend.rules.listings.loads
+    assert client.get(url, headers=users["viewer"].headers).status_code == 200
+    assert backend.rules.listings.loads == loads
+    keys = Keys(ns)
+    redis = store.client.get_redis_connection(store.client.get_node_from_key(keys.rules))
+    redis.hset(keys.rules, "broken", b"\xc1 not msgpack")
+    redis.hset(keys.meta, "digest", "f" * 40)
+    broken = client.get(url, headers=users["viewer"].headers)
+    assert broken.status_code == 200 and broken.get_json()["digest"] == "f" * 40
