@@ -26,7 +26,6 @@ local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local error = error
-local sub = string.sub
 local lower = string.lower
 local match = string.match
 local next = next
@@ -441,12 +440,7 @@ function _M.state()
     local t = now()
     local last_ok = shm:get(K.last_ok)
     local staleness = last_ok and (t - last_ok) or cjson.null
-    local stats = {}
-    for _, key in ipairs(shm:get_keys(0)) do
-        if sub(key, 1, 6) == "stats:" then
-            stats[sub(key, 7)] = cjson.decode(shm:get(key) or "null")
-        end
-    end
+    local stats = sync.stats_of(shm) -- not shm:get_keys(0): every key of the dict, its lock held
     stats[tostring(ngx.worker.pid())] = cluster.stats
     local rs = current.rs
     local pub = sync.published(shm)

@@ -38,6 +38,9 @@ local random = math.random
 local floor = math.floor
 local find = string.find
 local match = string.match
+local gmatch = string.gmatch
+local concat = table.concat
+local max = math.max
 local select = select
 
 local _M = { _VERSION = "0.1.0" }
@@ -65,8 +68,13 @@ local K = {
     -- current version from it
     payload_at = "rs:payload_at", pending = "rs:pending",
     checkpoints = "sync:checkpoints",
+    -- "stats:<pid>": a worker's cluster-client counters; stats_pids: the pids that
+    -- wrote them (space-separated, newest last), so reading them needs no get_keys
+    stats_pids = "stats:pids",
 }
 _M.KEYS = K
+
+local STATS_PIDS = 32 -- worker pids kept in K.stats_pids (restarted workers' pids age out)
 
 local PAUSE_EVERY = 10 -- rules decoded or compiled between two looks at the clock
 local YIELD_AFTER = 0.002 -- seconds of work in a timer between two yields
@@ -1700,7 +1708,7 @@ local function step(conf)
     local pok, perr = xpcall(_M.run_once, traceback, conf)
     local cok, cerr = xpcall(checkpoint, traceback, conf)
     dict:delete(K.lock)
-    dict:set("stats:" .. worker_pid(), cjson.encode(cluster.stats), 3600)
+    _M.publish_stats(dict)
     if not cok then
         log(ERR, "rulegate: checkpoint failed: ", cerr)
     end
@@ -1860,5 +1868,38 @@ function _M.start(conf)
     return true
 end
 
+
+
+-- Publish this worker's cluster-client counters under stats:<pid> and make sure
+-- its pid is in the index K.stats_pids (a race between two workers adding at
+-- once can drop one pid: it is added again by that worker's next publish).
+function _M.publish_stats(dict)
+    local pid = tostring(worker_pid())
+    dict:set("stats:" .. pid, cjson.encode(cluster.stats), 3600)
+    local pids = dict:get(K.stats_pids) or ""
+    if not find(" " .. pids .. " ", " " .. pid .. " ", 1, true) then
+        local list = {}
+        for p in gmatch(pids, "%d+") do
+            list[#list + 1] = p
+        end
+        list[#list + 1] = pid
+        local from = max(1, #list - STATS_PIDS + 1)
+        dict:set(K.stats_pids, concat(list, " ", from, #list))
+    end
+end
+
+
+-- Return pid -> cluster-client counters of every worker that published them
+-- lately (no get_keys: that walks every key of the dict with its lock held).
+function _M.stats_of(dict)
+    local out = {}
+    for pid in gmatch(dict:get(K.stats_pids) or "", "%d+") do
+        local raw = dict:get("stats:" .. pid)
+        if raw then
+            out[pid] = cjson.decode(raw)
+        end
+    end
+    return out
+end
 
 return _M
