@@ -110,6 +110,9 @@ class Listing:
                 present = at < len(ids) and ids[at] == rule_id
                 if after:
                     rule = decode_rule(after, where=f"{where} log revision {entry.revision} rule {rule_id!r}")
+                    if rule["id"] != rule_id:
+                        raise CorruptDataError(f"{where} log revision {entry.revision} rule {rule_id!r}: stored "
+                                               "under another id")
                     rule["id"] = rule_id
                     by_id[rule_id], raw[rule_id] = rule, after
                     changed[rule_id] = rule
