@@ -1,8 +1,9 @@
 """Filtering and paging of a namespace's rule list (API and web UI): by route text, kind, upstream, free text."""
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Sequence
 
 from rulegate.schema import is_valid_id
 
@@ -76,8 +77,16 @@ class Page:
     next_cursor: str | None
 
 
-def page(rules: Iterable[dict], flt: RuleFilter, cursor: str, limit: int) -> Page:
-    """Return the rules (sorted by id) matching flt after cursor, at most limit of them."""
+def page(rules: Sequence[dict], flt: RuleFilter, cursor: str, limit: int) -> Page:
+    """Return the rules (sorted by id) matching flt after cursor, at most limit of them.
+
+    Without a criterion, the page is found by bisection (O(limit + log n): the plain browsing of a large
+    namespace); with one, every rule is matched."""
+    if not flt.active:
+        start = bisect_right(rules, cursor, key=_rule_id) if cursor else 0
+        shown = list(rules[start:start + limit])
+        more = start + limit < len(rules)
+        return Page(shown, len(rules), shown[-1]["id"] if more and shown else None)
     matching = [r for r in rules if flt.matches(r)]
     after = [r for r in matching if r["id"] > cursor] if cursor else matching
     shown = after[:limit]
@@ -85,9 +94,17 @@ def page(rules: Iterable[dict], flt: RuleFilter, cursor: str, limit: int) -> Pag
     return Page(shown, len(matching), shown[-1]["id"] if more and shown else None)
 
 
-def offset_of(rules: list[dict], flt: RuleFilter, cursor: str) -> int:
+def offset_of(rules: Sequence[dict], flt: RuleFilter, cursor: str) -> int:
     """Return how many matching rules come before cursor (for 'rules 51-100 of 505')."""
-    return sum(1 for r in rules if flt.matches(r) and cursor and r["id"] <= cursor)
+    if not cursor:
+        return 0
+    if not flt.active:
+        return bisect_right(rules, cursor, key=_rule_id)
+    return sum(1 for r in rules if flt.matches(r) and r["id"] <= cursor)
+
+
+def _rule_id(rule: dict) -> str:
+    return rule["id"]
 
 
 PARAMS = ("limit", "cursor", "kind", "upstream", "q", "route")
