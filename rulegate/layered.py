@@ -12,7 +12,7 @@ these maps more than once per (host, path, method) of a RuleSet (evaluator.decid
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from typing import Any, TypeVar
 
 __all__ = ["FLATTEN_MIN", "Layered", "derive"]
@@ -90,6 +90,12 @@ class Layered(MutableMapping[K, V]):
             if value is not _GONE and key not in base:
                 yield key
 
+    def items(self) -> "_Items[K, V]":
+        return _Items(self)
+
+    def values(self) -> "_Values[V]":
+        return _Values(self)
+
     def __repr__(self) -> str:
         return f"Layered({dict(self.items())!r})"
 
@@ -110,6 +116,38 @@ class Layered(MutableMapping[K, V]):
             else:
                 out[key] = value
         return out
+
+
+class _Items(ItemsView):
+    """Layered.items(): the pairs in the map's order, walked without a lookup per key through __getitem__."""
+
+    _mapping: Layered
+
+    def __iter__(self) -> Iterator[tuple]:
+        m = self._mapping
+        own, base = m._own, m._base
+        if not own:
+            yield from base.items()
+            return
+        for key, value in base.items():
+            mine = own.get(key, _ABSENT)
+            if mine is _ABSENT:
+                yield key, value
+            elif mine is not _GONE:
+                yield key, mine
+        for key, value in own.items():
+            if value is not _GONE and key not in base:
+                yield key, value
+
+
+class _Values(ValuesView):
+    """Layered.values(), in the map's order."""
+
+    _mapping: Layered
+
+    def __iter__(self) -> Iterator:
+        for _key, value in _Items(self._mapping):
+            yield value
 
 
 def derive(source: Mapping[K, V]) -> Layered[K, V]:

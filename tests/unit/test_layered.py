@@ -15,6 +15,8 @@ def check_equal(m: Layered, model: dict) -> None:
     assert len(m) == len(model)
     assert sorted(m) == sorted(model) and list(m.flat()) == list(m)  # a key removed and put again keeps its place
     assert dict(m.items()) == model and m.flat() == model
+    assert list(m.items()) == [(k, m[k]) for k in m] and list(m.values()) == [m[k] for k in m]
+    assert len(m.items()) == len(model) and (next(iter(model.items()), None) in m.items() if model else True)
     for key in list(model)[:20] + ["never-there"]:
         assert (key in m) == (key in model)
         assert m.get(key, "dflt") == model.get(key, "dflt")
