@@ -51,6 +51,9 @@ IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
             "description": f'the namespace revision the client saw, as an ETag: "12" (0-{MAX_REVISION})',
             "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,16}"$'}}
 IF_MATCH_REQUIRED = {**IF_MATCH, "required": True}
+IF_NONE_MATCH_REVISION = {"name": "If-None-Match", "in": "header", "required": False,
+                          "description": 'the ETag of an earlier answer ("12", the revision): 304 while the '
+                                         'namespace is still at that revision', "schema": {"type": "string"}}
 IF_MATCH_RULE = {"name": "If-Match", "in": "header", "required": False,
                  "description": 'the rule\'s own ETag from GET (only this rule must be unchanged: "r-<sha1 of its '
                                 'stored bytes>"), * (the rule exists), or the namespace revision "12" (nothing in '
@@ -109,11 +112,13 @@ def _rule_paths(errors: dict, idem: dict) -> dict:
                      "responses": {"201": _ok("created"), "200": _ok("already existed"), **errors, **idem}},
         },
         "/namespaces/{ns}/rules": {
-            "get": {"operationId": "listRules", "parameters": [NS, *LIST_FILTERS],
+            "get": {"operationId": "listRules", "parameters": [NS, *LIST_FILTERS, IF_NONE_MATCH_REVISION],
                     "description": "without parameters: every rule; with any of limit/cursor/kind/upstream/q/route: "
                                    "the matching rules sorted by id, at most limit (default 100), with `matched` and "
                                    "`next_cursor` (null on the last page)",
-                    "responses": {"200": _ok("rules; ETag is the revision"), **errors}},
+                    "responses": {"200": _ok("rules; ETag is the revision"),
+                                  "304": {"description": "If-None-Match names the current revision; no body"},
+                                  **errors}},
         },
         "/namespaces/{ns}/upstreams": {
             "get": {"operationId": "getUpstreams", "parameters": [NS],
