@@ -734,9 +734,11 @@ class Syncer:
         with self.stats.lock:
             self.stats.snapshot_pending = 0
         try:
+            # stamped when the set was last confirmed current (a checkpoint may come seconds after, Redis down
+            # meanwhile): a start from the file counts its staleness from then
             write_snapshot(self.config.snapshot_path, make_snapshot(
-                self.config.namespace, applied.generation, applied.revision, applied.raw),
-                pause=pause, run_io=_off_loop)
+                self.config.namespace, applied.generation, applied.revision, applied.raw,
+                written_at=self.confirmed_at), pause=pause, run_io=_off_loop)
             self.stats.add("snapshot_writes")
         except OSError as exc:
             self.stats.add("snapshot_errors")

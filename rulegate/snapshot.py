@@ -160,6 +160,9 @@ def read_snapshot(path: str | os.PathLike) -> Snapshot:
     return decode_snapshot(data)
 
 
-def make_snapshot(namespace: str, generation: str, revision: int, raw_rules: Mapping[str, bytes]) -> Snapshot:
-    """Return a Snapshot stamped with the current time (raw_rules is kept, not copied: never write it after)."""
-    return Snapshot(namespace, generation, revision, int(time.time()), raw_rules)
+def make_snapshot(namespace: str, generation: str, revision: int, raw_rules: Mapping[str, bytes],
+                  written_at: float | None = None) -> Snapshot:
+    """Return a Snapshot stamped `written_at` (default: now): when its rules were last known current, which a
+    reader counts staleness from (raw_rules is kept, not copied: never write it after)."""
+    return Snapshot(namespace, generation, revision, int(time.time() if written_at is None else written_at),
+                    raw_rules)

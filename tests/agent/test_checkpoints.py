@@ -40,7 +40,7 @@ def test_a_burst_of_changes_is_written_once_it_settles(cluster, store, namespace
 
 def test_pending_changes_are_written_on_stop(cluster, store, namespace, tmp_path):
     """Deltas not yet checkpointed reach the file when the client stops (a clean shutdown loses nothing of
-    what it served), and the next start serves them from the snapshot before Redis answers."""
+    what it served), stamped with when they were last confirmed current."""
     snap = tmp_path / "agent.snap"
     first = store.put_rule(namespace, split_rule("r0", "v0"), None, "test").revision
     with make_client(cluster, namespace, snapshot_path=str(snap), refresh_interval=0.1,
@@ -49,8 +49,14 @@ def test_pending_changes_are_written_on_stop(cluster, store, namespace, tmp_path
         assert client.wait_for_revision(rev, 10.0)
         time.sleep(0.3)  # a few sync cycles: the checkpoint is not due for 60 s
         assert read_snapshot(snap).revision == first and client.syncer.stats.snapshot_pending == 1
+        client.syncer._confirm = lambda: None  # as if Redis stopped answering: nothing confirmed from now on
+        time.sleep(0.3)  # a confirmation under way when patched has ended
+        confirmed = client.syncer.confirmed_at
+        time.sleep(2.2)
     held = read_snapshot(snap)
     assert held.revision == rev and set(held.rules()) == {"r0", "r1"}
+    # stamped when the rules were last confirmed current, not when the file was written (2 s later)
+    assert held.written_at == int(confirmed) and time.time() - held.written_at >= 2
 
 
 def test_many_deltas_are_written_during_a_burst(cluster, store, namespace, tmp_path, monkeypatch):
