@@ -1516,9 +1516,14 @@ local function checkpoint(conf)
         return
     end
     local pub = _M.published(dict)
+    -- stamped when the published set was last confirmed current (the last good
+    -- check), not now: Redis may have been down since, and a start from the file
+    -- counts its staleness from written_at
+    local confirmed = dict:get(K.last_ok) or t
     -- yields (the lock is held: nothing publishes meanwhile, the held state does not change)
     local head, err = write_held(dict, h, { namespace = conf.namespace, generation = pub.generation,
-                                           revision = pub.revision, written_at = floor(t), checked = CHECKED_BY },
+                                           revision = pub.revision, written_at = floor(confirmed),
+                                           checked = CHECKED_BY },
                                  ver, _M.pauser(PAUSE_EVERY))
     if not head then
         log(ERR, "rulegate: ", err)

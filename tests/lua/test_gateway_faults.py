@@ -15,6 +15,7 @@ import pytest
 from rulegate.connection import RedisConfig
 from rulegate.keyspace import Keys
 from rulegate.schema import validate_rule
+from rulegate.snapshot import read_snapshot
 from rulegate.store import RuleStore
 from rulegate_dev.cluster import LocalCluster
 
@@ -217,3 +218,34 @@ def test_paused_master_respects_client_budgets_and_memory_stays_flat(
         assert s["max_connections_per_call"] <= 2, (pid, s)
     assert rss_after - rss_before < 4096, f"workers grew by {rss_after - rss_before} KiB"
     assert gw.pid is not None and len(gw.worker_pids()) == 2
+
+
+def test_a_checkpoint_during_an_outage_keeps_the_time_rules_were_confirmed(
+    make_gateway: Callable[..., Gateway], healthy: LocalCluster, fault_store: RuleStore, namespace: str,
+    tmp_path: Path,
+) -> None:
+    """A change applied just before every node stops is checkpointed into the snapshot while Redis is down; the
+    file says when the rules were last confirmed current (a restart from it counts staleness from then), not when
+    the checkpoint wrote it."""
+    snap = tmp_path / "snap" / f"{namespace}.snap"
+    snap.parent.mkdir()
+    fault_store.put_rule(namespace, rule("a"), None, "test")
+    gw = make_gateway(namespace, healthy.startup_nodes, snapshot_path=str(snap), checkpoint_delay=2,
+                      checkpoint_max=30, **FAST)
+    rev = fault_store.put_rule(namespace, rule("b"), None, "test").revision
+    gw.wait_revision(rev)
+    for node in healthy.nodes:
+        healthy.pause(node)
+    paused_at = time.time()
+    try:
+        deadline = time.monotonic() + 15
+        while not (snap.exists() and read_snapshot(snap).revision == rev):
+            assert time.monotonic() < deadline, gw.status()
+            time.sleep(0.1)
+        written = time.time()
+    finally:
+        for node in healthy.nodes:
+            healthy.resume(node)
+    held = read_snapshot(snap)
+    assert held.written_at <= paused_at + 1 < written, (held.written_at, paused_at, written)
+    wait_state(gw, {"ok"}, timeout=30)
