@@ -7,12 +7,13 @@ import json
 import logging
 import secrets
 import time
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rulegate.digest import EMPTY, apply_change, content_digest
-from rulegate.errors import ConflictError, NotFoundError, StoreError, ValidationError
+from rulegate.errors import ConflictError, CorruptDataError, NotFoundError, StoreError, ValidationError
 from rulegate.history import HistoryUnavailableError, rule_diffs, states_at
 from rulegate.keyspace import Keys
 from rulegate.schema import encode_rule, validate_rule
@@ -191,7 +192,15 @@ def list_switches(svc: RuleService, ns: str) -> list[dict]:
     svc.require_namespace(ns)
     client = svc.store.client
     raw_records = svc.store._call(client.hgetall, Keys(ns).killswitch)
-    ids = [i.decode() if isinstance(i, bytes) else i for i in svc.store._call(client.hkeys, Keys(ns).rules)]
+    try:  # the ids from the instance's listing (sorted): the kill rules found by bisection, not an HKEYS of all
+        listed = svc.listing(ns).ids
+        at = bisect_left(listed, KILL_PREFIX)
+        ids = []
+        while at < len(listed) and listed[at].startswith(KILL_PREFIX):
+            ids.append(listed[at])
+            at += 1
+    except CorruptDataError:  # a rule that does not decode: every id, as stored
+        ids = [i.decode() if isinstance(i, bytes) else i for i in svc.store._call(client.hkeys, Keys(ns).rules)]
     present: dict[str, list[str]] = {}
     for rule_id in ids:
         if rule_id.startswith(KILL_PREFIX):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import msgpack
 
@@ -245,7 +245,7 @@ class RuleService:
     def changes_to(self, ns: str, rule_id: str, since_rev: int) -> list[dict]:
         """Return the history entries after since_rev that touched rule_id (newest first)."""
         entries = self.store.changes_since(ns, since_rev) or []
-        return [self.describe(e) for e in reversed(entries) if any(c[0] == rule_id for c in e.changes)]
+        return [self.describe(e, only=rule_id) for e in reversed(entries) if any(c[0] == rule_id for c in e.changes)]
 
     # ---- history & rollback ----------------------------------------------------------------
     def history(self, ns: str, since: int | None, before: int | None, limit: int) -> list[dict]:
@@ -260,20 +260,43 @@ class RuleService:
             entries = self.store.history(ns, before, limit)
         return [self.describe(e) for e in entries]
 
-    def describe(self, entry: LogEntry) -> dict:
-        """Return a log entry as a JSON-shaped dict."""
+    def describe(self, entry: LogEntry, *, only: str | None = None, limit: int | None = None) -> dict:
+        """Return a log entry as a JSON-shaped dict: its changes decoded — only rule `only`'s, or the first `limit`
+        (an import or an emptying changes thousands of rules in one revision); `changes_total` counts them all."""
+        changes = entry.changes
+        if only is not None:
+            changes = [c for c in changes if c[0] == only]
+        elif limit is not None:
+            changes = changes[:limit]
         return {"revision": entry.revision, "op": entry.op, "actor": entry.actor, "ts": entry.ts,
-                "ts_iso": iso_utc(entry.ts), "changes": [{"id": rid, "before": _decode(b), "after": _decode(a)}
-                            for rid, b, a in entry.changes]}
+                "ts_iso": iso_utc(entry.ts), "changes_total": len(entry.changes),
+                "changes": [{"id": rid, "before": _decode(b), "after": _decode(a)} for rid, b, a in changes]}
+
+    def history_of_rule(self, ns: str, rule_id: str, scan: int, shown: int) -> list[dict]:
+        """Return the newest log entries (at most `shown`, searching the newest `scan`) that changed rule_id, with
+        only that rule's change decoded."""
+        self.require_namespace(ns)
+        found: list[LogEntry] = []
+        before = None
+        for _ in range(max(1, scan // 500)):
+            entries = self.store.history(ns, before, 500)
+            found += [e for e in entries if any(c[0] == rule_id for c in e.changes)]
+            if len(entries) < 500 or len(found) >= shown:
+                break
+            before = entries[-1].revision
+        return [self.describe(e, only=rule_id) for e in found[:shown]]
 
     def history_page(self, ns: str, *, before: int | None = None, after: int | None = None, limit: int = 25,
-                     rule_id: str | None = None) -> dict:
+                     rule_id: str | None = None, changes: int | None = None) -> dict:
         """Return {"entries" (newest first, decoded), "older", "newer"}: a page of the log, optionally only the
-        entries that changed rule_id; `older` is the `before` of the next older page, `newer` the `after` of the
-        next newer page (None: none)."""
+        entries that changed rule_id (with only its change decoded when `changes` is given); at most `changes`
+        changes decoded per entry (None: all); `older` is the `before` of the next older page, `newer` the
+        `after` of the next newer page (None: none)."""
         self.require_namespace(ns)
         found = history_page(self.store, ns, before=before, after=after, limit=limit, rule_id=rule_id)
-        return {"entries": [self.describe(e) for e in found.entries], "older": found.older, "newer": found.newer}
+        only = rule_id if changes is not None else None
+        return {"entries": [self.describe(e, only=only, limit=changes) for e in found.entries],
+                "older": found.older, "newer": found.newer}
 
     def rollback(self, ns: str, to_rev: int, expected_rev: int | None, actor: str) -> tuple[WriteResult, int]:
         """Commit a new revision restoring the rule set of to_rev (1 or more); return (result, changed rules).
@@ -315,12 +338,13 @@ class RuleService:
 
     # ---- fleet -----------------------------------------------------------------------------
     def fleet(self, ns: str, silent_after: float, now: float | None = None,
-              idle_after: float = IDLE_RULE_SECONDS) -> dict:
+              idle_after: float = IDLE_RULE_SECONDS, rule_ids: Iterable[str] | None = None) -> dict:
         """Return the namespace revision, digest and every gateway's heartbeat with a status: current
         (same content: digest-equal, or revision-equal for gateways that report no digest), lagging, ahead,
         diverged (same revision, other content), refused (a revision it cannot apply), other-generation,
         silent (no heartbeat for silent_after s), undecodable. `alarms` counts the ones an operator must see.
-        `exposure` (fleet_exposure) sums the live gateways' decisions per rule and upstream."""
+        `exposure` (fleet_exposure) sums the live gateways' decisions per rule and upstream — for `rule_ids` only
+        when given (a page of rules), else for every rule."""
         self.require_namespace(ns)
         rules: Mapping[str, dict]
         try:
@@ -346,7 +370,8 @@ class RuleService:
         counts = {s: sum(g["status"] == s for g in gateways) for s in FLEET_STATUSES}
         return {"namespace": ns, "revision": rev, "generation": gen, "digest": digest, "gateways": gateways,
                 "counts": counts, "alarms": sum(counts[s] for s in FLEET_ALARMS),
-                "exposure": fleet_exposure(rules, live, now, idle_after),
+                "exposure": fleet_exposure(rules if rule_ids is None else {i: rules[i] for i in rule_ids if i in rules},
+                                           live, now, idle_after),
                 "outcomes": fleet_outcomes(self.store._call(read_outcomes, self.store.client, ns), now),
                 "guards": self.store._call(read_guards, self.store.client, ns, now)}
 
@@ -399,10 +424,16 @@ def fleet_exposure(rules: Mapping[str, dict], beats: list[Heartbeat], now: float
             last[rule] = max(at, last.get(rule, 0.0))
     covered = any(now - e.since >= idle_after for e in reporting)
     out_rules = {}
+    # a rule no gateway counted or matched: one of two shared entries (read only), not a dict of its own per rule
+    silent = {flag: {"per_minute": 0.0, "targets": {}, "last_match_at": None, "idle": flag} for flag in (False, True)}
     for rule_id in sorted(rules):
-        per_target = by_rule.get(rule_id, {})
+        per_target = by_rule.get(rule_id)
         matched = last.get(rule_id)
         old = now - float(rules[rule_id].get("updated_at") or 0) >= idle_after
+        if per_target is None and matched is None:
+            out_rules[rule_id] = silent[covered and old]
+            continue
+        per_target = per_target or {}
         out_rules[rule_id] = {
             "per_minute": round(sum(per_target.values()), 2),
             "targets": {t: round(r, 2) for t, r in sorted(per_target.items())}, "last_match_at": matched,
@@ -464,7 +495,7 @@ def _decode(raw: bytes | None) -> dict | None:
     if raw is None:
         return None
     try:
-        return decode_rule(raw)
+        return fast_decode_rule(raw)  # decode_rule's result and errors; canonical bytes skip the full validator
     except CorruptDataError:
         try:
             return {"_undecodable": True, "raw": repr(msgpack.unpackb(raw, raw=False))[:500]}

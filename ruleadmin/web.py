@@ -301,10 +301,18 @@ def _diff(before: str, after: str) -> list[tuple[str, str]]:
     return out
 
 
+FLEET_RULES_SHOWN = 200  # rows of the fleet page's traffic table (a namespace may hold 20,000 rules)
+FLEET_IDLE_SHOWN = 50  # idle rule ids named in its alarm
+
+
 @bp.get("/ns/<ns>/fleet")
 @web_role("viewer")
 def fleet(ns: str):
     """Which gateways run which revision; laggards and silent gateways flagged."""
     data = backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]),
                                  idle_after=float(current_app.config["IDLE_RULE_SECONDS"]))
-    return render_template("fleet.html", ns=ns, fleet=data)
+    ex = data["exposure"]
+    if len(ex["rules"]) > FLEET_RULES_SHOWN:  # the busiest rules and the idle ones first (the API has them all)
+        ranked = sorted(ex["rules"].items(), key=lambda kv: (not kv[1]["idle"], -kv[1]["per_minute"], kv[0]))
+        data["exposure"] = {**ex, "rules": dict(sorted(ranked[:FLEET_RULES_SHOWN])), "rules_total": len(ex["rules"])}
+    return render_template("fleet.html", ns=ns, fleet=data, idle_shown=FLEET_IDLE_SHOWN)

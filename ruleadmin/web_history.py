@@ -17,6 +17,7 @@ from .rules import ROLLBACK_TO_ZERO, ConflictError, HistoryUnavailableError, Val
 from .web import _conflict, _diff, _rev_field, _valid, bp, shown
 
 HISTORY_PAGE = 25
+CHANGES_SHOWN = 20  # changes diffed per entry; the rest are counted, with a link to the revision's diff
 
 
 def _error(status: int, message: str):
@@ -43,10 +44,9 @@ def history(ns: str):
         return render_template("history.html", ns=ns, entries=[], rev=svc.store.revision(ns), page=None,
                                rule=rule_id, rule_error="must match [a-z0-9][a-z0-9_.-]{0,63}",
                                restorable=0), 400
-    page = svc.history_page(ns, before=before, after=after, limit=HISTORY_PAGE, rule_id=rule_id or None)
+    page = svc.history_page(ns, before=before, after=after, limit=HISTORY_PAGE, rule_id=rule_id or None,
+                            changes=CHANGES_SHOWN)
     for e in page["entries"]:
-        if rule_id:
-            e["changes"] = [c for c in e["changes"] if c["id"] == rule_id]
         _with_diffs(e["changes"])
     rev = svc.store.revision(ns)
     restorable = max(oldest_restorable(svc.store, ns), 1)

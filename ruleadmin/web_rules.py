@@ -46,7 +46,7 @@ def rules_page(ns: str):
     rev, all_rules = backend().rules.list_rules(ns)
     flt, cursor, _limit, errors = rulelist.from_args(request.args)
     found = rulelist.page(all_rules, flt, cursor, rulelist.WEB_PAGE)
-    fleet = fleet_of(ns)
+    fleet = fleet_of(ns, [r["id"] for r in found.rules])  # traffic of the rules shown only
     start = rulelist.offset_of(all_rules, flt, cursor)
     return render_template("rules.html", ns=ns, rev=rev, rules=found.rules, flt=flt, total=len(all_rules),
                            matched=found.matched, start=start, next_cursor=found.next_cursor, cursor=cursor,
@@ -55,21 +55,16 @@ def rules_page(ns: str):
 
 
 def rule_history(ns: str, rule_id: str) -> list[dict]:
-    """Return the newest log entries that touched rule_id (searching the newest HISTORY_SCAN entries)."""
-    svc, found, before = backend().rules, [], None
-    for _ in range(HISTORY_SCAN // 500):
-        entries = svc.history(ns, None, before, 500)
-        found += [e for e in entries if any(c["id"] == rule_id for c in e["changes"])]
-        if len(entries) < 500 or len(found) >= HISTORY_SHOWN:
-            break
-        before = entries[-1]["revision"]
-    return found[:HISTORY_SHOWN]
+    """Return the newest log entries that touched rule_id (searching the newest HISTORY_SCAN entries), with only
+    that rule's change decoded (an import's entry changes thousands of rules)."""
+    return backend().rules.history_of_rule(ns, rule_id, HISTORY_SCAN, HISTORY_SHOWN)
 
 
-def fleet_of(ns: str) -> dict:
-    """Return the namespace's fleet view (rules.RuleService.fleet) with the app's silent and idle thresholds."""
+def fleet_of(ns: str, rule_ids: list[str] | None = None) -> dict:
+    """Return the namespace's fleet view (rules.RuleService.fleet) with the app's silent and idle thresholds (traffic
+    of `rule_ids` only when given)."""
     return backend().rules.fleet(ns, float(current_app.config["FLEET_SILENT_SECONDS"]),
-                                 idle_after=float(current_app.config["IDLE_RULE_SECONDS"]))
+                                 idle_after=float(current_app.config["IDLE_RULE_SECONDS"]), rule_ids=rule_ids)
 
 
 @bp.get("/ns/<ns>/rules/<rule_id>/")
@@ -79,7 +74,7 @@ def rule(ns: str, rule_id: str):
     rev, found = backend().rules.get_rule(ns, rule_id)
     sim = forms.SimulateForm(formdata=None, data={"host": found["route"]["host"], "path": found["route"]["path"],
                                                   "method": (found["route"].get("methods") or ["GET"])[0]})
-    fleet = fleet_of(ns)
+    fleet = fleet_of(ns, [rule_id])  # this rule's traffic only
     return render_template("rule.html", ns=ns, rev=rev, rule=found, lines=describe(found), pretty=forms.pretty(found),
                            ramps=ramps(found),
                            history=rule_history(ns, rule_id), sim=sim, exposure=fleet["exposure"],
