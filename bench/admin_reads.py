@@ -1,9 +1,11 @@
-"""What ruleadmin's reads cost a worker at 20,000 rules: one rule, every rule, a page, a conditional GET, a simulation.
+"""What ruleadmin's reads cost a worker at 20,000 rules: one rule, every rule, a page, a conditional GET, a simulation,
+and the web UI's rule list, rule, fleet and history pages.
 
     python bench/admin_reads.py [--rules 20000] [--tree PATH]
 
 Starts a private 6-node cluster (rulegate_dev.LocalCluster, stopped by pid at the end), writes --rules rules into
-one namespace, and sends each read through the Flask test client of one in-process app (the tree's, `--tree` for
+one namespace (in 40 imports of 500: the history's entries), and sends each read through the Flask test client of one
+in-process app (the web pages through a second client logged in through the form) (the tree's, `--tree` for
 another checkout: before/after with one script). Per read: the CPU of the first call after a write (what a reader
 pays when the namespace just changed: a one-rule write happens before it) and the best of the next 3 calls, in
 process CPU (the test client's own work included: it is the same in both trees). The baseline row is
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 import uuid
@@ -47,7 +50,8 @@ def main() -> int:
     rows = []
     try:
         app = create_app({"SECRET_KEY": "bench", "REDIS_NODES": ",".join(cluster.startup_nodes),
-                          "REDIS_MODE": "cluster", "WAIT_REPLICAS": 1, "WAIT_TIMEOUT_MS": 1000})
+                          "REDIS_MODE": "cluster", "WAIT_REPLICAS": 1, "WAIT_TIMEOUT_MS": 1000,
+                          "SESSION_COOKIE_SECURE": False, "REMEMBER_COOKIE_SECURE": False})
         backend = app.extensions["ruleadmin"]
         ns = "reads"
         backend.rules.create_namespace(ns)
@@ -69,6 +73,17 @@ def main() -> int:
             ("GET every rule, If-None-Match current", lambda: client.get(
                 f"{base}/rules", headers={**headers, "If-None-Match": f'"{backend.store.revision(ns)}"'})),
             ("POST simulate", lambda: client.post(f"{base}/simulate", headers=headers, json=sim)),
+        ]
+        web = app.test_client()  # the web UI, logged in through the form as the same admin
+        login = web.get("/login").data
+        csrf = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', login).group(1).decode()
+        web.post("/login", data={"username": user, "password": "correct-horse-battery", "csrf_token": csrf})
+        page = f"/ns/{ns}"
+        reads += [
+            ("web: rule list page", lambda: web.get(f"{page}/")),
+            ("web: one rule's page", lambda: web.get(f"{page}/rules/r00042/")),
+            ("web: fleet page", lambda: web.get(f"{page}/fleet")),
+            ("web: history page", lambda: web.get(f"{page}/history")),
         ]
         client.get(f"{base}/rules?limit=1", headers=headers)  # warm-up: imports, first connections
         for n, (name, call) in enumerate(reads):
