@@ -11,7 +11,7 @@ from typing import Callable, Iterable, NamedTuple, Protocol
 
 from .errors import CorruptDataError, StoreError
 from .keyspace import Keys
-from .schema import decode_rule
+from .schema_fast import decode_rule  # schema.decode_rule's results and errors; canonical bytes skip the full check
 
 READ_ATTEMPTS = 5
 SCAN_COUNT = 500
