@@ -69,6 +69,7 @@ def main() -> int:
             ("GET /healthz (baseline)", lambda: client.get("/healthz")),
             ("GET one rule", lambda: client.get(f"{base}/rules/r00042", headers=headers)),
             ("GET every rule", lambda: client.get(f"{base}/rules", headers=headers)),
+            ("GET every rule (its JSON held from the row above)", lambda: client.get(f"{base}/rules", headers=headers)),
             ("GET a page of 50 (?limit=50)", lambda: client.get(f"{base}/rules?limit=50", headers=headers)),
             ("GET every rule, If-None-Match current", lambda: client.get(
                 f"{base}/rules", headers={**headers, "If-None-Match": f'"{backend.store.revision(ns)}"'})),

@@ -150,3 +150,34 @@ def test_fleet_view_reads_the_listing_and_survives_a_rule_that_does_not_decode(c
     redis.hset(keys.meta, "digest", "f" * 40)
     broken = client.get(url, headers=users["viewer"].headers)
     assert broken.status_code == 200 and broken.get_json()["digest"] == "f" * 40
+
+
+def test_rules_json_follows_deltas_by_re_encoding_only_changed_rules(backend, ns, monkeypatch):
+    """A listing made from deltas whose parent had its JSON encodes only the changed rules; the JSON equals the
+    rules (order, content) after puts and deletes."""
+    import json
+
+    from ruleadmin import listing as listing_module
+
+    store = backend.store
+    store.commit(ns, [(f"r{i:03d}", encode_rule(rule(f"r{i:03d}"))) for i in range(50)], None, "t", op="put")
+    cache = ListingCache(store)
+    first = cache.get(ns)
+    assert json.loads(first.rules_json()) == first.rules
+    encoded = []
+    real = listing_module._json
+
+    def counting(value):
+        encoded.append(value)
+        return real(value)
+
+    monkeypatch.setattr(listing_module, "_json", counting)
+    store.put_rule(ns, rule("r007", 42), None, "t")
+    store.delete_rule(ns, "r010", None, "t")
+    store.put_rule(ns, rule("r999"), None, "t")
+    second = cache.get(ns)
+    assert json.loads(second.rules_json()) == second.rules == fresh(backend, ns)
+    assert len(encoded) == 2  # r007 and r999; r010 dropped
+    store.put_rule(ns, rule("r001", 7), None, "t")
+    third = cache.get(ns)
+    assert json.loads(third.rules_json()) == third.rules == fresh(backend, ns) and len(encoded) == 3
