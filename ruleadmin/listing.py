@@ -159,6 +159,11 @@ class Listing:
 _json = msgspec.json.encode
 
 
+def _current(listing: Listing | None, want: tuple[int, str, str]) -> bool:
+    """True when listing holds exactly the content `want` names (a digest, or an empty namespace)."""
+    return listing is not None and listing.version() == want and bool(want[2] or want[0] == 0)
+
+
 class ListingCache:
     """The latest listing of each namespace read lately (LRU, at most `max_rules` rules in all)."""
 
@@ -169,6 +174,7 @@ class ListingCache:
         self._pause = pause
         self._entries: LRUCache = LRUCache(maxsize=max(1, max_rules), getsizeof=lambda e: max(1, len(e.ids)))
         self._lock = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}  # ns -> held while a reader updates its listing
         self.hits = self.deltas = self.loads = 0
 
     def version(self, ns: str) -> tuple[int, str, str]:
@@ -183,9 +189,21 @@ class ListingCache:
         want = version or self.version(ns)
         with self._lock:
             cached = self._entries.get(ns)
-        if cached is not None and cached.version() == want and (want[2] or want[0] == 0):
+            building = self._building.setdefault(ns, threading.Lock())
+        if _current(cached, want):
             self.hits += 1
             return cached
+        with building:  # one reader brings ns up to date; the others wait for it instead of reading it too
+            with self._lock:
+                cached = self._entries.get(ns)
+            if _current(cached, want) or (cached is not None and cached.generation == want[1]
+                                           and cached.revision > want[0] and cached.digest):
+                self.hits += 1
+                return cached
+            return self._update(ns, cached, want)
+
+    def _update(self, ns: str, cached: Listing | None, want: tuple[int, str, str]) -> Listing:
+        """Return ns's listing brought from `cached` to `want` (its log entries, or a whole read), and keep it."""
         listing = None
         if cached is not None and cached.generation == want[1] and cached.digest and 0 < want[0] - cached.revision:
             listing = self._follow(ns, cached, want)
