@@ -30,6 +30,9 @@ log = logging.getLogger("ruleadmin.killswitch")
 # start an id can have: only the ids "0" and "0-" sort before a kill rule. Operators cannot write "0--..." ids.
 RESERVED_PREFIX = "0--"
 KILL_PREFIX = RESERVED_PREFIX + "kill."
+# what a kill switch may add past the namespace's rule and byte limits: the emergency brake must work on a full
+# namespace (a route's switch is one rule of ~300 bytes); small beside nginx's dict sizing (docs/api.md)
+KILL_HEADROOM = (256, 256 * 1024)
 RESERVED_MESSAGE = f"ids starting with {RESERVED_PREFIX!r} are reserved for kill switches (engage or undo one instead)"
 DEFAULT_PRESET: dict[str, Any] = {"type": "static", "status": 503, "headers": {"Retry-After": "30"},
                                   "body": "service temporarily unavailable\n"}
@@ -147,7 +150,7 @@ def engage(svc: RuleService, ns: str, scope: str, route: dict | None, action: di
         kill = _kill_rules(sid, sorted(routes), action, actor, now, scope)
         try:
             result = store.commit(ns, [(r["id"], encode_rule(r)) for r in kill], state.revision, actor,
-                                  op=OP_ENGAGE, create_only=True)
+                                  op=OP_ENGAGE, create_only=True, headroom=KILL_HEADROOM)
         except ConflictError:
             continue
         record = {"id": sid, "namespace": ns, "scope": scope, "route": route, "action": action,

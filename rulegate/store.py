@@ -154,10 +154,12 @@ class RuleStore:
                            expected_hashes=None if expected_hash is None else {rule_id: expected_hash})
 
     def commit(self, ns: str, changes: list[tuple[str, bytes]], expected_rev: int | None, actor: str,
-               *, op: str, create_only: bool = False, expected_hashes: Mapping[str, str] | None = None) -> WriteResult:
+               *, op: str, create_only: bool = False, expected_hashes: Mapping[str, str] | None = None,
+               headroom: tuple[int, int] = (0, 0)) -> WriteResult:
         """Apply changes atomically (b"" deletes) if the revision is still expected_rev and every rule in
         expected_hashes still holds the bytes whose rule_hash() it names ("*": the rule exists); raise
-        ConflictError, RuleConflictError, NamespaceLimitError (max_rules / max_bytes), StoreError."""
+        ConflictError, RuleConflictError, NamespaceLimitError (max_rules / max_bytes, each raised by `headroom`'s
+        rules / bytes for this commit: a kill switch on a full namespace), StoreError."""
         _check_namespace(ns)
         if not changes:
             raise ValueError("a commit needs at least one change")
@@ -169,8 +171,8 @@ class RuleStore:
         keys = Keys(ns)
         txid = uuid.uuid4().hex
         args: list = [-1 if expected_rev is None else expected_rev, op, actor, int(time.time()),
-                      self.log_maxlen, self.max_rules, uuid.uuid4().hex[:16], "1" if create_only else "0",
-                      txid, self.max_bytes, len(changes)]
+                      self.log_maxlen, self.max_rules + headroom[0], uuid.uuid4().hex[:16],
+                      "1" if create_only else "0", txid, self.max_bytes + headroom[1], len(changes)]
         for rule_id, value in changes:
             args += [rule_id, value, conditions.get(rule_id, "")]
         args.append(keys.events)

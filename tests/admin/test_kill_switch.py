@@ -314,3 +314,31 @@ def test_agent_applies_the_kill_switch_and_its_undo(cluster, client, users, shop
         assert agent.decide(req).action == "proxy"
     finally:
         agent.stop()
+
+
+def test_a_full_namespace_still_takes_a_kill_switch(admin_config, users, monkeypatch):
+    """At its rule limit a namespace refuses a new rule (413) but takes a kill switch: the emergency brake has
+    KILL_HEADROOM past the limits; past the headroom it is refused too, naming the limit."""
+    from ruleadmin import killswitch
+
+    app = create_app({**admin_config, "NAMESPACE_MAX_RULES": 3})
+    try:
+        backend = app.extensions["ruleadmin"]
+        ns = "full" + re.sub(r"[^a-z0-9]", "", users["admin"].username)[-6:]
+        backend.rules.create_namespace(ns)
+        client = app.test_client()
+        headers = users["admin"].headers
+        for i in range(3):
+            rule = {**split_rule(f"r{i}"), "route": {"host": f"h{i}.example.com", "path": "/"}}
+            assert client.put(f"/api/v1/namespaces/{ns}/rules/r{i}", json=rule, headers=headers).status_code == 201
+        extra = {**split_rule("r9"), "route": {"host": "h9.example.com", "path": "/"}}
+        assert client.put(f"/api/v1/namespaces/{ns}/rules/r9", json=extra, headers=headers).status_code == 413
+        r = client.post(f"/api/v1/namespaces/{ns}/kill-switches", headers=headers,
+                        json={"scope": "route", "route": {"host": "h1.example.com", "path": "/"}})
+        assert r.status_code == 201, r.get_json()
+        assert len(backend.store.load(ns).rules) == 4
+        monkeypatch.setattr(killswitch, "KILL_HEADROOM", (2, 1 << 20))
+        r = client.post(f"/api/v1/namespaces/{ns}/kill-switches", headers=headers, json={"scope": "namespace"})
+        assert r.status_code == 413 and r.get_json()["limit"] == "rules", r.get_json()
+    finally:
+        app.extensions["ruleadmin"].close()
