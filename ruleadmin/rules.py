@@ -312,17 +312,20 @@ class RuleService:
             return self._unchanged_at(ns, current), 0
         return self.store.commit(ns, changes, current, actor, op="rollback"), len(changes)
 
-    def diff(self, ns: str, from_rev: int | None, to_rev: int | None = None) -> dict:
+    def diff(self, ns: str, from_rev: int | None, to_rev: int | None = None, limit: int | None = None) -> dict:
         """Return the rule-by-rule difference from revision from_rev to to_rev (None: the current one):
-        {"from", "to", "revision" (current), "rules": [{"id", "change": added|removed|changed, "before", "after"}]};
+        {"from", "to", "revision" (current), "rules": [{"id", "change": added|removed|changed, "before", "after"}],
+        "total"}: the first `limit` differences by id decoded (None: all), `total` counting them all;
         raise RevisionMissingError / LogTrimmedError."""
         self.require_namespace(ns)
         current, states = states_at(self.store, ns, (from_rev, to_rev))
         frm = current if from_rev is None else from_rev
         to = current if to_rev is None else to_rev
-        return {"from": frm, "to": to, "revision": current,
+        diffs = rule_diffs(states[from_rev], states[to_rev])
+        shown = diffs if limit is None else diffs[:limit]
+        return {"from": frm, "to": to, "revision": current, "total": len(diffs),
                 "rules": [{"id": d.id, "change": d.change, "before": _decode(d.before), "after": _decode(d.after)}
-                          for d in rule_diffs(states[from_rev], states[to_rev])]}
+                          for d in shown]}
 
     def empty_namespace(self, ns: str, expected_rev: int, actor: str) -> tuple[WriteResult, int]:
         """Delete every rule of ns in one revision (op "empty") at expected_rev; return (result, rules removed).

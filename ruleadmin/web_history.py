@@ -18,6 +18,7 @@ from .web import _conflict, _diff, _rev_field, _valid, bp, shown
 
 HISTORY_PAGE = 25
 CHANGES_SHOWN = 20  # changes diffed per entry; the rest are counted, with a link to the revision's diff
+DIFF_SHOWN = 200  # rules diffed on the diff page (two revisions of a 20,000-rule namespace may differ in all)
 
 
 def _error(status: int, message: str):
@@ -70,7 +71,7 @@ def diff(ns: str):
         return render_template("diff.html", ns=ns, rev=rev, result=None, raw_from=raw_from, raw_to=raw_to,
                                error=f"{problem} must be a revision number 0-{MAX_REVISION}"), 400
     try:
-        result = svc.diff(ns, from_rev, to_rev)
+        result = svc.diff(ns, from_rev, to_rev, limit=DIFF_SHOWN)
     except HistoryUnavailableError as exc:
         return render_template("diff.html", ns=ns, rev=rev, result=None, raw_from=raw_from, raw_to=raw_to,
                                error=str(exc)), 404

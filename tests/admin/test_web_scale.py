@@ -72,3 +72,18 @@ def test_fleet_page_lists_a_bounded_number_of_rules(editor, ns, backend, monkeyp
     assert b"25 of 40 rules below" in page
     api = backend.rules.fleet(ns, 60.0)
     assert len(api["exposure"]["rules"]) == 40  # the API still has every rule
+
+
+def test_diff_page_diffs_a_bounded_number_of_rules(editor, ns, backend, monkeypatch, decodes):
+    """Two revisions differing in more rules than DIFF_SHOWN: the page diffs that many (by id) and says how many
+    differ; the API still returns every difference, with the same total."""
+    from ruleadmin import web_history
+
+    monkeypatch.setattr(web_history, "DIFF_SHOWN", 15)
+    rev = import_rules(backend, ns, 40)
+    page = editor.get(f"/ns/{ns}/diff?from=0&to={rev}").data
+    assert len(re.findall(rb'<section id="change-r\d\d\d" class="change-added">', page)) == 15
+    assert b"The first 15 of 40 differing rules" in page and b'id="change-r014"' in page
+    assert len(decodes) <= 2 * 15
+    api = backend.rules.diff(ns, 0, rev)
+    assert api["total"] == 40 and len(api["rules"]) == 40
