@@ -85,6 +85,7 @@ def main() -> int:
             ("web: one rule's page", lambda: web.get(f"{page}/rules/r00042/")),
             ("web: fleet page", lambda: web.get(f"{page}/fleet")),
             ("web: history page", lambda: web.get(f"{page}/history")),
+            ("web: diff page, revision 0 to the current", lambda: web.get(f"{page}/diff?from=0")),
         ]
         client.get(f"{base}/rules?limit=1", headers=headers)  # warm-up: imports, first connections
         for n, (name, call) in enumerate(reads):
