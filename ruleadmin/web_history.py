@@ -108,7 +108,7 @@ def rollback(ns: str, to_rev: int):
             flash(f"Rolled back to revision {to_rev}: {changed} rule(s) changed, now revision {result.revision}.")
         return redirect(url_for("web.history", ns=ns))
     try:
-        preview = svc.diff(ns, None, to_rev)
+        preview = svc.diff(ns, None, to_rev, limit=DIFF_SHOWN)
     except HistoryUnavailableError as exc:
         return _error(404, f"Cannot roll back to revision {to_rev}: {exc}")
     _with_diffs(preview["rules"])

@@ -87,3 +87,15 @@ def test_diff_page_diffs_a_bounded_number_of_rules(editor, ns, backend, monkeypa
     assert len(decodes) <= 2 * 15
     api = backend.rules.diff(ns, 0, rev)
     assert api["total"] == 40 and len(api["rules"]) == 40
+
+
+def test_rollback_preview_diffs_a_bounded_number_of_rules(editor, ns, backend, monkeypatch):
+    """A rollback that changes more rules than DIFF_SHOWN previews that many and names the total it applies."""
+    from ruleadmin import web_history
+
+    monkeypatch.setattr(web_history, "DIFF_SHOWN", 5)
+    first = backend.store.put_rule(ns, validate_rule(split_rule("a")), None, "t").revision
+    import_rules(backend, ns, 12)
+    page = editor.get(f"/ns/{ns}/rollback/{first}").data
+    assert len(re.findall(rb'<tr id="change-r\d\d\d" class="change-removed">', page)) == 5
+    assert b"the first 5 of 12 by id, shown; all 12 are applied" in page and b"Yes, roll back (12 rule(s))" in page
