@@ -55,7 +55,7 @@ class Listing:
     """One namespace's rules at one (revision, generation, digest): by id, in id order, and their stored bytes."""
 
     __slots__ = ("revision", "generation", "digest", "by_id", "raw", "ids", "rules", "_ruleset", "_json",
-                 "_fragments", "_parent_fragments", "_changed_ids", "_lock")
+                 "_fragments", "_parent_fragments", "_changed_ids", "_lock", "_json_lock")
 
     def __init__(self, revision: int, generation: str, digest: str, by_id: Mapping[str, dict],
                  raw: Mapping[str, bytes], ids: list[str], rules: list[dict], ruleset: RuleSet | None = None,
@@ -68,7 +68,8 @@ class Listing:
         self._fragments: Mapping[str, bytes] | None = None  # id -> its rule's JSON, once rules_json() ran
         # the parent listing's fragments (when it had them) and the ids changed since: derived, not re-encoded
         self._parent_fragments, self._changed_ids = parent_fragments, changed_ids
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the compiled set's (a compile yields: JSON readers need not wait for it)
+        self._json_lock = threading.Lock()
 
     @classmethod
     def whole(cls, revision: int, generation: str, digest: str, rules: dict[str, dict],
@@ -93,7 +94,7 @@ class Listing:
         ruleadmin stores), encoded once per listing by msgspec in C, rule by rule with a yield every JSON_SLICE
         (~65 ms at 20,000 rules in all; jsonify took ~290 ms in one block); a listing made from deltas whose parent
         had its JSON re-encodes only the changed rules and joins the rest."""
-        with self._lock:
+        with self._json_lock:
             if self._json is None:
                 parent, changed = self._parent_fragments, self._changed_ids
                 if parent is not None and changed is not None:  # O(changed rules): the parent's fragments
