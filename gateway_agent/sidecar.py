@@ -18,7 +18,6 @@ from typing import Annotated, Any, Callable, Iterable
 import msgspec
 
 from rulegate.evaluator import Decision, Request
-from rulegate.schema_fast import decode_rule
 
 from .client import RuleClient
 from .metrics import AgentMetrics
@@ -368,9 +367,8 @@ def _rules_body(namespace: str, applied: Applied, pause: Callable[[], None]) -> 
     parts = [b'{"namespace":', _json(namespace), b',"revision":', _json(applied.revision), b',"generation":',
              _json(applied.generation), b',"digest":', _json(applied.digest), b',"rules":{']
     sep = b""
-    for rule_id, value in applied.raw.items():
-        pause()
-        parts += (sep, _json(rule_id), b":", _json(decode_rule(value, where=f"applied rule {rule_id!r}")))
+    for rule_id, rule in applied.each_rule(pause):
+        parts += (sep, _json(rule_id), b":", _json(rule))
         sep = b","
     parts.append(b"}}")
     return b"".join(parts)

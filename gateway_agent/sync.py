@@ -73,12 +73,14 @@ class Applied:
         `pause`, when given, is called between rules (a cooperative yield). The bytes were validated
         when applied, so this does not raise.
         """
-        out = {}
+        return dict(self.each_rule(pause))
+
+    def each_rule(self, pause: Callable[[], None] | None = None) -> Iterator[tuple[str, dict]]:
+        """Yield (id, rule) for the applied rules, decoded one at a time from `raw` (pause() before each)."""
         for rule_id, value in self.raw.items():
             if pause is not None:
                 pause()
-            out[rule_id] = decode_rule(value, where=f"applied rule {rule_id!r}")
-        return out
+            yield rule_id, decode_rule(value, where=f"applied rule {rule_id!r}")
 
 
 @dataclass

@@ -26,8 +26,7 @@ from rulegate.errors import CorruptDataError
 from rulegate.evaluator import RuleSet
 from rulegate.keyspace import Keys
 from rulegate.layered import derive
-from rulegate.namespace import Slicer, as_text
-from rulegate.schema_fast import decode_rule
+from rulegate.namespace import Slicer, as_text, decode_rules, decode_stored
 from rulegate.store import LogEntry, RuleStore
 
 log = logging.getLogger("ruleadmin")
@@ -129,11 +128,7 @@ class Listing:
                 at = bisect.bisect_left(ids, rule_id)
                 present = at < len(ids) and ids[at] == rule_id
                 if after:
-                    rule = decode_rule(after, where=f"{where} log revision {entry.revision} rule {rule_id!r}")
-                    if rule["id"] != rule_id:
-                        raise CorruptDataError(f"{where} log revision {entry.revision} rule {rule_id!r}: stored "
-                                               "under another id")
-                    rule["id"] = rule_id
+                    rule = decode_stored(rule_id, after, f"{where} log revision {entry.revision} rule {rule_id!r}")
                     by_id[rule_id], raw[rule_id] = rule, after
                     changed[rule_id] = rule
                     removed.discard(rule_id)
@@ -240,15 +235,7 @@ class ListingCache:
     def _load(self, ns: str) -> Listing:
         """Read and decode the whole namespace (yielding between rules)."""
         read = self.store.load_raw(ns)
-        pause = self._pause()
-        rules = {}
         with _collector_held():
-            for rule_id, value in read.raw.items():
-                pause()
-                rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
-                if rule["id"] != rule_id:
-                    raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
-                rule["id"] = rule_id
-                rules[rule_id] = rule
+            rules = decode_rules(ns, read.raw, pause=self._pause())
         self.loads += 1
         return Listing.whole(read.revision, read.generation, read.digest, rules, read.raw)

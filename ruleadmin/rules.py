@@ -27,6 +27,7 @@ from rulegate.history import (
 )
 from rulegate.history import page as history_page
 from rulegate.keyspace import NAMESPACES_KEY
+from rulegate.namespace import decode_stored
 from rulegate.outcomes import Outcomes, total
 from rulegate.schema import decode_rule, encode_rule, encode_validated, is_valid_id, validate_rule
 from rulegate.schema_fast import decode_rule as fast_decode_rule
@@ -139,9 +140,7 @@ class RuleService:
             read = RuleRead(state.revision, state.generation, state.raw.get(rule_id))
         if read.raw is None:
             raise NotFoundError(f"rule {rule_id!r} does not exist")
-        rule = fast_decode_rule(read.raw, where=f"namespace {ns!r} rule {rule_id!r}")
-        if rule["id"] != rule_id:
-            raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
+        rule = decode_stored(rule_id, read.raw, f"namespace {ns!r} rule {rule_id!r}")
         self.known.remember(ns, rule_id, read.revision, read.raw)
         return read.revision, rule, read.raw
 

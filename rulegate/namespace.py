@@ -140,12 +140,18 @@ def decode_rules(ns: str, raw: dict[str, bytes], *, cooperative: bool = False,
     for rule_id, value in raw.items():
         if pause is not None:
             pause()
-        rule = decode_rule(value, where=f"namespace {ns!r} rule {rule_id!r}")
-        if rule["id"] != rule_id:
-            raise CorruptDataError(f"namespace {ns!r} rule {rule_id!r}: stored under another id")
-        rule["id"] = rule_id  # the same string as raw's key: a compiled set shares it with raw
-        rules[rule_id] = rule
+        rules[rule_id] = decode_stored(rule_id, value, f"namespace {ns!r} rule {rule_id!r}")
     return rules
+
+
+def decode_stored(rule_id: str, value: bytes, where: str) -> dict:
+    """Return the validated rule stored as `value` under `rule_id`, its id the key's string (a compiled set shares
+    it with the raw map); raise CorruptDataError, prefixed `where`, when it does not decode or names another id."""
+    rule = decode_rule(value, where=where)
+    if rule["id"] != rule_id:
+        raise CorruptDataError(f"{where}: stored under another id")
+    rule["id"] = rule_id
+    return rule
 
 
 def contiguous(entries: Iterable[HasRevision], held: int, current: int, batch: int) -> bool:

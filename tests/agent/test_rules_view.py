@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway_agent import sidecar
+from gateway_agent import sidecar, sync
 from gateway_agent.sidecar import SidecarApp
 from rulegate.digest import content_digest
 from rulegate.schema import encode_rule, validate_rule
@@ -42,7 +42,7 @@ def test_rules_view_is_one_set_cached_per_set_and_conditional(cluster, store, na
             raise AssertionError("decoded again")
 
         with monkeypatch.context() as m:
-            m.setattr(sidecar, "decode_rule", no_decode)
+            m.setattr(sync, "decode_rule", no_decode)  # where Applied.each_rule decodes
             assert get(app) == (status, headers, body)  # the same set: the body kept
             status304, headers304, empty = get(app, if_none_match=f'W/"x", {headers["ETag"]}')
             assert status304 == "304 Not Modified" and headers304["ETag"] == headers["ETag"] and empty == b""
