@@ -1874,7 +1874,6 @@ function _M.start(conf)
 end
 
 
-
 -- Publish this worker's cluster-client counters under stats:<pid> and make sure
 -- its pid is in the index K.stats_pids (a race between two workers adding at
 -- once can drop one pid: it is added again by that worker's next publish).
