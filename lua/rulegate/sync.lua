@@ -62,6 +62,7 @@ local K = {
     full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
     worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
     worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
+    master_compiles = "sync:master_compiles", -- sets compiled in init_by_lua for the workers to inherit
     -- the payload (payload.lua; its header names the version it holds) is
     -- rewritten, and the snapshot file written, after changes settle, not per
     -- change: pending counts the deltas published since; workers reach the
@@ -166,11 +167,13 @@ end
 -- keeps STRING_RESERVE short strings alive (more than a quarter of 2^18): it
 -- never halves below that, and grows only past its largest size so far.
 -- Costs ~4-5 MiB of Lua heap per worker (the 2 MiB table included; bench/REPORT.md).
+-- The master does it in init_by_lua (~80 ms); its workers inherit the grown table.
 local STRING_RESERVE = 70000
 local reserved = nil
 
 
--- Grow this worker's string table and keep it grown (above); once per worker.
+-- Grow this VM's string table and keep it grown (above); once per Lua VM (a
+-- worker inherits the master's).
 function _M.reserve_strings(n)
     if reserved then
         return

@@ -156,14 +156,15 @@ def redis_nodes(cluster: Any) -> list[str]:
 
 @pytest.fixture()
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    """A factory of started Gateways (stopped at teardown); kwargs are rulegate options."""
+    """A factory of started Gateways (stopped at teardown); kwargs are rulegate options, but workers (nginx's)."""
     started: list[Gateway] = []
 
-    def make(namespace: str, nodes: list[str], prefix: Path | None = None, **options: Any) -> Gateway:
+    def make(namespace: str, nodes: list[str], prefix: Path | None = None, workers: int = 2,
+             **options: Any) -> Gateway:
         opts = {"namespace": namespace, "startup_nodes": nodes, "refresh_interval": 0.2,
                 "response_headers": "vars",
                 "gateway_id": f"test-{namespace}-{len(started)}", **options}
-        gw = Gateway(opts, prefix=prefix or tmp_path / f"nginx{len(started)}")
+        gw = Gateway(opts, prefix=prefix or tmp_path / f"nginx{len(started)}", workers=workers)
         started.append(gw)
         return gw.start()
 

@@ -229,9 +229,10 @@ def test_a_checkpoint_during_an_outage_keeps_the_time_rules_were_confirmed(
     the checkpoint wrote it."""
     snap = tmp_path / "snap" / f"{namespace}.snap"
     snap.parent.mkdir()
-    fault_store.put_rule(namespace, rule("a"), None, "test")
+    first = fault_store.put_rule(namespace, rule("a"), None, "test").revision
     gw = make_gateway(namespace, healthy.startup_nodes, snapshot_path=str(snap), checkpoint_delay=2,
                       checkpoint_max=30, **FAST)
+    gw.wait_revision(first)  # the first load (its snapshot written at once) came before the change: a delta
     rev = fault_store.put_rule(namespace, rule("b"), None, "test").revision
     gw.wait_revision(rev)
     for node in healthy.nodes:
