@@ -197,11 +197,13 @@ local function compile_in_master()
 end
 
 
--- init_by_lua: read the options (a table, or the path of a JSON file), load
--- the snapshot so a restart with Redis down routes with the last good rules,
--- and compile the dict's set for the workers (compile_in_master).
+-- init_by_lua: read the options (a table, or the path of a JSON file), claim
+-- the shared dict for the namespace (sync.claim), load the snapshot so a
+-- restart with Redis down routes with the last good rules, and compile the
+-- dict's set for the workers (compile_in_master).
 function _M.init(opts)
     conf = check_opts(opts)
+    sync.claim(conf) -- a SIGHUP onto another namespace: nothing of the previous one is kept
     if conf.snapshot_path then
         local ok, err = sync.load_snapshot(conf)
         if ok then

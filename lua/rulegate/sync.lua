@@ -63,6 +63,7 @@ local K = {
     worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
     worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
     master_compiles = "sync:master_compiles", -- sets compiled in init_by_lua for the workers to inherit
+    namespace = "sync:namespace", -- the namespace whose rules the dict holds (claim())
     -- the payload (payload.lua; its header names the version it holds) is
     -- rewritten, and the snapshot file written, after changes settle, not per
     -- change: pending counts the deltas published since; workers reach the
@@ -360,6 +361,35 @@ local function payload_version(dict)
 end
 
 
+-- The namespace this load of the code serves (claim(), in the master; the
+-- workers inherit it): a payload of another namespace is never compiled.
+local claimed_ns = nil
+
+
+-- The shared dict survives a SIGHUP. When the reloaded config names another
+-- namespace, nothing of the previous one may be served, checked against or
+-- reported (its rules, payload, deltas, revision, breaker and exposure state):
+-- the dict is emptied and claimed for the new namespace (init_by_lua, before the
+-- snapshot is loaded). Returns the namespace the dict held before, or nil.
+function _M.claim(conf)
+    local dict = conf.shm
+    local held = dict:get(K.namespace)
+    if held == nil then -- a dict written by an earlier release: its payload names the namespace
+        local head = payload.head(dict)
+        held = head and head.namespace
+    end
+    if held ~= nil and held ~= conf.namespace then
+        dict:flush_all()
+        dict:flush_expired()
+        log(WARN, "rulegate: the shared dict held the rules of namespace ", held, "; emptied for namespace ",
+            conf.namespace)
+    end
+    dict:set(K.namespace, conf.namespace)
+    claimed_ns = conf.namespace
+    return held
+end
+
+
 -- The dict's current rule set for a worker: the payload read chunk by chunk,
 -- each rule decoded as it is read, compiled (yielding through pause), then
 -- brought to version ver by the deltas published since the payload was
@@ -381,6 +411,12 @@ function _M.compile_current(dict, ver, pause, serving)
     end, pause)
     if not head then
         return nil, err, retry
+    end
+    if claimed_ns ~= nil and head.namespace ~= claimed_ns then
+        -- a worker of the configuration before a SIGHUP wrote it after claim(): this worker's own
+        -- sync replaces it
+        return nil, "the shared payload holds namespace " .. tostring(head.namespace) .. ", not "
+            .. claimed_ns, true
     end
     compiled_where = where and head.id ~= "legacy" and { base = head.id, where = where } or nil
     local ok
@@ -846,6 +882,9 @@ end
 local function held_state(dict, conf)
     local ver = dict:get(K.ver)
     local head = payload.head(dict)
+    if head and claimed_ns ~= nil and head.namespace ~= claimed_ns then
+        return nil -- another namespace's payload (see compile_current): deltas wait for a full load
+    end
     if ver ~= nil and ver == held.ver and head then
         if head.id ~= held.base and head.ver == ver then
             held.overlay, held.base, held.where = {}, head.id, nil -- another worker rewrote the payload
@@ -1694,8 +1733,19 @@ function _M.load_snapshot(conf)
 end
 
 
+-- True when a reload claimed the dict for another namespace (claim()): this
+-- worker belongs to the configuration being replaced and stops writing it.
+local function claimed_by_other(conf)
+    local owner = conf.shm:get(K.namespace)
+    return owner ~= nil and owner ~= conf.namespace
+end
+
+
 local function step(conf)
     local dict = conf.shm
+    if claimed_by_other(conf) then
+        return
+    end
     update_time()
     local last = dict:get(K.last_check) or 0
     local since = now() - last
@@ -1748,7 +1798,7 @@ end
 -- Run a check now (a notification arrived), unless another worker holds the lock.
 local function check_now(conf)
     local dict = conf.shm
-    if not dict:add(K.lock, worker_pid(), conf.lock_ttl) then
+    if claimed_by_other(conf) or not dict:add(K.lock, worker_pid(), conf.lock_ttl) then
         return
     end
     local pok, perr = xpcall(_M.run_once, traceback, conf)
