@@ -197,6 +197,18 @@ local function compile_in_master()
 end
 
 
+-- True in nginx's master (or its only process, master_process off) running
+-- init_by_lua; false where init() runs per request (lua_code_cache off).
+local function in_master()
+    local ok, process = pcall(require, "ngx.process")
+    if not ok or type(process) ~= "table" then
+        return false
+    end
+    local kind = process.type()
+    return kind == "master" or kind == "single"
+end
+
+
 -- init_by_lua: read the options (a table, or the path of a JSON file), claim
 -- the shared dict for the namespace (sync.claim), load the snapshot so a
 -- restart with Redis down routes with the last good rules, and compile the
@@ -213,8 +225,10 @@ function _M.init(opts)
             log(NOTICE, "rulegate: no snapshot loaded: ", err)
         end
     end
-    sync.reserve_strings()
-    compile_in_master()
+    if in_master() then -- not per request with lua_code_cache off (a new VM runs init() for each)
+        sync.reserve_strings()
+        compile_in_master()
+    end
     return true
 end
 
