@@ -26,6 +26,8 @@ local getmetatable = getmetatable
 local setmetatable = setmetatable
 local has_clone, table_clone = pcall(require, "table.clone") -- OpenResty's LuaJIT: a shallow copy in C
 local has_nkeys, table_nkeys = pcall(require, "table.nkeys")
+local has_new, table_new = pcall(require, "table.new") -- LuaJIT: a table with its parts presized
+local new_tab = has_new and table_new or function() return {} end
 
 -- OVERLAY_MIN: a set's exact-host map is an overlay of the hosts deltas changed
 -- over a shared base until it holds more than this many and more than an eighth
@@ -178,51 +180,52 @@ end
 -- gives its decision or nil. Functions are the module's, never built per
 -- rule: a closure per rule kept the JIT off the whole compile loop (LuaJIT
 -- does not compile closure creation) and cost an upvalue object per field.
+-- A policy's list (edges, ranges, suffixes, networks) is laid out in the check
+-- itself, not in tables of its own: fewer objects per rule for every load to
+-- allocate and every collection to traverse.
 
--- percent: c[2] the CRC seed of the salt, c[3] the edges { {cumulative weight, decision} }
+-- percent: c[2] the CRC seed of the salt, then (cumulative weight, decision)
+-- pairs from c[3]
 local function match_percent(c, key, req)
     local k = key
     if k == nil then
         k = req.ip or ""
     end
     local bucket = bucket_from(c[2], k)
-    local edges = c[3]
-    for i = 1, #edges do
-        local e = edges[i]
-        if bucket < e[1] then
-            return e[2]
+    for i = 3, #c, 2 do
+        if bucket < c[i] then
+            return c[i + 1]
         end
     end
     return nil
 end
 
 
--- A percent policy with a ramp (c[4], compile_ramp; c[5] the total weight): bucket
--- i covers [E*c(i-1)//W, E*c(i)//W) of the effective share E, tested as
+-- A percent policy with a ramp (c[3], compile_ramp; c[4] the total weight W),
+-- then (cumulative weight, decision) pairs from c[5]: bucket i covers
+-- [E*c(i-1)//W, E*c(i)//W) of the effective share E, tested as
 -- (bucket+1)*W <= E*c(i) (no division per request).
 local function match_ramped(c, key, req)
     local k = key
     if k == nil then
         k = req.ip or ""
     end
-    local share = ramp_share(c[4], req.now or ngx.now())
+    local share = ramp_share(c[3], req.now or ngx.now())
     local bucket = bucket_from(c[2], k)
     if bucket >= share then
         return nil
     end
-    local edges = c[3]
-    local need = (bucket + 1) * c[5]
-    for i = 1, #edges do
-        local e = edges[i]
-        if need <= share * e[1] then
-            return e[2]
+    local need = (bucket + 1) * c[4]
+    for i = 5, #c, 2 do
+        if need <= share * c[i] then
+            return c[i + 1]
         end
     end
     return nil
 end
 
 
--- uid_range: c[2] the decision, c[3] the ranges
+-- uid_range: c[2] the decision, then (low, high) pairs from c[3]
 local function match_range(c, key)
     if key == nil then
         return nil
@@ -231,10 +234,8 @@ local function match_range(c, key)
     if uid == nil then
         return nil
     end
-    local ranges = c[3]
-    for i = 1, #ranges do
-        local r = ranges[i]
-        if r[1] <= uid and uid <= r[2] then
+    for i = 3, #c, 2 do
+        if c[i] <= uid and uid <= c[i + 1] then
             return c[2]
         end
     end
@@ -242,14 +243,13 @@ local function match_range(c, key)
 end
 
 
--- uid_suffix: c[2] the decision, c[3] the suffixes
+-- uid_suffix: c[2] the decision, the suffixes from c[3]
 local function match_suffix(c, key)
     if key == nil then
         return nil
     end
-    local suffixes = c[3]
-    for i = 1, #suffixes do
-        if ends_with(key, suffixes[i]) then
+    for i = 3, #c do
+        if ends_with(key, c[i]) then
             return c[2]
         end
     end
@@ -257,15 +257,14 @@ local function match_suffix(c, key)
 end
 
 
--- ip_cidr: c[2] the decision, c[3] the parsed networks
+-- ip_cidr: c[2] the decision, the parsed networks from c[3]
 local function match_cidr(c, _, req)
     local fam, w1, w2, w3, w4 = client_ip(req)
     if not fam then
         return nil
     end
-    local nets = c[3]
-    for i = 1, #nets do
-        if contains_words(nets[i], fam, w1, w2, w3, w4) then
+    for i = 3, #c do
+        if contains_words(c[i], fam, w1, w2, w3, w4) then
             return c[2]
         end
     end
@@ -290,30 +289,39 @@ local FIELDS = { header = "headers", cookie = "cookies", arg = "args" }
 local function compile_policy(p, rule_id, rev, guarded)
     local ptype = p.type
     if ptype == "percent" then
-        local seed = salt_seed(p.salt or rule_id)
-        local edges, total = {}, 0
-        for i, b in ipairs(p.buckets) do
+        local seed, buckets = salt_seed(p.salt or rule_id), p.buckets
+        local ramped = p.ramp ~= nil
+        local first = ramped and 5 or 3
+        local c = new_tab(first - 1 + 2 * #buckets, 0)
+        c[1], c[2] = ramped and match_ramped or match_percent, seed
+        local total = 0
+        for i, b in ipairs(buckets) do
             total = total + b.weight
-            edges[i] = { total, proxy(b.upstream, rule_id, rev, guarded) }
+            c[first + 2 * (i - 1)], c[first + 2 * i - 1] = total, proxy(b.upstream, rule_id, rev, guarded)
         end
-        if p.ramp ~= nil then
-            return { match_ramped, seed, edges, compile_ramp(p.ramp), edges[#edges][1] }
+        if ramped then
+            c[3], c[4] = compile_ramp(p.ramp), total
         end
-        return { match_percent, seed, edges }
+        return c
     end
     local hit = proxy(p.upstream, rule_id, rev, guarded)
     if ptype == "uid_range" then
-        return { match_range, hit, p.ranges }
-    end
-    if ptype == "uid_suffix" then
-        return { match_suffix, hit, p.suffixes }
-    end
-    if ptype == "ip_cidr" then
-        local nets = {}
-        for i, c in ipairs(p.cidrs) do
-            nets[i] = assert(iputil.parse_cidr(c))
+        local ranges = p.ranges
+        local c = new_tab(2 + 2 * #ranges, 0)
+        c[1], c[2] = match_range, hit
+        for i, r in ipairs(ranges) do
+            c[1 + 2 * i], c[2 + 2 * i] = r[1], r[2]
         end
-        return { match_cidr, hit, nets }
+        return c
+    end
+    if ptype == "uid_suffix" or ptype == "ip_cidr" then
+        local list = ptype == "uid_suffix" and p.suffixes or p.cidrs
+        local c = new_tab(2 + #list, 0)
+        c[1], c[2] = ptype == "uid_suffix" and match_suffix or match_cidr, hit
+        for i, v in ipairs(list) do
+            c[2 + i] = ptype == "uid_suffix" and v or assert(iputil.parse_cidr(v))
+        end
+        return c
     end
     local name = p.name
     if ptype == "header" then
@@ -338,16 +346,16 @@ local function compile_split(rule, rev)
             guarded = true
         end
     end
-    local checks = {}
-    for i, p in ipairs(rule.policies or {}) do
-        checks[i] = compile_policy(p, rule.id, rev, guarded)
+    -- the policies' checks are the split's array part (split[1..n]); optional
+    -- fields are set only when present: a hash of up to 8 keys takes half the
+    -- memory of one of 9 to 16 (windowed nil: no window)
+    local policies = rule.policies or {}
+    local split = new_tab(#policies, 8)
+    for i, p in ipairs(policies) do
+        split[i] = compile_policy(p, rule.id, rev, guarded)
     end
-    -- optional fields are set only when present: a table of up to 8 keys takes
-    -- half the memory of one of 9 to 16 (windowed nil: no window)
-    local split = {
-        rule_id = rule.id, source = rule.key.source, name = key_name(rule.key),
-        checks = checks, default = proxy(rule.default, rule.id, rev, guarded),
-    }
+    split.rule_id, split.source, split.name = rule.id, rule.key.source, key_name(rule.key)
+    split.default = proxy(rule.default, rule.id, rev, guarded)
     local window = rule.window
     if window ~= nil then
         split.windowed, split.start, split["end"] = true, window.start, window["end"]
@@ -577,7 +585,7 @@ end
 function _M.add_compiled(rs, item)
     rs.count = rs.count + 1
     local route = route_for(rs, item.route)
-    if item.checks then -- a split rule
+    if item.default ~= nil then -- a split rule (a degrade rule has its decision)
         route.splits[#route.splits + 1] = item
     else
         route.degrades[#route.degrades + 1] = item
@@ -968,9 +976,8 @@ function _M.decide(rs, req, breakers)
         local methods = item.methods
         if (methods == nil or methods[req.method]) and (not split.windowed or split_active(split, req)) then
             local key = key_value(split.source, split.name, req)
-            local checks = split.checks
-            for j = 1, #checks do
-                local c = checks[j]
+            for j = 1, #split do -- the policies' checks
+                local c = split[j]
                 local hit = c[1](c, key, req)
                 if hit ~= nil then
                     hit.revision = rs.revision
