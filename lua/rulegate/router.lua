@@ -476,11 +476,14 @@ local function accepted_methods(route)
                 set[m] = true
             end
         end
-        list = route.splits
+        list = route -- its splits
     end
     return set or {}
 end
 
+
+-- A route is { degrades = list, accepts = set or nil, split, split, ... }: its
+-- splits are its own array part (one table fewer a route).
 
 -- Compile one enabled rule into its route's degrades or splits (each item's
 -- methods: the set it accepts, nil for any; route: the rule's, for add_compiled).
@@ -488,7 +491,7 @@ local function add_rule(route, rule, rev)
     local item
     if rule.kind == "split" then
         item = compile_split(rule, rev)
-        route.splits[#route.splits + 1] = item
+        route[#route + 1] = item
     else
         item = compile_degrade(rule, rev)
         route.degrades[#route.degrades + 1] = item
@@ -498,12 +501,13 @@ local function add_rule(route, rule, rev)
 end
 
 
--- The list routes without degrades (or splits) share; never appended to: a
--- route's lists are filled while it is built, then replaced by this when empty.
+-- The list routes without degrades share; never appended to: a route's list
+-- is filled while it is built, then replaced by this when empty.
 local NONE = setmetatable({}, { __newindex = function() error("router.NONE is read-only", 2) end })
 
 
--- A built route's lists sorted, its accepted methods set, empty lists shared.
+-- A built route's degrades and splits sorted, its accepted methods set, an
+-- empty degrades list shared.
 local function finish_route(route)
     local n = #route.degrades
     if n == 0 then
@@ -511,11 +515,8 @@ local function finish_route(route)
     elseif n > 1 then
         sort(route.degrades, by_rule_id)
     end
-    n = #route.splits
-    if n == 0 then
-        route.splits = NONE
-    elseif n > 1 then
-        sort(route.splits, by_rule_id)
+    if #route > 1 then
+        sort(route, by_rule_id)
     end
     route.accepts = accepted_methods(route)
 end
@@ -562,7 +563,7 @@ local function route_for(rs, rule_route)
     local path = rule_route.path
     local route = index.by_path[path]
     if not route then
-        route = { degrades = {}, splits = {} }
+        route = { degrades = {} }
         index.by_path[path] = route
     end
     return route
@@ -586,7 +587,7 @@ function _M.add_compiled(rs, item)
     rs.count = rs.count + 1
     local route = route_for(rs, item.route)
     if item.default ~= nil then -- a split rule (a degrade rule has its decision)
-        route.splits[#route.splits + 1] = item
+        route[#route + 1] = item
     else
         route.degrades[#route.degrades + 1] = item
     end
@@ -673,7 +674,7 @@ function _M.items(rs, pause)
                     local item = list[i]
                     out[item.rule_id] = item
                 end
-                list = route.splits
+                list = route -- its splits
             end
         end
     end
@@ -756,8 +757,8 @@ local function set_index(rs, tab, key, index)
 end
 
 
-local function without(items, ids)
-    local out = {}
+local function without(items, ids, out)
+    out = out or {}
     for i = 1, #items do
         if not ids[items[i].rule_id] then
             out[#out + 1] = items[i]
@@ -809,10 +810,9 @@ function _M.with_changes(rs, before, changes, revision)
         for path in pairs(t.paths) do
             local route = index.by_path[path]
             if route then
-                index.by_path[path] = { degrades = without(route.degrades, ids),
-                                        splits = without(route.splits, ids) }
+                index.by_path[path] = without(route, ids, { degrades = without(route.degrades, ids) })
             else
-                index.by_path[path] = { degrades = {}, splits = {} }
+                index.by_path[path] = { degrades = {} }
             end
         end
         set_index(new, t.tab, t.key, index)
@@ -827,7 +827,7 @@ function _M.with_changes(rs, before, changes, revision)
         local index = get_index(new, t.tab, t.key)
         for path in pairs(t.paths) do
             local route = index.by_path[path]
-            if #route.degrades == 0 and #route.splits == 0 then
+            if #route.degrades == 0 and #route == 0 then
                 index.by_path[path] = nil
             else
                 finish_route(route)
@@ -969,9 +969,8 @@ function _M.decide(rs, req, breakers)
         end
         req.breaker = passed
     end
-    local splits = route.splits
-    for i = 1, #splits do
-        local item = splits[i]
+    for i = 1, #route do -- its splits
+        local item = route[i]
         local split = item
         local methods = item.methods
         if (methods == nil or methods[req.method]) and (not split.windowed or split_active(split, req)) then
