@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import signal
 import statistics
@@ -28,12 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import rulegate_dev.nginx  # noqa: E402
-from bench.reload import load_rules, worker_cpu  # noqa: E402
+from bench.reload import load_rules, loaded_nginx, worker_cpu  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
-from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks  # noqa: E402
-from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+from rulegate_dev.nginx import NginxLauncher  # noqa: E402
 from rulegate_dev.private_files import scratch_dir  # noqa: E402
 
 
@@ -112,20 +110,8 @@ def main() -> int:
     try:
         store = RuleStore.from_config(RedisConfig(nodes=list(cluster.startup_nodes)))
         load_rules(store, "hup", args.rules)
-        echo = free_port()
-        http = gateway_http(upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
-                            rulegate_location("default"),
-                            extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}")
-        options = {"namespace": "hup", "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.5}
-        gw = NginxLauncher(http, prefix=Path(tmp) / "nginx", package_path=False, workers=args.workers,
-                           files={"conf/rulegate.json": json.dumps(options)})
-        gw.start()
+        gw = loaded_nginx(cluster, "hup", Path(tmp) / "nginx", args.workers, args.rules)
         try:
-            deadline = time.monotonic() + 180
-            while gw.json("/rulegate/status").get("rules") != args.rules:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("nginx did not load the namespace")
-                time.sleep(0.2)
             time.sleep(3)  # every worker compiled the set (its timer), the checkpoint ran
             client = Client(gw.port)
             try:

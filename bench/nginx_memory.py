@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import re
 import sys
 import threading
@@ -28,12 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import rulegate_dev.nginx  # noqa: E402
-from bench.reload import load_rules, make_rule, new_generation  # noqa: E402
+from bench.reload import load_rules, loaded_nginx, make_rule, new_generation  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
-from rulegate_dev.gateway_conf import gateway_http, rulegate_location, upstream_blocks  # noqa: E402
-from rulegate_dev.nginx import NginxLauncher, free_port  # noqa: E402
+from rulegate_dev.nginx import NginxLauncher  # noqa: E402
 from rulegate_dev.private_files import scratch_dir
 
 LUA_MEMORY = """location = /lua-memory {{
@@ -142,21 +140,8 @@ def main() -> int:
         load_rules(store, "mem", args.rules)
         read = store.load_raw("mem")
         raw_mib = sum(len(k) + len(v) for k, v in read.raw.items()) / 2**20
-        echo = free_port()
-        http = gateway_http(upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
-                            rulegate_location("default"),
-                            extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}",
-                            extra_locations=LUA_MEMORY)
-        options = {"namespace": "mem", "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.5}
-        gw = NginxLauncher(http, prefix=Path(tmp) / "nginx", package_path=False, workers=args.workers,
-                           files={"conf/rulegate.json": json.dumps(options)})
-        gw.start()
+        gw = loaded_nginx(cluster, "mem", Path(tmp) / "nginx", args.workers, args.rules, LUA_MEMORY)
         try:
-            deadline = time.monotonic() + 180
-            while gw.json("/rulegate/status").get("rules") != args.rules:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("nginx did not load the namespace")
-                time.sleep(0.2)
             for n in range(args.deltas):  # deltas, as in steady operation
                 rev = store.put_rule("mem", make_rule(1, upstream="canary" if n % 2 == 0 else "stable"), None,
                                      "bench").revision

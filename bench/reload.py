@@ -257,6 +257,28 @@ def in_child(fn: Callable[..., None], *args) -> Callable[[], None]:
 CHILDREN: list = []
 
 
+def loaded_nginx(cluster: LocalCluster, ns: str, prefix: Path, workers: int, rules: int,
+                 extra_locations: str = "") -> NginxLauncher:
+    """Start nginx (rulegate on namespace ns, in front of an echo server; --lua's modules when set) and return it
+    once it serves `rules` rules (bench/nginx_memory.py, bench/nginx_hup.py)."""
+    echo = free_port()
+    http = gateway_http(upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
+                        rulegate_location("default"),
+                        extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}",
+                        extra_locations=extra_locations)
+    options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.5}
+    gw = NginxLauncher(http, prefix=prefix, package_path=False, workers=workers,
+                       files={"conf/rulegate.json": json.dumps(options)})
+    gw.start()
+    deadline = time.monotonic() + 180
+    while gw.json("/rulegate/status").get("rules") != rules:
+        if time.monotonic() > deadline:
+            gw.stop()
+            raise RuntimeError("nginx did not load the namespace")
+        time.sleep(0.2)
+    return gw
+
+
 def pinned_connections(port: int, workers: int) -> list[http.client.HTTPConnection]:
     """Return one keep-alive connection per nginx worker (each connection stays on the worker that accepted it)."""
     by_pid: dict[int, http.client.HTTPConnection] = {}
