@@ -1,4 +1,4 @@
-"""Fault drills on a private cluster: failover, whole-cluster outage, cold start from snapshot,
+"""Fault drills on a private cluster: failover, whole-cluster outage, a reload during one, cold start from snapshot,
 a SIGSTOPped master (client budgets, flat worker memory). Requests must never fail."""
 
 from __future__ import annotations
@@ -249,4 +249,51 @@ def test_a_checkpoint_during_an_outage_keeps_the_time_rules_were_confirmed(
             healthy.resume(node)
     held = read_snapshot(snap)
     assert held.written_at <= paused_at + 1 < written, (held.written_at, paused_at, written)
+    wait_state(gw, {"ok"}, timeout=30)
+
+
+def test_a_reload_during_a_whole_cluster_outage_routes_from_the_first_request(
+    make_gateway: Callable[..., Gateway], healthy: LocalCluster, fault_store: RuleStore, namespace: str
+) -> None:
+    """nginx reloaded (SIGHUP) while every node is SIGSTOPped: the master compiles the rules the shared dict holds
+    (no Redis call) and the new workers route with them from their first request; no request fails."""
+    rev = fault_store.put_rule(namespace, rule("a"), None, "test").revision
+    gw = make_gateway(namespace, healthy.startup_nodes, **FAST)
+    gw.wait_revision(rev)
+    deadline = time.monotonic() + 10
+    while (before := gw.status())["worker_compiles"] < 1:  # the other worker's first set
+        assert time.monotonic() < deadline, before
+        time.sleep(0.05)
+    for node in healthy.nodes:
+        healthy.pause(node)
+    wait_state(gw, {"error"})
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def requests_on_new_connections() -> None:  # (an old worker closes its keep-alive connections on reload)
+        while not stop.is_set():
+            try:
+                r = gw.get("/")
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(repr(exc))
+                continue
+            if r.status != 200 or r.headers.get("x-echo-upstream") != "a":
+                failures.append(f"{r.status} {r.headers.get('x-echo-upstream')}")
+
+    thread = threading.Thread(target=requests_on_new_connections, daemon=True)
+    thread.start()
+    try:
+        gw.reload()
+        for _ in range(20):  # the new workers' first requests
+            r = gw.get("/")
+            assert r.headers["x-echo-upstream"] == "a" and r.headers["x-rulegate-rev"] == str(rev), r
+        st = gw.status()
+    finally:
+        stop.set()
+        thread.join(10)
+        for node in healthy.nodes:
+            healthy.resume(node)
+    assert failures == []
+    assert st["master_compiles"] == 1 and st["worker_compiles"] == before["worker_compiles"], st
+    assert st["revision"] == rev
     wait_state(gw, {"ok"}, timeout=30)
