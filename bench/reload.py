@@ -258,15 +258,16 @@ CHILDREN: list = []
 
 
 def loaded_nginx(cluster: LocalCluster, ns: str, prefix: Path, workers: int, rules: int,
-                 extra_locations: str = "") -> NginxLauncher:
-    """Start nginx (rulegate on namespace ns, in front of an echo server; --lua's modules when set) and return it
-    once it serves `rules` rules (bench/nginx_memory.py, bench/nginx_hup.py)."""
+                 extra_locations: str = "", **options) -> NginxLauncher:
+    """Start nginx (rulegate on namespace ns, in front of an echo server; --lua's modules when set; options: more
+    rulegate options) and return it once it serves `rules` rules (bench/nginx_memory.py, nginx_hup.py,
+    nginx_start.py)."""
     echo = free_port()
     http = gateway_http(upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
                         rulegate_location("default"),
                         extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}",
                         extra_locations=extra_locations)
-    options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.5}
+    options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 0.5, **options}
     gw = NginxLauncher(http, prefix=prefix, package_path=False, workers=workers,
                        files={"conf/rulegate.json": json.dumps(options)})
     gw.start()

@@ -180,13 +180,14 @@ end
 -- later (a crashed one replaced) brings the inherited set up to date before it
 -- serves (start_from_inherited). Nothing here may fail the master's start or
 -- reload: an error is logged and the workers compile as before.
-local function compile_in_master()
+local function compile_in_master(loaded)
     local shm = conf.shm
     local ver = shm:get(K.ver)
     if ver == nil then
         return
     end
-    local ok, rs, routes = xpcall(sync.compile_current, traceback, shm, ver)
+    -- loaded: the set load_snapshot compiled from the file; its rules are reused (same bytes)
+    local ok, rs, routes = xpcall(sync.compile_current, traceback, shm, ver, nil, loaded)
     if not ok or not rs then
         log(NOTICE, "rulegate: the workers compile the rule set themselves: ", ok and routes or rs)
         return
@@ -216,18 +217,20 @@ end
 function _M.init(opts)
     conf = check_opts(opts)
     sync.claim(conf) -- a SIGHUP onto another namespace: nothing of the previous one is kept
+    local loaded -- the set compiled from the snapshot file, when it was loaded
     if conf.snapshot_path then
-        local ok, err = sync.load_snapshot(conf)
+        local ok, res = sync.load_snapshot(conf)
         if ok then
+            loaded = res
             log(NOTICE, "rulegate: namespace ", conf.namespace, " revision ",
                 conf.shm:get(K.rev), " loaded from ", conf.snapshot_path)
         else
-            log(NOTICE, "rulegate: no snapshot loaded: ", err)
+            log(NOTICE, "rulegate: no snapshot loaded: ", res)
         end
     end
     if in_master() then -- not per request with lua_code_cache off (a new VM runs init() for each)
         sync.reserve_strings()
-        compile_in_master()
+        compile_in_master(loaded)
     end
     return true
 end

@@ -223,7 +223,9 @@ end
 
 
 -- Compile a payload (the snapshot payload format) into a router rule set;
--- pause as in decode_rules (only where the phase may yield: timers).
+-- pause as in decode_rules (only where the phase may yield: timers). Each
+-- compiled rule keeps the SHA-1 of its bytes (sig), so a compile of the same
+-- bytes from the shared dict reuses it (load_rule).
 function _M.compile_payload(payload, pause)
     local snap, err = snapshot.decode_payload(payload, pause)
     if not snap then
@@ -239,6 +241,9 @@ function _M.compile_payload(payload, pause)
         return nil, "rule set does not compile: " .. tostring(rs)
     end
     rs.generation = snap.generation
+    for id, item in pairs(router.items(rs, pause)) do
+        item.sig = digest.sig(id, snap.rules[id])
+    end
     return rs, snap, rules
 end
 
@@ -1702,7 +1707,9 @@ function _M.run_once(conf)
 end
 
 
--- Load the snapshot file into the shared dict (init_by_lua, cold start).
+-- Load the snapshot file into the shared dict (init_by_lua, cold start): true
+-- and the set compiled from it (nil when the dict already held this or a newer
+-- revision), or nil, err.
 function _M.load_snapshot(conf)
     local dict = conf.shm
     local snap, err = snapshot.read(conf.snapshot_path)
@@ -1729,7 +1736,7 @@ function _M.load_snapshot(conf)
     end
     dict:set(K.last_ok, snap.written_at)
     dict:set(K.state, "snapshot")
-    return true
+    return true, rs
 end
 
 

@@ -4,6 +4,7 @@
 local mp = require("MessagePack")
 local payload = require("rulegate.payload")
 local router = require("rulegate.router")
+local snapshot = require("rulegate.snapshot")
 local sync = require("rulegate.sync")
 
 local dict = ngx.shared.rulegate -- the spec harness's 4m dict
@@ -67,6 +68,24 @@ return function(t)
         t.eq(decisions(rs2, ids), decisions(fresh, ids))
         t.truthy(table.concat(decisions(rs1, { "b" }), "\n") ~= table.concat(decisions(rs2, { "b" }), "\n"),
                  "b decides otherwise")
+        dict:flush_all()
+    end)
+
+    t.it("a set compiled from a snapshot payload is reused by the compile of the same bytes from the dict", function()
+        -- init_by_lua: load_snapshot compiles the file's payload, then the master's compile of the dict reuses it
+        dict:flush_all()
+        local raw = { a = split("a", "a.example.com", "stable"), b = split("b", "b.example.com", "other"),
+                      c = split("c", "b.example.com", "stable", { enabled = false }), d = degrade("d") }
+        local from_file = assert(sync.compile_payload(snapshot.encode_payload("prod", "g", 3, 9, raw)))
+        write("v1", raw)
+        local rs = assert(sync.compile_current(dict, "v1", nil, from_file))
+        local file_items, items = router.items(from_file), router.items(rs)
+        for _, id in ipairs({ "a", "b", "d" }) do
+            t.truthy(items[id] == file_items[id], id .. " is the file's compiled rule")
+        end
+        local fresh = assert(sync.compile_current(dict, "v1"))
+        local ids = { "a", "b", "c", "d", "x" }
+        t.eq(decisions(rs, ids), decisions(fresh, ids))
         dict:flush_all()
     end)
 
