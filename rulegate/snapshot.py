@@ -4,8 +4,9 @@ File format: one ASCII header line
     RGSNAP1 <crc32 of payload, 8 lowercase hex digits> <payload length in bytes>\n
 followed by the payload: msgpack map {"namespace": str, "generation": str, "revision": int,
 "written_at": int, "rules": {rule id: the rule's msgpack bytes exactly as stored in Redis}}. `written_at` (unix
-seconds) is when the rules were last confirmed current with Redis — a reader counts staleness from it — which a
-checkpoint written seconds after the last change (both gateways) may precede. Written as tmp file + fsync + rename (+ fsync of the directory), so readers never see half a file.
+seconds) is when the rules were last confirmed current with Redis, not when the file was written (a checkpoint
+comes seconds after the last change, in both gateways): a reader counts staleness from it. Written as tmp file +
+fsync + rename (+ fsync of the directory), so readers never see half a file.
 """
 from __future__ import annotations
 

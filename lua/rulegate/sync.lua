@@ -371,6 +371,13 @@ end
 local claimed_ns = nil
 
 
+-- True when a payload header is another namespace's (written after claim() by a
+-- worker of the configuration a SIGHUP replaced: this worker's own sync replaces it).
+local function foreign(head)
+    return claimed_ns ~= nil and head.namespace ~= claimed_ns
+end
+
+
 -- The shared dict survives a SIGHUP. When the reloaded config names another
 -- namespace, nothing of the previous one may be served, checked against or
 -- reported (its rules, payload, deltas, revision, breaker and exposure state):
@@ -417,9 +424,7 @@ function _M.compile_current(dict, ver, pause, serving)
     if not head then
         return nil, err, retry
     end
-    if claimed_ns ~= nil and head.namespace ~= claimed_ns then
-        -- a worker of the configuration before a SIGHUP wrote it after claim(): this worker's own
-        -- sync replaces it
+    if foreign(head) then
         return nil, "the shared payload holds namespace " .. tostring(head.namespace) .. ", not "
             .. claimed_ns, true
     end
@@ -887,8 +892,8 @@ end
 local function held_state(dict, conf)
     local ver = dict:get(K.ver)
     local head = payload.head(dict)
-    if head and claimed_ns ~= nil and head.namespace ~= claimed_ns then
-        return nil -- another namespace's payload (see compile_current): deltas wait for a full load
+    if head and foreign(head) then
+        return nil -- deltas wait for a full load
     end
     if ver ~= nil and ver == held.ver and head then
         if head.id ~= held.base and head.ver == ver then

@@ -112,6 +112,13 @@ class Gateway(NginxLauncher):
         """Return /rulegate/status."""
         return self.json("/rulegate/status")
 
+    def status_when(self, pred: Callable[[dict[str, Any]], Any], what: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Return /rulegate/status once pred(status) holds (wait_for's polling); fail naming `what`."""
+        def check() -> dict[str, Any] | None:
+            st = self.status()
+            return st if pred(st) else None
+        return wait_for(check, what, timeout)
+
     def wait_revision(self, rev: int, timeout: float = 10.0) -> dict[str, Any]:
         """Wait until the gateway serves revision ``rev``; return the status."""
         deadline = time.monotonic() + timeout

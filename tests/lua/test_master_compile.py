@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from typing import Any, Callable
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from rulegate.keyspace import Keys
 from rulegate.store import RuleStore
 
-from .conftest import Gateway
+from .conftest import Gateway, wait_for
 from .test_gateway_sync import raw_client, split_rule
 
 pytestmark = pytest.mark.integration
@@ -36,13 +35,7 @@ def _respawn(gw: Gateway) -> int:
     old = gw.status()["worker"]["pid"]
     assert old in gw.worker_pids()
     os.kill(old, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        pids = [p for p in gw.worker_pids() if p != old]
-        if pids:
-            return pids[0]
-        time.sleep(0.02)
-    raise AssertionError("nginx did not replace its worker")
+    return wait_for(lambda: [p for p in gw.worker_pids() if p != old], "nginx to replace its worker")[0]
 
 
 def test_workers_started_by_a_reload_serve_the_set_the_master_compiled(
@@ -51,10 +44,7 @@ def test_workers_started_by_a_reload_serve_the_set_the_master_compiled(
     rev = _import(store, namespace, 300, "b")
     gw = make_gateway(namespace, cluster.startup_nodes, workers=2)
     gw.wait_revision(rev)
-    deadline = time.monotonic() + 10
-    while (before := gw.status())["worker_compiles"] < 1:  # the other worker's first set (its timer or a request)
-        assert time.monotonic() < deadline, before
-        time.sleep(0.05)
+    before = gw.status_when(lambda st: st["worker_compiles"] >= 1, "the other worker's first set")  # timer/request
     assert before["master_compiles"] == 0  # the first start had nothing in the dict
     gw.reload()
     for i in (0, 150, 299):  # the first requests to the new workers: the current rules
@@ -83,10 +73,8 @@ def test_a_replaced_worker_brings_the_inherited_set_up_to_date_before_serving(
     # a change since: the replaced worker follows the published delta
     rev = store.put_rule(namespace, split_rule("r7", "c", path="/p7"), None, "test").revision
     gw.wait_revision(rev)
-    deadline = time.monotonic() + 10
-    while (st := gw.status())["payload_pending"]:  # the payload rewritten (a checkpoint): the dict's version moved
-        assert time.monotonic() < deadline, st
-        time.sleep(0.05)
+    # the payload rewritten (a checkpoint): the dict's version moved
+    st = gw.status_when(lambda st: not st["payload_pending"], "the checkpoint")
     _respawn(gw)
     r = gw.get("/p7")  # the new worker's first request
     assert r.headers["x-echo-upstream"] == "c" and r.headers["x-rulegate-rev"] == str(rev), r
@@ -108,10 +96,7 @@ def test_a_replaced_worker_brings_the_inherited_set_up_to_date_before_serving(
         client.hset(keys.meta, "gen", "regenerated")
     finally:
         client.close()
-    deadline = time.monotonic() + 10
-    while gw.status()["generation"] != "regenerated":
-        assert time.monotonic() < deadline, gw.status()
-        time.sleep(0.05)
+    gw.status_when(lambda st: st["generation"] == "regenerated", "the new generation")
     compiles = gw.status()["worker_compiles"]
     _respawn(gw)
     r = gw.get("/p9")

@@ -7,14 +7,13 @@ reported the switch as "the store was rebuilt" (a new generation of the same nam
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import pytest
 
 from rulegate.store import RuleStore
 
-from .conftest import Gateway
+from .conftest import Gateway, wait_for
 from .test_gateway_sync import split_rule
 
 pytestmark = pytest.mark.integration
@@ -34,10 +33,8 @@ def test_a_reload_onto_another_namespace_serves_none_of_the_previous_rules(
     gw.reload()
     r = gw.get("/")  # the first request to the new workers: not namespace's rule r1
     assert r.headers["x-echo-upstream"] != "b", r
-    deadline = time.monotonic() + 10
-    while gw.get("/other").headers["x-echo-upstream"] != "c":  # each worker picks up the new namespace's set
-        assert time.monotonic() < deadline, gw.status()
-        time.sleep(0.05)
+    wait_for(lambda: gw.get("/other").headers["x-echo-upstream"] == "c",  # each worker picks up the new set
+             "the other namespace's rules")
     st = gw.wait_revision(other_rev)
     assert st["namespace"] == other and st["in_sync"] is True, st
     for _ in range(10):  # every worker
@@ -56,10 +53,7 @@ def test_a_reload_onto_a_missing_namespace_stops_serving_the_previous_one(
     held = gw.wait_revision(rev)
     gw.options["namespace"] = namespace + "-typo"
     gw.reload()
-    deadline = time.monotonic() + 10
-    while (st := gw.status())["state"] != "unknown_namespace":
-        assert time.monotonic() < deadline, st
-        time.sleep(0.05)
+    st = gw.status_when(lambda st: st["state"] == "unknown_namespace", "state unknown_namespace")
     assert not st["revision"] and st["rules"] == 0 and st["generation"] != held["generation"], st  # nothing held
     for _ in range(10):  # every worker
         assert gw.get("/").headers["x-echo-upstream"] == "default"
