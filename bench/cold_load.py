@@ -9,8 +9,8 @@ For deterministic numbers run it under `valgrind --tool=cachegrind --cache-sim=n
 without `--stop-before-load`: (I refs of the load run - I refs of the other) / rules is the cost per rule.
 `--held` measures a load of bytes the cache already holds instead (a first load runs before: compare it with
 `--held --stop-before-load`). `--tree` imports rulegate and gateway_agent from another worktree (a before/after
-on one script). Each load runs with the cyclic GC held off, as the sync thread runs it (gateway_agent/sync.py
-`_no_gc_pauses`: off during the load, then `gc.freeze()`); `--gc` leaves it on (collections of everything built
+on one script). Each load runs with the cyclic GC held off, as the sync thread runs it (`rulegate.gc_hold.
+collector_held`: off during the load, then `gc.freeze()`); `--gc` leaves it on (collections of everything built
 so far then add to the load).
 The script ends with os._exit: the interpreter's teardown (a last full collection, freeing every rule) is no
 part of a load, and would count under cachegrind. No Redis needed.

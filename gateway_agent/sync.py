@@ -7,7 +7,6 @@ Works with plain threads and under gevent (monkey-patched threading).
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import random
@@ -15,7 +14,6 @@ import sys
 import threading
 import time
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
@@ -27,6 +25,7 @@ from rulegate.digest import apply_change
 from rulegate.errors import CorruptDataError, SnapshotError, StoreError
 from rulegate.evaluator import RuleSet
 from rulegate.fleet import Heartbeat
+from rulegate.gc_hold import collector_held
 from rulegate.keyspace import Keys
 from rulegate.layered import derive
 from rulegate.namespace import (
@@ -99,7 +98,7 @@ class SyncConfig:
     notifications: bool = True
     upstreams: tuple[str, ...] = ()
     read_replica: bool = False  # revision checks on a replica of the slot while it is current (docs/agent.md)
-    gc_freeze: bool = True  # gc.freeze() after each full reload (see _no_gc_pauses)
+    gc_freeze: bool = True  # gc.freeze() after each full reload (see rulegate.gc_hold)
     # the snapshot after deltas: written checkpoint_delay s after the last change, after CHECKPOINT_EVERY
     # deltas, or checkpoint_max s into a burst (nginx's policy, lua/rulegate/sync.lua); full reloads at once
     checkpoint_delay: float = 1.0
@@ -136,26 +135,6 @@ class SyncStats(LockedCounters):
 def _parts(applied: Applied | None) -> list:
     """Return what holds most of an applied set's objects (its raw map, then its routes and indexes)."""
     return [] if applied is None else [applied.raw, *applied.ruleset.parts()]
-
-
-@contextmanager
-def _no_gc_pauses(freeze: bool = True) -> Iterator[None]:
-    """Hold the cyclic GC off during a full reload, then (freeze) gc.freeze() what exists.
-
-    Building ~40 MiB of rules triggers full collections that traverse every object in one 100 ms
-    block; frozen objects are skipped by later collections (refcounting still frees them). The freeze
-    is process-wide (docs/agent.md): without it the rules stay in the collector's generations, and a
-    later full collection traverses them.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if freeze:
-            gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def _green() -> bool:
@@ -542,13 +521,13 @@ class Syncer:
 
         With `force`, the read content replaces an applied set of the same revision (digest mismatch).
         Reads in HSCAN chunks and decodes, digests and compiles in slices of ~2 ms that yield, with
-        the cyclic GC held off (see `_no_gc_pauses`), so a sidecar's requests keep being answered;
+        the cyclic GC held off (see `rulegate.gc_hold`), so a sidecar's requests keep being answered;
         rules whose stored bytes the applied set holds are not decoded again (`CompileCache`), and
         the replaced set is freed in slices as well.
         """
         pause = slicer()
         retired = _parts(self.current)
-        with _no_gc_pauses(self.config.gc_freeze):
+        with collector_held(self.config.gc_freeze):
             applied = self._full_reload(force, pause, retired)
         while retired:  # the replaced set and the load's leftovers, freed a slice at a time
             retired.pop()

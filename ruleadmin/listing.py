@@ -12,11 +12,9 @@ yielding every ~2 ms. Rules in a listing are shared by every request that gets i
 from __future__ import annotations
 
 import bisect
-import gc
 import logging
 import threading
-from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 import msgspec
 from cachetools import LRUCache
@@ -24,6 +22,7 @@ from cachetools import LRUCache
 from rulegate.digest import apply_change
 from rulegate.errors import CorruptDataError
 from rulegate.evaluator import RuleSet
+from rulegate.gc_hold import collector_held
 from rulegate.keyspace import Keys
 from rulegate.layered import derive
 from rulegate.namespace import Slicer, as_text, decode_rules, decode_stored
@@ -34,20 +33,6 @@ log = logging.getLogger("ruleadmin")
 MAX_CACHED_RULES = 50_000  # rules kept over all cached namespaces (~1.5 KiB of Python objects each)
 JSON_SLICE = 250  # rules encoded between two yields (~1 ms)
 MAX_DELTA = 256  # log entries applied to a cached listing; further behind, the namespace is read whole
-
-
-@contextmanager
-def _collector_held() -> Iterator[None]:
-    """Hold the cyclic GC off while a whole namespace is decoded or compiled: the young objects it makes (acyclic,
-    freed by reference counting) otherwise trigger collections that traverse every rule already built — about
-    half of the CPU of a 20,000-rule compile."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Listing:
@@ -84,7 +69,7 @@ class Listing:
         from its parent's)."""
         with self._lock:
             if self._ruleset is None:
-                with _collector_held():
+                with collector_held():
                     self._ruleset = RuleSet(self.rules, self.revision, self.generation, pause=Slicer())
             return self._ruleset
 
@@ -235,7 +220,7 @@ class ListingCache:
     def _load(self, ns: str) -> Listing:
         """Read and decode the whole namespace (yielding between rules)."""
         read = self.store.load_raw(ns)
-        with _collector_held():
+        with collector_held():
             rules = decode_rules(ns, read.raw, pause=self._pause())
         self.loads += 1
         return Listing.whole(read.revision, read.generation, read.digest, rules, read.raw)

@@ -30,7 +30,8 @@ class Layered(MutableMapping[K, V]):
     """A dict-like map: `base` (shared with other maps, never written) under `own` (this map's changes).
 
     Iterates in the base's order (a replaced key keeps its place, also when removed and put again: unlike a
-    dict), then the keys only the own layer has, in the order first put. Not thread-safe while written: build it, then publish it and only read it.
+    dict), then the keys only the own layer has, in the order first put. Not thread-safe while written: build
+    it, then publish it and only read it.
     """
 
     __slots__ = ("_base", "_own", "_len")

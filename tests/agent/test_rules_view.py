@@ -15,7 +15,8 @@ from .conftest import make_client, split_rule
 
 def get(app: SidecarApp, **headers: str) -> tuple[str, dict, bytes]:
     out: dict = {}
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/rules", **{f"HTTP_{k.upper()}": v for k, v in headers.items()}}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/rules",
+               **{f"HTTP_{k.upper()}": v for k, v in headers.items()}}
     body = b"".join(app(environ, lambda status, hdrs: out.update(status=status, headers=dict(hdrs))))
     return out["status"], out["headers"], body
 
