@@ -286,7 +286,29 @@ end
 local FIELDS = { header = "headers", cookie = "cookies", arg = "args" }
 
 
-local function compile_policy(p, rule_id, rev, guarded)
+-- Build the decisions of a cold split (compile_split) in place: each check's
+-- upstream name (a percent check's every second slot from its pairs' start,
+-- any other check's c[2]) and the default become proxy decisions. Items are
+-- shared by the sets a delta or a reload derives; a decision does not depend
+-- on the set (decide() stamps the revision), so warming is done once per item.
+local function warm(split)
+    local id, guarded = split.rule_id, split.guarded
+    for j = 1, #split do
+        local c = split[j]
+        local m = c[1]
+        if m == match_percent or m == match_ramped then
+            for k = (m == match_ramped and 6 or 4), #c, 2 do
+                c[k] = proxy(c[k], id, 0, guarded)
+            end
+        else
+            c[2] = proxy(c[2], id, 0, guarded)
+        end
+    end
+    split.default = proxy(split.default, id, 0, guarded)
+end
+
+
+local function compile_policy(p, rule_id)
     local ptype = p.type
     if ptype == "percent" then
         local seed, buckets = salt_seed(p.salt or rule_id), p.buckets
@@ -297,14 +319,14 @@ local function compile_policy(p, rule_id, rev, guarded)
         local total = 0
         for i, b in ipairs(buckets) do
             total = total + b.weight
-            c[first + 2 * (i - 1)], c[first + 2 * i - 1] = total, proxy(b.upstream, rule_id, rev, guarded)
+            c[first + 2 * (i - 1)], c[first + 2 * i - 1] = total, b.upstream
         end
         if ramped then
             c[3], c[4] = compile_ramp(p.ramp), total
         end
         return c
     end
-    local hit = proxy(p.upstream, rule_id, rev, guarded)
+    local hit = p.upstream -- its decision once the split is warm
     if ptype == "uid_range" then
         local ranges = p.ranges
         local c = new_tab(2 + 2 * #ranges, 0)
@@ -349,13 +371,20 @@ local function compile_split(rule, rev)
     -- the policies' checks are the split's array part (split[1..n]); optional
     -- fields are set only when present: a hash of up to 8 keys takes half the
     -- memory of one of 9 to 16 (windowed nil: no window)
+    -- A split is compiled cold: its checks and default hold upstream names, and
+    -- warm() builds their decisions the first time the split decides a request
+    -- (two to five tables a rule that a load, a delta and every collection of a
+    -- set would otherwise make or traverse for rules no request has reached).
     local policies = rule.policies or {}
     local split = new_tab(#policies, 8)
     for i, p in ipairs(policies) do
-        split[i] = compile_policy(p, rule.id, rev, guarded)
+        split[i] = compile_policy(p, rule.id)
     end
     split.rule_id, split.source, split.name = rule.id, rule.key.source, key_name(rule.key)
-    split.default = proxy(rule.default, rule.id, rev, guarded)
+    split.default = rule.default
+    if guarded then
+        split.guarded = true
+    end
     local window = rule.window
     if window ~= nil then
         split.windowed, split.start, split["end"] = true, window.start, window["end"]
@@ -974,6 +1003,9 @@ function _M.decide(rs, req, breakers)
         local split = item
         local methods = item.methods
         if (methods == nil or methods[req.method]) and (not split.windowed or split_active(split, req)) then
+            if type(split.default) == "string" then -- cold: no request reached it yet
+                warm(split)
+            end
             local key = key_value(split.source, split.name, req)
             for j = 1, #split do -- the policies' checks
                 local c = split[j]
