@@ -525,7 +525,10 @@ local function add_rule(route, rule, rev)
         item = compile_degrade(rule, rev)
         route.degrades[#route.degrades + 1] = item
     end
-    item.methods, item.route = methods_set(rule.route), rule.route
+    -- the route's host and path, not the decoded route table: one table fewer a
+    -- rule (an item stands for its route wherever {host, path} is read)
+    local route_of = rule.route
+    item.methods, item.host, item.path = methods_set(route_of), route_of.host, route_of.path
     return item
 end
 
@@ -614,7 +617,7 @@ end
 -- sets it on the decision it returns).
 function _M.add_compiled(rs, item)
     rs.count = rs.count + 1
-    local route = route_for(rs, item.route)
+    local route = route_for(rs, item) -- its host and path
     if item.default ~= nil then -- a split rule (a degrade rule has its decision)
         route[#route + 1] = item
     else

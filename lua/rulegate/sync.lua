@@ -88,10 +88,12 @@ local publish_seq = 0
 local scan_denied = false -- this worker's user may not HSCAN: full reads use HGETALL
 -- What this worker holds of the rules of dict version ver for deltas: each
 -- rule's sig (id -> digest.sig(id, bytes): its share of the content digest)
--- and route (id -> route: all a delta needs of the rules it replaces), and the
--- bytes of the rules changed since the shared payload `base` (a payload id)
--- was written (overlay: id -> bytes | false when deleted). The other rules'
--- bytes are in that payload (shared dict): not copied into this worker's heap.
+-- and route (id -> a table with its host and path: the compiled item, or the
+-- decoded route of a rule not compiled; all a delta needs of the rules it
+-- replaces), and the bytes of the rules changed since the shared payload
+-- `base` (a payload id) was written (overlay: id -> bytes | false when
+-- deleted). The other rules' bytes are in that payload (shared dict): not
+-- copied into this worker's heap.
 -- Decoded rules are not kept either: the compiled set is what serves.
 -- where (id -> the dict key of the chunk of payload base that holds the
 -- rule; nil when not known) lets a checkpoint borrow the chunks that hold no
@@ -281,7 +283,7 @@ local function load_rule(rs, routes, reuse, id, value, checked)
     local sig = digest.sig(id, value)
     local item = reuse and reuse[id]
     if item and item.sig == sig then
-        routes[id] = item.route
+        routes[id] = item -- its host and path
         router.add_compiled(rs, item)
         return sig
     end
@@ -289,7 +291,6 @@ local function load_rule(rs, routes, reuse, id, value, checked)
     if not rule then
         return nil, err
     end
-    routes[id] = rule.route
     local ok, res = pcall(router.add, rs, rule)
     if not ok then
         return nil, "rule set does not compile: " .. tostring(res)
@@ -297,6 +298,7 @@ local function load_rule(rs, routes, reuse, id, value, checked)
     if res then
         res.sig = sig
     end
+    routes[id] = res or rule.route -- the item (its host and path), else (disabled) the decoded route
     return sig
 end
 
@@ -940,7 +942,7 @@ local function held_state(dict, conf)
         local item = items[id]
         where[id] = key
         if item and item.sig == sig then
-            sigs[id], routes[id] = sig, item.route
+            sigs[id], routes[id] = sig, item
             return true
         end
         local rule, err = decode_one(id, value, ph.checked == CHECKED_BY)

@@ -1,5 +1,5 @@
--- A split is compiled cold (its checks and default hold upstream names) and
--- warmed by the first request it decides: a load makes no decision tables for
+-- A split is compiled cold (its checks and default hold upstream names, the
+-- item its route's host and path) and warmed by the first request it decides: a load makes no decision tables for
 -- rules no request reaches, and a warmed rule returns the same decision table
 -- on every later request, in every set that shares its compiled item.
 local mp = require("MessagePack")
@@ -69,6 +69,8 @@ return function(t)
     t.it("a compiled split holds upstream names until it decides a request", function()
         local rs = router.compile(RULES, 4)
         for id, item in pairs(router.items(rs)) do
+            -- an item keeps its route's host and path, not the decoded route table
+            t.eq({ item.route, item.host, item.path }, { nil, id .. ".example.com", "/" })
             local s = slots(item)
             t.truthy(#s >= 2, id .. " has decision slots")
             t.eq(kinds(s), (kinds(s):gsub("[a-z]+", "string")), id .. " is cold after the compile")
