@@ -293,7 +293,7 @@ local FIELDS = { header = "headers", cookie = "cookies", arg = "args" }
 -- on the set (decide() stamps the revision), so warming is done once per item.
 local function warm(split)
     local id, guarded = split.rule_id, split.guarded
-    for j = 1, #split do
+    for j = 4, #split do
         local c = split[j]
         local m = c[1]
         if m == match_percent or m == match_ramped then
@@ -304,7 +304,7 @@ local function warm(split)
             c[2] = proxy(c[2], id, 0, guarded)
         end
     end
-    split.default = proxy(split.default, id, 0, guarded)
+    split[3] = proxy(split[3], id, 0, guarded)
 end
 
 
@@ -368,20 +368,22 @@ local function compile_split(rule, rev)
             guarded = true
         end
     end
-    -- the policies' checks are the split's array part (split[1..n]); optional
-    -- fields are set only when present: a hash of up to 8 keys takes half the
-    -- memory of one of 9 to 16 (windowed nil: no window)
+    -- The split's array part: split[1] its key's source, split[2] the key's name
+    -- ("" when none), split[3] its default, then the policies' checks from
+    -- split[4]. Its hash holds what every item has (rule_id, and host, path, sig
+    -- as the set and sync add them: 4 keys, a hash of 4 slots) and the optional
+    -- fields, set only when present (methods, guarded; windowed, start, end).
     -- A split is compiled cold: its checks and default hold upstream names, and
     -- warm() builds their decisions the first time the split decides a request
     -- (two to five tables a rule that a load, a delta and every collection of a
     -- set would otherwise make or traverse for rules no request has reached).
     local policies = rule.policies or {}
-    local split = new_tab(#policies, 8)
+    local split = new_tab(3 + #policies, 4)
+    split[1], split[2], split[3] = rule.key.source, key_name(rule.key), rule.default
     for i, p in ipairs(policies) do
-        split[i] = compile_policy(p, rule.id)
+        split[3 + i] = compile_policy(p, rule.id)
     end
-    split.rule_id, split.source, split.name = rule.id, rule.key.source, key_name(rule.key)
-    split.default = rule.default
+    split.rule_id = rule.id
     if guarded then
         split.guarded = true
     end
@@ -618,7 +620,7 @@ end
 function _M.add_compiled(rs, item)
     rs.count = rs.count + 1
     local route = route_for(rs, item) -- its host and path
-    if item.default ~= nil then -- a split rule (a degrade rule has its decision)
+    if item.decision == nil then -- a split rule (a degrade rule has its decision)
         route[#route + 1] = item
     else
         route.degrades[#route.degrades + 1] = item
@@ -1006,11 +1008,11 @@ function _M.decide(rs, req, breakers)
         local split = item
         local methods = item.methods
         if (methods == nil or methods[req.method]) and (not split.windowed or split_active(split, req)) then
-            if type(split.default) == "string" then -- cold: no request reached it yet
+            if type(split[3]) == "string" then -- cold: no request reached it yet
                 warm(split)
             end
-            local key = key_value(split.source, split.name, req)
-            for j = 1, #split do -- the policies' checks
+            local key = key_value(split[1], split[2], req)
+            for j = 4, #split do -- the policies' checks
                 local c = split[j]
                 local hit = c[1](c, key, req)
                 if hit ~= nil then
@@ -1018,7 +1020,7 @@ function _M.decide(rs, req, breakers)
                     return hit
                 end
             end
-            local d = split.default
+            local d = split[3] -- the default
             d.revision = rs.revision
             return d
         end

@@ -38,10 +38,11 @@ local function request(host, uid, ip, tier)
              headers = { ["x-uid"] = uid, ["x-tier"] = tier }, cookies = {}, args = {} }
 end
 
--- every decision slot of a compiled split: its checks' and its default
+-- every decision slot of a compiled split: its checks' (split[4..]) and its
+-- default (split[3])
 local function slots(split)
     local out = {}
-    for j = 1, #split do
+    for j = 4, #split do
         local c = split[j]
         for k = 2, #c do
             local v = c[k]
@@ -53,7 +54,7 @@ local function slots(split)
             end
         end
     end
-    out[#out + 1] = split.default
+    out[#out + 1] = split[3]
     return out
 end
 
