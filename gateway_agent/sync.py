@@ -274,12 +274,13 @@ class Syncer:
                 lambda: self.current is not None and self.current.revision >= revision, timeout)
 
     def in_sync(self) -> bool:
-        """Return True when the applied content is the store's as of the last check (digest-equal).
+        """Return True when the last check succeeded and found the applied content to be the store's (digest-equal).
 
-        A store without a digest (written before digests existed) compares revisions instead.
+        A store without a digest (written before digests existed) compares revisions instead. After a failed
+        check (the store unreachable, a master paused or failing over) the agent cannot tell, so it is not in sync.
         """
         cur = self.current
-        if cur is None or self.store_revision is None or self.refused is not None:
+        if cur is None or self.store_revision is None or self.refused is not None or self.health.state != "ok":
             return False
         if self.store_digest:
             return cur.digest == self.store_digest

@@ -824,11 +824,13 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest, stream)
 end
 
 
--- True when the applied content is the store's as of the last check: digests
--- equal (a store without a digest compares revisions), nothing refused.
+-- True when the last check succeeded and found the applied content to be the
+-- store's: digests equal (a store without a digest compares revisions),
+-- nothing refused. After a failed check (the store unreachable, a master
+-- paused or failing over) the gateway cannot tell: not in sync.
 function _M.in_sync(dict)
     local store_rev = dict:get(K.store_rev)
-    if store_rev == nil or dict:get(K.refused_rev) or dict:get(K.rev) == nil then
+    if store_rev == nil or dict:get(K.refused_rev) or dict:get(K.rev) == nil or dict:get(K.state) ~= "ok" then
         return false
     end
     local store_digest = dict:get(K.store_digest) or ""

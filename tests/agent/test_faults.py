@@ -126,8 +126,8 @@ def own_cluster(tmp_path):
 
 
 def test_whole_cluster_down_then_snapshot_restart_then_catch_up(own_cluster, tmp_path):
-    """Cluster down: last rules served and staleness shown; a restarted client boots from the
-    snapshot with the cluster still down; when the cluster returns the client catches up."""
+    """Cluster down: last rules served, staleness shown and in_sync false (no check succeeds); a restarted
+    client boots from the snapshot with the cluster still down; when the cluster returns the client catches up."""
     ns = "prod"
     snap = str(tmp_path / "agent.snap")
     cfg = RedisConfig.from_nodes(own_cluster.startup_nodes, mode="cluster")
@@ -137,11 +137,13 @@ def test_whole_cluster_down_then_snapshot_restart_then_catch_up(own_cluster, tmp
     with make_client(own_cluster, ns, snapshot_path=snap, max_stale=0.5) as client, \
             DecisionLoop(client, {"v1"}) as loop:
         assert client.revision == 1
+        assert _health(client)["in_sync"] is True
         own_cluster.stop()
         time.sleep(1.2)
         health = _health(client)
         assert health["status"].startswith("200") and health["revision"] == 1
         assert health["stale"] is True and health["staleness"] >= 0.5 and health["redis"] == "down"
+        assert health["in_sync"] is False, "a failed check cannot confirm the content"
     loop.check()
 
     with make_client(own_cluster, ns, snapshot_path=snap, max_stale=0.5) as client, \
@@ -160,6 +162,7 @@ def test_whole_cluster_down_then_snapshot_restart_then_catch_up(own_cluster, tmp
         assert client.decide({"host": "shop.example.com"}).upstream == "v2"
         health = _health(client)
         assert health["stale"] is False and health["redis"] == "ok" and health["source"] == "redis"
+        assert health["in_sync"] is True
     loop.check()
 
 
