@@ -1,6 +1,7 @@
 """Memory of nginx workers holding a large namespace: Lua heap after a full GC and RSS, per worker; prints a table.
 
     python bench/nginx_memory.py [--rules 20000] [--workers 2] [--lua DIR] [--deltas 5] [--full-reloads N] [--traffic]
+        [--warm]
 
 Starts a private 6-node cluster and one nginx (all stopped by pid at the end), loads --rules split rules (as
 bench/reload.py), waits until every worker serves them and a few deltas went through, then asks each worker for
@@ -11,7 +12,9 @@ rule set (the stored msgpack bytes); ratios are per worker against it. Numbers a
 full reloads, one at a time, in which every rule's bytes are new (a new generation id, as bench/reload.py's
 "every rule's bytes new": the old and the new set are alive together in each worker) and measures again
 each time every worker serves the new set; `--traffic` sends requests (one keep-alive client per worker)
-from the first measurement to the end, so the collector paces itself under load as it would in production.
+from the first measurement to the end, so the collector paces itself under load as it would in production;
+`--warm` sends every worker one request per rule before each measurement, so that every split has decided (a
+split's decisions are built by the first request it decides): the served set at its largest.
 """
 from __future__ import annotations
 
@@ -92,6 +95,39 @@ def print_table(title: str, raw_mib: float, found: tuple) -> None:
         print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x | {split} |")
 
 
+LUA_PID = """location = /lua-pid {{
+            content_by_lua_block {{ ngx.say(ngx.worker.pid()) }}
+        }}"""
+
+
+def warm_every_route(port: int, workers: int, rules: int) -> int:
+    """Send every worker one request per rule of the bench (rule i's route: svc{i % 100}.example.com,
+    /api/v{i // 100}), each rule's only route, so that every split has decided a request (nginx builds a split's
+    decisions then); return the requests sent. A keep-alive connection stays on the worker that accepted it: new
+    connections are opened until one is held on every worker (found by its pid)."""
+    conns: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(500):
+        if len(conns) == workers:
+            break
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/lua-pid")
+        pid = int(conn.getresponse().read())
+        if pid in conns:
+            conn.close()
+        else:
+            conns[pid] = conn
+    if len(conns) < workers:
+        raise RuntimeError(f"connections reached {len(conns)} of {workers} workers")
+    sent = 0
+    for conn in conns.values():
+        for i in range(rules):
+            conn.request("GET", f"/api/v{i // 100}/x", headers={"Host": f"svc{i % 100}.example.com", "X-Uid": "1"})
+            conn.getresponse().read()
+            sent += 1
+        conn.close()
+    return sent
+
+
 class Traffic:
     """Keep-alive clients sending the bench's routed request in a loop until stopped; counts answers."""
 
@@ -129,6 +165,8 @@ def main() -> int:
     parser.add_argument("--full-reloads", type=int, default=0, metavar="N",
                         help="measure again after each of N full reloads in which every rule's bytes are new")
     parser.add_argument("--traffic", action="store_true", help="send requests from the first measurement to the end")
+    parser.add_argument("--warm", action="store_true",
+                        help="before each measurement, one request per rule to every worker (every split decided)")
     args = parser.parse_args()
     if args.lua:
         rulegate_dev.nginx.LUA_DIR = args.lua.resolve()
@@ -140,7 +178,8 @@ def main() -> int:
         load_rules(store, "mem", args.rules)
         read = store.load_raw("mem")
         raw_mib = sum(len(k) + len(v) for k, v in read.raw.items()) / 2**20
-        gw = loaded_nginx(cluster, "mem", Path(tmp) / "nginx", args.workers, args.rules, LUA_MEMORY)
+        gw = loaded_nginx(cluster, "mem", Path(tmp) / "nginx", args.workers, args.rules, LUA_MEMORY + "\n" + LUA_PID)
+        warmed = 0
         try:
             for n in range(args.deltas):  # deltas, as in steady operation
                 rev = store.put_rule("mem", make_rule(1, upstream="canary" if n % 2 == 0 else "stable"), None,
@@ -148,6 +187,8 @@ def main() -> int:
             while gw.json("/rulegate/status").get("revision") != rev:
                 time.sleep(0.1)
             time.sleep(3)  # every worker picked the set up (its timer), the checkpoint ran
+            if args.warm:
+                warmed += warm_every_route(gw.port, args.workers, args.rules)
             first = measure(gw, args.workers)
             traffic = Traffic(gw.port, args.workers) if args.traffic else None
             later = []
@@ -164,6 +205,8 @@ def main() -> int:
                         raise RuntimeError("nginx did not apply the full reload")
                     time.sleep(0.2)
                 time.sleep(3)  # the checkpoint of the new set ran
+                if args.warm:
+                    warmed += warm_every_route(gw.port, args.workers, args.rules)
                 later.append(measure(gw, args.workers))
             if traffic is not None:
                 traffic.close()
@@ -178,6 +221,8 @@ def main() -> int:
         print_table(head + f": after full reload {n} (every rule's bytes new)", raw_mib, found)
     if traffic is not None:
         print(f"\n{traffic.sent:,} requests sent from the first measurement to the end, {traffic.failed} failed")
+    if args.warm:
+        print(f"\n--warm: {warmed:,} requests, one per rule to every worker before each measurement")
     return 0
 
 
