@@ -286,6 +286,13 @@ end
 local FIELDS = { header = "headers", cookie = "cookies", arg = "args" }
 
 
+-- Where a percent check's (cumulative weight, decision) pairs start: after the
+-- match function and seed, and for a ramped one also the ramp and total weight.
+local function pairs_from(ramped)
+    return ramped and 5 or 3
+end
+
+
 -- Build the decisions of a cold split (compile_split) in place: each check's
 -- upstream name (a percent check's every second slot from its pairs' start,
 -- any other check's c[2]) and the default become proxy decisions. Items are
@@ -297,7 +304,7 @@ local function warm(split)
         local c = split[j]
         local m = c[1]
         if m == match_percent or m == match_ramped then
-            for k = (m == match_ramped and 6 or 4), #c, 2 do
+            for k = pairs_from(m == match_ramped) + 1, #c, 2 do -- each pair's decision
                 c[k] = proxy(c[k], id, 0, guarded)
             end
         else
@@ -313,7 +320,7 @@ local function compile_policy(p, rule_id)
     if ptype == "percent" then
         local seed, buckets = salt_seed(p.salt or rule_id), p.buckets
         local ramped = p.ramp ~= nil
-        local first = ramped and 5 or 3
+        local first = pairs_from(ramped)
         local c = new_tab(first - 1 + 2 * #buckets, 0)
         c[1], c[2] = ramped and match_ramped or match_percent, seed
         local total = 0
@@ -361,7 +368,7 @@ local function key_name(key)
 end
 
 
-local function compile_split(rule, rev)
+local function compile_split(rule)
     local guarded -- any percent policy's ramp has a guard (docs/rules.md "Outcome counts")
     for _, p in ipairs(rule.policies or {}) do
         if type(p.ramp) == "table" and p.ramp.guard ~= nil then
@@ -521,7 +528,7 @@ end
 local function add_rule(route, rule, rev)
     local item
     if rule.kind == "split" then
-        item = compile_split(rule, rev)
+        item = compile_split(rule)
         route[#route + 1] = item
     else
         item = compile_degrade(rule, rev)
