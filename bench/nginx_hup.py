@@ -8,7 +8,7 @@ in a row, each on a new connection (after a SIGHUP the old workers stop acceptin
 connections: every client reconnects to the new workers), for 1 s at rest, then sends the master a SIGHUP and
 goes on until the new workers have answered for 1 s. Per reload it prints the slowest request at rest and during
 the reload (the baseline is the same run's at-rest figure), the CPU of the master and of the new workers over the
-reload (/proc, 10 ms ticks), and how many requests failed. `--lua DIR` runs nginx with the Lua modules of DIR
+reload (/proc schedstat, ns), and how many requests failed. `--lua DIR` runs nginx with the Lua modules of DIR
 (another tree's lua/: before/after with one script). Numbers are for comparison, never assertions.
 """
 from __future__ import annotations

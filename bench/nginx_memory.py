@@ -5,8 +5,9 @@
 
 Starts a private 6-node cluster and one nginx (all stopped by pid at the end), loads --rules split rules (as
 bench/reload.py), waits until every worker serves them and a few deltas went through, then asks each worker for
-`collectgarbage("count")` after `collectgarbage()` and reads its RSS from /proc. The baseline is the raw size of the
-rule set (the stored msgpack bytes); ratios are per worker against it. Numbers are for comparison, never assertions.
+`collectgarbage("count")` after `collectgarbage()` and reads its RSS and PSS from /proc. The baseline is the raw
+size of the rule set (the stored msgpack bytes); ratios are per worker against it. Numbers are for comparison,
+never assertions.
 `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
 `--deltas N` sets how many one-rule changes follow the first load (5). `--full-reloads N` then forces N
 full reloads, one at a time, in which every rule's bytes are new (a new generation id, as bench/reload.py's
@@ -48,8 +49,10 @@ LUA_MEMORY = """location = /lua-memory {{
 def rss_by_kind(pid: int) -> dict[str, float]:
     """A worker's RSS in MiB by kind of mapping (/proc/PID/smaps): shm = shared mappings (lua_shared_dict
     zones: the pages this worker touched), heap = glibc's brk heap (nginx pools, cosocket buffers),
-    anon = private anonymous mappings (LuaJIT's allocator, glibc's large blocks), files = mapped files."""
-    out = {"shm": 0.0, "heap": 0.0, "anon": 0.0, "files": 0.0}
+    anon = private anonymous mappings (LuaJIT's allocator, glibc's large blocks), files = mapped files; and
+    pss = its proportional set size (each page shared with other processes, the shared dict's and the
+    libraries', counted divided by how many map it: what the worker adds to the machine's memory)."""
+    out = {"shm": 0.0, "heap": 0.0, "anon": 0.0, "files": 0.0, "pss": 0.0}
     kind = "files"
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = line.split()
@@ -65,6 +68,8 @@ def rss_by_kind(pid: int) -> dict[str, float]:
                 kind = "files"
         elif head and head[0] == "Rss:":
             out[kind] += int(head[1]) / 1024
+        elif head and head[0] == "Pss:":
+            out["pss"] += int(head[1]) / 1024
     return out
 
 
@@ -84,15 +89,16 @@ def measure(gw: NginxLauncher, workers: int) -> tuple[dict[int, float], dict[int
 def print_table(title: str, raw_mib: float, found: tuple) -> None:
     heap, rss, kinds, syncing = found
     print(f"\n{title}\n")
-    print("| worker | Lua heap (MiB) | heap / raw | RSS (MiB) | RSS / raw | RSS: shm / anon / brk heap / files |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| worker | Lua heap (MiB) | heap / raw | RSS (MiB) | RSS / raw | RSS: shm / anon / brk heap / files "
+          "| PSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---|---:|")
     for pid in sorted(rss):
         h = heap.get(pid)
         cell = f"{h:.1f} | {h / raw_mib:.1f}x" if h is not None else "(not reached) | -"
         role = "syncing" if pid == syncing else "other"
         k = kinds[pid]
         split = f"{k['shm']:.1f} / {k['anon']:.1f} / {k['heap']:.1f} / {k['files']:.1f}"
-        print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x | {split} |")
+        print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x | {split} | {k['pss']:.1f} |")
 
 
 LUA_PID = """location = /lua-pid {{

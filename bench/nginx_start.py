@@ -7,7 +7,7 @@ Starts a private 6-node cluster, loads --rules split rules (as bench/reload.py),
 until the file holds them and stops it. Then every Redis node is stopped (SIGSTOP, by pid: the rules can only come
 from the file) and nginx is started --starts times on the same prefix (a new shared dict each time): from the start
 command, requests are sent until one is answered by the rules (its X-Rulegate-Rev), then the master's and each
-worker's CPU (utime + stime from /proc, 10 ms ticks) are read. The baseline is the same run's start of nginx with no
+worker's CPU (run time from /proc schedstat) are read. The baseline is the same run's start of nginx with no
 snapshot file and Redis stopped (nothing to load). Everything is stopped by pid at the end. `--lua DIR` runs nginx
 with another tree's Lua modules (before/after with one script). Numbers are for comparison, never assertions.
 """

@@ -100,6 +100,22 @@ def change(store: RuleStore, ns: str, n: int) -> int:
 
 
 def worker_cpu(pid: int) -> float:
+    """Seconds of CPU process pid has run so far: the scheduler's nanosecond count of its threads
+    (/proc/PID/task/*/schedstat; a thread that exited is no longer in it), or utime + stime in clock ticks
+    (10 ms) on a kernel without schedstat."""
+    total, seen = 0, False
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        tasks = []
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+            seen = True
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    if seen:
+        return total / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -453,7 +469,7 @@ def main() -> int:
     for name, py, ng in rows:
         print(f"{name.ljust(width)} | {py:>26} | {ng}")
     print(f"\n(python {sys.version.split()[0]}, {os.cpu_count()} CPUs; agent CPU is the sync thread's; nginx CPU "
-          "is the worker's from /proc, 10 ms ticks)")
+          "is the worker's run time from /proc/PID/schedstat)")
     return 0
 
 

@@ -7,8 +7,8 @@ checkout; pass an older `git worktree` for a before/after in one run), then time
 `POST /v1/decide` requests at rest and from just before a forced full reload until 0.2 s after the new
 generation is applied: a new generation id over the same bytes, then every rule's bytes rewritten
 (a new description, the matching digest) and a new generation id. Then, with no requests, the sidecar
-process's CPU (utime + stime, 10 ms ticks) over `--cpu-reps` reloads of each kind, from the trigger until
-its snapshot of the new generation is written (+0.1 s). The writes run in a forked child with the
+process's CPU (its threads' run time from /proc schedstat) over `--cpu-reps` reloads of each kind, from
+the trigger until its snapshot of the new generation is written (+0.1 s). The writes run in a forked child with the
 bytes encoded before the window (in this process they held the GIL and counted as the sidecar's wait).
 Stops what it started (by pid).
 """

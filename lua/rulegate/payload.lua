@@ -155,7 +155,9 @@ function _M.writer(dict, meta, keep, place)
     }
     local w = { head = head, chunks = keep and {} or nil }
     local buf, in_chunk = {}, 0
+    local open_key = nil -- the dict key of the chunk being filled (for place), made once per chunk
     local function store(chunk, count)
+        open_key = nil
         head.n = head.n + 1
         head.counts[head.n] = count
         head.sizes[head.n] = #chunk
@@ -185,7 +187,8 @@ function _M.writer(dict, meta, keep, place)
     function w.add(_, id, raw)
         snapshot.pack_rule(buf, id, raw)
         if place then
-            place[id] = chunk_key(head.id, head.n + 1)
+            open_key = open_key or chunk_key(head.id, head.n + 1)
+            place[id] = open_key
         end
         head.count, in_chunk = head.count + 1, in_chunk + 1
         if in_chunk >= _M.CHUNK then
@@ -200,6 +203,7 @@ function _M.writer(dict, meta, keep, place)
         if not ok then
             return nil, err
         end
+        open_key = nil
         head.n = head.n + 1
         head.counts[head.n], head.sizes[head.n] = count, size
         head.borrowed = head.borrowed or {}

@@ -57,7 +57,6 @@ do
     end
 end
 _M.ZLIB_CRC = zlib_crc32 ~= nil
-local packers = mp.packers
 
 
 local function pack_map_header(buf, n)
@@ -91,10 +90,37 @@ function _M.payload_prefix(namespace, generation, revision, written_at, count)
 end
 
 
--- Append one rule of the "rules" map to buf: its id, then its stored bytes as bin.
+-- The msgpack header of a str of n bytes as lua-MessagePack packs one (its
+-- default "string_compat": fixstr, str16, str32; no str8), and of a bin.
+local function str_head(n)
+    if n <= 0x1f then
+        return char(0xa0 + n)
+    elseif n <= 0xffff then
+        return char(0xda, floor(n / 0x100), n % 0x100)
+    end
+    return char(0xdb, floor(n / 0x1000000), floor(n / 0x10000) % 0x100, floor(n / 0x100) % 0x100, n % 0x100)
+end
+
+
+local function bin_head(n)
+    if n <= 0xff then
+        return char(0xc4, n)
+    elseif n <= 0xffff then
+        return char(0xc5, floor(n / 0x100), n % 0x100)
+    end
+    return char(0xc6, floor(n / 0x1000000), floor(n / 0x10000) % 0x100, floor(n / 0x100) % 0x100, n % 0x100)
+end
+
+
+-- Append one rule of the "rules" map to buf: its id (a string), then its
+-- stored bytes as bin; the bytes mp.pack gives, without its buffer table and
+-- concatenation per value (a full load packs every rule: bench/REPORT.md).
 function _M.pack_rule(buf, id, raw)
-    buf[#buf + 1] = mp.pack(id)
-    packers["binary"](buf, raw)
+    local n = #buf
+    buf[n + 1] = str_head(#id)
+    buf[n + 2] = id
+    buf[n + 3] = bin_head(#raw)
+    buf[n + 4] = raw
 end
 
 

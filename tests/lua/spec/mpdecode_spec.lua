@@ -199,6 +199,16 @@ return function(t)
         end
     end)
 
+    t.it("nesting up to and past the decoder's own depth gives the library's tables", function()
+        for _, depth in ipairs({ 1, 2, 63, 64, 65, 66, 200 }) do
+            for _, open in ipairs({ "\x91", "\x81\xa1k", "\xdc\0\1", "\x82\x01\x02\xa1k" }) do
+                check(t, string.rep(open, depth) .. "\xa1v")
+                check(t, string.rep(open, depth) .. "\x90")
+                check(t, string.rep(open, depth)) -- cut short
+            end
+        end
+    end)
+
     t.it("at() reads a run of values as the library's cursor does", function()
         math.randomseed(7)
         for _ = 1, 300 do

@@ -37,6 +37,22 @@ return function(t)
         t.eq(snapshot.decode_payload(reordered:sub(1, -3), pause), nil)
     end)
 
+    t.it("pack_rule gives lua-MessagePack's bytes for the id and the bin, at every header size", function()
+        local function rep(n)
+            return string.rep("a", n)
+        end
+        for _, idlen in ipairs({ 0, 1, 31, 32, 255, 256, 65535, 65536 }) do
+            for _, rawlen in ipairs({ 0, 1, 255, 256, 65535, 65536 }) do
+                local id, value = rep(idlen), rep(rawlen)
+                local buf = { "x" }
+                snapshot.pack_rule(buf, id, value)
+                local want = { "x", mp.pack(id) }
+                mp.packers["binary"](want, value)
+                t.eq(table.concat(buf), table.concat(want), idlen .. " / " .. rawlen)
+            end
+        end
+    end)
+
     t.it("the header carries crc32 and payload length", function()
         local data = snapshot.encode("prod", "g", 1, 1, raw)
         local sum, len = data:match("^RGSNAP1 (%x+) (%d+)\n")
