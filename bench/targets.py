@@ -1,0 +1,225 @@
+"""Issue 14's targets in one run: runs the benches that measure them, one after another, and prints one table.
+
+    python bench/targets.py [--only cold_load,decide,...] [--raw FILE]
+
+Each step runs another bench of this directory as a child process (each starts and stops its own cluster and
+nginx, on loopback), then reads its figures from what it printed. The table gives, per target, the figure, the
+same run's baseline that bench prints beside it, and whether the figure meets the target — for the machine and
+the moment of the run (the load average before each step is printed: compare runs made at the same load). The
+figures are each bench's own; the bench's docstring says what it measures. `--raw FILE` keeps every step's full
+output. Numbers are for reading, never assertions (no test runs this).
+
+Steps (about 12 minutes on 2 CPUs): cold_load (the Python load of 10,000 rules, nothing held and all held),
+decide (build + decide at 1,000 rules), agent (sidecar vs a static gevent server, Python memory), reload (one-rule
+change and full reloads, agent and nginx, 10,000 rules, 2 workers), reload_wait (the sidecar's worst wait during
+reloads), nginx_memory (20,000 rules, two full reloads of every rule's bytes), admin_write (REST writes),
+gateway (nginx requests/s against an empty access_by_lua).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Row:
+    target: str
+    figure: str
+    baseline: str
+    met: bool | None  # None: the output did not hold the figure
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _find(pattern: str, out: str) -> re.Match | None:
+    return re.search(pattern, out, re.MULTILINE)
+
+
+def cold_load(out: str) -> list[Row]:
+    cold = _find(r"nothing held: ([\d.]+) ms thread CPU", out)
+    held = _find(r"all held: ([\d.]+) ms thread CPU", out)
+    figure = f"{cold[1]} ms" if cold else "?"
+    return [Row("Python: 10,000 rules load ≤ 100 ms CPU (decode, check, digest, compile, index)", figure,
+                f"the same bytes held: {held[1]} ms" if held else "?", _num(cold[1]) <= 100 if cold else None)]
+
+
+def decide(out: str) -> list[Row]:
+    m = _find(r"^\| 1,000 \| ([\d.]+) \(\S+\) \| ([\d.]+) \(\S+\) \| ([\d.]+) \(\S+\) \| ([\d.]+) \(\S+\) \|", out)
+    if not m:
+        return [Row("Python: build + decide ≤ 1.5 µs at 1,000 rules", "?", "?", None)]
+    worst = max(_num(m[3]), _num(m[4]))
+    return [Row("Python: build + decide ≤ 1.5 µs at 1,000 rules",
+                f"from a dict {m[3]} µs, from an environ {m[4]} µs",
+                f"dict lookup {m[1]} µs; decide() alone {m[2]} µs", worst <= 1.5)]
+
+
+def agent(out: str) -> list[Row]:
+    rows = []
+    for clients in (1, 8):
+        m = _find(rf"^sidecar HTTP decide, {clients} client\(s\)\s*\|\s*([\d,]+)/s \| .*?: ([\d,]+)/s "
+                  r"\(sidecar = (\d+)%\)", out)
+        rows.append(Row(f"sidecar ≥ 95 % of a static gevent server, {clients} client(s)",
+                        f"{m[1]}/s ({m[3]} %)" if m else "?", f"static server {m[2]}/s" if m else "?",
+                        int(m[3]) >= 95 if m else None))
+    m = _find(r"^memory held by the applied set and cache\s*\|\s*([\d.,]+) MiB \| raw msgpack bytes: "
+              r"([\d.,]+) MiB", out)
+    rows.append(Row("Python memory ≤ 4x the raw msgpack",
+                    f"{m[1]} MiB ({_num(m[1]) / _num(m[2]):.2f}x)" if m else "?",
+                    f"raw {m[2]} MiB" if m else "?", _num(m[1]) <= 4 * _num(m[2]) if m else None))
+    return rows
+
+
+def reload(out: str) -> list[Row]:
+    def cells(label: str) -> list[str] | None:
+        m = _find(rf"^\d+ rules, {re.escape(label)}\s*\|(.*)$", out)
+        return [c.strip() for c in m[1].split("|")] if m else None
+
+    rows = []
+    full, held = cells("full reload: CPU"), cells("full reload of bytes held (new generation): CPU")
+    if full:
+        workers = [_num(x) for x in re.findall(r"([\d.]+) ms", full[1])]
+        rows.append(Row("nginx: 10,000 rules load ≤ 100 ms CPU per worker (every rule's bytes new)",
+                        f"{full[1]} (syncing / other)", f"bytes held: {held[1]}" if held else "?",
+                        max(workers) <= 100 if workers else None))
+        rows.append(Row("Python agent: whole full reload of 10,000 rules (read included) ≤ 100 ms CPU", full[0],
+                        f"bytes held: {held[0]}" if held else "?", _num(full[0].split()[0]) <= 100))
+    rest, busy, cold = (cells("request latency at rest: max"), cells("request latency during a full reload: max"),
+                        cells("... every rule's bytes new: max"))
+    if rest and busy and cold:
+        worst = max(_num(busy[1].split()[0]), _num(cold[1].split()[0]))
+        rows.append(Row("nginx: no request waits > 5 ms during a full reload", f"{busy[1]}; bytes new {cold[1]}",
+                        f"at rest {rest[1]}", worst <= 5))
+    return rows or [Row("nginx / agent full reloads", "?", "?", None)]
+
+
+def reload_wait(out: str) -> list[Row]:
+    rest = _find(r"^at rest: ([\d.]+) ms", out)
+    waits = [_num(x) for x in re.findall(r"^reload, .*?: ([\d.]+) ms", out, re.MULTILINE)]
+    return [Row("sidecar: no request waits > 5 ms during a full reload",
+                f"worst {max(waits):.1f} ms over {len(waits)} reloads" if waits else "?",
+                f"at rest {rest[1]} ms" if rest else "?", max(waits) <= 5 if waits else None)]
+
+
+def nginx_memory(out: str) -> list[Row]:
+    raw = _find(r"raw stored size ([\d.]+) MiB", out)
+    last = out.rsplit("after ", 1)[-1]
+    rows = re.findall(r"^\| \d+ \((\w+)\) \| [\d.]+ \| \S+ \| ([\d.]+) \| \S+ \| [^|]+ \| ([\d.]+) \|", last,
+                      re.MULTILINE)
+    if not rows:
+        return [Row("nginx ≤ 64 MiB per worker at 20,000 rules", "?", "?", None)]
+    figure = "; ".join(f"{role}: PSS {pss}, RSS {rss} MiB" for role, rss, pss in rows)
+    return [Row("nginx ≤ 64 MiB per worker at 20,000 rules, after full reloads (PSS; RSS beside it)", figure,
+                f"raw stored size {raw[1]} MiB" if raw else "?", all(_num(pss) <= 64 for _, _, pss in rows))]
+
+
+def admin_write(out: str) -> list[Row]:
+    def rate(instances: int, scenario: str) -> tuple[float, int] | None:
+        m = _find(rf"^\s+{instances} \| {re.escape(scenario)}\s*\|\s*(\d+) \|(?:[^|]*\|){{4}}\s*(\d+) \|", out)
+        return (_num(m[1]), int(m[2])) if m else None
+
+    def store(scenario: str) -> str:
+        m = _find(rf"^{re.escape(scenario)}\s*\|\s*(\d+) \|", out)
+        return f"RuleStore in process: {m[1]}/s" if m else "?"
+
+    one = rate(1, "one namespace, If-Match rule ETag")
+    two_one_ns = rate(2, "one namespace, If-Match rule ETag")
+    own = rate(2, "own namespace each")
+    return [
+        Row("REST: ≥ 500 writes/s on one namespace, 8 clients, rule ETags, 0 lost",
+            f"1 instance {one[0]:.0f}/s, 2 instances {two_one_ns[0]:.0f}/s, lost {one[1] + two_one_ns[1]}"
+            if one and two_one_ns else "?", store("one namespace, If-Match rule ETag"),
+            one[0] >= 500 and one[1] == 0 if one else None),
+        Row("REST: ≥ 1,000 writes/s, 2 instances, own namespaces, WAIT",
+            f"{own[0]:.0f}/s, lost {own[1]}" if own else "?",
+            store("own namespace each"), own[0] >= 1000 and own[1] == 0 if own else None),
+    ]
+
+
+def gateway(out: str) -> list[Row]:
+    def row(config: str) -> list[str] | None:
+        m = _find(rf"^\| {re.escape(config)} \|(.*)$", out)
+        return [c.strip() for c in m[1].split("|")] if m else None
+
+    noop, ours = row("lua_noop"), row("rulegate_1000_rules")
+    if not noop or not ours:
+        return [Row("nginx hot path within 1 % of an empty access_by_lua", "?", "?", None)]
+    ratio = _num(ours[0]) / _num(noop[0])
+    return [Row("nginx hot path within 1 % of an empty access_by_lua (1,000 rules)",
+                f"{ours[0]} req/s ({ratio:.1%}), gateway CPU {ours[4]} µs a request",
+                f"lua_noop {noop[0]} req/s, {noop[4]} µs", ratio >= 0.99)]
+
+
+PY = sys.executable
+STEPS: dict[str, tuple[list[list[str]], Callable[[str], list[Row]]]] = {
+    "cold_load": ([[PY, str(HERE / "cold_load.py"), "--rules", "10000", "--repeat", "5"],
+                   [PY, str(HERE / "cold_load.py"), "--rules", "10000", "--repeat", "5", "--held"]], cold_load),
+    "decide": ([[PY, str(HERE / "decide.py"), "--rounds", "3"]], decide),
+    "agent": ([[PY, str(HERE / "agent.py")]], agent),
+    "reload": ([[PY, str(HERE / "reload.py"), "--rules", "10000", "--workers", "2"]], reload),
+    "reload_wait": ([[PY, str(HERE / "reload_wait.py"), "--reps", "3"]], reload_wait),
+    "nginx_memory": ([[PY, str(HERE / "nginx_memory.py"), "--rules", "20000", "--workers", "2",
+                       "--full-reloads", "2"]], nginx_memory),
+    "admin_write": ([[PY, str(HERE / "admin_write.py")]], admin_write),
+    "gateway": ([["bash", str(HERE / "gateway.sh")]], gateway),
+}
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated steps (default: all): " + ",".join(STEPS))
+    parser.add_argument("--raw", type=Path, help="write every step's whole output to this file")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(STEPS)
+    unknown = [n for n in names if n not in STEPS]
+    if unknown:
+        parser.error(f"--only: unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}")
+    rows: list[tuple[str, str, Row]] = []
+    raw: list[str] = []
+    for name in names:
+        commands, parse = STEPS[name]
+        load, started = load_average(), time.monotonic()
+        print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load}) ...", file=sys.stderr, flush=True)
+        outputs = []
+        for argv in commands:
+            done = subprocess.run(argv, cwd=HERE.parent, capture_output=True, text=True, env=os.environ)
+            outputs.append(done.stdout + (f"\n[exit {done.returncode}]\n{done.stderr[-2000:]}" if done.returncode
+                                          else ""))
+        out = "\n".join(outputs)
+        raw.append(f"===== {name}: {' && '.join(' '.join(a[1:]) for a in commands)} "
+                   f"(load average {load}, {time.monotonic() - started:.0f} s)\n{out}")
+        try:
+            parsed = parse(out)
+        except (ValueError, TypeError, IndexError, ZeroDivisionError) as exc:  # a bench printed something else
+            parsed = [Row(f"{name}: its output was not read ({exc.__class__.__name__}: {exc})", "?", "?", None)]
+        command = " && ".join(" ".join(Path(a).name if a.startswith("/") else a for a in argv[1:]) for argv in commands)
+        for row in parsed:
+            rows.append((command, load, row))
+    if args.raw:
+        args.raw.write_text("\n".join(raw))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"\nissue 14 targets, one run ({when}, {os.cpu_count()} CPUs)\n")
+    print("| target | figure | same-run baseline | met | command in bench/ (load average before it) |")
+    print("|---|---|---|---|---|")
+    for command, load, row in rows:
+        met = {True: "yes", False: "**no**", None: "(not read)"}[row.met]
+        print(f"| {row.target} | {row.figure} | {row.baseline} | {met} | `{command}` ({load}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
