@@ -1,13 +1,15 @@
 """Issue 14's targets in one run: runs the benches that measure them, one after another, and prints one table.
 
-    python bench/targets.py [--only cold_load,decide,...] [--raw FILE]
+    python bench/targets.py [--only cold_load,decide,...] [--runs N] [--raw FILE]
 
 Each step runs another bench of this directory as a child process (each starts and stops its own cluster and
 nginx, on loopback), then reads its figures from what it printed. The table gives, per target, the figure, the
 same run's baseline that bench prints beside it, and whether the figure meets the target — for the machine and
 the moment of the run (the load average before each step is printed: compare runs made at the same load). The
-figures are each bench's own; the bench's docstring says what it measures. `--raw FILE` keeps every step's full
-output. Numbers are for reading, never assertions (no test runs this).
+figures are each bench's own; the bench's docstring says what it measures. `--runs N` runs the steps N times in
+turn and gives, per target, every run's figure and in how many runs it was met (a figure near its target on a
+shared VM is met in some runs and not others). `--raw FILE` keeps every step's full output. Numbers are for
+reading, never assertions (no test runs this).
 
 Steps (about 10 minutes on 2 CPUs): cold_load (the Python load of 10,000 rules, nothing held and all held),
 decide (build + decide at 1,000 rules), agent (sidecar vs a static gevent server), agent_memory (what the agent
@@ -184,45 +186,64 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def run_step(name: str, raw: list[str]) -> list[tuple[str, str, Row]]:
+    """Run one step's commands; return (command, load average before it, row) per target it measures."""
+    commands, parse = STEPS[name]
+    load, started = load_average(), time.monotonic()
+    print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load}) ...", file=sys.stderr, flush=True)
+    outputs = []
+    for argv in commands:
+        done = subprocess.run(argv, cwd=HERE.parent, capture_output=True, text=True, env=os.environ)
+        outputs.append(done.stdout + (f"\n[exit {done.returncode}]\n{done.stderr[-2000:]}" if done.returncode else ""))
+    out = "\n".join(outputs)
+    raw.append(f"===== {name}: {' && '.join(' '.join(a[1:]) for a in commands)} "
+               f"(load average {load}, {time.monotonic() - started:.0f} s)\n{out}")
+    try:
+        parsed = parse(out)
+    except (ValueError, TypeError, IndexError, ZeroDivisionError) as exc:  # a bench printed something else
+        parsed = [Row(f"{name}: its output was not read ({exc.__class__.__name__}: {exc})", "?", "?", None)]
+    command = " && ".join(" ".join(Path(a).name if a.startswith("/") else a for a in argv[1:]) for argv in commands)
+    return [(command, load, row) for row in parsed]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated steps (default: all): " + ",".join(STEPS))
+    parser.add_argument("--runs", type=int, default=1, help="run the steps this many times in turn; the table "
+                        "then gives each run's figure and in how many runs the target was met")
     parser.add_argument("--raw", type=Path, help="write every step's whole output to this file")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(STEPS)
     unknown = [n for n in names if n not in STEPS]
     if unknown:
         parser.error(f"--only: unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}")
-    rows: list[tuple[str, str, Row]] = []
+    if args.runs < 1:
+        parser.error("--runs: at least 1")
     raw: list[str] = []
-    for name in names:
-        commands, parse = STEPS[name]
-        load, started = load_average(), time.monotonic()
-        print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load}) ...", file=sys.stderr, flush=True)
-        outputs = []
-        for argv in commands:
-            done = subprocess.run(argv, cwd=HERE.parent, capture_output=True, text=True, env=os.environ)
-            outputs.append(done.stdout + (f"\n[exit {done.returncode}]\n{done.stderr[-2000:]}" if done.returncode
-                                          else ""))
-        out = "\n".join(outputs)
-        raw.append(f"===== {name}: {' && '.join(' '.join(a[1:]) for a in commands)} "
-                   f"(load average {load}, {time.monotonic() - started:.0f} s)\n{out}")
-        try:
-            parsed = parse(out)
-        except (ValueError, TypeError, IndexError, ZeroDivisionError) as exc:  # a bench printed something else
-            parsed = [Row(f"{name}: its output was not read ({exc.__class__.__name__}: {exc})", "?", "?", None)]
-        command = " && ".join(" ".join(Path(a).name if a.startswith("/") else a for a in argv[1:]) for argv in commands)
-        for row in parsed:
-            rows.append((command, load, row))
+    results: dict[str, list[tuple[str, str, Row]]] = {}  # target -> one (command, load, row) per run, in order
+    for _ in range(args.runs):
+        for name in names:
+            for command, load, row in run_step(name, raw):
+                results.setdefault(row.target, []).append((command, load, row))
     if args.raw:
         args.raw.write_text("\n".join(raw))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"\nissue 14 targets, one run ({when}, {os.cpu_count()} CPUs)\n")
+    print(f"\nissue 14 targets, {args.runs} run(s) ({when}, {os.cpu_count()} CPUs)\n")
     print("| target | figure | same-run baseline | met | command in bench/ (load average before it) |")
     print("|---|---|---|---|---|")
-    for command, load, row in rows:
-        met = {True: "yes", False: "**no**", None: "(not read)"}[row.met]
-        print(f"| {row.target} | {row.figure} | {row.baseline} | {met} | `{command}` ({load}) |")
+    for target, runs in results.items():
+        command = runs[0][0]
+        loads = "; ".join(load for _, load, _ in runs)
+        if len(runs) == 1:
+            row = runs[0][2]
+            met = {True: "yes", False: "**no**", None: "(not read)"}[row.met]
+            print(f"| {target} | {row.figure} | {row.baseline} | {met} | `{command}` ({loads}) |")
+            continue
+        figures = "; ".join(row.figure for _, _, row in runs)
+        baselines = "; ".join(row.baseline for _, _, row in runs)
+        read = [row.met for _, _, row in runs if row.met is not None]
+        met = f"{sum(read)} of {len(read)} runs" if read else "(not read)"
+        print(f"| {target} | {figures} | {baselines} | {met} | `{command}` ({loads}) |")
     return 0
 
 
