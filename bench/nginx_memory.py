@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import rulegate_dev.nginx  # noqa: E402
-from bench.reload import load_rules, loaded_nginx, make_rule, new_generation  # noqa: E402
+from bench.reload import load_rules, loaded_nginx, make_rule, new_generation, pinned_connections  # noqa: E402
 from rulegate.connection import RedisConfig  # noqa: E402
 from rulegate.store import RuleStore  # noqa: E402
 from rulegate_dev.cluster import LocalCluster  # noqa: E402
@@ -101,31 +101,15 @@ def print_table(title: str, raw_mib: float, found: tuple) -> None:
         print(f"| {pid} ({role}) | {cell} | {rss[pid]:.1f} | {rss[pid] / raw_mib:.1f}x | {split} | {k['pss']:.1f} |")
 
 
-LUA_PID = """location = /lua-pid {{
-            content_by_lua_block {{ ngx.say(ngx.worker.pid()) }}
-        }}"""
-
-
 def warm_every_route(port: int, workers: int, rules: int) -> int:
     """Send every worker one request per rule of the bench (rule i's route: svc{i % 100}.example.com,
     /api/v{i // 100}), each rule's only route, so that every split has decided a request (nginx builds a split's
-    decisions then); return the requests sent. A keep-alive connection stays on the worker that accepted it: new
-    connections are opened until one is held on every worker (found by its pid)."""
-    conns: dict[int, http.client.HTTPConnection] = {}
-    for _ in range(500):
-        if len(conns) == workers:
-            break
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/lua-pid")
-        pid = int(conn.getresponse().read())
-        if pid in conns:
-            conn.close()
-        else:
-            conns[pid] = conn
+    decisions then); return the requests sent. One keep-alive connection per worker (bench/reload.py)."""
+    conns = pinned_connections(port, workers)
     if len(conns) < workers:
         raise RuntimeError(f"connections reached {len(conns)} of {workers} workers")
     sent = 0
-    for conn in conns.values():
+    for conn in conns:
         for i in range(rules):
             conn.request("GET", f"/api/v{i // 100}/x", headers={"Host": f"svc{i % 100}.example.com", "X-Uid": "1"})
             conn.getresponse().read()
@@ -184,7 +168,7 @@ def main() -> int:
         load_rules(store, "mem", args.rules)
         read = store.load_raw("mem")
         raw_mib = sum(len(k) + len(v) for k, v in read.raw.items()) / 2**20
-        gw = loaded_nginx(cluster, "mem", Path(tmp) / "nginx", args.workers, args.rules, LUA_MEMORY + "\n" + LUA_PID)
+        gw = loaded_nginx(cluster, "mem", Path(tmp) / "nginx", args.workers, args.rules, LUA_MEMORY)
         warmed = 0
         try:
             for n in range(args.deltas):  # deltas, as in steady operation

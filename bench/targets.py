@@ -193,7 +193,7 @@ def run_step(name: str, raw: list[str]) -> list[tuple[str, str, Row]]:
     print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load}) ...", file=sys.stderr, flush=True)
     outputs = []
     for argv in commands:
-        done = subprocess.run(argv, cwd=HERE.parent, capture_output=True, text=True, env=os.environ)
+        done = subprocess.run(argv, cwd=HERE.parent, capture_output=True, text=True)
         outputs.append(done.stdout + (f"\n[exit {done.returncode}]\n{done.stderr[-2000:]}" if done.returncode else ""))
     out = "\n".join(outputs)
     raw.append(f"===== {name}: {' && '.join(' '.join(a[1:]) for a in commands)} "
