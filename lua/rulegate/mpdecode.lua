@@ -186,6 +186,159 @@ function _M.unpack(s)
 end
 
 
+-- The index after the value at byte i of s, without building fixmaps,
+-- fixarrays and fixstrs; nil for what value() leaves to the library (ext,
+-- float32, int64, big uint64, bad or missing bytes) and for nesting deeper
+-- than 32 (the caller then decodes whole).
+local function skip(s, i, len, depth)
+    local b = byte(s, i)
+    if b == nil or depth > 32 then
+        return nil
+    end
+    if b < 0x80 or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3 then -- fixints, nil, booleans
+        return i + 1
+    elseif b >= 0xa0 and b <= 0xbf then -- fixstr
+        local e = i + b - 0xa0
+        return e <= len and e + 1 or nil
+    elseif b < 0xa0 then -- fixmap, fixarray
+        local n = b < 0x90 and 2 * (b - 0x80) or b - 0x90
+        i = i + 1
+        for _ = 1, n do
+            i = skip(s, i, len, depth + 1)
+            if not i then
+                return nil
+            end
+        end
+        return i
+    end
+    local _, j = value(s, i, len) -- the rest: scalars, and containers of 16/32-bit size (rare: built once)
+    return j
+end
+
+
+-- A map's entry count and the index of its first key, or nil.
+local function map_at(s, i)
+    local b = byte(s, i)
+    if b == nil then
+        return nil
+    elseif b >= 0x80 and b < 0x90 then
+        return b - 0x80, i + 1
+    elseif b == 0xde then
+        local b1, b2 = byte(s, i + 1, i + 2)
+        return b2 and b1 * 0x100 + b2, i + 3
+    elseif b == 0xdf then
+        local b1, b2, b3, b4 = byte(s, i + 1, i + 4)
+        return b4 and ((b1 * 0x100 + b2) * 0x100 + b3) * 0x100 + b4, i + 5
+    end
+    return nil
+end
+
+
+-- The keys route_of reads (a code each; 0: any other key).
+local ID, ROUTE, KIND, ENABLED, HOST, PATH = 1, 2, 3, 4, 5, 6
+local KEYS = { id = ID, route = ROUTE, kind = KIND, enabled = ENABLED, host = HOST, path = PATH }
+
+
+-- The code of the fixstr key at byte i of s and the index after it; nil for a
+-- key of any other encoding. Only a key of one of KEYS' lengths and first
+-- bytes is made a string.
+local function key_at(s, i, len)
+    local b = byte(s, i)
+    if b == nil or b < 0xa0 or b > 0xbf then
+        return nil
+    end
+    local n = b - 0xa0
+    local e = i + n
+    if e > len then
+        return nil
+    end
+    local f = byte(s, i + 1)
+    if (n == 2 and f == 0x69) or (n == 4 and (f == 0x6b or f == 0x68 or f == 0x70)) or (n == 5 and f == 0x72)
+        or (n == 7 and f == 0x65) then -- i(d), k(ind), h(ost), p(ath), r(oute), e(nabled)
+        return KEYS[sub(s, i + 1, e)] or 0, e + 1
+    end
+    return 0, e + 1
+end
+
+
+-- The scalar at byte i of s and the index after it; nil for a container or
+-- what value() leaves to the library.
+local function scalar(s, i, len)
+    local v, j = value(s, i, len)
+    if j == nil or type(v) == "table" then
+        return nil, nil
+    end
+    return v, j
+end
+
+
+-- What a gateway needs to place a stored rule in its route index without
+-- decoding the rest: id, route.host, route.path, kind and enabled of the map s
+-- encodes, as unpack(s) would give them (a key met twice: its last value), or
+-- nil when s is anything else, has a key that is not a fixstr, or uses an
+-- encoding left to the library (the caller then decodes s whole).
+function _M.route_of(s)
+    if type(s) ~= "string" then
+        return nil
+    end
+    local len = #s
+    local n, i = map_at(s, 1)
+    if not n then
+        return nil
+    end
+    local id, host, path, kind, enabled
+    for _ = 1, n do
+        local k
+        k, i = key_at(s, i, len)
+        if not k then
+            return nil
+        end
+        if k == ROUTE then
+            local m
+            m, i = map_at(s, i)
+            if not m then
+                return nil
+            end
+            host, path = nil, nil
+            for _ = 1, m do
+                local rk
+                rk, i = key_at(s, i, len)
+                if not rk then
+                    return nil
+                end
+                if rk == HOST then
+                    host, i = scalar(s, i, len)
+                elseif rk == PATH then
+                    path, i = scalar(s, i, len)
+                else
+                    i = skip(s, i, len, 1)
+                end
+                if not i then
+                    return nil
+                end
+            end
+        else
+            if k == ID then
+                id, i = scalar(s, i, len)
+            elseif k == KIND then
+                kind, i = scalar(s, i, len)
+            elseif k == ENABLED then
+                enabled, i = scalar(s, i, len)
+            else
+                i = skip(s, i, len, 1)
+            end
+            if not i then
+                return nil
+            end
+        end
+    end
+    if i ~= len + 1 or type(host) ~= "string" or type(path) ~= "string" or (kind ~= "split" and kind ~= "degrade") then
+        return nil
+    end
+    return id, host, path, kind, enabled
+end
+
+
 local function missing_bytes()
     error("missing bytes")
 end

@@ -2,8 +2,10 @@
 -- Mirrors rulegate/evaluator.py exactly; tests/vectors/ pin the semantics.
 local iputil = require("rulegate.iputil")
 local crc32 = require("rulegate.crc32")
+local mpdecode = require("rulegate.mpdecode")
 
 local ngx = ngx
+local error = error
 local crc_update = crc32.update
 local crc_finish = crc32.finish
 local parse_ip = iputil.parse
@@ -523,6 +525,21 @@ end
 -- A route is { degrades = list, accepts = set or nil, split, split, ... }: its
 -- splits are its own array part (one table fewer a route).
 
+-- The degrades list of routes without degrade rules (most routes): shared and
+-- never appended to; a route's own list is made by its first degrade rule.
+local NONE = setmetatable({}, { __newindex = function() error("router.NONE is read-only", 2) end })
+
+
+-- Append a degrade item to a route's list (its own, made on the first).
+local function add_degrade(route, item)
+    local list = route.degrades
+    if list == NONE then
+        list = {}
+        route.degrades = list
+    end
+    list[#list + 1] = item
+end
+
 -- Compile one enabled rule into its route's degrades or splits (each item's
 -- methods: the set it accepts, nil for any; route: the rule's, for add_compiled).
 local function add_rule(route, rule, rev)
@@ -532,7 +549,7 @@ local function add_rule(route, rule, rev)
         route[#route + 1] = item
     else
         item = compile_degrade(rule, rev)
-        route.degrades[#route.degrades + 1] = item
+        add_degrade(route, item)
     end
     -- the route's host and path, not the decoded route table: one table fewer a
     -- rule (an item stands for its route wherever {host, path} is read)
@@ -540,11 +557,6 @@ local function add_rule(route, rule, rev)
     item.methods, item.host, item.path = methods_set(route_of), route_of.host, route_of.path
     return item
 end
-
-
--- The list routes without degrades share; never appended to: a route's list
--- is filled while it is built, then replaced by this when empty.
-local NONE = setmetatable({}, { __newindex = function() error("router.NONE is read-only", 2) end })
 
 
 -- A built route's degrades and splits sorted, its accepted methods set, an
@@ -559,7 +571,54 @@ local function finish_route(route)
     if #route > 1 then
         sort(route, by_rule_id)
     end
+    if not route.pending then -- a pending route's methods are known once it is compiled
+        route.accepts = accepted_methods(route)
+    end
+end
+
+
+-- Pending items. A gateway worker that loads a set another worker of the same
+-- gateway already checked and compiled (sync.compile_current: the shared
+-- payload's rules) places each rule in its route without compiling it: a
+-- pending item {false, stored bytes, kind; rule_id, host, path, sig}. The first
+-- request that reaches a route with pending items (route.pending) compiles them in
+-- place (compile_route): each becomes the item add() would have made from the
+-- same bytes, so every set sharing it sees it compiled, and the route gets its
+-- accepted methods. A full load then costs O(rules) placements, and each
+-- route's compile is paid once, by its first request (docs/design.md).
+
+-- Compile a pending item in place (the bytes decoded; this gateway checked them).
+local function compile_pending(item)
+    local raw, kind = item[2], item[3]
+    local rule = mpdecode.unpack(raw)
+    local route_of = type(rule) == "table" and rule.route
+    if type(route_of) ~= "table" or rule.id ~= item.rule_id or rule.kind ~= kind or route_of.host ~= item.host
+        or route_of.path ~= item.path or rule.enabled == false then
+        error("pending rule " .. tostring(item.rule_id) .. " does not decode to its index entry", 0)
+    end
+    local compiled = kind == "split" and compile_split(rule) or compile_degrade(rule, 0)
+    item[1], item[2], item[3] = nil, nil, nil -- a split's array part is set again just below
+    for k, v in pairs(compiled) do
+        item[k] = v
+    end
+    item.methods = methods_set(route_of)
+end
+
+
+-- Compile a route's pending items in place and set its accepted methods.
+local function compile_route(route)
+    local list = route.degrades
+    for _ = 1, 2 do
+        for i = 1, #list do
+            local item = list[i]
+            if item[1] == false then
+                compile_pending(item)
+            end
+        end
+        list = route -- its splits
+    end
     route.accepts = accepted_methods(route)
+    route.pending = nil
 end
 
 
@@ -604,7 +663,7 @@ local function route_for(rs, rule_route)
     local path = rule_route.path
     local route = index.by_path[path]
     if not route then
-        route = { degrades = {} }
+        route = { degrades = NONE }
         index.by_path[path] = route
     end
     return route
@@ -627,11 +686,33 @@ end
 function _M.add_compiled(rs, item)
     rs.count = rs.count + 1
     local route = route_for(rs, item) -- its host and path
-    if item.decision == nil then -- a split rule (a degrade rule has its decision)
+    local pending = item[1] == false
+    if pending then
+        route.pending = true
+    end
+    if (pending and item[3] == "split") or (not pending and item.decision == nil) then -- a degrade rule has its decision
         route[#route + 1] = item
     else
-        route.degrades[#route.degrades + 1] = item
+        add_degrade(route, item)
     end
+end
+
+
+-- Add an enabled rule of stored bytes raw (checked and compiled by this
+-- gateway: see "Pending items") pending, placed by its host, path and kind
+-- (mpdecode.route_of); sig: the SHA-1 of its bytes (sync). Returns the item.
+function _M.add_pending(rs, id, raw, sig, host, path, kind)
+    local item = new_tab(3, 4)
+    item[1], item[2], item[3] = false, raw, kind
+    item.rule_id, item.host, item.path, item.sig = id, host, path, sig
+    _M.add_compiled(rs, item)
+    return item
+end
+
+
+-- True while item is pending (not compiled yet).
+function _M.is_pending(item)
+    return item[1] == false
 end
 
 
@@ -851,9 +932,12 @@ function _M.with_changes(rs, before, changes, revision)
         for path in pairs(t.paths) do
             local route = index.by_path[path]
             if route then
+                if route.pending then
+                    compile_route(route) -- its items are copied into the route rebuilt here
+                end
                 index.by_path[path] = without(route, ids, { degrades = without(route.degrades, ids) })
             else
-                index.by_path[path] = { degrades = {} }
+                index.by_path[path] = { degrades = NONE }
             end
         end
         set_index(new, t.tab, t.key, index)
@@ -901,6 +985,9 @@ local function route_at(by_path, path, plen, n, req)
     if plen >= n then
         local route = by_path[sub(path, 1, n)]
         if route ~= nil then
+            if route.pending then -- its first request: compiled now (see "Pending items")
+                compile_route(route)
+            end
             local accepts = route.accepts
             if accepts == nil or accepts[req.method] then
                 return route

@@ -274,8 +274,10 @@ end
 -- Add stored rule id (bytes value) to a set being built (router.new_set),
 -- its route to routes: the compiled item of the same bytes in reuse (id ->
 -- item: router.items of the set this worker serves; an item's sig is the SHA-1
--- of the bytes it was compiled from) when there is one, else decoded, checked
--- (unless checked, see CHECKED_BY) and compiled. A full reload of a namespace
+-- of the bytes it was compiled from) when there is one; else, when checked
+-- (see CHECKED_BY: this gateway's syncing worker checked and compiled these
+-- bytes), placed pending (router.add_pending: compiled by the first request
+-- of its route); else decoded, checked and compiled. A full reload of a namespace
 -- whose rules did not change (a new generation, a digest mismatch, a worker
 -- catching up) decodes and compiles none of them. The rule's sig
 -- (digest.sig(id, value)), or nil, err.
@@ -286,6 +288,16 @@ local function load_rule(rs, routes, reuse, id, value, checked)
         routes[id] = item -- its host and path
         router.add_compiled(rs, item)
         return sig
+    end
+    if checked then -- compiled by this gateway's syncing worker: placed, compiled by the route's first request
+        local rid, host, path, kind, enabled = mpdecode.route_of(value)
+        if host and enabled ~= false then
+            if rid ~= id then
+                return nil, "rule " .. id .. ": id does not match its hash field"
+            end
+            routes[id] = router.add_pending(rs, id, value, sig, host, path, kind)
+            return sig
+        end
     end
     local rule, err = decode_one(id, value, checked)
     if not rule then

@@ -7,6 +7,7 @@ local cjson = require("cjson.safe")
 local schema = require("rulegate.schema")
 local router = require("rulegate.router")
 local request = require("rulegate.request")
+local mpdecode = require("rulegate.mpdecode")
 
 local _M = {}
 
@@ -54,32 +55,77 @@ function _M.check()
 end
 
 
--- POST /batch msgpack {rules = {raw, ...}, revision, requests = {raw request, ...}}
--- -> {errors, decisions = {decision, ...}}; a raw request is what
--- request.from_raw takes (host, target, method, ip, now, headers = {{n, v}}).
-function _M.batch()
-    local b = body()
-    local rules, errors, bad = decode(b.rules)
-    local out = { errors = errors, decisions = {} }
-    if not bad then
-        local rs = router.compile(rules, b.revision)
-        for i, r in ipairs(b.requests) do
-            local d = router.decide(rs, request.from_raw(r))
-            out.decisions[i] = {
-                action = d.action, upstream = d.upstream, status = d.status, headers = d.headers,
-                body = d.body, location = d.location, rule_id = d.rule_id, revision = d.revision,
-            }
-        end
-    end
-    ngx.say(cjson.encode(out))
-end
-
-
 local function decision(d)
     return {
         action = d.action, upstream = d.upstream, status = d.status, headers = d.headers,
         body = d.body, location = d.location, rule_id = d.rule_id, revision = d.revision,
     }
+end
+
+
+local function same(a, b)
+    if type(a) ~= "table" or type(b) ~= "table" then
+        return a == b
+    end
+    for k, v in pairs(a) do
+        if not same(v, b[k]) then
+            return false
+        end
+    end
+    for k in pairs(b) do
+        if a[k] == nil then
+            return false
+        end
+    end
+    return true
+end
+
+
+-- The set a gateway worker loads from a payload its syncing worker checked
+-- (sync.compile_current): each enabled rule placed pending by its route
+-- (router.add_pending), compiled by the first request that reaches it.
+-- Returns the set and how many rules were placed pending.
+local function pending_set(raw_rules, revision)
+    local rs, placed = router.new_set(revision), 0
+    for _, raw in ipairs(raw_rules) do
+        local id, host, path, kind, enabled = mpdecode.route_of(raw)
+        if host and enabled ~= false then
+            router.add_pending(rs, id, raw, nil, host, path, kind)
+            placed = placed + 1
+        else
+            router.add(rs, mp.unpack(raw))
+        end
+    end
+    return router.finish(rs), placed
+end
+
+
+-- POST /batch msgpack {rules = {raw, ...}, revision, requests = {raw request, ...}}
+-- -> {errors, decisions = {decision, ...}, pending_mismatch = {index, ...}}; a raw
+-- request is what request.from_raw takes (host, target, method, ip, now, headers =
+-- {{n, v}}). Every request is decided by the compiled set and by the same rules
+-- placed pending (pending_set): pending_mismatch lists the requests where the two
+-- differ (0: the counts differ), pending the number of rules placed pending.
+function _M.batch()
+    local b = body()
+    local rules, errors, bad = decode(b.rules)
+    local out = { errors = errors, decisions = {}, pending_mismatch = {} }
+    if not bad then
+        local rs = router.compile(rules, b.revision)
+        local lazy
+        lazy, out.pending = pending_set(b.rules, b.revision)
+        for i, r in ipairs(b.requests) do
+            local d = decision(router.decide(rs, request.from_raw(r)))
+            out.decisions[i] = d
+            if not same(d, decision(router.decide(lazy, request.from_raw(r)))) then
+                out.pending_mismatch[#out.pending_mismatch + 1] = i
+            end
+        end
+        if lazy.count ~= rs.count then
+            out.pending_mismatch[#out.pending_mismatch + 1] = 0
+        end
+    end
+    ngx.say(cjson.encode(out))
 end
 
 

@@ -135,11 +135,15 @@ class DecideHarness(NginxLauncher):
         return self._post("/check", {"rules": [encode_rule(r) for r in rules]})["errors"]
 
     def batch(self, rules: list[dict], revision: int, requests: list[RawRequest]) -> list[dict[str, Any]]:
-        """Return the Lua router's decisions (to_dict shape); raise when Lua refuses a rule."""
+        """Return the Lua router's decisions (to_dict shape); raise when Lua refuses a rule, or when the rules placed
+        pending (router.add_pending, compiled by each route's first request) decide any request otherwise."""
         res = self._post("/batch", {"rules": [encode_rule(r) for r in rules], "revision": revision,
                                     "requests": [r.lua_request() for r in requests]})
         refused = [e for e in res["errors"] if e is not None]
         assert not refused, refused
+        # the same rules placed pending (compiled by each route's first request) decide the same
+        assert not res["pending_mismatch"], f"pending set differs on requests {res['pending_mismatch'][:10]}"
+        assert res["pending"] == sum(1 for r in rules if r.get("enabled", True) is not False), "rules not placed pending"
         return [lua_decision(d) for d in res["decisions"]]
 
 
