@@ -690,7 +690,8 @@ function _M.add_compiled(rs, item)
     if pending then
         route.pending = true
     end
-    if (pending and item[3] == "split") or (not pending and item.decision == nil) then -- a degrade rule has its decision
+    -- a pending item has its kind; a compiled degrade rule has its decision
+    if (pending and item[3] == "split") or (not pending and item.decision == nil) then
         route[#route + 1] = item
     else
         add_degrade(route, item)

@@ -143,7 +143,8 @@ end
 local RAW = {
     s1 = split("s1", "a.example.com", "/one"),
     s2 = split("s2", "a.example.com", "/one", { default = "blue" }),
-    s3 = split("s3", "*.example.com", "/two", { route = { host = "*.example.com", path = "/two", methods = { "PUT" } } }),
+    s3 = split("s3", "*.example.com", "/two",
+               { route = { host = "*.example.com", path = "/two", methods = { "PUT" } } }),
     d1 = degrade("d1", "*", "/three", { "POST" }),
     d2 = degrade("d2", "a.example.com", "/one"),
     off = split("off", "a.example.com", "/four", { enabled = false }),
@@ -195,7 +196,8 @@ return function(t)
         write("v1", RAW, sync.CHECKED_BY)
         local rs, routes = assert(sync.compile_current(dict, "v1"))
         t.eq({ rs.count, pending_count(rs) }, { 6, 5 }) -- the disabled rule is counted, not placed
-        t.eq({ routes.s1.host, routes.s1.path, routes.d1.host, routes.off.path }, { "a.example.com", "/one", "*", "/four" })
+        t.eq({ routes.s1.host, routes.s1.path, routes.d1.host, routes.off.path },
+             { "a.example.com", "/one", "*", "/four" })
         local compiled = router.compile((function()
             local list = {}
             for _, raw in pairs(RAW) do
