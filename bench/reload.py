@@ -12,14 +12,12 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   (/proc) over `--changes` changes minus an idle window of the same length, per change.
 - Full-reload CPU: agent = thread CPU of `Syncer.full_reload()` holding none of the bytes read (its
   compile cache emptied) and again holding all of them (what a new generation id costs); nginx = worker
-  CPU around a forced full reload with no traffic, minus idle: every rule's bytes rewritten first (none of
-  the served set reusable), and a new generation id alone (the same bytes); the worker's
-  polling of /rulegate/status (every 10 ms per change, every 250 ms during the full reload) is
-  included in both nginx CPU rows. With several workers: the syncing worker's CPU, then the
-  others' (they place what it published; each route is compiled by its first request).
-- After the full reload with every rule's bytes new: one request to every rule's route on each worker's
-  connection, its CPU minus that of the same requests sent again (what the load left to first requests:
-  the other workers' pending routes compiled, every worker's split decisions built).
+  CPU around a forced full reload with no traffic, minus the worker's own idle rate (each worker's: the
+  syncing one's timers do more): every rule's bytes rewritten first (none of the served set reusable),
+  and a new generation id alone (the same bytes); the worker's polling of /rulegate/status (every 10 ms
+  per change, every 250 ms during the full reload) is included in both nginx CPU rows. With several
+  workers: the syncing worker's CPU, then the others' (they place what it published pending;
+  bench/nginx_pending.py measures what that leaves to each route's first request).
 - Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
   rest and during a forced full reload (new generation id, until every worker serves it; for the sidecar
   and nginx also with every rule's bytes rewritten first); max and p50. With several nginx workers the
@@ -315,27 +313,6 @@ def pinned_connections(port: int, workers: int) -> list[http.client.HTTPConnecti
     return list(by_pid.values())
 
 
-def first_requests(clients: list[http.client.HTTPConnection], count: int, idle_rate: float,
-                   pids: list[int]) -> list[float]:
-    """CPU each worker (in the order of pids) spends on the first request to every rule's route after a full load,
-    beyond what the same requests cost once more: what the load left to the requests (a route's pending rules
-    compiled, a split's decisions built)."""
-    by_pid = {}
-    for conn in clients:
-        conn.request("GET", "/rulegate/status")
-        by_pid[json.loads(conn.getresponse().read())["worker"]["pid"]] = conn
-
-    def sweep(pid: int) -> float:
-        conn = by_pid[pid]
-        cpu0, t0 = worker_cpu(pid), time.monotonic()
-        for i in range(count):
-            conn.request("GET", f"/api/v{i // 100}/x", headers={"Host": f"svc{i % 100}.example.com", "X-Uid": "3"})
-            conn.getresponse().read()
-        return worker_cpu(pid) - cpu0 - idle_rate * (time.monotonic() - t0)
-
-    return [max(0.0, sweep(p) - sweep(p)) for p in pids if p in by_pid]
-
-
 def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
                   changes: int, tmp: str, workers: int = 1, count: int = 0) -> dict:
     echo = free_port()
@@ -376,10 +353,10 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
             wait(lambda st: st["worker"]["revision"] == rev)
             time.sleep(0.1)
             sent.append(master.out_bytes() - before - control)
-        idle0 = worker_cpu(pid)
+        idle0 = {p: worker_cpu(p) for p in [pid, *others]}  # each worker's own: the syncing one's timers do more
         t0 = time.monotonic()
         time.sleep(0.3 * changes)
-        idle = worker_cpu(pid) - idle0
+        idle = {p: worker_cpu(p) - idle0[p] for p in idle0}
         idle_s = time.monotonic() - t0
         cpu0 = worker_cpu(pid)
         t0 = time.monotonic()
@@ -388,7 +365,7 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
             wait(lambda st: st["worker"]["revision"] == rev)
             time.sleep(max(0.0, 0.3 - 0.001))
         busy_s = time.monotonic() - t0
-        per_change = max(0.0, (worker_cpu(pid) - cpu0) - idle * busy_s / idle_s) / changes
+        per_change = max(0.0, (worker_cpu(pid) - cpu0) - idle[pid] * busy_s / idle_s) / changes
         st = status()
         reloads = st.get("full_reloads")
         deltas = st.get("deltas_applied")
@@ -417,11 +394,10 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
             deadline = time.monotonic() + 60
             while not all_serve(gen_before) and time.monotonic() < deadline:
                 time.sleep(0.25)  # few polls: their own CPU would count
-            return [max(0.0, worker_cpu(p) - cpu0[p] - idle * (time.monotonic() - t0) / idle_s) for p in cpu0]
+            return [max(0.0, worker_cpu(p) - cpu0[p] - idle[p] * (time.monotonic() - t0) / idle_s) for p in cpu0]
 
         full = reload_cpu(0)
         cold_cpu = reload_cpu(count)
-        first = first_requests(clients, count, idle / idle_s, [pid, *others])
 
         rest = latencies(send, 2.0)
         gen_before = status()
@@ -433,7 +409,7 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         for proc in CHILDREN:
             proc.join()
         return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "rest": rest, "busy": busy,
-                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold, "first": first}
+                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold}
     finally:
         gw.stop()
 
@@ -476,8 +452,6 @@ def main() -> int:
                 (f"{count} rules, one-rule change: CPU", f"{a['cpu'] * 1000:.2f} ms", f"{g['cpu'] * 1000:.1f} ms"),
                 (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms",
                  " / ".join(f"{c * 1000:.0f} ms" for c in g["cold_cpu"])),
-                (f"{count} rules, ... then a first request to every route: CPU", "",
-                 " / ".join(f"{c * 1000:.0f} ms" for c in g["first"])),
                 (f"{count} rules, full reload of bytes held (new generation): CPU", f"{a['warm'] * 1000:.0f} ms",
                  " / ".join(f"{c * 1000:.0f} ms" for c in g["full"])),
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),

@@ -703,7 +703,7 @@ end
 -- gateway: see "Pending items") pending, placed by its host, path and kind
 -- (mpdecode.route_of); sig: the SHA-1 of its bytes (sync). Returns the item.
 function _M.add_pending(rs, id, raw, sig, host, path, kind)
-    local item = new_tab(3, 4)
+    local item = new_tab(4, 4) -- a split of one policy fills the same slots when compiled (no resize)
     item[1], item[2], item[3] = false, raw, kind
     item.rule_id, item.host, item.path, item.sig = id, host, path, sig
     _M.add_compiled(rs, item)

@@ -46,16 +46,6 @@ def test_nginx_full_load_is_judged_by_its_slowest_worker_and_waits_by_the_worst_
     assert waits.met is True and waits.baseline == "at rest 3.5 ms (p50 0.57)"
 
 
-def test_the_first_requests_after_a_full_load_are_shown_beside_it():
-    out = RELOAD.replace("10000 rules, full reload of bytes held",
-                         "10000 rules, ... then a first request to every route: CPU   |                            "
-                         "| 4 ms / 38 ms\n10000 rules, full reload of bytes held")
-    rows = {r.target: r for r in targets.reload(out)}
-    cpu = rows["nginx: 10,000 rules load ≤ 100 ms CPU per worker (every rule's bytes new)"]
-    assert cpu.figure == "230 ms / 90 ms (syncing / other); then a first request to every route 4 ms / 38 ms"
-    assert cpu.met is False
-
-
 def test_rest_rows_need_the_rate_and_no_lost_write():
     one_ns, own = targets.admin_write(ADMIN)
     assert one_ns.figure == "1 instance 1204/s, 2 instances 1040/s, lost 2"
