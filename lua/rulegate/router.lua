@@ -559,6 +559,17 @@ local function add_rule(route, rule, rev)
 end
 
 
+-- A route's accepted methods (accepted_methods). nil, most routes' value, is
+-- not stored where the route has none: in LuaJIT a nil stored under a new key
+-- takes a hash slot too, and the route's hash part would double.
+local function set_accepts(route)
+    local accepts = accepted_methods(route)
+    if accepts ~= nil or route.accepts ~= nil then
+        route.accepts = accepts
+    end
+end
+
+
 -- A built route's degrades and splits sorted, its accepted methods set, an
 -- empty degrades list shared.
 local function finish_route(route)
@@ -572,7 +583,7 @@ local function finish_route(route)
         sort(route, by_rule_id)
     end
     if not route.pending then -- a pending route's methods are known once it is compiled
-        route.accepts = accepted_methods(route)
+        set_accepts(route)
     end
 end
 
@@ -601,7 +612,10 @@ local function compile_pending(item)
     for k, v in pairs(compiled) do
         item[k] = v
     end
-    item.methods = methods_set(route_of)
+    local methods = methods_set(route_of)
+    if methods ~= nil then -- (as in set_accepts: a nil under a new key takes a slot)
+        item.methods = methods
+    end
 end
 
 
@@ -617,8 +631,8 @@ local function compile_route(route)
         end
         list = route -- its splits
     end
-    route.accepts = accepted_methods(route)
     route.pending = nil
+    set_accepts(route)
 end
 
 
