@@ -34,7 +34,10 @@ local new_tab = has_new and table_new or function() return {} end
 -- OVERLAY_MIN: a set's exact-host map is an overlay of the hosts deltas changed
 -- over a shared base until it holds more than this many and more than an eighth
 -- of the base, then it is flattened (with_changes).
-local _M = { _VERSION = "0.1.0", BUCKETS = 10000, OVERLAY_MIN = 64 }
+-- PENDING_MAX: a route with more rules than this is not left pending; finish()
+-- compiles it with the load (yielding between rules), so a first request
+-- compiles at most this many rules (~2-3 µs each).
+local _M = { _VERSION = "0.1.0", BUCKETS = 10000, OVERLAY_MIN = 64, PENDING_MAX = 32 }
 
 local BUCKETS = 10000
 local MAX_UID_DIGITS = 16
@@ -619,13 +622,17 @@ local function compile_pending(item)
 end
 
 
--- Compile a route's pending items in place and set its accepted methods.
-local function compile_route(route)
+-- Compile a route's pending items in place and set its accepted methods;
+-- pause, when given, is called before each.
+local function compile_route(route, pause)
     local list = route.degrades
     for _ = 1, 2 do
         for i = 1, #list do
             local item = list[i]
             if item[1] == false then
+                if pause then
+                    pause()
+                end
                 compile_pending(item)
             end
         end
@@ -841,6 +848,9 @@ function _M.finish(rs, pause)
                 lengths[#lengths + 1] = #path
             end
             finish_route(route)
+            if route.pending and #route.degrades + #route > _M.PENDING_MAX then
+                compile_route(route, pause) -- not left to a request (PENDING_MAX)
+            end
         end
         sort(lengths, longest_first)
         index.lengths = lengths

@@ -256,6 +256,19 @@ return function(t)
         t.eq(summary(router.decide(rs, req("b.example.com", "/two/y", "PUT"))), "proxy canary nil s3 3")
     end)
 
+    t.it("a route of more than PENDING_MAX rules is compiled with the load, not by a request", function()
+        local raw = { small = split("small", "a.example.com", "/small") }
+        for i = 1, router.PENDING_MAX + 1 do
+            local id = string.format("big%02d", i)
+            raw[id] = split(id, "a.example.com", "/big", { default = "u" .. i })
+        end
+        write("v1", raw, sync.CHECKED_BY)
+        local rs = assert(sync.compile_current(dict, "v1"))
+        t.eq(pending_count(rs), 1, "only the small route's rule is left pending")
+        t.eq(router.is_pending(router.items(rs).small), true)
+        t.eq(summary(router.decide(rs, req("a.example.com", "/big/x", "GET", "22"))), "proxy u1 nil big01 3")
+    end)
+
     t.it("a payload another load of the code wrote is compiled whole; an id not its field is refused", function()
         write("v1", RAW, "rulegate:1:2:0x0")
         local rs = assert(sync.compile_current(dict, "v1"))
