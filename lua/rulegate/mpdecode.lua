@@ -186,11 +186,35 @@ function _M.unpack(s)
 end
 
 
--- The index after the value at byte i of s, without building fixmaps,
--- fixarrays and fixstrs; nil for what value() leaves to the library (ext,
--- float32, int64, big uint64, bad or missing bytes) and for nesting deeper
--- than 32 (the caller then decodes whole).
-local function skip(s, i, len, depth)
+-- The bytes after the type byte of a number of fixed size: uint8/16/32/64,
+-- int8/16/32/64, float32, float64.
+local FIXED = { [0xcc] = 1, [0xcd] = 2, [0xce] = 4, [0xcf] = 8, [0xd0] = 1, [0xd1] = 2, [0xd2] = 4, [0xd3] = 8,
+                [0xca] = 4, [0xcb] = 8 }
+-- Types with a 1/2/4-byte length or count after the type byte: {width, kind}
+-- (kind: "bytes" a str or bin, "array" values, "map" key-value pairs).
+local SIZED = { [0xd9] = { 1, "bytes" }, [0xc4] = { 1, "bytes" }, [0xda] = { 2, "bytes" }, [0xc5] = { 2, "bytes" },
+                [0xdb] = { 4, "bytes" }, [0xc6] = { 4, "bytes" }, [0xdc] = { 2, "array" }, [0xdd] = { 4, "array" },
+                [0xde] = { 2, "map" }, [0xdf] = { 4, "map" } }
+
+
+local skip -- forward
+
+-- The index after n values from byte i of s, or nil.
+local function skip_n(s, i, len, n, depth)
+    for _ = 1, n do
+        i = skip(s, i, len, depth)
+        if not i then
+            return nil
+        end
+    end
+    return i
+end
+
+
+-- The index after the value at byte i of s, without building it; nil for ext
+-- types, 0xc1, missing bytes and nesting deeper than 32 (the caller then
+-- decodes whole). Numbers are skipped by their size, whatever their value.
+function skip(s, i, len, depth)
     local b = byte(s, i)
     if b == nil or depth > 32 then
         return nil
@@ -200,19 +224,33 @@ local function skip(s, i, len, depth)
     elseif b >= 0xa0 and b <= 0xbf then -- fixstr
         local e = i + b - 0xa0
         return e <= len and e + 1 or nil
-    elseif b < 0xa0 then -- fixmap, fixarray
-        local n = b < 0x90 and 2 * (b - 0x80) or b - 0x90
-        i = i + 1
-        for _ = 1, n do
-            i = skip(s, i, len, depth + 1)
-            if not i then
-                return nil
-            end
-        end
-        return i
+    elseif b < 0x90 then -- fixmap
+        return skip_n(s, i + 1, len, 2 * (b - 0x80), depth + 1)
+    elseif b < 0xa0 then -- fixarray
+        return skip_n(s, i + 1, len, b - 0x90, depth + 1)
     end
-    local _, j = value(s, i, len) -- the rest: scalars, and containers of 16/32-bit size (rare: built once)
-    return j
+    local width = FIXED[b]
+    if width then
+        return i + width <= len and i + width + 1 or nil
+    end
+    local sized = SIZED[b]
+    if not sized then
+        return nil -- ext types, 0xc1
+    end
+    width = sized[1]
+    if i + width > len then
+        return nil
+    end
+    local n = 0
+    for k = 1, width do
+        n = n * 0x100 + byte(s, i + k)
+    end
+    i = i + width + 1
+    local kind = sized[2]
+    if kind == "bytes" then
+        return i + n - 1 <= len and i + n or nil
+    end
+    return skip_n(s, i, len, kind == "map" and 2 * n or n, depth + 1)
 end
 
 

@@ -86,17 +86,21 @@ end
 -- (router.add_pending), compiled by the first request that reaches it.
 -- Returns the set and how many rules were placed pending.
 local function pending_set(raw_rules, revision)
-    local rs, placed = router.new_set(revision), 0
+    local rs, placed, unplaced = router.new_set(revision), 0, {}
     for _, raw in ipairs(raw_rules) do
         local id, host, path, kind, enabled = mpdecode.route_of(raw)
         if host and enabled ~= false then
             router.add_pending(rs, id, raw, nil, host, path, kind)
             placed = placed + 1
         else
-            router.add(rs, mp.unpack(raw))
+            local rule = mp.unpack(raw)
+            router.add(rs, rule)
+            if rule.enabled ~= false and #unplaced < 10 then
+                unplaced[#unplaced + 1] = tostring(rule.id)
+            end
         end
     end
-    return router.finish(rs), placed
+    return router.finish(rs), placed, unplaced
 end
 
 
@@ -105,7 +109,8 @@ end
 -- request is what request.from_raw takes (host, target, method, ip, now, headers =
 -- {{n, v}}). Every request is decided by the compiled set and by the same rules
 -- placed pending (pending_set): pending_mismatch lists the requests where the two
--- differ (0: the counts differ), pending the number of rules placed pending.
+-- differ (0: the counts differ), pending the number of rules placed pending,
+-- unplaced the ids (up to 10) of enabled rules route_of did not read.
 function _M.batch()
     local b = body()
     local rules, errors, bad = decode(b.rules)
@@ -113,7 +118,7 @@ function _M.batch()
     if not bad then
         local rs = router.compile(rules, b.revision)
         local lazy
-        lazy, out.pending = pending_set(b.rules, b.revision)
+        lazy, out.pending, out.unplaced = pending_set(b.rules, b.revision)
         for i, r in ipairs(b.requests) do
             local d = decision(router.decide(rs, request.from_raw(r)))
             out.decisions[i] = d

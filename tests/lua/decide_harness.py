@@ -144,7 +144,7 @@ class DecideHarness(NginxLauncher):
         # the same rules placed pending (compiled by each route's first request) decide the same
         assert not res["pending_mismatch"], f"pending set differs on requests {res['pending_mismatch'][:10]}"
         enabled = sum(1 for r in rules if r.get("enabled", True) is not False)
-        assert res["pending"] == enabled, "rules not placed pending"
+        assert res["pending"] == enabled, f"rules not placed pending: {res['unplaced']}"
         return [lua_decision(d) for d in res["decisions"]]
 
 

@@ -51,7 +51,8 @@ local FILLERS = {
     "\xda\0\x02hi", "\xc4\x02\0\1", "\xc5\0\x01z", "\x92\x01\xa1a", "\xdc\0\x02\x81\xa1k\x90\xc0",
     "\x81\xa4host\xa3bad", "\xde\0\x01\xa4path\x92\x01\x02", "\x91\x91\x91\x91\x80",
 }
--- Values route_of leaves to the library (the caller then decodes whole).
+-- Values only lua-MessagePack decodes (mpdecode hands them to it): route_of skips
+-- the numbers by their size, and gives nil for ext types and 0xc1.
 local LIBRARY = { "\xca\x3f\xc0\0\0", "\xd4\x01\x02", "\xd3\0\0\0\0\0\0\0\1", "\xc1", "\xcb\x7f\xf0\0\0\0\0\0\0" }
 
 local function pick(list)
