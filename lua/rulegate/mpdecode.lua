@@ -272,15 +272,16 @@ local function map_at(s, i)
 end
 
 
--- The keys route_of reads (a code each; 0: any other key).
+-- The keys route_of reads (a code each; 0: any other key): a rule's, and its route's.
 local ID, ROUTE, KIND, ENABLED, HOST, PATH = 1, 2, 3, 4, 5, 6
-local KEYS = { id = ID, route = ROUTE, kind = KIND, enabled = ENABLED, host = HOST, path = PATH }
+local RULE_KEYS = { id = ID, route = ROUTE, kind = KIND, enabled = ENABLED }
+local ROUTE_KEYS = { host = HOST, path = PATH }
 
 
--- The code of the fixstr key at byte i of s and the index after it; nil for a
--- key of any other encoding. Only a key of one of KEYS' lengths and first
--- bytes is made a string.
-local function key_at(s, i, len)
+-- The code in keys of the fixstr key at byte i of s and the index after it;
+-- nil for a key of any other encoding. Only a key of the length and first
+-- byte of one route_of reads is made a string.
+local function key_at(s, i, len, keys)
     local b = byte(s, i)
     if b == nil or b < 0xa0 or b > 0xbf then
         return nil
@@ -293,7 +294,7 @@ local function key_at(s, i, len)
     local f = byte(s, i + 1)
     if (n == 2 and f == 0x69) or (n == 4 and (f == 0x6b or f == 0x68 or f == 0x70)) or (n == 5 and f == 0x72)
         or (n == 7 and f == 0x65) then -- i(d), k(ind), h(ost), p(ath), r(oute), e(nabled)
-        return KEYS[sub(s, i + 1, e)] or 0, e + 1
+        return keys[sub(s, i + 1, e)] or 0, e + 1
     end
     return 0, e + 1
 end
@@ -310,70 +311,60 @@ local function scalar(s, i, len)
 end
 
 
--- What a gateway needs to place a stored rule in its route index without
--- decoding the rest: id, route.host, route.path, kind and enabled of the map s
--- encodes, as unpack(s) would give them (a key met twice: its last value), or
--- nil when s is anything else, has a key that is not a fixstr, or uses an
--- encoding left to the library (the caller then decodes s whole).
-function _M.route_of(s)
-    if type(s) ~= "string" then
-        return nil
-    end
-    local len = #s
-    local n, i = map_at(s, 1)
+local got = {} -- route_of's fields by code (one call at a time: nothing in it yields)
+
+-- Read the map at byte i of s into got: the scalar of each key of keys, a
+-- route's map (ROUTE) with ROUTE_KEYS; other values skipped. The index after
+-- it, or nil.
+local function read_map(s, i, len, keys)
+    local n
+    n, i = map_at(s, i)
     if not n then
         return nil
     end
-    local id, host, path, kind, enabled
     for _ = 1, n do
         local k
-        k, i = key_at(s, i, len)
+        k, i = key_at(s, i, len, keys)
         if not k then
             return nil
         end
         if k == ROUTE then
-            local m
-            m, i = map_at(s, i)
-            if not m then
-                return nil
-            end
-            host, path = nil, nil
-            for _ = 1, m do
-                local rk
-                rk, i = key_at(s, i, len)
-                if not rk then
-                    return nil
-                end
-                if rk == HOST then
-                    host, i = scalar(s, i, len)
-                elseif rk == PATH then
-                    path, i = scalar(s, i, len)
-                else
-                    i = skip(s, i, len, 1)
-                end
-                if not i then
-                    return nil
-                end
-            end
+            got[HOST], got[PATH] = nil, nil -- a later route replaces an earlier one whole
+            i = read_map(s, i, len, ROUTE_KEYS)
+        elseif k ~= 0 then
+            got[k], i = scalar(s, i, len)
         else
-            if k == ID then
-                id, i = scalar(s, i, len)
-            elseif k == KIND then
-                kind, i = scalar(s, i, len)
-            elseif k == ENABLED then
-                enabled, i = scalar(s, i, len)
-            else
-                i = skip(s, i, len, 1)
-            end
-            if not i then
-                return nil
-            end
+            i = skip(s, i, len, 1)
+        end
+        if not i then
+            return nil
         end
     end
-    if i ~= len + 1 or type(host) ~= "string" or type(path) ~= "string" or (kind ~= "split" and kind ~= "degrade") then
+    return i
+end
+
+
+-- What a gateway needs to place a stored rule in its route index without
+-- decoding the rest: id, route.host, route.path, kind and enabled of the map s
+-- encodes, as unpack(s) would give them (a key met twice: its last value), or
+-- nil when s is anything else, has a key that is not a fixstr, or holds an ext
+-- type (the caller then decodes s whole).
+function _M.route_of(s)
+    if type(s) ~= "string" then
         return nil
     end
-    return id, host, path, kind, enabled
+    for k = ID, PATH do
+        got[k] = nil
+    end
+    local len = #s
+    if read_map(s, 1, len, RULE_KEYS) ~= len + 1 then
+        return nil
+    end
+    local host, path, kind = got[HOST], got[PATH], got[KIND]
+    if type(host) ~= "string" or type(path) ~= "string" or (kind ~= "split" and kind ~= "degrade") then
+        return nil
+    end
+    return got[ID], host, path, kind, got[ENABLED]
 end
 
 

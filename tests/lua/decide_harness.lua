@@ -8,6 +8,7 @@ local schema = require("rulegate.schema")
 local router = require("rulegate.router")
 local request = require("rulegate.request")
 local mpdecode = require("rulegate.mpdecode")
+local same = require("spec_runner").deep_eq
 
 local _M = {}
 
@@ -60,24 +61,6 @@ local function decision(d)
         action = d.action, upstream = d.upstream, status = d.status, headers = d.headers,
         body = d.body, location = d.location, rule_id = d.rule_id, revision = d.revision,
     }
-end
-
-
-local function same(a, b)
-    if type(a) ~= "table" or type(b) ~= "table" then
-        return a == b
-    end
-    for k, v in pairs(a) do
-        if not same(v, b[k]) then
-            return false
-        end
-    end
-    for k in pairs(b) do
-        if a[k] == nil then
-            return false
-        end
-    end
-    return true
 end
 
 
