@@ -623,16 +623,17 @@ end
 
 
 -- Compile a route's pending items in place and set its accepted methods;
--- pause, when given, is called before each.
+-- pause, when given, is called before each item is looked at (a request
+-- served meanwhile may compile an item this route shares with its set).
 local function compile_route(route, pause)
     local list = route.degrades
     for _ = 1, 2 do
         for i = 1, #list do
+            if pause then
+                pause()
+            end
             local item = list[i]
             if item[1] == false then
-                if pause then
-                    pause()
-                end
                 compile_pending(item)
             end
         end

@@ -270,6 +270,37 @@ return function(t)
         t.eq(summary(router.decide(rs, req("a.example.com", "/big/x", "GET", "22"))), "proxy u1 nil big01 3")
     end)
 
+    t.it("a request that compiles shared items while a load compiles a big route in slices is no harm", function()
+        local function place(rs, id, default)
+            local raw = split(id, "a.example.com", "/r", { default = default })
+            local rid, host, path, kind = mpdecode.route_of(raw)
+            return router.add_pending(rs, rid, raw, nil, host, path, kind)
+        end
+        local served = router.new_set(3)
+        local shared = {}
+        for i = 1, 30 do
+            shared[i] = place(served, string.format("s%02d", i), "u" .. i)
+        end
+        router.finish(served)
+        t.eq(router.is_pending(shared[1]), true, "30 rules: left pending")
+        local new = router.new_set(4)
+        for i = 1, 30 do
+            router.add_compiled(new, shared[i]) -- reused from the set served
+        end
+        for i = 31, 35 do
+            place(new, string.format("s%02d", i), "u" .. i)
+        end
+        local calls = 0
+        router.finish(new, function() -- a request to the served set's route while the big route compiles
+            calls = calls + 1
+            if calls == 2 then -- the first pause is finish()'s, before the route
+                router.decide(served, req("a.example.com", "/r/x", "GET", "22"))
+            end
+        end)
+        t.eq({ router.is_pending(shared[1]), router.is_pending(router.items(new).s35) }, { false, false })
+        t.eq(summary(router.decide(new, req("a.example.com", "/r/x", "GET", "22"))), "proxy u1 nil s01 4")
+    end)
+
     t.it("a payload another load of the code wrote is compiled whole; an id not its field is refused", function()
         write("v1", RAW, "rulegate:1:2:0x0")
         local rs = assert(sync.compile_current(dict, "v1"))
