@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -59,14 +60,24 @@ def vector_gateways(cluster: Any, tmp_path_factory: pytest.TempPathFactory, redi
 def test_vector_over_http(vector_gateways, file: str, data: dict, case: dict, header_mode: Any) -> None:
     """nginx answers the vector request, sent as raw bytes, exactly as the Python evaluator decides it."""
     gw, rev = vector_gateways(file, data, header_mode)
-    rules = [validate_rule(r) for r in data["rules"]]
-    want = decide(RuleSet(rules, rev), Request.from_dict(case["request"])).to_dict()
     raw = RawRequest.from_case(case["request"])
     client = HttpClient(gw.port)
     try:
         r = client.send(raw)
     finally:
         client.close()
+    check_response(r, expected(data, case, rev), raw, rev)
+    assert gw.error_lines() == []
+
+
+def expected(data: dict, case: dict, rev: int) -> dict:
+    """The Python evaluator's decision for a vector case (to_dict shape)."""
+    rules = [validate_rule(r) for r in data["rules"]]
+    return decide(RuleSet(rules, rev), Request.from_dict(case["request"])).to_dict()
+
+
+def check_response(r: Any, want: dict, raw: RawRequest, rev: int) -> None:
+    """nginx's answer r is the decision want (revision, rule, upstream or the response itself)."""
     assert r.headers.get("x-rulegate-rev") == str(rev)
     assert r.headers.get("x-rulegate-rule", "") == (want["rule_id"] or "")
     if want["action"] in ("proxy", "pass"):
@@ -81,4 +92,40 @@ def test_vector_over_http(vector_gateways, file: str, data: dict, case: dict, he
             assert "content-type" not in r.headers, r.headers
         if raw.method != "HEAD":
             assert r.body == want["body"].encode()
+
+
+def pinned_clients(gw: Gateway) -> dict[int, HttpClient]:
+    """One keep-alive connection per nginx worker (a connection stays on the worker that accepted it), by pid."""
+    status = RawRequest(b"app.example.com", b"/rulegate/status")
+    clients: dict[int, HttpClient] = {}
+    for _ in range(100):
+        client = HttpClient(gw.port)
+        pid = json.loads(client.send(status).body)["worker"]["pid"]
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+        if len(clients) == gw.workers:
+            break
+    return clients
+
+
+@pytest.mark.parametrize("file", sorted({f for f, _, _ in CASES}))
+def test_every_worker_decides_every_vector(vector_gateways, file: str) -> None:
+    """Each nginx worker (the one that reads the rules, and the other, which places them pending and compiles a route on
+    its first request) answers every vector as the Python evaluator decides it."""
+    cases = [(data, case) for f, data, case in CASES if f == file]
+    gw, rev = vector_gateways(file, cases[0][0], "vars")
+    clients = pinned_clients(gw)
+    try:
+        assert len(clients) == 2, "a connection on each of the gateway's 2 workers"
+        for data, case in cases:
+            raw = RawRequest.from_case(case["request"])
+            want = expected(data, case, rev)
+            for client in clients.values():
+                check_response(client.send(raw), want, raw, rev)
+        assert gw.status_when(lambda st: st["worker_compiles"] >= 1, "the other worker's set")
+    finally:
+        for client in clients.values():
+            client.close()
     assert gw.error_lines() == []
