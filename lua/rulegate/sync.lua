@@ -112,6 +112,7 @@ function _M.keep_where(on)
     keep_where = on
 end
 local DELTA_TTL = 120 -- seconds a published delta stays in the dict for workers to catch up
+local MOVED_READS = 3 -- full reads per check when commits keep landing during them (then: an error)
 local MAX_CHAIN = 600 -- deltas followed in a row (a checkpoint comes after CHECKPOINT_EVERY)
 local CHECKPOINT_EVERY = 256 -- deltas after which the payload is rewritten even during a burst
 local listen_failures = 0 -- this worker's failed subscriptions in a row
@@ -678,7 +679,7 @@ local function hgetall_read(conf, cl)
         return nil, "HGETALL " .. keys.rules .. ": " .. herr, reply_kind(herr)
     end
     if rev1 ~= rev2 then
-        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
+        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")", "moved"
     end
     local raw = {}
     flat = flat or {}
@@ -748,7 +749,7 @@ local function scan_read(conf, cl, stream)
     local rev2 = tonumber(reply_value(tail[1]) or 0) or 0
     local digest1, digest2 = reply_value(head[3]) or "", reply_value(tail[2]) or ""
     if rev1 ~= rev2 or digest1 ~= digest2 then
-        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")"
+        return nil, "revision moved during the read (" .. rev1 .. " -> " .. rev2 .. ")", "moved"
     end
     if raw then
         any = next(raw) ~= nil
@@ -1645,6 +1646,21 @@ local function apply_delta(conf, cl, got, held_rev, held_gen)
 end
 
 
+-- read() (a fetch) again while a commit landed during its full read (kind
+-- "moved": the revision or digest moved under it), MOVED_READS reads in all;
+-- then that is an error like any other. got, or nil, err, kind.
+local function settled(read)
+    local got, err, kind
+    for _ = 1, MOVED_READS do
+        got, err, kind = read()
+        if got or kind ~= "moved" then
+            return got, err, kind
+        end
+    end
+    return nil, err, "error"
+end
+
+
 -- One check of the store (the caller holds the lock). Returns true or nil, err.
 function _M.run_once(conf)
     local dict = conf.shm
@@ -1673,7 +1689,9 @@ function _M.run_once(conf)
         loader = nil
         return got, ferr, fkind
     end
-    local got, err, kind = fetched(fetch(conf, cl, held_rev, held_gen, dict:get(K.digest), stream))
+    local got, err, kind = settled(function()
+        return fetched(fetch(conf, cl, held_rev, held_gen, dict:get(K.digest), stream))
+    end)
     if not got then
         set_state(conf, FAILED[kind] and kind or "error", err, kind)
         return nil, err
@@ -1687,7 +1705,9 @@ function _M.run_once(conf)
             log(WARN, "rulegate: namespace ", conf.namespace, ": log delta not applied (", aerr,
                 "); reloading fully")
         end
-        got, err, kind = fetched(fetch(conf, cl, -1, held_gen, nil, stream)) -- held_rev -1: the whole hash
+        got, err, kind = settled(function()
+            return fetched(fetch(conf, cl, -1, held_gen, nil, stream)) -- held_rev -1: the whole hash
+        end)
         if not got then
             set_state(conf, FAILED[kind] and kind or "error", err, kind)
             return nil, err
