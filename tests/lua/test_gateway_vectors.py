@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from typing import Any
 
 import pytest
@@ -95,16 +96,22 @@ def check_response(r: Any, want: dict, raw: RawRequest, rev: int) -> None:
 
 
 def pinned_clients(gw: Gateway) -> dict[int, HttpClient]:
-    """One keep-alive connection per nginx worker (a connection stays on the worker that accepted it), by pid."""
+    """One keep-alive connection per nginx worker (a connection stays on the worker that accepted it), by pid.
+
+    Connections are opened in bursts, all connected before any request: one at a time, an idle gateway's
+    connections may all go to the worker the kernel wakes first."""
     status = RawRequest(b"app.example.com", b"/rulegate/status")
     clients: dict[int, HttpClient] = {}
-    for _ in range(100):
-        client = HttpClient(gw.port)
-        pid = json.loads(client.send(status).body)["worker"]["pid"]
-        if pid in clients:
-            client.close()
-        else:
-            clients[pid] = client
+    for _ in range(20):
+        burst = [HttpClient(gw.port) for _ in range(16)]
+        for client in burst:
+            client.sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        for client in burst:
+            pid = json.loads(client.send(status).body)["worker"]["pid"]
+            if pid in clients:
+                client.close()
+            else:
+                clients[pid] = client
         if len(clients) == gw.workers:
             break
     return clients
