@@ -601,6 +601,13 @@ end
 -- accepted methods. A full load then costs O(rules) placements, and each
 -- route's compile is paid once, by its first request (docs/design.md).
 
+-- True while item is pending (not compiled yet).
+local function is_pending(item)
+    return item[1] == false
+end
+_M.is_pending = is_pending
+
+
 -- Compile a pending item in place (the bytes decoded; this gateway checked them).
 local function compile_pending(item)
     local raw, kind = item[2], item[3]
@@ -633,7 +640,7 @@ local function compile_route(route, pause)
                 pause()
             end
             local item = list[i]
-            if item[1] == false then
+            if is_pending(item) then
                 compile_pending(item)
             end
         end
@@ -708,7 +715,7 @@ end
 function _M.add_compiled(rs, item)
     rs.count = rs.count + 1
     local route = route_for(rs, item) -- its host and path
-    local pending = item[1] == false
+    local pending = is_pending(item)
     if pending then
         route.pending = true
     end
@@ -730,12 +737,6 @@ function _M.add_pending(rs, id, raw, sig, host, path, kind)
     item.rule_id, item.host, item.path, item.sig = id, host, path, sig
     _M.add_compiled(rs, item)
     return item
-end
-
-
--- True while item is pending (not compiled yet).
-function _M.is_pending(item)
-    return item[1] == false
 end
 
 
