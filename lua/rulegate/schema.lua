@@ -42,6 +42,13 @@ local function str(v)
 end
 
 
+-- An upstream name: 1-128 of A-Z a-z 0-9 _ . : - (rulegate/schema.py _upstream;
+-- nginx proxies to it: a "/" or a space would change the request it sends).
+local function upstream(v)
+    return type(v) == "string" and v ~= "" and #v <= 128 and not find(v, "[^%w_.:%-]")
+end
+
+
 local function list(v, max)
     return type(v) == "table" and (#v > 0 or next(v) == nil) and (max == nil or #v <= max)
 end
@@ -152,7 +159,7 @@ local function check_guard(g, buckets)
         end
     end
     local control = g.control
-    if not str(control) or #control > 128 or find(control, "[^%w_.:%-]") then
+    if not upstream(control) then
         return "percent.ramp.guard.control"
     end
     for _, b in ipairs(buckets) do
@@ -208,7 +215,7 @@ local function check_percent_policy(p)
     end
     local total = 0
     for _, b in ipairs(p.buckets) do
-        if type(b) ~= "table" or not str(b.upstream) or not int(b.weight, 1, 10000) then
+        if type(b) ~= "table" or not upstream(b.upstream) or not int(b.weight, 1, 10000) then
             return "percent.buckets"
         end
         total = total + b.weight
@@ -233,7 +240,7 @@ local function check_policy(p)
     if t == "percent" then
         return check_percent_policy(p)
     end
-    if not str(p.upstream) then
+    if not upstream(p.upstream) then
         return "policy.upstream"
     end
     if t == "uid_range" then
@@ -330,7 +337,7 @@ local function check_action(a)
             return "action.status"
         end
     elseif t == "upstream" then
-        if not str(a.upstream) then
+        if not upstream(a.upstream) then
             return "action.upstream"
         end
     elseif t == "reject" then
@@ -371,7 +378,7 @@ local function check_split(rule)
             return bad
         end
     end
-    if not str(rule.default) then
+    if not upstream(rule.default) then
         return "default"
     end
     if rule.window ~= nil then

@@ -63,3 +63,38 @@ def test_old_forms_nginx_refuses_are_accepted_once_canonicalized(harness: Decide
     rewritten = {rule_id: new for rule_id, _old, new in non_canonical({r["id"]: encode_rule(r) for r in old})}
     assert sorted(rewritten) == [r["id"] for r in old]
     assert harness.check([msgpack.unpackb(rewritten[r["id"]]) for r in old]) == [None] * len(old)
+
+
+def _with_upstream(where: str, name: object) -> dict:
+    """A valid rule with `name` put where an upstream name goes."""
+    if where == "action":
+        return {"id": "d", "kind": "degrade", "route": {"host": "shop.example.com", "path": "/"},
+                "action": {"type": "upstream", "upstream": name}}
+    policy: dict = {"type": "uid_suffix", "suffixes": ["1"], "upstream": "canary"}
+    if where == "bucket":
+        policy = {"type": "percent", "buckets": [{"upstream": name, "weight": 500}]}
+    elif where == "policy":
+        policy["upstream"] = name
+    return {"id": "s", "kind": "split", "route": {"host": "shop.example.com", "path": "/"},
+            "key": {"source": "header", "name": "x-uid"}, "policies": [policy],
+            "default": name if where == "default" else "stable"}
+
+
+BAD_UPSTREAMS = ["", "a b", "evil.example/path", "up!", "x" * 129, "caf\u00e9", "a\tb", 7]
+GOOD_UPSTREAMS = ["stable", "a.b:c-d_E9", "x" * 128]
+
+
+@pytest.mark.parametrize("where", ["default", "policy", "bucket", "action"])
+def test_upstream_names_python_refuses_nginx_refuses(harness: DecideHarness, where: str) -> None:
+    """An upstream name outside 1-128 of `A-Z a-z 0-9 _ . : -` (docs/rules.md) is refused by the Python validator
+    and by lua/rulegate/schema.lua alike (a foreign write of one was applied by nginx, refused by the agent: a
+    name with "/" would change what nginx proxies to); every name in it is accepted by both."""
+    from rulegate.errors import ValidationError
+
+    for name in BAD_UPSTREAMS:
+        with pytest.raises(ValidationError):
+            validate_rule(_with_upstream(where, name))
+    verdicts = harness.check([_with_upstream(where, name) for name in BAD_UPSTREAMS])
+    assert all(verdicts), dict(zip(map(repr, BAD_UPSTREAMS), verdicts))
+    good = [validate_rule(_with_upstream(where, name)) for name in GOOD_UPSTREAMS]
+    assert harness.check(good) == [None] * len(good)
