@@ -17,7 +17,9 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   and a new generation id alone (the same bytes); the worker's polling of /rulegate/status (every 10 ms
   per change, every 250 ms during the full reload) is included in both nginx CPU rows. With several
   workers: the syncing worker's CPU, then the others' (they place what it published pending;
-  bench/nginx_pending.py measures what that leaves to each route's first request).
+  bench/nginx_pending.py measures what that leaves to each route's first request). A worker's CPU counts
+  all its threads: the syncing worker's event loop (its main thread) is also shown alone, without the
+  thread pool where it has a full load's rules checked (`thread_pool rulegate`, lua/rulegate/rule_check.lua).
 - Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
   rest and during a forced full reload (new generation id, until every worker serves it; for the sidecar
   and nginx also with every rule's bytes rewritten first); max and p50. With several nginx workers the
@@ -25,6 +27,7 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   The reload's Redis writes run in a forked child, the rewritten bytes encoded before the window: in
   the sampling process they held the GIL and were counted as request latency (bench/REPORT.md).
 - `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
+- `--repeat N` measures each kind of nginx full reload N times and prints the medians of their CPU.
 Numbers are for comparison, not assertions.
 """
 from __future__ import annotations
@@ -100,13 +103,14 @@ def change(store: RuleStore, ns: str, n: int) -> int:
     return store.put_rule(ns, make_rule(1, upstream="canary" if n % 2 else "stable"), None, "bench").revision
 
 
-def worker_cpu(pid: int) -> float:
+def worker_cpu(pid: int, main_only: bool = False) -> float:
     """Seconds of CPU process pid has run so far: the scheduler's nanosecond count of its threads
     (/proc/PID/task/*/schedstat; a thread that exited is no longer in it), or utime + stime in clock ticks
-    (10 ms) on a kernel without schedstat."""
+    (10 ms) on a kernel without schedstat. With `main_only`, its main thread's alone (an nginx worker's event
+    loop, without its thread pool's threads)."""
     total, seen = 0, False
     try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        tasks = [Path(f"/proc/{pid}/task/{pid}")] if main_only else list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
         tasks = []
     for task in tasks:
@@ -314,7 +318,7 @@ def pinned_connections(port: int, workers: int) -> list[http.client.HTTPConnecti
 
 
 def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
-                  changes: int, tmp: str, workers: int = 1, count: int = 0) -> dict:
+                  changes: int, tmp: str, workers: int = 1, count: int = 0, repeat: int = 1) -> dict:
     echo = free_port()
     http_body = gateway_http(
         upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
@@ -389,16 +393,27 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
             """CPU of each worker (syncing first) for one forced full reload."""
             gen_before = status()
             cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
+            loop0 = worker_cpu(pid, main_only=True)
             t0 = time.monotonic()
             new_generation(cluster, ns, rewrite)
             deadline = time.monotonic() + 60
             while not all_serve(gen_before) and time.monotonic() < deadline:
                 time.sleep(0.25)  # few polls: their own CPU would count
-            return [max(0.0, worker_cpu(p) - cpu0[p] - idle[p] * (time.monotonic() - t0) / idle_s) for p in cpu0]
+            idled = (time.monotonic() - t0) / idle_s
+            loop = max(0.0, worker_cpu(pid, main_only=True) - loop0 - idle[pid] * idled)
+            return [max(0.0, worker_cpu(p) - cpu0[p] - idle[p] * idled) for p in cpu0] + [loop]
 
-        full = reload_cpu(0)
-        cold_cpu = reload_cpu(count)
+        def median_of(rewrite: int) -> list[float]:
+            """Per worker (and the event loop), the median over `repeat` forced full reloads."""
+            runs = [reload_cpu(rewrite) for _ in range(repeat)]
+            return [statistics.median(col) for col in zip(*runs)]
 
+        full = median_of(0)
+        cold_cpu = median_of(count)
+
+        for conn in clients:  # the reloads above may outlast the keep-alive timeout: new pinned connections
+            conn.close()
+        clients[:] = pinned_connections(gw.port, workers)
         rest = latencies(send, 2.0)
         gen_before = status()
         # the writes run in a child process, their bytes prepared before the window (see in_child)
@@ -420,6 +435,8 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     parser.add_argument("--nginx-only", action="store_true", help="skip the Python agent and sidecar")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="nginx full reloads of each kind measured (the CPU rows show their median)")
     parser.add_argument("--lua", type=Path, help="run nginx with this directory's Lua modules (another tree's lua/)")
     args = parser.parse_args()
     if args.lua:
@@ -446,14 +463,17 @@ def main() -> int:
             else:
                 a = agent_numbers(cluster, store, ns, master)
                 side = sidecar_latency(cluster, ns, count, tmp)
-            g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp, args.workers, count)
+            g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp, args.workers, count,
+                              args.repeat)
             rows += [
                 (f"{count} rules, one-rule change: Redis bytes read", f"{a['bytes']:,.0f} B", f"{g['bytes']:,.0f} B"),
                 (f"{count} rules, one-rule change: CPU", f"{a['cpu'] * 1000:.2f} ms", f"{g['cpu'] * 1000:.1f} ms"),
                 (f"{count} rules, full reload: CPU", f"{a['full'] * 1000:.0f} ms",
-                 " / ".join(f"{c * 1000:.0f} ms" for c in g["cold_cpu"])),
+                 " / ".join(f"{c * 1000:.0f} ms" for c in g["cold_cpu"][:-1])),
                 (f"{count} rules, full reload of bytes held (new generation): CPU", f"{a['warm'] * 1000:.0f} ms",
-                 " / ".join(f"{c * 1000:.0f} ms" for c in g["full"])),
+                 " / ".join(f"{c * 1000:.0f} ms" for c in g["full"][:-1])),
+                (f"{count} rules, ... the syncing worker's event loop alone", "",
+                 f"{g['cold_cpu'][-1] * 1000:.0f} ms (bytes held: {g['full'][-1] * 1000:.0f} ms)"),
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
                 (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
                 (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ms(g["cold"])),

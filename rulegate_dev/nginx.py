@@ -37,7 +37,7 @@ MAIN_TEMPLATE = """\
 {user}worker_processes {workers};
 error_log {prefix}/logs/error.log {log_level};
 pid {prefix}/logs/nginx.pid;
-{main_extra}
+{thread_pool}{main_extra}
 
 events {{
     worker_connections 4096;
@@ -105,6 +105,7 @@ class NginxLauncher:
         files: dict[str, str | bytes] | None = None,
         new_session: bool = False,
         on_spawn: Callable[[str, int], None] | None = None,
+        thread_pool: bool = True,
     ) -> None:
         self.port = port or free_port()
         self._own_prefix = prefix is None
@@ -121,6 +122,7 @@ class NginxLauncher:
         self.files = dict(files or {})
         self.new_session = new_session
         self.on_spawn = on_spawn
+        self.thread_pool = thread_pool  # `thread_pool rulegate`: where the syncing worker checks a full load
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.prefix / "conf" / "nginx.conf"
         self.error_log = self.prefix / "logs" / "error.log"
@@ -139,6 +141,7 @@ class NginxLauncher:
             workers=self.workers,
             prefix=self.prefix,
             log_level=self.log_level,
+            thread_pool="thread_pool rulegate threads=1;\n" if self.thread_pool else "",
             main_extra=self.main_extra,
             http_extra="".join(f"    {line.strip()}\n" for line in self.http_extra.splitlines() if line.strip()),
             lua_path=(

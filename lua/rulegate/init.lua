@@ -48,6 +48,7 @@ local DEFAULTS = {
     max_attempts = 3, max_connections = 2, read_replica = false,
     notifications = true, listen_max = 30, listen_lock_ttl = 5, log_batch = 1000,
     background_compile_min = 2000,
+    check_thread_pool = "rulegate", -- nginx thread_pool of a full load's check (sync.lua); false: none
     ssl = false, ssl_verify = true,
     exposure = true, exposure_flush_interval = 1, -- decisions per rule/upstream (exposure.lua); outcomes.lua too
 }
@@ -140,6 +141,10 @@ local function check_opts(opts)
     if type(c.exposure_flush_interval) ~= "number" or c.exposure_flush_interval <= 0 then
         error("bad argument #1 to 'init' (opts.exposure_flush_interval must be a number of seconds > 0)", 3)
     end
+    if c.check_thread_pool ~= false and (type(c.check_thread_pool) ~= "string" or c.check_thread_pool == "") then
+        error("bad argument #1 to 'init' (opts.check_thread_pool must be a thread_pool name or false)", 3)
+    end
+    c.check_thread_pool = c.check_thread_pool or nil
     c.upstreams = check_upstreams(c.upstreams)
     c.shm = ngx.shared[c.dict]
     if not c.shm then
@@ -546,6 +551,7 @@ function _M.state()
         worker_deltas = shm:get(K.worker_deltas) or 0, worker_compiles = shm:get(K.worker_compiles) or 0,
         master_compiles = shm:get(K.master_compiles) or 0,
         checkpoints = shm:get(K.checkpoints) or 0, payload_pending = shm:get(K.pending) or 0,
+        pool_checks = shm:get(K.pool_checks) or 0,
         heartbeat_error = shm:get(K.hb_error) or cjson.null,
         listener = shm:get(K.sub_lock) or cjson.null,
         listener_error = shm:get(K.sub_error) or cjson.null,

@@ -140,7 +140,8 @@ end
 -- written. Each chunk goes to the dict when full and is not kept: a full load
 -- does not hold the payload's bytes while it builds it. add and finish return
 -- nil, err when the dict is full (the writer is aborted then; the current
--- payload is unchanged). keep: the chunks are also kept in w.chunks (a list).
+-- payload is unchanged). w:seal() stores the open chunk, w:key_of(i) names
+-- chunk i (1 .. w.head.n). keep: the chunks are also kept in w.chunks (a list).
 -- place, when given: place[id] = the dict key of the chunk each added rule
 -- is written to (add_key's borrowed chunks are not read: not listed).
 function _M.writer(dict, meta, keep, place)
@@ -236,6 +237,15 @@ function _M.writer(dict, meta, keep, place)
     end
     function w.abort()
         drop(dict, WRITING)
+    end
+    -- Store the rules added since the last chunk as a chunk now (true, or nil,
+    -- err as add), so every rule added is in a chunk w:key_of(1 .. w.head.n)
+    -- names (the syncing worker checks those chunks in a thread pool).
+    function w.seal()
+        return flush_open()
+    end
+    function w.key_of(_, i)
+        return key_of(head, i)
     end
     return w
 end

@@ -8,6 +8,7 @@ local mpdecode = require("rulegate.mpdecode")
 local cjson = require("cjson.safe")
 local cluster = require("rulegate.cluster")
 local schema = require("rulegate.schema")
+local rule_check = require("rulegate.rule_check")
 local router = require("rulegate.router")
 local snapshot = require("rulegate.snapshot")
 local payload = require("rulegate.payload")
@@ -70,6 +71,7 @@ local K = {
     -- current version from it
     payload_at = "rs:payload_at", pending = "rs:pending",
     checkpoints = "sync:checkpoints",
+    pool_checks = "sync:pool_checks", -- payload chunks a full load had checked in the thread pool
     -- "stats:<pid>": a worker's cluster-client counters; stats_pids: the pids that
     -- wrote them (space-separated, newest last), so reading them needs no get_keys
     stats_pids = "stats:pids",
@@ -253,23 +255,7 @@ end
 
 -- One stored rule decoded and checked (checked: true when this code's
 -- schema.check already accepted these bytes, see CHECKED_BY), or nil, reason.
-local function decode_one(id, value, checked)
-    local ok, rule = pcall(mpdecode.unpack, value)
-    if not ok then
-        return nil, "rule " .. id .. ": undecodable msgpack"
-    end
-    local good, err = true, nil
-    if not checked or type(rule) ~= "table" then
-        good, err = schema.check(rule)
-    end
-    if not good then
-        return nil, "rule " .. id .. ": " .. err
-    end
-    if rule.id ~= id then
-        return nil, "rule " .. id .. ": id does not match its hash field"
-    end
-    return rule
-end
+local decode_one = rule_check.decode
 
 
 -- Add stored rule id (bytes value) to a set being built (router.new_set),
@@ -277,12 +263,13 @@ end
 -- item: router.items of the set this worker serves; an item's sig is the SHA-1
 -- of the bytes it was compiled from) when there is one; else, when checked
 -- (see CHECKED_BY: this gateway's syncing worker checked and compiled these
--- bytes), placed pending (router.add_pending: compiled by the first request
--- of its route); else decoded, checked and compiled. A full reload of a namespace
+-- bytes) or pending (a full load whose chunks are checked in the thread pool),
+-- placed pending (router.add_pending: compiled by the first request of its
+-- route); else decoded, checked (unless checked) and compiled. A full reload of a namespace
 -- whose rules did not change (a new generation, a digest mismatch, a worker
 -- catching up) decodes and compiles none of them. The rule's sig
 -- (digest.sig(id, value)), or nil, err.
-local function load_rule(rs, routes, reuse, id, value, checked)
+local function load_rule(rs, routes, reuse, id, value, checked, pending)
     local sig = digest.sig(id, value)
     local item = reuse and reuse[id]
     if item and item.sig == sig then
@@ -290,7 +277,7 @@ local function load_rule(rs, routes, reuse, id, value, checked)
         router.add_compiled(rs, item)
         return sig
     end
-    if checked then -- compiled by this gateway's syncing worker: placed, compiled by the route's first request
+    if checked or pending then -- placed, compiled by the route's first request
         local rid, host, path, kind, enabled = mpdecode.route_of(value)
         if host and enabled ~= false then
             if rid ~= id then
@@ -304,9 +291,9 @@ local function load_rule(rs, routes, reuse, id, value, checked)
     if not rule then
         return nil, err
     end
-    local ok, res = pcall(router.add, rs, rule)
-    if not ok then
-        return nil, "rule set does not compile: " .. tostring(res)
+    local res, cerr = rule_check.compile(rs, rule)
+    if res == false then
+        return nil, cerr
     end
     if res then
         res.sig = sig
@@ -434,7 +421,8 @@ function _M.compile_current(dict, ver, pause, serving)
             where[id] = key
         end
         -- compiled as it is read: the decoded rule is garbage at once
-        return load_rule(rs, routes, reuse, id, value, phead.checked == CHECKED_BY)
+        local checked = phead.checked == CHECKED_BY
+        return load_rule(rs, routes, reuse, id, value, checked, checked)
     end, pause)
     if not head then
         return nil, err, retry
@@ -1301,6 +1289,46 @@ end
 _M.apply_entries = apply_entries -- for tests/lua/spec/held_state_spec.lua
 
 
+-- A full load's check in nginx's thread pool conf.check_thread_pool (the
+-- "check_thread_pool" option, default "rulegate"): while the syncing worker
+-- reads, it places each rule by route (router.add_pending, as the other
+-- workers do with what it publishes) and writes the payload chunk by chunk;
+-- each chunk written is decoded, checked and compiled, rule by rule, by
+-- rule_check.chunk in a worker thread, off this event loop, and the load fails
+-- on the first rule that does not pass, with the words of a check made here.
+-- Without that pool (not in nginx.conf, or an nginx without worker threads)
+-- the load checks and compiles every rule here, as before, and says so once.
+local pool_missing = false -- the pool was not found: loads check in this worker
+
+local function check_pool(conf)
+    local pool = conf.check_thread_pool
+    if pool and not pool_missing and ngx.run_worker_thread then
+        return pool
+    end
+    return nil
+end
+
+
+-- The result of rule_check.chunk(conf.dict, key) made in the pool (in this
+-- worker when the pool cannot take it: said once).
+local function check_chunk(conf, pool, key)
+    local ok, bad, why = ngx.run_worker_thread(pool, "rulegate.rule_check", "chunk", conf.dict, key)
+    if ok then
+        conf.shm:incr(K.pool_checks, 1, 0)
+        return bad, why
+    end
+    if find(tostring(bad), "not found", 1, true) then
+        pool_missing = true
+        log(NOTICE, "rulegate: no thread pool \"", pool, "\" in nginx.conf: the syncing worker checks and compiles ",
+            "the rules of a full load in its event loop (add `thread_pool ", pool, " threads=1;` to the main ",
+            "context, or set \"check_thread_pool\": false)")
+    else
+        log(WARN, "rulegate: thread pool ", pool, " failed a check (", tostring(bad), "); checked here")
+    end
+    return rule_check.chunk(conf.dict, key)
+end
+
+
 -- A full load: each rule decoded, checked and compiled as it is taken from
 -- the read (as decode_rules, then router.compile; yielding), the rules of the
 -- set served (conf.serving) with the same bytes reused (load_rule); each rule's
@@ -1319,7 +1347,38 @@ local function new_loader(conf, rev, gen)
         reuse = serving and router.items(serving, pause), where = where,
         w = payload.writer(conf.shm, { namespace = conf.namespace, generation = gen, revision = rev,
                                        written_at = floor(now()), checked = CHECKED_BY }, nil, where),
+        -- checked: chunks of w the pool passed; fresh[i]: chunk i has a rule not served already
+        conf = conf, pool = check_pool(conf), checked = 0, fresh = {},
     }
+end
+
+
+-- Stop a loader at its first error (nothing once it has one).
+local function loader_fail(L, err)
+    L.err = err
+    if L.w then
+        L.w:abort()
+        L.w = nil
+    end
+    L.rs, L.routes, L.reuse, L.where = nil, nil, nil, nil -- garbage now, not when the read ends
+end
+
+
+-- Check in the pool the chunks the loader's writer stored since the last call
+-- (not those whose every rule is one this worker serves with the same bytes:
+-- checked when it was first loaded, and not compiled again: load_rule).
+local function check_written(L)
+    local w = L.w
+    while w and not L.err and L.checked < w.head.n do
+        local i = L.checked + 1
+        if L.fresh[i] then
+            local bad, why = check_chunk(L.conf, L.pool, w:key_of(i))
+            if bad ~= 0 then
+                loader_fail(L, why)
+            end
+        end
+        L.checked = i
+    end
 end
 
 
@@ -1330,23 +1389,33 @@ local function loader_add(L, id, value)
         return
     end
     L.pause()
-    local sig, err = load_rule(L.rs, L.routes, L.reuse, id, value, false)
+    local pool = L.pool
+    -- with a pool: placed pending, checked in the pool with its chunk
+    local sig, err = load_rule(L.rs, L.routes, L.reuse, id, value, false, pool ~= nil)
     if not sig then
-        L.err = err
-        if L.w then
-            L.w:abort()
-            L.w = nil
+        if pool and L.w and L.w:seal() then
+            check_written(L) -- a rule read before this one that fails its check comes first
         end
-        L.rs, L.routes, L.reuse, L.where = nil, nil, nil, nil -- garbage now, not when the read ends
+        if not L.err then
+            loader_fail(L, err)
+        end
         return
     end
     L.sigs[id] = sig
     digest.add_sig(L.acc, sig)
     local w = L.w
     if w then
+        if pool then
+            local item = L.reuse and L.reuse[id]
+            if not (item and item.sig == sig) then -- not served already: its chunk is checked
+                L.fresh[w.head.n + 1] = true
+            end
+        end
         local ok, aerr = w:add(id, value)
         if not ok then
             L.werr, L.w = aerr, nil
+        elseif pool and w.head.n > L.checked then
+            check_written(L)
         end
     end
 end
@@ -1364,8 +1433,18 @@ end
 
 
 -- The loaded set: {rs, routes, sigs, digest (of the rules read), writer (nil
--- when the dict is full: werr)}, or nil, err (nothing written).
+-- when the dict is full: werr)}, or nil, err (nothing written). With a pool,
+-- the writer's last chunk is stored and checked first (a load whose writer
+-- failed is not applied: apply() reports werr).
 local function loader_finish(L)
+    if L.pool and L.w and not L.err then
+        local ok, werr = L.w:seal()
+        if ok then
+            check_written(L)
+        else
+            L.werr, L.w = werr, nil
+        end
+    end
     if L.err then
         return nil, L.err
     end

@@ -163,15 +163,17 @@ def redis_nodes(cluster: Any) -> list[str]:
 
 @pytest.fixture()
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    """A factory of started Gateways (stopped at teardown); kwargs are rulegate options, but workers (nginx's)."""
+    """A factory of started Gateways (stopped at teardown); kwargs are rulegate options, but workers (nginx's)
+    and thread_pool (False: no `thread_pool rulegate` in nginx.conf)."""
     started: list[Gateway] = []
 
     def make(namespace: str, nodes: list[str], prefix: Path | None = None, workers: int = 2,
-             **options: Any) -> Gateway:
+             thread_pool: bool = True, **options: Any) -> Gateway:
         opts = {"namespace": namespace, "startup_nodes": nodes, "refresh_interval": 0.2,
                 "response_headers": "vars",
                 "gateway_id": f"test-{namespace}-{len(started)}", **options}
-        gw = Gateway(opts, prefix=prefix or tmp_path / f"nginx{len(started)}", workers=workers)
+        gw = Gateway(opts, prefix=prefix or tmp_path / f"nginx{len(started)}", workers=workers,
+                     thread_pool=thread_pool)
         started.append(gw)
         return gw.start()
 

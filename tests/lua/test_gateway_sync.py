@@ -376,3 +376,37 @@ def test_requests_are_served_during_a_full_reload_of_10000_rules(
     print(f"\nworst request wait during a 10000-rule nginx full reload: {worst * 1000:.1f} ms")
     assert worst < 0.5, f"a request waited {worst * 1000:.0f} ms during the reload"
     assert [line for line in gw.error_lines() if "new generation" not in line] == []
+
+
+def test_a_full_load_checked_in_the_thread_pool_refuses_and_applies_as_one_checked_in_the_worker(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """The syncing worker has a full load's rules checked in nginx's thread pool (`thread_pool rulegate`):
+    a rule that does not pass its schema check refuses the revision with the words of a gateway that checks in
+    its event loop (no pool in its nginx.conf: it says so once and checks there); the valid revision after it
+    is applied by both and decided alike, every chunk with a new rule checked in the pool."""
+    rules = [(f"r{i:04d}", encode_rule(split_rule(f"r{i:04d}", "stable", f"/p{i}"))) for i in range(600)]
+    store.commit(namespace, rules, None, "test", op="import")
+    bad = msgpack.packb({"id": "r0450", "kind": "split", "route": {"host": "app.example.com", "path": "/p450"},
+                         "key": {"source": "header", "name": "X-Uid"}, "default": "no such upstream!",
+                         "policies": [{"type": "uid_suffix", "suffixes": ["7"], "upstream": "canary"}]})
+    refused = store.commit(namespace, [("r0450", bad)], None, "planted", op="put").revision
+    pooled = make_gateway(namespace, cluster.startup_nodes)
+    here = make_gateway(namespace, cluster.startup_nodes, thread_pool=False)
+    got = [gw.status_when(lambda s: s["refused_revision"] == refused, "the refusal") for gw in (pooled, here)]
+    assert got[0]["refused_reason"] == got[1]["refused_reason"]
+    assert "rule r0450: default is invalid" in got[0]["refused_reason"], got[0]["refused_reason"]
+    assert got[0]["pool_checks"] >= 1 and got[1]["pool_checks"] == 0
+    assert any("no thread pool" in line for line in here.log_lines())
+
+    fixed = store.commit(namespace, [("r0450", rules[450][1])], None, "t", op="put").revision
+    for gw in (pooled, here):
+        gw.wait_revision(fixed)
+    st = pooled.status_when(lambda s: s["in_sync"], "in sync")
+    assert st["pool_checks"] >= 3  # 600 rules: 3 chunks of 256, each checked in the pool by some load
+    for i in (0, 255, 256, 450, 599):
+        for uid in ("7", "8"):
+            answers = [gw.get(f"/p{i}/x", headers={"X-Uid": uid}).headers["x-echo-upstream"] for gw in (pooled, here)]
+            assert answers == (["canary"] * 2 if uid == "7" else ["stable"] * 2), (i, uid, answers)
+    for gw in (pooled, here):
+        assert [line for line in gw.error_lines() if f"revision {refused} of namespace" not in line] == []

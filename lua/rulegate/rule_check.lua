@@ -1,0 +1,93 @@
+-- The check a gateway makes before it serves a stored rule: decoded, checked
+-- against the schema, its id equal to its hash field. The syncing worker's full
+-- load makes it on every rule it reads, and compiles each; with a thread pool
+-- (the "check_thread_pool" option) it hands the payload chunks it writes to
+-- chunk() in one of nginx's worker threads (ngx.run_worker_thread), which makes
+-- the same check and compile there, off the event loop that serves requests,
+-- while the worker places the rules by route (docs/design.md, "Pending rules").
+--
+-- Loaded in a worker thread's Lua VM too: nothing here may touch an ngx API a
+-- worker thread does not have (only ngx.shared is used, in chunk()).
+local mpdecode = require("rulegate.mpdecode")
+local router = require("rulegate.router")
+local schema = require("rulegate.schema")
+local snapshot = require("rulegate.snapshot")
+
+local pcall = pcall
+local tostring = tostring
+local type = type
+
+local _M = { _VERSION = "0.1.0" }
+
+
+-- The rule stored as value under hash field id, decoded and checked (not
+-- checked again when `checked`: this gateway's syncing worker checked these
+-- very bytes, see sync.CHECKED_BY), or nil, reason.
+function _M.decode(id, value, checked)
+    local ok, rule = pcall(mpdecode.unpack, value)
+    if not ok then
+        return nil, "rule " .. id .. ": undecodable msgpack"
+    end
+    local good, err = true, nil
+    if not checked or type(rule) ~= "table" then
+        good, err = schema.check(rule)
+    end
+    if not good then
+        return nil, "rule " .. id .. ": " .. err
+    end
+    if rule.id ~= id then
+        return nil, "rule " .. id .. ": id does not match its hash field"
+    end
+    return rule
+end
+
+
+-- Compile a decoded, checked rule into rs (router.add): its item (nil for a
+-- disabled rule), or false, reason.
+function _M.compile(rs, rule)
+    local ok, res = pcall(router.add, rs, rule)
+    if not ok then
+        return false, "rule set does not compile: " .. tostring(res)
+    end
+    return res
+end
+
+
+-- Check every rule of the payload chunk under key in shared dict dict_name
+-- (a run of snapshot.pack_rule pairs, as payload.writer stores them): decode,
+-- check and compile each as a full load does. 0 when all pass; else the
+-- position in the chunk of the first that fails (-1: the chunk is not in the
+-- dict or is not a chunk) and why, in a full load's words.
+function _M.chunk(dict_name, key)
+    local dict = ngx.shared[dict_name]
+    local chunk = dict and dict:get(key)
+    if type(chunk) ~= "string" then
+        return -1, "payload chunk " .. tostring(key) .. " is not in the shared dict"
+    end
+    local rs = router.new_set(0)
+    local n, why = 0, nil
+    local ok, err = snapshot.each_rule(chunk, function(id, value)
+        n = n + 1
+        local rule, derr = _M.decode(id, value, false)
+        if rule then
+            local item, cerr = _M.compile(rs, rule)
+            if item == false then
+                why = cerr
+                return nil, cerr
+            end
+            return true
+        end
+        why = derr
+        return nil, derr
+    end)
+    if ok then
+        return 0
+    end
+    if why then
+        return n, why
+    end
+    return -1, err
+end
+
+
+return _M

@@ -1,0 +1,160 @@
+-- A full load whose chunks are checked in nginx's thread pool (the harness's
+-- nginx has `thread_pool rulegate`): the syncing worker places the rules
+-- pending and a worker thread decodes, checks and compiles each chunk; the set
+-- decides as a load checked in the worker, and a rule that fails is refused
+-- with the same words, the first failing rule first. Without the pool, the
+-- load checks in the worker.
+local mp = require("MessagePack")
+local payload = require("rulegate.payload")
+local router = require("rulegate.router")
+local rule_check = require("rulegate.rule_check")
+local snapshot = require("rulegate.snapshot")
+local sync = require("rulegate.sync")
+
+local dict = ngx.shared.rulegate -- the spec harness's 4m dict
+
+local function split(id, overrides)
+    local rule = { id = id, kind = "split", route = { host = "a.example.com", path = "/" .. id },
+                   key = { source = "header", name = "x-uid" }, default = "stable",
+                   policies = { { type = "uid_suffix", suffixes = { "1" }, upstream = "canary" } } }
+    for k, v in pairs(overrides or {}) do
+        rule[k] = v
+    end
+    return mp.pack(rule)
+end
+
+local function conf(pool)
+    return { shm = dict, dict = "rulegate", namespace = "prod", check_thread_pool = pool }
+end
+
+local function load(c, rules)
+    local L = sync.new_loader(c, 7, "g")
+    for _, pair in ipairs(rules) do
+        sync.loader_add(L, pair[1], pair[2])
+    end
+    return sync.loader_finish(L)
+end
+
+local function pending_count(rs)
+    local n = 0
+    for _, item in pairs(router.items(rs)) do
+        if router.is_pending(item) then
+            n = n + 1
+        end
+    end
+    return n
+end
+
+local function decisions(rs, n)
+    local out = {}
+    for i = 1, n do
+        for _, uid in ipairs({ "11", "12" }) do
+            local d = router.decide(rs, { host = "a.example.com", path = "/r" .. i, method = "GET", ip = "10.0.0.1",
+                                          now = 100, headers = { ["x-uid"] = uid }, cookies = {}, args = {} })
+            out[#out + 1] = table.concat({ d.action, tostring(d.upstream), tostring(d.rule_id) }, " ")
+        end
+    end
+    return out
+end
+
+return function(t)
+    t.it("checked in the pool: placed pending, decides as a load checked here", function()
+        dict:flush_all()
+        local saved = payload.CHUNK
+        payload.CHUNK = 8
+        local rules = {}
+        for i = 1, 30 do
+            rules[i] = { "r" .. i, split("r" .. i) }
+        end
+        local pooled = assert(load(conf("rulegate"), rules))
+        t.eq(dict:get("sync:pool_checks"), 4) -- 30 rules in chunks of 8
+        t.eq(pending_count(pooled.rs), 30)
+        pooled.writer:abort()
+        local here = assert(load(conf(nil), rules))
+        t.eq(pending_count(here.rs), 0)
+        here.writer:abort()
+        t.eq({ pooled.digest, pooled.rs.count }, { here.digest, here.rs.count })
+        t.eq(decisions(pooled.rs, 30), decisions(here.rs, 30))
+        payload.CHUNK = saved
+        dict:flush_all()
+    end)
+
+    t.it("a chunk whose every rule is served with the same bytes is not checked again", function()
+        dict:flush_all()
+        local saved = payload.CHUNK
+        payload.CHUNK = 8
+        local rules = {}
+        for i = 1, 24 do
+            rules[i] = { "r" .. i, split("r" .. i) }
+        end
+        local c = conf("rulegate")
+        local first = assert(load(c, rules))
+        first.writer:abort()
+        t.eq(dict:get("sync:pool_checks"), 3)
+        c.serving = function()
+            return first.rs
+        end
+        local again = assert(load(c, rules))
+        again.writer:abort()
+        t.eq(dict:get("sync:pool_checks"), 3, "all served: no chunk checked")
+        rules[10] = { "r10", split("r10", { default = "blue" }) }
+        local changed = assert(load(c, rules))
+        changed.writer:abort()
+        t.eq(dict:get("sync:pool_checks"), 4, "only the chunk of the changed rule")
+        rules[17] = { "r17", split("r17", { default = 7 }) }
+        local _, err = load(c, rules)
+        t.eq(err, "rule r17: default is invalid")
+        payload.CHUNK = saved
+        dict:flush_all()
+    end)
+
+    t.it("a rule the pool refuses fails the load with the words of a check made here, the first one first", function()
+        local saved = payload.CHUNK
+        payload.CHUNK = 8
+        local cases = {
+            { at = 3, value = split("r3", { default = 7 }) }, -- the schema refuses it
+            { at = 12, value = "\193" }, -- not msgpack
+            { at = 20, value = split("r20", { weights = { canary = "x" } }) },
+            { at = 29, value = split("r29", { route = { host = "a.example.com", path = "no-slash" } }) },
+        }
+        for _, case in ipairs(cases) do
+            local rules = {}
+            for i = 1, 30 do
+                rules[i] = { "r" .. i, i == case.at and case.value or split("r" .. i) }
+            end
+            rules[#rules + 1] = { "r31", "\193" } -- a later bad rule: not the one reported
+            dict:flush_all()
+            local got, err = load(conf("rulegate"), rules)
+            t.eq(got, nil)
+            dict:flush_all()
+            local _, want = load(conf(nil), rules)
+            t.truthy(want, "the check here refuses it too")
+            t.eq(err, want)
+            t.eq(#dict:get_keys(0) <= 1, true, "nothing left of the payload but the counter")
+        end
+        -- a rule the worker itself refuses (its id is not its hash field), after a bad one the pool finds
+        local rules = { { "r1", split("r1") }, { "r2", split("r2", { default = 7 }) }, { "r3", split("other") } }
+        dict:flush_all()
+        local _, err = load(conf("rulegate"), rules)
+        local _, want = load(conf(nil), rules)
+        t.eq(err, want)
+        t.truthy(err:find("rule r2", 1, true), err)
+        payload.CHUNK = saved
+        dict:flush_all()
+    end)
+
+    t.it("rule_check.chunk in this worker gives what the pool gives", function()
+        dict:flush_all()
+        local buf = {}
+        for i = 1, 5 do
+            snapshot.pack_rule(buf, "r" .. i, i == 4 and split("r4", { default = 7 }) or split("r" .. i))
+        end
+        dict:set("chunk", table.concat(buf))
+        local here = { rule_check.chunk("rulegate", "chunk") }
+        local pooled = { select(2, ngx.run_worker_thread("rulegate", "rulegate.rule_check", "chunk", "rulegate", "chunk")) }
+        t.eq(here[1], 4)
+        t.eq(pooled, here)
+        t.eq({ rule_check.chunk("rulegate", "gone") }, { -1, "payload chunk gone is not in the shared dict" })
+        dict:flush_all()
+    end)
+end
