@@ -151,7 +151,8 @@ return function(t)
         end
         dict:set("chunk", table.concat(buf))
         local here = { rule_check.chunk("rulegate", "chunk") }
-        local pooled = { select(2, ngx.run_worker_thread("rulegate", "rulegate.rule_check", "chunk", "rulegate", "chunk")) }
+        local pooled = { select(2, ngx.run_worker_thread("rulegate", "rulegate.rule_check", "chunk", "rulegate",
+                                                         "chunk")) }
         t.eq(here[1], 4)
         t.eq(pooled, here)
         t.eq({ rule_check.chunk("rulegate", "gone") }, { -1, "payload chunk gone is not in the shared dict" })
