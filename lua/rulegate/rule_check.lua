@@ -2,12 +2,14 @@
 -- against the schema, its id equal to its hash field. The syncing worker's full
 -- load makes it on every rule it reads, and compiles each; with a thread pool
 -- (the "check_thread_pool" option) it hands the payload chunks it writes to
--- chunk() in one of nginx's worker threads (ngx.run_worker_thread), which makes
+-- chunks() in one of nginx's worker threads (ngx.run_worker_thread), which makes
 -- the same check and compile there, off the event loop that serves requests,
 -- while the worker places the rules by route (docs/design.md, "Pending rules").
 --
 -- Loaded in a worker thread's Lua VM too: nothing here may touch an ngx API a
 -- worker thread does not have (only ngx.shared is used, in chunk()).
+-- An older nginx-lua without ngx.run_worker_thread, or no such pool: the
+-- worker checks in its own loop (sync.lua).
 local mpdecode = require("rulegate.mpdecode")
 local router = require("rulegate.router")
 local schema = require("rulegate.schema")
@@ -87,6 +89,20 @@ function _M.chunk(dict_name, key)
         return n, why
     end
     return -1, err
+end
+
+
+-- chunk() of each key of the list keys in turn, in one call (one hand-over to
+-- a worker thread for several chunks): 0, or the first failure's position in
+-- its chunk and why.
+function _M.chunks(dict_name, keys)
+    for i = 1, #keys do
+        local bad, why = _M.chunk(dict_name, keys[i])
+        if bad ~= 0 then
+            return bad, why
+        end
+    end
+    return 0
 end
 
 

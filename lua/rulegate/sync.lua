@@ -1309,12 +1309,12 @@ local function check_pool(conf)
 end
 
 
--- The result of rule_check.chunk(conf.dict, key) made in the pool (in this
+-- The result of rule_check.chunks(conf.dict, keys) made in the pool (in this
 -- worker when the pool cannot take it: said once).
-local function check_chunk(conf, pool, key)
-    local ok, bad, why = ngx.run_worker_thread(pool, "rulegate.rule_check", "chunk", conf.dict, key)
+local function check_chunks(conf, pool, keys)
+    local ok, bad, why = ngx.run_worker_thread(pool, "rulegate.rule_check", "chunks", conf.dict, keys)
     if ok then
-        conf.shm:incr(K.pool_checks, 1, 0)
+        conf.shm:incr(K.pool_checks, #keys, 0)
         return bad, why
     end
     if find(tostring(bad), "not found", 1, true) then
@@ -1325,7 +1325,7 @@ local function check_chunk(conf, pool, key)
     else
         log(WARN, "rulegate: thread pool ", pool, " failed a check (", tostring(bad), "); checked here")
     end
-    return rule_check.chunk(conf.dict, key)
+    return rule_check.chunks(conf.dict, keys)
 end
 
 
@@ -1364,20 +1364,30 @@ local function loader_fail(L, err)
 end
 
 
--- Check in the pool the chunks the loader's writer stored since the last call
--- (not those whose every rule is one this worker serves with the same bytes:
--- checked when it was first loaded, and not compiled again: load_rule).
-local function check_written(L)
+-- Check in the pool the chunks the loader's writer stored since the last
+-- call, POOL_BATCH at a time (each hand-over costs the event loop ~0.5 ms), or
+-- all of them with `all` (not those whose every rule is one this worker
+-- serves with the same bytes: checked when it was first loaded, and not
+-- compiled again: load_rule).
+local POOL_BATCH = 8 -- chunks of payload.CHUNK (256) rules
+
+local function check_written(L, all)
     local w = L.w
-    while w and not L.err and L.checked < w.head.n do
-        local i = L.checked + 1
+    if not w or L.err or w.head.n - L.checked < (all and 1 or POOL_BATCH) then
+        return
+    end
+    local keys = {}
+    for i = L.checked + 1, w.head.n do
         if L.fresh[i] then
-            local bad, why = check_chunk(L.conf, L.pool, w:key_of(i))
-            if bad ~= 0 then
-                loader_fail(L, why)
-            end
+            keys[#keys + 1] = w:key_of(i)
         end
-        L.checked = i
+    end
+    L.checked = w.head.n
+    if #keys > 0 then
+        local bad, why = check_chunks(L.conf, L.pool, keys)
+        if bad ~= 0 then
+            loader_fail(L, why)
+        end
     end
 end
 
@@ -1394,7 +1404,7 @@ local function loader_add(L, id, value)
     local sig, err = load_rule(L.rs, L.routes, L.reuse, id, value, false, pool ~= nil)
     if not sig then
         if pool and L.w and L.w:seal() then
-            check_written(L) -- a rule read before this one that fails its check comes first
+            check_written(L, true) -- a rule read before this one that fails its check comes first
         end
         if not L.err then
             loader_fail(L, err)
@@ -1414,7 +1424,7 @@ local function loader_add(L, id, value)
         local ok, aerr = w:add(id, value)
         if not ok then
             L.werr, L.w = aerr, nil
-        elseif pool and w.head.n > L.checked then
+        elseif pool and w.head.n - L.checked >= POOL_BATCH then
             check_written(L)
         end
     end
@@ -1440,7 +1450,7 @@ local function loader_finish(L)
     if L.pool and L.w and not L.err then
         local ok, werr = L.w:seal()
         if ok then
-            check_written(L)
+            check_written(L, true)
         else
             L.werr, L.w = werr, nil
         end

@@ -143,18 +143,22 @@ return function(t)
         dict:flush_all()
     end)
 
-    t.it("rule_check.chunk in this worker gives what the pool gives", function()
+    t.it("rule_check.chunks in this worker gives what the pool gives", function()
         dict:flush_all()
-        local buf = {}
+        local good, bad = {}, {}
         for i = 1, 5 do
-            snapshot.pack_rule(buf, "r" .. i, i == 4 and split("r4", { default = 7 }) or split("r" .. i))
+            snapshot.pack_rule(good, "g" .. i, split("g" .. i))
+            snapshot.pack_rule(bad, "r" .. i, i == 4 and split("r4", { default = 7 }) or split("r" .. i))
         end
-        dict:set("chunk", table.concat(buf))
-        local here = { rule_check.chunk("rulegate", "chunk") }
-        local pooled = { select(2, ngx.run_worker_thread("rulegate", "rulegate.rule_check", "chunk", "rulegate",
-                                                         "chunk")) }
-        t.eq(here[1], 4)
-        t.eq(pooled, here)
+        dict:set("good", table.concat(good))
+        dict:set("bad", table.concat(bad))
+        for _, keys in ipairs({ { "good" }, { "good", "bad" }, { "bad", "good" }, { "good", "gone" } }) do
+            local here = { rule_check.chunks("rulegate", keys) }
+            local ok, b, why = ngx.run_worker_thread("rulegate", "rulegate.rule_check", "chunks", "rulegate", keys)
+            t.eq(ok, true)
+            t.eq({ b, why }, here)
+        end
+        t.eq({ rule_check.chunks("rulegate", { "good", "bad" }) }, { 4, "rule r4: default is invalid" })
         t.eq({ rule_check.chunk("rulegate", "gone") }, { -1, "payload chunk gone is not in the shared dict" })
         dict:flush_all()
     end)
