@@ -8,6 +8,7 @@ measure                                                      |               pyt
 10000 rules, one-rule change: Redis bytes read               |                      768 B | 1,268 B
 10000 rules, full reload: CPU                                |                     117 ms | 230 ms / 90 ms
 10000 rules, full reload of bytes held (new generation): CPU |                      16 ms | 80 ms / 100 ms
+10000 rules, ... the syncing worker's event loop alone       |                            | 86 ms (bytes held: 52 ms)
 10000 rules, request latency at rest: max                    |         31.8 ms (p50 0.37) | 3.5 ms (p50 0.57)
 10000 rules, request latency during a full reload: max       |         13.9 ms (p50 0.36) | 4.1 ms (p50 0.37)
 10000 rules, ... every rule's bytes new: max                 |          5.5 ms (p50 0.34) | 4.9 ms (p50 0.32)
@@ -40,6 +41,9 @@ def test_nginx_full_load_is_judged_by_its_slowest_worker_and_waits_by_the_worst_
     cpu = rows["nginx: 10,000 rules load ≤ 100 ms CPU per worker (every rule's bytes new)"]
     assert (cpu.figure, cpu.baseline, cpu.met) == ("230 ms / 90 ms (syncing / other)", "bytes held: 80 ms / 100 ms",
                                                    False)
+    loop = rows["nginx: the syncing worker's event loop during that load ≤ 100 ms CPU (its check in the thread pool)"]
+    assert (loop.figure, loop.met) == ("86 ms (bytes held: 52 ms)", True)
+    assert loop.baseline == "the worker's CPU, all threads: 230 ms"
     agent = rows["Python agent: whole full reload of 10,000 rules (read included) ≤ 100 ms CPU"]
     assert (agent.figure, agent.met) == ("117 ms", False)
     waits = rows["nginx: no request waits > 5 ms during a full reload"]
