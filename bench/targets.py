@@ -179,7 +179,7 @@ STEPS: dict[str, tuple[list[list[str]], Callable[[str], list[Row]]]] = {
     "decide": ([[PY, str(HERE / "decide.py"), "--rounds", "3"]], decide),
     "agent": ([[PY, str(HERE / "agent.py")]], agent),
     "agent_memory": ([[PY, str(HERE / "agent_memory.py"), "--rules", "10000,20000"]], agent_memory),
-    "reload": ([[PY, str(HERE / "reload.py"), "--rules", "10000", "--workers", "2"]], reload),
+    "reload": ([[PY, str(HERE / "reload.py"), "--rules", "10000", "--workers", "2", "--repeat", "3"]], reload),
     "reload_wait": ([[PY, str(HERE / "reload_wait.py"), "--reps", "3"]], reload_wait),
     "nginx_memory": ([[PY, str(HERE / "nginx_memory.py"), "--rules", "20000", "--workers", "2",
                        "--full-reloads", "2"]], nginx_memory),
