@@ -13,6 +13,7 @@ local floor = math.floor
 local find = string.find
 local lower = string.lower
 local byte = string.byte
+local sub = string.sub
 local iputil = require("rulegate.iputil")
 
 local _M = { _VERSION = "0.2.0" }
@@ -80,6 +81,12 @@ local ID_FIRST = class("az09")
 local ID_BYTES = class("az09", "_.-")
 local PATH_BYTES = class("!~") -- printable ASCII without space...
 PATH_BYTES[63], PATH_BYTES[35] = nil, nil -- ... '?' and '#'
+local URI_BYTES = class("!~") -- printable ASCII without space (a redirect's location)
+local TOKEN_BYTES = class("azAZ09", "!#$%&'*+-.^_`|~") -- an HTTP token (cookie and arg names, suffixes)
+local VALUE_BYTES = class(" ~", "\t") -- printable ASCII and tab (a response header's value)
+local MAX_TEXT = 1024 -- rulegate/schema.py MAX_TEXT
+local MAX_BODY_BYTES = 65536
+local MAX_HEADERS = 32
 
 
 -- true when every byte of s from index i on is in set
@@ -96,6 +103,58 @@ end
 -- letters, digits and '-': a header name nginx delivers ($http_*) and sends as is
 local function header_name(v)
     return str(v) and #v <= 128 and all_in(v, NAME_BYTES, 1)
+end
+
+
+-- 1..max bytes of an HTTP token
+local function token(v, max)
+    return str(v) and #v <= max and all_in(v, TOKEN_BYTES, 1)
+end
+
+
+-- Text as rulegate/schema.py's _Checker.text takes it: a string of at most max
+-- characters (code points: the bytes that do not continue a UTF-8 sequence)
+-- with no NUL, nor CR or LF unless multi_line. (Its UTF-8 is not checked:
+-- Python's msgpack refuses a stored string that is not.)
+local function text(v, max, multi_line)
+    if type(v) ~= "string" or find(v, "\0", 1, true) then
+        return false
+    end
+    if not multi_line and (find(v, "\r", 1, true) or find(v, "\n", 1, true)) then
+        return false
+    end
+    if #v > max then
+        local n = 0
+        for i = 1, #v do
+            local b = byte(v, i)
+            if b < 0x80 or b >= 0xc0 then
+                n = n + 1
+            end
+        end
+        return n <= max
+    end
+    return true
+end
+
+
+-- A response header's value (rulegate/schema.py _header_value): 1..max bytes
+-- of printable ASCII or tab, not starting or ending with a space or a tab.
+local function header_value(v, max)
+    if not str(v) or #v > max or not all_in(v, VALUE_BYTES, 1) then
+        return false
+    end
+    local first, last = byte(v, 1), byte(v, #v)
+    return first ~= 32 and first ~= 9 and last ~= 32 and last ~= 9
+end
+
+
+-- A redirect's location: 1-2048 bytes of printable ASCII without space, an
+-- absolute http(s) URL or a path starting with '/'.
+local function location(v)
+    if not str(v) or #v > 2048 or not all_in(v, URI_BYTES, 1) then
+        return false
+    end
+    return byte(v, 1) == 47 or sub(v, 1, 7) == "http://" or sub(v, 1, 8) == "https://"
 end
 
 
@@ -133,7 +192,7 @@ local function check_key(key, degrade)
     if key.source == "ip" or key.source == "request" then
         return key.name ~= nil and "key.name" or nil
     end
-    if key.source == "header" and not header_name(key.name) or not str(key.name) then
+    if key.source == "header" and not header_name(key.name) or not token(key.name, 128) then
         return "key.name"
     end
 end
@@ -223,7 +282,7 @@ local function check_percent_policy(p)
     if total > 10000 then
         return "percent.buckets"
     end
-    if p.salt ~= nil and type(p.salt) ~= "string" then
+    if p.salt ~= nil and not text(p.salt, 64) then
         return "percent.salt"
     end
     if p.ramp ~= nil then
@@ -257,7 +316,7 @@ local function check_policy(p)
             return "uid_suffix.suffixes"
         end
         for _, s in ipairs(p.suffixes) do
-            if not str(s) then
+            if not token(s, 32) then
                 return "uid_suffix.suffixes"
             end
         end
@@ -271,14 +330,14 @@ local function check_policy(p)
             end
         end
     elseif MATCH[t] then
-        if not str(p.name) or (t == "header" and not header_name(p.name)) then
+        if not token(p.name, 128) or (t == "header" and not header_name(p.name)) then
             return t .. ".name"
         end
         if not list(p.values, 256) or #p.values == 0 then
             return t .. ".values"
         end
         for _, v in ipairs(p.values) do
-            if type(v) ~= "string" then
+            if not text(v, MAX_TEXT) then
                 return t .. ".values"
             end
         end
@@ -299,18 +358,22 @@ local function check_static(a)
         if a.body ~= nil and a.body ~= "" then
             return "action.body"
         end
-    elseif a.content_type ~= nil and not str(a.content_type) then
+    elseif a.content_type ~= nil and not header_value(a.content_type, 128) then
         return "action.content_type"
     end
-    if a.body ~= nil and type(a.body) ~= "string" then
+    if a.body ~= nil and not (text(a.body, MAX_BODY_BYTES * 4, true) and #a.body <= MAX_BODY_BYTES) then
         return "action.body"
     end
     if a.headers ~= nil and type(a.headers) ~= "table" then
         return "action.headers"
     end
-    local seen = {}
+    local seen, n = {}, 0
     for k, v in pairs(a.headers or {}) do
-        if not header_name(k) or not str(v) then
+        n = n + 1
+        if n > MAX_HEADERS then
+            return "action.headers"
+        end
+        if not header_name(k) or not header_value(v, MAX_TEXT) then
             return "action.headers"
         end
         local name = lower(k)
@@ -330,7 +393,7 @@ local function check_action(a)
     if t == "static" then
         return check_static(a)
     elseif t == "redirect" then
-        if not str(a.location) then
+        if not location(a.location) then
             return "action.location"
         end
         if a.status ~= nil and not REDIRECT[a.status] then
@@ -448,7 +511,7 @@ local function check_degrade(rule)
             return bad
         end
     end
-    if rule.salt ~= nil and type(rule.salt) ~= "string" then
+    if rule.salt ~= nil and not text(rule.salt, 64) then
         return "salt"
     end
     if rule.breaker ~= nil then
@@ -467,6 +530,12 @@ local function check(rule)
     end
     if rule.enabled ~= nil and type(rule.enabled) ~= "boolean" then
         return "enabled"
+    end
+    if rule.description ~= nil and not text(rule.description, MAX_TEXT, true) then
+        return "description"
+    end
+    if rule.updated_by ~= nil and not text(rule.updated_by, 128) then
+        return "updated_by"
     end
     local route = rule.route
     if type(route) ~= "table" then

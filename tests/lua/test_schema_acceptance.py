@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -98,3 +99,64 @@ def test_upstream_names_python_refuses_nginx_refuses(harness: DecideHarness, whe
     assert all(verdicts), dict(zip(map(repr, BAD_UPSTREAMS), verdicts))
     good = [validate_rule(_with_upstream(where, name)) for name in GOOD_UPSTREAMS]
     assert harness.check(good) == [None] * len(good)
+
+
+_BASES = [
+    {"id": "s", "kind": "split", "route": {"host": "shop.example.com", "path": "/api", "methods": ["GET"]},
+     "key": {"source": "cookie", "name": "uid"}, "default": "stable", "description": "d", "updated_by": "me",
+     "policies": [{"type": "uid_suffix", "suffixes": ["1"], "upstream": "canary"},
+                  {"type": "header", "name": "x-beta", "values": ["on"], "upstream": "beta"},
+                  {"type": "arg", "name": "grp", "values": ["a"], "upstream": "beta"},
+                  {"type": "percent", "buckets": [{"upstream": "canary", "weight": 100}], "salt": "s1"}]},
+    {"id": "d", "kind": "degrade", "route": {"host": "shop.example.com", "path": "/x"}, "salt": "t",
+     "key": {"source": "arg", "name": "k"},
+     "action": {"type": "static", "status": 503, "body": "b", "content_type": "text/plain", "headers": {"x-a": "v"}}},
+    {"id": "r", "kind": "degrade", "route": {"host": "shop.example.com", "path": "/y"},
+     "action": {"type": "redirect", "location": "https://e.example/z", "status": 302}},
+]
+_STRINGS = ["", " ", "a b", "a\x00b", "a\nb", "a\rb", "caf\u00e9", "\u00e9" * 64, "\u00e9" * 65, "x" * 32, "x" * 33,
+            "x" * 64, "x" * 65, "x" * 128, "x" * 129, "x" * 1024, "x" * 1025, "x" * 2049, "a/b", "a;b", "A", "a_b",
+            "a.b", "a?b", "a#b", "\t", " a", "a\t", "/p", "http://h/p", "ftp://h"]
+
+
+def _string_fields(obj: Any, at: tuple = ()) -> Iterator[tuple]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _string_fields(v, (*at, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _string_fields(v, (*at, i))
+    elif isinstance(obj, str) and at[-1] not in ("id", "kind", "type", "source"):
+        yield at
+
+
+def test_every_string_field_python_refuses_nginx_refuses(harness: DecideHarness) -> None:
+    """For every string field of a split, a static and a redirect rule, and strings around each limit (empty,
+    spaces, NUL, CR/LF, non-ASCII, lengths by 1 around 32/64/128/1024/2048, disallowed characters): a value the
+    Python validator refuses is refused by lua/rulegate/schema.lua too (a foreign write nginx would apply and the
+    agent refuse), and a value it keeps as is, nginx accepts."""
+    import copy
+
+    from rulegate.errors import ValidationError
+
+    cases, expect = [], []
+    for base in (validate_rule(copy.deepcopy(b)) for b in _BASES):
+        for at in _string_fields(base):
+            for value in _STRINGS:
+                rule = copy.deepcopy(base)
+                parent = rule
+                for part in at[:-1]:
+                    parent = parent[part]
+                parent[at[-1]] = value
+                try:
+                    verdict = "kept" if validate_rule(copy.deepcopy(rule)) == rule else "changed"
+                except ValidationError:
+                    verdict = "refused"
+                if verdict != "changed":  # a value the validator rewrites (a case, a default) is not stored as is
+                    cases.append((at, value, rule))
+                    expect.append(verdict)
+    got = harness.check([rule for _, _, rule in cases])
+    wrong = [(at, value[:12], want, lua) for (at, value, _), want, lua in zip(cases, expect, got)
+             if (want == "refused") != (lua is not None)]
+    assert wrong == [], wrong[:20]
+    assert expect.count("refused") > 200 and expect.count("kept") > 200
