@@ -254,6 +254,121 @@ function skip(s, i, len, depth)
 end
 
 
+-- true when bytes i..j of s are valid UTF-8 (no overlong form, no surrogate,
+-- nothing above U+10FFFF: what Python's strict UTF-8 decoding accepts).
+local function utf8_ok(s, i, j)
+    while i <= j do
+        local b = byte(s, i)
+        if b < 0x80 then
+            i = i + 1
+        else
+            local n, lo, hi = 0, 0x80, 0xbf -- continuation bytes, the first one's range
+            if b >= 0xc2 and b <= 0xdf then
+                n = 1
+            elseif b == 0xe0 then
+                n, lo = 2, 0xa0
+            elseif b == 0xed then
+                n, hi = 2, 0x9f
+            elseif b >= 0xe1 and b <= 0xef then
+                n = 2
+            elseif b == 0xf0 then
+                n, lo = 3, 0x90
+            elseif b == 0xf4 then
+                n, hi = 3, 0x8f
+            elseif b >= 0xf1 and b <= 0xf3 then
+                n = 3
+            else
+                return false
+            end
+            if i + n > j then
+                return false
+            end
+            local c = byte(s, i + 1)
+            if c < lo or c > hi then
+                return false
+            end
+            for k = i + 2, i + n do
+                c = byte(s, k)
+                if c < 0x80 or c > 0xbf then
+                    return false
+                end
+            end
+            i = i + n + 1
+        end
+    end
+    return true
+end
+
+
+local STR_WIDTH = { [0xd9] = 1, [0xda] = 2, [0xdb] = 4 }
+local strict_skip -- forward
+
+local function strict_n(s, i, len, n, depth)
+    for _ = 1, n do
+        i = strict_skip(s, i, len, depth)
+        if not i then
+            return nil
+        end
+    end
+    return i
+end
+
+
+-- skip() for text-only msgpack: nil also at a bin or ext value and at a str
+-- that is not valid UTF-8.
+function strict_skip(s, i, len, depth)
+    local b = byte(s, i)
+    if b == nil or depth > 32 then
+        return nil
+    end
+    local n, start
+    if b >= 0xa0 and b <= 0xbf then
+        n, start = b - 0xa0, i + 1
+    elseif STR_WIDTH[b] then
+        local width = STR_WIDTH[b]
+        if i + width > len then
+            return nil
+        end
+        n = 0
+        for k = 1, width do
+            n = n * 0x100 + byte(s, i + k)
+        end
+        start = i + width + 1
+    elseif b >= 0x80 and b < 0x90 then
+        return strict_n(s, i + 1, len, 2 * (b - 0x80), depth + 1)
+    elseif b >= 0x90 and b < 0xa0 then
+        return strict_n(s, i + 1, len, b - 0x90, depth + 1)
+    elseif b == 0xde or b == 0xdf or b == 0xdc or b == 0xdd then
+        local width = (b == 0xde or b == 0xdc) and 2 or 4
+        if i + width > len then
+            return nil
+        end
+        local count = 0
+        for k = 1, width do
+            count = count * 0x100 + byte(s, i + k)
+        end
+        return strict_n(s, i + width + 1, len, (b == 0xde or b == 0xdf) and 2 * count or count, depth + 1)
+    elseif b == 0xc4 or b == 0xc5 or b == 0xc6 then
+        return nil -- bin: Python reads bytes, never a str
+    else
+        return skip(s, i, len, depth) -- numbers, nil, booleans (ext, 0xc1: nil)
+    end
+    local e = start + n - 1
+    if e > len or not utf8_ok(s, start, e) then
+        return nil
+    end
+    return e + 1
+end
+
+
+-- true when s is one msgpack value whose every string (keys too) is a str of
+-- valid UTF-8, with no bin or ext value: what Python's msgpack.unpackb(raw=False)
+-- reads as text (this module and lua-MessagePack read a bin or a bad str too).
+function _M.text_only(s)
+    return type(s) == "string" and strict_skip(s, 1, #s, 1) == #s + 1
+end
+
+
 -- A map's entry count and the index of its first key, or nil.
 local function map_at(s, i)
     local b = byte(s, i)

@@ -21,13 +21,15 @@ local type = type
 
 local _M = { _VERSION = "0.1.0" }
 
+local MAX_ENCODED_RULE = 96 * 1024
+
 
 -- The rule stored as value under hash field id, decoded and checked (not
 -- checked again when `checked`: this gateway's syncing worker checked these
 -- very bytes, see sync.CHECKED_BY), or nil, reason.
 function _M.decode(id, value, checked)
     local ok, rule = pcall(mpdecode.unpack, value)
-    if not ok then
+    if not ok or not checked and not _M.stored_text(value) then
         return nil, "rule " .. id .. ": undecodable msgpack"
     end
     local good, err = true, nil
@@ -41,6 +43,14 @@ function _M.decode(id, value, checked)
         return nil, "rule " .. id .. ": id does not match its hash field"
     end
     return rule
+end
+
+
+-- true when value can be a stored rule for the Python gateways too: at most
+-- 96 KiB (rulegate/schema.py MAX_ENCODED_RULE), its strings str of valid
+-- UTF-8, no bin or ext value (mpdecode.text_only).
+function _M.stored_text(value)
+    return #value <= MAX_ENCODED_RULE and mpdecode.text_only(value)
 end
 
 

@@ -211,7 +211,7 @@ function _M.decode_rules(raw_rules, pause)
             pause()
         end
         local ok, rule = pcall(mpdecode.unpack, raw)
-        if not ok then
+        if not ok or type(raw) ~= "string" or not rule_check.stored_text(raw) then
             return nil, "rule " .. tostring(id) .. ": undecodable msgpack"
         end
         local good, err = schema.check(rule)

@@ -8,6 +8,7 @@ local schema = require("rulegate.schema")
 local router = require("rulegate.router")
 local request = require("rulegate.request")
 local mpdecode = require("rulegate.mpdecode")
+local rule_check = require("rulegate.rule_check")
 local same = require("spec_runner").deep_eq
 
 local _M = {}
@@ -32,6 +33,9 @@ local function decode(raw_rules)
     for i, raw in ipairs(raw_rules) do
         local ok, rule = pcall(mp.unpack, raw)
         local good, err
+        if ok and not rule_check.stored_text(raw) then -- a bin or ext value, a str not UTF-8, over 96 KiB
+            ok = false
+        end
         if ok then
             good, err = schema.check(rule)
         else

@@ -134,6 +134,10 @@ class DecideHarness(NginxLauncher):
         """Return the Lua schema's verdict per rule: None (accepted) or the error."""
         return self._post("/check", {"rules": [encode_rule(r) for r in rules]})["errors"]
 
+    def check_raw(self, raws: list[bytes]) -> list[str | None]:
+        """Return the Lua schema's verdict per stored rule given as its bytes (as check)."""
+        return self._post("/check", {"rules": raws})["errors"]
+
     def batch(self, rules: list[dict], revision: int, requests: list[RawRequest]) -> list[dict[str, Any]]:
         """Return the Lua router's decisions (to_dict shape); raise when Lua refuses a rule, or when the rules placed
         pending (router.add_pending, compiled by each route's first request) decide any request otherwise."""

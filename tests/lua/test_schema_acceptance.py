@@ -160,3 +160,49 @@ def test_every_string_field_python_refuses_nginx_refuses(harness: DecideHarness)
              if (want == "refused") != (lua is not None)]
     assert wrong == [], wrong[:20]
     assert expect.count("refused") > 200 and expect.count("kept") > 200
+
+
+def test_stored_bytes_python_cannot_read_as_text_nginx_refuses(harness: DecideHarness) -> None:
+    """A stored rule whose strings are not all str of valid UTF-8 (a bin value, a bad byte, an overlong form, a
+    surrogate, in a value or a key), or over 96 KiB, is refused by rulegate/schema.py decode_rule and by nginx
+    alike; valid non-ASCII text (2-, 3- and 4-byte forms) is accepted by both."""
+    import msgpack
+
+    from rulegate.errors import CorruptDataError
+    from rulegate.schema import decode_rule, encode_rule
+
+    base = validate_rule({"id": "s", "kind": "split", "route": {"host": "shop.example.com", "path": "/"},
+                          "key": {"source": "header", "name": "x-uid"}, "default": "stable",
+                          "policies": [{"type": "header", "name": "x-beta", "values": ["on"], "upstream": "b"}]})
+    good = encode_rule(base)
+    marker = msgpack.packb("on")  # the policy value's encoding, replaced by each case's bytes
+
+    def with_value(encoded: bytes) -> bytes:
+        assert good.count(marker) == 1
+        return good.replace(marker, encoded)
+
+    raws = {
+        "bin": with_value(msgpack.packb(b"on", use_bin_type=True)),
+        "bad byte": with_value(b"\xa2o\xff"),
+        "overlong": with_value(b"\xa2\xc0\xaf"),
+        "surrogate": with_value(b"\xa3\xed\xa0\x80"),
+        "above U+10FFFF": with_value(b"\xa4\xf4\x90\x80\x80"),
+        "cut sequence": with_value(b"\xa2o\xe2"),
+        "bad key": good.replace(msgpack.packb("description"), b"\xab\xff" + b"escription", 1),
+        "ext": with_value(msgpack.packb(msgpack.ExtType(1, b"x"))),
+        "over 96 KiB": encode_rule({**base, "description": "x" * 1000}).replace(
+            msgpack.packb("x" * 1000), msgpack.packb("é" * 50_000)),
+        "2-byte": with_value(msgpack.packb("caf\u00e9")),
+        "3-byte": with_value(msgpack.packb("\u20ac\ufffd")),
+        "4-byte": with_value(msgpack.packb("\U0001f600\U0010ffff")),
+    }
+    python = {}
+    for name, raw in raws.items():
+        try:
+            decode_rule(raw)
+            python[name] = "accepted"
+        except CorruptDataError:
+            python[name] = "refused"
+    lua = dict(zip(raws, harness.check_raw(list(raws.values()))))
+    assert {n: "refused" if v else "accepted" for n, v in lua.items()} == python
+    assert [n for n, v in python.items() if v == "accepted"] == ["2-byte", "3-byte", "4-byte"]
