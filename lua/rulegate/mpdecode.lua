@@ -199,10 +199,10 @@ local SIZED = { [0xd9] = { 1, "bytes" }, [0xc4] = { 1, "bytes" }, [0xda] = { 2, 
 
 local skip -- forward
 
--- The index after n values from byte i of s, or nil.
-local function skip_n(s, i, len, n, depth)
+-- The index after n values from byte i of s, or nil; step skips each value.
+local function skip_n(s, i, len, n, depth, step)
     for _ = 1, n do
-        i = skip(s, i, len, depth)
+        i = step(s, i, len, depth)
         if not i then
             return nil
         end
@@ -214,7 +214,9 @@ end
 -- The index after the value at byte i of s, without building it; nil for ext
 -- types, 0xc1, missing bytes and nesting deeper than 32 (the caller then
 -- decodes whole). Numbers are skipped by their size, whatever their value.
-function skip(s, i, len, depth)
+-- step, when given, skips the values inside a map or an array (default: skip).
+function skip(s, i, len, depth, step)
+    step = step or skip
     local b = byte(s, i)
     if b == nil or depth > 32 then
         return nil
@@ -225,9 +227,9 @@ function skip(s, i, len, depth)
         local e = i + b - 0xa0
         return e <= len and e + 1 or nil
     elseif b < 0x90 then -- fixmap
-        return skip_n(s, i + 1, len, 2 * (b - 0x80), depth + 1)
+        return skip_n(s, i + 1, len, 2 * (b - 0x80), depth + 1, step)
     elseif b < 0xa0 then -- fixarray
-        return skip_n(s, i + 1, len, b - 0x90, depth + 1)
+        return skip_n(s, i + 1, len, b - 0x90, depth + 1, step)
     end
     local width = FIXED[b]
     if width then
@@ -250,7 +252,7 @@ function skip(s, i, len, depth)
     if kind == "bytes" then
         return i + n - 1 <= len and i + n or nil
     end
-    return skip_n(s, i, len, kind == "map" and 2 * n or n, depth + 1)
+    return skip_n(s, i, len, kind == "map" and 2 * n or n, depth + 1, step)
 end
 
 
@@ -301,24 +303,12 @@ end
 
 
 local STR_WIDTH = { [0xd9] = 1, [0xda] = 2, [0xdb] = 4 }
-local strict_skip -- forward
-
-local function strict_n(s, i, len, n, depth)
-    for _ = 1, n do
-        i = strict_skip(s, i, len, depth)
-        if not i then
-            return nil
-        end
-    end
-    return i
-end
-
 
 -- skip() for text-only msgpack: nil also at a bin or ext value and at a str
--- that is not valid UTF-8.
-function strict_skip(s, i, len, depth)
+-- that is not valid UTF-8 (a map's or an array's values are skipped so too).
+local function strict_skip(s, i, len, depth)
     local b = byte(s, i)
-    if b == nil or depth > 32 then
+    if b == nil then
         return nil
     end
     local n, start
@@ -334,24 +324,10 @@ function strict_skip(s, i, len, depth)
             n = n * 0x100 + byte(s, i + k)
         end
         start = i + width + 1
-    elseif b >= 0x80 and b < 0x90 then
-        return strict_n(s, i + 1, len, 2 * (b - 0x80), depth + 1)
-    elseif b >= 0x90 and b < 0xa0 then
-        return strict_n(s, i + 1, len, b - 0x90, depth + 1)
-    elseif b == 0xde or b == 0xdf or b == 0xdc or b == 0xdd then
-        local width = (b == 0xde or b == 0xdc) and 2 or 4
-        if i + width > len then
-            return nil
-        end
-        local count = 0
-        for k = 1, width do
-            count = count * 0x100 + byte(s, i + k)
-        end
-        return strict_n(s, i + width + 1, len, (b == 0xde or b == 0xdf) and 2 * count or count, depth + 1)
     elseif b == 0xc4 or b == 0xc5 or b == 0xc6 then
         return nil -- bin: Python reads bytes, never a str
-    else
-        return skip(s, i, len, depth) -- numbers, nil, booleans (ext, 0xc1: nil)
+    else -- containers, numbers, nil, booleans (ext, 0xc1: nil)
+        return skip(s, i, len, depth, strict_skip)
     end
     local e = start + n - 1
     if e > len or not utf8_ok(s, start, e) then

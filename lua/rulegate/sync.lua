@@ -7,7 +7,6 @@ local mp = require("MessagePack")
 local mpdecode = require("rulegate.mpdecode")
 local cjson = require("cjson.safe")
 local cluster = require("rulegate.cluster")
-local schema = require("rulegate.schema")
 local rule_check = require("rulegate.rule_check")
 local router = require("rulegate.router")
 local snapshot = require("rulegate.snapshot")
@@ -210,16 +209,12 @@ function _M.decode_rules(raw_rules, pause)
         if pause then
             pause()
         end
-        local ok, rule = pcall(mpdecode.unpack, raw)
-        if not ok or type(raw) ~= "string" or not rule_check.stored_text(raw) then
+        if type(raw) ~= "string" then
             return nil, "rule " .. tostring(id) .. ": undecodable msgpack"
         end
-        local good, err = schema.check(rule)
-        if not good then
-            return nil, "rule " .. tostring(id) .. ": " .. err
-        end
-        if rule.id ~= id then
-            return nil, "rule " .. tostring(id) .. ": id does not match its hash field"
+        local rule, err = rule_check.decode(tostring(id), raw, false)
+        if not rule then
+            return nil, err
         end
         rules[#rules + 1] = rule
     end
