@@ -45,7 +45,7 @@ def one_run(raw: dict[str, bytes], cache: CompileCache, switch: float, slice_s: 
 
     def reload() -> None:
         pause, t = Slicer(slice_s), time.thread_time()
-        loaded = cache.load(raw, 2, where="bench", pause=pause)
+        loaded = cache.load(raw, where="bench", pause=pause)
         out["set"] = RuleSet.from_compiled(loaded.rules, 2, "bench", pause=pause)
         out["cpu"] = time.thread_time() - t
 
@@ -78,7 +78,7 @@ def main() -> int:
             for _ in range(args.runs):
                 cache = CompileCache()
                 if mode == "warm":
-                    cache.load(raw, 1, where="bench")
+                    cache.load(raw, where="bench")
                 cpu, gaps = one_run(raw, cache, switch, args.slice / 1000)
                 cpus.append(cpu * 1000)
                 worst.append(max(gaps) * 1000)

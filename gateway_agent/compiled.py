@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 from rulegate.digest import EMPTY, rule_hash
 from rulegate.errors import CorruptDataError
-from rulegate.evaluator import CompiledRule, RuleSet, compile_rule
+from rulegate.evaluator import CompiledRule, RuleSet, place_rule
 from rulegate.layered import derive
 from rulegate.ramps import has_guard
 from rulegate.schema import decode_rule
@@ -100,9 +100,9 @@ class CompileCache:
         10,000, the rules themselves live on in the set)."""
         self._raw, self._source, self._guarded, self._digest = raw, ruleset, guarded, digest
 
-    def load(self, raw: Mapping[str, bytes], revision: int, *, where: str,
+    def load(self, raw: Mapping[str, bytes], *, where: str,
              pause: Callable[[], None] | None = None) -> Loaded:
-        """Return raw's rules compiled (new ones stamped `revision`), their guarded ids and digest.
+        """Return raw's rules checked and placed (new ones pending: `place_rule`), their guarded ids and digest.
 
         Raises CorruptDataError naming the first rule (in raw's order) that is undecodable, invalid or
         stored under another id (`where` prefixes the message: "namespace 'x'", "snapshot"). On success
@@ -110,14 +110,14 @@ class CompileCache:
         """
         source = self._source
         if isinstance(source, RuleSet) and self._raw:
-            loaded = self._load_changes(source, raw, revision, where, pause)
+            loaded = self._load_changes(source, raw, where, pause)
         else:
             held = {r.rule_id: r for r in source.rules} if isinstance(source, Loaded) and self._raw else {}
-            loaded = self._load_all(held, raw, revision, where, pause)
+            loaded = self._load_all(held, raw, where, pause)
         self._raw, self._source, self._guarded, self._digest = loaded.raw, loaded, loaded.guarded, loaded.digest
         return loaded
 
-    def _load_all(self, held: Mapping[str, CompiledRule], raw: Mapping[str, bytes], revision: int, where: str,
+    def _load_all(self, held: Mapping[str, CompiledRule], raw: Mapping[str, bytes], where: str,
                   pause: Callable[[], None] | None) -> Loaded:
         """Compile every rule of raw (the held ones from `held`, id -> compiled rule)."""
         held_raw, held_guarded = self._raw, self._guarded
@@ -132,7 +132,7 @@ class CompileCache:
                 hits += 1
                 is_guarded = rule_id in held_guarded
             else:
-                rule, is_guarded, hashed = _compile(rule_id, value, revision, where)
+                rule, is_guarded, hashed = _compile(rule_id, value, where)
                 acc ^= hashed
             rule_id = rule.rule_id  # the string the compiled rule holds (held ones: the held string)
             rules.append(rule)
@@ -143,7 +143,7 @@ class CompileCache:
         self._count(hits, len(rules) - hits)
         return Loaded(out, frozenset(guarded), f"{acc:040x}", rules=rules)
 
-    def _load_changes(self, base: RuleSet, raw: Mapping[str, bytes], revision: int, where: str,
+    def _load_changes(self, base: RuleSet, raw: Mapping[str, bytes], where: str,
                       pause: Callable[[], None] | None) -> Loaded:
         """Compile only raw's rules whose bytes differ from those held; the rest stays in `base`."""
         held_raw, held_guarded = self._raw, self._guarded
@@ -157,7 +157,7 @@ class CompileCache:
             if old is not None and type(value) is bytes and old == value:
                 hits += 1
                 continue
-            rule, is_guarded, hashed = _compile(rule_id, value, revision, where)
+            rule, is_guarded, hashed = _compile(rule_id, value, where)
             acc ^= hashed
             changed[rule_id] = rule
             out[rule_id] = value
@@ -209,12 +209,14 @@ class CompileCache:
         return acc
 
 
-def _compile(rule_id: str, value: bytes, revision: int, where: str) -> tuple[CompiledRule, bool, int]:
-    """Return the compiled rule of the stored bytes, whether it is guarded and its digest hash."""
+def _compile(rule_id: str, value: bytes, where: str) -> tuple[CompiledRule, bool, int]:
+    """Return the rule of the stored bytes, checked and placed (`place_rule`: compiled by its route's first
+    request, its decisions stamped with that set's revision), whether it is guarded and its digest hash."""
     rule = decode_canonical(value)  # what ruleadmin stores: no full validation (rulegate/schema_fast.py)
-    if rule is None:  # anything else: the full validator, its errors
+    canonical = rule is not None
+    if not canonical:  # anything else: the full validator, its errors
         rule = decode_rule(value, where=f"{where} rule {rule_id!r}")
     if rule["id"] != rule_id:
         raise CorruptDataError(f"{where} rule {rule_id!r}: stored under another id")
     rule["id"] = rule_id  # the same string as raw's key: the compiled set shares it with raw
-    return compile_rule(rule, revision), has_guard(rule), rule_hash(rule_id, value)
+    return place_rule(rule, value, canonical), has_guard(rule), rule_hash(rule_id, value)

@@ -550,7 +550,7 @@ class Syncer:
             self._confirm()
             return False
         try:
-            loaded = self.compiled.load(raw, rev, where=f"namespace {self.config.namespace!r}", pause=pause)
+            loaded = self.compiled.load(raw, where=f"namespace {self.config.namespace!r}", pause=pause)
         except CorruptDataError as exc:
             self.stats.add("rejected")
             self.refused = Refusal(rev, str(exc))
@@ -695,7 +695,7 @@ class Syncer:
             snap = read_snapshot(path)
             if snap.namespace != self.config.namespace:
                 raise SnapshotError(f"snapshot is for namespace {snap.namespace!r}")
-            loaded = self.compiled.load(snap.raw_rules, snap.revision, where="snapshot")
+            loaded = self.compiled.load(snap.raw_rules, where="snapshot")
         except (SnapshotError, CorruptDataError) as exc:
             log.warning("ignoring snapshot %s: %s", path, exc)
             return False

@@ -16,10 +16,30 @@ from typing import Any, Callable, Iterable, Mapping, MutableMapping, Protocol
 from .layered import derive
 from .request import Request
 from .rule_items import Decision, _compile_split, _Degrade, _Split, _split_inactive, _text, bucket_of
+from .schema_fast import decode_known_canonical, decode_rule
 
-__all__ = ["CompiledRule", "Decision", "Request", "RuleSet", "bucket_of", "compile_rule", "decide", "find_route"]
+__all__ = ["CompiledRule", "Decision", "Request", "RuleSet", "bucket_of", "compile_rule", "decide", "find_route",
+           "place_rule"]
 
 _RULE_ID = operator.attrgetter("rule_id")
+_new = object.__new__
+PENDING_MAX = 32  # a route with more rules than this is compiled when its set is built, not by its first request
+
+
+class _Pending:
+    """An enabled rule placed in its route but not compiled: its id, the stored bytes it was checked from and
+    whether they are canonical (rulegate/schema_fast.py: they decode to the validated rule itself).
+
+    The route's first request compiles it (`_Route.compile`); see `place_rule`."""
+
+    __slots__ = ("rule_id", "value", "canonical")
+
+
+def _compile_pending(item: _Pending, revision: int) -> "_Split | _Degrade":
+    value = item.value  # it passed the check when loaded: canonical bytes are not checked again
+    rule = decode_known_canonical(value) if item.canonical else decode_rule(value, where=f"rule {item.rule_id!r}")
+    rule["id"] = item.rule_id
+    return _compile_split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
 
 
 class _Route:
@@ -27,19 +47,61 @@ class _Route:
 
     A finished route whose only rule is a split without methods or window holds it in `fast` only
     (`splits` is then empty: no 1-tuple, 48 B a route); `all_splits()` gives the splits either way.
+    A route holding pending rules (`pending`, see `place_rule`) is compiled by `compile()` before it
+    is asked anything: `_method_matches` does so.
     """
 
-    __slots__ = ("degrades", "splits", "fast")
+    __slots__ = ("degrades", "splits", "fast", "pending")
 
     def __init__(self) -> None:
         self.degrades: list[_Degrade] | tuple[_Degrade, ...] = []
         self.splits: list[_Split] | tuple[_Split, ...] = []
         self.fast: _Split | None = None  # the only split, no methods, no window, no degrade
+        self.pending: list[_Pending] | tuple[_Pending, ...] | None = None  # rules placed, not compiled yet
 
     def all_splits(self) -> "list[_Split] | tuple[_Split, ...]":
         return self.splits if self.fast is None else (self.fast,)
 
+    def size(self) -> int:
+        return len(self.degrades) + len(self.all_splits()) + len(self.pending or ())
+
+    def compiled_items(self, pending: "tuple[_Pending, ...] | list[_Pending] | None") -> "tuple[list, list]":
+        """Return (degrades, splits) compiled, as new lists, without the rules of `pending` (what the caller read
+        as this route's `pending`, before this call).
+
+        Another thread may be compiling this route (a request, in the in-process library): it assigns the
+        compiled lists, then clears `pending`; so a rule the caller read pending may already be here compiled
+        too, and is left out (the caller compiles or carries it), never counted twice."""
+        degrades, splits = list(self.degrades), list(self.all_splits())
+        if pending:
+            ids = {item.rule_id for item in pending}
+            degrades = [item for item in degrades if item.rule_id not in ids]
+            splits = [item for item in splits if item.rule_id not in ids]
+        return degrades, splits
+
+    def compile(self, revision: int) -> None:
+        """Compile the pending rules in place, their decisions stamped `revision`; the route then holds
+        what it would had its rules been compiled when placed (several threads may do it at once: each
+        assigns complete, equal results, `pending` last)."""
+        pending = self.pending
+        if not pending:
+            return
+        route = _Route()
+        route.degrades, route.splits = self.compiled_items(pending)
+        for item in pending:
+            compiled = _compile_pending(item, revision)
+            (route.degrades if type(compiled) is _Degrade else route.splits).append(compiled)
+        route.finish()
+        self.degrades, self.splits, self.fast = route.degrades, route.splits, route.fast
+        self.pending = None
+
     def finish(self) -> None:
+        if self.pending:  # compiled by its first request: degrades and splits hold what is compiled already
+            self.pending = tuple(self.pending)
+            self.degrades, self.splits = tuple(self.degrades), tuple(self.all_splits())
+            self.fast = None
+            return
+        self.pending = None
         splits = self.splits
         if len(splits) == 1 and not self.degrades and self.fast is None:  # most routes: one split
             split = splits[0]
@@ -56,10 +118,15 @@ class _Route:
             self.splits = ()
 
     def without(self, ids: set[str]) -> "_Route":
-        """Return an unfinished copy without the items of rules in ids (self is not changed)."""
+        """Return an unfinished copy without the items of rules in ids (self is not changed); pending
+        rules stay pending."""
         route = _Route()
-        route.degrades = [item for item in self.degrades if item.rule_id not in ids]
-        route.splits = [item for item in self.all_splits() if item.rule_id not in ids]
+        pending = self.pending
+        degrades, splits = self.compiled_items(pending)
+        route.degrades = [item for item in degrades if item.rule_id not in ids]
+        route.splits = [item for item in splits if item.rule_id not in ids]
+        if pending:
+            route.pending = [item for item in pending if item.rule_id not in ids] or None
         return route
 
 
@@ -72,10 +139,12 @@ class _HostIndex:
         self.by_path: dict[str, _Route] = {}
         self.lengths: tuple[int, ...] = ()
 
-    def finish(self) -> None:
+    def finish(self, revision: int = 0) -> None:
         self.lengths = tuple(sorted({len(p) for p in self.by_path}, reverse=True))
         for route in self.by_path.values():
             route.finish()
+            if route.pending and route.size() > PENDING_MAX:  # no first request compiles more than PENDING_MAX
+                route.compile(revision)
 
 
 def _host_key(host: str) -> tuple[str, str]:
@@ -96,7 +165,7 @@ class CompiledRule:
 
     rule_id: str
     place: tuple[str, str]  # (host, path) of its route, interned
-    item: "_Split | _Degrade | None"
+    item: "_Split | _Degrade | _Pending | None"  # _Pending: placed by place_rule, compiled by a request
     breaker: dict | None
 
 
@@ -116,6 +185,30 @@ def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     if rule.get("enabled", True):
         item = _compile_split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
     out = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see rule_items._proxy)
+    out.rule_id = rule["id"]
+    out.place = (_text(route["host"]), _text(route["path"]))
+    out.item = item
+    out.breaker = rule.get("breaker")
+    out.__class__ = CompiledRule
+    return out
+
+
+def place_rule(rule: dict, value: bytes, canonical: bool = False) -> CompiledRule:
+    """Return a validated rule placed but not compiled: what `compile_rule` gives, its item pending.
+
+    `value` is the stored bytes rule was decoded and checked from (`canonical`: by
+    `schema_fast.decode_canonical`, which returned the decoded bytes themselves); the first request that reaches the
+    rule's route decodes them again and compiles the route's rules (`_Route.compile`, ~5 µs a rule), so a
+    load pays for checking every rule but compiles none, and routes no request reaches are never compiled
+    (docs/design.md, "Pending rules"). A disabled rule is placed as compile_rule places it (no item)."""
+    route = rule["route"]
+    item = None
+    if rule.get("enabled", True):
+        item = _new(_Pending)
+        item.rule_id = rule["id"]
+        item.value = value if type(value) is bytes else bytes(value)  # never a buffer its owner may change
+        item.canonical = canonical
+    out = _NewCompiledRule()
     out.rule_id = rule["id"]
     out.place = (_text(route["host"]), _text(route["path"]))
     out.item = item
@@ -164,7 +257,7 @@ class RuleSet:
         for index in self._indexes():
             if pause is not None:
                 pause()
-            index.finish()
+            index.finish(self.revision)
 
     def _init(self, revision: int, generation: str, placement: MutableMapping[str, tuple[str, str]],
               breakers: dict[str, dict] | None = None) -> None:
@@ -227,8 +320,10 @@ class RuleSet:
             index = new._index(table, key)
             for path in paths:
                 route = index.by_path[path]
-                if route.degrades or route.splits:
+                if route.degrades or route.splits or route.pending:
                     route.finish()
+                    if route.pending and route.size() > PENDING_MAX:
+                        route.compile(revision)
                 else:
                     del index.by_path[path]
             index.lengths = tuple(sorted({len(p) for p in index.by_path}, reverse=True))
@@ -274,17 +369,21 @@ class RuleSet:
         """Return each rule of this set by id as `compile_rule` gave it (the same route item, place and
         `breaker`; decisions stamped with the revision they were compiled at): what `from_compiled` takes.
 
+        A rule no request has compiled yet is given as placed (`place_rule`: its item pending).
         Built from the routes and the placement (the set keeps no CompiledRule); `pause` every 64 rules."""
-        items: dict[str, _Split | _Degrade] = {}
+        items: dict[str, _Split | _Degrade | _Pending] = {}
         n = 0
         for index in self._indexes():
             for route in index.by_path.values():
                 n += 1
                 if pause is not None and not n & 63:
                     pause()
+                pending = route.pending
                 for item in route.degrades:
                     items[item.rule_id] = item
                 for item in route.all_splits():
+                    items[item.rule_id] = item
+                for item in pending or ():
                     items[item.rule_id] = item
         out: dict[str, CompiledRule] = {}
         breakers = self.breakers
@@ -333,7 +432,12 @@ class RuleSet:
                 route = index.by_path[place[1]] = _Route()
             if routes is not None:
                 routes[place] = route
-        if type(item) is not _Degrade:
+        kind = type(item)
+        if kind is _Pending:
+            if route.pending is None:
+                route.pending = []
+            route.pending.append(item)
+        elif kind is not _Degrade:
             route.splits.append(item)
         else:
             route.degrades.append(item)
@@ -346,19 +450,23 @@ class RuleSet:
         return rule_id in self.placement
 
 
-def _route_in(index: _HostIndex, req: Request) -> _Route | None:
+def _route_in(index: _HostIndex, req: Request, revision: int) -> _Route | None:
     path = req.path
     by_path = index.by_path
     for n in index.lengths:
         route = by_path.get(path[:n]) if len(path) >= n else None
-        if route is not None and _method_matches(route, req.method):
+        if route is not None and _method_matches(route, req.method, revision):
             return route
     return None
 
 
-def _method_matches(route: _Route, method: str) -> bool:
+def _method_matches(route: _Route, method: str, revision: int) -> bool:
     if route.fast is not None:
         return True
+    if route.pending is not None:  # the route's first request: its rules compiled now (`place_rule`)
+        route.compile(revision)
+        if route.fast is not None:
+            return True
     for degrade in route.degrades:
         if degrade.methods is None or method in degrade.methods:
             return True
@@ -380,7 +488,7 @@ def find_route(rs: RuleSet, req: Request) -> _Route | None:
     host = req.host
     index = rs.exact.get(host)
     if index is not None:
-        route = _route_in(index, req)
+        route = _route_in(index, req, rs.revision)
         if route is not None:
             return route
     if rs.wildcard:
@@ -388,12 +496,12 @@ def find_route(rs: RuleSet, req: Request) -> _Route | None:
         while dot != -1:
             index = rs.wildcard.get(host[dot:])
             if index is not None:
-                route = _route_in(index, req)
+                route = _route_in(index, req, rs.revision)
                 if route is not None:
                     return route
             dot = host.find(".", dot + 1)
     if rs.any_host is not None:
-        return _route_in(rs.any_host, req)
+        return _route_in(rs.any_host, req, rs.revision)
     return None
 
 

@@ -153,6 +153,12 @@ def decode_canonical(raw: bytes) -> dict | None:
     return canonical_rule(data)
 
 
+def decode_known_canonical(raw: bytes) -> dict:
+    """Return the rule stored as raw, bytes `decode_canonical` returned a rule for before (a rule placed
+    pending: rulegate.evaluator.place_rule): what it returned, without checking again."""
+    return _decode(raw)
+
+
 def canonical_rule(data: Any) -> dict | None:
     """Return data when `validate_rule(data) == data` for sure (keys in the same order, same types), else None."""
     if type(data) is not dict:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway_agent.compiled import CompileCache
 from rulegate.connection import RedisConfig
+from rulegate.evaluator import RuleSet
+from rulegate.schema import encode_rule
 from rulegate.store import RuleStore
 from rulegate_dev.acl import AclUsers
 from rulegate_dev.cluster import LocalCluster
@@ -27,6 +30,14 @@ def load_vectors() -> list[tuple[str, dict, dict]]:
         for case in data["cases"]:
             out.append((path.stem, data, case))
     return out
+
+
+def placed_ruleset(rules: list[dict], revision: int) -> RuleSet:
+    """Return the set of validated rules as the agent's full load builds it: stored bytes checked and placed,
+    every enabled rule pending until its route's first request compiles it (a route of more than
+    PENDING_MAX rules excepted). RuleSet(rules, revision) decides the same."""
+    raw = {rule["id"]: encode_rule(rule) for rule in rules}  # the last of an id wins, as in RuleSet
+    return RuleSet.from_compiled(CompileCache().load(raw, where="test").rules, revision)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

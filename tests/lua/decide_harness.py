@@ -21,6 +21,7 @@ from rulegate.evaluator import Request, RuleSet, decide
 from rulegate.request import from_wire, wire_bytes
 from rulegate.schema import encode_rule
 from rulegate_dev.nginx import NginxLauncher
+from tests.conftest import placed_ruleset
 
 HERE = Path(__file__).resolve().parent
 IP_HEADER, NOW_HEADER, REQUEST_ID_HEADER = b"X-Test-Ip", b"X-Test-Now", b"X-Test-Request-Id"
@@ -114,9 +115,14 @@ def lua_decision(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def python_decisions(rules: list[dict], revision: int, requests: list[RawRequest]) -> list[dict[str, Any]]:
-    """Return the Python evaluator's decisions for raw requests."""
+    """Return the Python evaluator's decisions for raw requests; raise when the same rules placed by a full load
+    (each route compiled by its first request: `place_rule`) decide any request otherwise."""
     rs = RuleSet(rules, revision)
-    return [decide(rs, r.python_request()).to_dict() for r in requests]
+    out = [decide(rs, r.python_request()).to_dict() for r in requests]
+    placed = placed_ruleset(rules, revision)
+    mismatch = [n for n, r in enumerate(requests) if decide(placed, r.python_request()).to_dict() != out[n]]
+    assert not mismatch, f"the placed Python set differs on requests {mismatch[:10]}"
+    return out
 
 
 class DecideHarness(NginxLauncher):

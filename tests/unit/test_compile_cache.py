@@ -34,8 +34,8 @@ def test_reload_of_the_same_bytes_decides_as_a_fresh_compile():
     rules = vector_rules()
     raw = {i: encode_rule(r) for i, r in rules.items()}
     cache = CompileCache()
-    cache.load(raw, 1, where="ns")
-    again = cache.load({i: bytes(v) for i, v in raw.items()}, 2, where="ns")
+    cache.load(raw, where="ns")
+    again = cache.load({i: bytes(v) for i, v in raw.items()}, where="ns")
     assert cache.hits == len(raw) and again.digest == content_digest(raw)
     fresh, cached = RuleSet(rules.values(), 2), RuleSet.from_compiled(again.rules, 2)
     for req in REQUESTS:
@@ -45,8 +45,8 @@ def test_reload_of_the_same_bytes_decides_as_a_fresh_compile():
 def test_changed_bytes_are_validated_and_compiled_again():
     """A rule whose stored bytes changed is decoded again: its new content decides."""
     cache = CompileCache()
-    assert upstream(cache.load({"r1": encode_rule(split("r1", "stable"))}, 1, where="ns"), 1) == "stable"
-    loaded = cache.load({"r1": encode_rule(split("r1", "blue"))}, 2, where="ns")
+    assert upstream(cache.load({"r1": encode_rule(split("r1", "stable"))}, where="ns"), 1) == "stable"
+    loaded = cache.load({"r1": encode_rule(split("r1", "blue"))}, where="ns")
     assert (cache.hits, cache.misses) == (0, 2) and upstream(loaded, 2) == "blue"
 
 
@@ -58,11 +58,11 @@ def test_corrupt_bytes_are_refused_though_the_rule_was_cached_valid(bad):
     """A rule cached valid under other bytes is refused once its stored bytes are corrupt; the cache stays."""
     good = encode_rule(split("r1", "stable"))
     cache = CompileCache()
-    cache.load({"r1": good, "r2": encode_rule(split("r2", "stable"))}, 1, where="namespace 'ns'")
+    cache.load({"r1": good, "r2": encode_rule(split("r2", "stable"))}, where="namespace 'ns'")
     with pytest.raises(CorruptDataError, match="namespace 'ns' rule 'r1'"):
-        cache.load({"r1": bad, "r2": encode_rule(split("r2", "stable"))}, 2, where="namespace 'ns'")
+        cache.load({"r1": bad, "r2": encode_rule(split("r2", "stable"))}, where="namespace 'ns'")
     assert len(cache) == 2
-    cache.load({"r1": good}, 3, where="ns")
+    cache.load({"r1": good}, where="ns")
     assert (cache.hits, cache.misses) == (1, 2)  # the refused load counts nothing
 
 
@@ -70,9 +70,9 @@ def test_cached_bytes_under_another_id_are_refused():
     """Bytes cached for r1 stored under r2 are refused (stored under another id), as without a cache."""
     value = encode_rule(split("r1", "stable"))
     cache = CompileCache()
-    cache.load({"r1": value}, 1, where="ns")
+    cache.load({"r1": value}, where="ns")
     with pytest.raises(CorruptDataError, match="'r2': stored under another id"):
-        cache.load({"r2": value}, 2, where="ns")
+        cache.load({"r2": value}, where="ns")
 
 
 def test_snapshot_encoded_rule_by_rule_is_the_same_file():
@@ -90,7 +90,7 @@ def test_rules_stored_before_canonical_forms_load_through_the_full_validator():
                "key": {"source": "header", "name": "X-Uid"},
                "policies": [{"type": "uid_suffix", "suffixes": ["7"], "upstream": "canary"}], "default": "stable"}
     raw = {"r1": msgpack.packb(written, use_bin_type=True)}
-    loaded = CompileCache().load(raw, 1, where="ns")
+    loaded = CompileCache().load(raw, where="ns")
     assert loaded.digest == content_digest(raw)
     rs = RuleSet.from_compiled(loaded.rules, 1)
     for uid, want in (("17", "canary"), ("18", "stable")):
@@ -115,7 +115,7 @@ def _reachable(*roots: object) -> dict[int, object]:
 
 def _applied(cache: CompileCache, raw: dict[str, bytes], revision: int):
     """Load raw as Syncer._full_reload does and tell the cache what is applied; return (raw held, set, loaded)."""
-    loaded = cache.load(raw, revision, where="ns")
+    loaded = cache.load(raw, where="ns")
     rs = RuleSet.from_compiled(loaded.rules, revision)
     cache.hold(loaded.raw, rs, loaded.guarded, loaded.digest)
     return loaded.raw, rs, loaded
@@ -140,7 +140,7 @@ def test_a_reload_of_held_bytes_reuses_them_and_holds_the_ids_once():
     cache = CompileCache()
     held, _, _ = _applied(cache, {i: encode_rule(r) for i, r in rules.items()}, 1)
     again = {i.encode().decode(): bytes(bytearray(v)) for i, v in held.items()}
-    loaded = cache.load(again, 2, where="ns")
+    loaded = cache.load(again, where="ns")
     assert cache.hits == len(rules) and loaded.digest == content_digest(again)
     assert all(a is b for a, b in zip(loaded.raw, held)) and list(loaded.raw.values()) == list(again.values())
     assert [r.rule_id for r in loaded.rules] == list(loaded.raw)
@@ -173,7 +173,7 @@ def test_after_deltas_the_cache_reuses_the_applied_rules(changes, copy_on_write,
     now["zz-new"] = split("zz-new", "blue")
     read = {i: encode_rule(r) for i, r in now.items()}
     hits = sum(1 for i, v in read.items() if raw.get(i) == v)
-    reloaded = cache.load(read, 3, where="ns")
+    reloaded = cache.load(read, where="ns")
     assert (cache.hits, reloaded.digest) == (hits, content_digest(read))
     assert reloaded.guarded == guarded_ids(now.values()) and reloaded.raw == read
     fresh = RuleSet(now.values(), 3)
