@@ -74,6 +74,13 @@ def test_python_figures_and_thresholds():
     rows = targets.agent_memory("| 10,000 | 2.04 MiB | 3.08 MiB | 4.99 MiB | 0.00 MiB | 8.06 MiB | 3.95x | +1 | +1 |\n"
                                 "| 20,000 | 4.09 MiB | 6.16 MiB | 9.93 MiB | 0.00 MiB | 16.50 MiB | 4.03x | +1 | +1 |")
     assert [(r.figure, r.met) for r in rows] == [("8.06 MiB (3.95x)", True), ("16.50 MiB (4.03x)", False)]
+    (placed,) = targets.agent_memory("| 10,000 | 2.04 MiB | 3.08 MiB | 2.69 MiB | 0.00 MiB | 5.77 MiB | 2.83x "
+                                     "| +2.37 MiB | +0.89 MiB | 8.14 MiB | 3.99x |")
+    assert "every route decided" in placed.target and placed.met is True
+    assert placed.figure == "8.14 MiB (3.99x); after the load 5.77 MiB (2.83x)"
+    (over,) = targets.agent_memory("| 10,000 | 2.04 MiB | 3.08 MiB | 2.69 MiB | 0.00 MiB | 5.77 MiB | 2.83x "
+                                   "| +2.37 MiB | +0.89 MiB | 8.40 MiB | 4.12x |")
+    assert over.met is False  # judged with every route compiled, not after the load alone
 
 
 def test_an_output_without_the_figure_is_not_judged():
