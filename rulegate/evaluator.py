@@ -79,16 +79,18 @@ class _Route:
             splits = [item for item in splits if item.rule_id not in ids]
         return degrades, splits
 
-    def compile(self, revision: int) -> None:
-        """Compile the pending rules in place, their decisions stamped `revision`; the route then holds
-        what it would had its rules been compiled when placed (several threads may do it at once: each
-        assigns complete, equal results, `pending` last)."""
+    def compile(self, revision: int, pause: Callable[[], None] | None = None) -> None:
+        """Compile the pending rules in place, their decisions stamped `revision` (`pause`, when given, is
+        called every 4 rules); the route then holds what it would had its rules been compiled when placed
+        (several threads may do it at once: each assigns complete, equal results, `pending` last)."""
         pending = self.pending
         if not pending:
             return
         route = _Route()
         route.degrades, route.splits = self.compiled_items(pending)
-        for item in pending:
+        for n, item in enumerate(pending):
+            if pause is not None and not n & 3:
+                pause()
             compiled = _compile_pending(item, revision)
             (route.degrades if type(compiled) is _Degrade else route.splits).append(compiled)
         route.finish()
@@ -139,12 +141,12 @@ class _HostIndex:
         self.by_path: dict[str, _Route] = {}
         self.lengths: tuple[int, ...] = ()
 
-    def finish(self, revision: int = 0) -> None:
+    def finish(self, revision: int = 0, pause: Callable[[], None] | None = None) -> None:
         self.lengths = tuple(sorted({len(p) for p in self.by_path}, reverse=True))
         for route in self.by_path.values():
             route.finish()
             if route.pending and route.size() > PENDING_MAX:  # no first request compiles more than PENDING_MAX
-                route.compile(revision)
+                route.compile(revision, pause)
 
 
 def _host_key(host: str) -> tuple[str, str]:
@@ -257,7 +259,7 @@ class RuleSet:
         for index in self._indexes():
             if pause is not None:
                 pause()
-            index.finish(self.revision)
+            index.finish(self.revision, pause)
 
     def _init(self, revision: int, generation: str, placement: MutableMapping[str, tuple[str, str]],
               breakers: dict[str, dict] | None = None) -> None:

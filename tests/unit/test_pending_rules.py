@@ -68,6 +68,16 @@ def test_a_route_of_more_than_pending_max_rules_is_compiled_at_load() -> None:
     assert decide(rs, req("/big")).rule_id == "b000" and decide(rs, req("/small", method="PUT")).rule_id == "a1"
 
 
+def test_a_large_route_compiled_at_load_pauses_between_rules() -> None:
+    """Compiling a large route when its set is built yields like the rest of the load (every 4 rules)."""
+    rules = [split(f"b{i:03d}", "/big", methods=["GET"]) for i in range(400)]
+    raw = {r["id"]: encode_rule(r) for r in rules}
+    loaded = CompileCache().load(raw, where="test")
+    calls = []
+    rs = RuleSet.from_compiled(loaded.rules, 1, pause=lambda: calls.append(1))
+    assert len(calls) >= 100 + 400 // 64 and all(route.pending is None for route in routes(rs))
+
+
 def test_bytes_not_in_canonical_form_compile_as_the_validator_reads_them() -> None:
     """A rule stored in another form (foreign writer: keys reordered, host in capitals) is compiled from what
     the full validator makes of it, as a load compiling it would."""
