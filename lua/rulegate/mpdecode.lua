@@ -304,44 +304,197 @@ end
 
 local STR_WIDTH = { [0xd9] = 1, [0xda] = 2, [0xdb] = 4 }
 
--- skip() for text-only msgpack: nil also at a bin or ext value and at a str
--- that is not valid UTF-8 (a map's or an array's values are skipped so too).
-local function strict_skip(s, i, len, depth)
+-- The keys under which rulegate/schema.py takes a float (_decimal, _ratio);
+-- every other number it takes is an integer (_Checker.integer: a float such as
+-- 2.0 or -0.0 is refused, where Lua, after decoding, sees the integer).
+local FLOAT_FIELDS = { percent = true, error_ratio = true, slow_ratio = true, max_error_increase = true,
+                       max_p95_ratio = true }
+-- Containers Lua decodes alike when empty ({}): where Python takes only a list
+-- (an empty map there is refused), and only a map (an empty array refused).
+-- The other lists and maps of a rule are refused empty either way.
+local LIST_FIELDS = { policies = true }
+local MAP_FIELDS = { headers = true }
+
+local strict_value -- forward
+
+-- The index after the str at byte i of s (nil when not a str) and the index
+-- of its first byte; nil, reason when it is not valid UTF-8.
+local function strict_str(s, i, len)
     local b = byte(s, i)
-    if b == nil then
-        return nil
-    end
     local n, start
-    if b >= 0xa0 and b <= 0xbf then
+    if b == nil then
+        return nil, "missing bytes"
+    elseif b >= 0xa0 and b <= 0xbf then
         n, start = b - 0xa0, i + 1
     elseif STR_WIDTH[b] then
         local width = STR_WIDTH[b]
         if i + width > len then
-            return nil
+            return nil, "missing bytes"
         end
         n = 0
         for k = 1, width do
             n = n * 0x100 + byte(s, i + k)
         end
         start = i + width + 1
-    elseif b == 0xc4 or b == 0xc5 or b == 0xc6 then
-        return nil -- bin: Python reads bytes, never a str
-    else -- containers, numbers, nil, booleans (ext, 0xc1: nil)
-        return skip(s, i, len, depth, strict_skip)
-    end
-    local e = start + n - 1
-    if e > len or not utf8_ok(s, start, e) then
+    else
         return nil
     end
-    return e + 1
+    local e = start + n - 1
+    if e > len then
+        return nil, "missing bytes"
+    end
+    if not utf8_ok(s, start, e) then
+        return nil, "a string that is not valid UTF-8"
+    end
+    return e + 1, start
 end
 
 
--- true when s is one msgpack value whose every string (keys too) is a str of
--- valid UTF-8, with no bin or ext value: what Python's msgpack.unpackb(raw=False)
--- reads as text (this module and lua-MessagePack read a bin or a bad str too).
-function _M.text_only(s)
-    return type(s) == "string" and strict_skip(s, 1, #s, 1) == #s + 1
+-- The count of the map (is_map true) or array at byte i of s and the index of
+-- its first entry; nil when it is neither.
+local function container_at(s, i, len)
+    local b = byte(s, i)
+    if b >= 0x80 and b <= 0x8f then
+        return b - 0x80, i + 1, true
+    elseif b >= 0x90 and b <= 0x9f then
+        return b - 0x90, i + 1, false
+    end
+    local sized = SIZED[b]
+    if not sized or sized[2] == "bytes" then
+        return nil
+    end
+    local width = sized[1]
+    if i + width > len then
+        return nil
+    end
+    local n = 0
+    for k = 1, width do
+        n = n * 0x100 + byte(s, i + k)
+    end
+    return n, i + width + 1, sized[2] == "map"
+end
+
+
+-- The index after the map entry's value at byte i (key: bytes ks..ke of s):
+-- not nil, a float only under FLOAT_FIELDS, not an empty map under
+-- LIST_FIELDS nor an empty array under MAP_FIELDS; else nil, reason (naming
+-- the key).
+local function strict_entry(s, i, len, depth, ks, ke)
+    local b = byte(s, i)
+    if b == 0xc0 then
+        return nil, "a null value in " .. sub(s, ks, ke)
+    elseif b == 0xca or b == 0xcb then
+        if not FLOAT_FIELDS[sub(s, ks, ke)] then
+            return nil, "a float in " .. sub(s, ks, ke) .. ", which takes an integer"
+        end
+        return i + FIXED[b] <= len and i + FIXED[b] + 1 or nil
+    elseif b == 0x80 or b == 0x90 or b == 0xdc or b == 0xdd or b == 0xde or b == 0xdf then
+        local n, _, is_map = container_at(s, i, len)
+        if n == 0 and (is_map and LIST_FIELDS[sub(s, ks, ke)] or not is_map and MAP_FIELDS[sub(s, ks, ke)]) then
+            return nil, (is_map and "an empty map in " or "an empty list in ") .. sub(s, ks, ke)
+        end
+    end
+    return strict_value(s, i, len, depth)
+end
+
+
+-- The index after the n entries of a map (is_map) or array from byte j of s
+-- (strict_value of each value, strict_str of each key), or nil, reason.
+local function strict_entries(s, j, len, n, is_map, depth)
+    local why
+    for _ = 1, n do
+        if is_map then
+            local b = byte(s, j)
+            local ks, ke
+            if b and b >= 0xa0 and b <= 0xbf then -- a fixstr key (every key ruleadmin writes)
+                ks, ke = j + 1, j + b - 0xa0
+                if ke > len or not utf8_ok(s, ks, ke) then
+                    return nil, ke > len and "missing bytes" or "a string that is not valid UTF-8"
+                end
+                j = ke + 1
+            else
+                j, ks = strict_str(s, j, len)
+                if not j then
+                    return nil, ks or "a map key that is not a string"
+                end
+                ke = j - 1
+            end
+            j, why = strict_entry(s, j, len, depth, ks, ke)
+        else
+            j, why = strict_value(s, j, len, depth)
+        end
+        if not j then
+            return nil, why
+        end
+    end
+    return j
+end
+
+
+-- The index after the value at byte i of s when Python's decode_rule reads it
+-- as the same value Lua does: every string (keys too) a str of valid UTF-8, no
+-- bin or ext value, no nil (Lua drops a key whose value is nil; Python refuses
+-- the rule), map keys only strings, floats only where strict_entry allows
+-- them; else nil, reason.
+function strict_value(s, i, len, depth)
+    local b = byte(s, i)
+    if b == nil or depth > 32 then
+        return nil, b == nil and "missing bytes" or "nested too deep"
+    end
+    if b >= 0xa0 and b <= 0xbf then -- fixstr
+        local e = i + b - 0xa0
+        if e > len then
+            return nil, "missing bytes"
+        end
+        if not utf8_ok(s, i + 1, e) then
+            return nil, "a string that is not valid UTF-8"
+        end
+        return e + 1
+    elseif b < 0x80 or b >= 0xe0 or b == 0xc2 or b == 0xc3 then -- fixints, booleans
+        return i + 1
+    elseif b < 0x90 then -- fixmap
+        return strict_entries(s, i + 1, len, b - 0x80, true, depth + 1)
+    elseif b < 0xa0 then -- fixarray
+        return strict_entries(s, i + 1, len, b - 0x90, false, depth + 1)
+    elseif b == 0xc0 then
+        return nil, "a null value"
+    elseif b == 0xca or b == 0xcb then
+        return nil, "a float in a list, which takes integers"
+    elseif b == 0xc4 or b == 0xc5 or b == 0xc6 then
+        return nil, "a binary value" -- Python reads bytes, never a str
+    end
+    local width = FIXED[b]
+    if width then
+        if i + width > len then
+            return nil, "missing bytes"
+        end
+        return i + width + 1
+    end
+    local after, why = strict_str(s, i, len)
+    if after then
+        return after
+    elseif why then
+        return nil, why
+    end
+    local n, j, is_map = container_at(s, i, len)
+    if not n then
+        return nil, "an ext value" -- ext types, 0xc1
+    end
+    return strict_entries(s, j, len, n, is_map, depth + 1)
+end
+
+
+-- true when s is one msgpack value Python's rulegate.schema.decode_rule reads
+-- as Lua does (strict_value); else false, reason.
+function _M.same_in_python(s)
+    if type(s) ~= "string" then
+        return false, "not a string"
+    end
+    local after, why = strict_value(s, 1, #s, 1)
+    if after == #s + 1 then
+        return true
+    end
+    return false, after and "extra bytes" or why or "missing bytes"
 end
 
 

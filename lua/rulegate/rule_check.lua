@@ -16,6 +16,7 @@ local schema = require("rulegate.schema")
 local snapshot = require("rulegate.snapshot")
 
 local pcall = pcall
+local select = select
 local tostring = tostring
 local type = type
 
@@ -24,19 +25,43 @@ local _M = { _VERSION = "0.1.0" }
 local MAX_ENCODED_RULE = 96 * 1024
 
 
--- The rule stored as value under hash field id, decoded and checked (not
--- checked again when `checked`: this gateway's syncing worker checked these
--- very bytes, see sync.CHECKED_BY), or nil, reason.
-function _M.decode(id, value, checked)
+-- The rule stored as value, decoded and checked: against the schema (the
+-- reason names the field), then its stored form (stored_form); or nil, reason.
+function _M.check_stored(value)
     local ok, rule = pcall(mpdecode.unpack, value)
-    if not ok or not checked and not _M.stored_text(value) then
-        return nil, "rule " .. id .. ": undecodable msgpack"
+    if not ok then
+        return nil, "undecodable msgpack"
     end
-    local good, err = true, nil
-    if not checked or type(rule) ~= "table" then
-        good, err = schema.check(rule)
-    end
+    local good, err = schema.check(rule)
     if not good then
+        return nil, err
+    end
+    good, err = _M.stored_form(value)
+    if not good then
+        return nil, err
+    end
+    return rule
+end
+
+
+-- The rule stored as value under hash field id, decoded and checked
+-- (check_stored; only decoded when `checked`: this gateway's syncing worker
+-- checked these very bytes, see sync.CHECKED_BY), or nil, reason.
+function _M.decode(id, value, checked)
+    local rule, err
+    if checked then
+        local ok, decoded = pcall(mpdecode.unpack, value)
+        if not ok then
+            err = "undecodable msgpack"
+        elseif type(decoded) ~= "table" then
+            err = select(2, schema.check(decoded))
+        else
+            rule = decoded
+        end
+    else
+        rule, err = _M.check_stored(value)
+    end
+    if not rule then
         return nil, "rule " .. id .. ": " .. err
     end
     if rule.id ~= id then
@@ -46,11 +71,21 @@ function _M.decode(id, value, checked)
 end
 
 
--- true when value can be a stored rule for the Python gateways too: at most
--- 96 KiB (rulegate/schema.py MAX_ENCODED_RULE), its strings str of valid
--- UTF-8, no bin or ext value (mpdecode.text_only).
-function _M.stored_text(value)
-    return #value <= MAX_ENCODED_RULE and mpdecode.text_only(value)
+-- true when value can be a stored rule for the Python gateways too, which
+-- then read it as this gateway does: at most 96 KiB (rulegate/schema.py
+-- MAX_ENCODED_RULE), and mpdecode.same_in_python (its strings str of valid
+-- UTF-8, no bin, ext or nil value, string map keys, floats only where the
+-- schema takes one, no empty map for a list nor empty array for a map); else
+-- false, reason.
+function _M.stored_form(value)
+    if #value > MAX_ENCODED_RULE then
+        return false, "undecodable msgpack (over 96 KiB)"
+    end
+    local same, why = mpdecode.same_in_python(value)
+    if not same then
+        return false, "undecodable msgpack (" .. why .. ")"
+    end
+    return true
 end
 
 

@@ -7,6 +7,7 @@ local type = type
 local next = next
 local ipairs = ipairs
 local pairs = pairs
+local unpack = unpack
 local pcall = pcall
 local tostring = tostring
 local floor = math.floor
@@ -41,6 +42,53 @@ local GATEWAY_HEADERS = {
 local function str(v)
     return type(v) == "string" and v ~= ""
 end
+
+
+-- A set of the names given.
+local function fields(...)
+    local set = {}
+    for _, name in ipairs({ ... }) do
+        set[name] = true
+    end
+    return set
+end
+
+
+-- true when every key of table t is in the set allowed (rulegate/schema.py
+-- _Checker.obj refuses an unknown field at every level of a rule).
+local function only(t, allowed)
+    for k in pairs(t) do
+        if not allowed[k] then
+            return false
+        end
+    end
+    return true
+end
+
+
+local COMMON = { "id", "kind", "route", "enabled", "description", "updated_by", "updated_at" }
+local RULE_FIELDS = {
+    split = fields("key", "policies", "default", "window", unpack(COMMON)),
+    degrade = fields("action", "percent", "window", "key", "salt", "breaker", unpack(COMMON)),
+}
+local ROUTE_FIELDS = fields("host", "path", "methods")
+local KEY_FIELDS = fields("source", "name")
+local WINDOW_FIELDS = fields("start", "end")
+local BUCKET_FIELDS = fields("upstream", "weight")
+local RAMP_FIELDS = fields("start", "end", "from", "to", "mode", "steps", "guard")
+local BREAKER_FIELDS = fields("window", "min_requests", "open_seconds", "probes", "error_ratio", "slow_ms",
+                              "slow_ratio")
+local POLICY_FIELDS = {
+    uid_range = fields("type", "ranges", "upstream"), uid_suffix = fields("type", "suffixes", "upstream"),
+    ip_cidr = fields("type", "cidrs", "upstream"), header = fields("type", "name", "values", "upstream"),
+    cookie = fields("type", "name", "values", "upstream"), arg = fields("type", "name", "values", "upstream"),
+    percent = fields("type", "buckets", "salt", "ramp"),
+}
+local ACTION_FIELDS = {
+    static = fields("type", "status", "content_type", "headers", "body"),
+    redirect = fields("type", "location", "status"), upstream = fields("type", "upstream"),
+    reject = fields("type", "status", "retry_after"),
+}
 
 
 -- An upstream name: 1-128 of A-Z a-z 0-9 _ . : - (rulegate/schema.py _upstream;
@@ -189,6 +237,9 @@ local function check_key(key, degrade)
     if type(key) ~= "table" or not (KEY_SOURCES[key.source] or degrade and key.source == "request") then
         return "key.source"
     end
+    if not only(key, KEY_FIELDS) then
+        return "key"
+    end
     if key.source == "ip" or key.source == "request" then
         return key.name ~= nil and "key.name" or nil
     end
@@ -250,7 +301,7 @@ end
 
 -- A ramp the router can evaluate exactly (rulegate/schema.py _check_ramp).
 local function check_ramp(r, buckets)
-    if type(r) ~= "table" or not int(r.start, 0, MAX_TIME) or not int(r["end"], 0, MAX_TIME)
+    if type(r) ~= "table" or not only(r, RAMP_FIELDS) or not int(r.start, 0, MAX_TIME) or not int(r["end"], 0, MAX_TIME)
             or r["end"] <= r.start or r["end"] - r.start > MAX_RAMP_SPAN
             or not int(r.from, 0, 10000) or not int(r.to, 0, 10000) then
         return "percent.ramp"
@@ -274,7 +325,8 @@ local function check_percent_policy(p)
     end
     local total = 0
     for _, b in ipairs(p.buckets) do
-        if type(b) ~= "table" or not upstream(b.upstream) or not int(b.weight, 1, 10000) then
+        if type(b) ~= "table" or not only(b, BUCKET_FIELDS) or not upstream(b.upstream)
+                or not int(b.weight, 1, 10000) then
             return "percent.buckets"
         end
         total = total + b.weight
@@ -296,6 +348,10 @@ local function check_policy(p)
         return "policy"
     end
     local t = p.type
+    local allowed = POLICY_FIELDS[t]
+    if allowed and not only(p, allowed) then
+        return "policy"
+    end
     if t == "percent" then
         return check_percent_policy(p)
     end
@@ -390,6 +446,10 @@ local function check_action(a)
         return "action.type"
     end
     local t = a.type
+    local allowed = ACTION_FIELDS[t]
+    if allowed and not only(a, allowed) then
+        return "action"
+    end
     if t == "static" then
         return check_static(a)
     elseif t == "redirect" then
@@ -416,13 +476,21 @@ local function check_action(a)
 end
 
 
+-- rulegate/schema.py _check_window: a start, an end or both, each 0 .. 2^40,
+-- the end after the start.
 local function check_window(w)
-    if type(w) ~= "table" then
+    if type(w) ~= "table" or not only(w, WINDOW_FIELDS) then
         return "window"
     end
     local s, e = w.start, w["end"]
-    if (s ~= nil and type(s) ~= "number") or (e ~= nil and type(e) ~= "number") then
+    if s == nil and e == nil then
         return "window"
+    end
+    if s ~= nil and not int(s, 0, MAX_TIME) then
+        return "window.start"
+    end
+    if e ~= nil and (not int(e, 0, MAX_TIME) or s ~= nil and e <= s) then
+        return "window.end"
     end
 end
 
@@ -462,7 +530,7 @@ end
 
 
 local function check_breaker(b)
-    if type(b) ~= "table" then
+    if type(b) ~= "table" or not only(b, BREAKER_FIELDS) then
         return "breaker"
     end
     for _, name in ipairs(BREAKER_REQUIRED) do
@@ -537,8 +605,15 @@ local function check(rule)
     if rule.updated_by ~= nil and not text(rule.updated_by, 128) then
         return "updated_by"
     end
+    if rule.updated_at ~= nil and not int(rule.updated_at, 0, MAX_TIME) then
+        return "updated_at"
+    end
+    local allowed = RULE_FIELDS[rule.kind]
+    if allowed and not only(rule, allowed) then
+        return "rule"
+    end
     local route = rule.route
-    if type(route) ~= "table" then
+    if type(route) ~= "table" or not only(route, ROUTE_FIELDS) then
         return "route"
     end
     if not host(route.host) then
@@ -548,13 +623,15 @@ local function check(rule)
         return "route.path"
     end
     if route.methods ~= nil then
-        if not list(route.methods, 7) then
+        if not list(route.methods, 7) or #route.methods == 0 then
             return "route.methods"
         end
+        local seen = {}
         for _, m in ipairs(route.methods) do
-            if not METHODS[m] then
+            if not METHODS[m] or seen[m] then
                 return "route.methods"
             end
+            seen[m] = true
         end
     end
     if rule.kind == "split" then

@@ -31,16 +31,8 @@ end
 local function decode(raw_rules)
     local rules, errors, bad = {}, {}, false
     for i, raw in ipairs(raw_rules) do
-        local ok, rule = pcall(mp.unpack, raw)
-        local good, err
-        if ok and not rule_check.stored_text(raw) then -- a bin or ext value, a str not UTF-8, over 96 KiB
-            ok = false
-        end
-        if ok then
-            good, err = schema.check(rule)
-        else
-            err = "undecodable msgpack"
-        end
+        local rule, err = rule_check.check_stored(raw) -- as a gateway reads a stored rule (rule_check.decode)
+        local good = rule ~= nil
         errors[i] = err or cjson.null
         if good then
             rules[#rules + 1] = rule

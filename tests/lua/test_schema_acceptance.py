@@ -206,3 +206,91 @@ def test_stored_bytes_python_cannot_read_as_text_nginx_refuses(harness: DecideHa
     lua = dict(zip(raws, harness.check_raw(list(raws.values()))))
     assert {n: "refused" if v else "accepted" for n, v in lua.items()} == python
     assert [n for n, v in python.items() if v == "accepted"] == ["2-byte", "3-byte", "4-byte"]
+
+
+_NUMBERS = [-1, 0, 1, 2, 0.5, 1.5, 2.0, -0.0, 99, 100, 100.5, 101, 1000, 1001, 9999, 10000, 10001, 65536, 2**31,
+            2**32, 2**53, 2**53 + 1, 2**63 - 1, -2**63, 1e300, float("inf"), float("nan")]
+_OTHERS = [None, True, False, "", "1", [], {}, [1], {"a": 1}]
+
+
+def _shape(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return tuple(sorted((k, _shape(v)) for k, v in obj.items()))
+    if isinstance(obj, list):
+        return tuple(sorted({_shape(v) for v in obj}))
+    return type(obj).__name__
+
+
+def _nodes(obj: Any, at: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    if at:
+        yield at, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _nodes(v, (*at, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _nodes(v, (*at, i))
+
+
+def _mutants(base: dict) -> Iterator[tuple[tuple, dict]]:
+    """Each field of base replaced by numbers around every limit and values of every other type, each object with an
+    unknown field and without each of its fields, each list empty, doubled and 40 times as long."""
+    import copy
+
+    def changed(at: tuple, fn) -> dict:
+        rule = copy.deepcopy(base)
+        parent = rule
+        for part in at[:-1]:
+            parent = parent[part]
+        fn(parent, at[-1])
+        return rule
+
+    for at, node in [((), base), *_nodes(base)]:
+        if at and at[-1] != "id":
+            probes = _NUMBERS + _OTHERS if not isinstance(node, str) else _NUMBERS[:4] + _OTHERS
+            if isinstance(node, list):
+                probes = probes + [node * 2, node * 40, []]
+            for value in probes:
+                yield (*at, repr(value)[:16]), changed(at, lambda p, k, v=value: p.__setitem__(k, v))
+        if isinstance(node, dict):
+            target = (*at, None)  # the object itself: its fields
+            for name in node:
+                if name != "id":
+                    yield (*at, f"-{name}"), changed(target, lambda p, k, n=name: (p if k is None else p[k]).pop(n))
+            yield (*at, "+unknown"), changed(target, lambda p, k: (p if k is None else p[k]).__setitem__("zz", 1))
+
+
+def test_every_field_of_every_shape_python_refuses_nginx_refuses(harness: DecideHarness) -> None:
+    """For a rule of every shape the vectors hold (and the string probe's bases), every field replaced by numbers
+    around each limit (floats that are whole, -0.0, NaN, 2^53 + 1, 2^63 - 1), null, booleans, strings, empty and
+    wrong containers; every object given an unknown field and stripped of each field; every list emptied, doubled,
+    lengthened: the stored bytes Python's decode_rule refuses, nginx refuses (rule_check.check_stored, as a gateway
+    reads a stored rule), and those it keeps as they are, nginx accepts. Before 2026-12-01 nginx applied 1,429 of
+    these that Python refuses: unknown fields, null values (Lua drops the key), whole floats in integer fields, an
+    empty map as the policies, windows and updated_at outside their range, repeated methods."""
+    import msgpack
+
+    from rulegate.errors import CorruptDataError
+    from rulegate.schema import decode_rule
+    from tests.unit.test_applied_memory import vector_rules
+
+    bases: dict = {}
+    for rule in [*vector_rules().values(), *(validate_rule(b) for b in _BASES)]:
+        bases.setdefault(_shape(rule), rule)
+    raws, expect, labels = [], [], []
+    for base in bases.values():
+        for label, rule in _mutants(base):
+            raw = msgpack.packb(rule, use_bin_type=True)
+            try:
+                verdict = "kept" if decode_rule(raw) == rule else "changed"
+            except CorruptDataError:
+                verdict = "refused"
+            if verdict != "changed":  # a value the validator rewrites is not what ruleadmin stores
+                raws.append(raw)
+                expect.append(verdict)
+                labels.append(label)
+    got = harness.check_raw(raws)
+    wrong = [(label, want, lua) for label, want, lua in zip(labels, expect, got)
+             if (want == "refused") != (lua is not None)]
+    assert wrong == [], wrong[:20]
+    assert len(bases) >= 30 and expect.count("refused") > 15_000 and expect.count("kept") > 1_000

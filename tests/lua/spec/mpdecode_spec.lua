@@ -232,4 +232,28 @@ return function(t)
             end
         end
     end)
+
+    t.it("same_in_python: what Python reads as Lua does, and why not", function()
+        local ok = function(v) return (mpdecode.same_in_python(mp.pack(v))) end
+        local why = function(raw) return select(2, mpdecode.same_in_python(raw)) end
+        t.truthy(ok({ a = "x", percent = 12.5, policies = {}, headers = { ["x-a"] = "v" }, n = 3, b = true }))
+        -- 2.0 packed as a float64 under an integer field; the same under percent
+        t.eq(why("\x81\xa6status\xcb" .. "\x40\0\0\0\0\0\0\0"), "a float in status, which takes an integer")
+        t.eq(select(1, mpdecode.same_in_python("\x81\xa7percent\xcb\x40\0\0\0\0\0\0\0")), true)
+        t.eq(why("\x91\xca\x40\0\0\0"), "a float in a list, which takes integers")
+        t.eq(why("\x81\xa4body\xc0"), "a null value in body")
+        t.eq(why("\x91\xc0"), "a null value")
+        t.eq(why("\x81\xa8policies\x80"), "an empty map in policies")
+        t.eq(why("\x81\xa7headers\x90"), "an empty list in headers")
+        t.eq(why("\x81\xa7headers\xde\0\0"), nil) -- a map16 of 0 entries: a map
+        t.eq(why("\x81\xa8policies\xdc\0\0"), nil) -- array16 of 0: a list
+        t.eq(why("\x81\x01\xa1x"), "a map key that is not a string")
+        t.eq(why("\x81\xa1a\xc4\x01x"), "a binary value")
+        t.eq(why("\x81\xa1a\xa2\xc0\xaf"), "a string that is not valid UTF-8")
+        t.eq(why("\x81\xa2\xc0\xaf\x01"), "a string that is not valid UTF-8")
+        t.eq(why("\x81\xa1a\xd4\x01\x02"), "an ext value")
+        t.eq(why("\x82\xa1a\x01"), "missing bytes")
+        t.eq(why("\x01\x02"), "extra bytes")
+        t.eq(select(1, mpdecode.same_in_python(string.rep("\x91", 40) .. "\x01")), false) -- nested too deep
+    end)
 end
