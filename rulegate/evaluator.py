@@ -182,10 +182,14 @@ assert _NewCompiledRule.__slots__ == tuple(f.name for f in fields(CompiledRule))
 
 def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     """Return a validated rule compiled with its decisions stamped `revision` (a set re-stamps them)."""
-    route = rule["route"]
     item = None
     if rule.get("enabled", True):
         item = _compile_split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
+    return _placed(rule, item)
+
+
+def _placed(rule: dict, item: "_Split | _Degrade | _Pending | None") -> CompiledRule:
+    route = rule["route"]
     out = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see rule_items._proxy)
     out.rule_id = rule["id"]
     out.place = (_text(route["host"]), _text(route["path"]))
@@ -203,20 +207,13 @@ def place_rule(rule: dict, value: bytes, canonical: bool = False) -> CompiledRul
     rule's route decodes them again and compiles the route's rules (`_Route.compile`, ~5 µs a rule), so a
     load pays for checking every rule but compiles none, and routes no request reaches are never compiled
     (docs/design.md, "Pending rules"). A disabled rule is placed as compile_rule places it (no item)."""
-    route = rule["route"]
     item = None
     if rule.get("enabled", True):
         item = _new(_Pending)
         item.rule_id = rule["id"]
         item.value = value if type(value) is bytes else bytes(value)  # never a buffer its owner may change
         item.canonical = canonical
-    out = _NewCompiledRule()
-    out.rule_id = rule["id"]
-    out.place = (_text(route["host"]), _text(route["path"]))
-    out.item = item
-    out.breaker = rule.get("breaker")
-    out.__class__ = CompiledRule
-    return out
+    return _placed(rule, item)
 
 
 class RuleSet:

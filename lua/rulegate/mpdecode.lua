@@ -197,12 +197,31 @@ local SIZED = { [0xd9] = { 1, "bytes" }, [0xc4] = { 1, "bytes" }, [0xda] = { 2, 
                 [0xde] = { 2, "map" }, [0xdf] = { 4, "map" } }
 
 
+-- The length or count of the SIZED value at byte i of s, the index after its
+-- length bytes, and its kind; nil for another type byte or missing bytes.
+local function sized_at(s, i, len)
+    local sized = SIZED[byte(s, i)]
+    if not sized then
+        return nil
+    end
+    local width = sized[1]
+    if i + width > len then
+        return nil
+    end
+    local n = 0
+    for k = 1, width do
+        n = n * 0x100 + byte(s, i + k)
+    end
+    return n, i + width + 1, sized[2]
+end
+
+
 local skip -- forward
 
--- The index after n values from byte i of s, or nil; step skips each value.
-local function skip_n(s, i, len, n, depth, step)
+-- The index after n values from byte i of s, or nil.
+local function skip_n(s, i, len, n, depth)
     for _ = 1, n do
-        i = step(s, i, len, depth)
+        i = skip(s, i, len, depth)
         if not i then
             return nil
         end
@@ -214,9 +233,7 @@ end
 -- The index after the value at byte i of s, without building it; nil for ext
 -- types, 0xc1, missing bytes and nesting deeper than 32 (the caller then
 -- decodes whole). Numbers are skipped by their size, whatever their value.
--- step, when given, skips the values inside a map or an array (default: skip).
-function skip(s, i, len, depth, step)
-    step = step or skip
+function skip(s, i, len, depth)
     local b = byte(s, i)
     if b == nil or depth > 32 then
         return nil
@@ -227,32 +244,22 @@ function skip(s, i, len, depth, step)
         local e = i + b - 0xa0
         return e <= len and e + 1 or nil
     elseif b < 0x90 then -- fixmap
-        return skip_n(s, i + 1, len, 2 * (b - 0x80), depth + 1, step)
+        return skip_n(s, i + 1, len, 2 * (b - 0x80), depth + 1)
     elseif b < 0xa0 then -- fixarray
-        return skip_n(s, i + 1, len, b - 0x90, depth + 1, step)
+        return skip_n(s, i + 1, len, b - 0x90, depth + 1)
     end
     local width = FIXED[b]
     if width then
         return i + width <= len and i + width + 1 or nil
     end
-    local sized = SIZED[b]
-    if not sized then
-        return nil -- ext types, 0xc1
+    local n, j, kind = sized_at(s, i, len)
+    if not n then
+        return nil -- ext types, 0xc1, missing bytes
     end
-    width = sized[1]
-    if i + width > len then
-        return nil
-    end
-    local n = 0
-    for k = 1, width do
-        n = n * 0x100 + byte(s, i + k)
-    end
-    i = i + width + 1
-    local kind = sized[2]
     if kind == "bytes" then
-        return i + n - 1 <= len and i + n or nil
+        return j + n - 1 <= len and j + n or nil
     end
-    return skip_n(s, i, len, kind == "map" and 2 * n or n, depth + 1, step)
+    return skip_n(s, j, len, kind == "map" and 2 * n or n, depth + 1)
 end
 
 
@@ -359,19 +366,11 @@ local function container_at(s, i, len)
     elseif b >= 0x90 and b <= 0x9f then
         return b - 0x90, i + 1, false
     end
-    local sized = SIZED[b]
-    if not sized or sized[2] == "bytes" then
+    local n, j, kind = sized_at(s, i, len)
+    if not n or kind == "bytes" then
         return nil
     end
-    local width = sized[1]
-    if i + width > len then
-        return nil
-    end
-    local n = 0
-    for k = 1, width do
-        n = n * 0x100 + byte(s, i + k)
-    end
-    return n, i + width + 1, sized[2] == "map"
+    return n, j, kind == "map"
 end
 
 
