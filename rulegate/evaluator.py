@@ -100,8 +100,11 @@ class _Route:
     def finish(self) -> None:
         if self.pending:  # compiled by its first request: degrades and splits hold what is compiled already
             self.pending = tuple(self.pending)
-            self.degrades, self.splits = tuple(self.degrades), tuple(self.all_splits())
-            self.fast = None
+            if self.degrades or self.splits or self.fast is not None:
+                self.degrades, self.splits = tuple(self.degrades), tuple(self.all_splits())
+                self.fast = None
+            else:
+                self.degrades = self.splits = ()
             return
         self.pending = None
         splits = self.splits
