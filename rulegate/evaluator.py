@@ -86,6 +86,16 @@ class _Route:
         pending = self.pending
         if not pending:
             return
+        if len(pending) == 1 and not self.degrades and not self.splits and self.fast is None:  # most routes
+            item = _compile_pending(pending[0], revision)
+            if type(item) is _Degrade:
+                self.degrades, self.splits = (item,), ()
+            elif item.methods is None and item.start is None and item.end is None:
+                self.degrades, self.splits, self.fast = (), (), item
+            else:
+                self.degrades, self.splits = (), (item,)
+            self.pending = None
+            return
         route = _Route()
         route.degrades, route.splits = self.compiled_items(pending)
         for n, item in enumerate(pending):

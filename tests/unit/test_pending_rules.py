@@ -153,8 +153,11 @@ def test_threads_compiling_one_route_at_once_agree_and_place_each_rule_once() ->
     rules = [split(f"r{i:03d}", f"/p{i % 40}", default=rng.choice(["x", "y"]),
                    methods=rng.choice([["GET"], ["POST"], ["GET", "POST"]])) for i in range(200)]
     rules += [shed(f"s{i}", f"/p{i}") for i in range(0, 40, 7)]
+    rules += [split(f"q{i:02d}", f"/q{i}", default=rng.choice(["x", "y"])) for i in range(30)]  # one rule a route
+    rules += [shed(f"t{i:02d}", f"/t{i}") for i in range(10)]
     eager = RuleSet(rules, 9)
-    requests = [req(f"/p{i % 40}/z", str(i % 10), rng.choice(["GET", "POST", "PUT"])) for i in range(400)]
+    requests = [req(f"/{'pqt'[i % 3]}{i % 40}/z", str(i % 10), rng.choice(["GET", "POST", "PUT"]))
+                for i in range(400)]  # every route of every kind
     want = [decide(eager, r) for r in requests]
     before = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
