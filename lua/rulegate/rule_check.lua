@@ -79,11 +79,11 @@ end
 -- false, reason.
 function _M.stored_form(value)
     if #value > MAX_ENCODED_RULE then
-        return false, "undecodable msgpack (over 96 KiB)"
+        return false, "stored rule over 96 KiB"
     end
     local same, why = mpdecode.same_in_python(value)
     if not same then
-        return false, "undecodable msgpack (" .. why .. ")"
+        return false, "stored form the Python gateways refuse (" .. why .. ")"
     end
     return true
 end
