@@ -21,7 +21,7 @@ from cachetools import LRUCache
 
 from rulegate.digest import apply_change
 from rulegate.errors import CorruptDataError
-from rulegate.evaluator import RuleSet
+from rulegate.evaluator import RuleSet, place_rule
 from rulegate.gc_hold import collector_held
 from rulegate.keyspace import Keys
 from rulegate.layered import derive
@@ -65,12 +65,18 @@ class Listing:
         return self.revision, self.generation, self.digest
 
     def ruleset(self) -> RuleSet:
-        """Return these rules compiled (once per listing, yielding between rules; a listing from deltas derives it
-        from its parent's)."""
+        """Return these rules as a RuleSet (once per listing, yielding between rules; a listing from deltas derives
+        it from its parent's). The rules are placed, not compiled (`place_rule`): a simulation compiles the routes
+        its request looks at, from the stored bytes (checked again unless canonical), as the agent does."""
         with self._lock:
             if self._ruleset is None:
+                raw, pause, placed = self.raw, Slicer(), []
                 with collector_held():
-                    self._ruleset = RuleSet(self.rules, self.revision, self.generation, pause=Slicer())
+                    for n, rule in enumerate(self.rules):
+                        if not n & 63:
+                            pause()
+                        placed.append(place_rule(rule, raw[rule["id"]]))
+                    self._ruleset = RuleSet.from_compiled(placed, self.revision, self.generation, pause=pause)
             return self._ruleset
 
     def rules_json(self) -> bytes:
