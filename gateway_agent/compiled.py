@@ -2,9 +2,10 @@
 
 A full reload (new generation, reconnect, log gap, digest mismatch, snapshot then Redis) usually
 reads mostly the bytes the agent already applied. Equal bytes decode and validate equally, so the
-compiled form of a rule whose stored bytes equal those held under its id is exactly what decode +
-validate + compile would give again; only other bytes are decoded, validated and compiled. Bytes
-that fail are never held, so a corrupt rule is refused on every load.
+compiled (or placed, still pending) form of a rule whose stored bytes equal those held under its id
+is what decode + validate would give again; only other bytes are decoded, validated and placed
+(`rulegate.evaluator.place_rule`: a route's first request compiles its rules). Bytes that fail are
+never held, so a corrupt rule is refused on every load.
 
 The cache holds nothing of its own once told what the agent holds (`hold`: the applied set's raw
 dict and RuleSet, whose routes and placement give back each compiled rule), so it costs no memory
@@ -119,7 +120,7 @@ class CompileCache:
 
     def _load_all(self, held: Mapping[str, CompiledRule], raw: Mapping[str, bytes], where: str,
                   pause: Callable[[], None] | None) -> Loaded:
-        """Compile every rule of raw (the held ones from `held`, id -> compiled rule)."""
+        """Check and place every rule of raw (the held ones from `held`, id -> compiled rule)."""
         held_raw, held_guarded = self._raw, self._guarded
         rules, guarded, out = [], [], {}
         acc, hits = 0, 0  # acc: XOR of the hashes of the rules not held
@@ -132,7 +133,7 @@ class CompileCache:
                 hits += 1
                 is_guarded = rule_id in held_guarded
             else:
-                rule, is_guarded, hashed = _compile(rule_id, value, where)
+                rule, is_guarded, hashed = _place(rule_id, value, where)
                 acc ^= hashed
             rule_id = rule.rule_id  # the string the compiled rule holds (held ones: the held string)
             rules.append(rule)
@@ -145,7 +146,7 @@ class CompileCache:
 
     def _load_changes(self, base: RuleSet, raw: Mapping[str, bytes], where: str,
                       pause: Callable[[], None] | None) -> Loaded:
-        """Compile only raw's rules whose bytes differ from those held; the rest stays in `base`."""
+        """Check and place only raw's rules whose bytes differ from those held; the rest stays in `base`."""
         held_raw, held_guarded = self._raw, self._guarded
         out = derive(held_raw)  # the held ids and bytes (equal to those read for the rules re-used); O(changes)
         changed: dict[str, CompiledRule] = {}
@@ -157,7 +158,7 @@ class CompileCache:
             if old is not None and type(value) is bytes and old == value:
                 hits += 1
                 continue
-            rule, is_guarded, hashed = _compile(rule_id, value, where)
+            rule, is_guarded, hashed = _place(rule_id, value, where)
             acc ^= hashed
             changed[rule_id] = rule
             out[rule_id] = value
@@ -209,7 +210,7 @@ class CompileCache:
         return acc
 
 
-def _compile(rule_id: str, value: bytes, where: str) -> tuple[CompiledRule, bool, int]:
+def _place(rule_id: str, value: bytes, where: str) -> tuple[CompiledRule, bool, int]:
     """Return the rule of the stored bytes, checked and placed (`place_rule`: compiled by its route's first
     request, its decisions stamped with that set's revision), whether it is guarded and its digest hash."""
     rule = decode_canonical(value)  # what ruleadmin stores: no full validation (rulegate/schema_fast.py)

@@ -154,7 +154,7 @@ class _HostIndex:
         self.by_path: dict[str, _Route] = {}
         self.lengths: tuple[int, ...] = ()
 
-    def finish(self, revision: int = 0, pause: Callable[[], None] | None = None) -> None:
+    def finish(self, revision: int, pause: Callable[[], None] | None = None) -> None:
         self.lengths = tuple(sorted({len(p) for p in self.by_path}, reverse=True))
         for route in self.by_path.values():
             route.finish()

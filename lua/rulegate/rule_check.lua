@@ -16,7 +16,6 @@ local schema = require("rulegate.schema")
 local snapshot = require("rulegate.snapshot")
 
 local pcall = pcall
-local select = select
 local tostring = tostring
 local type = type
 
@@ -53,10 +52,10 @@ function _M.decode(id, value, checked)
         local ok, decoded = pcall(mpdecode.unpack, value)
         if not ok then
             err = "undecodable msgpack"
-        elseif type(decoded) ~= "table" then
-            err = select(2, schema.check(decoded))
-        else
+        elseif type(decoded) == "table" then
             rule = decoded
+        else
+            rule, err = schema.check(decoded) -- not a rule: nil and the schema's reason
         end
     else
         rule, err = _M.check_stored(value)

@@ -57,15 +57,28 @@ local function decisions(rs, n)
     return out
 end
 
+-- n valid rules r1 .. rn ({id, bytes}; bad[i]: bytes for rule i instead)
+local function rules_of(n, bad)
+    local rules = {}
+    for i = 1, n do
+        rules[i] = { "r" .. i, bad and bad[i] or split("r" .. i) }
+    end
+    return rules
+end
+
+-- Run fn with payload chunks of 8 rules and an empty dict; restore both after.
+local function small_chunks(fn)
+    dict:flush_all()
+    local saved = payload.CHUNK
+    payload.CHUNK = 8
+    fn()
+    payload.CHUNK = saved
+    dict:flush_all()
+end
+
 return function(t)
-    t.it("checked in the pool: placed pending, decides as a load checked here", function()
-        dict:flush_all()
-        local saved = payload.CHUNK
-        payload.CHUNK = 8
-        local rules = {}
-        for i = 1, 30 do
-            rules[i] = { "r" .. i, split("r" .. i) }
-        end
+    t.it("checked in the pool: placed pending, decides as a load checked here", function() small_chunks(function()
+        local rules = rules_of(30)
         local pooled = assert(load(conf("rulegate"), rules))
         t.eq(dict:get("sync:pool_checks"), 4) -- 30 rules in chunks of 8
         t.eq(pending_count(pooled.rs), 30)
@@ -75,18 +88,11 @@ return function(t)
         here.writer:abort()
         t.eq({ pooled.digest, pooled.rs.count }, { here.digest, here.rs.count })
         t.eq(decisions(pooled.rs, 30), decisions(here.rs, 30))
-        payload.CHUNK = saved
-        dict:flush_all()
-    end)
+    end) end)
 
-    t.it("a chunk whose every rule is served with the same bytes is not checked again", function()
-        dict:flush_all()
-        local saved = payload.CHUNK
-        payload.CHUNK = 8
-        local rules = {}
-        for i = 1, 24 do
-            rules[i] = { "r" .. i, split("r" .. i) }
-        end
+    t.it("a chunk whose every rule is served with the same bytes is not checked again",
+         function() small_chunks(function()
+        local rules = rules_of(24)
         local c = conf("rulegate")
         local first = assert(load(c, rules))
         first.writer:abort()
@@ -104,13 +110,10 @@ return function(t)
         rules[17] = { "r17", split("r17", { default = 7 }) }
         local _, err = load(c, rules)
         t.eq(err, "rule r17: default is invalid")
-        payload.CHUNK = saved
-        dict:flush_all()
-    end)
+    end) end)
 
-    t.it("a rule the pool refuses fails the load with the words of a check made here, the first one first", function()
-        local saved = payload.CHUNK
-        payload.CHUNK = 8
+    t.it("a rule the pool refuses fails the load with the words of a check made here, the first one first",
+         function() small_chunks(function()
         local cases = {
             { at = 3, value = split("r3", { default = 7 }) }, -- the schema refuses it
             { at = 12, value = "\193" }, -- not msgpack
@@ -118,10 +121,7 @@ return function(t)
             { at = 29, value = split("r29", { route = { host = "a.example.com", path = "no-slash" } }) },
         }
         for _, case in ipairs(cases) do
-            local rules = {}
-            for i = 1, 30 do
-                rules[i] = { "r" .. i, i == case.at and case.value or split("r" .. i) }
-            end
+            local rules = rules_of(30, { [case.at] = case.value })
             rules[#rules + 1] = { "r31", "\193" } -- a later bad rule: not the one reported
             dict:flush_all()
             local got, err = load(conf("rulegate"), rules)
@@ -139,9 +139,7 @@ return function(t)
         local _, want = load(conf(nil), rules)
         t.eq(err, want)
         t.truthy(err:find("rule r2", 1, true), err)
-        payload.CHUNK = saved
-        dict:flush_all()
-    end)
+    end) end)
 
     t.it("rule_check.chunks in this worker gives what the pool gives", function()
         dict:flush_all()
