@@ -14,14 +14,17 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   compile cache emptied) and again holding all of them (what a new generation id costs); nginx = worker
   CPU around a forced full reload with no traffic, minus the worker's own idle rate (each worker's: the
   syncing one's timers do more): every rule's bytes rewritten first (none of the served set reusable),
-  and a new generation id alone (the same bytes); the worker's polling of /rulegate/status (every 10 ms
-  per change, every 250 ms during the full reload) is included in both nginx CPU rows. With several
+  and a new generation id with one rule's bytes new (the rest held); the worker's polling of /rulegate/status
+  (every 10 ms per change, every 250 ms during the full reload) is included in both nginx CPU rows. With several
   workers: the syncing worker's CPU, then the others' (they place what it published pending;
   bench/nginx_pending.py measures what that leaves to each route's first request). A worker's CPU counts
   all its threads: the syncing worker's event loop (its main thread) is also shown alone, without the
   thread pool where it has a full load's rules checked (`thread_pool rulegate`, lua/rulegate/rule_check.lua).
+- A new generation of exactly the same rules (same digest): taken without a full reload; CPU as above (the
+  agent's also with the Redis bytes its check read).
 - Request latency: sequential keep-alive requests (sidecar POST /v1/decide, nginx GET) for 2 s at
-  rest and during a forced full reload (new generation id, until every worker serves it; for the sidecar
+  rest and during a forced full reload (new generation id and one rule's bytes new, until every worker
+  serves it; for the sidecar
   and nginx also with every rule's bytes rewritten first); max and p50. With several nginx workers the
   requests go round-robin over one keep-alive connection per worker.
   The reload's Redis writes run in a forked child, the rewritten bytes encoded before the window: in
@@ -185,8 +188,18 @@ def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         s.sync_once()
         cpu.append(time.thread_time() - t)
         sent.append(master.out_bytes() - before - master.info_overhead())
+    new_generation(cluster, ns, 0)  # the same rules: taken without a full reload
+    fulls = s.stats.full_reloads
+    before = master.out_bytes()
+    t = time.thread_time()
+    s.sync_once()
+    same = time.thread_time() - t
+    same_bytes = master.out_bytes() - before - master.info_overhead()
+    if s.stats.full_reloads != fulls or s.current.generation != master.client.hget(Keys(ns).meta, "gen").decode():
+        raise SystemExit("agent: the new generation of the same rules was not taken without a full reload")
     s.pool.close()
-    return {"bytes": statistics.median(sent), "cpu": statistics.median(cpu), "full": full, "warm": warm}
+    return {"bytes": statistics.median(sent), "cpu": statistics.median(cpu), "full": full, "warm": warm,
+            "same": same, "same_bytes": same_bytes}
 
 
 def sidecar_latency(cluster: LocalCluster, ns: str, count: int, tmp: str) -> dict:
@@ -246,18 +259,22 @@ def rewritten(rewrite: int) -> tuple[dict[str, bytes], str]:
     return raw, content_digest(raw)
 
 
-def new_generation(cluster: LocalCluster, ns: str, rewrite: int = 0,
+def new_generation(cluster: LocalCluster, ns: str, rewrite: int = 1,
                    prepared: tuple[dict[str, bytes], str] | None = None) -> None:
-    """Give ns a new generation id (a forced full reload) and send the notification a commit would.
+    """Give ns a new generation id and send the notification a commit would.
 
-    With `rewrite` (or `prepared`, rewritten()'s result), those rules first get new bytes and meta the
-    matching digest: a full reload where the agent holds none of the bytes it reads."""
+    `rewrite` rules (r00000 ..) first get new bytes and meta the digest of the new content: a full reload whose
+    bytes the gateways hold but for those (`prepared`, rewritten()'s result of every rule: none held). With
+    rewrite=0 the rules and their digest stay: the gateways take the new generation without a full reload."""
     master = Master(cluster, ns)
     keys = Keys(ns)
-    if rewrite or prepared:
-        raw, digest = prepared or rewritten(rewrite)
-        master.client.hset(keys.rules, mapping=raw)
-        master.client.hset(keys.meta, "digest", digest)
+    if prepared:
+        master.client.hset(keys.rules, mapping=prepared[0])
+        master.client.hset(keys.meta, "digest", prepared[1])
+    elif rewrite:
+        master.client.hset(keys.rules, mapping=rewritten(rewrite)[0])
+        whole = {k.decode(): v for k, v in master.client.hgetall(keys.rules).items()}
+        master.client.hset(keys.meta, "digest", content_digest(whole))
     master.client.hset(keys.meta, "gen", f"bench-{time.time()}")
     master.client.execute_command("SPUBLISH", keys.events, f"rev {int(master.client.get(keys.rev) or 0)}")
     master.client.close()
@@ -383,21 +400,22 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
             client.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com", "X-Uid": "3"})
             client.getresponse().read()
 
-        def all_serve(before: dict) -> bool:
-            """True when the syncing worker applied the new generation and every other worker compiled it."""
+        def all_serve(before: dict, reloaded: bool = True) -> bool:
+            """True when the syncing worker applied the new generation and every other worker compiled it (or,
+            not `reloaded`: applied its empty delta)."""
             s = status()
-            return (s["generation"] != before["generation"]
-                    and s["worker_compiles"] >= before["worker_compiles"] + len(others))
+            count = "worker_compiles" if reloaded else "worker_deltas"
+            return s["generation"] != before["generation"] and s[count] >= before[count] + len(others)
 
         def reload_cpu(rewrite: int) -> list[float]:
-            """CPU of each worker (syncing first) for one forced full reload."""
+            """CPU of each worker (syncing first) for one new generation: a full reload, but for rewrite=0."""
             gen_before = status()
             cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
             loop0 = worker_cpu(pid, main_only=True)
             t0 = time.monotonic()
             new_generation(cluster, ns, rewrite)
             deadline = time.monotonic() + 60
-            while not all_serve(gen_before) and time.monotonic() < deadline:
+            while not all_serve(gen_before, rewrite > 0) and time.monotonic() < deadline:
                 time.sleep(0.25)  # few polls: their own CPU would count
             idled = (time.monotonic() - t0) / idle_s
             loop = max(0.0, worker_cpu(pid, main_only=True) - loop0 - idle[pid] * idled)
@@ -408,8 +426,12 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
             runs = [reload_cpu(rewrite) for _ in range(repeat)]
             return [statistics.median(col) for col in zip(*runs)]
 
-        full = median_of(0)
+        fulls = status()["full_reloads"]
+        full = median_of(1)
         cold_cpu = median_of(count)
+        same = median_of(0)
+        if status()["full_reloads"] != fulls + 2 * repeat:
+            raise SystemExit(f"nginx: {status()['full_reloads'] - fulls} full reloads, {2 * repeat} expected")
 
         for conn in clients:  # the reloads above may outlast the keep-alive timeout: new pinned connections
             conn.close()
@@ -424,7 +446,7 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         for proc in CHILDREN:
             proc.join()
         return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "rest": rest, "busy": busy,
-                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold}
+                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold, "same": same}
     finally:
         gw.stop()
 
@@ -458,7 +480,7 @@ def main() -> int:
                 controls.append(master.out_bytes() - before)
             control = min(controls)
             if args.nginx_only:
-                a = {"bytes": 0, "cpu": 0.0, "full": 0.0, "warm": 0.0}
+                a = {"bytes": 0, "cpu": 0.0, "full": 0.0, "warm": 0.0, "same": 0.0}
                 side = {"rest": [0.0], "busy": [0.0], "cold": [0.0]}
             else:
                 a = agent_numbers(cluster, store, ns, master)
@@ -474,6 +496,9 @@ def main() -> int:
                  " / ".join(f"{c * 1000:.0f} ms" for c in g["full"][:-1])),
                 (f"{count} rules, ... the syncing worker's event loop alone", "",
                  f"{g['cold_cpu'][-1] * 1000:.0f} ms (bytes held: {g['full'][-1] * 1000:.0f} ms)"),
+                (f"{count} rules, new generation of the same rules (no full reload): CPU",
+                 f"{a['same'] * 1000:.1f} ms, {a.get('same_bytes', 0):,.0f} B read",
+                 " / ".join(f"{c * 1000:.1f} ms" for c in g["same"][:-1])),
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
                 (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
                 (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ms(g["cold"])),

@@ -5,7 +5,8 @@
 Starts a private cluster and one sidecar (`--snapshot` on) running the code of `--tree` (default: this
 checkout; pass an older `git worktree` for a before/after in one run), then times sequential keep-alive
 `POST /v1/decide` requests at rest and from just before a forced full reload until 0.2 s after the new
-generation is applied: a new generation id over the same bytes, then every rule's bytes rewritten
+generation is applied: a new generation id over the same bytes but one rule's (a new generation of
+exactly the same rules is taken without a full reload), then every rule's bytes rewritten
 (a new description, the matching digest) and a new generation id. Then, with no requests, the sidecar
 process's CPU (its threads' run time from /proc schedstat) over `--cpu-reps` reloads of each kind, from
 the trigger until its snapshot of the new generation is written (+0.1 s). The writes run in a forked child with the
@@ -133,6 +134,12 @@ def main() -> int:
                 raw[f"r{i:05d}"] = encode_rule(rule)
             master.client.hset(keys.rules, mapping=raw)
             master.client.hset(keys.meta, "digest", content_digest(raw))
+        else:  # one rule's bytes new: a full reload (a new generation of the same rules is taken without one)
+            rule = bench.make_rule(0)
+            rule["description"] = f"rewritten {time.time()}"
+            master.client.hset(keys.rules, "r00000", encode_rule(rule))
+            whole = {k.decode(): v for k, v in master.client.hgetall(keys.rules).items()}
+            master.client.hset(keys.meta, "digest", content_digest(whole))
         master.client.hset(keys.meta, "gen", f"wait-{time.time()}")
         master.client.execute_command("SPUBLISH", keys.events, f"rev {int(master.client.get(keys.rev) or 0)}")
         master.client.close()
@@ -203,7 +210,7 @@ def main() -> int:
             print(f"at rest: {bench.ms(bench.latencies(send, 1.0))}", flush=True)
             windows: list[tuple[str, list[tuple[float, float]]]] = []
             for _ in range(args.reps):
-                for name, rewrite in (("same bytes, new generation", False), ("every rule's bytes new", True)):
+                for name, rewrite in (("same bytes but one, new generation", False), ("every rule's bytes new", True)):
                     before = health()["generation"]
                     timed = during_reload(send, trigger(cluster, ns, rewrite),
                                           lambda: health()["generation"] != before)
@@ -213,7 +220,7 @@ def main() -> int:
                         child.join(30)
                     print(f"reload, {name}: {bench.ms(busy)} over {len(busy)} requests", flush=True)
             snap = Path(tmp) / f"{ns}.snap"
-            for name, rewrite in (("same bytes, new generation", False), ("every rule's bytes new", True)):
+            for name, rewrite in (("same bytes but one, new generation", False), ("every rule's bytes new", True)):
                 cpu = [reload_cpu(proc.pid, snap, trigger(cluster, ns, rewrite)) for _ in range(args.cpu_reps)]
                 for child in getattr(bench, "CHILDREN", ()):
                     child.join(30)

@@ -27,6 +27,7 @@ _SYNC_COUNTERS = {
     "rollbacks_refused": "Revisions lower than the applied one that were refused",
     "generation_changes": "New namespace generations accepted",
     "digest_mismatches": "Full reloads forced because the applied content differed from the store (digest)",
+    "reloads_skipped": "New generations of the applied rules (same digest) taken without a full reload",
     "notifications": "Pub/sub notifications received",
     "snapshot_writes": "Disk snapshots written",
     "snapshot_errors": "Disk snapshot writes that failed",

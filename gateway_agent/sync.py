@@ -120,6 +120,7 @@ class SyncStats(LockedCounters):
     rollbacks_refused: int = 0
     generation_changes: int = 0
     digest_mismatches: int = 0
+    reloads_skipped: int = 0  # full reloads not needed: the store's digest was the applied content's
     notifications: int = 0
     snapshot_writes: int = 0
     snapshot_errors: int = 0
@@ -379,8 +380,10 @@ class Syncer:
                                    f"or {k.meta} key): a misspelled namespace, or no rule was ever written to it")
         rev, gen = int(replies[0] or 0), as_text(replies[1] or b"")
         self.store_revision, self.store_digest = rev, as_text(replies[2] or b"")
-        if cur is None or (gen and gen != cur.generation):
+        if cur is None:
             return None
+        if gen and gen != cur.generation:
+            return self._adopt(cur, rev, gen)
         if rev == cur.revision:
             if self.store_digest and self.store_digest != cur.digest:
                 return f"revision {rev}: store digest {self.store_digest[:12]} but applied {cur.digest[:12]}"
@@ -480,6 +483,23 @@ class Syncer:
         except CorruptDataError as exc:
             log.warning("namespace %s: %s; falling back to a full reload", self.config.namespace, exc)
             return None
+
+    def _adopt(self, cur: Applied, rev: int, gen: str) -> bool | None:
+        """A new generation (a store rebuilt or restored): when the store's digest is the applied content's, the
+        applied rules become the store's revision and generation without reading them (True); else None (a full
+        reload). A restored store of the same rules then costs a gateway one round trip, not the namespace's
+        bytes (docs/design.md "A new generation of the same rules")."""
+        if not self.store_digest or self.store_digest != cur.digest:
+            return None
+        self.stats.add("generation_changes")
+        log.warning("namespace %s: NEW GENERATION %s replaces %s (revision %s -> %s) with the same rules (digest "
+                    "%s); accepting the new lineage without reloading", self.config.namespace, gen, cur.generation,
+                    cur.revision, rev, cur.digest[:12])
+        self.announced = rev  # announcements of an older lineage say nothing about this one
+        ruleset = cur.ruleset.with_changes({}, (), rev, gen)
+        self._install(Applied(ruleset, cur.raw, rev, gen, "redis", self.wall(), cur.digest, cur.guarded), deltas=1)
+        self.stats.add("reloads_skipped")
+        return True
 
     def _content_mismatch(self, why: str) -> bool:
         self.stats.add("digest_mismatches")

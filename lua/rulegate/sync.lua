@@ -60,6 +60,7 @@ local K = {
     sub_lock = "sync:sub_lock", sub_error = "sync:sub_error",
     sub_failures = "sync:sub_failures", subscriptions = "sync:subscriptions",
     full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
+    reloads_skipped = "sync:reloads_skipped", -- new generations of the held rules (same digest): nothing read
     worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
     worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
     master_compiles = "sync:master_compiles", -- sets compiled in init_by_lua for the workers to inherit
@@ -788,6 +789,14 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest, stream)
         if entries then
             return { delta = entries, rev = entries[#entries].rev, gen = gen, store_rev = rev }
         end
+    end
+    -- a new generation (a store rebuilt or restored) whose digest is the held
+    -- content's: the held rules are its revision as they are (adopt()). Not
+    -- within a generation: there a gap in the log is read whole, which also
+    -- refuses what was written behind the commit script
+    if held_rev >= 0 and held_gen ~= "" and gen ~= "" and gen ~= held_gen and store_digest ~= ""
+            and store_digest == held_digest then
+        return { same = true, rev = rev, gen = gen }
     end
     local read, kind
     if not scan_denied then
@@ -1730,6 +1739,32 @@ local function apply_delta(conf, cl, got, held_rev, held_gen)
 end
 
 
+-- A new generation of the rules this gateway serves (got.same: the store was
+-- rebuilt or restored, and its digest is the held content's). Nothing is
+-- read: the served set is published as the store's revision and generation
+-- by an empty delta (O(1); the payload and the snapshot file follow in
+-- checkpoint()). true, or nil, err (then a full read).
+local function adopt(conf, cl, got, held_rev, held_gen)
+    local dict = conf.shm
+    local base_ver = dict:get(K.ver)
+    local h, sum = apply_entries(dict, {}, conf)
+    if not h then
+        return nil, sum
+    end
+    local d = { rev = got.rev, gen = got.gen, held = h, routes = h.routes, digest = sum, content_digest = sum,
+                entries = 0, base_ver = base_ver, changes = {}, before = {}, raw_changes = {} }
+    d.base = conf.current_rs and conf.current_rs(base_ver) -- nil: compile the whole set
+    local ok, _, err = apply(conf, d, held_rev, held_gen)
+    if not ok then
+        return nil, err
+    end
+    dict:incr(K.reloads_skipped, 1, 0)
+    set_state(conf, "ok")
+    heartbeat(conf, cl, true)
+    return true
+end
+
+
 -- read() (a fetch) again while a commit landed during its full read (kind
 -- "moved": the revision or digest moved under it), MOVED_READS reads in all;
 -- then that is an error like any other. got, or nil, err, kind.
@@ -1780,7 +1815,21 @@ function _M.run_once(conf)
         set_state(conf, FAILED[kind] and kind or "error", err, kind)
         return nil, err
     end
-    if got.delta then
+    if got.same then
+        local ok, aerr = adopt(conf, cl, got, held_rev, held_gen)
+        if ok then
+            return true
+        end
+        log(WARN, "rulegate: namespace ", conf.namespace, ": generation ", got.gen, " of the rules held not ",
+            "taken over without a read (", aerr, "); reloading fully")
+        got, err, kind = settled(function()
+            return fetched(fetch(conf, cl, -1, held_gen, nil, stream)) -- held_rev -1: the whole hash
+        end)
+        if not got then
+            set_state(conf, FAILED[kind] and kind or "error", err, kind)
+            return nil, err
+        end
+    elseif got.delta then
         local ok, aerr = apply_delta(conf, cl, got, held_rev, held_gen)
         if ok then
             return true

@@ -1,12 +1,15 @@
 """The agent applies log deltas incrementally; a trimmed log still converges by a full reload."""
 from __future__ import annotations
 
+import time
+
 from redis.cluster import RedisCluster
 
 from rulegate.evaluator import Request, RuleSet, decide
 from rulegate.keyspace import Keys
 from rulegate.layered import Layered
-from rulegate.schema import encode_rule
+from rulegate.schema import encode_rule, validate_rule
+from rulegate_dev.store_rebuild import rebuild_store
 
 from .conftest import make_client, request, split_rule
 
@@ -84,3 +87,53 @@ def test_trimmed_log_converges_by_full_reload(cluster, store, namespace):
         assert client.syncer.stats.full_reloads == reloads + 1
         assert client.decide(request()).upstream == "b"
         assert client.syncer.in_sync()
+
+
+def _rule_reads(raw: RedisCluster) -> int:
+    """HSCAN and HGETALL calls served by every node of the cluster so far (INFO commandstats)."""
+    total = 0
+    for stats in raw.info("commandstats", target_nodes=RedisCluster.ALL_NODES).values():
+        for name in ("cmdstat_hscan", "cmdstat_hgetall"):
+            total += stats.get(name, {}).get("calls", 0)
+    return total
+
+
+def _wait_generation(client, generation: str) -> None:
+    deadline = time.monotonic() + 5
+    while client.generation != generation:
+        assert time.monotonic() < deadline, client.health()
+        time.sleep(0.02)
+
+
+def test_new_generation_of_the_same_rules_is_taken_without_reading_them(cluster, store, namespace):
+    """A store restored with the rules the agent holds (new generation, same digest) is applied at once as its
+    revision and generation: no full reload, no read of the rules, decisions stamped with it; the new
+    generation's next commit is a delta. New rules under a new generation still reload fully."""
+    for i in range(30):
+        store.put_rule(namespace, split_rule(f"r{i}", "v0", path=f"/r{i}"), None, "test")
+    host, port = cluster.startup_nodes[0].rsplit(":", 1)
+    raw = RedisCluster(host=host, port=int(port))
+    keys = Keys(namespace)
+    with make_client(cluster, namespace, notifications=False) as client:
+        assert client.wait_for_revision(30, 5.0)
+        stats = client.syncer.stats
+        reloads, digest, reads = stats.full_reloads, client.syncer.current.digest, _rule_reads(raw)
+        raw.delete(keys.log)  # restored: its own revision, log and generation, the same rules
+        raw.set(keys.rev, 7)
+        rebuild_store(raw, namespace, "restored-generation")
+        _wait_generation(client, "restored-generation")
+        assert client.revision == 7 and client.syncer.current.digest == digest
+        assert _rule_reads(raw) == reads and stats.full_reloads == reloads
+        assert stats.reloads_skipped == 1 and stats.generation_changes == 1 and client.syncer.in_sync()
+        decision = client.decide(request("/r3"))
+        assert decision.upstream == "v0" and decision.revision == 7
+        rev = store.put_rule(namespace, split_rule("r1", "v1", path="/r1"), None, "test").revision
+        assert rev == 8 and client.wait_for_revision(rev, 5.0)
+        assert stats.full_reloads == reloads and stats.deltas_applied >= 1
+        assert client.decide(request("/r1")).upstream == "v1"
+        rebuild_store(raw, namespace, "another-generation",
+                      {"r2": encode_rule(validate_rule(split_rule("r2", "v2", path="/r2")))})
+        _wait_generation(client, "another-generation")
+        assert stats.full_reloads == reloads + 1 and stats.reloads_skipped == 1
+        assert client.decide(request("/r2")).upstream == "v2"
+    raw.close()

@@ -6,8 +6,9 @@ import weakref
 from redis.cluster import RedisCluster
 
 from gateway_agent import RuleClient, sync
-from rulegate.keyspace import Keys
 from rulegate.namespace import Slicer
+from rulegate.schema import encode_rule, validate_rule
+from rulegate_dev.store_rebuild import rebuild_store
 
 from .conftest import split_rule
 
@@ -29,7 +30,8 @@ def test_the_replaced_set_is_freed_between_the_reloads_pauses(cluster, store, na
         monkeypatch.setattr(sync, "slicer", lambda: Slicer(0.0, rest=lambda: held.append(replaced() is not None)))
         host, port = cluster.startup_nodes[0].rsplit(":", 1)
         raw = RedisCluster(host=host, port=int(port))
-        raw.hset(Keys(namespace).meta, "gen", "regenerated")  # forces a full reload
+        changed = encode_rule(validate_rule(split_rule("r0", "b", path="/p0")))
+        rebuild_store(raw, namespace, "regenerated", {"r0": changed})  # new content: a full reload
         raw.close()
         assert syncer.sync_once()
         assert syncer.current.generation == "regenerated" and len(syncer.current.ruleset) == RULES

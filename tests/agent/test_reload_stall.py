@@ -8,9 +8,9 @@ import time
 from redis.cluster import RedisCluster
 
 from rulegate.errors import SnapshotError
-from rulegate.keyspace import Keys
 from rulegate.schema import encode_rule, validate_rule
 from rulegate.snapshot import read_snapshot
+from rulegate_dev.store_rebuild import rebuild_store
 
 RULES = 10_000
 MAX_WAIT = 0.25  # generous: a slice is ~2 ms; before slicing a reload blocked for ~1 s
@@ -45,7 +45,8 @@ def test_sidecar_answers_during_a_full_reload(cluster, store, namespace, sidecar
     reloads = get("/healthz")["sync"]["full_reloads"]
     host, port = cluster.startup_nodes[0].rsplit(":", 1)
     raw = RedisCluster(host=host, port=int(port))
-    raw.hset(Keys(namespace).meta, "gen", "rebuilt-for-the-test")  # forces a full reload
+    changed = encode_rule(bulk_rule(0) | {"description": "rebuilt"})
+    rebuild_store(raw, namespace, "rebuilt-for-the-test", {"r00000": changed})  # new content: a full reload
     raw.close()
     body = json.dumps({"host": "svc7.example.com", "path": "/api/v7/x", "headers": {"x-uid": "3"}})
     worst = 0.0

@@ -15,6 +15,7 @@ from rulegate.keyspace import Keys
 from rulegate.schema import encode_rule, validate_rule
 from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
 from rulegate.store import RuleStore
+from rulegate_dev.store_rebuild import rebuild_store
 
 from .conftest import Gateway
 
@@ -33,6 +34,15 @@ def split_rule(rule_id: str, upstream: str, path: str = "/", host: str = "app.ex
 def raw_client(cluster: Any) -> RedisCluster:
     host, port = cluster.startup_nodes[0].rsplit(":", 1)
     return RedisCluster(host=host, port=int(port))
+
+
+def rule_reads(client: RedisCluster) -> int:
+    """HSCAN and HGETALL calls served by every node of the cluster so far (INFO commandstats)."""
+    total = 0
+    for stats in client.info("commandstats", target_nodes=RedisCluster.ALL_NODES).values():
+        for name in ("cmdstat_hscan", "cmdstat_hgetall"):
+            total += stats.get(name, {}).get("calls", 0)
+    return total
 
 
 def test_rule_change_routes_within_refresh_interval(
@@ -151,6 +161,47 @@ def test_lower_revision_of_same_generation_is_refused(
     assert gw.get("/").headers["x-echo-upstream"] == "c"
     assert gw.status()["generation"] == "rebuilt-generation"
     assert any("new generation" in line for line in gw.error_lines())
+    client.close()
+
+
+def test_new_generation_of_the_same_rules_is_taken_without_reading_them(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """A store rebuilt with the rules a gateway holds (new generation, same digest) is served at once under its
+    revision and generation: no full reload, no rule read, every worker's decisions stamped with it; the new
+    generation's next commit then applies as a delta. New rules under a new generation still reload fully."""
+    for i in range(40):
+        store.put_rule(namespace, split_rule(f"r{i}", "a", path=f"/p{i}/"), None, "test")
+    rev = store.put_rule(namespace, split_rule("r0", "b", path="/p0/"), None, "test").revision
+    gw = make_gateway(namespace, cluster.startup_nodes)
+    before = gw.wait_revision(rev)
+    client = raw_client(cluster)
+    keys = Keys(namespace)
+    reads = rule_reads(client)
+    client.delete(keys.log)  # a restored store: its own revision, log and generation, the same rules
+    client.set(keys.rev, 7)
+    rebuild_store(client, namespace, "restored-generation")
+    st = gw.wait_revision(7)
+    assert st["generation"] == "restored-generation" and st["in_sync"] and st["digest"] == before["digest"]
+    assert rule_reads(client) == reads  # no HSCAN or HGETALL of the rules on any node
+    assert st["full_reloads"] == before["full_reloads"] and st["rules"] == 40
+    assert st["reloads_skipped"] == before["reloads_skipped"] + 1
+    for _ in range(20):  # both workers, each decision stamped with the store's revision
+        res = gw.get("/p0/x")
+        assert res.headers["x-echo-upstream"] == "b" and res.headers["x-rulegate-rev"] == "7"
+    assert any("new generation restored-generation" in line for line in gw.error_lines())
+    rev = store.put_rule(namespace, split_rule("r1", "c", path="/p1/"), None, "test").revision
+    st = gw.wait_revision(rev)
+    assert st["full_reloads"] == before["full_reloads"] and st["deltas_applied"] == before["deltas_applied"] + 1
+    assert gw.get("/p1/x").headers["x-echo-upstream"] == "c"
+    rebuild_store(client, namespace, "another-generation", {"r2": encode_rule(split_rule("r2", "b", path="/p2/"))})
+    deadline = time.monotonic() + 10
+    while gw.status()["generation"] != "another-generation":
+        assert time.monotonic() < deadline, gw.status()
+        time.sleep(0.05)
+    st = gw.status()
+    assert st["full_reloads"] == before["full_reloads"] + 1 and st["reloads_skipped"] == before["reloads_skipped"] + 1
+    assert gw.get("/p2/x").headers["x-echo-upstream"] == "b"
     client.close()
 
 
@@ -360,7 +411,11 @@ def test_requests_are_served_during_a_full_reload_of_10000_rules(
     time.sleep(1.5)  # every worker's sync tick compiled its first set (a first set compiles in one block)
     before = gw.status()["full_reloads"]
     client = raw_client(cluster)
-    client.hset(Keys(namespace).meta, "gen", "rebuilt-for-the-test")  # forces a full reload
+    changed = encode_rule(validate_rule({  # new content under a new generation: a full reload
+        "id": "r00000", "kind": "split", "route": {"host": "svc0.example.com", "path": "/api/v0"},
+        "key": {"source": "header", "name": "x-uid"}, "default": "stable",
+        "policies": [{"type": "uid_suffix", "suffixes": ["8"], "upstream": "canary"}]}))
+    rebuild_store(client, namespace, "rebuilt-for-the-test", {"r00000": changed})
     client.close()
     worst = 0.0
     deadline = time.monotonic() + 60

@@ -1,0 +1,26 @@
+"""A namespace's store rebuilt under the gateways (tests and benches): a new generation, same or new rules."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rulegate.digest import content_digest
+from rulegate.keyspace import Keys
+
+
+def rebuild_store(client: Any, namespace: str, generation: str, changed: Mapping[str, bytes] | None = None) -> str:
+    """Give `namespace` a new generation, as a store restored from a backup would, and return its digest.
+
+    `client` is a redis-py cluster client. With `changed` (id -> stored bytes) those rules get the new bytes and
+    the meta hash the digest of the new content: a gateway must read the rules again (a full reload). Without,
+    the content and its digest stay: a gateway keeps the rules it holds under the new generation.
+    """
+    keys = Keys(namespace)
+    if changed:
+        client.hset(keys.rules, mapping=dict(changed))
+        digest = content_digest({k.decode(): v for k, v in client.hgetall(keys.rules).items()})
+        client.hset(keys.meta, mapping={"digest": digest, "gen": generation})
+        return digest
+    client.hset(keys.meta, "gen", generation)
+    value = client.hget(keys.meta, "digest")
+    return value.decode() if value else ""
