@@ -1,4 +1,5 @@
-"""A namespace's store rebuilt under the gateways (tests and benches): a new generation, same or new rules."""
+"""A namespace's store rebuilt under the gateways (tests and benches): a new generation, same or new rules;
+and how many whole-hash reads the cluster served (did a gateway read the rules again?)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -24,3 +25,12 @@ def rebuild_store(client: Any, namespace: str, generation: str, changed: Mapping
     client.hset(keys.meta, "gen", generation)
     value = client.hget(keys.meta, "digest")
     return value.decode() if value else ""
+
+
+def rule_reads(client: Any) -> int:
+    """HSCAN and HGETALL calls served so far by every node of the cluster of `client` (INFO commandstats)."""
+    total = 0
+    for stats in client.info("commandstats", target_nodes=client.ALL_NODES).values():
+        for name in ("cmdstat_hscan", "cmdstat_hgetall"):
+            total += stats.get(name, {}).get("calls", 0)
+    return total

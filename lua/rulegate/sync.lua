@@ -1815,26 +1815,15 @@ function _M.run_once(conf)
         set_state(conf, FAILED[kind] and kind or "error", err, kind)
         return nil, err
     end
-    if got.same then
-        local ok, aerr = adopt(conf, cl, got, held_rev, held_gen)
+    if got.same or got.delta then -- O(1) or O(changes); a full read when that fails
+        local ok, aerr = (got.same and adopt or apply_delta)(conf, cl, got, held_rev, held_gen)
         if ok then
             return true
         end
-        log(WARN, "rulegate: namespace ", conf.namespace, ": generation ", got.gen, " of the rules held not ",
-            "taken over without a read (", aerr, "); reloading fully")
-        got, err, kind = settled(function()
-            return fetched(fetch(conf, cl, -1, held_gen, nil, stream)) -- held_rev -1: the whole hash
-        end)
-        if not got then
-            set_state(conf, FAILED[kind] and kind or "error", err, kind)
-            return nil, err
-        end
-    elseif got.delta then
-        local ok, aerr = apply_delta(conf, cl, got, held_rev, held_gen)
-        if ok then
-            return true
-        end
-        if conf.shm:get(K.state) ~= "refused" then -- a refusal repeats every check: say it once
+        if got.same then
+            log(WARN, "rulegate: namespace ", conf.namespace, ": generation ", got.gen, " of the rules held ",
+                "not taken over without a read (", aerr, "); reloading fully")
+        elseif conf.shm:get(K.state) ~= "refused" then -- a refusal repeats every check: say it once
             log(WARN, "rulegate: namespace ", conf.namespace, ": log delta not applied (", aerr,
                 "); reloading fully")
         end

@@ -9,7 +9,7 @@ from rulegate.evaluator import Request, RuleSet, decide
 from rulegate.keyspace import Keys
 from rulegate.layered import Layered
 from rulegate.schema import encode_rule, validate_rule
-from rulegate_dev.store_rebuild import rebuild_store
+from rulegate_dev.store_rebuild import rebuild_store, rule_reads
 
 from .conftest import make_client, request, split_rule
 
@@ -89,15 +89,6 @@ def test_trimmed_log_converges_by_full_reload(cluster, store, namespace):
         assert client.syncer.in_sync()
 
 
-def _rule_reads(raw: RedisCluster) -> int:
-    """HSCAN and HGETALL calls served by every node of the cluster so far (INFO commandstats)."""
-    total = 0
-    for stats in raw.info("commandstats", target_nodes=RedisCluster.ALL_NODES).values():
-        for name in ("cmdstat_hscan", "cmdstat_hgetall"):
-            total += stats.get(name, {}).get("calls", 0)
-    return total
-
-
 def _wait_generation(client, generation: str) -> None:
     deadline = time.monotonic() + 5
     while client.generation != generation:
@@ -117,13 +108,13 @@ def test_new_generation_of_the_same_rules_is_taken_without_reading_them(cluster,
     with make_client(cluster, namespace, notifications=False) as client:
         assert client.wait_for_revision(30, 5.0)
         stats = client.syncer.stats
-        reloads, digest, reads = stats.full_reloads, client.syncer.current.digest, _rule_reads(raw)
+        reloads, digest, reads = stats.full_reloads, client.syncer.current.digest, rule_reads(raw)
         raw.delete(keys.log)  # restored: its own revision, log and generation, the same rules
         raw.set(keys.rev, 7)
         rebuild_store(raw, namespace, "restored-generation")
         _wait_generation(client, "restored-generation")
         assert client.revision == 7 and client.syncer.current.digest == digest
-        assert _rule_reads(raw) == reads and stats.full_reloads == reloads
+        assert rule_reads(raw) == reads and stats.full_reloads == reloads
         assert stats.reloads_skipped == 1 and stats.generation_changes == 1 and client.syncer.in_sync()
         decision = client.decide(request("/r3"))
         assert decision.upstream == "v0" and decision.revision == 7

@@ -15,7 +15,7 @@ from rulegate.keyspace import Keys
 from rulegate.schema import encode_rule, validate_rule
 from rulegate.snapshot import make_snapshot, read_snapshot, write_snapshot
 from rulegate.store import RuleStore
-from rulegate_dev.store_rebuild import rebuild_store
+from rulegate_dev.store_rebuild import rebuild_store, rule_reads
 
 from .conftest import Gateway
 
@@ -34,15 +34,6 @@ def split_rule(rule_id: str, upstream: str, path: str = "/", host: str = "app.ex
 def raw_client(cluster: Any) -> RedisCluster:
     host, port = cluster.startup_nodes[0].rsplit(":", 1)
     return RedisCluster(host=host, port=int(port))
-
-
-def rule_reads(client: RedisCluster) -> int:
-    """HSCAN and HGETALL calls served by every node of the cluster so far (INFO commandstats)."""
-    total = 0
-    for stats in client.info("commandstats", target_nodes=RedisCluster.ALL_NODES).values():
-        for name in ("cmdstat_hscan", "cmdstat_hgetall"):
-            total += stats.get(name, {}).get("calls", 0)
-    return total
 
 
 def test_rule_change_routes_within_refresh_interval(
