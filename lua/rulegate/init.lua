@@ -19,6 +19,7 @@ local ERR = ngx.ERR
 local NOTICE = ngx.NOTICE
 local now = ngx.now
 local type = type
+local rawget = rawget
 local xpcall = xpcall
 local traceback = debug.traceback
 local timer_at = ngx.timer.at
@@ -439,7 +440,9 @@ function _M.decide()
         return nil
     end
     local req = request.build(conf)
-    req.breaker = nil -- the request table is reused: never report for an earlier request's rule
+    if rawget(req, "breaker") ~= nil then -- the request table is reused: never report for an earlier request's rule
+        req.breaker = nil -- (only when set: see request.build)
+    end
     return router.decide(rs, req, breaker), rs, req.breaker
 end
 

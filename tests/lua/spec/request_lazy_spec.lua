@@ -47,4 +47,43 @@ return function(t)
         t.eq(d.status, 429)
         t.eq(rawget(req, "method"), "GET")
     end)
+
+    -- A compiled store of nil into a key a table lacks inserts the key (IR
+    -- NEWREF), and the table's next rehash drops it: ~3,000 instructions a
+    -- request when build() cleared lazy fields no route had read. The traces
+    -- LuaJIT records for a hot loop of build() + decide() insert no key.
+    t.it("the request path's compiled code inserts no table key", function()
+        local jit_util = require("jit.util")
+        local irnames = require("jit.vmdef").irnames
+        local rs = compiled({ { id = "any", kind = "split", route = { host = host, path = "/" },
+                                key = { source = "header", name = "x-uid" }, default = "stable",
+                                policies = { { type = "uid_suffix", suffixes = { "1" }, upstream = "canary" } } } })
+        local traces = {}
+        local function record(what, tr)
+            if what == "stop" then
+                traces[#traces + 1] = tr
+            end
+        end
+        jit.attach(record, "trace")
+        local ok, err = pcall(function()
+            for _ = 1, 2000 do
+                router.decide(rs, request.build({}))
+            end
+        end)
+        jit.attach(record)
+        assert(ok, err)
+        t.truthy(#traces > 0, "the loop was compiled")
+        local inserted = {}
+        for _, tr in ipairs(traces) do
+            local info = jit_util.traceinfo(tr)
+            for ref = 1, info and info.nins or 0 do
+                local _, ot, _, op2 = jit_util.traceir(tr, ref)
+                local at = math.floor(ot / 256) * 6
+                if irnames:sub(at + 1, at + 6) == "NEWREF" then
+                    inserted[#inserted + 1] = op2 < 0 and tostring(jit_util.tracek(tr, op2)) or "a computed key"
+                end
+            end
+        end
+        t.eq(table.concat(inserted, ", "), "", "keys inserted by compiled code")
+    end)
 end
