@@ -1122,7 +1122,9 @@ function _M.decide(rs, req, breakers)
                 end
             end
         end
-        req.breaker = passed
+        if passed ~= nil or rawget(req, "breaker") ~= nil then -- no nil stored into a missing key (request.build)
+            req.breaker = passed
+        end
     end
     for i = 1, #route do -- its splits
         local item = route[i]

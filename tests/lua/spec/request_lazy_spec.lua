@@ -51,13 +51,17 @@ return function(t)
     -- A compiled store of nil into a key a table lacks inserts the key (IR
     -- NEWREF), and the table's next rehash drops it: ~3,000 instructions a
     -- request when build() cleared lazy fields no route had read. The traces
-    -- LuaJIT records for a hot loop of build() + decide() insert no key.
+    -- LuaJIT records for hot loops of build() + decide() insert no key (the
+    -- route has a degrade rule that does not apply: decide() clears
+    -- req.breaker after its degrades).
     t.it("the request path's compiled code inserts no table key", function()
         local jit_util = require("jit.util")
         local irnames = require("jit.vmdef").irnames
         local rs = compiled({ { id = "any", kind = "split", route = { host = host, path = "/" },
                                 key = { source = "header", name = "x-uid" }, default = "stable",
-                                policies = { { type = "uid_suffix", suffixes = { "1" }, upstream = "canary" } } } })
+                                policies = { { type = "uid_suffix", suffixes = { "1" }, upstream = "canary" } } },
+                              { id = "shed", kind = "degrade", route = { host = host, path = "/" }, percent = 0,
+                                action = { type = "reject", status = 503 } } })
         local traces = {}
         local function record(what, tr)
             if what == "stop" then
@@ -65,9 +69,13 @@ return function(t)
             end
         end
         jit.attach(record, "trace")
+        local headers = { ["x-uid"] = "41" }
         local ok, err = pcall(function()
             for _ = 1, 2000 do
                 router.decide(rs, request.build({}))
+            end
+            for _ = 1, 2000 do -- a request table that never had a breaker key (the one build() fills may have)
+                router.decide(rs, { host = "spec.example.com", path = "/spec", headers = headers })
             end
         end)
         jit.attach(record)
