@@ -120,7 +120,7 @@ class SyncStats(LockedCounters):
     rollbacks_refused: int = 0
     generation_changes: int = 0
     digest_mismatches: int = 0
-    reloads_skipped: int = 0  # full reloads not needed: the store's digest was the applied content's
+    reloads_skipped: int = 0  # new generations of the applied rules (same digest) taken without a full reload
     notifications: int = 0
     snapshot_writes: int = 0
     snapshot_errors: int = 0

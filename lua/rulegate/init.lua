@@ -443,7 +443,7 @@ function _M.decide()
     if rawget(req, "breaker") ~= nil then -- the request table is reused: never report for an earlier request's rule
         req.breaker = nil -- (only when set: see request.build)
     end
-    return router.decide(rs, req, breaker), rs, req.breaker
+    return router.decide(rs, req, breaker), rs, rawget(req, "breaker") -- never lazy: no __index call
 end
 
 

@@ -276,7 +276,7 @@ function _M.build(opts)
     req.path = path
     -- the lazy fields an earlier request read, cleared. Only those: a compiled
     -- store of nil into a key the table lacks inserts the key (NEWREF), and the
-    -- table's next rehash drops it again, ~4,000 instructions a request
+    -- table's next rehash drops it again, ~3,900 instructions a request
     -- (bench/REPORT.md)
     if rawget(req, "method") ~= nil then
         req.method = nil
