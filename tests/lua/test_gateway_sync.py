@@ -196,6 +196,34 @@ def test_new_generation_of_the_same_rules_is_taken_without_reading_them(
     client.close()
 
 
+def test_a_snapshot_of_the_same_rules_under_an_older_generation_is_taken_over_without_a_read(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str, tmp_path: Any
+) -> None:
+    """nginx started from a snapshot file of the rules the store holds, written before the store was restored
+    (another generation): the first sync takes the store's revision and generation without reading the rules,
+    and the snapshot file follows at the next checkpoint."""
+    for i in range(5):
+        rev = store.put_rule(namespace, split_rule(f"r{i}", "b", path=f"/p{i}/"), None, "test").revision
+    client = raw_client(cluster)
+    keys = Keys(namespace)
+    raw = {k.decode(): v for k, v in client.hgetall(keys.rules).items()}
+    path = tmp_path / "restored.snap"
+    write_snapshot(path, make_snapshot(namespace, "before-the-restore", 3, raw))
+    generation = client.hget(keys.meta, "gen").decode()
+    reads = rule_reads(client)
+    gw = make_gateway(namespace, cluster.startup_nodes, snapshot_path=str(path), checkpoint_delay=0.2)
+    st = gw.wait_revision(rev)
+    assert st["generation"] == generation and st["source"] == "redis" and st["in_sync"], st
+    assert st["full_reloads"] == 0 and st["reloads_skipped"] == 1 and rule_reads(client) == reads, st
+    assert gw.get("/p3/x").headers["x-rulegate-rev"] == str(rev)
+    deadline = time.monotonic() + 10
+    while read_snapshot(path).generation != generation:
+        assert time.monotonic() < deadline, gw.status()
+        time.sleep(0.05)
+    assert read_snapshot(path).revision == rev and set(read_snapshot(path).rules()) == set(raw)
+    client.close()
+
+
 def test_snapshot_written_by_nginx_reads_in_python(
     make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str, tmp_path: Any
 ) -> None:
