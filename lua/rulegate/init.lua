@@ -439,10 +439,7 @@ function _M.decide()
     if not rs then
         return nil
     end
-    local req = request.build(conf)
-    if rawget(req, "breaker") ~= nil then -- the request table is reused: never report for an earlier request's rule
-        req.breaker = nil -- (only when set: see request.build)
-    end
+    local req = request.build(conf) -- the table is reused: build() clears an earlier request's breaker
     return router.decide(rs, req, breaker), rs, rawget(req, "breaker") -- never lazy: no __index call
 end
 

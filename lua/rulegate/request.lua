@@ -256,6 +256,17 @@ local request = setmetatable({ headers = headers, cookies = cookies, args = args
 })
 
 
+-- t[k] = nil only when t holds k: a compiled store of nil into a key the
+-- table lacks inserts the key (IR NEWREF), and the table's next rehash drops
+-- it again, ~3,900 instructions a request for the request table's fields
+-- (bench/REPORT.md, "nginx hot path: no table key inserted per request").
+local function clear(t, k)
+    if rawget(t, k) ~= nil then
+        t[k] = nil
+    end
+end
+
+
 -- The current nginx request for the router (opts: ip_header, now_header).
 function _M.build(opts)
     if rawget(cookies, LOADED) then
@@ -274,22 +285,13 @@ function _M.build(opts)
     local req = request
     req.host = var.host or ""
     req.path = path
-    -- the lazy fields an earlier request read, cleared. Only those: a compiled
-    -- store of nil into a key the table lacks inserts the key (NEWREF), and the
-    -- table's next rehash drops it again, ~3,900 instructions a request
-    -- (bench/REPORT.md)
-    if rawget(req, "method") ~= nil then
-        req.method = nil
-    end
-    if rawget(req, "ip") ~= nil then
-        req.ip = nil
-    end
-    if rawget(req, "now") ~= nil then
-        req.now = nil
-    end
-    if rawget(req, "request_id") ~= nil then
-        req.request_id = nil
-    end
+    -- what an earlier request set (the lazy fields it read, the breaker rule
+    -- decide() let it pass), cleared
+    clear(req, "method")
+    clear(req, "ip")
+    clear(req, "now")
+    clear(req, "request_id")
+    clear(req, "breaker")
     return req
 end
 

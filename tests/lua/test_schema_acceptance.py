@@ -119,15 +119,10 @@ _STRINGS = ["", " ", "a b", "a\x00b", "a\nb", "a\rb", "caf\u00e9", "\u00e9" * 64
             "a.b", "a?b", "a#b", "\t", " a", "a\t", "/p", "http://h/p", "ftp://h"]
 
 
-def _string_fields(obj: Any, at: tuple = ()) -> Iterator[tuple]:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _string_fields(v, (*at, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _string_fields(v, (*at, i))
-    elif isinstance(obj, str) and at[-1] not in ("id", "kind", "type", "source"):
-        yield at
+def _string_fields(obj: Any) -> Iterator[tuple]:
+    for at, value in _nodes(obj):
+        if isinstance(value, str) and at[-1] not in ("id", "kind", "type", "source"):
+            yield at
 
 
 def test_every_string_field_python_refuses_nginx_refuses(harness: DecideHarness) -> None:
