@@ -29,6 +29,9 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   requests go round-robin over one keep-alive connection per worker.
   The reload's Redis writes run in a forked child, the rewritten bytes encoded before the window: in
   the sampling process they held the GIL and were counted as request latency (bench/REPORT.md).
+- nginx event loop lag: the workers' probe (lua/rulegate/loop_lag.lua, here every millisecond) counts how late
+  each worker's loop ran a timer; per latency window, the largest lag counted and the largest of those during
+  which the worker itself ran (it held its loop: its own work, not the machine), as /rulegate/status's buckets.
 - `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
 - `--repeat N` measures each kind of nginx full reload N times and prints the medians of their CPU.
 Numbers are for comparison, not assertions.
@@ -334,6 +337,26 @@ def pinned_connections(port: int, workers: int) -> list[http.client.HTTPConnecti
     return list(by_pid.values())
 
 
+LAG_INTERVAL = 0.001  # the nginx workers' loop lag probe (loop_lag.lua) looks every millisecond here
+
+
+def lag_window(before: dict, after: dict) -> str:
+    """The largest loop lag counted between two readings of /rulegate/status's loop_lag, all workers, and the
+    largest of those the worker held itself (it ran for half the lag or more), as bucket bounds."""
+    if not before or not after:
+        return "not measured (no loop_lag in the status)"
+    bounds = after["bounds"]
+
+    def top(kind: str) -> str:
+        added = [a - b for a, b in zip(after[kind], before[kind])]
+        slot = max((i for i, n in enumerate(added) if n > 0), default=None)
+        if slot is None:
+            return "none"
+        return f"<= {bounds[slot] * 1000:g} ms" if slot < len(bounds) else f"> {bounds[-1] * 1000:g} ms"
+    ticks = sum(after["late"]) - sum(before["late"])
+    return f"{top('late')} (held by the worker: {top('held')}; {ticks:,} looks)"
+
+
 def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
                   changes: int, tmp: str, workers: int = 1, count: int = 0, repeat: int = 1) -> dict:
     echo = free_port()
@@ -342,7 +365,7 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         rulegate_location("default", header_vars=True, proxy="proxy_set_header X-Upstream $rulegate_upstream;"),
         extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}")
     options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 30,
-               "response_headers": "vars", "gateway_id": f"bench-{ns}"}
+               "response_headers": "vars", "gateway_id": f"bench-{ns}", "loop_lag_interval": LAG_INTERVAL}
     gw = NginxLauncher(http_body, prefix=Path(tmp) / f"nginx-{ns}", package_path=False, workers=workers,
                        files={"conf/rulegate.json": json.dumps(options)})
     gw.start()
@@ -436,17 +459,27 @@ def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Mast
         for conn in clients:  # the reloads above may outlast the keep-alive timeout: new pinned connections
             conn.close()
         clients[:] = pinned_connections(gw.port, workers)
+
+        def lag_now() -> dict:
+            time.sleep(1.1)  # every worker flushed its counts (loop_lag.lua FLUSH_EVERY)
+            return status().get("loop_lag")  # None: a --lua tree without the probe
+
+        lag0 = lag_now()
         rest = latencies(send, 2.0)
+        lag1 = lag_now()
         gen_before = status()
         # the writes run in a child process, their bytes prepared before the window (see in_child)
         busy = during_reload(send, in_child(new_generation, cluster, ns), lambda: all_serve(gen_before))
+        lag2 = lag_now()
         prepared = rewritten(count)
         gen_before = status()
         cold = during_reload(send, in_child(new_generation, cluster, ns, 0, prepared), lambda: all_serve(gen_before))
+        lag3 = lag_now()
         for proc in CHILDREN:
             proc.join()
         return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "rest": rest, "busy": busy,
-                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold, "same": same}
+                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold, "same": same,
+                "lag": [lag_window(lag0, lag1), lag_window(lag1, lag2), lag_window(lag2, lag3)]}
     finally:
         gw.stop()
 
@@ -502,6 +535,9 @@ def main() -> int:
                 (f"{count} rules, request latency at rest: max", ms(side["rest"]), ms(g["rest"])),
                 (f"{count} rules, request latency during a full reload: max", ms(side["busy"]), ms(g["busy"])),
                 (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ms(g["cold"])),
+                (f"{count} rules, nginx event loop lag at rest: max", "", g["lag"][0]),
+                (f"{count} rules, nginx event loop lag during a full reload: max", "", g["lag"][1]),
+                (f"{count} rules, ... every rule's bytes new: max", "", g["lag"][2]),
                 (f"{count} rules, nginx counters after the changes", "", f"full_reloads={g['reloads']} "
                                                                           f"deltas_applied={g['deltas']}"),
             ]

@@ -9,6 +9,7 @@ local cluster = require("rulegate.cluster")
 local exposure = require("rulegate.exposure")
 local breaker = require("rulegate.breaker")
 local outcomes = require("rulegate.outcomes")
+local loop_lag = require("rulegate.loop_lag")
 local metrics = require("rulegate.metrics")
 
 local ngx = ngx
@@ -52,6 +53,7 @@ local DEFAULTS = {
     check_thread_pool = "rulegate", -- nginx thread_pool of a full load's check (sync.lua); false: none
     ssl = false, ssl_verify = true,
     exposure = true, exposure_flush_interval = 1, -- decisions per rule/upstream (exposure.lua); outcomes.lua too
+    loop_lag_interval = 0.02, -- seconds between two looks at the event loop's lag (loop_lag.lua); 0 or false: none
 }
 
 
@@ -146,6 +148,11 @@ local function check_opts(opts)
         error("bad argument #1 to 'init' (opts.check_thread_pool must be a thread_pool name or false)", 3)
     end
     c.check_thread_pool = c.check_thread_pool or nil
+    local lag = c.loop_lag_interval
+    if lag ~= false and lag ~= 0 and (type(lag) ~= "number" or lag < 0.001 or lag > 60) then
+        error("bad argument #1 to 'init' (opts.loop_lag_interval must be 0.001-60 seconds, or 0 or false for none)", 3)
+    end
+    c.loop_lag_interval = lag ~= 0 and lag or false
     c.upstreams = check_upstreams(c.upstreams)
     c.shm = ngx.shared[c.dict]
     if not c.shm then
@@ -405,6 +412,12 @@ function _M.init_worker()
     if not ok then
         log(ERR, "rulegate: ", err)
     end
+    if conf.loop_lag_interval then
+        ok, err = loop_lag.start(conf.shm, conf.loop_lag_interval)
+        if not ok then
+            log(ERR, "rulegate: ", err)
+        end
+    end
 end
 
 
@@ -563,6 +576,7 @@ function _M.state()
         breakers = breaker.snapshot_all(ngx.now()), -- this worker's (the one answering)
         breakers_fleet = outcomes.breakers(shm) or {}, -- every worker's, as published by its last flush
         outcomes = outcomes.totals(shm), -- cumulative outcome counts of all workers (docs/rules.md "Outcome counts")
+        loop_lag = loop_lag.totals(shm) or cjson.null, -- every worker's event-loop lag histogram (loop_lag.lua)
     }
 end
 

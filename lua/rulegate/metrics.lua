@@ -81,6 +81,24 @@ local function bool(v)
 end
 
 
+-- A histogram family of one series: counts per bucket (not cumulative; the
+-- last is above every bound), bounds in seconds, sum when kept.
+local function histogram(out, name, help, bounds, counts, labels, sum)
+    out[#out + 1] = "# HELP " .. name .. " " .. help
+    out[#out + 1] = "# TYPE " .. name .. " histogram"
+    local running = 0
+    for slot, n in ipairs(counts) do
+        running = running + n
+        local le = bounds[slot] and format("%g", bounds[slot]) or "+Inf"
+        out[#out + 1] = sample(name .. "_bucket", labels .. ',le="' .. le .. '"', running)
+    end
+    if sum then
+        out[#out + 1] = sample(name .. "_sum", labels, sum)
+    end
+    out[#out + 1] = sample(name .. "_count", labels, running)
+end
+
+
 -- Return the exposition text of state (rulegate.state()).
 function _M.render(state)
     local out = {}
@@ -121,6 +139,15 @@ function _M.render(state)
         local list = {}
         add(list, sample(c[1], ns, c[3]))
         family(out, c[1], "counter", c[2], list)
+    end
+
+    local lag = state.loop_lag
+    if type(lag) == "table" and type(lag.late) == "table" then
+        histogram(out, "rulegate_nginx_loop_lag_seconds", "How late each worker's event loop ran a timer due every "
+            .. "loop_lag_interval: what requests waited behind the loop, all workers.", lag.bounds, lag.late, ns,
+            lag.sum)
+        histogram(out, "rulegate_nginx_loop_held_seconds", "The same lags, counted when the worker waited for a CPU "
+            .. "less than half of the lag: its own work held the loop, not the machine.", lag.bounds, lag.held, ns)
     end
 
     local ex = state.exposure

@@ -84,6 +84,17 @@ LUA_MEMORY = """location = /lua-memory {{
                 collectgarbage()
                 ngx.say(require("cjson").encode({{ pid = ngx.worker.pid(), kb = collectgarbage("count") }}))
             }}
+        }}
+        location = /lua-hold {{
+            content_by_lua_block {{
+                -- a test hook: hold this worker's event loop for ?ms= milliseconds
+                ngx.update_time()
+                local stop = ngx.now() + (tonumber(ngx.var.arg_ms) or 0) / 1000
+                while ngx.now() < stop do
+                    ngx.update_time()
+                end
+                ngx.say(ngx.worker.pid())
+            }}
         }}"""
 
 UPSTREAMS = ("default", "stable", "canary", "a", "b", "c", "v1", "v2", "fallback")
