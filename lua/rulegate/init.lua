@@ -312,7 +312,13 @@ local function compile_in_background(premature)
 end
 
 
-local function ruleset()
+-- This worker's set, brought up to the dict's version: a delta applied here, a
+-- set of background_compile_min rules or more compiled in a timer (the worker
+-- serves what it served meanwhile: its previous set, or no set before its
+-- first, as before the first one was published), a smaller one compiled here.
+-- inline: compile here whatever the size: true (init_worker: nothing is served
+-- yet) or a pause (sync.pauser: a timer that needs the set now yields).
+local function ruleset(inline)
     local t = now()
     if t == checked_at then
         return current.rs
@@ -333,7 +339,7 @@ local function ruleset()
         end
         current.routes = nil -- maybe changed half-way: the next compile rebuilds it
     end
-    if current.rs and (shm:get(K.count) or 0) >= conf.background_compile_min then
+    if not inline and (shm:get(K.count) or 0) >= conf.background_compile_min then
         if compiling == nil then
             local ok, err = timer_at(0, compile_in_background)
             if ok then
@@ -344,7 +350,7 @@ local function ruleset()
         end
         return current.rs
     end
-    return compile_ver(ver) or current.rs
+    return compile_ver(ver, inline ~= true and inline or nil) or current.rs
 end
 
 
@@ -387,7 +393,9 @@ function _M.init_worker()
     if current.inherited then
         start_from_inherited()
     end
-    conf.on_tick = ruleset
+    conf.on_tick = function(pause) -- pause: compile now, yielding (sync.lua held_state)
+        return ruleset(pause)
+    end
     conf.on_compiled = install -- the syncing worker serves what it just compiled
     conf.serving = function() -- the set whose compiled rules a full reload reuses, its version and routes
         return current.rs, current.ver, current.routes
@@ -397,7 +405,7 @@ function _M.init_worker()
             return current.rs
         end
     end
-    ruleset()
+    ruleset(true)
     local ok, err = sync.start(conf)
     if not ok then
         log(ERR, "rulegate: ", err)

@@ -118,18 +118,22 @@ end
 -- Start this worker's probe: a timer every interval seconds. true, or nil, err.
 function _M.start(dict, interval)
     dict:set(K.interval, interval)
-    local counts = new_counts()
-    local last, last_cpu, flushed = clock(CLOCK_MONOTONIC), clock(CLOCK_THREAD_CPUTIME_ID), 0
-    if not last then
+    if not clock(CLOCK_MONOTONIC) then
         return nil, "cannot read the monotonic clock: the loop lag is not measured"
     end
+    local counts = new_counts()
+    -- the first run only sets the baseline: before it, the worker was starting (the rest of
+    -- init_worker, lua-nginx-module's full collection after it), and no request could wait
+    local last, last_cpu, flushed = nil, nil, 0
     local ok, err = ngx.timer.every(interval, function(premature)
         if premature then
             _M.flush(dict, counts)
             return
         end
         local t, cpu = clock(CLOCK_MONOTONIC), clock(CLOCK_THREAD_CPUTIME_ID)
-        _M.observe(counts, t - last - interval, cpu and last_cpu and cpu - last_cpu)
+        if last then
+            _M.observe(counts, t - last - interval, cpu and last_cpu and cpu - last_cpu)
+        end
         last, last_cpu = t, cpu
         if t - flushed >= FLUSH_EVERY then
             flushed = t

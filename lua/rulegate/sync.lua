@@ -917,9 +917,9 @@ local function held_state(dict, conf)
         serving, serving_ver, serving_routes = conf.serving()
         if ver ~= nil and serving_ver ~= ver and conf.on_tick then
             -- this worker's own catch-up first (what its next tick does: its first set compiled, the
-            -- published deltas applied): then the state comes from the set it serves, not from a
-            -- second decode of the payload beside the compile of its set
-            pcall(conf.on_tick)
+            -- published deltas applied; compiled here, yielding, not in a timer): then the state comes
+            -- from the set it serves, not from a second decode of the payload beside the compile of its set
+            pcall(conf.on_tick, _M.pauser(PAUSE_EVERY))
             serving, serving_ver, serving_routes = conf.serving()
         end
     end

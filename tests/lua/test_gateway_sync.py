@@ -410,19 +410,51 @@ def test_trimmed_log_converges_by_full_reload(
     client.close()
 
 
+def import_splits(store: RuleStore, namespace: str, count: int) -> None:
+    """Store `count` split rules r00000.. spread over 100 hosts x count/100 paths, 1,000 a commit."""
+    for lo in range(0, count, 1000):
+        store.commit(namespace, [(f"r{i:05d}", encode_rule(validate_rule({
+            "id": f"r{i:05d}", "kind": "split",
+            "route": {"host": f"svc{i % 100}.example.com", "path": f"/api/v{i // 100}"},
+            "key": {"source": "header", "name": "x-uid"},
+            "policies": [{"type": "uid_suffix", "suffixes": ["7"], "upstream": "canary"}],
+            "default": "stable"}))) for i in range(lo, min(count, lo + 1000))], None, "test", op="import")
+
+
+def held_over(before: dict[str, Any], after: dict[str, Any], seconds: float) -> list[int]:
+    """The loop lags a worker held itself (loop_lag.lua) counted between two status readings, by bucket, when one
+    is over `seconds`; else []."""
+    held = [n - b for n, b in zip(after["held"], before["held"])]
+    over = sum(n for bound, n in zip([*after["bounds"], None], held) if bound is None or bound > seconds)
+    return held if over else []
+
+
+def test_a_workers_first_set_of_10000_rules_is_compiled_without_holding_its_loop(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """nginx started on a namespace of 10,000 rules: the worker that did not read them compiles its first set in a
+    timer that yields, as it does every later set of background_compile_min rules or more (before: in one block,
+    on its first request or tick, 40-60 ms of its loop held). From the start until both workers serve the rules,
+    no worker holds its loop > 25 ms (the loop lag probe, looking every 2 ms; its first look is its baseline)."""
+    import_splits(store, namespace, 10_000)
+    rev = store.revision(namespace)
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=0.2, loop_lag_interval=0.002)
+    start = gw.status_when(lambda st: st["loop_lag"] is not None, "the probe")["loop_lag"]
+    gw.status_when(lambda st: st["worker_compiles"] >= 1 and st["revision"] == rev, "the other worker's first set",
+                   timeout=60)
+    time.sleep(1.1)  # every worker flushed its counts
+    after = gw.status()["loop_lag"]
+    assert sum(after["late"]) > sum(start["late"]), "the probe counted nothing"
+    assert held_over(start, after, 0.025) == [], f"a worker held its loop > 25 ms: {held_over(start, after, 0.025)}"
+
+
 def test_requests_are_served_during_a_full_reload_of_10000_rules(
     make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
 ) -> None:
     """While nginx reloads 10,000 rules (new generation) no request waits > 500 ms (before the reads
     and compiles yielded: ~1.3 s; measured in bench/reload.py: ~90 ms), and no worker's own work holds its event
     loop > 100 ms (the loop lag probe, loop_lag.lua, looking every 2 ms; measured in bench/reload.py: <= 5 ms)."""
-    for lo in range(0, 10_000, 1000):
-        store.commit(namespace, [(f"r{i:05d}", encode_rule(validate_rule({
-            "id": f"r{i:05d}", "kind": "split",
-            "route": {"host": f"svc{i % 100}.example.com", "path": f"/api/v{i // 100}"},
-            "key": {"source": "header", "name": "x-uid"},
-            "policies": [{"type": "uid_suffix", "suffixes": ["7"], "upstream": "canary"}],
-            "default": "stable"}))) for i in range(lo, lo + 1000)], None, "test", op="import")
+    import_splits(store, namespace, 10_000)
     gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=0.2, loop_lag_interval=0.002)
     deadline = time.monotonic() + 60
     while gw.get("/api/v7/x", host="svc7.example.com").headers.get("x-echo-upstream") != "stable":
@@ -453,12 +485,11 @@ def test_requests_are_served_during_a_full_reload_of_10000_rules(
     assert worst < 0.5, f"a request waited {worst * 1000:.0f} ms during the reload"
     time.sleep(1.1)  # every worker flushed its loop lag counts
     lag = gw.status()["loop_lag"]
-    held = [n - b for n, b in zip(lag["held"], lag_before["held"])]
-    over = sum(n for bound, n in zip([*lag["bounds"], None], held) if bound is None or bound > 0.1)
     print(f"loop lags during the reload, by bucket {lag['bounds']} s: "
-          f"{[n - b for n, b in zip(lag['late'], lag_before['late'])]}, held by the worker: {held}")
+          f"{[n - b for n, b in zip(lag['late'], lag_before['late'])]}, held by the worker: "
+          f"{[n - b for n, b in zip(lag['held'], lag_before['held'])]}")
     assert sum(lag["late"]) > sum(lag_before["late"]), "the probe counted nothing"
-    assert over == 0, f"a worker held its event loop > 100 ms during the reload: {held}"
+    assert held_over(lag_before, lag, 0.1) == [], "a worker held its event loop > 100 ms during the reload"
     assert [line for line in gw.error_lines() if "new generation" not in line] == []
 
 
