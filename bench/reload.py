@@ -537,7 +537,7 @@ def main() -> int:
                 (f"{count} rules, ... every rule's bytes new: max", ms(side["cold"]), ms(g["cold"])),
                 (f"{count} rules, nginx event loop lag at rest: max", "", g["lag"][0]),
                 (f"{count} rules, nginx event loop lag during a full reload: max", "", g["lag"][1]),
-                (f"{count} rules, ... every rule's bytes new: max", "", g["lag"][2]),
+                (f"{count} rules, nginx event loop lag, every rule's bytes new: max", "", g["lag"][2]),
                 (f"{count} rules, nginx counters after the changes", "", f"full_reloads={g['reloads']} "
                                                                           f"deltas_applied={g['deltas']}"),
             ]
