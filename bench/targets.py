@@ -14,8 +14,9 @@ reading, never assertions (no test runs this).
 Steps (about 10 minutes on 2 CPUs): cold_load (the Python load of 10,000 rules, nothing held and all held),
 decide (build + decide at 1,000 rules), agent (sidecar vs a static gevent server), agent_memory (what the agent
 holds at 10,000 and 20,000 rules), reload (one-rule change and full reloads, agent and nginx, 10,000 rules, 2
-workers; with the nginx workers' own event-loop holds from their loop lag probe beside the request waits), reload_wait (the sidecar's worst wait during reloads), nginx_memory (20,000 rules, two full reloads of
-every rule's bytes), admin_write (REST writes), gateway (nginx requests/s against an empty access_by_lua).
+workers; the nginx workers' own holds of their event loop, from their loop lag probe, beside the request waits),
+reload_wait (the sidecar's worst wait during reloads), nginx_memory (20,000 rules, two full reloads of every
+rule's bytes), admin_write (REST writes), gateway (nginx requests/s against an empty access_by_lua).
 """
 from __future__ import annotations
 
