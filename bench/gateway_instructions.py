@@ -16,8 +16,8 @@ reads for this request and sets the upstream variable.
 
 What keeps the counts repeatable:
 - timers that run per second of wall time rather than per request (the sync tick, the exposure and outcome
-  flushes, the notification listener's reconnects) are an hour apart or off: under valgrind a second holds
-  ~200 requests, and their count would depend on how fast valgrind ran;
+  flushes, the notification listener's reconnects, the loop lag probe) are an hour apart or off: under
+  valgrind a second holds ~200 requests, and their count would depend on how fast valgrind ran;
 - the client waits 1.2 ms before each request, so nginx's cached clock has moved and rulegate's
   once-a-millisecond look at the shared dict's version (init.lua ruleset()) is made by every request, in every
   run: an upper bound (under load many requests share a millisecond);
@@ -261,7 +261,7 @@ def main() -> int:
     dead = free_port()
     opts: dict = {"namespace": "bench", "startup_nodes": [f"127.0.0.1:{dead}"], "refresh_interval": 3600,
                   "exposure_flush_interval": 3600, "notifications": False, "connect_timeout": 100,
-                  "response_headers": False}
+                  "response_headers": False, "loop_lag_interval": False}
     for n in (10, 1000):
         snap = tmp / f"rules{n}.snap"
         write_snapshot(snap, make_snapshot("bench", "bench-gen", n, rules(n)))

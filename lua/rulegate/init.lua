@@ -53,7 +53,7 @@ local DEFAULTS = {
     check_thread_pool = "rulegate", -- nginx thread_pool of a full load's check (sync.lua); false: none
     ssl = false, ssl_verify = true,
     exposure = true, exposure_flush_interval = 1, -- decisions per rule/upstream (exposure.lua); outcomes.lua too
-    loop_lag_interval = 0.02, -- seconds between two looks at the event loop's lag (loop_lag.lua); 0 or false: none
+    loop_lag_interval = 0.1, -- seconds between two looks at the event loop's lag (loop_lag.lua); 0 or false: none
 }
 
 

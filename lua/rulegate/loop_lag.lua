@@ -117,10 +117,10 @@ end
 
 -- Start this worker's probe: a timer every interval seconds. true, or nil, err.
 function _M.start(dict, interval)
-    dict:set(K.interval, interval)
     if not clock(CLOCK_MONOTONIC) then
         return nil, "cannot read the monotonic clock: the loop lag is not measured"
     end
+    dict:set(K.interval, interval)
     local counts = new_counts()
     -- the first run only sets the baseline: before it, the worker was starting (the rest of
     -- init_worker, lua-nginx-module's full collection after it), and no request could wait

@@ -146,8 +146,8 @@ function _M.render(state)
         histogram(out, "rulegate_nginx_loop_lag_seconds", "How late each worker's event loop ran a timer due every "
             .. "loop_lag_interval: what requests waited behind the loop, all workers.", lag.bounds, lag.late, ns,
             lag.sum)
-        histogram(out, "rulegate_nginx_loop_held_seconds", "The same lags, counted when the worker waited for a CPU "
-            .. "less than half of the lag: its own work held the loop, not the machine.", lag.bounds, lag.held, ns)
+        histogram(out, "rulegate_nginx_loop_held_seconds", "The same lags, counted when the worker ran for at least "
+            .. "half of the lag: its own work held the loop, not the machine.", lag.bounds, lag.held, ns)
     end
 
     local ex = state.exposure

@@ -80,6 +80,13 @@ def test_a_worker_the_machine_does_not_run_lags_without_holding(
     assert added_from(before, after, "held", 0.05) == 0, after
 
 
+def test_the_probe_runs_by_default_every_100_ms(make_gateway: Callable[..., Gateway], redis_nodes: list[str]) -> None:
+    gw = make_gateway("lag-default", redis_nodes, workers=1)
+    lag = first_flush(gw)
+    assert lag["interval"] == 0.1
+    assert len(lag["late"]) == len(lag["held"]) == len(lag["bounds"]) + 1
+
+
 def test_the_probe_can_be_turned_off(make_gateway: Callable[..., Gateway], redis_nodes: list[str]) -> None:
     gw = make_gateway("lag-off", redis_nodes, workers=1, loop_lag_interval=False)
     assert gw.status()["loop_lag"] is None
