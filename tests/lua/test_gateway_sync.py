@@ -462,7 +462,7 @@ def test_requests_are_served_during_a_full_reload_of_10000_rules(
     while gw.get("/api/v7/x", host="svc7.example.com").headers.get("x-echo-upstream") != "stable":
         assert time.monotonic() < deadline, gw.status()
         time.sleep(0.1)
-    time.sleep(1.5)  # every worker's sync tick compiled its first set (a first set compiles in one block)
+    time.sleep(1.5)  # every worker compiled its first set (in a yielding timer, a set this large)
     lag_before = gw.status()["loop_lag"]  # flushed within the 1.5 s
     before = gw.status()["full_reloads"]
     client = raw_client(cluster)
