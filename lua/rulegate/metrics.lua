@@ -9,6 +9,7 @@ local gsub = string.gsub
 local pairs = pairs
 local ipairs = ipairs
 local sort = table.sort
+local tonumber = tonumber
 local tostring = tostring
 local type = type
 local format = string.format
@@ -36,6 +37,18 @@ local function num(v)
         return format("%d", v)
     end
     return format("%.17g", v)
+end
+
+
+-- A histogram bucket's bound as its `le` label: the shortest decimal that reads
+-- back as the same double (0.005, not 0.0050000000000000001: a dashboard's
+-- le="0.005" matcher is a string match), as Go's client prints it.
+local function le_of(v)
+    local s = format("%.15g", v)
+    if tonumber(s) ~= v then
+        s = format("%.17g", v)
+    end
+    return s
 end
 
 
@@ -89,7 +102,7 @@ local function histogram(out, name, help, bounds, counts, labels, sum)
     local running = 0
     for slot, n in ipairs(counts) do
         running = running + n
-        local le = bounds[slot] and format("%g", bounds[slot]) or "+Inf"
+        local le = bounds[slot] and le_of(bounds[slot]) or "+Inf"
         out[#out + 1] = sample(name .. "_bucket", labels .. ',le="' .. le .. '"', running)
     end
     if sum then
@@ -176,7 +189,7 @@ function _M.render(state)
             local running = 0
             for slot, n in ipairs(e.latency) do
                 running = running + n
-                local le = LAT_BOUNDS_MS[slot] and num(LAT_BOUNDS_MS[slot] / 1000) or "+Inf"
+                local le = LAT_BOUNDS_MS[slot] and le_of(LAT_BOUNDS_MS[slot] / 1000) or "+Inf"
                 add(buckets, sample("rulegate_nginx_outcome_latency_seconds_bucket", base .. ',le="' .. le .. '"',
                     running))
             end

@@ -95,6 +95,9 @@ def test_guarded_and_breaker_outcomes_reach_status_and_heartbeat(
     counts = {(s.labels["rule"], s.labels["upstream"]): s.value
               for s in families["rulegate_nginx_outcome_latency_seconds"].samples if s.name.endswith("_count")}
     assert counts == {k: n for k, (_, n) in expected.items()}
+    bounds = {s.labels["le"] for s in families["rulegate_nginx_outcome_latency_seconds"].samples
+              if s.name.endswith("_bucket")}  # as written: a dashboard's le="0.005" matcher is a string match
+    assert bounds == {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"}
     breakers = {s.labels["state"]: s.value for s in families["rulegate_nginx_breaker_instances"].samples}
     assert breakers == {"closed": 0, "half_open": 0, "open": 1}
     assert [s.value for s in families["rulegate_nginx_revision"].samples] == [rev]
