@@ -314,8 +314,8 @@ end
 
 -- This worker's set, brought up to the dict's version: a delta applied here, a
 -- set of background_compile_min rules or more compiled in a timer (the worker
--- serves what it served meanwhile: its previous set, or no set before its
--- first, as before the first one was published), a smaller one compiled here.
+-- serves what it served meanwhile: its previous set; before its first, requests
+-- wait for it in first_set()), a smaller one compiled here.
 -- inline: compile here whatever the size: true (init_worker: nothing is served
 -- yet) or a pause (sync.pauser: a timer that needs the set now yields).
 local function ruleset(inline)
@@ -351,6 +351,26 @@ local function ruleset(inline)
         return current.rs
     end
     return compile_ver(ver, inline ~= true and inline or nil) or current.rs
+end
+
+
+-- The set a request gets while its worker's first set is compiled in a timer
+-- (ruleset()): it waits for it, yielding, at most FIRST_SET_WAIT seconds, as it
+-- waited (the loop held) while the first set was compiled inline; nil when no
+-- first set is being compiled or the phase cannot yield (it is served as before
+-- any set was published).
+local FIRST_SET_WAIT = 2
+local YIELDABLE = { rewrite = true, access = true, content = true, timer = true }
+
+local function first_set()
+    if compiling == nil or not YIELDABLE[ngx.get_phase()] then
+        return nil
+    end
+    local deadline = now() + FIRST_SET_WAIT
+    while compiling ~= nil and current.rs == nil and now() < deadline do
+        ngx.sleep(0.002)
+    end
+    return current.rs
 end
 
 
@@ -456,7 +476,7 @@ local outcomes_seen = false -- set once a request of this worker needs its outco
 -- The decision for the current request, the rule set it came from and the id of
 -- the breaker rule it passed (nil when none: docs/rules.md, "Breakers").
 function _M.decide()
-    local rs = ruleset()
+    local rs = ruleset() or first_set()
     if not rs then
         return nil
     end

@@ -450,6 +450,29 @@ def test_a_workers_first_set_of_10000_rules_is_compiled_without_holding_its_loop
     assert held_over(start, after, 0.025) == [], f"a worker held its loop > 25 ms: {held_over(start, after, 0.025)}"
 
 
+def test_a_request_waits_for_its_workers_first_set_instead_of_going_without_the_rules(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """While a worker compiles its first set of 10,000 rules in a timer, a request it takes waits for the set (as
+    it did when the set was compiled inline, the loop held): from the first request that got the rules' upstream
+    on, none gets the default upstream, whichever worker takes it."""
+    import_splits(store, namespace, 10_000)
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=0.2)
+    seen: list[str | None] = []
+    deadline = time.monotonic() + 60
+    while True:  # new connections: each may go to either worker
+        seen.append(gw.get("/api/v7/x", host="svc7.example.com").headers.get("x-echo-upstream"))
+        if len(seen) % 50 == 0 and "stable" in seen and gw.status()["worker_compiles"] >= 1:
+            break
+        assert time.monotonic() < deadline, gw.status()
+    for _ in range(100):  # and after both workers serve the set
+        seen.append(gw.get("/api/v7/x", host="svc7.example.com").headers.get("x-echo-upstream"))
+    first = seen.index("stable")
+    late = [i for i, upstream in enumerate(seen[first:]) if upstream != "stable"]
+    assert late == [], f"{len(late)} of {len(seen) - first} requests after the first with the rules went without"
+    assert gw.error_lines() == []
+
+
 def test_requests_are_served_during_a_full_reload_of_10000_rules(
     make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
 ) -> None:
