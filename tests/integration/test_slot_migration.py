@@ -75,13 +75,26 @@ class SlotMover:
             time.sleep(pause)
         return moved
 
+    def _owner_seen_by(self, node: Node) -> Node | None:
+        """Return the master `node`'s own CLUSTER SLOTS names for the slot (None: none)."""
+        for lo, hi, master, *_ in self._on(node, "CLUSTER", "SLOTS"):
+            if lo <= self.slot <= hi:
+                return self.cluster.node_at(int(master[1]))
+        return None
+
     def finish(self) -> None:
-        """Assign the slot to dst on dst, then on the source, then on every other master."""
-        dst_id = self._id(self.dst)
+        """Assign the slot to dst on dst, then on the source, then on every other master; return once every live
+        node names dst (the replicas learn it by gossip: `slot_owner`, which asks the first live node, could
+        otherwise still name the source, and the next migration would start from the wrong node)."""
+        dst, dst_id = self.dst, self._id(self.dst)
         others = [n for n in self.masters() if n not in (self.dst, self.src)]
         for node in (self.dst, self.src, *others):
             self._on(node, "CLUSTER", "SETSLOT", self.slot, "NODE", dst_id)
         self.src = self.dst = None
+        deadline = time.monotonic() + 10
+        while any(self._owner_seen_by(n) is not dst for n in self.cluster.live_nodes()):
+            assert time.monotonic() < deadline, "the nodes did not agree on the slot's new owner in 10 s"
+            time.sleep(0.02)
 
     def close(self) -> None:
         """Complete a migration a failed test left open, so the session cluster's slot is stable again."""
