@@ -406,6 +406,14 @@ local function start_from_inherited()
 end
 
 
+-- Log the error of a worker's timer that did not start (the worker serves without it).
+local function logged(ok, err)
+    if not ok then
+        log(ERR, "rulegate: ", err)
+    end
+end
+
+
 function _M.init_worker()
     if not conf then
         error("rulegate.init() must run in init_by_lua before init_worker()", 2)
@@ -426,25 +434,13 @@ function _M.init_worker()
         end
     end
     ruleset(true)
-    local ok, err = sync.start(conf)
-    if not ok then
-        log(ERR, "rulegate: ", err)
-    end
+    logged(sync.start(conf))
     if conf.exposure then
-        ok, err = exposure.start(conf.shm, conf.exposure_flush_interval)
-        if not ok then
-            log(ERR, "rulegate: ", err)
-        end
+        logged(exposure.start(conf.shm, conf.exposure_flush_interval))
     end
-    ok, err = outcomes.start(conf.shm, conf.exposure_flush_interval)
-    if not ok then
-        log(ERR, "rulegate: ", err)
-    end
+    logged(outcomes.start(conf.shm, conf.exposure_flush_interval))
     if conf.loop_lag_interval then
-        ok, err = loop_lag.start(conf.shm, conf.loop_lag_interval)
-        if not ok then
-            log(ERR, "rulegate: ", err)
-        end
+        logged(loop_lag.start(conf.shm, conf.loop_lag_interval))
     end
 end
 
