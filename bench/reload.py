@@ -30,7 +30,9 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   The reload's Redis writes run in a forked child, the rewritten bytes encoded before the window: in
   the sampling process they held the GIL and were counted as request latency (bench/REPORT.md).
 - nginx event loop lag: the workers' probe (lua/rulegate/loop_lag.lua, here every millisecond) counts how late
-  each worker's loop ran a timer; per latency window, the largest lag counted and the largest of those during
+  each worker's loop ran a timer; the latency windows run on a second nginx with that probe, the CPU rows on
+  one without it (an idle worker pays ~30 ms a second for it, a busy one less: its idle rate would be
+  subtracted from a reload's CPU wrongly); per latency window, the largest lag counted and the largest of those during
   which the worker itself ran (it held its loop: its own work, not the machine), as /rulegate/status's buckets.
 - `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
 - `--repeat N` measures each kind of nginx full reload N times and prints the medians of their CPU.
@@ -357,131 +359,165 @@ def lag_window(before: dict, after: dict) -> str:
     return f"{top('late')} (held by the worker: {top('held')}; {ticks:,} looks)"
 
 
-def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
-                  changes: int, tmp: str, workers: int = 1, count: int = 0, repeat: int = 1) -> dict:
-    echo = free_port()
-    http_body = gateway_http(
-        upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
-        rulegate_location("default", header_vars=True, proxy="proxy_set_header X-Upstream $rulegate_upstream;"),
-        extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}")
-    options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 30,
-               "response_headers": "vars", "gateway_id": f"bench-{ns}", "loop_lag_interval": LAG_INTERVAL}
-    gw = NginxLauncher(http_body, prefix=Path(tmp) / f"nginx-{ns}", package_path=False, workers=workers,
-                       files={"conf/rulegate.json": json.dumps(options)})
-    gw.start()
+class BenchGateway:
+    """nginx (rulegate on namespace ns, `workers` workers) started for nginx_numbers, its syncing worker known."""
+
+    def __init__(self, cluster: LocalCluster, ns: str, prefix: Path, workers: int, lag_interval: float | bool):
+        echo = free_port()
+        http_body = gateway_http(
+            upstream_blocks(["canary", "default", "stable"], echo, keepalive=8),
+            rulegate_location("default", header_vars=True, proxy="proxy_set_header X-Upstream $rulegate_upstream;"),
+            extra=f"server {{{{ listen 127.0.0.1:{echo}; location / {{{{ return 200 ok; }}}} }}}}")
+        options = {"namespace": ns, "startup_nodes": list(cluster.startup_nodes), "refresh_interval": 30,
+                   "response_headers": "vars", "gateway_id": f"bench-{ns}", "loop_lag_interval": lag_interval}
+        self.workers = workers
+        self.gw = NginxLauncher(http_body, prefix=prefix, package_path=False, workers=workers,
+                                files={"conf/rulegate.json": json.dumps(options)})
+        self.gw.start()
+        try:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=30)
+            st = self.wait(lambda st: st["worker"]["revision"] == st["store_revision"] and st["rules"] > 0)
+            time.sleep(1.5)  # the listener subscribed; every worker compiled its first set
+            self.pid = int(self.status()["listener"] or st["worker"]["pid"])  # the syncing worker
+            self.others = [p for p in self.gw.worker_pids() if p != self.pid]
+        except BaseException:
+            self.gw.stop()
+            raise
+
+    def status(self) -> dict:
+        self.conn.request("GET", "/rulegate/status")
+        return json.loads(self.conn.getresponse().read())
+
+    def wait(self, pred) -> dict:
+        deadline = time.monotonic() + 60
+        while True:
+            self.conn.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com"})  # lets the worker
+            self.conn.getresponse().read()  # pick up a new set (before: on a request or its 30 s tick)
+            st = self.status()
+            if pred(st) or time.monotonic() > deadline:
+                return st
+            time.sleep(0.01)
+
+    def all_serve(self, before: dict, reloaded: bool = True) -> bool:
+        """True when the syncing worker applied the new generation and every other worker compiled it (or,
+        not `reloaded`: applied its empty delta)."""
+        s = self.status()
+        count = "worker_compiles" if reloaded else "worker_deltas"
+        return s["generation"] != before["generation"] and s[count] >= before[count] + len(self.others)
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.gw.stop()
+
+
+def nginx_cpu(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int, changes: int,
+              gw: BenchGateway, count: int, repeat: int) -> dict:
+    """Bytes read and CPU per change, CPU per full reload of each kind (a gateway without the loop lag probe)."""
+    pid, others = gw.pid, gw.others
+    sent = []
+    for n in range(3):
+        before = master.out_bytes()
+        rev = change(store, ns, n)
+        gw.wait(lambda st: st["worker"]["revision"] == rev)
+        time.sleep(0.1)
+        sent.append(master.out_bytes() - before - control)
+    idle0 = {p: worker_cpu(p) for p in [pid, *others]}  # each worker's own: the syncing one's timers do more
+    t0 = time.monotonic()
+    time.sleep(0.3 * changes)
+    idle = {p: worker_cpu(p) - idle0[p] for p in idle0}
+    idle_s = time.monotonic() - t0
+    cpu0 = worker_cpu(pid)
+    t0 = time.monotonic()
+    for n in range(changes):
+        rev = change(store, ns, n)
+        gw.wait(lambda st: st["worker"]["revision"] == rev)
+        time.sleep(max(0.0, 0.3 - 0.001))
+    busy_s = time.monotonic() - t0
+    per_change = max(0.0, (worker_cpu(pid) - cpu0) - idle[pid] * busy_s / idle_s) / changes
+    st = gw.status()
+
+    def reload_cpu(rewrite: int) -> list[float]:
+        """CPU of each worker (syncing first) for one new generation: a full reload, but for rewrite=0."""
+        gen_before = gw.status()
+        cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
+        loop0 = worker_cpu(pid, main_only=True)
+        t0 = time.monotonic()
+        new_generation(cluster, ns, rewrite)
+        deadline = time.monotonic() + 60
+        while not gw.all_serve(gen_before, rewrite > 0) and time.monotonic() < deadline:
+            time.sleep(0.25)  # few polls: their own CPU would count
+        idled = (time.monotonic() - t0) / idle_s
+        loop = max(0.0, worker_cpu(pid, main_only=True) - loop0 - idle[pid] * idled)
+        return [max(0.0, worker_cpu(p) - cpu0[p] - idle[p] * idled) for p in cpu0] + [loop]
+
+    def median_of(rewrite: int) -> list[float]:
+        """Per worker (and the event loop), the median over `repeat` forced full reloads."""
+        runs = [reload_cpu(rewrite) for _ in range(repeat)]
+        return [statistics.median(col) for col in zip(*runs)]
+
+    fulls = gw.status()["full_reloads"]
+    full = median_of(1)
+    cold_cpu = median_of(count)
+    same = median_of(0)
+    if gw.status()["full_reloads"] != fulls + 2 * repeat:
+        raise SystemExit(f"nginx: {gw.status()['full_reloads'] - fulls} full reloads, {2 * repeat} expected")
+    return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "cold_cpu": cold_cpu, "same": same,
+            "reloads": st.get("full_reloads"), "deltas": st.get("deltas_applied")}
+
+
+def nginx_latency(cluster: LocalCluster, ns: str, gw: BenchGateway, count: int) -> dict:
+    """Request latency and the workers' loop lag at rest and during full reloads (a gateway probing every ms)."""
+    clients = pinned_connections(gw.gw.port, gw.workers)
+    turn = [0]
+
+    def send() -> None:
+        client = clients[turn[0] % len(clients)]
+        turn[0] += 1
+        client.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com", "X-Uid": "3"})
+        client.getresponse().read()
+
+    def lag_now() -> dict:
+        time.sleep(1.1)  # every worker flushed its counts (loop_lag.lua FLUSH_EVERY)
+        return gw.status().get("loop_lag")  # None: a --lua tree without the probe
+
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
-
-        def status() -> dict:
-            conn.request("GET", "/rulegate/status")
-            return json.loads(conn.getresponse().read())
-
-        def wait(pred) -> dict:
-            deadline = time.monotonic() + 60
-            while True:
-                conn.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com"})  # lets the worker
-                conn.getresponse().read()  # pick up a new set (before: on a request or its 30 s tick)
-                st = status()
-                if pred(st) or time.monotonic() > deadline:
-                    return st
-                time.sleep(0.01)
-
-        st = wait(lambda st: st["worker"]["revision"] == st["store_revision"] and st["rules"] > 0)
-        time.sleep(1.5)  # the listener subscribed; every worker compiled its first set
-        pid = int(status()["listener"] or st["worker"]["pid"])  # the syncing worker
-        others = [p for p in gw.worker_pids() if p != pid]
-        sent = []
-        for n in range(3):
-            before = master.out_bytes()
-            rev = change(store, ns, n)
-            wait(lambda st: st["worker"]["revision"] == rev)
-            time.sleep(0.1)
-            sent.append(master.out_bytes() - before - control)
-        idle0 = {p: worker_cpu(p) for p in [pid, *others]}  # each worker's own: the syncing one's timers do more
-        t0 = time.monotonic()
-        time.sleep(0.3 * changes)
-        idle = {p: worker_cpu(p) - idle0[p] for p in idle0}
-        idle_s = time.monotonic() - t0
-        cpu0 = worker_cpu(pid)
-        t0 = time.monotonic()
-        for n in range(changes):
-            rev = change(store, ns, n)
-            wait(lambda st: st["worker"]["revision"] == rev)
-            time.sleep(max(0.0, 0.3 - 0.001))
-        busy_s = time.monotonic() - t0
-        per_change = max(0.0, (worker_cpu(pid) - cpu0) - idle[pid] * busy_s / idle_s) / changes
-        st = status()
-        reloads = st.get("full_reloads")
-        deltas = st.get("deltas_applied")
-
-        clients = pinned_connections(gw.port, workers)
-        turn = [0]
-
-        def send() -> None:
-            client = clients[turn[0] % len(clients)]
-            turn[0] += 1
-            client.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com", "X-Uid": "3"})
-            client.getresponse().read()
-
-        def all_serve(before: dict, reloaded: bool = True) -> bool:
-            """True when the syncing worker applied the new generation and every other worker compiled it (or,
-            not `reloaded`: applied its empty delta)."""
-            s = status()
-            count = "worker_compiles" if reloaded else "worker_deltas"
-            return s["generation"] != before["generation"] and s[count] >= before[count] + len(others)
-
-        def reload_cpu(rewrite: int) -> list[float]:
-            """CPU of each worker (syncing first) for one new generation: a full reload, but for rewrite=0."""
-            gen_before = status()
-            cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
-            loop0 = worker_cpu(pid, main_only=True)
-            t0 = time.monotonic()
-            new_generation(cluster, ns, rewrite)
-            deadline = time.monotonic() + 60
-            while not all_serve(gen_before, rewrite > 0) and time.monotonic() < deadline:
-                time.sleep(0.25)  # few polls: their own CPU would count
-            idled = (time.monotonic() - t0) / idle_s
-            loop = max(0.0, worker_cpu(pid, main_only=True) - loop0 - idle[pid] * idled)
-            return [max(0.0, worker_cpu(p) - cpu0[p] - idle[p] * idled) for p in cpu0] + [loop]
-
-        def median_of(rewrite: int) -> list[float]:
-            """Per worker (and the event loop), the median over `repeat` forced full reloads."""
-            runs = [reload_cpu(rewrite) for _ in range(repeat)]
-            return [statistics.median(col) for col in zip(*runs)]
-
-        fulls = status()["full_reloads"]
-        full = median_of(1)
-        cold_cpu = median_of(count)
-        same = median_of(0)
-        if status()["full_reloads"] != fulls + 2 * repeat:
-            raise SystemExit(f"nginx: {status()['full_reloads'] - fulls} full reloads, {2 * repeat} expected")
-
-        for conn in clients:  # the reloads above may outlast the keep-alive timeout: new pinned connections
-            conn.close()
-        clients[:] = pinned_connections(gw.port, workers)
-
-        def lag_now() -> dict:
-            time.sleep(1.1)  # every worker flushed its counts (loop_lag.lua FLUSH_EVERY)
-            return status().get("loop_lag")  # None: a --lua tree without the probe
-
         lag0 = lag_now()
         rest = latencies(send, 2.0)
         lag1 = lag_now()
-        gen_before = status()
+        gen_before = gw.status()
         # the writes run in a child process, their bytes prepared before the window (see in_child)
-        busy = during_reload(send, in_child(new_generation, cluster, ns), lambda: all_serve(gen_before))
+        busy = during_reload(send, in_child(new_generation, cluster, ns), lambda: gw.all_serve(gen_before))
         lag2 = lag_now()
         prepared = rewritten(count)
-        gen_before = status()
-        cold = during_reload(send, in_child(new_generation, cluster, ns, 0, prepared), lambda: all_serve(gen_before))
+        gen_before = gw.status()
+        cold = during_reload(send, in_child(new_generation, cluster, ns, 0, prepared),
+                             lambda: gw.all_serve(gen_before))
         lag3 = lag_now()
         for proc in CHILDREN:
             proc.join()
-        return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "rest": rest, "busy": busy,
-                "reloads": reloads, "deltas": deltas, "cold_cpu": cold_cpu, "cold": cold, "same": same,
-                "lag": [lag_window(lag0, lag1), lag_window(lag1, lag2), lag_window(lag2, lag3)]}
+    finally:
+        for conn in clients:
+            conn.close()
+    return {"rest": rest, "busy": busy, "cold": cold,
+            "lag": [lag_window(lag0, lag1), lag_window(lag1, lag2), lag_window(lag2, lag3)]}
+
+
+def nginx_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, control: int,
+                  changes: int, tmp: str, workers: int = 1, count: int = 0, repeat: int = 1) -> dict:
+    """nginx_cpu's figures, from a gateway without the loop lag probe (its cost depends on how busy the worker
+    is: an idle worker wakes for each look, a busy one finds the timer due, so subtracting its idle rate
+    understates a reload), then nginx_latency's, from another that probes every millisecond."""
+    gw = BenchGateway(cluster, ns, Path(tmp) / f"nginx-{ns}-cpu", workers, False)
+    try:
+        out = nginx_cpu(cluster, store, ns, master, control, changes, gw, count, repeat)
     finally:
         gw.stop()
+    gw = BenchGateway(cluster, ns, Path(tmp) / f"nginx-{ns}-lag", workers, LAG_INTERVAL)
+    try:
+        out.update(nginx_latency(cluster, ns, gw, count))
+    finally:
+        gw.stop()
+    return out
 
 
 def main() -> int:
