@@ -355,22 +355,28 @@ end
 
 
 -- The set a request gets while its worker's first set is compiled in a timer
--- (ruleset()): it waits for it, yielding, at most FIRST_SET_WAIT seconds, as it
--- waited (the loop held) while the first set was compiled inline; nil when no
--- first set is being compiled or the phase cannot yield (it is served as before
--- any set was published).
+-- (ruleset()): it waits for it, yielding, at most FIRST_SET_WAIT seconds; in a
+-- phase that cannot yield (a decide() from set_by_lua, say), or when the timer
+-- has not finished by then, the set is compiled right here, the loop held, as
+-- every first set was before the timer: a request never goes without the rules
+-- the dict holds. nil when no first set is being compiled.
 local FIRST_SET_WAIT = 2
 local YIELDABLE = { rewrite = true, access = true, content = true, timer = true }
 
 local function first_set()
-    if compiling == nil or not YIELDABLE[ngx.get_phase()] then
+    if compiling == nil then
         return nil
     end
-    local deadline = now() + FIRST_SET_WAIT
-    while compiling ~= nil and current.rs == nil and now() < deadline do
-        ngx.sleep(0.002)
+    if YIELDABLE[ngx.get_phase()] then
+        local deadline = now() + FIRST_SET_WAIT
+        while compiling ~= nil and current.rs == nil and now() < deadline do
+            ngx.sleep(0.002)
+        end
+        if current.rs or compiling == nil then -- nil: the timer's compile failed (logged), as ruleset() would
+            return current.rs
+        end
     end
-    return current.rs
+    return compile_ver(compiling) or current.rs -- the timer's later install of the same version is skipped
 end
 
 

@@ -94,6 +94,14 @@ LUA_MEMORY = """location = /lua-memory {{
                 end
                 ngx.say(ngx.worker.pid())
             }}
+        }}
+        location = /api/v7/unyielding {{
+            # a test hook: rulegate's decide() in a phase that cannot yield (svc7's rules route /api/v7)
+            set_by_lua_block $rulegate_unyielding {{
+                local d = require("rulegate").decide()
+                return d and (d.upstream or d.action) or "none"
+            }}
+            return 200 $rulegate_unyielding;
         }}"""
 
 UPSTREAMS = ("default", "stable", "canary", "a", "b", "c", "v1", "v2", "fallback")

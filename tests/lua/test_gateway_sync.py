@@ -478,6 +478,29 @@ def test_a_request_waits_for_its_workers_first_set_instead_of_going_without_the_
     assert gw.error_lines() == []
 
 
+def test_a_decide_that_cannot_yield_compiles_its_workers_first_set_instead_of_going_without_the_rules(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """decide() from a phase that cannot wait (set_by_lua) while its worker's first set of 10,000 rules is compiled
+    in a timer: the set is compiled right there, as every first set was before the timer, so from the first
+    answer with the rules' upstream on, none goes without them, whichever worker takes it."""
+    import_splits(store, namespace, 10_000)
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=0.2)
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while True:  # new connections: each may go to either worker
+        seen.append(gw.get("/api/v7/unyielding", host="svc7.example.com").body)
+        if len(seen) % 50 == 0 and "stable" in seen and gw.status()["worker_compiles"] >= 1:
+            break
+        assert time.monotonic() < deadline, gw.status()
+    for _ in range(100):  # and after both workers serve the set
+        seen.append(gw.get("/api/v7/unyielding", host="svc7.example.com").body)
+    first = seen.index("stable")
+    late = [i for i, answer in enumerate(seen[first:]) if answer != "stable"]
+    assert late == [], f"{len(late)} of {len(seen) - first} answers after the first with the rules went without"
+    assert gw.error_lines() == []
+
+
 def test_requests_are_served_during_a_full_reload_of_10000_rules(
     make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
 ) -> None:
