@@ -16,14 +16,18 @@ from typing import Any, Callable, Iterable, Mapping, MutableMapping, Protocol
 from .layered import derive
 from .request import Request
 from .rule_items import Decision, _compile_split, _Degrade, _Split, _split_inactive, _text, bucket_of
+from .schema import NAMESPACE_SCOPE
 from .schema_fast import decode_known_canonical, decode_rule
 
 __all__ = ["CompiledRule", "Decision", "Request", "RuleSet", "bucket_of", "compile_rule", "decide", "find_route",
-           "place_rule"]
+           "place_of", "place_rule"]
 
 _RULE_ID = operator.attrgetter("rule_id")
 _new = object.__new__
 PENDING_MAX = 32  # a route with more rules than this is compiled when its set is built, not by its first request
+# The place of a degrade rule of scope namespace: tried before routing (decide), never a route of its own (no route
+# host is empty: _host_key puts it in the set's ns_index, which find_route never looks at).
+NAMESPACE_PLACE = ("", "/")
 
 
 class _Pending:
@@ -163,7 +167,10 @@ class _HostIndex:
 
 
 def _host_key(host: str) -> tuple[str, str]:
-    """Return (table, key) of a route host: exact, wildcard (suffix from the dot), or any."""
+    """Return (table, key) of a route host: exact, wildcard (suffix from the dot), any, or namespace (the place of
+    the namespace-scope degrade rules, NAMESPACE_PLACE)."""
+    if not host:
+        return "namespace", ""
     if host == "*":
         return "any", ""
     if host.startswith("*."):
@@ -201,11 +208,19 @@ def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     return _placed(rule, item)
 
 
-def _placed(rule: dict, item: "_Split | _Degrade | _Pending | None") -> CompiledRule:
+def place_of(rule: dict) -> tuple[str, str]:
+    """Return where a set places a validated rule: (host, path) of its route, or NAMESPACE_PLACE for a degrade rule
+    of scope namespace (the schema's only scope)."""
+    if "scope" in rule:
+        return NAMESPACE_PLACE
     route = rule["route"]
+    return _text(route["host"]), _text(route["path"])
+
+
+def _placed(rule: dict, item: "_Split | _Degrade | _Pending | None") -> CompiledRule:
     out = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see rule_items._proxy)
     out.rule_id = rule["id"]
-    out.place = (_text(route["host"]), _text(route["path"]))
+    out.place = place_of(rule)
     out.item = item
     out.breaker = rule.get("breaker")
     out.__class__ = CompiledRule
@@ -281,6 +296,7 @@ class RuleSet:
         self.exact: MutableMapping[str, _HostIndex] = {}
         self.wildcard: MutableMapping[str, _HostIndex] = {}
         self.any_host: _HostIndex | None = None
+        self.ns_index: _HostIndex | None = None  # the degrade rules of scope namespace, at NAMESPACE_PLACE
         self.pass_decision = Decision("pass", revision=revision)
         self.route_cache: dict[tuple[str, str, str], _Route | None] = {}
         self.stamped: dict[int, Decision] = {}
@@ -317,6 +333,7 @@ class RuleSet:
         new = object.__new__(RuleSet)
         new._init(revision, generation, placement, breakers)
         new.exact, new.wildcard, new.any_host = derive(self.exact), derive(self.wildcard), self.any_host
+        new.ns_index = self.ns_index
         for (table, key), paths in touched.items():
             old = self._index(table, key)
             index = _HostIndex()
@@ -346,11 +363,16 @@ class RuleSet:
     def _index(self, table: str, key: str) -> _HostIndex | None:
         if table == "any":
             return self.any_host
+        if table == "namespace":
+            return self.ns_index
         return (self.exact if table == "exact" else self.wildcard).get(key)
 
     def _set_index(self, table: str, key: str, index: _HostIndex | None) -> None:
         if table == "any":
             self.any_host = index
+            return
+        if table == "namespace":
+            self.ns_index = index
             return
         target = self.exact if table == "exact" else self.wildcard
         if index is None:
@@ -413,7 +435,7 @@ class RuleSet:
 
     def _indexes(self) -> list[_HostIndex]:
         out = list(self.exact.values()) + list(self.wildcard.values())
-        return out + ([self.any_host] if self.any_host else [])
+        return out + [index for index in (self.any_host, self.ns_index) if index is not None]
 
     def _put(self, entry: "CompiledRule", routes: dict[tuple[str, str], _Route] | None = None) -> None:
         """Record where a compiled rule sits and add it to its (unfinished) route when enabled.
@@ -429,7 +451,7 @@ class RuleSet:
         route = routes.get(place) if routes is not None else None
         if route is None:
             host = place[0]
-            if host.startswith("*"):  # '*' or '*.suffix' (an exact host never starts with '*')
+            if host.startswith("*") or not host:  # '*', '*.suffix' (an exact host never starts with '*'), namespace
                 table, key = _host_key(host)
                 index = self._index(table, key)
                 if index is None:
@@ -526,6 +548,10 @@ def decide(rs: RuleSet, req: Request, breakers: BreakerState | None = None) -> D
 
     Pure (no I/O, no state) unless a rule has a `breaker`: then `breakers.admit()` says whether it applies
     (without `breakers` every breaker counts as closed: the rule does not apply)."""
+    if rs.ns_index is not None:  # degrade rules of scope namespace, before routing
+        decision = _namespace_degrade(rs, rs.ns_index, req)
+        if decision is not None:
+            return decision
     cache_key = (req.host, req.path, req.method)
     route = rs.route_cache.get(cache_key, _MISS)
     if route is _MISS:
@@ -555,6 +581,23 @@ def decide(rs: RuleSet, req: Request, breakers: BreakerState | None = None) -> D
         if passed is not None:
             return replace(_split_decision(rs, route, req, method), breaker=passed)
     return _split_decision(rs, route, req, method)
+
+
+def _namespace_degrade(rs: RuleSet, index: _HostIndex, req: Request) -> Decision | None:
+    """Return the decision of the first active degrade rule of scope namespace accepting the method, or None."""
+    route = index.by_path.get("/")
+    if route is None:
+        return None
+    if route.pending is not None:
+        route.compile(rs.revision)
+    method = req.method
+    now = req.now if req.now is not None else time.time()
+    for degrade in route.degrades:  # no breaker: the schema refuses one with scope namespace
+        methods = degrade.methods
+        if (methods is None or method in methods) and degrade.applies(req, now):
+            decision = degrade.decision
+            return decision if decision.revision == rs.revision else rs.restamp(decision)
+    return None
 
 
 def _split_decision(rs: RuleSet, route: _Route, req: Request, method: str) -> Decision:

@@ -518,12 +518,28 @@ def _check_breaker(c: _Checker, value: Any) -> None:
         c.fail("breaker", "needs error_ratio, slow_ratio or both")
 
 
+def _check_scope(c: _Checker, rule: dict) -> None:
+    """A degrade rule's `scope` (only "namespace"): its route is then `*` `/` and it has no breaker."""
+    if rule["scope"] != NAMESPACE_SCOPE or type(rule["scope"]) is not str:
+        c.fail("scope", "must be namespace")
+        return
+    route = rule.get("route")
+    if isinstance(route, dict):
+        if isinstance(route.get("host"), str) and route["host"] != "*":
+            c.fail("route.host", "must be * with scope namespace")
+        if isinstance(route.get("path"), str) and route["path"] != "/":
+            c.fail("route.path", "must be / with scope namespace")
+    if "breaker" in rule:
+        c.fail("breaker", "is not allowed with scope namespace")
+
+
 _COMMON_REQUIRED = ("id", "kind", "route")
 _COMMON_OPTIONAL = ("enabled", "description", "updated_by", "updated_at")
 _KIND_FIELDS = {
     "split": (("key", "policies", "default"), ("window",)),
-    "degrade": (("action",), ("percent", "window", "key", "salt", "breaker")),
+    "degrade": (("action",), ("percent", "window", "key", "salt", "breaker", "scope")),
 }
+NAMESPACE_SCOPE = "namespace"  # a degrade rule's `scope`: every request of the namespace, before routing
 
 
 def validate_rule(data: Any) -> dict:
@@ -577,6 +593,8 @@ def _validate(data: Any) -> dict:
             c.text(rule["salt"], "salt", max_len=64)
         if "breaker" in rule:
             _check_breaker(c, rule["breaker"])
+        if "scope" in rule:
+            _check_scope(c, rule)
     if c.errors:
         raise ValidationError(c.errors)
     return normalise(rule)

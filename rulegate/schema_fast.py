@@ -52,6 +52,7 @@ from .schema import (
     MAX_TIME,
     MAX_UID,
     METHODS,
+    NAMESPACE_SCOPE,
     REDIRECT_STATUSES,
     _is_unicode,
 )
@@ -108,7 +109,7 @@ def _with_any_of(required: tuple[str, ...], optional: tuple[str, ...]) -> frozen
 
 _COMMON = ("id", "kind", "route", "enabled", "description", "updated_by", "updated_at")
 _SPLIT_KEYS = _with_any_of(_COMMON + ("key", "policies", "default"), ("window",))
-_DEGRADE_KEYS = _with_any_of(_COMMON + ("action", "percent"), ("window", "key", "salt", "breaker"))
+_DEGRADE_KEYS = _with_any_of(_COMMON + ("action", "percent"), ("window", "key", "salt", "breaker", "scope"))
 _ROUTE_KEYS = ("host", "path")
 _ROUTE_METHOD_KEYS = ("host", "methods", "path")
 _WINDOW_KEYS = frozenset({("start",), ("end",), ("end", "start")})
@@ -429,6 +430,10 @@ def _degrade_ok(rule: dict) -> bool:
         return False
     if "salt" in rule and not _text_ok(rule["salt"], 64, True):
         return False
+    if "scope" in rule:  # namespace scope: route * /, no breaker
+        route = rule["route"]  # not checked yet (canonical_rule: _route_ok)
+        return (rule["scope"] == NAMESPACE_SCOPE and type(rule["scope"]) is str and type(route) is dict
+                and route.get("host") == "*" and route.get("path") == "/" and "breaker" not in rule)
     return "breaker" not in rule or _breaker_ok(rule["breaker"])
 
 

@@ -151,7 +151,10 @@ def random_rule(rnd: random.Random, i: int) -> dict:
             rule["key"] = {"source": "request"} if rnd.random() < 0.2 else _key(rnd)
         if rnd.random() < 0.3:
             rule["salt"] = rnd.choice(("s", "\u00fcber"))
-        if rnd.random() < 0.25:  # no outcomes in the fuzz: closed, so the rule never applies (both runtimes)
+        if rnd.random() < 0.06:  # scope namespace (before routing): mostly a share, so routes still decide
+            rule.update(scope="namespace", route={**route, "host": "*", "path": "/"},
+                        percent=rnd.choice((12.5, 0.01, 33.33, 50, 0, 100)))
+        elif rnd.random() < 0.25:  # no outcomes in the fuzz: closed, so the rule never applies (both runtimes)
             rule["breaker"] = _breaker(rnd)
     return validate_rule(rule)
 

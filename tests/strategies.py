@@ -244,7 +244,9 @@ def rule_inputs(draw) -> dict:
         rule["key"] = draw(keys(degrade=True))
     if draw(st.booleans()):
         rule["salt"] = draw(unicode_text)
-    if draw(st.booleans()):
+    if draw(st.integers(0, 7)) == 0:  # scope namespace: route * / (methods kept), no breaker
+        rule.update(scope="namespace", route={**route, "host": "*", "path": "/"})
+    elif draw(st.booleans()):
         rule["breaker"] = draw(breakers())
     return rule
 

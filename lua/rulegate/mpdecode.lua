@@ -516,8 +516,8 @@ end
 
 
 -- The keys route_of reads (a code each; 0: any other key): a rule's, and its route's.
-local ID, ROUTE, KIND, ENABLED, HOST, PATH = 1, 2, 3, 4, 5, 6
-local RULE_KEYS = { id = ID, route = ROUTE, kind = KIND, enabled = ENABLED }
+local ID, ROUTE, KIND, ENABLED, HOST, PATH, SCOPE = 1, 2, 3, 4, 5, 6, 7
+local RULE_KEYS = { id = ID, route = ROUTE, kind = KIND, enabled = ENABLED, scope = SCOPE }
 local ROUTE_KEYS = { host = HOST, path = PATH }
 
 
@@ -535,8 +535,9 @@ local function key_at(s, i, len, keys)
         return nil
     end
     local f = byte(s, i + 1)
-    if (n == 2 and f == 0x69) or (n == 4 and (f == 0x6b or f == 0x68 or f == 0x70)) or (n == 5 and f == 0x72)
-        or (n == 7 and f == 0x65) then -- i(d), k(ind), h(ost), p(ath), r(oute), e(nabled)
+    if (n == 2 and f == 0x69) or (n == 4 and (f == 0x6b or f == 0x68 or f == 0x70))
+        or (n == 5 and (f == 0x72 or f == 0x73)) or (n == 7 and f == 0x65) then
+        -- i(d), k(ind), h(ost), p(ath), r(oute), s(cope), e(nabled)
         return keys[sub(s, i + 1, e)] or 0, e + 1
     end
     return 0, e + 1
@@ -590,17 +591,18 @@ end
 -- What a gateway needs to place a stored rule in its route index without
 -- decoding the rest: id, route.host, route.path, kind and enabled of the map s
 -- encodes, as unpack(s) would give them (a key met twice: its last value), or
--- nil when s is anything else, has a key that is not a fixstr, or holds an ext
--- type (the caller then decodes s whole).
+-- nil when s is anything else, has a key that is not a fixstr, holds an ext
+-- type, or has a `scope` (a namespace-scope degrade rule is not placed by its
+-- route: router.place_of) (the caller then decodes s whole).
 function _M.route_of(s)
     if type(s) ~= "string" then
         return nil
     end
-    for k = ID, PATH do
+    for k = ID, SCOPE do
         got[k] = nil
     end
     local len = #s
-    if read_map(s, 1, len, RULE_KEYS) ~= len + 1 then
+    if read_map(s, 1, len, RULE_KEYS) ~= len + 1 or got[SCOPE] ~= nil then
         return nil
     end
     local host, path, kind = got[HOST], got[PATH], got[KIND]

@@ -543,6 +543,21 @@ local function add_degrade(route, item)
     list[#list + 1] = item
 end
 
+-- Where a rule sits: its route {host, path}, or for a degrade rule of scope
+-- namespace NS_PLACE (host "": no request's route; decide() tries the rules
+-- there before routing, docs/rules.md "Namespace scope").
+local NS_PLACE = setmetatable({ host = "", path = "/" },
+                              { __newindex = function() error("router.NS_PLACE is read-only", 2) end })
+
+local function place_of(rule)
+    if rule.scope ~= nil then
+        return NS_PLACE
+    end
+    return rule.route
+end
+_M.place_of = place_of
+
+
 -- Compile one enabled rule into its route's degrades or splits (each item's
 -- methods: the set it accepts, nil for any; route: the rule's, for add_compiled).
 local function add_rule(route, rule, rev)
@@ -556,8 +571,8 @@ local function add_rule(route, rule, rev)
     end
     -- the route's host and path, not the decoded route table: one table fewer a
     -- rule (an item stands for its route wherever {host, path} is read)
-    local route_of = rule.route
-    item.methods, item.host, item.path = methods_set(route_of), route_of.host, route_of.path
+    local place = place_of(rule)
+    item.methods, item.host, item.path = methods_set(rule.route), place.host, place.path
     return item
 end
 
@@ -613,8 +628,9 @@ local function compile_pending(item)
     local raw, kind = item[2], item[3]
     local rule = mpdecode.unpack(raw)
     local route_of = type(rule) == "table" and rule.route
-    if type(route_of) ~= "table" or rule.id ~= item.rule_id or rule.kind ~= kind or route_of.host ~= item.host
-        or route_of.path ~= item.path or rule.enabled == false then
+    local place = type(route_of) == "table" and place_of(rule)
+    if not place or rule.id ~= item.rule_id or rule.kind ~= kind or place.host ~= item.host
+        or place.path ~= item.path or rule.enabled == false then
         error("pending rule " .. tostring(item.rule_id) .. " does not decode to its index entry", 0)
     end
     local compiled = kind == "split" and compile_split(rule) or compile_degrade(rule, 0)
@@ -666,11 +682,19 @@ function _M.new_set(revision)
 end
 
 
--- The route table of a set being built for a rule route {host, path}.
+-- The route table of a set being built for a rule route {host, path}
+-- (place_of: host "" is the namespace-scope degrade rules' index, rs.ns).
 local function route_for(rs, rule_route)
     local host = rule_route.host
     local index
-    if host == "*" then
+    if host == "" then
+        index = rs.ns
+        if not index then
+            index = { by_path = {} }
+            rs.ns = index
+            rs.building[#rs.building + 1] = index
+        end
+    elseif host == "*" then
         index = rs.any_host
         if not index then
             index = { by_path = {} }
@@ -705,7 +729,7 @@ function _M.add(rs, rule)
     if rule.enabled == false then
         return nil
     end
-    return add_rule(route_for(rs, rule.route), rule, rs.revision)
+    return add_rule(route_for(rs, place_of(rule)), rule, rs.revision)
 end
 
 
@@ -831,6 +855,9 @@ function _M.items(rs, pause)
     if rs.any_host then
         from(rs.any_host)
     end
+    if rs.ns then
+        from(rs.ns)
+    end
     return out
 end
 
@@ -875,8 +902,12 @@ function _M.compile(rules, revision, pause)
 end
 
 
--- (table name, key) of a route host: "exact"/host, "wildcard"/".domain", "any"/"".
+-- (table name, key) of a route host: "exact"/host, "wildcard"/".domain", "any"/"",
+-- "ns"/"" (NS_PLACE's host "").
 local function host_slot(host)
+    if host == "" then
+        return "ns", ""
+    end
     if host == "*" then
         return "any", ""
     end
@@ -890,6 +921,8 @@ end
 local function get_index(rs, tab, key)
     if tab == "any" then
         return rs.any_host
+    elseif tab == "ns" then
+        return rs.ns
     end
     return rs[tab][key] or nil -- false: removed in an overlay
 end
@@ -898,6 +931,8 @@ end
 local function set_index(rs, tab, key, index)
     if tab == "any" then
         rs.any_host = index
+    elseif tab == "ns" then
+        rs.ns = index
     elseif tab == "exact" then
         rs.exact[key] = index or false -- an overlay's own entry hides the base's
     else
@@ -928,7 +963,7 @@ function _M.with_changes(rs, before, changes, revision)
     local new = {
         revision = rev, exact = exact, exact_base_n = base_n, wildcard = copy(rs.wildcard),
         any_host = rs.any_host, count = rs.count, pass = { action = "pass", revision = rev },
-        revision_text = tostring(rev), generation = rs.generation,
+        revision_text = tostring(rev), generation = rs.generation, ns = rs.ns,
     }
     local touched, ids = {}, {} -- "tab\0key" -> { tab, key, paths = {path = true} }
     local function touch(route)
@@ -941,6 +976,13 @@ function _M.with_changes(rs, before, changes, revision)
         end
         t.paths[route.path] = true
     end
+    local ns_ids = {} -- the rules of scope namespace rs holds (whatever `before` says of their place)
+    local ns_route = rs.ns and rs.ns.by_path["/"]
+    if ns_route then
+        for i = 1, #ns_route.degrades do
+            ns_ids[ns_route.degrades[i].rule_id] = true
+        end
+    end
     for id, after in pairs(changes) do
         ids[id] = true
         local old = before[id]
@@ -948,8 +990,11 @@ function _M.with_changes(rs, before, changes, revision)
             touch(old)
             new.count = new.count - 1
         end
+        if ns_ids[id] then
+            touch(NS_PLACE)
+        end
         if after then
-            touch(after.route)
+            touch(place_of(after))
             new.count = new.count + 1
         end
     end
@@ -971,8 +1016,9 @@ function _M.with_changes(rs, before, changes, revision)
     end
     for _, after in pairs(changes) do
         if after and after.enabled ~= false then
-            local tab, key = host_slot(after.route.host)
-            add_rule(get_index(new, tab, key).by_path[after.route.path], after, rev)
+            local place = place_of(after)
+            local tab, key = host_slot(place.host)
+            add_rule(get_index(new, tab, key).by_path[place.path], after, rev)
         end
     end
     for _, t in pairs(touched) do
@@ -1100,6 +1146,26 @@ end
 -- (rulegate.breaker; without breakers, never); a request it lets through on to the
 -- splits or pass gets req.breaker = its rule id (the outcome to report).
 function _M.decide(rs, req, breakers)
+    local ns = rs.ns
+    if ns ~= nil then -- degrade rules of scope namespace, before routing (no breaker: the schema refuses one)
+        local route = ns.by_path["/"]
+        if route ~= nil then
+            if route.pending then
+                compile_route(route)
+            end
+            local degrades = route.degrades
+            local now = req.now or ngx.now()
+            for i = 1, #degrades do
+                local dg = degrades[i]
+                local methods = dg.methods
+                if (methods == nil or methods[req.method]) and degrade_applies(dg, req, now) then
+                    local d = dg.decision
+                    d.revision = rs.revision
+                    return d
+                end
+            end
+        end
+    end
     local route = _M.find_route(rs, req)
     if route == nil then
         return rs.pass

@@ -69,7 +69,7 @@ end
 local COMMON = { "id", "kind", "route", "enabled", "description", "updated_by", "updated_at" }
 local RULE_FIELDS = {
     split = fields("key", "policies", "default", "window", unpack(COMMON)),
-    degrade = fields("action", "percent", "window", "key", "salt", "breaker", unpack(COMMON)),
+    degrade = fields("action", "percent", "window", "key", "salt", "breaker", "scope", unpack(COMMON)),
 }
 local ROUTE_FIELDS = fields("host", "path", "methods")
 local KEY_FIELDS = fields("source", "name")
@@ -581,6 +581,20 @@ local function check_degrade(rule)
     end
     if rule.salt ~= nil and not text(rule.salt, 64) then
         return "salt"
+    end
+    if rule.scope ~= nil then -- "namespace" only: route * /, no breaker (docs/rules.md "Namespace scope")
+        if rule.scope ~= "namespace" then
+            return "scope"
+        end
+        if rule.route.host ~= "*" then
+            return "route.host"
+        end
+        if rule.route.path ~= "/" then
+            return "route.path"
+        end
+        if rule.breaker ~= nil then
+            return "breaker"
+        end
     end
     if rule.breaker ~= nil then
         return check_breaker(rule.breaker)

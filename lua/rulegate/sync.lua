@@ -294,7 +294,7 @@ local function load_rule(rs, routes, reuse, id, value, checked, pending)
     if res then
         res.sig = sig
     end
-    routes[id] = res or rule.route -- the item (its host and path), else (disabled) the decoded route
+    routes[id] = res or router.place_of(rule) -- the item (its host and path), else (disabled) its place
     return sig
 end
 
@@ -330,7 +330,7 @@ local function walk_deltas(dict, from, to, routes, fn)
             return nil
         end
         for id, rule in pairs(changes) do
-            routes[id] = rule and rule.route or nil
+            routes[id] = rule and router.place_of(rule) or nil
         end
         at = d.to
     end
@@ -956,7 +956,7 @@ local function held_state(dict, conf)
         if not rule then
             return nil, err
         end
-        sigs[id], routes[id] = sig, rule.route
+        sigs[id], routes[id] = sig, router.place_of(rule)
         return true
     end, pause)
     if not phead then
@@ -1279,7 +1279,7 @@ local function apply_entries(dict, entries, conf)
             end
             undo[#undo + 1] = { id, before, routes[id], overlay[id] }
             sum = digest.apply_sigs(sum, before, sig)
-            sigs[id], routes[id], overlay[id], decoded[id] = sig, rule and rule.route or nil, after or false,
+            sigs[id], routes[id], overlay[id], decoded[id] = sig, rule and router.place_of(rule) or nil, after or false,
                 rule or false
         end
         if e.digest ~= "" and e.digest ~= sum then

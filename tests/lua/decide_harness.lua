@@ -129,7 +129,7 @@ function _M.changes()
         end
         rs = router.with_changes(rs, held, changes, step.revision)
         for id, rule in pairs(changes) do
-            held[id] = rule and rule.route or nil
+            held[id] = rule and router.place_of(rule) or nil
         end
         local got = {}
         for i, r in ipairs(b.requests) do

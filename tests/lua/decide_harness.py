@@ -153,8 +153,9 @@ class DecideHarness(NginxLauncher):
         assert not refused, refused
         # the same rules placed pending (compiled by each route's first request) decide the same
         assert not res["pending_mismatch"], f"pending set differs on requests {res['pending_mismatch'][:10]}"
-        enabled = sum(1 for r in rules if r.get("enabled", True) is not False)
-        assert res["pending"] == enabled, f"rules not placed pending: {res['unplaced']}"
+        # every enabled rule but those of scope namespace (mpdecode.route_of leaves them to a whole decode)
+        placeable = sorted(r["id"] for r in rules if r.get("enabled", True) is not False and "scope" not in r)
+        assert res["pending"] == len(placeable), f"rules not placed pending: {res['unplaced']}"
         return [lua_decision(d) for d in res["decisions"]]
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from rulegate.evaluator import Request, RuleSet, decide
+from rulegate.evaluator import place_of, Request, RuleSet, decide
 from rulegate.schema import validate_rule
 from tests.conftest import load_vectors
 
@@ -62,4 +62,5 @@ def test_random_puts_and_deletes_decide_like_a_full_compile() -> None:
         held.update(changed)
         assert decisions(old) == before  # copy-on-write: the old set is untouched
         assert decisions(rs) == decisions(RuleSet(held.values(), rev, "g")), f"revision {rev}"
-        assert rs.placement == {i: (r["route"]["host"], r["route"]["path"]) for i, r in held.items()}
+        assert rs.placement == {i: place_of(r) for i, r in held.items()}
+
