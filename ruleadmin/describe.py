@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 
-from rulegate.schema import BUCKETS, ramp_share
+from rulegate.schema import BUCKETS, NAMESPACE_SCOPE, ramp_share
 
 from .display import UNITS_PER_PERCENT, iso_utc, percent
 
@@ -18,9 +18,13 @@ def _list(items: list, limit: int = 8) -> str:
 
 
 def route_text(rule: dict) -> str:
-    """Return which requests a rule's route matches."""
+    """Return which requests a rule's route matches (a degrade rule of scope namespace: every request of the
+    namespace, whatever its host and path, tried before routing)."""
     route = rule["route"]
     methods = route.get("methods")
+    if rule.get("scope") == NAMESPACE_SCOPE:
+        return (f"{', '.join(methods) if methods else 'Any'} request of the namespace, whatever its host and path "
+                "(scope namespace: tried before routing, ahead of every route's rules)")
     text = f"{', '.join(methods) if methods else 'Any'} request to host {route['host']} whose path starts with " \
            f"{route['path']}"
     return text

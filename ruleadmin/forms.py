@@ -118,7 +118,8 @@ class SplitForm(_RuleForm):
 
 
 class DegradeForm(_RuleForm):
-    """Create/edit a degrade rule: action and its fields, percent, window."""
+    """Create/edit a degrade rule: action and its fields, percent, window. `breaker` and `scope` are API-only:
+    not offered here, and saving an edit keeps the stored rule's (web.API_ONLY_FIELDS)."""
 
     action_type = SelectField("Action", choices=[SelectChoice(a, f"{a}: {ACTION_LABELS[a]}") for a in ACTIONS])
     status = IntegerField("Status", validators=[Optional(), NumberRange(100, 599)])

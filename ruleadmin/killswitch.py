@@ -1,6 +1,8 @@
-"""Kill switches: one commit that degrades a route or a whole namespace to a preset response, and its undo
-(one commit deleting exactly that switch's rules, then a digest check against the content before it).
-The REST API, the web UI and the CLI all go through this module (docs/design.md "Kill switch")."""
+"""Kill switches: one commit of one degrade rule that answers a route, or a whole namespace (a rule of scope
+namespace, tried before routing), with a preset response, and its undo (one commit deleting exactly that switch's
+rules, then a digest check against the content before it). Switches engaged by an older ruleadmin (one rule per
+route of the namespace) list and undo the same way. The REST API, the web UI and the CLI all go through this
+module (docs/design.md "Kill switch")."""
 from __future__ import annotations
 
 import json
@@ -16,7 +18,7 @@ from rulegate.digest import EMPTY, apply_change, content_digest
 from rulegate.errors import ConflictError, CorruptDataError, NotFoundError, StoreError, ValidationError
 from rulegate.history import HistoryUnavailableError, rule_diffs, states_at
 from rulegate.keyspace import Keys
-from rulegate.schema import encode_rule, validate_rule
+from rulegate.schema import NAMESPACE_SCOPE, encode_rule, validate_rule
 from rulegate.store import WriteResult, rule_hash
 
 from .display import iso_utc
@@ -31,7 +33,7 @@ log = logging.getLogger("ruleadmin.killswitch")
 RESERVED_PREFIX = "0--"
 KILL_PREFIX = RESERVED_PREFIX + "kill."
 # what a kill switch may add past the namespace's rule and byte limits: the emergency brake must work on a full
-# namespace (a route's switch is one rule of ~300 bytes); small beside nginx's dict sizing (docs/api.md)
+# namespace (a switch is one rule of ~300 bytes, whatever its scope); small beside nginx's dict sizing (docs/api.md)
 KILL_HEADROOM = (256, 256 * 1024)
 RESERVED_MESSAGE = f"ids starting with {RESERVED_PREFIX!r} are reserved for kill switches (engage or undo one instead)"
 DEFAULT_PRESET: dict[str, Any] = {"type": "static", "status": 503, "headers": {"Retry-After": "30"},
@@ -39,7 +41,8 @@ DEFAULT_PRESET: dict[str, Any] = {"type": "static", "status": 503, "headers": {"
 OP_ENGAGE, OP_UNDO = "kill-switch", "kill-switch-undo"
 SCOPES = ("namespace", "route")
 FIELDS = ("scope", "route", "action")
-ENGAGE_ATTEMPTS = 5  # a concurrent commit changes the routes to cover: read again and retry
+ENGAGE_ATTEMPTS = 5  # a concurrent commit changes the content before the switch: read again and retry
+ANY_ROUTE = {"host": "*", "path": "/"}  # the route of a namespace kill rule (scope namespace needs it)
 ENGAGE_SCAN = 5000  # log entries searched for a switch's engage commit when its record is missing
 
 
@@ -49,8 +52,8 @@ class KillSwitchNotFound(NotFoundError):
 
 @dataclass(frozen=True)
 class Engaged:
-    """An engaged switch: its record, the commit, rules that still decide before a kill rule on its routes,
-    and whether the record could be saved (the kill rules alone are enough to undo it)."""
+    """An engaged switch: its record, the commit, the rules that still decide before its kill rule (`_shadowed`),
+    and whether the record could be saved (the kill rule alone is enough to undo it)."""
 
     record: dict
     result: WriteResult
@@ -120,8 +123,8 @@ def parse_request(data: Any, preset: dict) -> tuple[str, dict | None, dict]:
     elif scope == "route" and route is None:
         errors["route"] = "is required with scope 'route'"
     action = data.get("action", preset)
-    probe = {"id": KILL_PREFIX + "check.0", "kind": "degrade", "route": route if scope == "route" else
-             {"host": "*", "path": "/"}, "action": action}
+    probe = {"id": KILL_PREFIX + "check.0", "kind": "degrade",
+             "route": route if scope == "route" else dict(ANY_ROUTE), "action": action}
     if isinstance(route, dict) and "methods" in route:
         errors["route.methods"] = "unknown field: a kill switch covers every method"
     try:
@@ -137,26 +140,25 @@ def parse_request(data: Any, preset: dict) -> tuple[str, dict | None, dict]:
 
 def engage(svc: RuleService, ns: str, scope: str, route: dict | None, action: dict, actor: str,
            now: int | None = None) -> Engaged:
-    """Commit one kill rule per covered route (namespace: every route of its rules plus * /; route: that one) in
-    one revision, op kill-switch, then save the switch record. Raise NamespaceMissing, NamespaceLimitError,
-    ConflictError (the namespace kept changing), StoreError."""
+    """Commit the switch's one kill rule (namespace: scope namespace, tried before routing for every request;
+    route: on that route) in one revision, op kill-switch, then save the switch record. Raise NamespaceMissing,
+    NamespaceLimitError, ConflictError (the namespace kept changing), StoreError."""
     svc.require_namespace(ns)
     store = svc.store
     now = int(time.time()) if now is None else now
     for _attempt in range(ENGAGE_ATTEMPTS):
         state = store.load(ns)
         sid = _new_switch_id(state.rules)
-        routes = {(route["host"], route["path"])} if route is not None else _routes(state.rules)
-        kill = _kill_rules(sid, sorted(routes), action, actor, now, scope)
+        kill = _kill_rule(sid, scope, route, action, actor, now)
         try:
-            result = store.commit(ns, [(r["id"], encode_rule(r)) for r in kill], state.revision, actor,
+            result = store.commit(ns, [(kill["id"], encode_rule(kill))], state.revision, actor,
                                   op=OP_ENGAGE, create_only=True, headroom=KILL_HEADROOM)
         except ConflictError:
             continue
         record = {"id": sid, "namespace": ns, "scope": scope, "route": route, "action": action,
                   "engaged_by": actor, "engaged_at": now, "engaged_at_iso": iso_utc(now),
                   "revision_before": state.revision, "digest_before": state.digest or content_digest(state.raw),
-                  "rule_ids": [r["id"] for r in kill], "revision": result.revision}
+                  "rule_ids": [kill["id"]], "revision": result.revision}
         return Engaged(record, result, _shadowed(state.rules, kill), _save_record(store, ns, record))
     raise ConflictError(state.revision, store.revision(ns))
 
@@ -236,8 +238,7 @@ def undone_body(done: Undone) -> dict:
 
 def engaged_body(done: Engaged) -> dict:
     """Return the JSON shape of an engage (REST answer, CLI output)."""
-    warnings = [f"rule {s['id']} on {s['route']} is a degrade rule that sorts before the kill rule and decides first "
-                "while it applies" for s in done.shadowed]
+    warnings = [_shadow_warning(s, done.record["scope"]) for s in done.shadowed]
     if not done.record_saved:
         warnings.append("the switch record could not be saved; its rules carry its id, undo still works")
     return {"kill_switch": done.record, "shadowed_by": done.shadowed, "warnings": warnings}
@@ -268,30 +269,46 @@ def _new_switch_id(rules: Mapping[str, dict]) -> str:
             return sid
 
 
-def _routes(rules: Mapping[str, dict]) -> set[tuple[str, str]]:
-    """Return every (host, path) of the rules, plus (*, /): the routing picks the most specific route first, so
-    a namespace is covered only when every route of it is."""
-    return {(r["route"]["host"], r["route"]["path"]) for r in rules.values()} | {("*", "/")}
+def _kill_rule(sid: str, scope: str, route: dict | None, action: dict, actor: str, now: int) -> dict:
+    """Return the switch's one kill rule, id `0--kill.<sid>.0`, validated: scope namespace (route * /, tried before
+    routing for every request of the namespace) or, for scope route, a rule of that route."""
+    rule = {"id": f"{_prefix(sid)}0", "kind": "degrade", "route": dict(route if route is not None else ANY_ROUTE),
+            "action": action, "percent": 100, "updated_by": actor, "updated_at": now,
+            "description": f"kill switch {sid} ({scope}) engaged by {actor} at {iso_utc(now)}"}
+    if scope == "namespace":
+        rule["scope"] = NAMESPACE_SCOPE
+    return validate_rule(rule)
 
 
-def _kill_rules(sid: str, routes: list[tuple[str, str]], action: dict, actor: str, now: int,
-                scope: str) -> list[dict]:
-    text = f"kill switch {sid} ({scope}) engaged by {actor} at {iso_utc(now)}"
-    return [validate_rule({"id": f"{_prefix(sid)}{n}", "kind": "degrade", "route": {"host": host, "path": path},
-                           "action": action, "percent": 100, "description": text, "updated_by": actor,
-                           "updated_at": now}) for n, (host, path) in enumerate(routes)]
+def _decides_first(rule_id: str, rule: dict, kill: dict) -> bool:
+    """Return whether an enabled degrade rule is tried before the kill rule: rules of scope namespace are tried
+    before routing in id order (before a route's kill rule whatever their id, before a namespace kill rule when
+    their id sorts first); a route's rules only before a kill rule of that route, when their id sorts first."""
+    if rule["kind"] != "degrade" or not rule.get("enabled", True):
+        return False
+    if "scope" in rule:
+        return "scope" not in kill or rule_id < kill["id"]
+    same_route = (rule["route"]["host"], rule["route"]["path"]) == (kill["route"]["host"], kill["route"]["path"])
+    return "scope" not in kill and same_route and rule_id < kill["id"]
 
 
-def _shadowed(rules: Mapping[str, dict], kill: list[dict]) -> list[dict]:
-    """Return the enabled degrade rules that sort before a kill rule on its route (they are tried first)."""
-    first = {(k["route"]["host"], k["route"]["path"]): k["id"] for k in kill}
-    out = []
-    for rule_id in sorted(rules):
-        r = rules[rule_id]
-        kill_id = first.get((r["route"]["host"], r["route"]["path"]))
-        if kill_id is not None and r["kind"] == "degrade" and r.get("enabled", True) and rule_id < kill_id:
-            out.append({"id": rule_id, "route": r["route"]["host"] + r["route"]["path"], "kill_rule": kill_id})
-    return out
+def _shadowed(rules: Mapping[str, dict], kill: dict) -> list[dict]:
+    """Return the enabled degrade rules that decide before the kill rule while they apply, in id order: each
+    {"id", "route" (host + path), "kill_rule", "scope" ("namespace" or "route": the rule's own scope)}."""
+    return [{"id": rule_id, "route": rules[rule_id]["route"]["host"] + rules[rule_id]["route"]["path"],
+             "kill_rule": kill["id"], "scope": rules[rule_id].get("scope", "route")}
+            for rule_id in sorted(rules) if _decides_first(rule_id, rules[rule_id], kill)]
+
+
+def _shadow_warning(shadow: dict, switch_scope: str) -> str:
+    """Return the warning naming a rule that decides before a kill rule of a switch of `switch_scope`."""
+    if shadow.get("scope") != NAMESPACE_SCOPE:
+        return (f"rule {shadow['id']} on {shadow['route']} is a degrade rule that sorts before the kill rule and "
+                "decides first while it applies")
+    if switch_scope == "namespace":
+        return (f"rule {shadow['id']} (scope namespace) is a namespace-wide degrade rule that sorts before the kill "
+                "rule and decides first while it applies")
+    return f"rule {shadow['id']} (scope namespace) decides before every route's rules while it applies"
 
 
 def _save_record(store, ns: str, record: dict) -> bool:
@@ -324,7 +341,8 @@ def _orphan(svc: RuleService, ns: str, sid: str, rule_ids: list[str]) -> dict:
         _rev, rule = svc.get_rule(ns, rule_ids[0])
     except NotFoundError:
         rule = {}
-    return {"id": sid, "namespace": ns, "scope": None, "route": None, "action": rule.get("action"),
+    scope = "namespace" if rule.get("scope") == NAMESPACE_SCOPE else None  # the others do not tell it
+    return {"id": sid, "namespace": ns, "scope": scope, "route": None, "action": rule.get("action"),
             "engaged_by": rule.get("updated_by", ""), "engaged_at": rule.get("updated_at", 0),
             "engaged_at_iso": iso_utc(rule.get("updated_at", 0)), "revision_before": None, "digest_before": None,
             "rule_ids": rule_ids, "revision": None, "record": False}

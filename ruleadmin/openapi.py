@@ -216,9 +216,9 @@ def _kill_switch_paths(errors: dict, idem: dict) -> dict:
                                              "rules_present; record: false when known only from its rules)"),
                                   **errors}},
             "post": {"operationId": "engageKillSwitch", "parameters": [NS, IDEMPOTENCY_KEY, FORCE],
-                     "description": "editor: one revision (op kill-switch) adding a degrade rule, percent 100, all "
-                                    "methods, for every route of the namespace plus * / (scope namespace) or for "
-                                    "one route (scope route)",
+                     "description": "editor: one revision (op kill-switch) adding one degrade rule, percent 100, "
+                                    "all methods: of scope namespace (tried before routing for every request of "
+                                    "the namespace, whatever its routes) or on one route (scope route)",
                      "requestBody": _json_body({
                          "type": "object", "required": ["scope"], "additionalProperties": False, "properties": {
                              "scope": {"type": "string", "enum": ["namespace", "route"]},

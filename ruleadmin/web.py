@@ -114,7 +114,8 @@ def _render_form(ns: str, kind: str, form, rule_id: str | None, errors: list[str
     return web_rules.render_form(ns, kind, form, rule_id, errors, status)
 
 
-API_ONLY_FIELDS = {"degrade": ("breaker",)}  # fields the forms do not show (docs/rules.md "Breakers")
+# fields the forms do not show, kept from the stored rule on save (docs/rules.md "Breakers", docs/api.md "Endpoints")
+API_ONLY_FIELDS = {"degrade": ("breaker", "scope")}
 
 
 def _keep_api_only_fields(ns: str, rule_id: str, rule: dict) -> None:

@@ -47,10 +47,9 @@ def request_from(form: forms.KillSwitchForm) -> dict:
 
 
 def _page(ns: str, form, errors: list[str] | None = None, status: int = 200):
+    """Render the engage form; a namespace switch is one rule whatever the namespace holds, so no rule is read."""
     preset = killswitch.preset_from_config(current_app.config.get("KILL_SWITCH_PRESET"))
-    _rev, rules = backend().rules.list_rules(ns)
-    routes = sorted({(r["route"]["host"], r["route"]["path"]) for r in rules} | {("*", "/")})
-    return render_template("killswitch.html", ns=ns, form=form, preset=forms.pretty(preset), routes=routes,
+    return render_template("killswitch.html", ns=ns, form=form, preset=forms.pretty(preset),
                            form_errors=errors or []), status
 
 
@@ -68,7 +67,7 @@ def _attach(form, errors: dict[str, str]) -> list[str]:
 @bp.route("/ns/<ns>/kill-switch", methods=["GET", "POST"])
 @web_role("editor")
 def engage(ns: str):
-    """Confirm (GET: the form and the routes a namespace switch covers) and engage (POST) a kill switch."""
+    """Confirm (GET: the form, saying what each scope covers) and engage (POST) a kill switch."""
     backend().rules.require_namespace(ns)
     form = forms.KillSwitchForm()
     if request.method == "GET":

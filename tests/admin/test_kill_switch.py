@@ -1,5 +1,6 @@
-"""Kill switches (ruleadmin.killswitch) through the REST API, the web UI and the CLI: engage degrades every route
-(or one) in one revision, undo removes exactly its rules and checks the digest against the content before it."""
+"""Kill switches (ruleadmin.killswitch) through the REST API, the web UI and the CLI: engage degrades a whole
+namespace (one rule of scope namespace, tried before routing) or one route in one revision, undo removes exactly
+its rules and checks the digest against the content before it."""
 from __future__ import annotations
 
 import io
@@ -14,9 +15,11 @@ from gateway_agent.budget import BudgetConfig
 from ruleadmin import create_app
 from ruleadmin.cli import main
 from ruleadmin.config import ConfigError
-from ruleadmin.killswitch import KILL_PREFIX
+from ruleadmin.killswitch import KILL_HEADROOM, KILL_PREFIX, OP_ENGAGE
 from ruleadmin.upstreams import UpstreamRegistry
+from rulegate.errors import NamespaceLimitError
 from rulegate.keyspace import Keys
+from rulegate.schema import encode_rule, validate_rule
 
 from .conftest import PASSWORD, degrade_rule, server_env, split_rule
 
@@ -57,8 +60,9 @@ def shop(client, users, ns) -> str:
 
 
 def test_namespace_switch_degrades_every_route_and_unknown_hosts(client, users, shop, backend):
-    """Engaging namespace-wide commits one revision with a kill rule per route plus * /: every existing route,
-    every method and an unknown host answer the preset; the record names who, when and the content before."""
+    """Engaging namespace-wide commits one revision with one kill rule of scope namespace (route * /): every
+    existing route (the degrade on /checkout included), every method and an unknown host answer the preset; the
+    record names who, when and the content before."""
     before = backend.store.load_raw(shop)
     r = _engage(client, users["editor"], shop, {"scope": "namespace"})
     assert r.status_code == 201, r.get_json()
@@ -66,8 +70,10 @@ def test_namespace_switch_degrades_every_route_and_unknown_hosts(client, users, 
     record = body["kill_switch"]
     assert body["revision"] == 4 and record["revision"] == 4 and record["revision_before"] == 3
     assert record["digest_before"] == before.digest and record["engaged_by"] == users["editor"].username
-    assert len(record["rule_ids"]) == 4 and all(i.startswith(KILL_PREFIX + record["id"] + ".")
-                                                for i in record["rule_ids"])
+    assert record["rule_ids"] == [f"{KILL_PREFIX}{record['id']}.0"] and record["scope"] == "namespace"
+    _rev, kill = backend.rules.get_rule(shop, record["rule_ids"][0])
+    assert kill["scope"] == "namespace" and kill["route"] == {"host": "*", "path": "/"} and kill["percent"] == 100
+    assert kill["kind"] == "degrade" and kill["updated_by"] == users["editor"].username
     for host, path, method in (("shop.example.com", "/", "GET"), ("shop.example.com", "/checkout/pay", "GET"),
                                ("api.example.com", "/v1/x", "POST"), ("api.example.com", "/v1/x", "DELETE"),
                                ("nobody.example.org", "/anything", "PUT")):
@@ -75,10 +81,10 @@ def test_namespace_switch_degrades_every_route_and_unknown_hosts(client, users, 
         assert d["action"] == "respond" and {k: d[k] for k in PRESET} == PRESET, (host, path, d)
         assert d["rule_id"] in record["rule_ids"]
     entry = backend.store.history(shop, None, 1)[0]
-    assert entry.op == "kill-switch" and entry.actor == users["editor"].username and len(entry.changes) == 4
+    assert entry.op == "kill-switch" and entry.actor == users["editor"].username and len(entry.changes) == 1
     listed = client.get(f"{API}/{shop}/kill-switches", headers=users["viewer"].headers).get_json()
     assert [s["id"] for s in listed["kill_switches"]] == [record["id"]]
-    assert listed["kill_switches"][0]["rules_present"] == 4
+    assert listed["kill_switches"][0]["rules_present"] == 1
 
 
 def test_undo_restores_byte_identical_rules_and_digest(client, users, shop, backend):
@@ -121,11 +127,63 @@ def test_route_switch_covers_only_that_route(client, users, shop, backend):
     assert _decide(backend, shop, "shop.example.com", "/")["upstream"] in ("stable", "canary")
 
 
-def test_engage_reports_a_degrade_rule_that_sorts_first(client, users, ns, backend):
-    """An enabled degrade rule whose id sorts before the kill rule on a covered route is named in the answer."""
-    assert _put(client, users["editor"], ns, {**degrade_rule("0"), "percent": 1}).status_code == 201
-    body = _engage(client, users["editor"], ns, {"scope": "namespace"}).get_json()
-    assert [s["id"] for s in body["shadowed_by"]] == ["0"] and "0" in body["warnings"][0]
+def _namespace_rule(rule_id: str, methods: list[str] | None = None, enabled: bool = True, status: int = 429) -> dict:
+    """Return a degrade rule of scope namespace (100 %), for the given methods only when given."""
+    route = {"host": "*", "path": "/", **({"methods": methods} if methods else {})}
+    return {**degrade_rule(rule_id, status), "route": route, "scope": "namespace", "enabled": enabled}
+
+
+def test_namespace_switch_is_shadowed_only_by_namespace_scope_rules_sorting_first(client, users, ns, backend):
+    """For a namespace switch only enabled degrade rules of scope namespace whose id sorts before the kill rule
+    decide first (named in shadowed_by and warnings); a route's degrade rule sorting first does not any more (the
+    kill rule is tried before routing), nor a later or disabled namespace-scope rule."""
+    ed = users["editor"]
+    assert _put(client, ed, ns, {**degrade_rule("0"), "percent": 100}).status_code == 201  # route /checkout
+    assert _put(client, ed, ns, _namespace_rule("0-", ["POST"], enabled=False)).status_code == 201
+    assert _put(client, ed, ns, _namespace_rule("zz-late")).status_code == 201
+    body = _engage(client, ed, ns, {"scope": "namespace"}).get_json()
+    assert body["shadowed_by"] == [] and body["warnings"] == [], body
+    kill_id = body["kill_switch"]["rule_ids"][0]
+    assert _decide(backend, ns, "shop.example.com", "/checkout", "GET")["rule_id"] == kill_id  # not "0"
+    sid = body["kill_switch"]["id"]
+    assert client.delete(f"{API}/{ns}/kill-switches/{sid}", headers=ed.headers).get_json()["exact"] is True
+    assert _put(client, ed, ns, _namespace_rule("0-", ["POST"]), "*").status_code == 200  # enabled now
+    body = _engage(client, ed, ns, {"scope": "namespace"}).get_json()
+    kill_id = body["kill_switch"]["rule_ids"][0]
+    assert body["shadowed_by"] == [{"id": "0-", "route": "*/", "kill_rule": kill_id, "scope": "namespace"}], body
+    assert len(body["warnings"]) == 1 and "rule 0- (scope namespace)" in body["warnings"][0]
+    assert _decide(backend, ns, "shop.example.com", "/checkout", "POST")["rule_id"] == "0-"  # it does decide first
+    assert _decide(backend, ns, "nobody.example.org", "/x", "GET")["rule_id"] == kill_id
+
+
+def test_route_switch_is_shadowed_by_its_route_and_every_namespace_scope_rule(client, users, ns, backend):
+    """For a route switch the enabled degrade rules of its route sorting first and every enabled degrade rule of
+    scope namespace, whatever its id (step 0 runs before routing), are named; other routes' and disabled rules are
+    not. The warning says a namespace-scope rule decides before every route's rules."""
+    ed = users["editor"]
+    assert _put(client, ed, ns, {**degrade_rule("0"), "percent": 1}).status_code == 201  # shop/checkout
+    other = {**degrade_rule("0-"), "route": {"host": "shop.example.com", "path": "/other"}}
+    assert _put(client, ed, ns, other).status_code == 201
+    assert _put(client, ed, ns, _namespace_rule("zz-ns", ["POST"])).status_code == 201
+    assert _put(client, ed, ns, _namespace_rule("zz-off", enabled=False)).status_code == 201
+    body = _engage(client, ed, ns, {"scope": "route", "route": {"host": "shop.example.com",
+                                                                 "path": "/checkout"}}).get_json()
+    kill_id = body["kill_switch"]["rule_ids"][0]
+    assert body["shadowed_by"] == [
+        {"id": "0", "route": "shop.example.com/checkout", "kill_rule": kill_id, "scope": "route"},
+        {"id": "zz-ns", "route": "*/", "kill_rule": kill_id, "scope": "namespace"}], body
+    assert "rule 0 on shop.example.com/checkout" in body["warnings"][0]
+    assert body["warnings"][1] == "rule zz-ns (scope namespace) decides before every route's rules while it applies"
+    assert _decide(backend, ns, "shop.example.com", "/checkout", "POST")["rule_id"] == "zz-ns"
+    assert "scope" not in backend.rules.get_rule(ns, kill_id)[1]
+
+
+def test_route_switch_after_a_namespace_switch_names_its_kill_rule(client, users, ns, backend):
+    """A route switch engaged while a namespace switch is on names that switch's kill rule (it decides first)."""
+    first = _engage(client, users["editor"], ns, {"scope": "namespace"}).get_json()["kill_switch"]
+    body = _engage(client, users["editor"], ns, {"scope": "route", "route": {"host": "a.example",
+                                                                              "path": "/"}}).get_json()
+    assert [(s["id"], s["scope"]) for s in body["shadowed_by"]] == [(first["rule_ids"][0], "namespace")], body
 
 
 @pytest.mark.parametrize("body, field", [
@@ -189,7 +247,8 @@ def test_undo_without_the_record_still_finds_the_content_before(client, users, s
     sid = _engage(client, users["editor"], shop, {"scope": "namespace"}).get_json()["kill_switch"]["id"]
     backend.store.client.hdel(Keys(shop).killswitch, sid)
     listed = client.get(f"{API}/{shop}/kill-switches", headers=users["viewer"].headers).get_json()["kill_switches"]
-    assert listed[0]["id"] == sid and listed[0]["record"] is False and listed[0]["rules_present"] == 4
+    assert listed[0]["id"] == sid and listed[0]["record"] is False and listed[0]["rules_present"] == 1
+    assert listed[0]["scope"] == "namespace"  # told by its rule's scope
     body = client.delete(f"{API}/{shop}/kill-switches/{sid}", headers=users["editor"].headers).get_json()
     assert body["exact"] is True and body["revision_before"] == 3 and body["digest_before"] == before.digest
 
@@ -219,7 +278,9 @@ def test_web_engage_banner_and_undo(app, users, shop, backend):
     page = editor.get(f"/ns/{shop}/")
     assert b'id="kill-switch"' in page.data and b"killswitch-" not in page.data
     form = editor.get(f"/ns/{shop}/kill-switch")
-    assert form.status_code == 200 and b"shop.example.com/checkout" in form.data
+    assert form.status_code == 200 and b'id="namespace-scope-help"' in form.data
+    assert b"<strong>one rule</strong> of scope namespace" in form.data and b"every request" in form.data
+    assert b"shop.example.com/checkout" not in form.data  # the routes are no longer listed (nor read)
     assert editor.post(f"/ns/{shop}/kill-switch", data={"scope": "namespace"}).status_code == 400  # no CSRF
     bad = editor.post(f"/ns/{shop}/kill-switch", data={"csrf_token": _csrf(form.data), "scope": "route",
                                                       "host": "bad host", "path": "/", "response": "preset"})
@@ -243,7 +304,7 @@ def test_web_engage_banner_and_undo(app, users, shop, backend):
     done = editor.post(f"/ns/{shop}/kill-switch/{sid}/undo", data={"csrf_token": _csrf(confirm.data)},
                        follow_redirects=True)
     assert b"the rules equal the content before it" in done.data and f"killswitch-{sid}".encode() not in done.data
-    assert backend.store.revision(shop) == 5
+    assert b"1 rule(s) removed" in done.data and backend.store.revision(shop) == 5
 
 
 def test_web_refuses_reserved_ids_in_the_rule_form(app, users, ns, backend):
@@ -318,7 +379,8 @@ def test_agent_applies_the_kill_switch_and_its_undo(cluster, client, users, shop
 
 def test_a_full_namespace_still_takes_a_kill_switch(admin_config, users, monkeypatch):
     """At its rule limit a namespace refuses a new rule (413) but takes a kill switch: the emergency brake has
-    KILL_HEADROOM past the limits; past the headroom it is refused too, naming the limit."""
+    KILL_HEADROOM past the limits; past the headroom (here 1 rule, taken by the route switch) it is refused too,
+    naming the limit."""
     from ruleadmin import killswitch
 
     app = create_app({**admin_config, "NAMESPACE_MAX_RULES": 3})
@@ -337,8 +399,74 @@ def test_a_full_namespace_still_takes_a_kill_switch(admin_config, users, monkeyp
                         json={"scope": "route", "route": {"host": "h1.example.com", "path": "/"}})
         assert r.status_code == 201, r.get_json()
         assert len(backend.store.load(ns).rules) == 4
-        monkeypatch.setattr(killswitch, "KILL_HEADROOM", (2, 1 << 20))
+        monkeypatch.setattr(killswitch, "KILL_HEADROOM", (1, 1 << 20))
         r = client.post(f"/api/v1/namespaces/{ns}/kill-switches", headers=headers, json={"scope": "namespace"})
         assert r.status_code == 413 and r.get_json()["limit"] == "rules", r.get_json()
     finally:
         app.extensions["ruleadmin"].close()
+
+
+def test_namespace_switch_on_many_routes_is_one_rule_where_per_route_rules_got_413(admin_config, users):
+    """A full namespace of 300 distinct routes (RULEADMIN_NAMESPACE_MAX_RULES 300): one kill rule per route plus
+    * / (what a namespace switch used to commit) passes the limit and KILL_HEADROOM and is refused, but the
+    namespace switch commits one rule of scope namespace that answers every route; its undo is exact."""
+    routes = 300
+    app = create_app({**admin_config, "NAMESPACE_MAX_RULES": routes})
+    try:
+        backend = app.extensions["ruleadmin"]
+        ns = "many" + re.sub(r"[^a-z0-9]", "", users["admin"].username)[-6:]
+        backend.rules.create_namespace(ns)
+        seeded = [validate_rule({**split_rule(f"r{i:03d}"), "route": {"host": f"h{i % 7}.example.com",
+                                                                        "path": f"/p{i}"},
+                                 "updated_by": "seed", "updated_at": 1}) for i in range(routes)]
+        backend.store.commit(ns, [(r["id"], encode_rule(r)) for r in seeded], None, "seed", op="put")
+        before = backend.store.load_raw(ns)
+        per_route = [validate_rule({"id": f"{KILL_PREFIX}old.{n}", "kind": "degrade", "route": route,
+                                    "action": {"type": "reject", "status": 503}, "percent": 100})
+                     for n, route in enumerate([r["route"] for r in seeded] + [{"host": "*", "path": "/"}])]
+        with pytest.raises(NamespaceLimitError):  # the former namespace switch: 301 rules, past 300 + 256
+            backend.store.commit(ns, [(r["id"], encode_rule(r)) for r in per_route], before.revision, "old",
+                                 op=OP_ENGAGE, create_only=True, headroom=KILL_HEADROOM)
+        client = app.test_client()
+        r = client.post(f"{API}/{ns}/kill-switches", headers=users["admin"].headers, json={"scope": "namespace"})
+        assert r.status_code == 201, r.get_json()
+        record = r.get_json()["kill_switch"]
+        assert record["rule_ids"] == [f"{KILL_PREFIX}{record['id']}.0"] and record["revision_before"] == 1
+        _rev, kill = backend.rules.get_rule(ns, record["rule_ids"][0])
+        assert kill["scope"] == "namespace" and kill["route"] == {"host": "*", "path": "/"}
+        assert len(backend.store.load_raw(ns).raw) == routes + 1
+        for i in (0, 1, 150, 299):
+            d = _decide(backend, ns, f"h{i % 7}.example.com", f"/p{i}/x", "POST")
+            assert d["action"] == "respond" and d["rule_id"] == kill["id"], (i, d)
+        body = client.delete(f"{API}/{ns}/kill-switches/{record['id']}", headers=users["admin"].headers).get_json()
+        assert body["exact"] is True and body["removed_rules"] == [kill["id"]], body
+        assert backend.store.load_raw(ns).raw == before.raw
+        assert _decide(backend, ns, "h0.example.com", "/p0/x")["action"] == "proxy"
+    finally:
+        app.extensions["ruleadmin"].close()
+
+
+def test_a_switch_engaged_by_an_older_ruleadmin_still_lists_and_undoes(client, users, shop, backend):
+    """A namespace switch as an older ruleadmin engaged it (one kill rule per route plus * /, op kill-switch, its
+    record naming them) is listed with all its rules and undone exactly: every one of them is removed."""
+    before = backend.store.load_raw(shop)
+    sid = "0ld5w1tc"
+    places = sorted({(r["route"]["host"], r["route"]["path"]) for r in backend.store.load(shop).rules.values()}
+                    | {("*", "/")})
+    kill = [validate_rule({"id": f"{KILL_PREFIX}{sid}.{n}", "kind": "degrade", "route": {"host": h, "path": p},
+                           "action": {"type": "reject", "status": 503}, "percent": 100, "updated_by": "old",
+                           "updated_at": 1_700_000_000}) for n, (h, p) in enumerate(places)]
+    result = backend.store.commit(shop, [(r["id"], encode_rule(r)) for r in kill], before.revision, "old",
+                                  op=OP_ENGAGE, create_only=True, headroom=KILL_HEADROOM)
+    record = {"id": sid, "namespace": shop, "scope": "namespace", "route": None, "action": kill[0]["action"],
+              "engaged_by": "old", "engaged_at": 1_700_000_000, "engaged_at_iso": "2023-11-14T22:13:20Z",
+              "revision_before": before.revision, "digest_before": before.digest,
+              "rule_ids": [r["id"] for r in kill], "revision": result.revision}
+    backend.store.client.hset(Keys(shop).killswitch, sid, json.dumps(record, sort_keys=True))
+    assert len(kill) == 4
+    listed = client.get(f"{API}/{shop}/kill-switches", headers=users["viewer"].headers).get_json()["kill_switches"]
+    assert [(s["id"], s["rules_present"], s["scope"]) for s in listed] == [(sid, 4, "namespace")]
+    body = client.delete(f"{API}/{shop}/kill-switches/{sid}", headers=users["editor"].headers).get_json()
+    assert body["exact"] is True and sorted(body["removed_rules"]) == sorted(r["id"] for r in kill), body
+    assert backend.store.load_raw(shop).raw == before.raw
+    assert client.get(f"{API}/{shop}/kill-switches", headers=users["viewer"].headers).get_json()["kill_switches"] == []

@@ -77,6 +77,19 @@ def test_editor_sees_edit_and_delete_on_rule_page(editor, ns, backend):
     assert b"reject it with status 503, Retry-After 30 s" in r.data
 
 
+def test_rule_page_describes_a_namespace_scope_rule(viewer, ns, backend):
+    """A degrade rule of scope namespace is described as covering every request of the namespace before routing
+    (not host * and path /), on its page and in the rule list."""
+    backend.rules.put_rule(ns, {"id": "ns-shed", "kind": "degrade", "route": {"host": "*", "path": "/",
+                                                                           "methods": ["POST"]},
+                                "scope": "namespace", "action": {"type": "reject", "status": 503}}, None, "api")
+    text = viewer.get(f"/ns/{ns}/rules/ns-shed/").data.decode()
+    assert "POST request of the namespace, whatever its host and path" in text
+    assert "tried before routing, ahead of every route&#39;s rules" in text and "whose path starts with" not in text
+    listed = viewer.get(f"/ns/{ns}/").data.decode()
+    assert "(scope namespace: every request, before routing)" in listed
+
+
 def test_rule_page_of_missing_rule_is_404(viewer, ns):
     """An unknown rule id is a 404 page."""
     assert viewer.get(f"/ns/{ns}/rules/nope/").status_code == 404

@@ -142,3 +142,25 @@ def test_editing_a_breaker_rule_in_the_form_keeps_its_breaker(editor, ns, backen
     assert r.status_code == 302, r.data
     _rev, rule = backend.rules.get_rule(ns, "cb")
     assert rule["description"] == "edited in the form" and rule["breaker"]["min_requests"] == 5
+
+
+def test_editing_a_namespace_scope_rule_in_the_form_keeps_its_scope(editor, ns, backend):
+    """The degrade form does not offer `scope` (API-only): it opens a rule of scope namespace (host *, path /),
+    saving keeps its scope, and moving it to another route is a 400 naming the host field, writing nothing."""
+    backend.rules.put_rule(ns, {"id": "ns-shed", "kind": "degrade", "route": {"host": "*", "path": "/"},
+                                "scope": "namespace", "action": {"type": "reject", "status": 503}}, None, "api")
+    page = editor.get(f"/ns/{ns}/rules/ns-shed/edit")
+    assert page.status_code == 200 and b'name="host" type="text" value="*"' in page.data
+    assert b'name="scope"' not in page.data
+    form = {"csrf_token": _csrf(page.data), "expected_rev": "1", "host": "*", "path": "/", "enabled": "y",
+            "description": "edited in the form", "action_type": "reject", "status": "429", "percent": "100%",
+            "action": "save"}
+    moved = editor.post(f"/ns/{ns}/rules/ns-shed/edit", data={**form, "host": "shop.example.com"})
+    assert moved.status_code == 400 and b"must be * with scope namespace" in moved.data
+    assert backend.store.revision(ns) == 1
+    r = editor.post(f"/ns/{ns}/rules/ns-shed/edit", data=form)
+    assert r.status_code == 302, r.data
+    _rev, rule = backend.rules.get_rule(ns, "ns-shed")
+    assert rule["scope"] == "namespace" and rule["description"] == "edited in the form"
+    assert rule["action"]["status"] == 429 and rule["route"] == {"host": "*", "path": "/"}
+    assert backend.rules.simulate(ns, {"host": "a.example", "path": "/x"})[1].rule_id == "ns-shed"
