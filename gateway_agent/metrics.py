@@ -28,6 +28,7 @@ _SYNC_COUNTERS = {
     "generation_changes": "New namespace generations accepted",
     "digest_mismatches": "Full reloads forced because the applied content differed from the store (digest)",
     "reloads_skipped": "New generations of the applied rules (same digest) taken without a full reload",
+    "large_deltas": "Log deltas of more than a quarter of the rules (and 64) read whole instead",
     "notifications": "Pub/sub notifications received",
     "snapshot_writes": "Disk snapshots written",
     "snapshot_errors": "Disk snapshot writes that failed",

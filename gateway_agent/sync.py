@@ -106,6 +106,9 @@ class SyncConfig:
 
 
 CHECKPOINT_EVERY = 256  # deltas after which the snapshot is written even during a burst
+# A log delta of more changed rules than this, and than a quarter of the rules applied, is read whole instead: a
+# full reload decodes and compiles in slices that yield, a delta in one block (nginx's rule, lua/rulegate/sync.lua)
+DELTA_FULL_MIN = 64
 
 
 @dataclass
@@ -121,6 +124,7 @@ class SyncStats(LockedCounters):
     generation_changes: int = 0
     digest_mismatches: int = 0
     reloads_skipped: int = 0  # new generations of the applied rules (same digest) taken without a full reload
+    large_deltas: int = 0  # log deltas of more than a quarter of the rules (DELTA_FULL_MIN) read whole instead
     notifications: int = 0
     snapshot_writes: int = 0
     snapshot_errors: int = 0
@@ -395,6 +399,12 @@ class Syncer:
                            f"generation {gen or '(none)'}; not rolling back")
         entries = self._entries(replies[3]) if len(replies) > 3 else None
         if entries is None or not contiguous(entries, cur.revision, rev, self.config.log_batch):
+            return None
+        changed = sum(len(entry.changes) for entry in entries)
+        if changed > max(DELTA_FULL_MIN, len(cur.raw) / 4):
+            self.stats.add("large_deltas")
+            log.info("namespace %s: revisions %d-%d change %d rules, more than a quarter of the %d applied; reading "
+                     "them whole", self.config.namespace, cur.revision + 1, rev, changed, len(cur.raw))
             return None
         try:
             self._apply_delta(cur, entries, gen)

@@ -591,7 +591,7 @@ function _M.state()
         error_since = shm:get(K.error_since) or cjson.null,
         checks = shm:get(K.checks) or 0, applies = shm:get(K.applies) or 0,
         full_reloads = shm:get(K.full_reloads) or 0, deltas_applied = shm:get(K.deltas_applied) or 0,
-        reloads_skipped = shm:get(K.reloads_skipped) or 0,
+        reloads_skipped = shm:get(K.reloads_skipped) or 0, large_deltas = shm:get(K.large_deltas) or 0,
         worker_deltas = shm:get(K.worker_deltas) or 0, worker_compiles = shm:get(K.worker_compiles) or 0,
         master_compiles = shm:get(K.master_compiles) or 0,
         checkpoints = shm:get(K.checkpoints) or 0, payload_pending = shm:get(K.pending) or 0,

@@ -140,6 +140,8 @@ function _M.render(state)
         { "rulegate_nginx_deltas_applied_total", "Revision-log entries applied as deltas.", state.deltas_applied },
         { "rulegate_nginx_reloads_skipped_total", "New generations of the held rules (same digest) taken "
           .. "without a full reload.", state.reloads_skipped },
+        { "rulegate_nginx_large_deltas_total", "Log deltas of more than a quarter of the rules (and 64) read "
+          .. "whole instead.", state.large_deltas },
         { "rulegate_nginx_digest_mismatches_total", "Content digest mismatches that forced a full reload.",
           state.digest_mismatches },
         { "rulegate_nginx_checkpoints_total", "Payload and snapshot checkpoints written.", state.checkpoints },

@@ -515,6 +515,26 @@ local function map_at(s, i)
 end
 
 
+-- The number of items of the msgpack array that s starts with (fixarray,
+-- array 16 or array 32), or nil when s starts with anything else: what a log
+-- entry's changes hold, without decoding them.
+function _M.array_len(s)
+    local b = type(s) == "string" and byte(s, 1)
+    if not b then
+        return nil
+    elseif b >= 0x90 and b < 0xa0 then
+        return b - 0x90
+    elseif b == 0xdc then
+        local b1, b2 = byte(s, 2, 3)
+        return b2 and b1 * 0x100 + b2
+    elseif b == 0xdd then
+        local b1, b2, b3, b4 = byte(s, 2, 5)
+        return b4 and ((b1 * 0x100 + b2) * 0x100 + b3) * 0x100 + b4
+    end
+    return nil
+end
+
+
 -- The keys route_of reads (a code each; 0: any other key): a rule's, and its route's.
 local ID, ROUTE, KIND, ENABLED, HOST, PATH, SCOPE = 1, 2, 3, 4, 5, 6, 7
 local RULE_KEYS = { id = ID, route = ROUTE, kind = KIND, enabled = ENABLED, scope = SCOPE }

@@ -60,6 +60,7 @@ local K = {
     sub_lock = "sync:sub_lock", sub_error = "sync:sub_error",
     sub_failures = "sync:sub_failures", subscriptions = "sync:subscriptions",
     full_reloads = "sync:full_reloads", deltas_applied = "sync:deltas_applied",
+    large_deltas = "sync:large_deltas", -- log deltas read whole instead (DELTA_FULL_MIN)
     reloads_skipped = "sync:reloads_skipped", -- new generations of the held rules (same digest): nothing read
     worker_deltas = "sync:worker_deltas", -- shared deltas applied by workers (not the syncing one)
     worker_compiles = "sync:worker_compiles", -- whole payloads decoded and compiled by workers
@@ -86,6 +87,11 @@ local YIELD_AFTER = 0.002 -- seconds of work in a timer between two yields
 -- nginx runs again in the same timer pass (sockets starve) and it logs a warning
 local YIELD_SLEEP = 0.001
 local SCAN_COUNT = 500
+-- A log delta of more changed rules than this, and than a quarter of the rules
+-- held, is read whole instead (HSCAN, sliced, checked in the thread pool; the
+-- other workers compile the new payload in slices): per rule a delta costs the
+-- syncing worker ~4x what a full load does, in one block of its event loop.
+local DELTA_FULL_MIN = 64
 local publish_seq = 0
 local scan_denied = false -- this worker's user may not HSCAN: full reads use HGETALL
 -- What this worker holds of the rules of dict version ver for deltas: each
@@ -646,6 +652,17 @@ local function contiguous_entries(reply, held_rev, rev, batch)
 end
 
 
+-- How many rule changes log entries hold (an entry whose changes are not a
+-- msgpack array counts 0: apply_entries refuses it).
+local function delta_changes(entries)
+    local n = 0
+    for i = 1, #entries do
+        n = n + (mpdecode.array_len(entries[i].changes) or 0)
+    end
+    return n
+end
+
+
 -- The whole namespace in one pipeline (rev, gen, HGETALL, digest, rev), or nil, err, kind.
 local function hgetall_read(conf, cl)
     local keys = conf.keys
@@ -786,7 +803,13 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest, stream)
         dict:incr(K.digest_mismatches, 1, 0)
     elseif rev > held_rev and gen == held_gen and res[4] then
         local entries = contiguous_entries(reply_value(res[4]), held_rev, rev, batch)
-        if entries then
+        local changed = entries and delta_changes(entries)
+        if changed and changed > max(DELTA_FULL_MIN, (dict:get(K.count) or 0) / 4) then
+            dict:incr(K.large_deltas, 1, 0)
+            log(NOTICE, "rulegate: namespace ", conf.namespace, ": revisions ", held_rev + 1, "-", rev,
+                " change ", changed, " rules, more than a quarter of the ", dict:get(K.count) or 0,
+                " held; reading them whole")
+        elseif entries then
             return { delta = entries, rev = entries[#entries].rev, gen = gen, store_rev = rev }
         end
     end

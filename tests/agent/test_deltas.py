@@ -42,6 +42,30 @@ def test_changes_apply_as_deltas_without_full_reloads(cluster, store, namespace)
             assert client.decide(req) == decide(fresh, req), path
 
 
+def test_a_delta_of_more_than_a_quarter_of_the_rules_is_read_whole(cluster, store, namespace):
+    """Over 400 rules a commit of 64 changes is a delta; one of 150 (more than a quarter, and more than 64) is read
+    whole (a full reload decodes and compiles in slices that yield, a delta in one block), counted as a large
+    delta, and decides like a fresh compile."""
+    def commit(ids: range, upstream: str) -> int:
+        return store.commit(namespace, [(f"r{i}", encode_rule(split_rule(f"r{i}", upstream, path=f"/{i}")))
+                                        for i in ids], None, "test", op="bulk").revision
+
+    commit(range(400), "v0")
+    with make_client(cluster, namespace, refresh_interval=0.1) as client:
+        stats = client.syncer.stats
+        reloads, deltas = stats.full_reloads, stats.deltas_applied
+        assert client.wait_for_revision(commit(range(64), "v1"), 10.0)
+        assert (stats.full_reloads, stats.deltas_applied, stats.large_deltas) == (reloads, deltas + 1, 0)
+        assert client.wait_for_revision(commit(range(100, 250), "v2"), 10.0)
+        assert (stats.full_reloads, stats.deltas_applied, stats.large_deltas) == (reloads + 1, deltas + 1, 1)
+        assert client.syncer.in_sync()
+        state = store.load(namespace)
+        fresh = RuleSet(state.rules.values(), state.revision, state.generation)
+        for path in ("/0", "/63", "/64", "/100", "/249", "/399"):
+            req = Request.from_dict(request(path))
+            assert client.decide(req) == decide(fresh, req), path
+
+
 def test_a_delta_shares_the_applied_maps_instead_of_copying_them(cluster, store, namespace):
     """A one-rule delta over 400 rules derives the raw bytes, placement and host maps from the applied set's
     (rulegate/layered.py: O(change)) instead of copying them, and decides like a fresh compile."""

@@ -578,3 +578,36 @@ def test_a_full_load_checked_in_the_thread_pool_refuses_and_applies_as_one_check
             assert answers == (["canary"] * 2 if uid == "7" else ["stable"] * 2), (i, uid, answers)
     for gw in (pooled, here):
         assert [line for line in gw.error_lines() if f"revision {refused} of namespace" not in line] == []
+
+
+def test_a_delta_of_more_than_a_quarter_of_the_rules_is_read_whole(
+    make_gateway: Callable[..., Gateway], cluster: Any, store: RuleStore, namespace: str
+) -> None:
+    """A commit changing 64 rules of 400 is applied as a log delta; one changing 150 (more than a quarter, and
+    more than 64) is read whole (sliced, checked in the pool) instead of held in one block: counted as a full
+    reload and a large delta, and served the same."""
+    import_splits(store, namespace, 400)
+    gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=0.1)
+    gw.wait_revision(store.revision(namespace))
+    start = gw.status()
+
+    def commit(ids: range, upstream: str) -> int:
+        return store.commit(namespace, [(f"r{i:05d}", encode_rule(validate_rule({
+            "id": f"r{i:05d}", "kind": "split",
+            "route": {"host": f"svc{i % 100}.example.com", "path": f"/api/v{i // 100}"},
+            "key": {"source": "header", "name": "x-uid"}, "policies": [], "default": upstream}))) for i in ids],
+            None, "test", op="bulk").revision
+
+    st = gw.wait_revision(commit(range(0, 64), "canary"))
+    assert (st["full_reloads"], st["deltas_applied"], st["large_deltas"]) == (
+        start["full_reloads"], start["deltas_applied"] + 1, 0), st
+    st = gw.wait_revision(commit(range(100, 250), "canary"))
+    assert (st["full_reloads"], st["deltas_applied"], st["large_deltas"]) == (
+        start["full_reloads"] + 1, start["deltas_applied"] + 1, 1), st
+    assert st["in_sync"] is True and st["rules"] == 400
+    for i in (0, 63, 100, 249, 64, 399):
+        want = "canary" if i < 64 or 100 <= i < 250 else "stable"
+        r = gw.get(f"/api/v{i // 100}", host=f"svc{i % 100}.example.com", headers={"x-uid": "3"})
+        assert r.headers["x-echo-upstream"] == want, (i, r)
+    assert 'rulegate_nginx_large_deltas_total{namespace="' + namespace + '"} 1' in gw.get("/rulegate/metrics").body
+    assert gw.error_lines() == []

@@ -256,4 +256,17 @@ return function(t)
         t.eq(why("\x01\x02"), "extra bytes")
         t.eq(select(1, mpdecode.same_in_python(string.rep("\x91", 40) .. "\x01")), false) -- nested too deep
     end)
+    t.it("array_len: the item count of the array a log entry's changes start with", function()
+        for _, n in ipairs({ 0, 1, 15, 16, 65535, 65536, 70000 }) do
+            local items = {}
+            for k = 1, n do
+                items[k] = k
+            end
+            t.eq(mpdecode.array_len(mp.pack(items)), n, "an array of " .. n)
+        end
+        t.eq(mpdecode.array_len(mp.pack({ a = 1 })), nil, "a map")
+        t.eq(mpdecode.array_len(""), nil, "nothing")
+        t.eq(mpdecode.array_len("\xdc\x01"), nil, "an array 16 cut short")
+        t.eq(mpdecode.array_len(nil), nil, "not a string")
+    end)
 end
