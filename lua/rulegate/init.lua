@@ -312,10 +312,35 @@ local function compile_in_background(premature)
 end
 
 
--- This worker's set, brought up to the dict's version: a delta applied here, a
--- set of background_compile_min rules or more compiled in a timer (the worker
--- serves what it served meanwhile: its previous set; before its first, requests
--- wait for it in first_set()), a smaller one compiled here.
+-- The published deltas from version `from` to `to` applied in a timer that
+-- yields (a delta of more than INLINE_DELTA_MAX rules: ~25-80 us a rule here,
+-- which a request would otherwise wait for); installed unless another set was
+-- meanwhile. `compiling` holds `to` until it is done: no other catch-up runs.
+-- current.routes is the map the deltas update: off current while they do (a
+-- chain broken half-way leaves it for the next compile to rebuild).
+local INLINE_DELTA_MAX = 32
+
+local function apply_in_background(premature, from, to, rs, routes)
+    if premature then
+        compiling = nil
+        return
+    end
+    local ok, nrs = xpcall(sync.apply_shared_deltas, traceback, conf.shm, from, to, rs, routes, sync.pauser(10))
+    compiling = nil
+    if not ok then
+        log(ERR, "rulegate: background delta failed: ", nrs)
+    elseif nrs and current.ver == from then
+        install(to, nrs, routes)
+        conf.shm:incr(K.worker_deltas, 1, 0)
+    end
+end
+
+
+-- This worker's set, brought up to the dict's version: a delta applied here
+-- (one of more than INLINE_DELTA_MAX rules in a timer), a set of
+-- background_compile_min rules or more compiled in a timer (the worker serves
+-- what it served meanwhile: its previous set; before its first, requests wait
+-- for it in first_set()), a smaller one compiled here.
 -- inline: compile here whatever the size: true (init_worker: nothing is served
 -- yet) or a pause (sync.pauser: a timer that needs the set now yields).
 local function ruleset(inline)
@@ -329,15 +354,31 @@ local function ruleset(inline)
     if ver == nil or ver == current.ver or ver == current.bad_ver then
         return current.rs
     end
+    if current.rs and current.routes and compiling == nil and inline == nil
+            and (sync.delta_size(shm, current.ver) or 0) > INLINE_DELTA_MAX then
+        local routes = current.routes
+        current.routes = nil
+        local ok, err = timer_at(0, apply_in_background, current.ver, ver, current.rs, routes)
+        if ok then
+            compiling = ver
+            return current.rs
+        end
+        current.routes = routes
+        log(ERR, "rulegate: cannot start a background delta: ", err)
+    end
     if current.rs and current.routes and compiling == nil then
         -- the syncing worker's deltas: O(changed rules), applied right here
-        local rs, routes = sync.apply_shared_deltas(shm, current.ver, ver, current.rs, current.routes)
+        local rs, routes = sync.apply_shared_deltas(shm, current.ver, ver, current.rs, current.routes,
+                                                    inline ~= true and inline or nil)
         if rs then
             install(ver, rs, routes)
             shm:incr(K.worker_deltas, 1, 0)
             return rs
         end
         current.routes = nil -- maybe changed half-way: the next compile rebuilds it
+    end
+    if compiling ~= nil and current.rs and not inline then
+        return current.rs -- a timer is bringing this worker's set up to date (the next look follows on)
     end
     if not inline and (shm:get(K.count) or 0) >= conf.background_compile_min then
         if compiling == nil then

@@ -957,7 +957,9 @@ end
 -- compiled from (only the changed ids are read). Copy-on-write: the routes the changes touch
 -- are rebuilt, everything else is shared with rs, which is not modified. It
 -- decides exactly as compile() of the whole new set would (tests/lua).
-function _M.with_changes(rs, before, changes, revision)
+-- pause, when given, is called before each change and each touched route (a
+-- cooperative yield: sync.pauser; rs and changes must not change meanwhile).
+function _M.with_changes(rs, before, changes, revision, pause)
     local rev = revision or 0
     local exact, base_n = exact_overlay(rs)
     local new = {
@@ -984,6 +986,9 @@ function _M.with_changes(rs, before, changes, revision)
         end
     end
     for id, after in pairs(changes) do
+        if pause then
+            pause()
+        end
         ids[id] = true
         local old = before[id]
         if old then
@@ -1002,6 +1007,9 @@ function _M.with_changes(rs, before, changes, revision)
         local old = get_index(rs, t.tab, t.key)
         local index = { by_path = copy(old and old.by_path) }
         for path in pairs(t.paths) do
+            if pause then
+                pause()
+            end
             local route = index.by_path[path]
             if route then
                 if route.pending then
@@ -1015,6 +1023,9 @@ function _M.with_changes(rs, before, changes, revision)
         set_index(new, t.tab, t.key, index)
     end
     for _, after in pairs(changes) do
+        if pause then
+            pause()
+        end
         if after and after.enabled ~= false then
             local place = place_of(after)
             local tab, key = host_slot(place.host)

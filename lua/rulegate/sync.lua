@@ -309,7 +309,7 @@ end
 -- fn(delta, changes (id -> decoded rule | false), before (id -> old route))
 -- per delta, then routes (id -> route) is updated in place. true, or nil when
 -- the chain is broken (expired, too long, undecodable).
-local function walk_deltas(dict, from, to, routes, fn)
+local function walk_deltas(dict, from, to, routes, fn, pause)
     local at, steps = from, 0
     while at ~= to do
         steps = steps + 1
@@ -323,6 +323,9 @@ local function walk_deltas(dict, from, to, routes, fn)
         end
         local changes, before = {}, {}
         for id, value in pairs(d.changes) do
+            if pause then
+                pause()
+            end
             local rule = false
             if value then
                 rule = decode_one(id, value)
@@ -344,18 +347,26 @@ local function walk_deltas(dict, from, to, routes, fn)
 end
 
 
+-- How many rules the delta published from version `from` changes (nil: not
+-- known, e.g. published by an older release).
+function _M.delta_size(dict, from)
+    return dict:get("rs:delta_n:" .. from)
+end
+
+
 -- A worker's rule set moved from version `from` to `to` through the published
 -- deltas: rs, routes (updated in place) or nil when the chain is broken (then
--- the caller compiles the payload). O(changed rules), never O(rules).
-function _M.apply_shared_deltas(dict, from, to, rs, routes)
+-- the caller compiles the payload). O(changed rules), never O(rules). pause,
+-- when given, is called before each changed rule (a timer: see init.lua).
+function _M.apply_shared_deltas(dict, from, to, rs, routes, pause)
     local ok = walk_deltas(dict, from, to, routes, function(d, changes, before)
-        local cok, nrs = pcall(router.with_changes, rs, before, changes, d.rev)
+        local cok, nrs = pcall(router.with_changes, rs, before, changes, d.rev, pause)
         if cok then
             nrs.generation = d.gen
             rs = nrs
         end
         return cok
-    end)
+    end, pause)
     if not ok then
         return nil
     end
@@ -504,7 +515,13 @@ function _M.publish(dict, full, rev, gen, count, source, content_digest, delta)
         source = source, applied_at = t,
     }))
     if delta and prev and delta.from == prev then
-        -- written before the version moves: a worker that sees ver finds its delta
+        -- written before the version moves: a worker that sees ver finds its delta, and how many rules it
+        -- changes without decoding it (a large one is applied in a timer that yields: _M.delta_size)
+        local n = 0
+        for _ in pairs(delta.changes) do
+            n = n + 1
+        end
+        dict:set("rs:delta_n:" .. prev, n, DELTA_TTL)
         local dok, derr = dict:set("rs:delta:" .. prev, mp.pack({ to = ver, rev = rev, gen = gen,
                                                                     changes = delta.changes }), DELTA_TTL)
         if not dok and not full then
@@ -1264,8 +1281,10 @@ end
 
 -- Apply log entries to the held state, checking the digest after each;
 -- returns the held state, digest, undo, decoded (id -> the changed rule
--- decoded | false), or nil, reason (nothing changed).
-local function apply_entries(dict, entries, conf)
+-- decoded | false), or nil, reason (nothing changed). pause, when given, is
+-- called before each change (the caller holds the sync lock: nothing else
+-- touches the held state meanwhile).
+local function apply_entries(dict, entries, conf, pause)
     local h = held_state(dict, conf)
     local sum = dict:get(K.digest)
     if not h or not sum then
@@ -1284,6 +1303,9 @@ local function apply_entries(dict, entries, conf)
             return fail("log revision " .. e.rev .. ": undecodable changes")
         end
         for _, c in ipairs(changes) do
+            if pause then
+                pause()
+            end
             local id, after = c[1], c[3]
             if type(id) ~= "string" or (after and type(after) ~= "string") then
                 return fail("log revision " .. e.rev .. ": undecodable change")
@@ -1588,7 +1610,7 @@ local function apply(conf, got, held_rev, held_gen)
     local rs, routes, err, loaded
     if got.changes and got.base then -- a delta onto the set this worker serves: O(changes)
         routes = got.routes
-        local ok, res = pcall(router.with_changes, got.base, got.before, got.changes, got.rev)
+        local ok, res = pcall(router.with_changes, got.base, got.before, got.changes, got.rev, got.pause)
         if ok then
             rs = res
             rs.generation = got.gen
@@ -1733,13 +1755,14 @@ end
 local function apply_delta(conf, cl, got, held_rev, held_gen)
     local dict = conf.shm
     local base_ver = dict:get(K.ver)
-    local h, sum, undo, decoded = apply_entries(dict, got.delta, conf)
+    local pause = _M.pauser(PAUSE_EVERY) -- a delta of many rules yields as a full load does
+    local h, sum, undo, decoded = apply_entries(dict, got.delta, conf, pause)
     if not h then
         return nil, sum
     end
     local d = { rev = got.rev, gen = got.gen, held = h, routes = h.routes, digest = sum,
                 content_digest = sum, entries = #got.delta, base_ver = base_ver,
-                changes = decoded, before = {}, raw_changes = {} }
+                changes = decoded, before = {}, raw_changes = {}, pause = pause }
     for _, u in ipairs(undo) do -- oldest first: the first entry of an id holds its route before the delta
         local id = u[1]
         if d.raw_changes[id] == nil then
