@@ -519,14 +519,17 @@ class Syncer:
     def _apply_delta(self, cur: Applied, entries: list[LogEntry], gen: str) -> None:
         """Apply log entries on top of cur; raise ContentMismatch when a digest disagrees (nothing applied).
 
-        Only the changed rules are decoded and compiled (`RuleSet.with_changes`); cur is not modified.
+        Only the changed rules are decoded and compiled (`RuleSet.with_changes`); cur is not modified. A delta of
+        many rules is decoded and compiled in slices that yield (`slicer`), as a full reload is.
         """
         raw = derive(cur.raw)  # O(changes), not a copy of every rule's bytes (rulegate/layered.py)
         changed: dict[str, dict] = {}
         removed: set[str] = set()
         digest = cur.digest
+        pause = slicer()
         for entry in entries:
             for rule_id, _before, after in entry.changes:
+                pause()
                 digest = apply_change(digest, rule_id, raw.get(rule_id), after)
                 if after:
                     changed[rule_id] = decode_rule(after, where=f"log rev {entry.revision} rule {rule_id!r}")
@@ -540,7 +543,7 @@ class Syncer:
                 raise ContentMismatch(f"after log revision {entry.revision} the store has digest "
                                       f"{entry.digest[:12]}, the delta gives {digest[:12]}")
         last = entries[-1]
-        ruleset = cur.ruleset.with_changes(changed, removed, last.revision, gen)
+        ruleset = cur.ruleset.with_changes(changed, removed, last.revision, gen, pause)
         self._install(Applied(ruleset, raw, last.revision, gen, "redis", self.wall(), digest,
                               guarded_after(cur.guarded, changed, removed)), deltas=len(entries))
         with self.stats.lock:

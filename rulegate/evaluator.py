@@ -302,17 +302,22 @@ class RuleSet:
         self.stamped: dict[int, Decision] = {}
 
     def with_changes(self, changed: Mapping[str, dict], removed: Iterable[str], revision: int,
-                     generation: str) -> "RuleSet":
+                     generation: str, pause: Callable[[], None] | None = None) -> "RuleSet":
         """Return this set with `changed` rules put and `removed` ids dropped, at `revision`.
 
         Copy-on-write: only the routes the changes touch are rebuilt; the rest is shared with self,
-        which is not modified. decide() gives what RuleSet(all rules, revision) would.
+        which is not modified. decide() gives what RuleSet(all rules, revision) would. `pause`, when given,
+        is called before each changed rule is compiled and each touched route is rebuilt.
         """
-        return self.with_compiled({rule_id: compile_rule(rule, revision) for rule_id, rule in changed.items()},
-                                  removed, revision, generation)
+        compiled = {}
+        for rule_id, rule in changed.items():
+            if pause is not None:
+                pause()
+            compiled[rule_id] = compile_rule(rule, revision)
+        return self.with_compiled(compiled, removed, revision, generation, pause)
 
     def with_compiled(self, changed: Mapping[str, CompiledRule], removed: Iterable[str], revision: int,
-                      generation: str) -> "RuleSet":
+                      generation: str, pause: Callable[[], None] | None = None) -> "RuleSet":
         """`with_changes` of rules compiled earlier (`compile_rule`, any revision: decisions compiled at
         another one are re-stamped, as after `from_compiled`); `removed` is iterated twice.
 
@@ -340,6 +345,8 @@ class RuleSet:
             if old is not None:
                 index.by_path = dict(old.by_path)
             for path in paths:
+                if pause is not None:
+                    pause()
                 route = index.by_path.get(path)
                 index.by_path[path] = route.without(ids) if route is not None else _Route()
             new._set_index(table, key, index)
@@ -348,6 +355,8 @@ class RuleSet:
         for (table, key), paths in touched.items():
             index = new._index(table, key)
             for path in paths:
+                if pause is not None:
+                    pause()
                 route = index.by_path[path]
                 if route.degrades or route.splits or route.pending:
                     route.finish()

@@ -66,6 +66,39 @@ def test_a_delta_of_more_than_a_quarter_of_the_rules_is_read_whole(cluster, stor
             assert client.decide(req) == decide(fresh, req), path
 
 
+def test_a_delta_of_many_rules_is_decoded_and_compiled_in_slices(cluster, store, namespace, monkeypatch):
+    """A commit of 900 changes over 4,000 rules (under a quarter: a delta) is decoded and compiled with the sync
+    loop's pause between rules (a Slicer whose every call yields here), as a full reload is, not in one block;
+    it decides like a fresh compile."""
+    import gateway_agent.sync as agent_sync
+    from rulegate.namespace import Slicer
+
+    def commit(ids: range, upstream: str) -> int:
+        return store.commit(namespace, [(f"r{i}", encode_rule(split_rule(f"r{i}", upstream, path=f"/{i}")))
+                                        for i in ids], None, "test", op="bulk").revision
+
+    commit(range(4000), "v0")
+    with make_client(cluster, namespace, refresh_interval=0.1) as client:
+        assert client.wait_for_revision(store.revision(namespace), 20.0)
+        pauses: list[Slicer] = []
+
+        def counting_slicer() -> Slicer:
+            pauses.append(Slicer(0.0, rest=lambda: None))
+            return pauses[-1]
+
+        monkeypatch.setattr(agent_sync, "slicer", counting_slicer)
+        stats = client.syncer.stats
+        reloads, deltas = stats.full_reloads, stats.deltas_applied
+        assert client.wait_for_revision(commit(range(0, 3600, 4), "v1"), 20.0)
+        assert (stats.full_reloads, stats.deltas_applied) == (reloads, deltas + 1)
+        assert pauses and max(p.yields for p in pauses) >= 900, [p.yields for p in pauses]
+        state = store.load(namespace)
+        fresh = RuleSet(state.rules.values(), state.revision, state.generation)
+        for path in ("/0", "/4", "/5", "/3596", "/3999"):
+            req = Request.from_dict(request(path))
+            assert client.decide(req) == decide(fresh, req), path
+
+
 def test_a_delta_shares_the_applied_maps_instead_of_copying_them(cluster, store, namespace):
     """A one-rule delta over 400 rules derives the raw bytes, placement and host maps from the applied set's
     (rulegate/layered.py: O(change)) instead of copying them, and decides like a fresh compile."""
