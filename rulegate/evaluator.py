@@ -350,7 +350,9 @@ class RuleSet:
                 route = index.by_path.get(path)
                 index.by_path[path] = route.without(ids) if route is not None else _Route()
             new._set_index(table, key, index)
-        for entry in changed.values():
+        for n, entry in enumerate(changed.values()):
+            if pause is not None and not n & 15:
+                pause()
             new._put(entry)
         for (table, key), paths in touched.items():
             index = new._index(table, key)

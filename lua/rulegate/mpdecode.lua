@@ -649,6 +649,50 @@ function _M.at(s, i)
     v = mp.unpack_cursor(c)
     return v, c.i
 end
+local at = _M.at
+
+
+-- What unpack(s) gives, decoded one entry at a time with pause() before each:
+-- an array's items, and a map's entries, a map-valued entry's entries too (a
+-- published delta: {to, rev, gen, changes = {id -> bytes}}; a log entry's
+-- changes: {{id, before, after}, ...}); raises on bad bytes, as unpack.
+function _M.unpack_paused(s, pause)
+    local len = #s
+    local n, i, is_map = container_at(s, 1, len)
+    if not n then
+        return _M.unpack(s)
+    end
+    local out = {}
+    for k = 1, n do
+        pause()
+        if not is_map then
+            out[k], i = at(s, i)
+        else
+            local key
+            key, i = at(s, i)
+            local inner, first = map_at(s, i)
+            local v
+            if inner then
+                i = first
+                v = {}
+                for _ = 1, inner do
+                    pause()
+                    local ik, iv
+                    ik, i = at(s, i)
+                    iv, i = at(s, i)
+                    v[ik] = iv
+                end
+            else
+                v, i = at(s, i)
+            end
+            out[key] = v
+        end
+    end
+    if i ~= len + 1 then
+        error("extra bytes")
+    end
+    return out
+end
 
 
 return _M
