@@ -682,36 +682,54 @@ function _M.new_set(revision)
 end
 
 
+-- (table name, key) of a route host: "exact"/host, "wildcard"/".domain", "any"/"",
+-- "ns"/"" (NS_PLACE's host "").
+local function host_slot(host)
+    if host == "" then
+        return "ns", ""
+    end
+    if host == "*" then
+        return "any", ""
+    end
+    if byte(host, 1) == 42 and byte(host, 2) == 46 then -- "*."
+        return "wildcard", sub(host, 2)
+    end
+    return "exact", host
+end
+
+
+local function get_index(rs, tab, key)
+    if tab == "any" then
+        return rs.any_host
+    elseif tab == "ns" then
+        return rs.ns
+    end
+    return rs[tab][key] or nil -- false: removed in an overlay
+end
+
+
+local function set_index(rs, tab, key, index)
+    if tab == "any" then
+        rs.any_host = index
+    elseif tab == "ns" then
+        rs.ns = index
+    elseif tab == "exact" then
+        rs.exact[key] = index or false -- an overlay's own entry hides the base's
+    else
+        rs[tab][key] = index
+    end
+end
+
+
 -- The route table of a set being built for a rule route {host, path}
 -- (place_of: host "" is the namespace-scope degrade rules' index, rs.ns).
 local function route_for(rs, rule_route)
-    local host = rule_route.host
-    local index
-    if host == "" then
-        index = rs.ns
-        if not index then
-            index = { by_path = {} }
-            rs.ns = index
-            rs.building[#rs.building + 1] = index
-        end
-    elseif host == "*" then
-        index = rs.any_host
-        if not index then
-            index = { by_path = {} }
-            rs.any_host = index
-            rs.building[#rs.building + 1] = index
-        end
-    else
-        local map, k = rs.exact, host
-        if byte(host, 1) == 42 and byte(host, 2) == 46 then -- "*."
-            map, k = rs.wildcard, sub(host, 2)
-        end
-        index = map[k]
-        if not index then
-            index = { by_path = {} }
-            map[k] = index
-            rs.building[#rs.building + 1] = index
-        end
+    local tab, key = host_slot(rule_route.host)
+    local index = get_index(rs, tab, key)
+    if not index then
+        index = { by_path = {} }
+        set_index(rs, tab, key, index)
+        rs.building[#rs.building + 1] = index
     end
     local path = rule_route.path
     local route = index.by_path[path]
@@ -899,45 +917,6 @@ function _M.compile(rules, revision, pause)
         _M.add(rs, rule)
     end
     return _M.finish(rs, pause)
-end
-
-
--- (table name, key) of a route host: "exact"/host, "wildcard"/".domain", "any"/"",
--- "ns"/"" (NS_PLACE's host "").
-local function host_slot(host)
-    if host == "" then
-        return "ns", ""
-    end
-    if host == "*" then
-        return "any", ""
-    end
-    if sub(host, 1, 2) == "*." then
-        return "wildcard", sub(host, 2)
-    end
-    return "exact", host
-end
-
-
-local function get_index(rs, tab, key)
-    if tab == "any" then
-        return rs.any_host
-    elseif tab == "ns" then
-        return rs.ns
-    end
-    return rs[tab][key] or nil -- false: removed in an overlay
-end
-
-
-local function set_index(rs, tab, key, index)
-    if tab == "any" then
-        rs.any_host = index
-    elseif tab == "ns" then
-        rs.ns = index
-    elseif tab == "exact" then
-        rs.exact[key] = index or false -- an overlay's own entry hides the base's
-    else
-        rs[tab][key] = index
-    end
 end
 
 
