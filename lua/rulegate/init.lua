@@ -380,9 +380,6 @@ local function ruleset(inline)
         end
         current.routes = nil -- maybe changed half-way: the next compile rebuilds it
     end
-    if compiling ~= nil and current.rs and not inline then
-        return current.rs -- a timer is bringing this worker's set up to date (the next look follows on)
-    end
     if not inline and (shm:get(K.count) or 0) >= conf.background_compile_min then
         if compiling == nil then
             local ok, err = timer_at(0, compile_in_background)
