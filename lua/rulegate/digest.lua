@@ -95,6 +95,21 @@ function _M.sig(id, value)
 end
 
 
+-- sig(id, s:sub(i, j)) without making that string (through OpenSSL: bytes i..j
+-- of s read in place; a bulk reader makes no string of each rule's bytes).
+function _M.sig_at(id, s, i, j)
+    if add == add_ffi then
+        C.SHA1_Init(ctx)
+        C.SHA1_Update(ctx, id, #id)
+        C.SHA1_Update(ctx, "\n", 1)
+        C.SHA1_Update(ctx, ffi.cast("const char *", s) + (i - 1), j - i + 1)
+        C.SHA1_Final(md, ctx)
+        return ffi.string(md, 20)
+    end
+    return sha1_bin(id .. "\n" .. sub(s, i, j))
+end
+
+
 -- XOR one sig (20 bytes) into acc (five 32-bit words, as of() keeps them).
 local function xor_sig(acc, h)
     for w = 0, 4 do

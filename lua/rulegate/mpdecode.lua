@@ -613,16 +613,17 @@ end
 -- encodes, as unpack(s) would give them (a key met twice: its last value), or
 -- nil when s is anything else, has a key that is not a fixstr, holds an ext
 -- type, or has a `scope` (a namespace-scope degrade rule is not placed by its
--- route: router.place_of) (the caller then decodes s whole).
-function _M.route_of(s)
+-- route: router.place_of) (the caller then decodes s whole). i, j: the map is
+-- bytes i..j of s (default: all of s).
+function _M.route_of(s, i, j)
     if type(s) ~= "string" then
         return nil
     end
     for k = ID, SCOPE do
         got[k] = nil
     end
-    local len = #s
-    if read_map(s, 1, len, RULE_KEYS) ~= len + 1 or got[SCOPE] ~= nil then
+    local len = j or #s
+    if read_map(s, i or 1, len, RULE_KEYS) ~= len + 1 or got[SCOPE] ~= nil then
         return nil
     end
     local host, path, kind = got[HOST], got[PATH], got[KIND]

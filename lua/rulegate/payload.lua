@@ -286,14 +286,21 @@ end
 -- Read the current payload chunk by chunk: fn(id, stored bytes, header, the
 -- chunk's dict key) for every rule (fn returns false, err to stop), pause before every rule. Returns the
 -- header read, or nil, err, retry (true: it was replaced twice during the read,
--- or it is not the payload id want, when given).
-function _M.read(dict, fn, pause, want)
+-- or it is not the payload id want, when given). With at_offsets, fn(id, s, i,
+-- j, header, key): the rule's bytes are s:sub(i, j), not cut (snapshot.each_rule_at).
+function _M.read(dict, fn, pause, want, at_offsets)
     local head = _M.head(dict)
     if not head then
         return nil, "no payload in the shared dict", true
     elseif want ~= nil and head.id ~= want then
         return nil, "the payload was replaced", true
     elseif head.id == "legacy" then
+        if at_offsets then
+            local with_offsets = fn
+            fn = function(id, raw, h, key)
+                return with_offsets(id, raw, 1, #raw, h, key)
+            end
+        end
         return read_legacy(dict, head, fn, pause)
     end
     for i = 1, head.n do
@@ -302,12 +309,22 @@ function _M.read(dict, fn, pause, want)
         if not chunk then
             return nil, "the payload was replaced during the read", true
         end
-        local ok, err = snapshot.each_rule(chunk, function(id, raw)
-            if pause then
-                pause()
-            end
-            return fn(id, raw, head, key)
-        end)
+        local ok, err
+        if at_offsets then -- fn(id, s, i, j, head, key): the bytes are s:sub(i, j), not cut
+            ok, err = snapshot.each_rule_at(chunk, function(id, s, i, j)
+                if pause then
+                    pause()
+                end
+                return fn(id, s, i, j, head, key)
+            end)
+        else
+            ok, err = snapshot.each_rule(chunk, function(id, raw)
+                if pause then
+                    pause()
+                end
+                return fn(id, raw, head, key)
+            end)
+        end
         if not ok then
             return nil, err
         end

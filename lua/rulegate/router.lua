@@ -625,8 +625,17 @@ _M.is_pending = is_pending
 
 -- Compile a pending item in place (the bytes decoded; this gateway checked them).
 local function compile_pending(item)
-    local raw, kind = item[2], item[3]
-    local rule = mpdecode.unpack(raw)
+    local raw, kind, first, last = item[2], item[3], item[4], item[5]
+    local rule
+    if first then -- bytes first..last of raw, a payload chunk (add_pending)
+        local nxt
+        rule, nxt = mpdecode.at(raw, first)
+        if nxt ~= last + 1 then
+            error("pending rule " .. tostring(item.rule_id) .. " does not decode to its index entry", 0)
+        end
+    else
+        rule = mpdecode.unpack(raw)
+    end
     local route_of = type(rule) == "table" and rule.route
     local place = type(route_of) == "table" and place_of(rule)
     if not place or rule.id ~= item.rule_id or rule.kind ~= kind or place.host ~= item.host
@@ -634,7 +643,7 @@ local function compile_pending(item)
         error("pending rule " .. tostring(item.rule_id) .. " does not decode to its index entry", 0)
     end
     local compiled = kind == "split" and compile_split(rule) or compile_degrade(rule, 0)
-    item[1], item[2], item[3] = nil, nil, nil -- a split's array part is set again just below
+    item[1], item[2], item[3], item[4], item[5] = nil, nil, nil, nil, nil -- a split's array part is set again below
     for k, v in pairs(compiled) do
         item[k] = v
     end
@@ -772,10 +781,16 @@ end
 
 -- Add an enabled rule of stored bytes raw (checked and compiled by this
 -- gateway: see "Pending items") pending, placed by its host, path and kind
--- (mpdecode.route_of); sig: the SHA-1 of its bytes (sync). Returns the item.
-function _M.add_pending(rs, id, raw, sig, host, path, kind)
-    local item = new_tab(4, 4) -- a split of one policy fills the same slots when compiled (no resize)
+-- (mpdecode.route_of); sig: the SHA-1 of its bytes (sync). With first, last:
+-- its bytes are raw:sub(first, last), raw a payload chunk the item keeps
+-- until its route compiles it (no string of each rule's bytes: snapshot.each_rule_at).
+-- Returns the item.
+function _M.add_pending(rs, id, raw, sig, host, path, kind, first, last)
+    local item = new_tab(first and 5 or 4, 4) -- a split of one policy fills the same slots when compiled
     item[1], item[2], item[3] = false, raw, kind
+    if first then
+        item[4], item[5] = first, last
+    end
     item.rule_id, item.host, item.path, item.sig = id, host, path, sig
     _M.add_compiled(rs, item)
     return item

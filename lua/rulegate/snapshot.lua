@@ -161,6 +161,67 @@ local function each_pair(s, fn)
 end
 
 
+-- The length of the bin value (pack_rule's) at byte i of s and the index of
+-- its first byte, or nil for any other type.
+local function bin_at(s, i)
+    local b = byte(s, i)
+    if b == 0xc4 then
+        local n = byte(s, i + 1)
+        return n, i + 2
+    elseif b == 0xc5 then
+        local b1, b2 = byte(s, i + 1, i + 2)
+        return b2 and b1 * 0x100 + b2, i + 3
+    elseif b == 0xc6 then
+        local b1, b2, b3, b4 = byte(s, i + 1, i + 4)
+        return b4 and ((b1 * 0x100 + b2) * 0x100 + b3) * 0x100 + b4, i + 5
+    end
+    return nil
+end
+
+
+local function each_pair_at(s, fn)
+    local i, n = 1, #s
+    while i <= n do
+        local id, len, first
+        id, i = at(s, i)
+        len, first = bin_at(s, i)
+        if type(id) ~= "string" then
+            return nil, "undecodable payload chunk"
+        end
+        local ok, err
+        if len and first + len - 1 <= n then
+            ok, err = fn(id, s, first, first + len - 1)
+            i = first + len
+        else -- not a bin (a str, say): cut as each_rule does
+            local raw
+            raw, i = at(s, i)
+            if type(raw) ~= "string" then
+                return nil, "undecodable payload chunk"
+            end
+            ok, err = fn(id, raw, 1, #raw)
+        end
+        if not ok then
+            return nil, err
+        end
+    end
+    return true
+end
+
+
+-- each_rule's walk, fn(id, s, i, j) for every rule: its stored bytes are
+-- bytes i..j of s (the chunk, or a string of their own), not cut. LuaJIT
+-- interns every string it makes, and rules that differ in a few bytes can
+-- share a hash (bench/REPORT.md "Log deltas of many rules"): a reader of
+-- every rule makes no string of each one's bytes.
+function _M.each_rule_at(s, fn)
+    local ok, res, err = pcall(each_pair_at, s, fn)
+    if not ok then
+        return nil, "undecodable payload chunk"
+    end
+    return res, err
+end
+
+
 -- fn(id, stored bytes) for every rule of s, a run of pack_rule pairs (a
 -- piece of a payload's rules map); true, or nil, err (undecodable, or fn's
 -- false, err).

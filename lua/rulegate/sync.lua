@@ -37,6 +37,7 @@ local traceback = debug.traceback
 local random = math.random
 local floor = math.floor
 local find = string.find
+local sub = string.sub
 local match = string.match
 local gmatch = string.gmatch
 local concat = table.concat
@@ -269,10 +270,12 @@ local decode_one = rule_check.decode
 -- placed pending (router.add_pending: compiled by the first request of its
 -- route); else decoded, checked (unless checked) and compiled. A full reload of a namespace
 -- whose rules did not change (a new generation, a digest mismatch, a worker
--- catching up) decodes and compiles none of them. The rule's sig
--- (digest.sig(id, value)), or nil, err.
-local function load_rule(rs, routes, reuse, id, value, checked, pending)
-    local sig = digest.sig(id, value)
+-- catching up) decodes and compiles none of them. first, last: the rule's
+-- bytes are value:sub(first, last) (value a payload chunk, not cut when the
+-- rule is placed pending or reused). The rule's sig (digest.sig(id, bytes)),
+-- or nil, err.
+local function load_rule(rs, routes, reuse, id, value, checked, pending, first, last)
+    local sig = first and digest.sig_at(id, value, first, last) or digest.sig(id, value)
     local item = reuse and reuse[id]
     if item and item.sig == sig then
         routes[id] = item -- its host and path
@@ -280,14 +283,17 @@ local function load_rule(rs, routes, reuse, id, value, checked, pending)
         return sig
     end
     if checked or pending then -- placed, compiled by the route's first request
-        local rid, host, path, kind, enabled = mpdecode.route_of(value)
+        local rid, host, path, kind, enabled = mpdecode.route_of(value, first, last)
         if host and enabled ~= false then
             if rid ~= id then
                 return nil, "rule " .. id .. ": id does not match its hash field"
             end
-            routes[id] = router.add_pending(rs, id, value, sig, host, path, kind)
+            routes[id] = router.add_pending(rs, id, value, sig, host, path, kind, first, last)
             return sig
         end
+    end
+    if first then -- decoded here: a string of its own after all (a disabled rule, a namespace-scope one)
+        value = sub(value, first, last)
     end
     local rule, err = decode_one(id, value, checked)
     if not rule then
@@ -433,15 +439,16 @@ function _M.compile_current(dict, ver, pause, serving)
     local rs, routes = nil, {}
     local reuse = serving and router.items(serving, pause)
     local where = keep_where and {} or nil
-    local head, err, retry = payload.read(dict, function(id, value, phead, key)
+    local head, err, retry = payload.read(dict, function(id, s, first, last, phead, key)
         rs = rs or router.new_set(phead.revision)
         if where then
             where[id] = key
         end
-        -- compiled as it is read: the decoded rule is garbage at once
+        -- compiled as it is read: the decoded rule is garbage at once; a rule's bytes stay in the chunk
+        -- (snapshot.each_rule_at), placed pending with it when checked
         local checked = phead.checked == CHECKED_BY
-        return load_rule(rs, routes, reuse, id, value, checked, checked)
-    end, pause)
+        return load_rule(rs, routes, reuse, id, s, checked, checked, first, last)
+    end, pause, nil, true)
     if not head then
         return nil, err, retry
     end

@@ -31,6 +31,29 @@ return function(t)
         t.eq({ rs.count, rs.revision, routes.r2.host }, { 2, 3, "BAD HOST" })
     end)
 
+    t.it("a checked payload's rules are placed pending on their chunk, not cut into strings", function()
+        local many = {}
+        for i = 1, 40 do
+            many["r" .. i] = rule("r" .. i, "h" .. i .. ".example.com")
+        end
+        write(sync.CHECKED_BY, many)
+        local rs = assert(sync.compile_current(dict, "v1"))
+        local router = require("rulegate.router")
+        local request = require("rulegate.request")
+        local items = router.items(rs)
+        local item = items.r7
+        t.truthy(router.is_pending(item), "placed pending")
+        local chunk = item[2]
+        t.truthy(#chunk > #many.r7 and chunk:sub(item[4], item[5]) == many.r7,
+                 "the chunk, with the rule's bytes at item[4]..item[5]")
+        local digest = require("rulegate.digest")
+        t.eq(item.sig, digest.sig("r7", many.r7), "the sig of its bytes")
+        local d = router.decide(rs, request.from_raw({ host = "h7.example.com", target = "/x", method = "GET",
+                                                       headers = { { "x-uid", "41" } } }))
+        t.eq({ d.rule_id, d.upstream }, { "r7", "canary" }, "its route's first request compiles it")
+        t.truthy(not router.is_pending(item) and item[2] ~= chunk and item[5] == nil, "compiled: the chunk is let go")
+    end)
+
     t.it("rules of a payload with another mark or none are checked", function()
         for _, mark in ipairs({ "rulegate:1:2:0x0", false }) do
             write(mark or nil, raw)
