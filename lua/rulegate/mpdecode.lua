@@ -485,12 +485,13 @@ end
 
 -- true when s is one msgpack value Python's rulegate.schema.decode_rule reads
 -- as Lua does (strict_value); else false, reason.
-function _M.same_in_python(s)
+function _M.same_in_python(s, i, j)
     if type(s) ~= "string" then
         return false, "not a string"
     end
-    local after, why = strict_value(s, 1, #s, 1)
-    if after == #s + 1 then
+    local last = j or #s
+    local after, why = strict_value(s, i or 1, last, 1)
+    if after == last + 1 then
         return true
     end
     return false, after and "extra bytes" or why or "missing bytes"

@@ -26,8 +26,15 @@ local MAX_ENCODED_RULE = 96 * 1024
 
 -- The rule stored as value, decoded and checked: against the schema (the
 -- reason names the field), then its stored form (stored_form); or nil, reason.
-function _M.check_stored(value)
-    local ok, rule = pcall(mpdecode.unpack, value)
+-- With i, j: the stored bytes are value:sub(i, j), read in place.
+function _M.check_stored(value, i, j)
+    local ok, rule, after
+    if i then
+        ok, rule, after = pcall(mpdecode.at, value, i)
+        ok = ok and after == j + 1
+    else
+        ok, rule = pcall(mpdecode.unpack, value)
+    end
     if not ok then
         return nil, "undecodable msgpack"
     end
@@ -35,7 +42,7 @@ function _M.check_stored(value)
     if not good then
         return nil, err
     end
-    good, err = _M.stored_form(value)
+    good, err = _M.stored_form(value, i, j)
     if not good then
         return nil, err
     end
@@ -45,8 +52,9 @@ end
 
 -- The rule stored as value under hash field id, decoded and checked
 -- (check_stored; only decoded when `checked`: this gateway's syncing worker
--- checked these very bytes, see sync.CHECKED_BY), or nil, reason.
-function _M.decode(id, value, checked)
+-- checked these very bytes, see sync.CHECKED_BY), or nil, reason. With i, j
+-- (not checked): the stored bytes are value:sub(i, j), read in place.
+function _M.decode(id, value, checked, i, j)
     local rule, err
     if checked then
         local ok, decoded = pcall(mpdecode.unpack, value)
@@ -58,7 +66,7 @@ function _M.decode(id, value, checked)
             rule, err = schema.check(decoded) -- not a rule: nil and the schema's reason
         end
     else
-        rule, err = _M.check_stored(value)
+        rule, err = _M.check_stored(value, i, j)
     end
     if not rule then
         return nil, "rule " .. id .. ": " .. err
@@ -76,11 +84,11 @@ end
 -- UTF-8, no bin, ext or nil value, string map keys, floats only where the
 -- schema takes one, no empty map for a list nor empty array for a map); else
 -- false, reason.
-function _M.stored_form(value)
-    if #value > MAX_ENCODED_RULE then
+function _M.stored_form(value, i, j)
+    if (i and j - i + 1 or #value) > MAX_ENCODED_RULE then
         return false, "stored rule over 96 KiB"
     end
-    local same, why = mpdecode.same_in_python(value)
+    local same, why = mpdecode.same_in_python(value, i, j)
     if not same then
         return false, "stored form the Python gateways refuse (" .. why .. ")"
     end
@@ -112,9 +120,10 @@ function _M.chunk(dict_name, key)
     end
     local rs = router.new_set(0)
     local n, why = 0, nil
-    local ok, err = snapshot.each_rule(chunk, function(id, value)
+    -- each rule read in place in the chunk (no string of its bytes: snapshot.each_rule_at)
+    local ok, err = snapshot.each_rule_at(chunk, function(id, s, i, j)
         n = n + 1
-        local rule, derr = _M.decode(id, value, false)
+        local rule, derr = _M.decode(id, s, false, i, j)
         if rule then
             local item, cerr = _M.compile(rs, rule)
             if item == false then

@@ -116,6 +116,8 @@ return function(t)
          function() small_chunks(function()
         local cases = {
             { at = 3, value = split("r3", { default = 7 }) }, -- the schema refuses it
+            { at = 7, value = split("r7") .. "\1" }, -- a rule, then a byte more: read in place, it ends early
+            { at = 9, value = split("r9"):sub(1, -2) }, -- cut short: read in place, it runs into the next rule
             { at = 12, value = "\193" }, -- not msgpack
             { at = 20, value = split("r20", { weights = { canary = "x" } }) },
             { at = 29, value = split("r29", { route = { host = "a.example.com", path = "no-slash" } }) },
