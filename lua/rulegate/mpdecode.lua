@@ -520,17 +520,23 @@ end
 -- array 16 or array 32), or nil when s starts with anything else: what a log
 -- entry's changes hold, without decoding them.
 function _M.array_len(s)
-    local b = type(s) == "string" and byte(s, 1)
-    if not b then
+    if type(s) ~= "string" or s == "" then
         return nil
-    elseif b >= 0x90 and b < 0xa0 then
-        return b - 0x90
-    elseif b == 0xdc then
-        local b1, b2 = byte(s, 2, 3)
-        return b2 and b1 * 0x100 + b2
-    elseif b == 0xdd then
-        local b1, b2, b3, b4 = byte(s, 2, 5)
-        return b4 and ((b1 * 0x100 + b2) * 0x100 + b3) * 0x100 + b4
+    end
+    local n, _, is_map = container_at(s, 1, #s)
+    if n and not is_map then
+        return n
+    end
+    return nil
+end
+
+
+-- The length of the str 8/16/32 or bin value at byte i of s and the index of
+-- its first byte (sized_at); nil for any other type, a fixstr included.
+function _M.bytes_at(s, i)
+    local n, first, kind = sized_at(s, i, #s)
+    if kind == "bytes" then
+        return n, first
     end
     return nil
 end
@@ -658,7 +664,11 @@ local at = _M.at
 -- an array's items, and a map's entries, a map-valued entry's entries too (a
 -- published delta: {to, rev, gen, changes = {id -> bytes}}; a log entry's
 -- changes: {{id, before, after}, ...}); raises on bad bytes, as unpack.
+-- Without pause: unpack(s).
 function _M.unpack_paused(s, pause)
+    if not pause or type(s) ~= "string" then
+        return _M.unpack(s)
+    end
     local len = #s
     local n, i, is_map = container_at(s, 1, len)
     if not n then

@@ -27,6 +27,7 @@ local concat = table.concat
 local sort = table.sort
 local floor = math.floor
 local at = mpdecode.at
+local bytes_at = mpdecode.bytes_at
 local io_open = io.open
 
 local _M = { _VERSION = "0.1.0", MAGIC = "RGSNAP1" }
@@ -161,21 +162,13 @@ local function each_pair(s, fn)
 end
 
 
--- The length of the bin value (pack_rule's) at byte i of s and the index of
--- its first byte, or nil for any other type.
-local function bin_at(s, i)
-    local b = byte(s, i)
-    if b == 0xc4 then
-        local n = byte(s, i + 1)
-        return n, i + 2
-    elseif b == 0xc5 then
-        local b1, b2 = byte(s, i + 1, i + 2)
-        return b2 and b1 * 0x100 + b2, i + 3
-    elseif b == 0xc6 then
-        local b1, b2, b3, b4 = byte(s, i + 1, i + 4)
-        return b4 and ((b1 * 0x100 + b2) * 0x100 + b3) * 0x100 + b4, i + 5
+-- walk(s, fn) protected: a chunk that does not decode is an error value.
+local function walked(walk, s, fn)
+    local ok, res, err = pcall(walk, s, fn)
+    if not ok then
+        return nil, "undecodable payload chunk"
     end
-    return nil
+    return res, err
 end
 
 
@@ -184,7 +177,7 @@ local function each_pair_at(s, fn)
     while i <= n do
         local id, len, first
         id, i = at(s, i)
-        len, first = bin_at(s, i)
+        len, first = bytes_at(s, i) -- pack_rule's bin
         if type(id) ~= "string" then
             return nil, "undecodable payload chunk"
         end
@@ -192,7 +185,7 @@ local function each_pair_at(s, fn)
         if len and first + len - 1 <= n then
             ok, err = fn(id, s, first, first + len - 1)
             i = first + len
-        else -- not a bin (a str, say): cut as each_rule does
+        else -- a fixstr, say: cut as each_rule does
             local raw
             raw, i = at(s, i)
             if type(raw) ~= "string" then
@@ -214,11 +207,7 @@ end
 -- share a hash (bench/REPORT.md "Log deltas of many rules"): a reader of
 -- every rule makes no string of each one's bytes.
 function _M.each_rule_at(s, fn)
-    local ok, res, err = pcall(each_pair_at, s, fn)
-    if not ok then
-        return nil, "undecodable payload chunk"
-    end
-    return res, err
+    return walked(each_pair_at, s, fn)
 end
 
 
@@ -226,11 +215,7 @@ end
 -- piece of a payload's rules map); true, or nil, err (undecodable, or fn's
 -- false, err).
 function _M.each_rule(s, fn)
-    local ok, res, err = pcall(each_pair, s, fn)
-    if not ok then
-        return nil, "undecodable payload chunk"
-    end
-    return res, err
+    return walked(each_pair, s, fn)
 end
 
 

@@ -323,12 +323,8 @@ local function walk_deltas(dict, from, to, routes, fn, pause)
         if not raw then
             return nil
         end
-        local ok, d
-        if pause then -- a large delta's bytes decoded a rule at a time (17 ms for 2,000 in one block)
-            ok, d = pcall(mpdecode.unpack_paused, raw, pause)
-        else
-            ok, d = pcall(mpdecode.unpack, raw)
-        end
+        -- with pause, a large delta's bytes are decoded a rule at a time (17 ms for 2,000 in one block)
+        local ok, d = pcall(mpdecode.unpack_paused, raw, pause)
         if not ok or type(d) ~= "table" or type(d.changes) ~= "table" then
             return nil
         end
@@ -1310,12 +1306,8 @@ local function apply_entries(dict, entries, conf, pause)
         return nil, reason
     end
     for _, e in ipairs(entries) do
-        local ok, changes -- a large entry's changes decoded a change at a time (17 ms for 2,000 in one block)
-        if pause then
-            ok, changes = pcall(mpdecode.unpack_paused, e.changes, pause)
-        else
-            ok, changes = pcall(mpdecode.unpack, e.changes)
-        end
+        -- with pause, a large entry's changes are decoded a change at a time (17 ms for 2,000 in one block)
+        local ok, changes = pcall(mpdecode.unpack_paused, e.changes, pause)
         if not ok or type(changes) ~= "table" then
             return fail("log revision " .. e.rev .. ": undecodable changes")
         end
