@@ -1,6 +1,6 @@
 """A namespace kill switch on a namespace of many routes: what it writes and what it costs every gateway.
 
-    python bench/kill_switch.py [--rules 10000] [--rounds 3]
+    python bench/kill_switch.py [--rules 10000] [--rounds 3] [--lua DIR]
 
 Starts a private 6-node cluster, stores --rules split rules on as many routes (100 hosts x rules/100 paths, as
 bench/reload.py), and runs one in-process agent (RuleClient) and one nginx with 2 workers on that namespace,
@@ -15,7 +15,8 @@ Per engage and undo it prints the commit's wall time from the caller (ruleadmin'
 namespace), the rules and bytes written, the time from the commit's return until the agent and both nginx
 workers answer a request of a route (503 while engaged, 200 after the undo), each nginx worker's CPU over that
 window (schedstat, less its idle rate) and whether nginx took it as a delta or a full reload. Figures are medians
-over --rounds; numbers for comparison, never assertions.
+over --rounds; numbers for comparison, never assertions. `--lua DIR` runs nginx with another tree's lua/ (a
+before/after pair).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import rulegate_dev.nginx  # noqa: E402
 from bench.reload import BenchGateway, load_rules, pinned_connections, worker_cpu  # noqa: E402
 from gateway_agent import RuleClient  # noqa: E402
 from ruleadmin import killswitch  # noqa: E402
@@ -145,7 +147,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lua", type=Path, help="run nginx with this directory's Lua modules (another tree's lua/)")
     args = parser.parse_args()
+    if args.lua:
+        rulegate_dev.nginx.LUA_DIR = args.lua.resolve()
     tmp = str(scratch_dir("rulegate-killswitch-"))
     cluster = LocalCluster(Path(tmp) / "cluster")
     cluster.start()

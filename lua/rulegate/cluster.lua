@@ -9,6 +9,7 @@
 local cjson = require("cjson.safe")
 local crc16 = require("rulegate.crc16")
 local node = require("rulegate.node")
+local resp = require("rulegate.resp")
 local topology = require("rulegate.slots")
 
 local ngx = ngx
@@ -28,6 +29,7 @@ local sub = string.sub
 local match = string.match
 local lower = string.lower
 local min = math.min
+local rawget = rawget
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -44,6 +46,7 @@ _M.stats = stats
 local worker_maps = {}
 local store_seq = 0
 
+local ASKING = resp.encode({ "ASKING" })
 local RETRYABLE = { TRYAGAIN = true, CLUSTERDOWN = true, LOADING = true, MASTERDOWN = true }
 
 local DEFAULTS = {
@@ -210,10 +213,47 @@ local function release(self, b)
 end
 
 
+-- cmds sent on sock as one pipeline (each behind ASKING with asking), each
+-- reply read by reader (resp.read_scan) off one resp.stream: the replies, or nil, err.
+local function run_read(sock, cmds, asking, reader)
+    local out = {}
+    for _, c in ipairs(cmds) do
+        if asking then
+            out[#out + 1] = ASKING
+        end
+        out[#out + 1] = resp.encode(c)
+    end
+    local ok, err = sock:send(out)
+    if not ok then
+        return nil, err
+    end
+    local res, st = {}, resp.stream(sock)
+    for i = 1, #cmds do
+        local r
+        if asking then
+            r, err = reader(st)
+            if r == nil then
+                return nil, err
+            end
+        end
+        r, err = reader(st)
+        if r == nil then
+            return nil, err
+        end
+        res[i] = r
+    end
+    return res
+end
+
+
 -- Send cmds (a list of argument lists) on red as one pipeline; with asking,
 -- each command goes behind its own ASKING (it covers only the next command).
 -- Returns the list of replies (error replies as {false, err}) or nil, err.
-local function run_pipeline(red, cmds, asking)
+local function run_pipeline(red, cmds, asking, reader)
+    local sock = reader and rawget(red, "_sock")
+    if sock and resp.usable(sock) then
+        return run_read(sock, cmds, asking, reader)
+    end
     red:init_pipeline(asking and 2 * #cmds or #cmds)
     for _, c in ipairs(cmds) do
         if asking then
@@ -468,13 +508,16 @@ end
 
 
 -- Run cmds (a list of argument lists, all on the slot of `key`) as one pipeline.
--- opts.readonly allows replicas (READONLY). Returns the list of replies, error
+-- opts.readonly allows replicas (READONLY); opts.reader (resp.read_scan) reads
+-- each reply instead of lua-resty-redis when this nginx can (its shapes, with
+-- lua-resty-redis's otherwise: the caller takes both). Returns the list of replies, error
 -- replies as {false, err}, or nil, err.
 function _M.pipeline(self, key, cmds, opts)
     if type(key) ~= "string" then
         error("bad argument #1 to 'pipeline' (string expected, got " .. type(key) .. ")", 2)
     end
     local readonly = opts and opts.readonly or false
+    local reader = opts and opts.reader
     local slot = crc16.slot(key)
     local b = budget_new(self)
     stats.calls = stats.calls + 1
@@ -539,7 +582,7 @@ function _M.pipeline(self, key, cmds, opts)
                     sub_cmds[j] = cmds[i]
                 end
                 local more
-                more, err = run_pipeline(red, sub_cmds, true)
+                more, err = run_pipeline(red, sub_cmds, true, reader)
                 if more then
                     res = {}
                     for i, r in ipairs(pending) do
@@ -550,7 +593,7 @@ function _M.pipeline(self, key, cmds, opts)
                     end
                 end
             else
-                res, err = run_pipeline(red, cmds, false)
+                res, err = run_pipeline(red, cmds, false, reader)
             end
             asking = nil
             if not res then

@@ -16,6 +16,7 @@
 local mp = require("MessagePack")
 local mpdecode = require("rulegate.mpdecode")
 local snapshot = require("rulegate.snapshot")
+local has_buffer, buffer = pcall(require, "string.buffer")
 
 local ngx = ngx
 local type = type
@@ -24,6 +25,7 @@ local ipairs = ipairs
 local pcall = pcall
 local tostring = tostring
 local concat = table.concat
+local sub = string.sub
 local worker_pid = ngx.worker.pid
 local now = ngx.now
 
@@ -155,6 +157,9 @@ function _M.writer(dict, meta, keep, place)
         sizes = {}, -- sizes[i]: its bytes
     }
     local w = { head = head, chunks = keep and {} or nil }
+    -- the open chunk's bytes: a string.buffer (a rule given in place in a
+    -- larger string is copied from it), else a list of strings
+    local sb = has_buffer and buffer.new() or nil
     local buf, in_chunk = {}, 0
     local open_key = nil -- the dict key of the chunk being filled (for place), made once per chunk
     local function store(chunk, count)
@@ -175,9 +180,15 @@ function _M.writer(dict, meta, keep, place)
         return true
     end
     local function flush()
-        local ok, err = store(concat(buf), in_chunk)
-        buf, in_chunk = {}, 0
-        return ok, err
+        local chunk, count = nil, in_chunk
+        if sb then
+            chunk = sb:tostring()
+            sb:reset()
+        else
+            chunk, buf = concat(buf), {}
+        end
+        in_chunk = 0
+        return store(chunk, count)
     end
     local function flush_open() -- the rules added since the last chunk, if any
         if in_chunk > 0 then
@@ -185,8 +196,13 @@ function _M.writer(dict, meta, keep, place)
         end
         return true
     end
-    function w.add(_, id, raw)
-        snapshot.pack_rule(buf, id, raw)
+    -- Add rule id, its bytes raw (raw:sub(first, last) with first, last).
+    function w.add(_, id, raw, first, last)
+        if sb then
+            snapshot.put_rule(sb, id, raw, first, last)
+        else
+            snapshot.pack_rule(buf, id, first and sub(raw, first, last) or raw)
+        end
         if place then
             open_key = open_key or chunk_key(head.id, head.n + 1)
             place[id] = open_key

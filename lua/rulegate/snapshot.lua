@@ -125,6 +125,19 @@ function _M.pack_rule(buf, id, raw)
 end
 
 
+-- The same into a string.buffer sb, the rule's bytes s:sub(first, last) (all
+-- of s without first) copied from s in place: no string of them is made.
+function _M.put_rule(sb, id, s, first, last)
+    if not first then
+        sb:put(str_head(#id), id, bin_head(#s), s)
+        return
+    end
+    local n = last - first + 1
+    sb:put(str_head(#id), id, bin_head(n))
+    sb:putcdata(ffi.cast("const char *", s) + (first - 1), n)
+end
+
+
 -- The payload bytes: a msgpack map whose rule values are bin (so Python reads bytes).
 -- pause, when given, is called after every rule (a cooperative yield).
 function _M.encode_payload(namespace, generation, revision, written_at, raw_rules, pause)

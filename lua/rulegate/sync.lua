@@ -7,6 +7,7 @@ local mp = require("MessagePack")
 local mpdecode = require("rulegate.mpdecode")
 local cjson = require("cjson.safe")
 local cluster = require("rulegate.cluster")
+local resp = require("rulegate.resp")
 local rule_check = require("rulegate.rule_check")
 local router = require("rulegate.router")
 local snapshot = require("rulegate.snapshot")
@@ -717,6 +718,21 @@ local function hgetall_read(conf, cl)
 end
 
 
+-- An HSCAN batch as lua-resty-redis returns it (a flat field/value list: this
+-- nginx cannot read replies in place, resp.usable) fed or put in raw.
+local function scan_batch(flat, feed, raw)
+    for i = 1, #flat, 2 do
+        if feed then
+            feed(flat[i], flat[i + 1])
+        else
+            raw[flat[i]] = flat[i + 1]
+        end
+    end
+end
+
+local SCAN_OPTS = { readonly = true, reader = resp.read_scan }
+
+
 -- The whole namespace by HSCAN in chunks of SCAN_COUNT, yielding between them,
 -- consistent when rev and the store's digest are equal before and after (every
 -- commit moves both); or nil, err, kind ("NOPERM" when the user may not HSCAN).
@@ -736,8 +752,7 @@ local function scan_read(conf, cl, stream)
     local raw, cursor, any = not feed and {} or nil, "0", false
     repeat
         local res
-        res, err = cl:pipeline(keys.rev, { { "HSCAN", keys.rules, cursor, "COUNT", SCAN_COUNT } },
-            { readonly = true })
+        res, err = cl:pipeline(keys.rev, { { "HSCAN", keys.rules, cursor, "COUNT", SCAN_COUNT } }, SCAN_OPTS)
         if not res then
             return nil, err, transport_kind(err)
         end
@@ -748,20 +763,26 @@ local function scan_read(conf, cl, stream)
             end
             return nil, "HSCAN " .. keys.rules .. ": " .. tostring(rerr), reply_kind(rerr)
         end
-        if type(reply) ~= "table" or type(reply[2]) ~= "table" then
+        if type(reply) ~= "table" then
             return nil, "HSCAN " .. keys.rules .. ": unexpected reply", "error"
         end
-        cursor = reply[1]
-        local flat = reply[2]
-        if feed then
-            any = any or #flat > 0
-            for i = 1, #flat, 2 do
-                feed(flat[i], flat[i + 1])
+        if reply.s then -- resp.read_scan's: the batch's bytes in one string, each value in place
+            cursor = reply.cursor
+            local s, ids, first, last = reply.s, reply.ids, reply.first, reply.last
+            any = any or reply.n > 0
+            for i = 1, reply.n do
+                if feed then
+                    feed(ids[i], s, first[i], last[i])
+                else
+                    raw[ids[i]] = sub(s, first[i], last[i])
+                end
             end
+        elseif type(reply[2]) ~= "table" then
+            return nil, "HSCAN " .. keys.rules .. ": unexpected reply", "error"
         else
-            for i = 1, #flat, 2 do
-                raw[flat[i]] = flat[i + 1]
-            end
+            cursor = reply[1]
+            scan_batch(reply[2], feed, raw)
+            any = any or #reply[2] > 0
         end
         ngx.sleep(YIELD_SLEEP)
     until cursor == "0"
@@ -1450,16 +1471,17 @@ local function check_written(L, all)
 end
 
 
--- Add stored rule id (bytes value) to a loader; an id already added (HSCAN
+-- Add stored rule id (bytes value, or value:sub(first, last): an HSCAN
+-- reply's string, not cut) to a loader; an id already added (HSCAN
 -- may return a field twice) is skipped. Nothing once an error was met.
-local function loader_add(L, id, value)
+local function loader_add(L, id, value, first, last)
     if L.err or L.sigs[id] ~= nil then
         return
     end
     L.pause()
     local pool = L.pool
     -- with a pool: placed pending, checked in the pool with its chunk
-    local sig, err = load_rule(L.rs, L.routes, L.reuse, id, value, false, pool ~= nil)
+    local sig, err = load_rule(L.rs, L.routes, L.reuse, id, value, false, pool ~= nil, first, last)
     if not sig then
         if pool and L.w and L.w:seal() then
             check_written(L, true) -- a rule read before this one that fails its check comes first
@@ -1479,7 +1501,7 @@ local function loader_add(L, id, value)
                 L.fresh[w.head.n + 1] = true
             end
         end
-        local ok, aerr = w:add(id, value)
+        local ok, aerr = w:add(id, value, first, last)
         if not ok then
             L.werr, L.w = aerr, nil
         elseif pool and w.head.n - L.checked >= POOL_BATCH then
@@ -1850,8 +1872,8 @@ function _M.run_once(conf)
             return nil
         end
         loader = new_loader(conf, rev, gen)
-        return function(id, value)
-            loader_add(loader, id, value)
+        return function(id, value, first, last)
+            loader_add(loader, id, value, first, last)
         end
     end
     local function fetched(got, ferr, fkind)

@@ -1,8 +1,10 @@
 -- Drives rulegate.cluster from a JSON request, for the pytest client tests.
--- POST /call {nodes, key, cmds, readonly, opts, reset_stats, poison_map, forget_map}
+-- POST /call {nodes, key, cmds, readonly, opts, reset_stats, poison_map, forget_map,
+-- scan_reader (HSCAN replies read by resp.read_scan)}
 -- -> {ok, res, err, stats, elapsed}
 local cjson = require("cjson.safe")
 local cluster = require("rulegate.cluster")
+local resp = require("rulegate.resp")
 
 local _M = {}
 
@@ -29,7 +31,20 @@ function _M.call()
     local n = req.repeat_n or 1
     for _ = 1, n do
         if req.key then
-            res, err = c:pipeline(req.key, req.cmds, { readonly = req.readonly })
+            res, err = c:pipeline(req.key, req.cmds,
+                { readonly = req.readonly, reader = req.scan_reader and resp.read_scan or nil })
+        end
+    end
+    if res and req.scan_reader then -- resp.read_scan's replies as {cursor, pairs = {field, value, ...}}
+        for i, r in ipairs(res) do
+            if type(r) == "table" and r.s then
+                local flat = {}
+                for k = 1, r.n do
+                    flat[#flat + 1] = r.ids[k]
+                    flat[#flat + 1] = r.s:sub(r.first[k], r.last[k])
+                end
+                res[i] = { cursor = r.cursor, pairs = flat }
+            end
         end
     end
     ngx.update_time()

@@ -150,6 +150,76 @@ def test_ask_redirect_sends_asking(lua_harness: NginxLauncher, cluster: Any) -> 
         dst.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
 
 
+def scan_all(ngx: NginxLauncher, cluster: Any, key: str, **req: Any) -> tuple[dict[str, str], list[dict]]:
+    """HSCAN ``key`` to its end through the Lua client with resp.read_scan: the fields and each call's result."""
+    got: dict[str, str] = {}
+    calls = []
+    cursor = "0"
+    while True:
+        res = call(ngx, cluster, key=key, cmds=[["HSCAN", key, cursor, "COUNT", 50]], scan_reader=True, **req)
+        assert res["ok"], res["err"]
+        calls.append(res)
+        reply = res["res"][0]
+        assert set(reply) == {"cursor", "pairs"}, reply  # read in place, not by lua-resty-redis
+        pairs = reply["pairs"] or []
+        got.update(zip(pairs[::2], pairs[1::2]))
+        cursor = reply["cursor"]
+        if cursor == "0":
+            return got, calls
+
+
+def test_hscan_read_in_place_follows_moved(lua_harness: NginxLauncher, cluster: Any) -> None:
+    """HSCAN replies read by resp.read_scan: every field and value as redis holds them, through a MOVED."""
+    key = "{rgtest:scanread}:rules"
+    py = rc(cluster)
+    py.delete(key)
+    rnd = random.Random(3)
+    want = {f"r{i}": "".join(rnd.choice(string.printable) for _ in range(rnd.randint(0, 600))) for i in range(300)}
+    py.hset(key, mapping=want)
+    slot = node_client(cluster.startup_nodes[0]).execute_command("CLUSTER", "KEYSLOT", key)
+    owner, _ = slot_master(cluster, slot)
+    wrong = next(a for a in (slot_master(cluster, s)[0] for s in (0, 8000, 16000)) if a != owner)
+    res = call(lua_harness, cluster, key=key, cmds=[["HSCAN", key, "0", "COUNT", 50]], scan_reader=True,
+               poison_map=wrong, reset_stats=True, opts={"refresh_interval": 0})
+    assert res["ok"], res["err"]
+    assert res["stats"]["moved"] == 1
+    got, _ = scan_all(lua_harness, cluster, key)
+    assert got == want
+    py.delete(key)
+
+
+def test_hscan_read_in_place_follows_ask(lua_harness: NginxLauncher, cluster: Any) -> None:
+    """During a slot migration the source answers ASK for a hash it no longer holds: the in-place reader reads
+    ASKING's +OK and then the target's HSCAN reply off one connection."""
+    key = "{rgtest:scanask}:rules"
+    c0 = node_client(cluster.startup_nodes[0])
+    slot = c0.execute_command("CLUSTER", "KEYSLOT", key)
+    src_addr, src_id = slot_master(cluster, slot)
+    dst_addr, dst_id = next(
+        slot_master(cluster, s) for s in (0, 8000, 16000) if slot_master(cluster, s)[0] != src_addr
+    )
+    src, dst = node_client(src_addr), node_client(dst_addr)
+    src.delete(key)
+    want = {f"r{i}": f"value {i} " * (i % 40) for i in range(120)}
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+    try:
+        pipe = dst.pipeline(transaction=False)
+        pipe.execute_command("ASKING")
+        pipe.hset(key, mapping=want)
+        pipe.execute()
+        got, calls = scan_all(lua_harness, cluster, key, reset_stats=True)
+        assert got == want
+        assert all(c["stats"]["ask"] == 1 for c in calls)
+    finally:
+        pipe = dst.pipeline(transaction=False)
+        pipe.execute_command("ASKING")
+        pipe.delete(key)
+        pipe.execute()
+        src.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+
+
 def test_replica_reads_use_readonly(lua_harness: NginxLauncher, cluster: Any) -> None:
     """With read_replica a read is served by a replica after READONLY, not redirected."""
     key = "{rgtest:replica}:k"
