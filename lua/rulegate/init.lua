@@ -313,7 +313,7 @@ end
 
 
 -- The published deltas from version `from` to `to` applied in a timer that
--- yields (a delta of more than INLINE_DELTA_MAX rules to a set of
+-- yields (deltas of more than INLINE_DELTA_MAX rules together to a set of
 -- background_compile_min rules or more, as a set that large is compiled: ~25-80
 -- us a rule here, which a request would otherwise wait for; a smaller set
 -- takes it inline, at most a quarter of its rules); installed unless another set was
@@ -339,7 +339,7 @@ end
 
 
 -- This worker's set, brought up to the dict's version: a delta applied here
--- (one of more than INLINE_DELTA_MAX rules to a large set in a timer), a set of
+-- (deltas of more than INLINE_DELTA_MAX rules together to a large set in a timer), a set of
 -- background_compile_min rules or more compiled in a timer (the worker serves
 -- what it served meanwhile: its previous set; before its first, requests wait
 -- for it in first_set()), a smaller one compiled here.
@@ -357,7 +357,7 @@ local function ruleset(inline)
         return current.rs
     end
     if current.rs and current.routes and compiling == nil and inline == nil
-            and (sync.delta_size(shm, current.ver) or 0) > INLINE_DELTA_MAX
+            and (sync.chain_size(shm, current.ver, ver, INLINE_DELTA_MAX) or 0) > INLINE_DELTA_MAX
             and (shm:get(K.count) or 0) >= conf.background_compile_min then
         local routes = current.routes
         current.routes = nil

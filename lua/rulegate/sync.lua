@@ -355,10 +355,32 @@ local function walk_deltas(dict, from, to, routes, fn, pause)
 end
 
 
--- How many rules the delta published from version `from` changes (nil: not
--- known, e.g. published by an older release).
-function _M.delta_size(dict, from)
-    return dict:get("rs:delta_n:" .. from)
+-- How many rules the published deltas from version `from` to `to` change,
+-- summed along the chain until `to` or until the sum passes `limit` (a worker
+-- that served no request while several were published catches up on all of
+-- them at once: their sizes add up). nil when the first delta's size is not
+-- known; a chain whose next version is not known (published by an older
+-- release) counts what was found.
+function _M.chain_size(dict, from, to, limit)
+    local n, at = nil, from
+    for _ = 1, MAX_CHAIN do
+        if at == to then
+            break
+        end
+        local k = dict:get("rs:delta_n:" .. at)
+        if k == nil then
+            break
+        end
+        n = (n or 0) + k
+        if n > limit then
+            break
+        end
+        at = dict:get("rs:delta_to:" .. at)
+        if at == nil then
+            break
+        end
+    end
+    return n
 end
 
 
@@ -525,12 +547,14 @@ function _M.publish(dict, full, rev, gen, count, source, content_digest, delta)
     }))
     if delta and prev and delta.from == prev then
         -- written before the version moves: a worker that sees ver finds its delta, and how many rules it
-        -- changes without decoding it (a large one is applied in a timer that yields: _M.delta_size)
+        -- changes and the version it leads to without decoding it (a large one, or a chain of many, is
+        -- applied in a timer that yields: _M.chain_size)
         local n = 0
         for _ in pairs(delta.changes) do
             n = n + 1
         end
         dict:set("rs:delta_n:" .. prev, n, DELTA_TTL)
+        dict:set("rs:delta_to:" .. prev, ver, DELTA_TTL)
         local dok, derr = dict:set("rs:delta:" .. prev, mp.pack({ to = ver, rev = rev, gen = gen,
                                                                     changes = delta.changes }), DELTA_TTL)
         if not dok and not full then
