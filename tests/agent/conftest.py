@@ -14,6 +14,7 @@ import requests
 
 from gateway_agent import RuleClient
 from gateway_agent.budget import BudgetConfig
+from rulegate.fleet import Heartbeat, read_fleet
 from rulegate_dev.nginx import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,22 @@ def make_client(cluster, namespace: str, **kwargs) -> RuleClient:
     kwargs.setdefault("heartbeat_interval", 0.5)
     kwargs.setdefault("budget", BudgetConfig(deadline=1.0, socket_timeout=0.3, connect_timeout=0.2))
     return RuleClient(cluster.startup_nodes, namespace, **kwargs).start()
+
+
+def heartbeat_after(store, namespace: str, gateway_id: str, t: float, timeout: float = 30.0) -> Heartbeat:
+    """Return the gateway's fleet heartbeat once it holds one taken after wall time t (time.time()); fail after timeout.
+
+    The client's sync thread writes it (with a short heartbeat_interval, one rides every revision check): a test
+    must not call `syncer.heartbeat()` itself while that thread runs, since both would share the thread's
+    connection (replies cross: an HSET "answered" with the loop's GET) and race its own heartbeat. A beat taken
+    after t read the counts after t (`_heartbeat_command` stamps it before reading them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        beat = read_fleet(store.client, namespace).get(gateway_id)
+        if beat is not None and beat.heartbeat_at > t:
+            return beat
+        assert time.monotonic() < deadline, f"no heartbeat of {gateway_id} taken after {t} in {timeout} s: {beat}"
+        time.sleep(0.02)
 
 
 class DecisionLoop:

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from gateway_agent.metrics import AgentMetrics
 from gateway_agent.sidecar import SidecarApp
-from rulegate.fleet import read_fleet
 from rulegate.outcomes import OutcomeCounts, latency_bucket
 
-from .conftest import HOST, make_client, split_rule
+from .conftest import HOST, heartbeat_after, make_client, split_rule
 from .test_sidecar import call, idle_app  # noqa: F401 - the fixture
 
 GUARD = {"control": "stable", "min_requests": 10, "max_error_increase": 0.05}
@@ -25,6 +25,9 @@ BREAKER = {"id": "api-breaker", "kind": "degrade", "route": {"host": HOST, "path
            "action": {"type": "static", "status": 503, "body": "degraded"},
            "breaker": {"window": 10, "min_requests": 3, "error_ratio": 0.5, "open_seconds": 60, "probes": 1}}
 IPS = [f"10.0.0.{i}" for i in range(1, 41)]
+# the sync thread writes the heartbeats (one with every revision check); the tests wait for one taken after the
+# reports (heartbeat_after) instead of calling syncer.heartbeat() beside that thread, on its connection
+BEAT = 0.05
 
 
 def _counts(n: int, cls: int, latency_ms: float) -> OutcomeCounts:
@@ -38,7 +41,7 @@ def test_guarded_rule_outcomes_reach_the_heartbeat_and_metrics(cluster, store, n
     request; an unguarded rule's reports count nothing, and a delta that drops the guard stops the counting."""
     store.put_rule(namespace, GUARDED, None, "test")
     store.put_rule(namespace, split_rule("plain", "v1", path="/plain"), None, "test")
-    with make_client(cluster, namespace, heartbeat_interval=3600, gateway_id="gw-outcomes") as client:
+    with make_client(cluster, namespace, heartbeat_interval=BEAT, gateway_id="gw-outcomes") as client:
         assert client.wait_for_revision(2, 5.0)
         decisions = [client.decide({"host": HOST, "path": "/", "ip": ip}) for ip in IPS]
         by_upstream = {u: sum(d.upstream == u for d in decisions) for u in ("canary", "stable")}
@@ -47,12 +50,10 @@ def test_guarded_rule_outcomes_reach_the_heartbeat_and_metrics(cluster, store, n
             assert client.report(d, 500 if d.upstream == "canary" else 200, 30.0 if d.upstream == "canary" else 3.0)
         plain = client.decide({"host": HOST, "path": "/plain", "ip": "10.0.0.1"})
         assert plain.upstream == "v1" and not client.report(plain, 500, 1.0)
-        client.syncer.heartbeat()
-        first = read_fleet(store.client, namespace)["gw-outcomes"].outcomes
+        first = heartbeat_after(store, namespace, "gw-outcomes", time.time()).outcomes
         for d in decisions[:3]:  # cumulative: the next heartbeat holds the earlier counts too
             client.report(d, 0, 20_000.0)
-        client.syncer.heartbeat()
-        second = read_fleet(store.client, namespace)["gw-outcomes"].outcomes
+        second = heartbeat_after(store, namespace, "gw-outcomes", time.time()).outcomes
         body = AgentMetrics(client).render()[0].decode()
         store.put_rule(namespace, {**GUARDED, "policies": [{**GUARDED["policies"][0], "ramp": {
             k: v for k, v in GUARDED["policies"][0]["ramp"].items() if k != "guard"}}]}, None, "test")
@@ -71,19 +72,17 @@ def test_guarded_rule_outcomes_reach_the_heartbeat_and_metrics(cluster, store, n
 def test_breaker_pass_outcomes_and_breaker_states(cluster, store, namespace):
     """A breaker pass counts under ("", "@pass") with no split; the heartbeat and metrics show the breaker open."""
     store.put_rule(namespace, BREAKER, None, "test")
-    with make_client(cluster, namespace, heartbeat_interval=3600, gateway_id="gw-breakers") as client:
+    with make_client(cluster, namespace, heartbeat_interval=BEAT, gateway_id="gw-breakers") as client:
         assert client.wait_for_revision(1, 5.0)
-        client.syncer.heartbeat()
-        before = read_fleet(store.client, namespace)["gw-breakers"]
+        before = heartbeat_after(store, namespace, "gw-breakers", time.time())
         for _ in range(3):
             d = client.decide({"host": HOST, "path": "/api", "ip": "10.0.0.1"})
             assert (d.action, d.breaker) == ("pass", "api-breaker")
             assert client.report(d, 502, 4.0)
         assert client.decide({"host": HOST, "path": "/api", "ip": "10.0.0.1"}).action == "respond"
-        client.syncer.heartbeat()
-        beat = read_fleet(store.client, namespace)["gw-breakers"]
+        beat = heartbeat_after(store, namespace, "gw-breakers", time.time())
         body = AgentMetrics(client).render()[0].decode()
-    assert before.outcomes is None and before.breakers == {}
+    assert before.revision == 1 and before.outcomes is None and before.breakers == {}
     assert beat.outcomes.counts == {("", "@pass"): _counts(3, 5, 4.0)}
     assert beat.breakers == {"api-breaker": {"closed": 0, "open": 1, "half_open": 0}}
     assert 'rulegate_agent_breaker_state{rule="api-breaker"} 2.0' in body
