@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from . import config as config_mod
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Return a configured app: defaults, then `config`, then RULEADMIN_* env; raise ConfigError."""
+    # imported here, not with the package: gunicorn's arbiter imports ruleadmin.gunicorn_worker (the worker class)
+    # before its workers fork and monkey-patch, and the app's modules must first be imported after that
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from . import config as config_mod
+
     app = Flask(__name__)
     app.config.from_mapping(config_mod.DEFAULTS)
     if config:

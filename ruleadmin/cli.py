@@ -21,6 +21,7 @@ from rulegate.errors import RulegateError, StoreError, ValidationError
 from .config import ConfigError
 
 PASSWORD_ENV = "RULEADMIN_USER_PASSWORD"
+WORKER_CLASS = "ruleadmin.gunicorn_worker.GeventWorker"  # gunicorn's gevent worker, settings read as attributes
 ROLE_CHOICES = ("viewer", "editor", "admin")
 ENV_EPILOG = """\
 environment (the Redis connection and every other setting, see docs/api.md):
@@ -160,7 +161,7 @@ def serve(args: argparse.Namespace) -> None:
     """Check the config, then exec gunicorn (workers load the app after gevent monkey-patches)."""
     from . import create_app
     create_app()  # raises ConfigError (e.g. no RULEADMIN_SECRET_KEY) before any worker starts
-    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(args.workers),
+    argv = [sys.executable, "-m", "gunicorn", "--worker-class", WORKER_CLASS, "--workers", str(args.workers),
             "--worker-connections", str(args.worker_connections), "--bind", args.bind,
             "--timeout", str(args.timeout), "--graceful-timeout", "10", "--forwarded-allow-ips", "127.0.0.1"]
     if args.access_log:
