@@ -239,6 +239,9 @@ class Syncer:
         self._thread: threading.Thread | None = None
         self._next_heartbeat = 0.0
         self._beat_pending = False
+        self._cycles = threading.Condition()  # guards _next_heartbeat's take and the cycle counts
+        self._cycles_started = 0
+        self._cycles_done = 0
         self.announced = 0  # highest revision announced on the events channel (or read from the master)
         self._scan = True  # HSCAN granted (else one HGETALL per full reload)
         self.notifier = Notifier(self) if config.notifications else None
@@ -271,6 +274,22 @@ class Syncer:
     def wake(self) -> None:
         """Ask the loop to revalidate now."""
         self._wake.set()
+
+    def heartbeat_now(self, timeout: float = 5.0) -> bool:
+        """Have this gateway's heartbeat written now, from any thread: the running sync thread sends one taken
+        after this call with its next revision check (the node connections are that thread's own: a write from
+        another thread beside it could read the other's reply). Return True once it was attempted (read the
+        fleet hash for the result), False when the loop did not get to it within `timeout` s. Without a running
+        loop the heartbeat is written here."""
+        if self._thread is None or not self._thread.is_alive():
+            self._heartbeat()
+            return True
+        with self._cycles:
+            self._next_heartbeat = 0.0
+            want = self._cycles_started + 1
+        self._wake.set()
+        with self._cycles:
+            return self._cycles.wait_for(lambda: self._cycles_done >= want, timeout)
 
     def wait_for_revision(self, revision: int, timeout: float) -> bool:
         """Return True once a rule set with at least `revision` is applied, False on timeout."""
@@ -327,10 +346,23 @@ class Syncer:
         master (one Redis round trip per gateway per interval); before that it is written after the sync.
         """
         beat, after = None, False
-        if time.monotonic() >= self._next_heartbeat:
-            self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
-            beat = self._heartbeat_command() if self.current is not None else None
-            after = beat is None
+        with self._cycles:
+            self._cycles_started += 1
+            cycle_no = self._cycles_started
+            due = time.monotonic() >= self._next_heartbeat
+            if due:
+                self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+        try:
+            if due:
+                beat = self._heartbeat_command() if self.current is not None else None
+                after = beat is None
+            self._cycle(beat, after)
+        finally:
+            with self._cycles:
+                self._cycles_done = cycle_no
+                self._cycles.notify_all()
+
+    def _cycle(self, beat: tuple | None, after: bool) -> None:
         self._beat_pending = beat is not None  # cleared by _poll, which sends it
         try:
             if self.slots.stale:
@@ -348,7 +380,7 @@ class Syncer:
             self._beat_pending = False
             self.stats.add("heartbeats_failed")
         if after:
-            self.heartbeat()
+            self._heartbeat()
 
     def _failed(self, state: str, message: str) -> None:
         self.health.failed(state, message, self.current.revision if self.current else None, self.staleness())
@@ -777,9 +809,10 @@ class Syncer:
                          if breakers is not None and cur is not None else {})
         return ("HSET", self.keys.fleet, self.config.gateway_id, beat.encode())
 
-    def heartbeat(self) -> None:
+    def _heartbeat(self) -> None:
         """Write this gateway's heartbeat into the fleet hash in its own round trip (best effort, under the
-        budget); `cycle` normally sends it with the revision check instead."""
+        budget; on the sync thread: `heartbeat_now` from any other); `cycle` normally sends it with the revision
+        check instead."""
         beat = self._heartbeat_command()
 
         def attempt(op: Operation) -> None:

@@ -42,10 +42,10 @@ def make_client(cluster, namespace: str, **kwargs) -> RuleClient:
 def heartbeat_after(store, namespace: str, gateway_id: str, t: float, timeout: float = 30.0) -> Heartbeat:
     """Return the gateway's fleet heartbeat once it holds one taken after wall time t (time.time()); fail after timeout.
 
-    The client's sync thread writes it (with a short heartbeat_interval, one rides every revision check): a test
-    must not call `syncer.heartbeat()` itself while that thread runs, since both would share the thread's
-    connection (replies cross: an HSET "answered" with the loop's GET) and race its own heartbeat. A beat taken
-    after t read the counts after t (`_heartbeat_command` stamps it before reading them)."""
+    The client's sync thread writes it (with a short heartbeat_interval, one rides every revision check; or
+    `syncer.heartbeat_now()`): nothing else may write it while that thread runs, since both would share the
+    thread's connection (replies cross: an HSET "answered" with the loop's GET) and race its own heartbeat. A
+    beat taken after t read the counts after t (`_heartbeat_command` stamps it before reading them)."""
     deadline = time.monotonic() + timeout
     while True:
         beat = read_fleet(store.client, namespace).get(gateway_id)

@@ -35,7 +35,7 @@ def test_decisions_show_up_per_rule_and_upstream_in_heartbeat_and_metrics(cluste
         _decide_in_threads(client, [{"host": HOST, "path": "/", "ip": "10.0.0.1"},
                                     {"host": HOST, "path": "/shop", "ip": "10.0.0.1"},
                                     {"host": "other.example.com", "path": "/", "ip": "10.0.0.1"}])
-        client.syncer.heartbeat()
+        assert client.syncer.heartbeat_now()
         beat = read_fleet(store.client, namespace)["gw-exposure"]
         body = AgentMetrics(client).render()[0].decode()
     exposure = beat.exposure

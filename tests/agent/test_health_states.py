@@ -164,6 +164,28 @@ def test_heartbeat_carries_configured_upstreams(cluster, store, namespace):
     assert beat is not None and beat.upstreams == ("canary", "v1")
 
 
+def test_heartbeat_now_is_written_by_the_sync_thread_after_the_call(cluster, store, namespace):
+    """heartbeat_now() from other threads while the loop runs: each call returns once a heartbeat taken after it
+    was written (its time is later than the call's), by the sync thread on its own connection — no sync cycle
+    fails on crossed replies; with the loop stopped it is written in the caller."""
+    store.put_rule(namespace, split_rule("checkout", "v1"), None, "test")
+    client = make_client(cluster, namespace, gateway_id="agent-now", heartbeat_interval=3600, refresh_interval=0.02)
+    try:
+        assert client.wait_for_revision(1, 5.0)
+        failed = client.syncer.stats.syncs_failed
+        for _ in range(20):
+            t = time.time()
+            assert client.syncer.heartbeat_now(timeout=10)
+            beat = read_fleet(store.client, namespace)["agent-now"]
+            assert beat.heartbeat_at > t
+        assert client.syncer.stats.syncs_failed == failed
+    finally:
+        client.stop()
+    t = time.time()
+    assert client.syncer.heartbeat_now()
+    assert read_fleet(store.client, namespace)["agent-now"].heartbeat_at > t
+
+
 def test_upstreams_from_the_environment(monkeypatch):
     """RULEGATE_UPSTREAMS (comma-separated) is the default; an explicit option wins."""
     monkeypatch.setenv("RULEGATE_UPSTREAMS", "stable,canary")

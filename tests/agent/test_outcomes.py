@@ -26,7 +26,7 @@ BREAKER = {"id": "api-breaker", "kind": "degrade", "route": {"host": HOST, "path
            "breaker": {"window": 10, "min_requests": 3, "error_ratio": 0.5, "open_seconds": 60, "probes": 1}}
 IPS = [f"10.0.0.{i}" for i in range(1, 41)]
 # the sync thread writes the heartbeats (one with every revision check); the tests wait for one taken after the
-# reports (heartbeat_after) instead of calling syncer.heartbeat() beside that thread, on its connection
+# reports (heartbeat_after) instead of writing one beside that thread, on its connection
 BEAT = 0.05
 
 
