@@ -11,9 +11,10 @@ from .inputs import MAX_JSON_DEPTH, MAX_REVISION, ascii_int, etag_revision
 
 def json_body(allowed: tuple[str, ...] | None = None) -> Any:
     """Return the parsed JSON body; raise 415/400 on a wrong content type, bad JSON or unknown fields."""
-    if not request.is_json:
+    req = request._get_current_object()
+    if not req.is_json:
         raise APIError(415, "send the body as application/json", {"Content-Type": "must be application/json"})
-    data = request.get_json(silent=True)
+    data = req.get_json(silent=True)
     if data is None:
         raise APIError(400, "the body is not valid JSON",
                        {"<body>": f"must be valid JSON nested at most {MAX_JSON_DEPTH} levels deep"})

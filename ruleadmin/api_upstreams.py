@@ -53,7 +53,7 @@ def _body(ns: str, k: Known) -> dict:
 
 def force_arg() -> bool:
     """Return the `force` query parameter as a bool; raise 400 on anything but true/false/1/0/yes/no."""
-    if not request.environ.get("QUERY_STRING"):
+    if not request._get_current_object().environ.get("QUERY_STRING"):
         return False  # no query string to parse (every plain write)
     raw = (request.args.get("force") or "").strip().lower()
     if raw not in _TRUE + _FALSE:

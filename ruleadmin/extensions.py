@@ -71,4 +71,4 @@ class Backend:
 
 def backend() -> Backend:
     """Return the current app's Backend."""
-    return current_app.extensions["ruleadmin"]
+    return current_app._get_current_object().extensions["ruleadmin"]  # (not an attribute through the proxy)

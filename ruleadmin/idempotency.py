@@ -151,7 +151,7 @@ def idempotent(redact: tuple[str, ...] = ()) -> Callable:
     def deco(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
-            raw = request.headers.get(HEADER)
+            raw = request._get_current_object().headers.get(HEADER)
             if raw is None:
                 return view(*args, **kwargs)
             name = IdempotencyStore.name(api_user().username, parse_key(raw))

@@ -68,14 +68,14 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _start() -> None:
-        g._t0 = time.perf_counter()
+        g._get_current_object()._t0 = time.perf_counter()  # g's object itself: no proxy attribute per request
 
     @app.after_request
     def _count(resp):
         req = request._get_current_object()
         endpoint = req.endpoint or "unknown"
         _request_counter(req.method, endpoint, resp.status_code).inc()
-        t0 = g.get("_t0")
+        t0 = g._get_current_object().get("_t0")
         if t0 is not None:
             _latency(endpoint).observe(time.perf_counter() - t0)
         return resp

@@ -34,7 +34,7 @@ def etag_of_hash(digest: str | None) -> str | None:
 def if_match_condition(required: bool) -> tuple[int | None, str | None]:
     """Return (revision, None) for If-Match "12", (None, hash or "*") for a rule ETag or *, and (None, None)
     when the header is absent and optional; raise APIError 428 (absent, required) or 400 (any other form)."""
-    raw = request.headers.get("If-Match")
+    raw = request._get_current_object().headers.get("If-Match")
     if raw is None:
         if required:
             raise APIError(428, "send If-Match: the rule's ETag (\"r-...\") or the namespace revision (\"12\")",
