@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from rulegate.errors import ConflictError, RuleConflictError, ValidationError
+from rulegate.errors import RuleConflictError, ValidationError
 from rulegate.schema import is_valid_id
 
 from . import killswitch
@@ -67,12 +67,7 @@ def engage(ns: str):
         raise APIError(400, "invalid kill switch", exc.errors) from None
     rule_check(ns)({"kind": "degrade", "route": route or {"host": "*", "path": "/"}, "action": action})
     user = api_user().username
-    try:
-        done = killswitch.engage(backend().rules, ns, scope, route, action, user)
-    except ConflictError as exc:
-        raise APIError(409, f"the namespace kept changing while the switch was engaged (now at revision "
-                            f"{exc.current}); nothing was committed, retry",
-                       {"namespace": "changed during the engage"}, extra={"current_revision": exc.current}) from None
+    done = killswitch.engage(backend().rules, ns, scope, route, action, user)
     backend().accounts.audit("killswitch.engaged", user, ns, killswitch.audit_detail(done))
     return _written(killswitch.engaged_body(done), done.result, 201)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from rulegate.errors import ConflictError, LimitError, RuleConflictError, ValidationError
+from rulegate.errors import LimitError, RuleConflictError, ValidationError
 
 from . import forms, killswitch
 from .api_upstreams import known
@@ -84,8 +84,8 @@ def engage(ns: str):
         done = killswitch.engage(backend().rules, ns, scope, route, action, current_user.username)
     except ValidationError as exc:
         return _page(ns, form, _attach(form, exc.errors), 400)
-    except (LimitError, ConflictError) as exc:
-        return _page(ns, form, [str(exc)], 409 if isinstance(exc, ConflictError) else 400)
+    except LimitError as exc:
+        return _page(ns, form, [str(exc)], 400)
     record = done.record
     backend().accounts.audit("killswitch.engaged", current_user.username, ns, killswitch.audit_detail(done))
     flash(f"Kill switch {record['id']} engaged: {len(record['rule_ids'])} rule(s), revision {record['revision']}.")

@@ -87,6 +87,38 @@ def test_namespace_switch_degrades_every_route_and_unknown_hosts(client, users, 
     assert listed["kill_switches"][0]["rules_present"] == 1
 
 
+def test_engage_reads_nothing_of_the_namespace_before_its_commit(client, users, shop, backend, monkeypatch):
+    """The brake costs the same whatever the namespace holds: no whole read before the commit (a write of another
+    client between two engages is not a reason to retry); the content before it comes from the commit (revision
+    less one, the log entry's digest less the kill rule). When the rules cannot be read after the commit the
+    switch stays engaged and a warning says its shadows were not checked."""
+    from rulegate.errors import StoreError
+
+    before = backend.store.load_raw(shop)
+
+    def no_whole_read(*_a, **_k):
+        raise AssertionError("the engage read the whole namespace")
+
+    def unreadable(*_a, **_k):
+        raise StoreError("the listing could not be read")
+
+    monkeypatch.setattr(type(backend.store), "load", no_whole_read)
+    monkeypatch.setattr(type(backend.store), "load_raw", no_whole_read)
+    monkeypatch.setattr(type(backend.rules), "listing", unreadable)
+    r = _engage(client, users["editor"], shop, {"scope": "namespace"})
+    assert r.status_code == 201, r.get_json()
+    body = r.get_json()
+    record = body["kill_switch"]
+    assert record["revision"] == 4 and record["revision_before"] == 3 and record["digest_before"] == before.digest
+    assert body["shadowed_by"] == []
+    assert any("were not checked" in w for w in body["warnings"]), body["warnings"]
+    monkeypatch.undo()
+    _rev, kill = backend.rules.get_rule(shop, record["rule_ids"][0])
+    assert kill["scope"] == "namespace"
+    undone = client.delete(f"{API}/{shop}/kill-switches/{record['id']}", headers=users["editor"].headers).get_json()
+    assert undone["exact"] is True and undone["digest_before"] == before.digest
+
+
 def test_undo_restores_byte_identical_rules_and_digest(client, users, shop, backend):
     """Undo deletes exactly the switch's rules in one revision: the digest equals the one before (exact) and every
     stored rule is byte-identical; the record is gone and the history shows both ops."""
