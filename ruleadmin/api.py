@@ -14,6 +14,7 @@ from .errors import APIError
 from .extensions import backend, csrf
 from .idempotency import idempotent
 from .inputs import MAX_REVISION, percent_strings
+from .json_answer import json_answer
 from .killswitch import RESERVED_MESSAGE, is_reserved
 from .metrics import write_counter
 from .openapi import document
@@ -106,11 +107,13 @@ def _check_names(ns: str, rule_id: str | None = None) -> None:
         raise APIError(400, "bad name in the URL", fields)
 
 
-def _write_response(body: dict, result, status: int):
+def _write_response(body: dict, result, status: int, floats: bool = False):
+    """Return the answer of a write: body and the result's fields, the revision as ETag; `floats`: whether a value
+    in body may be a float (the other writes' bodies hold names and counts)."""
     write_counter("unchanged" if result.unchanged else "ok" if result.replicated else "unreplicated").inc()
     body.update(revision=result.revision, replicated=result.replicated, unchanged=result.unchanged,
                 replicas_acked=result.replicas_acked, replicas_wanted=result.replicas_wanted)
-    resp = jsonify(body)
+    resp = json_answer(body, floats)  # jsonify's bytes
     resp.status_code = status
     resp.headers["ETag"] = _etag(result.revision)
     return resp
@@ -209,7 +212,9 @@ def put_rule(ns: str, rule_id: str):
         raise APIError(428, "the rule exists: send If-Match: \"<revision>\" to replace it",
                        {"If-Match": "is required to replace a rule"}) from None
     created = expected is None and expected_hash is None
-    return _write_response({"rule": rule, "etag": rule_etag(encode_validated(rule))}, result, 201 if created else 200)
+    raw = encode_validated(rule)  # a float in the rule is a msgpack float64 (0xcb) or float32 (0xca) byte in raw
+    return _write_response({"rule": rule, "etag": rule_etag(raw)}, result, 201 if created else 200,
+                           floats=b"\xcb" in raw or b"\xca" in raw)
 
 
 @bp.delete("/namespaces/<ns>/rules/<rule_id>")
