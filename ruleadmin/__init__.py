@@ -12,12 +12,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Return a configured app: defaults, then `config`, then RULEADMIN_* env; raise ConfigError."""
     # imported here, not with the package: gunicorn's arbiter imports ruleadmin.gunicorn_worker (the worker class)
     # before its workers fork and monkey-patch, and the app's modules must first be imported after that
-    from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import config as config_mod
+    from .app_class import RuleadminFlask
 
-    app = Flask(__name__)
+    app = RuleadminFlask(__name__)
     app.config.from_mapping(config_mod.DEFAULTS)
     if config:
         app.config.from_mapping(config)

@@ -116,9 +116,12 @@ class Accounts:
         cache = self._auth_cache
         if cache is None:
             return load()
-        with self._auth_lock:
-            if key in cache and not refresh:
-                return cache[key]
+        if not refresh:
+            with self._auth_lock:
+                try:
+                    return cache[key]  # one lookup (TTLCache: an expired entry is a KeyError too)
+                except KeyError:
+                    pass
         value = load()
         with self._auth_lock:
             cache[key] = value

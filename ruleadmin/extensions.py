@@ -34,6 +34,8 @@ class Backend:
         self.upstreams_cache: TTLCache | None = TTLCache(maxsize=4096, ttl=ttl) if ttl > 0 else None
 
     def _ensure(self) -> None:
+        if self._store is not None:  # built already (every request after the first): no lock taken
+            return
         with self._lock:
             if self._store is not None:
                 return
