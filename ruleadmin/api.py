@@ -214,7 +214,7 @@ def put_rule(ns: str, rule_id: str):
     created = expected is None and expected_hash is None
     raw = encode_validated(rule)  # a float in the rule is a msgpack float64 (0xcb) or float32 (0xca) byte in raw
     return _write_response({"rule": rule, "etag": rule_etag(raw)}, result, 201 if created else 200,
-                           floats=b"\xcb" in raw or b"\xca" in raw)
+                           floats=raw.find(b"\xcb") >= 0 or raw.find(b"\xca") >= 0)
 
 
 @bp.delete("/namespaces/<ns>/rules/<rule_id>")

@@ -38,6 +38,7 @@ def json_answer(body: dict, floats: bool = True) -> Response:
             data = _encode(body)
         except (TypeError, ValueError, OverflowError):  # msgspec.EncodeError is a ValueError
             data = None
-        if data is not None and data.isascii() and b"\\u" not in data and b"\x7f" not in data:
+        # find(), not `in`: bytes.__contains__ first tries its argument as an int (a TypeError built and dropped)
+        if data is not None and data.isascii() and data.find(b"\\u") < 0 and data.find(b"\x7f") < 0:
             return app.response_class(data + b"\n", mimetype=provider.mimetype)
     return jsonify(body)
