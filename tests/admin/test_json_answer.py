@@ -1,4 +1,4 @@
-"""ruleadmin.json_answer: a write's JSON answer is byte for byte what Flask's jsonify writes (msgspec only where equal)."""
+"""ruleadmin.json_answer: a write's JSON answer is byte for byte what Flask's jsonify writes (msgspec where equal)."""
 from __future__ import annotations
 
 import math
