@@ -707,4 +707,54 @@ function _M.unpack_paused(s, pause)
 end
 
 
+
+-- A published delta ({to, rev, gen, changes = {id -> bytes | false}}) as
+-- unpack_paused(s, pause) gives it, but each rule's bytes left in place: a
+-- change is first (its bytes are s:sub(first, last[id])), false (removed), or
+-- the value itself when it is not a sized str or bin (a fixstr: never a rule).
+-- Returns the record and last; raises on bad bytes. No string of each rule's
+-- bytes is made (LuaJIT interns every string: see bench/REPORT.md).
+function _M.delta_at(s, pause)
+    local len = #s
+    local n, i = map_at(s, 1)
+    if not n then
+        error("a delta is a map")
+    end
+    local out, last = {}, {}
+    for _ = 1, n do
+        local key
+        key, i = at(s, i)
+        local inner, first = map_at(s, i)
+        if key == "changes" and inner then
+            i = first
+            local changes = {}
+            for _ = 1, inner do
+                if pause then
+                    pause()
+                end
+                local id
+                id, i = at(s, i)
+                local size, from = _M.bytes_at(s, i)
+                if size then
+                    if from + size - 1 > len then
+                        missing_bytes()
+                    end
+                    changes[id], last[id] = from, from + size - 1
+                    i = from + size
+                else
+                    changes[id], i = at(s, i)
+                end
+            end
+            out[key] = changes
+        else
+            out[key], i = at(s, i)
+        end
+    end
+    if i ~= len + 1 then
+        error("extra bytes")
+    end
+    return out, last
+end
+
+
 return _M

@@ -292,4 +292,39 @@ return function(t)
         t.eq(calls, 2, "one pause an item")
         t.eq(mpdecode.unpack_paused(mp.pack("text"), function() end), "text", "not a container: unpack's answer")
     end)
+
+    t.it("delta_at reads a published delta as unpack does, each rule's bytes left in place", function()
+        math.randomseed(23)
+        for round = 1, 40 do
+            local changes, n = {}, 0
+            for k = 1, math.random(0, 40) do
+                local size = ({ 0, 5, 31, 32, 200, 255, 256, 70000 })[math.random(1, 8)]
+                local b = {}
+                for j = 1, size do
+                    b[j] = char(math.random(0, 255))
+                end
+                changes["r" .. round .. "." .. k] = math.random(0, 4) == 0 and false or table.concat(b)
+                n = n + 1
+            end
+            local raw = mp.pack({ to = "v" .. round, rev = round, gen = "g", changes = changes })
+            local pauses = 0
+            local d, last = mpdecode.delta_at(raw, function() pauses = pauses + 1 end)
+            t.eq({ d.to, d.rev, d.gen, pauses }, { "v" .. round, round, "g", n })
+            local got = {}
+            for id, v in pairs(d.changes) do
+                if type(v) == "number" then
+                    t.truthy(#changes[id] > 31, "in place: a sized str")
+                    got[id] = raw:sub(v, last[id])
+                else
+                    got[id] = v -- false, or a fixstr (never a rule)
+                end
+            end
+            t.eq(got, changes)
+            t.eq(got, mpdecode.unpack(raw).changes)
+        end
+        local whole = mp.pack({ to = "v", changes = { a = string.rep("x", 300) } })
+        t.errors(function() mpdecode.delta_at(whole:sub(1, -2)) end)
+        t.errors(function() mpdecode.delta_at(whole .. "\0") end, "extra bytes")
+        t.errors(function() mpdecode.delta_at(mp.pack({ 1, 2 })) end, "a delta is a map")
+    end)
 end
