@@ -158,28 +158,34 @@ local function bulk_header(st)
 end
 
 
+-- The next bulk string: its offset (0-based) and length, or nil, err.
+local function bulk(st)
+    local n, err = bulk_header(st)
+    if not n then
+        return nil, err
+    end
+    local at
+    at, err = skip_bulk(st, n)
+    if not at then
+        return nil, err
+    end
+    return at, n
+end
+
+
 -- The field/value array of an HSCAN reply after its header (m elements):
 -- out gets the reply's string and each field and value's place in it, or nil, err.
 local function field_values(st, m, out)
     local fa, fl, va, vl = {}, {}, {}, {}
     for k = 1, m / 2 do
-        local n, err = bulk_header(st)
-        if not n then
-            return nil, err
-        end
-        local at
-        at, err = skip_bulk(st, n)
+        local at, n = bulk(st)
         if not at then
-            return nil, err
+            return nil, n
         end
         fa[k], fl[k] = at, n
-        n, err = bulk_header(st)
-        if not n then
-            return nil, err
-        end
-        at, err = skip_bulk(st, n)
+        at, n = bulk(st)
         if not at then
-            return nil, err
+            return nil, n
         end
         va[k], vl[k] = at, n
     end
@@ -216,14 +222,9 @@ function _M.read_scan(st)
     if kind ~= 42 or int_at(st, i, j) ~= 2 then -- "*2"
         return nil, "HSCAN reply expected, got " .. text_at(st, i - 1, j)
     end
-    local n, err = bulk_header(st)
-    if not n then
-        return nil, err
-    end
-    local at
-    at, err = skip_bulk(st, n)
+    local at, n = bulk(st)
     if not at then
-        return nil, err
+        return nil, n
     end
     local out = { cursor = text_at(st, at, at + n) }
     kind, i, j = line(st)

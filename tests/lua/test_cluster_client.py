@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import string
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import redis
@@ -121,11 +122,11 @@ def test_moved_repairs_a_stale_slot_map(lua_harness: NginxLauncher, cluster: Any
     assert res["map"][0][0] == owner
 
 
-def test_ask_redirect_sends_asking(lua_harness: NginxLauncher, cluster: Any) -> None:
-    """During a slot migration a missing key gets ASK; the client retries on the target with ASKING."""
-    key = "{rgtest:ask}:k"
-    c0 = node_client(cluster.startup_nodes[0])
-    slot = c0.execute_command("CLUSTER", "KEYSLOT", key)
+@contextlib.contextmanager
+def migrating(cluster: Any, key: str) -> Iterator[redis.Redis]:
+    """Key's slot migrating from its master to another one (MIGRATING / IMPORTING), the key deleted on both sides;
+    yields the target's client (write the key there behind ASKING). Ends the migration and deletes the key."""
+    slot = node_client(cluster.startup_nodes[0]).execute_command("CLUSTER", "KEYSLOT", key)
     src_addr, src_id = slot_master(cluster, slot)
     dst_addr, dst_id = next(
         slot_master(cluster, s) for s in (0, 8000, 16000) if slot_master(cluster, s)[0] != src_addr
@@ -135,19 +136,25 @@ def test_ask_redirect_sends_asking(lua_harness: NginxLauncher, cluster: Any) -> 
     dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
     src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
     try:
-        res = call(lua_harness, cluster, key=key, cmds=[["SET", key, "on-target"]], reset_stats=True)
-        assert res["ok"], res["err"]
-        assert res["stats"]["ask"] == 1
-        assert res["stats"]["moved"] == 0
-        assert dst.execute_command("ASKING") == "OK" or True
+        yield dst
     finally:
-        # the key was written on the target: move it back before closing the migration
+        # a key written on the target: removed before the migration closes
         pipe = dst.pipeline(transaction=False)
         pipe.execute_command("ASKING")
         pipe.delete(key)
         pipe.execute()
         src.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
         dst.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+
+
+def test_ask_redirect_sends_asking(lua_harness: NginxLauncher, cluster: Any) -> None:
+    """During a slot migration a missing key gets ASK; the client retries on the target with ASKING."""
+    key = "{rgtest:ask}:k"
+    with migrating(cluster, key):
+        res = call(lua_harness, cluster, key=key, cmds=[["SET", key, "on-target"]], reset_stats=True)
+        assert res["ok"], res["err"]
+        assert res["stats"]["ask"] == 1
+        assert res["stats"]["moved"] == 0
 
 
 def scan_all(ngx: NginxLauncher, cluster: Any, key: str, **req: Any) -> tuple[dict[str, str], list[dict]]:
@@ -192,18 +199,8 @@ def test_hscan_read_in_place_follows_ask(lua_harness: NginxLauncher, cluster: An
     """During a slot migration the source answers ASK for a hash it no longer holds: the in-place reader reads
     ASKING's +OK and then the target's HSCAN reply off one connection."""
     key = "{rgtest:scanask}:rules"
-    c0 = node_client(cluster.startup_nodes[0])
-    slot = c0.execute_command("CLUSTER", "KEYSLOT", key)
-    src_addr, src_id = slot_master(cluster, slot)
-    dst_addr, dst_id = next(
-        slot_master(cluster, s) for s in (0, 8000, 16000) if slot_master(cluster, s)[0] != src_addr
-    )
-    src, dst = node_client(src_addr), node_client(dst_addr)
-    src.delete(key)
     want = {f"r{i}": f"value {i} " * (i % 40) for i in range(120)}
-    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-    try:
+    with migrating(cluster, key) as dst:
         pipe = dst.pipeline(transaction=False)
         pipe.execute_command("ASKING")
         pipe.hset(key, mapping=want)
@@ -211,13 +208,6 @@ def test_hscan_read_in_place_follows_ask(lua_harness: NginxLauncher, cluster: An
         got, calls = scan_all(lua_harness, cluster, key, reset_stats=True)
         assert got == want
         assert all(c["stats"]["ask"] == 1 for c in calls)
-    finally:
-        pipe = dst.pipeline(transaction=False)
-        pipe.execute_command("ASKING")
-        pipe.delete(key)
-        pipe.execute()
-        src.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
-        dst.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
 
 
 def test_replica_reads_use_readonly(lua_harness: NginxLauncher, cluster: Any) -> None:
