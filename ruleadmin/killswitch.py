@@ -18,6 +18,7 @@ from rulegate.digest import EMPTY, apply_change, content_digest
 from rulegate.errors import AlreadyExistsError, CorruptDataError, NotFoundError, StoreError, ValidationError
 from rulegate.history import HistoryUnavailableError, rule_diffs, states_at
 from rulegate.keyspace import Keys
+from rulegate.namespace import as_text, decode_stored
 from rulegate.schema import NAMESPACE_SCOPE, encode_rule, validate_rule
 from rulegate.store import WriteResult, rule_hash
 
@@ -42,6 +43,7 @@ OP_ENGAGE, OP_UNDO = "kill-switch", "kill-switch-undo"
 SCOPES = ("namespace", "route")
 FIELDS = ("scope", "route", "action")
 ENGAGE_ATTEMPTS = 5  # switch ids drawn when one is taken
+SHADOW_SCAN_COUNT = 1000  # fields Redis walks per HSCAN round trip looking for ids "0--*"
 ANY_ROUTE = {"host": "*", "path": "/"}  # the route of a namespace kill rule (scope namespace needs it)
 ENGAGE_SCAN = 5000  # log entries searched for a switch's engage commit when its record is missing
 
@@ -170,9 +172,14 @@ def engage(svc: RuleService, ns: str, scope: str, route: dict | None, action: di
 
 
 def _shadows(svc: RuleService, ns: str, kill: dict) -> tuple[list[dict], bool]:
-    """Return the rules that decide before the engaged kill rule (`_shadowed`, from the instance's listing: kept
-    current from the log, read whole when cold) and whether they could be read (the switch is engaged either way)."""
+    """Return the rules that decide before the engaged kill rule (`_shadowed`) and whether they could be read (the
+    switch is engaged either way). A namespace kill rule is decided before by rules whose id sorts first only:
+    ids "0", "0-" and "0--..." (reserved, kill rules), read by name and by an HSCAN MATCH, not the namespace; a
+    route's by every rule of scope namespace too, whatever its id: from the instance's listing (kept current from
+    the log, read whole when cold)."""
     try:
+        if "scope" in kill:
+            return _shadowed(_sorting_first(svc.store, ns), kill), True
         return _shadowed(svc.listing(ns).by_id, kill), True
     except (StoreError, CorruptDataError) as exc:
         log.warning("kill switch engaged; the rules deciding before it could not be read",
@@ -310,6 +317,22 @@ def _shadowed(rules: Mapping[str, dict], kill: dict) -> list[dict]:
     return [{"id": rule_id, "route": rules[rule_id]["route"]["host"] + rules[rule_id]["route"]["path"],
              "kill_rule": kill["id"], "scope": rules[rule_id].get("scope", "route")}
             for rule_id in sorted(rules) if _decides_first(rule_id, rules[rule_id], kill)]
+
+
+def _sorting_first(store, ns: str) -> dict[str, dict]:
+    """Return the stored rules whose id can sort before a kill rule's (`0--kill.<sid>.0`), decoded: "0", "0-", and
+    those starting with the reserved "0--" (found by HSCAN MATCH: Redis walks the hash, one batch a round trip,
+    and returns only those)."""
+    rules_key = Keys(ns).rules
+    client = store.client
+    found: dict[str, bytes] = {}
+    for rule_id, value in zip(("0", "0-"), store._call(client.hmget, rules_key, ["0", "0-"])):
+        if value is not None:
+            found[rule_id] = value
+    found.update(store._call(lambda: {as_text(k): v for k, v in
+                                      client.hscan_iter(rules_key, match=RESERVED_PREFIX + "*",
+                                                                        count=SHADOW_SCAN_COUNT)}))
+    return {rule_id: decode_stored(rule_id, value, f"rule {rule_id}") for rule_id, value in found.items()}
 
 
 def _shadow_warning(shadow: dict, switch_scope: str) -> str:

@@ -15,6 +15,7 @@ from gateway_agent.budget import BudgetConfig
 from ruleadmin import create_app
 from ruleadmin.cli import main
 from ruleadmin.config import ConfigError
+from ruleadmin import killswitch
 from ruleadmin.killswitch import KILL_HEADROOM, KILL_PREFIX, OP_ENGAGE
 from ruleadmin.upstreams import UpstreamRegistry
 from rulegate.errors import NamespaceLimitError
@@ -104,19 +105,29 @@ def test_engage_reads_nothing_of_the_namespace_before_its_commit(client, users, 
 
     monkeypatch.setattr(type(backend.store), "load", no_whole_read)
     monkeypatch.setattr(type(backend.store), "load_raw", no_whole_read)
-    monkeypatch.setattr(type(backend.rules), "listing", unreadable)
-    r = _engage(client, users["editor"], shop, {"scope": "namespace"})
+    monkeypatch.setattr(type(backend.rules), "listing", no_whole_read)
+    r = _engage(client, users["editor"], shop, {"scope": "namespace"})  # its shadows: read by id, not listed
     assert r.status_code == 201, r.get_json()
     body = r.get_json()
     record = body["kill_switch"]
     assert record["revision"] == 4 and record["revision_before"] == 3 and record["digest_before"] == before.digest
-    assert body["shadowed_by"] == []
-    assert any("were not checked" in w for w in body["warnings"]), body["warnings"]
+    assert body["shadowed_by"] == [] and body["warnings"] == [], body
+    monkeypatch.setattr(killswitch, "_sorting_first", unreadable)
+    second = _engage(client, users["editor"], shop, {"scope": "namespace"}).get_json()
+    assert second["shadowed_by"] == [] and second["kill_switch"]["revision_before"] == 4
+    assert any("were not checked" in w for w in second["warnings"]), second["warnings"]
+    monkeypatch.setattr(type(backend.rules), "listing", unreadable)
+    route = _engage(client, users["editor"], shop, {"scope": "route", "route": {"host": "shop.example.com",
+                                                                                 "path": "/"}}).get_json()
+    assert route["kill_switch"]["revision_before"] == 5
+    assert any("were not checked" in w for w in route["warnings"]), route["warnings"]
     monkeypatch.undo()
     _rev, kill = backend.rules.get_rule(shop, record["rule_ids"][0])
     assert kill["scope"] == "namespace"
-    undone = client.delete(f"{API}/{shop}/kill-switches/{record['id']}", headers=users["editor"].headers).get_json()
-    assert undone["exact"] is True and undone["digest_before"] == before.digest
+    for done in (route["kill_switch"], second["kill_switch"], record):
+        undone = client.delete(f"{API}/{shop}/kill-switches/{done['id']}", headers=users["editor"].headers)
+        assert undone.status_code == 200, undone.get_json()
+    assert undone.get_json()["exact"] is True and backend.store.load_raw(shop).digest == before.digest
 
 
 def test_undo_restores_byte_identical_rules_and_digest(client, users, shop, backend):
@@ -216,6 +227,20 @@ def test_route_switch_after_a_namespace_switch_names_its_kill_rule(client, users
     body = _engage(client, users["editor"], ns, {"scope": "route", "route": {"host": "a.example",
                                                                               "path": "/"}}).get_json()
     assert [(s["id"], s["scope"]) for s in body["shadowed_by"]] == [(first["rule_ids"][0], "namespace")], body
+
+
+def test_namespace_switches_shadow_each_other_by_id(client, users, ns, backend):
+    """Namespace kill rules are tried in id order: each new namespace switch names the earlier ones whose kill rule
+    sorts first (found by id among the reserved ids, with the rules "0" and "0-"), and no other."""
+    assert _put(client, users["editor"], ns, {**degrade_rule("0"), "scope": "namespace",
+                                              "route": {"host": "*", "path": "/"}}).status_code == 201
+    assert _put(client, users["editor"], ns, degrade_rule("zz")).status_code == 201  # a route's: never first
+    kills = []
+    for _ in range(6):
+        body = _engage(client, users["editor"], ns, {"scope": "namespace"}).get_json()
+        kill = body["kill_switch"]["rule_ids"][0]
+        assert [s["id"] for s in body["shadowed_by"]] == ["0", *sorted(k for k in kills if k < kill)], body
+        kills.append(kill)
 
 
 @pytest.mark.parametrize("body, field", [
