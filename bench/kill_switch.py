@@ -11,8 +11,8 @@ all stopped (by pid) at the end. Each round engages a namespace kill switch (a s
   RuleStore.commit with the kill switches' headroom, as ruleadmin did); its undo deletes them in one commit;
 - "scope namespace": `ruleadmin.killswitch.engage` / `undo` of this tree (one rule of scope namespace).
 
-Per engage and undo it prints the call's wall time (ruleadmin's engage commits, then finds the rules that decide
-before it in its listing), the rules and bytes written, the time from the call until the agent and both nginx
+Per engage and undo it prints the call's wall time (ruleadmin's engage commits, then reads the rules that can
+decide before its kill rule by id), the rules and bytes written, the time from the call until the agent and both nginx
 workers answer a request of a route (503 while engaged, 200 after the undo; a thread polls them from the call on),
 each nginx worker's CPU over that window (schedstat, less its idle rate) and whether nginx took it as a delta or a
 full reload. Figures are medians
@@ -200,9 +200,9 @@ def main() -> int:
         print(f"| {label} | {med(step, 'rules'):,.0f} | {med(step, 'bytes'):,.0f} | {med(step, 'write') * 1000:.1f} | "
               f"{med(step, 'served') * 1000:.1f} | {cpu} | "
               f"{sum(r[step]['full'] for r in rounds)} / {sum(r[step]['deltas'] for r in rounds)} |")
-    print(f"\n(python {sys.version.split()[0]}, {os.cpu_count()} CPUs; ruleadmin's engage commits, then finds the rules "
-          "deciding before it in its listing; nginx CPU is each worker's run time from /proc/PID/schedstat less its "
-          "idle rate)")
+    print(f"\n(python {sys.version.split()[0]}, {os.cpu_count()} CPUs; ruleadmin's engage commits, then reads the "
+          "rules that can decide before it by id; nginx CPU is each worker's run time from /proc/PID/schedstat less "
+          "its idle rate)")
     return 0
 
 
