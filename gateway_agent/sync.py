@@ -432,7 +432,8 @@ class Syncer:
         entries = self._entries(replies[3]) if len(replies) > 3 else None
         if entries is None or not contiguous(entries, cur.revision, rev, self.config.log_batch):
             return None
-        changed = sum(len(entry.changes) for entry in entries)
+        # rules changed, not changes: a burst of commits to a few rules is a small delta however many revisions
+        changed = len({change[0] for entry in entries for change in entry.changes})
         if changed > max(DELTA_FULL_MIN, len(cur.raw) / 4):
             self.stats.add("large_deltas")
             log.info("namespace %s: revisions %d-%d change %d rules, more than a quarter of the %d applied; reading "

@@ -708,6 +708,43 @@ end
 
 
 
+-- Add to seen (a set) the rule id of every change of a log entry's changes (a
+-- msgpack array of {id, before, after} arrays), their bytes skipped, not
+-- decoded: the number of changes, or nil when s is not such an array.
+local function change_ids(s, seen)
+    local len = #s
+    local n, i, is_map = container_at(s, 1, len)
+    if not n or is_map then
+        return nil
+    end
+    for _ = 1, n do
+        local m, j, inner_map = container_at(s, i, len)
+        if not m or inner_map or m < 1 then
+            return nil
+        end
+        local id
+        id, j = at(s, j)
+        if type(id) ~= "string" then
+            return nil
+        end
+        seen[id] = true
+        i = skip_n(s, j, len, m - 1, 1)
+        if not i then
+            return nil
+        end
+    end
+    return n
+end
+
+function _M.change_ids(s, seen)
+    if type(s) ~= "string" or s == "" then
+        return nil
+    end
+    local ok, n = pcall(change_ids, s, seen)
+    return ok and n or nil
+end
+
+
 -- A published delta ({to, rev, gen, changes = {id -> bytes | false}}) as
 -- unpack_paused(s, pause) gives it, but each rule's bytes left in place: a
 -- change is first (its bytes are s:sub(first, last[id])), false (removed), or

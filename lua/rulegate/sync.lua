@@ -719,14 +719,29 @@ local function contiguous_entries(reply, held_rev, rev, batch)
 end
 
 
--- How many rule changes log entries hold (an entry whose changes are not a
--- msgpack array counts 0: apply_entries refuses it).
-local function delta_changes(entries)
+-- How many rules log entries change: their changes counted, and past limit
+-- the distinct rule ids among them (a burst of commits to a few rules is a
+-- small delta however many revisions it spans). An entry whose changes are
+-- not a msgpack array counts 0 (apply_entries refuses it).
+local function delta_changes(entries, limit)
     local n = 0
     for i = 1, #entries do
         n = n + (mpdecode.array_len(entries[i].changes) or 0)
     end
-    return n
+    if n <= limit then
+        return n
+    end
+    local seen = {}
+    for i = 1, #entries do
+        if not mpdecode.change_ids(entries[i].changes, seen) then
+            return n
+        end
+    end
+    local distinct = 0
+    for _ in pairs(seen) do
+        distinct = distinct + 1
+    end
+    return distinct
 end
 
 
@@ -890,8 +905,9 @@ local function fetch(conf, cl, held_rev, held_gen, held_digest, stream)
         dict:incr(K.digest_mismatches, 1, 0)
     elseif rev > held_rev and gen == held_gen and res[4] then
         local entries = contiguous_entries(reply_value(res[4]), held_rev, rev, batch)
-        local changed = entries and delta_changes(entries)
-        if changed and changed > max(DELTA_FULL_MIN, (dict:get(K.count) or 0) / 4) then
+        local limit = max(DELTA_FULL_MIN, (dict:get(K.count) or 0) / 4)
+        local changed = entries and delta_changes(entries, limit)
+        if changed and changed > limit then
             dict:incr(K.large_deltas, 1, 0)
             log(NOTICE, "rulegate: namespace ", conf.namespace, ": revisions ", held_rev + 1, "-", rev,
                 " change ", changed, " rules, more than a quarter of the ", dict:get(K.count) or 0,

@@ -66,6 +66,29 @@ def test_a_delta_of_more_than_a_quarter_of_the_rules_is_read_whole(cluster, stor
             assert client.decide(req) == decide(fresh, req), path
 
 
+def test_a_burst_of_commits_to_a_few_rules_stays_a_delta(cluster, store, namespace):
+    """An agent that misses 150 one-rule commits to 5 of 20 rules (it checks only when woken: no notifications, a
+    long refresh interval) follows them as one delta: 5 rules changed, not 150, is not more than a quarter
+    (before: the changes were counted, and the backlog was read whole — a full reload under a busy CI)."""
+    for i in range(20):
+        store.put_rule(namespace, split_rule(f"r{i}", "v0", path=f"/r{i}"), None, "test")
+    with make_client(cluster, namespace, refresh_interval=3600, notifications=False) as client:
+        assert client.wait_for_revision(20, 10.0)
+        stats = client.syncer.stats
+        reloads, deltas, large = stats.full_reloads, stats.deltas_applied, stats.large_deltas
+        rev = 20
+        for n in range(150):
+            rev = store.put_rule(namespace, split_rule(f"r{n % 5}", f"v{n}", path=f"/r{n % 5}"), None,
+                                 "test").revision
+        client.syncer.wake()
+        assert client.wait_for_revision(rev, 10.0)
+        assert (stats.full_reloads, stats.large_deltas) == (reloads, large)
+        assert stats.deltas_applied - deltas == 150
+        for i in range(5):
+            d = client.decide(Request.from_dict(request(f"/r{i}")))
+            assert d.upstream == f"v{145 + i}", (i, d)
+
+
 def test_a_delta_of_many_rules_is_decoded_and_compiled_in_slices(cluster, store, namespace, monkeypatch):
     """A commit of 900 changes over 4,000 rules (under a quarter: a delta) is decoded and compiled with the sync
     loop's pause between rules (a Slicer whose every call yields here), as a full reload is, not in one block;

@@ -293,6 +293,18 @@ return function(t)
         t.eq(mpdecode.unpack_paused(mp.pack("text"), function() end), "text", "not a container: unpack's answer")
     end)
 
+    t.it("change_ids collects a log entry's rule ids without decoding its bytes; nil for another shape", function()
+        local seen = {}
+        local entry = mp.pack({ { "a", false, string.rep("x", 300) }, { "b", "old", false }, { "a", "1", "2" } })
+        t.eq(mpdecode.change_ids(entry, seen), 3)
+        t.eq(seen, { a = true, b = true })
+        t.eq(mpdecode.change_ids(mp.pack({}), {}), 0)
+        for _, bad in ipairs({ "", mp.pack({ a = 1 }), mp.pack({ { 1, false, false } }), mp.pack({ {} }),
+                                entry:sub(1, -2), "\193" }) do
+            t.eq(mpdecode.change_ids(bad, {}), nil, bad)
+        end
+    end)
+
     t.it("delta_at reads a published delta as unpack does, each rule's bytes left in place", function()
         math.randomseed(23)
         for round = 1, 40 do
