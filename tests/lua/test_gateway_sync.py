@@ -692,10 +692,12 @@ def test_a_backlog_of_small_deltas_is_followed_in_slices(
     # payload (a new payload is compiled whole, in a timer): only a request does, following the deltas
     gw = make_gateway(namespace, cluster.startup_nodes, refresh_interval=30, loop_lag_interval=0.002,
                       checkpoint_delay=60, checkpoint_max=120)
-    gw.status_when(lambda st: st["revision"] == store.revision(namespace) and st["worker_compiles"] >= 1,
-                   "both workers' first sets", timeout=30)
+    gw.status_when(lambda st: st["revision"] == store.revision(namespace), "the syncing worker's load", timeout=30)
     clients = pinned_clients(gw)
     assert len(clients) == 2, "a connection on each worker"
+    for client in clients.values():  # the other worker takes its first set on a request (its tick is 15-30 s away)
+        assert client.send(RawRequest(b"svc1.example.com", b"/api/v0/x")).headers.get("x-echo-upstream")
+    gw.status_when(lambda st: st["worker_compiles"] >= 1, "both workers' first sets", timeout=30)
     time.sleep(1.1)  # every worker flushed its loop lag counts
     before = gw.status()
 
