@@ -661,9 +661,9 @@ local at = _M.at
 
 
 -- What unpack(s) gives, decoded one entry at a time with pause() before each:
--- an array's items, and a map's entries, a map-valued entry's entries too (a
--- published delta: {to, rev, gen, changes = {id -> bytes}}; a log entry's
--- changes: {{id, before, after}, ...}); raises on bad bytes, as unpack.
+-- an array's items (a log entry's changes: {{id, before, after}, ...}), and a
+-- map's entries, a map-valued entry's entries too (a published delta, which
+-- the workers now read with delta_at); raises on bad bytes, as unpack.
 -- Without pause: unpack(s).
 function _M.unpack_paused(s, pause)
     if not pause or type(s) ~= "string" then

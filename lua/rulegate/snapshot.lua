@@ -157,24 +157,6 @@ function _M.encode_payload(namespace, generation, revision, written_at, raw_rule
 end
 
 
-local function each_pair(s, fn)
-    local i, n = 1, #s
-    while i <= n do
-        local id, raw
-        id, i = at(s, i)
-        raw, i = at(s, i)
-        if type(id) ~= "string" or type(raw) ~= "string" then
-            return nil, "undecodable payload chunk"
-        end
-        local ok, err = fn(id, raw)
-        if not ok then
-            return nil, err
-        end
-    end
-    return true
-end
-
-
 -- walk(s, fn) protected: a chunk that does not decode is an error value.
 local function walked(walk, s, fn)
     local ok, res, err = pcall(walk, s, fn)
@@ -228,7 +210,9 @@ end
 -- piece of a payload's rules map); true, or nil, err (undecodable, or fn's
 -- false, err).
 function _M.each_rule(s, fn)
-    return walked(each_pair, s, fn)
+    return walked(each_pair_at, s, function(id, chunk, i, j)
+        return fn(id, sub(chunk, i, j))
+    end)
 end
 
 

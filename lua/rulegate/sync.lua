@@ -336,8 +336,9 @@ local function walk_deltas(dict, from, to, routes, fn, pause)
         if not raw then
             return nil
         end
-        -- each rule's bytes read in place (no string of them), with pause a rule at a time
-        local ok, d, last = pcall(mpdecode.delta_at, raw, pause)
+        -- each rule's bytes read in place (no string of them): offsets only, so no pause there; the
+        -- loop below pauses before each rule it decodes and checks
+        local ok, d, last = pcall(mpdecode.delta_at, raw)
         if not ok or type(d) ~= "table" or type(d.changes) ~= "table" then
             return nil
         end
