@@ -12,10 +12,15 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   (/proc) over `--changes` changes minus an idle window of the same length, per change.
 - Full-reload CPU: agent = thread CPU of `Syncer.full_reload()` holding none of the bytes read (its
   compile cache emptied) and again holding all of them (what a new generation id costs); nginx = worker
-  CPU around a forced full reload with no traffic, minus the worker's own idle rate (each worker's: the
-  syncing one's timers do more): every rule's bytes rewritten first (none of the served set reusable),
-  and a new generation id with one rule's bytes new (the rest held); the worker's polling of /rulegate/status
-  (every 10 ms per change, every 250 ms during the full reload) is included in both nginx CPU rows. With several
+  CPU around a forced full reload, minus the worker's own idle rate (each worker's: the syncing one's timers
+  do more): every rule's bytes rewritten first (none of the served set reusable), and a new generation id
+  with one rule's bytes new (the rest held). The window ends when every worker serves the new set: every
+  20 ms, each other worker gets one request (as traffic would: a worker takes a new set on a request, or on
+  its refresh tick, 15-30 s away here) and is asked for /rulegate/status (~0.1 ms of its CPU each); the
+  syncing worker gets neither (with one worker, it answers the status polls). Before 2026-12-02 the bench
+  polled the syncing worker every 250 ms until another worker's tick: a window of ~20 s whose polls and
+  idle-rate error added ~25 ms to the syncing worker's rows (the no-full-reload row read 28.7 ms for
+  ~1 ms of work). With several
   workers: the syncing worker's CPU, then the others' (they place what it published pending;
   bench/nginx_pending.py measures what that leaves to each route's first request). A worker's CPU counts
   all its threads: the syncing worker's event loop (its main thread) is also shown alone, without the
@@ -400,9 +405,10 @@ class BenchGateway:
             self.gw.stop()
             raise
 
-    def status(self) -> dict:
-        self.conn.request("GET", "/rulegate/status")
-        return json.loads(self.conn.getresponse().read())
+    def status(self, conn: http.client.HTTPConnection | None = None) -> dict:
+        conn = conn or self.conn
+        conn.request("GET", "/rulegate/status")
+        return json.loads(conn.getresponse().read())
 
     def wait(self, pred) -> dict:
         deadline = time.monotonic() + 60
@@ -414,10 +420,11 @@ class BenchGateway:
                 return st
             time.sleep(0.01)
 
-    def all_serve(self, before: dict, reloaded: bool = True) -> bool:
+    def all_serve(self, before: dict, reloaded: bool = True, conn: http.client.HTTPConnection | None = None) -> bool:
         """True when the syncing worker applied the new generation and every other worker compiled it (or,
-        not `reloaded`: applied its empty delta)."""
-        s = self.status()
+        not `reloaded`: applied its empty delta); the status asked through conn (a worker's; the shared dict's
+        counters are every worker's)."""
+        s = self.status(conn)
         count = "worker_compiles" if reloaded else "worker_deltas"
         return s["generation"] != before["generation"] and s[count] >= before[count] + len(self.others)
 
@@ -452,17 +459,30 @@ def nginx_cpu(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, 
     per_change = max(0.0, (worker_cpu(pid) - cpu0) - idle[pid] * busy_s / idle_s) / changes
     st = gw.status()
 
+    nudges = [conn for conn in pinned_connections(gw.gw.port, gw.workers)
+              if gw.status(conn)["worker"]["pid"] != pid]  # one keep-alive connection per other worker
+
+    def nudge() -> None:
+        """One request to each other worker: it takes a new set on a request (as under traffic)."""
+        for conn in nudges:
+            conn.request("GET", "/api/v7/x", headers={"Host": "svc7.example.com"})
+            conn.getresponse().read()
+
     def reload_cpu(rewrite: int) -> list[float]:
         """CPU of each worker (syncing first) for one new generation: a full reload, but for rewrite=0."""
         gen_before = gw.status()
+        poll = nudges[0] if nudges else None  # the status from another worker: the syncing one's CPU stays its own
         cpu0 = {p: worker_cpu(p) for p in [pid, *others]}
         loop0 = worker_cpu(pid, main_only=True)
         wait0 = sum(loop_wait(p) for p in cpu0)
         t0 = time.monotonic()
         new_generation(cluster, ns, rewrite)
         deadline = time.monotonic() + 60
-        while not gw.all_serve(gen_before, rewrite > 0) and time.monotonic() < deadline:
-            time.sleep(0.25)  # few polls: their own CPU would count
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            nudge()
+            if gw.all_serve(gen_before, rewrite > 0, poll):
+                break
         idled = (time.monotonic() - t0) / idle_s
         loop = max(0.0, worker_cpu(pid, main_only=True) - loop0 - idle[pid] * idled)
         waited = sum(loop_wait(p) for p in cpu0) - wait0
@@ -477,6 +497,8 @@ def nginx_cpu(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, 
     full = median_of(1)
     cold_cpu = median_of(count)
     same = median_of(0)
+    for conn in nudges:
+        conn.close()
     if gw.status()["full_reloads"] != fulls + 2 * repeat:
         raise SystemExit(f"nginx: {gw.status()['full_reloads'] - fulls} full reloads, {2 * repeat} expected")
     return {"bytes": statistics.median(sent), "cpu": per_change, "full": full, "cold_cpu": cold_cpu, "same": same,
