@@ -106,6 +106,10 @@ return function(t)
             ":5\r\n", "$3\r\nabc\r\n", "*-1\r\n", "*3\r\n", "*2\r\n$1\r\n0\r\n*3\r\n",
             "*2\r\n$1\r\n0\r\n*2\r\n$1\r\na\r\n:1\r\n", "*2\r\n$1\r\n0\r\n*2\r\n$1\r\na\r\n$1\r\nxy\r\n",
             "*2\r\n$x\r\n", "*2\r\n$1\r\n0\r\n$-1\r\n",
+            -- a field or value whose length is not one: null, signed, not digits, too many digits
+            "*2\r\n$1\r\n0\r\n*2\r\n$-1\r\n", "*2\r\n$1\r\n0\r\n*2\r\n$+1\r\na\r\n",
+            "*2\r\n$1\r\n0\r\n*2\r\n$1x\r\na\r\n", "*2\r\n$1\r\n0\r\n*2\r\n$\r\n",
+            "*2\r\n$1\r\n0\r\n*2\r\n$123456789012\r\n",
         }) do
             local r, err = resp.read_scan(resp.stream(fake_sock(bad .. "+OK\r\n")))
             t.eq(r, nil, bad)
