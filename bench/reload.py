@@ -43,7 +43,7 @@ nginx (--workers workers, default 1) per size; all are stopped (by pid) at the e
   subtracted from a reload's CPU wrongly); per latency window, the largest lag counted and the largest of those during
   which the worker itself ran (it held its loop: its own work, not the machine), as /rulegate/status's buckets.
 - `--lua DIR` runs nginx with the Lua modules of DIR (another tree's lua/: before/after with one script).
-- `--repeat N` measures each kind of nginx full reload N times and prints the medians of their CPU.
+- `--repeat N` measures each kind of full reload N times (nginx and the agent) and prints the medians of their CPU.
 Numbers are for comparison, not assertions.
 """
 from __future__ import annotations
@@ -189,19 +189,24 @@ def ms(samples: list[float]) -> str:
     return f"{max(samples) * 1000:.1f} ms (p50 {statistics.median(samples) * 1000:.2f})"
 
 
-def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master) -> dict:
+def agent_numbers(cluster: LocalCluster, store: RuleStore, ns: str, master: Master, repeat: int = 1) -> dict:
+    """The agent's figures; its full reloads (each dropping the set it replaces, as a real one does) are the
+    median of `repeat` runs of each kind."""
     client = RuleClient(cluster.startup_nodes, ns, notifications=False)
     s = client.syncer
     s.slots.refresh(client.budget, s.pool)
     s.full_reload()
-    t = time.thread_time()
-    s.current, s.compiled = None, CompileCache()  # nothing held: every rule decoded and compiled
-    s.full_reload()
-    full = time.thread_time() - t
-    t = time.thread_time()
-    s.current = None  # the same bytes again (a new generation id, a reconnect): the cache has them
-    s.full_reload()
-    warm = time.thread_time() - t
+    fulls, warms = [], []
+    for _ in range(repeat):
+        t = time.thread_time()
+        s.current, s.compiled = None, CompileCache()  # nothing held: every rule decoded and compiled
+        s.full_reload()
+        fulls.append(time.thread_time() - t)
+        t = time.thread_time()
+        s.current = None  # the same bytes again (a new generation id, a reconnect): the cache has them
+        s.full_reload()
+        warms.append(time.thread_time() - t)
+    full, warm = statistics.median(fulls), statistics.median(warms)
     cpu, sent = [], []
     for n in range(5):
         change(store, ns, n)
@@ -567,7 +572,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     parser.add_argument("--nginx-only", action="store_true", help="skip the Python agent and sidecar")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="nginx full reloads of each kind measured (the CPU rows show their median)")
+                        help="full reloads of each kind measured, nginx and agent (the CPU rows show their median)")
     parser.add_argument("--lua", type=Path, help="run nginx with this directory's Lua modules (another tree's lua/)")
     args = parser.parse_args()
     if args.lua:
@@ -592,7 +597,7 @@ def main() -> int:
                 a = {"bytes": 0, "cpu": 0.0, "full": 0.0, "warm": 0.0, "same": 0.0}
                 side = {"rest": [0.0], "busy": [0.0], "cold": [0.0]}
             else:
-                a = agent_numbers(cluster, store, ns, master)
+                a = agent_numbers(cluster, store, ns, master, args.repeat)
                 side = sidecar_latency(cluster, ns, count, tmp)
             g = nginx_numbers(cluster, store, ns, master, control, args.changes, tmp, args.workers, count,
                               args.repeat)

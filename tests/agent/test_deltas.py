@@ -152,21 +152,33 @@ def test_a_delta_shares_the_applied_maps_instead_of_copying_them(cluster, store,
 
 
 def test_trimmed_log_converges_by_full_reload(cluster, store, namespace):
-    """A change whose log entry is gone (XTRIM) arrives by a full reload."""
+    """A change whose log entry is gone (XTRIM) before the agent read it arrives by a full reload.
+
+    The trim follows the commit at once (the raw client made first; making it took tens of ms, a window in which
+    the agent's check could read the entry and apply it as a delta), no heartbeat rides a check meanwhile, and a
+    change the agent read before its trim is followed by another."""
     rev = store.put_rule(namespace, split_rule("r1", "a"), None, "test").revision
-    with make_client(cluster, namespace, refresh_interval=30.0, notifications=False) as client:
-        assert client.revision == rev
-        reloads = client.syncer.stats.full_reloads
-        rev = store.put_rule(namespace, split_rule("r1", "b"), rev, "test").revision
-        host, port = cluster.startup_nodes[0].rsplit(":", 1)
-        raw = RedisCluster(host=host, port=int(port))
-        raw.xtrim(Keys(namespace).log, maxlen=0, approximate=False)
+    host, port = cluster.startup_nodes[0].rsplit(":", 1)
+    raw = RedisCluster(host=host, port=int(port))
+    try:
+        with make_client(cluster, namespace, refresh_interval=30.0, heartbeat_interval=30.0,
+                         notifications=False) as client:
+            assert client.revision == rev
+            for target in ["b", "c", "a", "b"]:
+                reloads = client.syncer.stats.full_reloads
+                rev = store.put_rule(namespace, split_rule("r1", target), rev, "test").revision
+                raw.xtrim(Keys(namespace).log, maxlen=0, approximate=False)
+                time.sleep(0.05)  # a check that read the entry before the trim has applied it by now
+                if client.revision != rev:
+                    break  # trimmed before the agent read the entry
+            assert client.revision != rev, "every change was read before its log entry was trimmed"
+            client.syncer.wake()
+            assert client.wait_for_revision(rev, 5.0)
+            assert client.syncer.stats.full_reloads == reloads + 1
+            assert client.decide(request()).upstream == target
+            assert client.syncer.in_sync()
+    finally:
         raw.close()
-        client.syncer.wake()
-        assert client.wait_for_revision(rev, 5.0)
-        assert client.syncer.stats.full_reloads == reloads + 1
-        assert client.decide(request()).upstream == "b"
-        assert client.syncer.in_sync()
 
 
 def _wait_generation(client, generation: str) -> None:
