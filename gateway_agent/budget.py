@@ -118,13 +118,15 @@ class Budget:
         self.stats = BudgetStats()
 
     def run(self, name: str, fn: Callable[[Operation], T],
-            on_failure: Callable[[Exception], None] | None = None) -> T:
-        """Return fn(op), retried within the budget; raise BudgetExhausted or a non-retryable error."""
+            on_failure: Callable[[Exception], None] | None = None, max_attempts: int | None = None) -> T:
+        """Return fn(op), retried within the budget (at most `max_attempts` attempts when given, never more
+        than the configured ones); raise BudgetExhausted or a non-retryable error."""
         op = Operation(self, name)
         last: Exception | None = None
         with self.stats.lock:
             self.stats.operations += 1
-        for attempt in range(1, self.config.max_attempts + 1):
+        attempts = self.config.max_attempts if max_attempts is None else min(max_attempts, self.config.max_attempts)
+        for attempt in range(1, attempts + 1):
             if attempt > 1:
                 delay = self.backoff.compute(attempt - 1)
                 if op.remaining() <= delay:

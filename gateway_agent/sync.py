@@ -455,15 +455,23 @@ class Syncer:
         """Return the replies of the revision check: with the heartbeat on the master, else from a current
         replica (`read_replica`), else from the master (then the replicas when it fails)."""
         if beat is not None:
+            # One attempt, and none while the master is suspect (it failed moments ago): the heartbeat can
+            # only go to the master, and retrying it there would spend the check's budget on a frozen
+            # master before the check itself could go to a replica (the rules went stale meanwhile).
             self._beat_pending = False
-            try:
-                replies = self._read("revision check", [beat, *cmds], writes=True)[1:]
-                self.stats.add("heartbeats_ok")
-                self._master_read(replies)
-                return replies
-            except (StoreError, *REDIS_ERRORS) as exc:
+            master = self.slots.master
+            if master is not None and self.slots.is_suspect(master):
                 self.stats.add("heartbeats_failed")
-                log.debug("heartbeat with the revision check failed (%s); checking without it", exc)
+                log.debug("heartbeat not sent: the master %s failed moments ago; checking without it", master)
+            else:
+                try:
+                    replies = self._read("revision check", [beat, *cmds], writes=True, attempts=1)[1:]
+                    self.stats.add("heartbeats_ok")
+                    self._master_read(replies)
+                    return replies
+                except (StoreError, *REDIS_ERRORS) as exc:
+                    self.stats.add("heartbeats_failed")
+                    log.debug("heartbeat with the revision check failed (%s); checking without it", exc)
         if self.config.read_replica and cur is not None and cur.source == "redis":
             replies = self._replica_poll(cmds, cur)
             if replies is not None:
@@ -651,19 +659,23 @@ class Syncer:
                             self.config.namespace, exc)
         return consistent_read(self.config.namespace, run)
 
-    def _read(self, name: str, cmds: list[tuple], writes: bool = False) -> list:
+    def _read(self, name: str, cmds: list[tuple], writes: bool = False, attempts: int | None = None) -> list:
         """Return the replies of cmds from one node of the slot (master first; only the master with
-        `writes`), under the budget.
+        `writes`), under the budget (at most `attempts` attempts when given).
 
         During a slot migration the master answers ASK for the keys already moved: those commands are
         sent again to the importing node, each behind ASKING, and their replies merged in (commits
         cannot run while a namespace's keys are split, so the merged view is one revision).
         """
-        position = {"i": 0}
+        tried: list[str] = []  # this operation's addresses so far: each attempt takes one not tried yet
 
         def attempt(op: Operation) -> list:
+            # candidates() puts a node that just failed last, so an index into it would skip the next node
+            # (master, replica -> replica, master: attempt 2 went to the failed master again)
             candidates = self.slots.candidates(writes=writes)
-            address = candidates[position["i"] % len(candidates)]
+            fresh = [a for a in candidates if a not in tried]
+            address = fresh[0] if fresh else candidates[len(tried) % len(candidates)]
+            tried.append(address)
             try:
                 replies = execute(self.pool.get(address, op), *cmds, raise_on_error=False)
                 asked = [i for i, r in enumerate(replies) if isinstance(r, AskError)]
@@ -678,16 +690,15 @@ class Syncer:
                 raise auth_failure(address, exc) from exc
             except MovedError as exc:
                 self.slots.moved(exc)
-                position["i"] = 0
+                tried.clear()  # the new owner first
                 raise
             except RETRYABLE:
                 self.pool.drop(address)
                 self.slots.suspect(address)
                 self.slots.stale = True
-                position["i"] += 1
                 raise
 
-        return self.budget.run(name, attempt)
+        return self.budget.run(name, attempt, max_attempts=attempts)
 
     def _follow_ask(self, op: Operation, cmds: list[tuple], replies: list, asked: list[int]) -> list:
         ask = replies[asked[0]]
