@@ -865,7 +865,7 @@ end
 -- id -> compiled item of every enabled rule of a set (disabled rules have
 -- none); pause, when given, is called between routes.
 function _M.items(rs, pause)
-    local out = {}
+    local out = new_tab(0, rs.count or 0) -- presized: no rehash as it fills
     local function from(index)
         for _, route in pairs(index.by_path) do
             if pause then

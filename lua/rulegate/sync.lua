@@ -15,6 +15,10 @@ local payload = require("rulegate.payload")
 local digest = require("rulegate.digest")
 local exposure = require("rulegate.exposure")
 local outcomes = require("rulegate.outcomes")
+local has_new_tab, table_new = pcall(require, "table.new")
+local new_tab = has_new_tab and table_new or function()
+    return {}
+end
 
 local ngx = ngx
 local log = ngx.log
@@ -1479,9 +1483,11 @@ end
 local function new_loader(conf, rev, gen)
     local pause = _M.pauser(PAUSE_EVERY)
     local serving = conf.serving and conf.serving()
-    local where = {}
+    local n = conf.shm:get(K.count) or 0 -- the rules held: the new set's likely size (its maps presized)
+    local where = new_tab(0, n)
     return {
-        pause = pause, rs = router.new_set(rev), routes = {}, sigs = {}, acc = digest.new(), gen = gen,
+        pause = pause, rs = router.new_set(rev), routes = new_tab(0, n), sigs = new_tab(0, n), acc = digest.new(),
+        gen = gen,
         reuse = serving and router.items(serving, pause), where = where,
         w = payload.writer(conf.shm, { namespace = conf.namespace, generation = gen, revision = rev,
                                        written_at = floor(now()), checked = CHECKED_BY }, nil, where),
