@@ -28,6 +28,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local RECV = 65536 -- receiveany's bound; the cosocket's buffer size bounds it too
 local CR, LF = 13, 10
+local PRESIZE_MAX = 4096 -- elements an HSCAN batch's lists are presized for (COUNT 500: ~1,000)
 
 -- Whether this nginx can read replies this way (string.buffer: LuaJIT 2.1
 -- from 2021; receiveany: lua-nginx-module 0.10.14); the caller falls back to
@@ -184,9 +185,9 @@ end
 -- and length. Returns the next element's index and the offset after the last
 -- complete one, or nil, err on a malformed one. Reads only the buffer: no call
 -- into the socket (or any C function) inside the loop, so LuaJIT compiles it
--- whole. A loop that called receiveany (a C function that may yield) when a
--- bulk was not all there ran in the interpreter: 0.6-0.9 us a bulk string in
--- the syncing worker, ~0.1 us compiled (bench/REPORT.md).
+-- whole. The loop before called receiveany (a C function that may yield) when
+-- a bulk was not all there, and its traces aborted: 0.6-0.9 us a bulk string
+-- in the syncing worker, ~0.1 us here (bench/REPORT.md).
 local function complete_bulks(p, len, pos, k, m, at, lens)
     while k <= m do
         if pos + 4 > len then -- "$0\r\n" is the shortest header
@@ -231,7 +232,8 @@ end
 -- The field/value array of an HSCAN reply after its header (m elements):
 -- out gets the reply's string and each field and value's place in it, or nil, err.
 local function field_values(st, m, out)
-    local at, lens = new_tab(m, 0), new_tab(m, 0)
+    local size = m < PRESIZE_MAX and m or PRESIZE_MAX -- a reply's own count is not trusted for memory
+    local at, lens = new_tab(size, 0), new_tab(size, 0)
     local k, pos = 1, st.pos
     while true do
         local p, len = st.sb:ref()
@@ -252,7 +254,7 @@ local function field_values(st, m, out)
     st.pos = pos
     local s = st.sb:get(st.pos) -- the reply's bytes, one string; what follows it stays
     st.pos = 0
-    local ids, first, last = new_tab(m / 2, 0), new_tab(m / 2, 0), new_tab(m / 2, 0)
+    local ids, first, last = new_tab(size / 2, 0), new_tab(size / 2, 0), new_tab(size / 2, 0)
     for j = 1, m / 2 do
         local f, v = 2 * j - 1, 2 * j
         ids[j] = sub(s, at[f] + 1, at[f] + lens[f])

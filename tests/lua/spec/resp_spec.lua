@@ -110,6 +110,8 @@ return function(t)
             "*2\r\n$1\r\n0\r\n*2\r\n$-1\r\n", "*2\r\n$1\r\n0\r\n*2\r\n$+1\r\na\r\n",
             "*2\r\n$1\r\n0\r\n*2\r\n$1x\r\na\r\n", "*2\r\n$1\r\n0\r\n*2\r\n$\r\n",
             "*2\r\n$1\r\n0\r\n*2\r\n$123456789012\r\n",
+            -- a count far past what was sent: an error when the bytes end, no table of that size made
+            "*2\r\n$1\r\n0\r\n*2000000000\r\n$1\r\na\r\n$1\r\nb\r\n",
         }) do
             local r, err = resp.read_scan(resp.stream(fake_sock(bad .. "+OK\r\n")))
             t.eq(r, nil, bad)
