@@ -131,55 +131,6 @@ local function text_at(st, i, j)
 end
 
 
--- Skip a bulk string of n bytes and its CRLF: its offset (0-based), or nil, err.
-local function skip_bulk(st, n)
-    local at = st.pos
-    while #st.sb < at + n + 2 do
-        local ok, err = fill(st)
-        if not ok then
-            return nil, err
-        end
-    end
-    local p = cast(u8p, (st.sb:ref()))
-    if p[at + n] ~= CR or p[at + n + 1] ~= LF then
-        return nil, "bad bulk string terminator"
-    end
-    st.pos = at + n + 2
-    return at
-end
-
-
-local function bulk_header(st)
-    local kind, i, j = line(st)
-    if not kind then
-        return nil, i
-    end
-    if kind ~= 36 then -- "$"
-        return nil, "bulk string expected, got " .. text_at(st, i - 1, j)
-    end
-    local n = int_at(st, i, j)
-    if not n or n < 0 then
-        return nil, "bad bulk string length"
-    end
-    return n
-end
-
-
--- The next bulk string: its offset (0-based) and length, or nil, err.
-local function bulk(st)
-    local n, err = bulk_header(st)
-    if not n then
-        return nil, err
-    end
-    local at
-    at, err = skip_bulk(st, n)
-    if not at then
-        return nil, err
-    end
-    return at, n
-end
-
-
 -- The complete bulk strings among the received bytes from offset pos
 -- (0-based) on, elements k .. m of an array: at[k], len[k] each one's offset
 -- and length. Returns the next element's index and the offset after the last
@@ -229,29 +180,40 @@ local function complete_bulks(p, len, pos, k, m, at, lens)
 end
 
 
+-- Bulk strings 1 .. m from st.pos on (at[k], lens[k]: each one's offset and
+-- length), receiving more bytes while they are not all there; st.pos moves
+-- past them. true, or nil, err.
+local function read_bulks(st, m, at, lens)
+    local k, pos = 1, st.pos
+    while true do
+        local p, len = st.sb:ref()
+        local after
+        k, after = complete_bulks(cast(u8p, p), len, pos, k, m, at, lens)
+        if not k then
+            return nil, after
+        end
+        pos = after
+        if k > m then
+            st.pos = pos
+            return true
+        end
+        local ok, err = fill(st)
+        if not ok then
+            return nil, err
+        end
+    end
+end
+
+
 -- The field/value array of an HSCAN reply after its header (m elements):
 -- out gets the reply's string and each field and value's place in it, or nil, err.
 local function field_values(st, m, out)
     local size = m < PRESIZE_MAX and m or PRESIZE_MAX -- a reply's own count is not trusted for memory
     local at, lens = new_tab(size, 0), new_tab(size, 0)
-    local k, pos = 1, st.pos
-    while true do
-        local p, len = st.sb:ref()
-        local err
-        k, err = complete_bulks(cast(u8p, p), len, pos, k, m, at, lens)
-        if not k then
-            return nil, err
-        end
-        pos = err
-        if k > m then
-            break
-        end
-        local ok, ferr = fill(st)
-        if not ok then
-            return nil, ferr
-        end
+    local ok, err = read_bulks(st, m, at, lens)
+    if not ok then
+        return nil, err
     end
-    st.pos = pos
     local s = st.sb:get(st.pos) -- the reply's bytes, one string; what follows it stays
     st.pos = 0
     local ids, first, last = new_tab(size / 2, 0), new_tab(size / 2, 0), new_tab(size / 2, 0)
@@ -286,11 +248,12 @@ function _M.read_scan(st)
     if kind ~= 42 or int_at(st, i, j) ~= 2 then -- "*2"
         return nil, "HSCAN reply expected, got " .. text_at(st, i - 1, j)
     end
-    local at, n = bulk(st)
-    if not at then
-        return nil, n
+    local at, n = {}, {}
+    local ok, err = read_bulks(st, 1, at, n)
+    if not ok then
+        return nil, err
     end
-    local out = { cursor = text_at(st, at, at + n) }
+    local out = { cursor = text_at(st, at[1], at[1] + n[1]) }
     kind, i, j = line(st)
     if not kind then
         return nil, i
