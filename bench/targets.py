@@ -11,12 +11,14 @@ turn and gives, per target, every run's figure and in how many runs it was met (
 shared VM is met in some runs and not others). `--raw FILE` keeps every step's full output. Numbers are for
 reading, never assertions (no test runs this).
 
-Steps (about 10 minutes on 2 CPUs): cold_load (the Python load of 10,000 rules, nothing held and all held),
+Steps (about 13 minutes on 2 CPUs): cold_load (the Python load of 10,000 rules, nothing held and all held),
 decide (build + decide at 1,000 rules), agent (sidecar vs a static gevent server), agent_memory (what the agent
-holds at 10,000 and 20,000 rules), reload (one-rule change and full reloads, agent and nginx, 10,000 rules, 2
-workers; the nginx workers' own holds of their event loop, from their loop lag probe, beside the request waits),
-reload_wait (the sidecar's worst wait during reloads), nginx_memory (20,000 rules, two full reloads of every
-rule's bytes), admin_write (REST writes), gateway (nginx requests/s against an empty access_by_lua).
+holds at 10,000 and 20,000 rules), reload (one-rule change at 1,000 and 10,000 rules, full reloads, agent and
+nginx, 2 workers; the nginx workers' own holds of their event loop, from their loop lag probe, beside the request
+waits), reload_wait (the sidecar's worst wait during reloads), nginx_memory (20,000 rules, two full reloads of
+every rule's bytes), admin_write (REST writes), gateway (nginx requests/s against an empty access_by_lua),
+propagation (a one-rule change at 20,000 rules, write to served by the agent and both nginx workers, against 100
+rules), fleet (1,000 agents on one namespace against 10: Redis commands and round trips per poll, bytes per change).
 """
 from __future__ import annotations
 
@@ -94,11 +96,19 @@ def agent_memory(out: str) -> list[Row]:
 
 
 def reload(out: str) -> list[Row]:
-    def cells(label: str) -> list[str] | None:
-        m = _find(rf"^\d+ rules, {re.escape(label)}\s*\|(.*)$", out)
+    def cells(label: str, count: int = 10000) -> list[str] | None:
+        m = _find(rf"^{count} rules, {re.escape(label)}\s*\|(.*)$", out)
         return [c.strip() for c in m[1].split("|")] if m else None
 
     rows = []
+    big, small = cells("one-rule change: Redis bytes read"), cells("one-rule change: Redis bytes read", 1000)
+    big_cpu, small_cpu = cells("one-rule change: CPU"), cells("one-rule change: CPU", 1000)
+    if big and small and big_cpu and small_cpu:
+        ratios = [_num(b.split()[0]) / max(1.0, _num(s.split()[0])) for b, s in zip(big, small)]
+        rows.append(Row("a one-rule change costs O(change) on every gateway: Redis bytes read and CPU at 10,000 rules "
+                        "against 1,000 (agent; nginx)", f"{big[0]}, {big_cpu[0]}; {big[1]}, {big_cpu[1]}",
+                        f"1,000 rules: {small[0]}, {small_cpu[0]}; {small[1]}, {small_cpu[1]}",
+                        max(ratios) <= 1.5))
     full, held = cells("full reload: CPU"), cells("full reload of bytes held (new generation): CPU")
     if full:
         workers = [_num(x) for x in re.findall(r"([\d.]+) ms", full[1])]
@@ -187,6 +197,39 @@ def gateway(out: str) -> list[Row]:
                 f"lua_noop {noop[0]} req/s, {noop[4]} µs", ratio >= 0.99)]
 
 
+def propagation(out: str) -> list[Row]:
+    m = _find(r"^\| every gateway \| ([\d.]+) / ([\d.]+) / ([\d.]+) \| ([\d.]+) / ([\d.]+) / ([\d.]+) \|", out)
+    changes = _find(r"\((\d+) changes per size", out)
+    return [Row("a one-rule change at 20,000 rules reaches every gateway (the agent and both nginx workers), "
+                "p99 ≤ 50 ms", f"p99 {m[5]} ms (p50 {m[4]}, max {m[6]}; {changes[1] if changes else '?'} changes)"
+                if m else "?", f"100 rules: p99 {m[2]} ms (p50 {m[1]})" if m else "?", _num(m[5]) <= 50 if m else None)]
+
+
+def fleet(out: str) -> list[Row]:
+    def row(gateways: str, replica: str) -> list[str] | None:
+        m = _find(rf"^\| {gateways} \| {replica} \|(.*)$", out)
+        return [c.strip() for c in m[1].split("|")] if m else None
+
+    on, off, base = row("1,000", "on"), row("1,000", "off"), row("10", "on")
+    if not on or not off or not base:
+        return [Row("fleet of 1,000 gateways", "?", "?", None)]
+    ops, base_ops = re.match(r"([\d.]+) / ([\d.]+)", on[2]), re.match(r"([\d.]+) / ([\d.]+)", base[2])
+    off_ops = re.match(r"([\d.]+)", off[2])
+    sent, sent_base = (re.match(r"([\d,]+)", c[6])[1] for c in (on, base))
+    spread, spread_base = (re.match(r"(\S+ / \S+)", c[7])[1] for c in (on, base))
+    return [
+        Row("fleet of 1,000 gateways: idle ≤ 1 op (a round trip to Redis) per gateway per poll interval, replica "
+            "reads on (the commands of it beside)",
+            f"master {ops[1]}, replica {ops[2]} commands and {on[3]} round trip per gateway per poll (replica reads "
+            f"off: master {off_ops[1]} commands in {off[3]} round trip)",
+            f"10 gateways: master {base_ops[1]}, replica {base_ops[2]} commands, {base[3]} round trip",
+            _num(on[3]) <= 1),
+        Row("fleet of 1,000 gateways: a change costs O(change) bytes per gateway (no more than 1.5x the baseline's)",
+            f"{sent} B per gateway per change; to all 1,000, p50 / p99 {spread} ms",
+            f"10 gateways: {sent_base} B; p50 / p99 {spread_base} ms", _num(sent) <= 1.5 * _num(sent_base)),
+    ]
+
+
 PY = sys.executable
 STEPS: dict[str, tuple[list[list[str]], Callable[[str], list[Row]]]] = {
     "cold_load": ([[PY, str(HERE / "cold_load.py"), "--rules", "10000", "--repeat", "5"],
@@ -194,12 +237,14 @@ STEPS: dict[str, tuple[list[list[str]], Callable[[str], list[Row]]]] = {
     "decide": ([[PY, str(HERE / "decide.py"), "--rounds", "3"]], decide),
     "agent": ([[PY, str(HERE / "agent.py")]], agent),
     "agent_memory": ([[PY, str(HERE / "agent_memory.py"), "--rules", "10000,20000"]], agent_memory),
-    "reload": ([[PY, str(HERE / "reload.py"), "--rules", "10000", "--workers", "2", "--repeat", "3"]], reload),
+    "reload": ([[PY, str(HERE / "reload.py"), "--rules", "1000,10000", "--workers", "2", "--repeat", "3"]], reload),
     "reload_wait": ([[PY, str(HERE / "reload_wait.py"), "--reps", "3"]], reload_wait),
     "nginx_memory": ([[PY, str(HERE / "nginx_memory.py"), "--rules", "20000", "--workers", "2",
                        "--full-reloads", "2"]], nginx_memory),
     "admin_write": ([[PY, str(HERE / "admin_write.py")]], admin_write),
     "gateway": ([["bash", str(HERE / "gateway.sh")]], gateway),
+    "propagation": ([[PY, str(HERE / "propagation.py"), "--rules", "20000", "--changes", "40"]], propagation),
+    "fleet": ([[PY, str(HERE / "fleet.py")]], fleet),
 }
 
 

@@ -87,3 +87,68 @@ def test_an_output_without_the_figure_is_not_judged():
     assert [r.met for r in targets.reload("")] == [None]
     assert [r.met for r in targets.gateway("wrk: connection refused")] == [None]
     assert [r.met for r in targets.reload_wait("")] == [None]
+
+
+CHANGES = """
+1000 rules, one-rule change: Redis bytes read                            |                      765 B | 1,289 B
+1000 rules, one-rule change: CPU                                         |                    0.43 ms | 1.9 ms
+10000 rules, one-rule change: Redis bytes read                           |                      768 B | 2,279 B
+10000 rules, one-rule change: CPU                                        |                    0.52 ms | 2.3 ms
+"""
+
+PROPAGATION = """
+one-rule change, write's return -> served (40 changes per size; p50 / p99 / max in ms)
+
+| gateway | 100 rules (baseline) | 20,000 rules | p99 ratio |
+|---|---:|---:|---:|
+| Python agent | 2.5 / 4.0 / 4.0 | 2.7 / 4.6 / 4.6 | 1.15x |
+| nginx, both connections | 3.2 / 4.9 / 4.9 | 3.5 / 5.9 / 5.9 | 1.21x |
+| every gateway | 3.2 / 4.9 / 4.9 | 3.5 / 55.9 / 60.0 | 11.41x |
+"""
+
+FLEET = """
+| gateways | read_replica | idle ops/s m / r | idle KB/s m / r | idle ops per gateway per poll m / r (ratio) \
+| agent round trips per gateway per poll | per change: ops m / r | per change: KB m / r \
+| bytes per gateway per change (ratio) | propagation p50 / p99 ms (p99 ratio) |
+|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| 10 | off | 43 / 3 | 2.0 / 0.5 | 4.33 / 0.27 (1.00x) | 1.00 | 55 / 7 | 10.2 / 0.7 | 1,120 (1.00x) | 0 / 4 (1.00x) |
+| 10 | on | 10 / 35 | 1.4 / 1.2 | 1.02 / 3.55 (1.00x) | 1.00 | 20 / 44 | 3.9 / 7.5 | 1,168 (1.00x) | 2 / 8 (1.00x) |
+| 1,000 | off | 4,165 / 168 | 140.7 / 0.5 | 4.17 / 0.17 (0.94x) | 1.00 | 4,194 / 186 | 869.1 / 0.8 | 891 (0.80x) \
+| 113 / 228 (61.40x) |
+| 1,000 | on | 862 / 3,486 | 76.4 / 66.9 | 0.86 / 3.49 (0.95x) | 1.00 | 869 / 3,495 | 244.5 / 622.7 | 1,888 (1.62x) \
+| 163 / 273 (34.55x) |
+"""
+
+
+def test_a_one_rule_change_is_judged_o_change_by_its_bytes_against_the_smaller_namespace():
+    (row,) = [r for r in targets.reload(CHANGES) if "O(change)" in r.target]
+    assert row.figure == "768 B, 0.52 ms; 2,279 B, 2.3 ms"
+    assert row.baseline == "1,000 rules: 765 B, 0.43 ms; 1,289 B, 1.9 ms"
+    assert row.met is False  # nginx read 1.77x the bytes at 10,000 rules
+    (same,) = [r for r in targets.reload(CHANGES.replace("2,279 B", "1,279 B")) if "O(change)" in r.target]
+    assert same.met is True
+    assert not [r for r in targets.reload(RELOAD) if "O(change)" in r.target]  # one size only: not judged
+
+
+def test_propagation_is_judged_by_every_gateway_p99():
+    (row,) = targets.propagation(PROPAGATION)
+    assert row.figure == "p99 55.9 ms (p50 3.5, max 60.0; 40 changes)"
+    assert row.baseline == "100 rules: p99 4.9 ms (p50 3.2)"
+    assert row.met is False
+    (fast,) = targets.propagation(PROPAGATION.replace("55.9", "5.9"))
+    assert fast.met is True
+    assert [r.met for r in targets.propagation("")] == [None]
+
+
+def test_fleet_rows_read_the_replica_reads_on_rows():
+    idle, change = targets.fleet(FLEET)
+    assert idle.figure == ("master 0.86, replica 3.49 commands and 1.00 round trip per gateway per poll (replica "
+                           "reads off: master 4.17 commands in 1.00 round trip)")
+    assert idle.baseline == "10 gateways: master 1.02, replica 3.55 commands, 1.00 round trip"
+    assert idle.met is True
+    slower = FLEET.replace("| 0.86 / 3.49 (0.95x) | 1.00 |", "| 0.86 / 3.49 (0.95x) | 1.20 |")
+    assert targets.fleet(slower)[0].met is False
+    assert change.figure == "1,888 B per gateway per change; to all 1,000, p50 / p99 163 / 273 ms"
+    assert change.baseline == "10 gateways: 1,168 B; p50 / p99 2 / 8 ms"
+    assert change.met is False  # 1.62x the baseline's bytes
+    assert [r.met for r in targets.fleet("")] == [None]
