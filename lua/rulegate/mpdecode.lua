@@ -660,45 +660,23 @@ end
 local at = _M.at
 
 
--- What unpack(s) gives, decoded one entry at a time with pause() before each:
--- an array's items (a log entry's changes: {{id, before, after}, ...}), and a
--- map's entries, a map-valued entry's entries too (a published delta, which
--- the workers now read with delta_at); raises on bad bytes, as unpack.
--- Without pause: unpack(s).
+-- What unpack(s) gives, an array's items (a log entry's changes: {{id,
+-- before, after}, ...}) decoded one at a time with pause() before each;
+-- raises on bad bytes, as unpack. Anything but an array, or without pause:
+-- unpack(s).
 function _M.unpack_paused(s, pause)
     if not pause or type(s) ~= "string" then
         return _M.unpack(s)
     end
     local len = #s
     local n, i, is_map = container_at(s, 1, len)
-    if not n then
+    if not n or is_map then
         return _M.unpack(s)
     end
     local out = {}
     for k = 1, n do
         pause()
-        if not is_map then
-            out[k], i = at(s, i)
-        else
-            local key
-            key, i = at(s, i)
-            local inner, first = map_at(s, i)
-            local v
-            if inner then
-                i = first
-                v = {}
-                for _ = 1, inner do
-                    pause()
-                    local ik, iv
-                    ik, i = at(s, i)
-                    iv, i = at(s, i)
-                    v[ik] = iv
-                end
-            else
-                v, i = at(s, i)
-            end
-            out[key] = v
-        end
+        out[k], i = at(s, i)
     end
     if i ~= len + 1 then
         error("extra bytes")
@@ -746,9 +724,10 @@ end
 
 
 -- A published delta ({to, rev, gen, changes = {id -> bytes | false}}) as
--- unpack_paused(s, pause) gives it, but each rule's bytes left in place: a
--- change is first (its bytes are s:sub(first, last[id])), false (removed), or
--- the value itself when it is not a sized str or bin (a fixstr: never a rule).
+-- unpack(s) gives it, pause() (when given) before each change, but each
+-- rule's bytes left in place: a change is first (its bytes are s:sub(first,
+-- last[id])), false (removed), or the value itself when it is not a sized str
+-- or bin (a fixstr: never a rule).
 -- Returns the record and last; raises on bad bytes. No string of each rule's
 -- bytes is made (LuaJIT interns every string: see bench/REPORT.md).
 function _M.delta_at(s, pause)
