@@ -5,13 +5,15 @@
 Each step runs another bench of this directory as a child process (each starts and stops its own cluster and
 nginx, on loopback), then reads its figures from what it printed. The table gives, per target, the figure, the
 same run's baseline that bench prints beside it, and whether the figure meets the target — for the machine and
-the moment of the run (the load average before each step is printed: compare runs made at the same load). The
-figures are each bench's own; the bench's docstring says what it measures. `--runs N` runs the steps N times in
-turn and gives, per target, every run's figure and in how many runs it was met (a figure near its target on a
-shared VM is met in some runs and not others). `--raw FILE` keeps every step's full output. Numbers are for
-reading, never assertions (no test runs this).
+the moment of the run. Before each step it prints the load average and the thread CPU of a fixed Python loop
+(best of 5; `python_loop_ms`): on this shared VM that loop swings by ~1.5x within seconds while C work such as
+SHA-1 holds steady, so a step's figures are read beside the host's speed at that moment (the table's header
+has both before and after the steps). The figures are each bench's own; the bench's docstring says what it
+measures. `--runs N` runs the steps N times in turn and gives, per target, every run's figure and in how many
+runs it was met (a figure near its target on a shared VM is met in some runs and not others). `--raw FILE` keeps
+every step's full output. Numbers are for reading, never assertions (no test runs this).
 
-Steps (about 13 minutes on 2 CPUs): cold_load (the Python load of 10,000 rules, nothing held and all held),
+Steps (about 12 minutes on 2 CPUs): cold_load (the Python load of 10,000 rules, nothing held and all held),
 decide (build + decide at 1,000 rules), agent (sidecar vs a static gevent server), agent_memory (what the agent
 holds at 10,000 and 20,000 rules), reload (one-rule change at 1,000 and 10,000 rules, full reloads, agent and
 nginx, 2 workers; the nginx workers' own holds of their event loop, from their loop lag probe, beside the request
@@ -23,6 +25,7 @@ rules), fleet (1,000 agents on one namespace against 10: Redis commands and roun
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import subprocess
@@ -252,10 +255,39 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def python_loop_ms() -> float:
+    """Return the thread CPU, in ms, of a fixed loop of Python bytecode (dict, str and int work, as the agent's
+    load does), best of 5. On this shared VM it swings by ~1.5x within seconds while C work (SHA-1) does not:
+    taken before each step, it tells a slow moment of the host from a slow change (bench/REPORT.md)."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.thread_time()
+        d: dict[str, int] = {}
+        for i in range(200_000):
+            key = f"r{i % 5000:05d}"
+            d[key] = d.get(key, 0) + len(key)
+        best = min(best, time.thread_time() - t)
+    return best * 1000
+
+
+def sha1_ms() -> float:
+    """Return the thread CPU, in ms, of SHA-1 over 16 MiB (C work: steady on this host), best of 5."""
+    block, best = bytes(16 * 1024 * 1024), float("inf")
+    for _ in range(5):
+        t = time.thread_time()
+        hashlib.sha1(block).digest()
+        best = min(best, time.thread_time() - t)
+    return best * 1000
+
+
+def host_speed() -> str:
+    return f"Python loop {python_loop_ms():.1f} ms, SHA-1 of 16 MiB {sha1_ms():.1f} ms"
+
+
 def run_step(name: str, raw: list[str]) -> list[tuple[str, str, Row]]:
     """Run one step's commands; return (command, load average before it, row) per target it measures."""
     commands, parse = STEPS[name]
-    load, started = load_average(), time.monotonic()
+    load, started = f"{load_average()}, Python loop {python_loop_ms():.0f} ms", time.monotonic()
     print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load}) ...", file=sys.stderr, flush=True)
     outputs = []
     for argv in commands:
@@ -285,6 +317,8 @@ def main() -> int:
         parser.error(f"--only: unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}")
     if args.runs < 1:
         parser.error("--runs: at least 1")
+    speed_before = host_speed()
+    print(f"host speed before the steps: {speed_before}", file=sys.stderr, flush=True)
     raw: list[str] = []
     results: dict[str, list[tuple[str, str, Row]]] = {}  # target -> one (command, load, row) per run, in order
     for _ in range(args.runs):
@@ -294,8 +328,9 @@ def main() -> int:
     if args.raw:
         args.raw.write_text("\n".join(raw))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"\nissue 14 targets, {args.runs} run(s) ({when}, {os.cpu_count()} CPUs)\n")
-    print("| target | figure | same-run baseline | met | command in bench/ (load average before it) |")
+    print(f"\nissue 14 targets, {args.runs} run(s) ({when}, {os.cpu_count()} CPUs)")
+    print(f"host speed (thread CPU, best of 5): before the steps {speed_before}; after them {host_speed()}\n")
+    print("| target | figure | same-run baseline | met | command in bench/ (load average and Python loop before it) |")
     print("|---|---|---|---|---|")
     for target, runs in results.items():
         command = runs[0][0]
