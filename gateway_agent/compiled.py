@@ -17,11 +17,11 @@ from typing import Callable, Mapping
 
 from rulegate.digest import EMPTY, rule_hash
 from rulegate.errors import CorruptDataError
-from rulegate.evaluator import CompiledRule, RuleSet, place_rule
+from rulegate.evaluator import CompiledRule, RuleSet, place_rule, place_stored
 from rulegate.layered import derive
 from rulegate.ramps import has_guard
 from rulegate.schema import decode_rule
-from rulegate.schema_fast import decode_canonical
+from rulegate.schema_fast import stored_guarded, stored_rule
 
 COPY_ON_WRITE_MAX = 64  # changes up to which a load over a held set builds the new set copy-on-write
 
@@ -213,11 +213,14 @@ class CompileCache:
 def _place(rule_id: str, value: bytes, where: str) -> tuple[CompiledRule, bool, int]:
     """Return the rule of the stored bytes, checked and placed (`place_rule`: compiled by its route's first
     request, its decisions stamped with that set's revision), whether it is guarded and its digest hash."""
-    rule = decode_canonical(value)  # what ruleadmin stores: no full validation (rulegate/schema_fast.py)
-    canonical = rule is not None
-    if not canonical:  # anything else: the full validator, its errors
-        rule = decode_rule(value, where=f"{where} rule {rule_id!r}")
+    stored = stored_rule(value)  # what ruleadmin stores: typed, no full validation (rulegate/schema_fast.py)
+    if stored is not None:
+        if stored.id != rule_id:
+            raise CorruptDataError(f"{where} rule {rule_id!r}: stored under another id")
+        stored.id = rule_id  # the same string as raw's key: the compiled set shares it with raw
+        return place_stored(stored, value), stored_guarded(stored), rule_hash(rule_id, value)
+    rule = decode_rule(value, where=f"{where} rule {rule_id!r}")  # anything else: the full validator, its errors
     if rule["id"] != rule_id:
         raise CorruptDataError(f"{where} rule {rule_id!r}: stored under another id")
-    rule["id"] = rule_id  # the same string as raw's key: the compiled set shares it with raw
-    return place_rule(rule, value, canonical), has_guard(rule), rule_hash(rule_id, value)
+    rule["id"] = rule_id
+    return place_rule(rule, value), has_guard(rule), rule_hash(rule_id, value)

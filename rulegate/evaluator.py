@@ -13,14 +13,16 @@ import time
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Iterable, Mapping, MutableMapping, Protocol
 
+from msgspec import UNSET
+
 from .layered import derive
 from .request import Request
 from .rule_items import Decision, _compile_split, _Degrade, _Split, _split_inactive, _text, bucket_of
 from .schema import NAMESPACE_SCOPE
-from .schema_fast import decode_known_canonical, decode_rule
+from .schema_fast import StoredRule, decode_known_canonical, decode_rule
 
 __all__ = ["CompiledRule", "Decision", "Request", "RuleSet", "bucket_of", "compile_rule", "decide", "find_route",
-           "place_of", "place_rule"]
+           "place_of", "place_rule", "place_stored"]
 
 _RULE_ID = operator.attrgetter("rule_id")
 _new = object.__new__
@@ -205,7 +207,7 @@ def compile_rule(rule: dict, revision: int = 0) -> CompiledRule:
     item = None
     if rule.get("enabled", True):
         item = _compile_split(rule, revision) if rule["kind"] == "split" else _Degrade(rule, revision)
-    return _placed(rule, item)
+    return _placed(rule["id"], place_of(rule), rule.get("breaker"), item)
 
 
 def place_of(rule: dict) -> tuple[str, str]:
@@ -217,14 +219,23 @@ def place_of(rule: dict) -> tuple[str, str]:
     return _text(route["host"]), _text(route["path"])
 
 
-def _placed(rule: dict, item: "_Split | _Degrade | _Pending | None") -> CompiledRule:
+def _placed(rule_id: str, place: tuple[str, str], breaker: dict | None,
+            item: "_Split | _Degrade | _Pending | None") -> CompiledRule:
     out = _NewCompiledRule()  # CompiledRule(...) without the frozen dataclass's __init__ (see rule_items._proxy)
-    out.rule_id = rule["id"]
-    out.place = place_of(rule)
+    out.rule_id = rule_id
+    out.place = place
     out.item = item
-    out.breaker = rule.get("breaker")
+    out.breaker = breaker
     out.__class__ = CompiledRule
     return out
+
+
+def _pending(rule_id: str, value: bytes, canonical: bool) -> _Pending:
+    item = _new(_Pending)
+    item.rule_id = rule_id
+    item.value = value if type(value) is bytes else bytes(value)  # never a buffer its owner may change
+    item.canonical = canonical
+    return item
 
 
 def place_rule(rule: dict, value: bytes, canonical: bool = False) -> CompiledRule:
@@ -235,13 +246,22 @@ def place_rule(rule: dict, value: bytes, canonical: bool = False) -> CompiledRul
     rule's route decodes them again and compiles the route's rules (`_Route.compile`, ~5 µs a rule), so a
     load pays for checking every rule but compiles none, and routes no request reaches are never compiled
     (docs/design.md, "Pending rules"). A disabled rule is placed as compile_rule places it (no item)."""
-    item = None
-    if rule.get("enabled", True):
-        item = _new(_Pending)
-        item.rule_id = rule["id"]
-        item.value = value if type(value) is bytes else bytes(value)  # never a buffer its owner may change
-        item.canonical = canonical
-    return _placed(rule, item)
+    item = _pending(rule["id"], value, canonical) if rule.get("enabled", True) else None
+    return _placed(rule["id"], place_of(rule), rule.get("breaker"), item)
+
+
+def place_stored(rule: StoredRule, value: bytes) -> CompiledRule:
+    """Return `place_rule(decode_canonical(value), value, True)` for the rule `schema_fast.stored_rule(value)`
+    returned: the same placement, read from the typed rule (a load builds no dict of it)."""
+    rule_id = rule.id
+    if rule.scope is not UNSET:
+        place = NAMESPACE_PLACE
+    else:
+        route = rule.route
+        place = _text(route.host), _text(route.path)
+    breaker = rule.breaker
+    return _placed(rule_id, place, None if breaker is UNSET else breaker,
+                   _pending(rule_id, value, True) if rule.enabled else None)
 
 
 class RuleSet:
