@@ -724,13 +724,13 @@ end
 
 
 -- A published delta ({to, rev, gen, changes = {id -> bytes | false}}) as
--- unpack(s) gives it, pause() (when given) before each change, but each
--- rule's bytes left in place: a change is first (its bytes are s:sub(first,
--- last[id])), false (removed), or the value itself when it is not a sized str
--- or bin (a fixstr: never a rule).
+-- unpack(s) gives it, but each rule's bytes left in place (offsets only; the
+-- caller pauses while it decodes the rules): a change is first (its bytes are
+-- s:sub(first, last[id])), false (removed), or the value itself when it is not
+-- a sized str or bin (a fixstr: never a rule).
 -- Returns the record and last; raises on bad bytes. No string of each rule's
 -- bytes is made (LuaJIT interns every string: see bench/REPORT.md).
-function _M.delta_at(s, pause)
+function _M.delta_at(s)
     local len = #s
     local n, i = map_at(s, 1)
     if not n then
@@ -745,9 +745,6 @@ function _M.delta_at(s, pause)
             i = first
             local changes = {}
             for _ = 1, inner do
-                if pause then
-                    pause()
-                end
                 local id
                 id, i = at(s, i)
                 local size, from = _M.bytes_at(s, i)
