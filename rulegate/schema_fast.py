@@ -174,7 +174,6 @@ class StoredRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=Fa
 _typed_decode = msgspec.msgpack.Decoder(StoredRule).decode
 _encode = msgspec.msgpack.Encoder().encode
 _to_builtins = msgspec.to_builtins
-_pack = msgpack.Packer(use_bin_type=True).pack
 _MAP16 = 0xDE  # msgspec heads a struct of more than 15 fields with a map16 (it knows the count once written)
 
 
@@ -202,7 +201,7 @@ def decode_known_canonical(raw: bytes) -> dict:
 def canonical_rule(data: Any) -> dict | None:
     """Return data when `validate_rule(data) == data` for sure (keys in the same order, same types), else None."""
     try:
-        raw = _pack(data)
+        raw = msgpack.packb(data, use_bin_type=True)  # a Packer of its own: its buffer is never shared
     except (TypeError, ValueError, OverflowError, UnicodeEncodeError):  # nothing a stored rule holds
         return None
     return data if stored_rule(raw) is not None else None
