@@ -318,9 +318,13 @@ local FLOAT_FIELDS = { percent = true, error_ratio = true, slow_ratio = true, ma
                        max_p95_ratio = true }
 -- Containers Lua decodes alike when empty ({}): where Python takes only a list
 -- (an empty map there is refused), and only a map (an empty array refused).
--- The other lists and maps of a rule are refused empty either way.
+-- The other lists and maps of a rule are refused empty either way; an empty
+-- array where an object goes is refused here too, so that the schema, which
+-- names the missing fields of an empty object, never sees one.
 local LIST_FIELDS = { policies = true }
-local MAP_FIELDS = { headers = true }
+local MAP_FIELDS = { headers = true, key = true, action = true, route = true, ramp = true, guard = true,
+                     breaker = true, window = true }
+local LIST_OF_MAPS = { policies = true, buckets = true } -- lists whose items are objects
 
 local strict_value -- forward
 
@@ -374,10 +378,32 @@ local function container_at(s, i, len)
 end
 
 
+-- The index after the n items from byte j of the array under key ks..ke of s
+-- when the key holds a list of objects (LIST_OF_MAPS): each item walked, none
+-- an empty array; nil, reason; or false for any other key.
+local function objects_at(s, len, depth, ks, ke, n, j)
+    local kl = ke - ks + 1
+    if kl < 7 or kl > 8 or not LIST_OF_MAPS[sub(s, ks, ke)] then -- "buckets", "policies"
+        return false
+    end
+    for _ = 1, n do
+        if byte(s, j) == 0x90 then
+            return nil, "an empty list in " .. sub(s, ks, ke) .. ", which holds objects"
+        end
+        local why
+        j, why = strict_value(s, j, len, depth + 1)
+        if not j then
+            return nil, why
+        end
+    end
+    return j
+end
+
+
 -- The index after the map entry's value at byte i (key: bytes ks..ke of s):
 -- not nil, a float only under FLOAT_FIELDS, not an empty map under
--- LIST_FIELDS nor an empty array under MAP_FIELDS; else nil, reason (naming
--- the key).
+-- LIST_FIELDS nor an empty array under MAP_FIELDS or in a LIST_OF_MAPS; else
+-- nil, reason (naming the key).
 local function strict_entry(s, i, len, depth, ks, ke)
     local b = byte(s, i)
     if b == 0xc0 then
@@ -387,10 +413,17 @@ local function strict_entry(s, i, len, depth, ks, ke)
             return nil, "a float in " .. sub(s, ks, ke) .. ", which takes an integer"
         end
         return i + FIXED[b] <= len and i + FIXED[b] + 1 or nil
-    elseif b == 0x80 or b == 0x90 or b == 0xdc or b == 0xdd or b == 0xde or b == 0xdf then
-        local n, _, is_map = container_at(s, i, len)
-        if n == 0 and (is_map and LIST_FIELDS[sub(s, ks, ke)] or not is_map and MAP_FIELDS[sub(s, ks, ke)]) then
-            return nil, (is_map and "an empty map in " or "an empty list in ") .. sub(s, ks, ke)
+    elseif b >= 0x90 and b <= 0x9f or b == 0x80 or b >= 0xdc and b <= 0xdf then
+        local n, j, is_map = container_at(s, i, len)
+        if n == 0 then
+            if is_map and LIST_FIELDS[sub(s, ks, ke)] or not is_map and MAP_FIELDS[sub(s, ks, ke)] then
+                return nil, (is_map and "an empty map in " or "an empty list in ") .. sub(s, ks, ke)
+            end
+        elseif n and not is_map then
+            local after, why = objects_at(s, len, depth, ks, ke, n, j)
+            if after ~= false then
+                return after, why
+            end
         end
     end
     return strict_value(s, i, len, depth)

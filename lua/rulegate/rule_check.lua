@@ -24,9 +24,11 @@ local _M = { _VERSION = "0.1.0" }
 local MAX_ENCODED_RULE = 96 * 1024
 
 
--- The rule stored as value, decoded and checked: against the schema (the
--- reason names the field), then its stored form (stored_form); or nil, reason.
--- With i, j: the stored bytes are value:sub(i, j), read in place.
+-- The rule stored as value, decoded and checked: its stored form first
+-- (stored_form: what decoding hides from the schema, a null, a whole float, an
+-- empty map for a list), then against the schema (the reason names the field
+-- as the Python gateways name it); or nil, reason. With i, j: the stored bytes
+-- are value:sub(i, j), read in place.
 function _M.check_stored(value, i, j)
     local ok, rule, after
     if i then
@@ -38,11 +40,11 @@ function _M.check_stored(value, i, j)
     if not ok then
         return nil, "undecodable msgpack"
     end
-    local good, err = schema.check(rule)
+    local good, err = _M.stored_form(value, i, j)
     if not good then
         return nil, err
     end
-    good, err = _M.stored_form(value, i, j)
+    good, err = schema.check(rule)
     if not good then
         return nil, err
     end

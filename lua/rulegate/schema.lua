@@ -15,6 +15,7 @@ local find = string.find
 local lower = string.lower
 local byte = string.byte
 local sub = string.sub
+local gsub = string.gsub
 local iputil = require("rulegate.iputil")
 
 local _M = { _VERSION = "0.2.0" }
@@ -30,7 +31,6 @@ local GUARD_FIELDS = {
 }
 local GUARD_BREACH = { revert = true, freeze = true }
 local KEY_SOURCES = { header = true, cookie = true, arg = true, ip = true }
-local MATCH = { header = true, cookie = true, arg = true }
 local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true, OPTIONS = true }
 local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
 local BODILESS = { [204] = true, [205] = true, [304] = true }
@@ -44,6 +44,15 @@ local function str(v)
 end
 
 
+local function nkeys(t)
+    local n = 0
+    for _ in pairs(t) do
+        n = n + 1
+    end
+    return n
+end
+
+
 -- A set of the names given.
 local function fields(...)
     local set = {}
@@ -54,15 +63,30 @@ local function fields(...)
 end
 
 
--- true when every key of table t is in the set allowed (rulegate/schema.py
--- _Checker.obj refuses an unknown field at every level of a rule).
-local function only(t, allowed)
+-- true when v decoded from a map (an object): a table without an array part
+-- (an empty list is told from an empty map by rule_check.stored_form).
+local function is_map(v)
+    return type(v) == "table" and v[1] == nil
+end
+
+
+-- The first problem rulegate/schema.py _Checker.obj finds in table t, as the
+-- name of the field within t (nil: none): a key not in the set allowed (an
+-- unknown field, at every level of a rule), else the first name of the list
+-- required that t lacks. Python reports its first problem the same way.
+-- (Paths are built only for a rule that fails: LuaJIT interns every string.)
+local function obj(t, allowed, required)
     for k in pairs(t) do
-        if not allowed[k] then
-            return false
+        if not allowed[k] then -- its name as text safe in a status page or a log line
+            local name = tostring(k)
+            return (gsub(#name > 128 and sub(name, 1, 128) .. "..." or name, "[^\32-\126]", "?"))
         end
     end
-    return true
+    for i = 1, #(required or "") do
+        if t[required[i]] == nil then
+            return required[i]
+        end
+    end
 end
 
 
@@ -71,23 +95,39 @@ local RULE_FIELDS = {
     split = fields("key", "policies", "default", "window", unpack(COMMON)),
     degrade = fields("action", "percent", "window", "key", "salt", "breaker", "scope", unpack(COMMON)),
 }
-local ROUTE_FIELDS = fields("host", "path", "methods")
-local KEY_FIELDS = fields("source", "name")
+local RULE_REQUIRED = { -- rulegate/schema.py _COMMON_REQUIRED + _KIND_FIELDS, in its order
+    split = { "id", "kind", "route", "key", "policies", "default" }, degrade = { "id", "kind", "route", "action" },
+}
+local ROUTE_FIELDS, ROUTE_REQUIRED = fields("host", "path", "methods"), { "host", "path" }
+local KEY_FIELDS, KEY_REQUIRED = fields("source", "name"), { "source" }
 local WINDOW_FIELDS = fields("start", "end")
-local BUCKET_FIELDS = fields("upstream", "weight")
+local BUCKET_FIELDS, BUCKET_REQUIRED = fields("upstream", "weight"), { "upstream", "weight" }
 local RAMP_FIELDS = fields("start", "end", "from", "to", "mode", "steps", "guard")
+local RAMP_REQUIRED = { "start", "end", "from", "to", "mode" }
+local GUARD_REQUIRED = { "control", "min_requests" }
 local BREAKER_FIELDS = fields("window", "min_requests", "open_seconds", "probes", "error_ratio", "slow_ms",
                               "slow_ratio")
+local BREAKER_REQUIRED = { "window", "min_requests", "open_seconds", "probes" }
 local POLICY_FIELDS = {
     uid_range = fields("type", "ranges", "upstream"), uid_suffix = fields("type", "suffixes", "upstream"),
     ip_cidr = fields("type", "cidrs", "upstream"), header = fields("type", "name", "values", "upstream"),
     cookie = fields("type", "name", "values", "upstream"), arg = fields("type", "name", "values", "upstream"),
     percent = fields("type", "buckets", "salt", "ramp"),
 }
+local POLICY_REQUIRED = {
+    uid_range = { "type", "ranges", "upstream" }, uid_suffix = { "type", "suffixes", "upstream" },
+    ip_cidr = { "type", "cidrs", "upstream" }, header = { "type", "name", "values", "upstream" },
+    cookie = { "type", "name", "values", "upstream" }, arg = { "type", "name", "values", "upstream" },
+    percent = { "type", "buckets" },
+}
 local ACTION_FIELDS = {
     static = fields("type", "status", "content_type", "headers", "body"),
     redirect = fields("type", "location", "status"), upstream = fields("type", "upstream"),
     reject = fields("type", "status", "retry_after"),
+}
+local ACTION_REQUIRED = {
+    static = { "type", "status" }, redirect = { "type", "location" }, upstream = { "type", "upstream" },
+    reject = { "type" },
 }
 
 
@@ -234,16 +274,21 @@ end
 
 
 local function check_key(key, degrade)
-    if type(key) ~= "table" or not (KEY_SOURCES[key.source] or degrade and key.source == "request") then
-        return "key.source"
-    end
-    if not only(key, KEY_FIELDS) then
+    if not is_map(key) then
         return "key"
     end
-    if key.source == "ip" or key.source == "request" then
+    local bad = obj(key, KEY_FIELDS, KEY_REQUIRED)
+    if bad then
+        return "key." .. bad
+    end
+    local source = key.source
+    if not (KEY_SOURCES[source] or degrade and source == "request") then
+        return "key.source"
+    end
+    if source == "ip" or source == "request" then
         return key.name ~= nil and "key.name" or nil
     end
-    if key.source == "header" and not header_name(key.name) or not token(key.name, 128) then
+    if key.name == nil or source == "header" and not header_name(key.name) or not token(key.name, 128) then
         return "key.name"
     end
 end
@@ -256,149 +301,208 @@ local function decimal(v, lo, hi, scale)
 end
 
 
--- A ramp's guard exactly as ruleadmin stores it (docs/rules.md "Guards"). The
--- router ignores it; it is checked so that no rule nginx applies is one
--- ruleadmin would refuse.
-local function check_guard(g, buckets)
-    if type(g) ~= "table" then
-        return "percent.ramp.guard"
+-- The path of field `rest` of policy i (rest "": the policy itself).
+local function policy_field(i, rest)
+    return "policies[" .. (i - 1) .. "]" .. rest
+end
+
+
+-- A ramp's guard exactly as ruleadmin stores it (docs/rules.md "Guards"): nil,
+-- or the field that is not, within the guard ("": the guard). The router
+-- ignores it; it is checked so that no rule nginx applies is one ruleadmin
+-- would refuse.
+local function guard_problem(g, buckets)
+    if not is_map(g) then
+        return ""
     end
-    for k in pairs(g) do
-        if not GUARD_FIELDS[k] then
-            return "percent.ramp.guard"
-        end
+    local bad = obj(g, GUARD_FIELDS, GUARD_REQUIRED)
+    if bad then
+        return "." .. bad
     end
     local control = g.control
     if not upstream(control) then
-        return "percent.ramp.guard.control"
+        return ".control"
     end
     for _, b in ipairs(buckets) do
         if b.upstream == control then
-            return "percent.ramp.guard.control"
+            return ".control"
         end
     end
     if not int(g.min_requests, 1, 1000000) then
-        return "percent.ramp.guard.min_requests"
+        return ".min_requests"
     end
-    if not int(g.window, 10, 3600) then
-        return "percent.ramp.guard.window"
-    end
-    if not GUARD_BREACH[g.on_breach] then
-        return "percent.ramp.guard.on_breach"
+    if g.window ~= nil and not int(g.window, 10, 3600) then
+        return ".window"
     end
     local err, p95 = g.max_error_increase, g.max_p95_ratio
     if err ~= nil and not decimal(err, 0, 1, 10000) then
-        return "percent.ramp.guard.max_error_increase"
+        return ".max_error_increase"
     end
     if p95 ~= nil and not decimal(p95, 1, 100, 100) then
-        return "percent.ramp.guard.max_p95_ratio"
+        return ".max_p95_ratio"
+    end
+    if g.on_breach ~= nil and not GUARD_BREACH[g.on_breach] then
+        return ".on_breach"
     end
     if err == nil and p95 == nil then
-        return "percent.ramp.guard"
+        return ""
+    end
+    if g.window == nil then -- a default ruleadmin fills in: always stored
+        return ".window"
+    end
+    if g.on_breach == nil then
+        return ".on_breach"
     end
 end
 
 
--- A ramp the router can evaluate exactly (rulegate/schema.py _check_ramp).
-local function check_ramp(r, buckets)
-    if type(r) ~= "table" or not only(r, RAMP_FIELDS) or not int(r.start, 0, MAX_TIME) or not int(r["end"], 0, MAX_TIME)
-            or r["end"] <= r.start or r["end"] - r.start > MAX_RAMP_SPAN
-            or not int(r.from, 0, 10000) or not int(r.to, 0, 10000) then
-        return "percent.ramp"
+-- A ramp the router can evaluate exactly (rulegate/schema.py _check_ramp):
+-- nil, or the field that is not, within the ramp ("": the ramp).
+local function ramp_problem(r, buckets)
+    if not is_map(r) then
+        return ""
+    end
+    local bad = obj(r, RAMP_FIELDS, RAMP_REQUIRED)
+    if bad then
+        return "." .. bad
+    end
+    if not int(r.start, 0, MAX_TIME) then
+        return ".start"
+    end
+    if not int(r["end"], 0, MAX_TIME) or r["end"] <= r.start or r["end"] - r.start > MAX_RAMP_SPAN then
+        return ".end"
+    end
+    if not int(r.from, 0, 10000) then
+        return ".from"
+    end
+    if not int(r.to, 0, 10000) then
+        return ".to"
     end
     if r.mode == "step" then
         if not int(r.steps, 1, MAX_RAMP_STEPS) then
-            return "percent.ramp.steps"
+            return ".steps"
         end
-    elseif r.mode ~= "linear" or r.steps ~= nil then
-        return "percent.ramp.mode"
+    elseif r.mode ~= "linear" then
+        return ".mode"
+    elseif r.steps ~= nil then
+        return ".steps"
     end
     if r.guard ~= nil then
-        return check_guard(r.guard, buckets)
+        bad = guard_problem(r.guard, buckets)
+        return bad and ".guard" .. bad
     end
 end
 
 
-local function check_percent_policy(p)
-    if not list(p.buckets, 100) or #p.buckets == 0 then
-        return "percent.buckets"
+-- The index of the first item of list items that fails ok(item, a), or nil.
+local function first_bad(items, ok, a)
+    for i = 1, #items do
+        if not ok(items[i], a) then
+            return i
+        end
+    end
+end
+
+
+-- nil, or the field of percent policy p that is not as stored, within p.
+local function percent_problem(p)
+    if p.salt ~= nil and not text(p.salt, 64) then
+        return ".salt"
+    end
+    local buckets = p.buckets
+    if not list(buckets, 100) or #buckets == 0 then
+        return ".buckets"
     end
     local total = 0
-    for _, b in ipairs(p.buckets) do
-        if type(b) ~= "table" or not only(b, BUCKET_FIELDS) or not upstream(b.upstream)
-                or not int(b.weight, 1, 10000) then
-            return "percent.buckets"
+    for i, b in ipairs(buckets) do
+        local bad
+        if not is_map(b) then
+            bad = ""
+        else
+            bad = obj(b, BUCKET_FIELDS, BUCKET_REQUIRED)
+            if bad then
+                bad = "." .. bad
+            elseif not upstream(b.upstream) then
+                bad = ".upstream"
+            elseif not int(b.weight, 1, 10000) then
+                bad = ".weight"
+            end
+        end
+        if bad then
+            return ".buckets[" .. (i - 1) .. "]" .. bad
         end
         total = total + b.weight
     end
     if total > 10000 then
-        return "percent.buckets"
-    end
-    if p.salt ~= nil and not text(p.salt, 64) then
-        return "percent.salt"
+        return ".buckets"
     end
     if p.ramp ~= nil then
-        return check_ramp(p.ramp, p.buckets)
+        local bad = ramp_problem(p.ramp, buckets)
+        return bad and ".ramp" .. bad
     end
 end
 
 
-local function check_policy(p)
-    if type(p) ~= "table" then
-        return "policy"
+-- nil, or the field of policy p that is not as stored, within p ("": p).
+local function policy_problem(p)
+    if not is_map(p) then
+        return ""
     end
     local t = p.type
     local allowed = POLICY_FIELDS[t]
-    if allowed and not only(p, allowed) then
-        return "policy"
+    if not allowed then
+        return ".type"
+    end
+    local bad = obj(p, allowed, POLICY_REQUIRED[t])
+    if bad then
+        return "." .. bad
     end
     if t == "percent" then
-        return check_percent_policy(p)
+        return percent_problem(p)
     end
     if not upstream(p.upstream) then
-        return "policy.upstream"
+        return ".upstream"
     end
     if t == "uid_range" then
-        if not list(p.ranges, 256) or #p.ranges == 0 then
-            return "uid_range.ranges"
+        local ranges = p.ranges
+        if not list(ranges, 256) or #ranges == 0 then
+            return ".ranges"
         end
-        for _, r in ipairs(p.ranges) do
-            if type(r) ~= "table" or #r ~= 2 or not int(r[1], 0, MAX_UID) or not int(r[2], r[1], MAX_UID) then
-                return "uid_range.ranges"
+        for i, r in ipairs(ranges) do
+            if type(r) ~= "table" or #r ~= 2 then
+                bad = ""
+            elseif not int(r[1], 0, MAX_UID) then
+                bad = "[0]"
+            elseif not int(r[2], 0, MAX_UID) then
+                bad = "[1]"
+            elseif r[1] > r[2] then
+                bad = ""
+            end
+            if bad then
+                return ".ranges[" .. (i - 1) .. "]" .. bad
             end
         end
     elseif t == "uid_suffix" then
         if not list(p.suffixes, 256) or #p.suffixes == 0 then
-            return "uid_suffix.suffixes"
+            return ".suffixes"
         end
-        for _, s in ipairs(p.suffixes) do
-            if not token(s, 32) then
-                return "uid_suffix.suffixes"
-            end
-        end
+        local i = first_bad(p.suffixes, token, 32)
+        return i and ".suffixes[" .. (i - 1) .. "]"
     elseif t == "ip_cidr" then
         if not list(p.cidrs, 256) or #p.cidrs == 0 then
-            return "ip_cidr.cidrs"
+            return ".cidrs"
         end
-        for _, c in ipairs(p.cidrs) do
-            if not iputil.parse_cidr(c) then
-                return "ip_cidr.cidrs"
-            end
-        end
-    elseif MATCH[t] then
+        local i = first_bad(p.cidrs, iputil.parse_cidr)
+        return i and ".cidrs[" .. (i - 1) .. "]"
+    else -- header, cookie, arg
         if not token(p.name, 128) or (t == "header" and not header_name(p.name)) then
-            return t .. ".name"
+            return ".name"
         end
         if not list(p.values, 256) or #p.values == 0 then
-            return t .. ".values"
+            return ".values"
         end
-        for _, v in ipairs(p.values) do
-            if not text(v, MAX_TEXT) then
-                return t .. ".values"
-            end
-        end
-    else
-        return "policy.type"
+        local i = first_bad(p.values, text, MAX_TEXT)
+        return i and ".values[" .. (i - 1) .. "]"
     end
 end
 
@@ -411,30 +515,29 @@ local function check_static(a)
         if a.content_type ~= nil then
             return "action.content_type"
         end
-        if a.body ~= nil and a.body ~= "" then
-            return "action.body"
-        end
     elseif a.content_type ~= nil and not header_value(a.content_type, 128) then
         return "action.content_type"
     end
     if a.body ~= nil and not (text(a.body, MAX_BODY_BYTES * 4, true) and #a.body <= MAX_BODY_BYTES) then
         return "action.body"
     end
-    if a.headers ~= nil and type(a.headers) ~= "table" then
+    if BODILESS[a.status] and a.body ~= nil and a.body ~= "" then
+        return "action.body"
+    end
+    if a.headers == nil then
+        return
+    end
+    if not is_map(a.headers) or nkeys(a.headers) > MAX_HEADERS then
         return "action.headers"
     end
-    local seen, n = {}, 0
-    for k, v in pairs(a.headers or {}) do
-        n = n + 1
-        if n > MAX_HEADERS then
-            return "action.headers"
-        end
-        if not header_name(k) or not header_value(v, MAX_TEXT) then
-            return "action.headers"
+    local seen = {}
+    for k, v in pairs(a.headers) do
+        if not header_name(k) then
+            return "action.headers." .. (gsub(sub(tostring(k), 1, 128), "[^\32-\126]", "?"))
         end
         local name = lower(k)
-        if seen[name] or GATEWAY_HEADERS[name] then
-            return "action.headers"
+        if seen[name] or GATEWAY_HEADERS[name] or not header_value(v, MAX_TEXT) then
+            return "action.headers." .. k
         end
         seen[name] = true
     end
@@ -442,36 +545,38 @@ end
 
 
 local function check_action(a)
-    if type(a) ~= "table" then
-        return "action.type"
+    if not is_map(a) then
+        return "action"
     end
     local t = a.type
     local allowed = ACTION_FIELDS[t]
-    if allowed and not only(a, allowed) then
-        return "action"
+    if not allowed then
+        return "action.type"
+    end
+    local bad = obj(a, allowed, ACTION_REQUIRED[t])
+    if bad then
+        return "action." .. bad
     end
     if t == "static" then
         return check_static(a)
     elseif t == "redirect" then
-        if not location(a.location) then
-            return "action.location"
-        end
         if a.status ~= nil and not REDIRECT[a.status] then
             return "action.status"
+        end
+        if not location(a.location) then
+            return "action.location"
         end
     elseif t == "upstream" then
         if not upstream(a.upstream) then
             return "action.upstream"
         end
-    elseif t == "reject" then
+    else -- reject
         if a.status ~= nil and not int(a.status, 400, 599) then
             return "action.status"
         end
         if a.retry_after ~= nil and not int(a.retry_after, 0, 86400) then
             return "action.retry_after"
         end
-    else
-        return "action.type"
     end
 end
 
@@ -479,17 +584,24 @@ end
 -- rulegate/schema.py _check_window: a start, an end or both, each 0 .. 2^40,
 -- the end after the start.
 local function check_window(w)
-    if type(w) ~= "table" or not only(w, WINDOW_FIELDS) then
+    if not is_map(w) then
         return "window"
+    end
+    local bad = obj(w, WINDOW_FIELDS)
+    if bad then
+        return "window." .. bad
     end
     local s, e = w.start, w["end"]
-    if s == nil and e == nil then
-        return "window"
-    end
     if s ~= nil and not int(s, 0, MAX_TIME) then
         return "window.start"
     end
-    if e ~= nil and (not int(e, 0, MAX_TIME) or s ~= nil and e <= s) then
+    if e ~= nil and not int(e, 0, MAX_TIME) then
+        return "window.end"
+    end
+    if s == nil and e == nil then
+        return "window"
+    end
+    if s ~= nil and e ~= nil and e <= s then
         return "window.end"
     end
 end
@@ -500,13 +612,14 @@ local function check_split(rule)
     if bad then
         return bad
     end
-    if not list(rule.policies, 32) then
+    local policies = rule.policies
+    if not list(policies, 32) then
         return "policies"
     end
-    for _, p in ipairs(rule.policies) do
-        bad = check_policy(p)
+    for i = 1, #policies do
+        bad = policy_problem(policies[i])
         if bad then
-            return bad
+            return policy_field(i, bad)
         end
     end
     if not upstream(rule.default) then
@@ -518,10 +631,10 @@ local function check_split(rule)
 end
 
 
-local BREAKER_INTS = { -- rulegate/schema.py BREAKER_LIMITS
-    window = 600, min_requests = 1000000, slow_ms = 3600000, open_seconds = 3600, probes = 1000,
+local BREAKER_INTS = { -- rulegate/schema.py BREAKER_LIMITS, in its order
+    { "window", 600 }, { "min_requests", 1000000 }, { "slow_ms", 3600000 }, { "open_seconds", 3600 },
+    { "probes", 1000 },
 }
-local BREAKER_REQUIRED = { "window", "min_requests", "open_seconds", "probes" }
 
 
 local function ratio(v)
@@ -530,16 +643,16 @@ end
 
 
 local function check_breaker(b)
-    if type(b) ~= "table" or not only(b, BREAKER_FIELDS) then
+    if not is_map(b) then
         return "breaker"
     end
-    for _, name in ipairs(BREAKER_REQUIRED) do
-        if b[name] == nil then
-            return "breaker." .. name
-        end
+    local bad = obj(b, BREAKER_FIELDS, BREAKER_REQUIRED)
+    if bad then
+        return "breaker." .. bad
     end
-    for name, hi in pairs(BREAKER_INTS) do
-        if b[name] ~= nil and not int(b[name], 1, hi) then
+    for _, limit in ipairs(BREAKER_INTS) do
+        local name = limit[1]
+        if b[name] ~= nil and not int(b[name], 1, limit[2]) then
             return "breaker." .. name
         end
     end
@@ -550,7 +663,7 @@ local function check_breaker(b)
         return "breaker.slow_ratio"
     end
     if (b.slow_ms == nil) ~= (b.slow_ratio == nil) then
-        return "breaker.slow_ratio"
+        return b.slow_ms ~= nil and "breaker.slow_ratio" or "breaker.slow_ms"
     end
     if b.error_ratio == nil and b.slow_ratio == nil then
         return "breaker"
@@ -563,8 +676,7 @@ local function check_degrade(rule)
     if bad then
         return bad
     end
-    local percent = rule.percent
-    if percent ~= nil and not (type(percent) == "number" and percent >= 0 and percent <= 100) then
+    if rule.percent ~= nil and not decimal(rule.percent, 0, 100, 100) then -- at most 2 decimals, canonical
         return "percent"
     end
     if rule.window ~= nil then
@@ -582,6 +694,12 @@ local function check_degrade(rule)
     if rule.salt ~= nil and not text(rule.salt, 64) then
         return "salt"
     end
+    if rule.breaker ~= nil then
+        bad = check_breaker(rule.breaker)
+        if bad then
+            return bad
+        end
+    end
     if rule.scope ~= nil then -- "namespace" only: route * /, no breaker (docs/rules.md "Namespace scope")
         if rule.scope ~= "namespace" then
             return "scope"
@@ -596,19 +714,67 @@ local function check_degrade(rule)
             return "breaker"
         end
     end
-    if rule.breaker ~= nil then
-        return check_breaker(rule.breaker)
+end
+
+
+local function check_route(route)
+    if not is_map(route) then
+        return "route"
+    end
+    local bad = obj(route, ROUTE_FIELDS, ROUTE_REQUIRED)
+    if bad then
+        return "route." .. bad
+    end
+    if not host(route.host) then
+        return "route.host"
+    end
+    if not path(route.path) then
+        return "route.path"
+    end
+    local methods = route.methods
+    if methods ~= nil then
+        if not list(methods, 7) or #methods == 0 then
+            return "route.methods"
+        end
+        local seen = {}
+        for i, m in ipairs(methods) do
+            if not METHODS[m] then
+                return "route.methods[" .. (i - 1) .. "]"
+            end
+            if seen[m] then
+                return "route.methods"
+            end
+            seen[m] = true
+        end
     end
 end
 
 
+-- The path of the first field of rule that is not as rulegate/schema.py's
+-- validator stores it (its first error's path when the rule has one fault;
+-- "<root>": not an object), or nil. Checked in the validator's order: the
+-- kind, unknown and missing fields, the id, the route, the common fields, then
+-- the kind's.
 local function check(rule)
-    if type(rule) ~= "table" then
-        return "rule"
+    if not is_map(rule) then
+        return "<root>"
+    end
+    local kind = rule.kind
+    local allowed = RULE_FIELDS[kind]
+    if not allowed then
+        return "kind"
+    end
+    local bad = obj(rule, allowed, RULE_REQUIRED[kind])
+    if bad then
+        return bad
     end
     local id = rule.id -- [a-z0-9][a-z0-9_.-]*
     if not str(id) or #id > 64 or not ID_FIRST[byte(id, 1)] or not all_in(id, ID_BYTES, 2) then
         return "id"
+    end
+    bad = check_route(rule.route)
+    if bad then
+        return bad
     end
     if rule.enabled ~= nil and type(rule.enabled) ~= "boolean" then
         return "enabled"
@@ -622,38 +788,10 @@ local function check(rule)
     if rule.updated_at ~= nil and not int(rule.updated_at, 0, MAX_TIME) then
         return "updated_at"
     end
-    local allowed = RULE_FIELDS[rule.kind]
-    if allowed and not only(rule, allowed) then
-        return "rule"
-    end
-    local route = rule.route
-    if type(route) ~= "table" or not only(route, ROUTE_FIELDS) then
-        return "route"
-    end
-    if not host(route.host) then
-        return "route.host"
-    end
-    if not path(route.path) then
-        return "route.path"
-    end
-    if route.methods ~= nil then
-        if not list(route.methods, 7) or #route.methods == 0 then
-            return "route.methods"
-        end
-        local seen = {}
-        for _, m in ipairs(route.methods) do
-            if not METHODS[m] or seen[m] then
-                return "route.methods"
-            end
-            seen[m] = true
-        end
-    end
-    if rule.kind == "split" then
+    if kind == "split" then
         return check_split(rule)
-    elseif rule.kind == "degrade" then
-        return check_degrade(rule)
     end
-    return "kind"
+    return check_degrade(rule)
 end
 
 
