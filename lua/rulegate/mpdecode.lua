@@ -378,25 +378,19 @@ local function container_at(s, i, len)
 end
 
 
+local strict_entries -- forward
+
+
 -- The index after the n items from byte j of the array under key ks..ke of s
--- when the key holds a list of objects (LIST_OF_MAPS): each item walked, none
--- an empty array; nil, reason; or false for any other key.
+-- when the key holds a list of objects (LIST_OF_MAPS): strict_entries with
+-- no item an empty array; nil, reason; or false for any other key.
 local function objects_at(s, len, depth, ks, ke, n, j)
     local kl = ke - ks + 1
-    if kl < 7 or kl > 8 or not LIST_OF_MAPS[sub(s, ks, ke)] then -- "buckets", "policies"
+    local key = kl >= 7 and kl <= 8 and sub(s, ks, ke) -- "buckets", "policies"
+    if not LIST_OF_MAPS[key] then
         return false
     end
-    for _ = 1, n do
-        if byte(s, j) == 0x90 then
-            return nil, "an empty list in " .. sub(s, ks, ke) .. ", which holds objects"
-        end
-        local why
-        j, why = strict_value(s, j, len, depth + 1)
-        if not j then
-            return nil, why
-        end
-    end
-    return j
+    return strict_entries(s, j, len, n, false, depth + 1, key)
 end
 
 
@@ -431,8 +425,9 @@ end
 
 
 -- The index after the n entries of a map (is_map) or array from byte j of s
--- (strict_value of each value, strict_str of each key), or nil, reason.
-local function strict_entries(s, j, len, n, is_map, depth)
+-- (strict_value of each value, strict_str of each key), or nil, reason. With
+-- objects (the array's key): no item is an empty array.
+function strict_entries(s, j, len, n, is_map, depth, objects)
     local why
     for _ = 1, n do
         if is_map then
@@ -452,6 +447,8 @@ local function strict_entries(s, j, len, n, is_map, depth)
                 ke = j - 1
             end
             j, why = strict_entry(s, j, len, depth, ks, ke)
+        elseif objects and byte(s, j) == 0x90 then
+            return nil, "an empty list in " .. objects .. ", which holds objects"
         else
             j, why = strict_value(s, j, len, depth)
         end

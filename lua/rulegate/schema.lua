@@ -44,15 +44,6 @@ local function str(v)
 end
 
 
-local function nkeys(t)
-    local n = 0
-    for _ in pairs(t) do
-        n = n + 1
-    end
-    return n
-end
-
-
 -- A set of the names given.
 local function fields(...)
     local set = {}
@@ -68,6 +59,13 @@ end
 local function is_map(v)
     return type(v) == "table" and v[1] == nil
 end
+
+
+-- The path of the first problem rulegate/schema.py _Checker.obj finds in
+-- value t at path: path itself when t is not an object, else path .. "." ..
+-- the field obj() names; nil when none. (path "" gives the field relative to
+-- t: ".name", or "" for t itself.)
+local object_problem -- below obj
 
 
 -- The first problem rulegate/schema.py _Checker.obj finds in table t, as the
@@ -87,6 +85,15 @@ local function obj(t, allowed, required)
             return required[i]
         end
     end
+end
+
+
+function object_problem(t, path, allowed, required)
+    if not is_map(t) then
+        return path
+    end
+    local bad = obj(t, allowed, required)
+    return bad and path .. "." .. bad
 end
 
 
@@ -274,12 +281,9 @@ end
 
 
 local function check_key(key, degrade)
-    if not is_map(key) then
-        return "key"
-    end
-    local bad = obj(key, KEY_FIELDS, KEY_REQUIRED)
+    local bad = object_problem(key, "key", KEY_FIELDS, KEY_REQUIRED)
     if bad then
-        return "key." .. bad
+        return bad
     end
     local source = key.source
     if not (KEY_SOURCES[source] or degrade and source == "request") then
@@ -312,12 +316,9 @@ end
 -- ignores it; it is checked so that no rule nginx applies is one ruleadmin
 -- would refuse.
 local function guard_problem(g, buckets)
-    if not is_map(g) then
-        return ""
-    end
-    local bad = obj(g, GUARD_FIELDS, GUARD_REQUIRED)
+    local bad = object_problem(g, "", GUARD_FIELDS, GUARD_REQUIRED)
     if bad then
-        return "." .. bad
+        return bad
     end
     local control = g.control
     if not upstream(control) then
@@ -359,12 +360,9 @@ end
 -- A ramp the router can evaluate exactly (rulegate/schema.py _check_ramp):
 -- nil, or the field that is not, within the ramp ("": the ramp).
 local function ramp_problem(r, buckets)
-    if not is_map(r) then
-        return ""
-    end
-    local bad = obj(r, RAMP_FIELDS, RAMP_REQUIRED)
+    local bad = object_problem(r, "", RAMP_FIELDS, RAMP_REQUIRED)
     if bad then
-        return "." .. bad
+        return bad
     end
     if not int(r.start, 0, MAX_TIME) then
         return ".start"
@@ -415,19 +413,8 @@ local function percent_problem(p)
     end
     local total = 0
     for i, b in ipairs(buckets) do
-        local bad
-        if not is_map(b) then
-            bad = ""
-        else
-            bad = obj(b, BUCKET_FIELDS, BUCKET_REQUIRED)
-            if bad then
-                bad = "." .. bad
-            elseif not upstream(b.upstream) then
-                bad = ".upstream"
-            elseif not int(b.weight, 1, 10000) then
-                bad = ".weight"
-            end
-        end
+        local bad = object_problem(b, "", BUCKET_FIELDS, BUCKET_REQUIRED)
+            or not upstream(b.upstream) and ".upstream" or not int(b.weight, 1, 10000) and ".weight" or nil
         if bad then
             return ".buckets[" .. (i - 1) .. "]" .. bad
         end
@@ -527,7 +514,14 @@ local function check_static(a)
     if a.headers == nil then
         return
     end
-    if not is_map(a.headers) or nkeys(a.headers) > MAX_HEADERS then
+    if not is_map(a.headers) then
+        return "action.headers"
+    end
+    local count = 0
+    for _ in pairs(a.headers) do
+        count = count + 1
+    end
+    if count > MAX_HEADERS then
         return "action.headers"
     end
     local seen = {}
@@ -584,12 +578,9 @@ end
 -- rulegate/schema.py _check_window: a start, an end or both, each 0 .. 2^40,
 -- the end after the start.
 local function check_window(w)
-    if not is_map(w) then
-        return "window"
-    end
-    local bad = obj(w, WINDOW_FIELDS)
+    local bad = object_problem(w, "window", WINDOW_FIELDS)
     if bad then
-        return "window." .. bad
+        return bad
     end
     local s, e = w.start, w["end"]
     if s ~= nil and not int(s, 0, MAX_TIME) then
@@ -643,12 +634,9 @@ end
 
 
 local function check_breaker(b)
-    if not is_map(b) then
-        return "breaker"
-    end
-    local bad = obj(b, BREAKER_FIELDS, BREAKER_REQUIRED)
+    local bad = object_problem(b, "breaker", BREAKER_FIELDS, BREAKER_REQUIRED)
     if bad then
-        return "breaker." .. bad
+        return bad
     end
     for _, limit in ipairs(BREAKER_INTS) do
         local name = limit[1]
@@ -718,12 +706,9 @@ end
 
 
 local function check_route(route)
-    if not is_map(route) then
-        return "route"
-    end
-    local bad = obj(route, ROUTE_FIELDS, ROUTE_REQUIRED)
+    local bad = object_problem(route, "route", ROUTE_FIELDS, ROUTE_REQUIRED)
     if bad then
-        return "route." .. bad
+        return bad
     end
     if not host(route.host) then
         return "route.host"
