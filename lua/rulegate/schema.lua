@@ -68,6 +68,14 @@ end
 local object_problem -- below obj
 
 
+-- A table key as text safe in a status page or a log line: printable ASCII,
+-- at most 128 bytes ("?" for any other byte; only a failing rule's key).
+local function printable(k)
+    local name = tostring(k)
+    return (gsub(#name > 128 and sub(name, 1, 128) .. "..." or name, "[^\32-\126]", "?"))
+end
+
+
 -- The first problem rulegate/schema.py _Checker.obj finds in table t, as the
 -- name of the field within t (nil: none): a key not in the set allowed (an
 -- unknown field, at every level of a rule), else the first name of the list
@@ -75,9 +83,8 @@ local object_problem -- below obj
 -- (Paths are built only for a rule that fails: LuaJIT interns every string.)
 local function obj(t, allowed, required)
     for k in pairs(t) do
-        if not allowed[k] then -- its name as text safe in a status page or a log line
-            local name = tostring(k)
-            return (gsub(#name > 128 and sub(name, 1, 128) .. "..." or name, "[^\32-\126]", "?"))
+        if not allowed[k] then
+            return printable(k)
         end
     end
     for i = 1, #(required or "") do
@@ -527,7 +534,7 @@ local function check_static(a)
     local seen = {}
     for k, v in pairs(a.headers) do
         if not header_name(k) then
-            return "action.headers." .. (gsub(sub(tostring(k), 1, 128), "[^\32-\126]", "?"))
+            return "action.headers." .. printable(k)
         end
         local name = lower(k)
         if seen[name] or GATEWAY_HEADERS[name] or not header_value(v, MAX_TEXT) then
