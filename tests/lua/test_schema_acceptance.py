@@ -315,3 +315,17 @@ def test_every_field_of_every_shape_python_refuses_nginx_refuses(harness: Decide
     misnamed = [n for n in named if n[2] != f"{n[1]} is invalid"]
     assert misnamed == [], misnamed[:20]
     assert len(named) > 12_000
+
+
+def test_percent_vectors(harness: DecideHarness) -> None:
+    """tests/vectors/degrade.json "percents" (Python runs the same file): nginx accepts each stored percent Python
+    keeps, and refuses each one it refuses naming the field (before 2026-12-02 it applied 12.345 and 0.125)."""
+    import json
+
+    from tests.conftest import VECTORS
+
+    percents = json.loads((VECTORS / "degrade.json").read_text())["percents"]
+    accepted = [validate_rule({**percents["rule"], "percent": c["percent"]}) for c in percents["accepted"]]
+    refused = [{**validate_rule(percents["rule"]), "percent": c["percent"]} for c in percents["refused"]]
+    assert harness.check(accepted) == [None] * len(accepted)
+    assert harness.check(refused) == [f"{next(iter(c['errors']))} is invalid" for c in percents["refused"]]

@@ -1,6 +1,8 @@
 """Rule schema: field-path errors, limits, canonical msgpack round trip (hypothesis)."""
 from __future__ import annotations
 
+import json
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 
 from rulegate.errors import CorruptDataError, ValidationError
 from rulegate.schema import MAX_POLICIES, decode_rule, encode_rule, validate_rule
+from tests.conftest import VECTORS
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_.-]{0,20}\Z")
 upstreams = st.from_regex(r"\A[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,20}\Z")
@@ -256,3 +259,21 @@ def test_validation_does_not_change_its_input():
     rule = base_split(route={"host": "A.example.com", "path": "/"}, key={"source": "header", "name": "X-Uid"})
     validate_rule(rule)
     assert rule["route"]["host"] == "A.example.com" and rule["key"]["name"] == "X-Uid"
+
+
+PERCENTS = json.loads((VECTORS / "degrade.json").read_text())["percents"]
+
+
+@pytest.mark.parametrize("case", PERCENTS["accepted"], ids=[c["name"] for c in PERCENTS["accepted"]])
+def test_percent_vectors_are_stored_canonical(case: dict) -> None:
+    """tests/vectors/degrade.json "percents" (nginx runs the same file): the stored percent, int/float kind included."""
+    rule = validate_rule({**PERCENTS["rule"], "percent": case["percent"]})
+    assert msgpack.packb(rule["percent"]) == msgpack.packb(case["canonical"])
+    assert decode_rule(encode_rule(rule)) == rule
+
+
+@pytest.mark.parametrize("case", PERCENTS["refused"], ids=[c["name"] for c in PERCENTS["refused"]])
+def test_percent_vectors_refused_name_the_field(case: dict) -> None:
+    with pytest.raises(ValidationError) as exc:
+        validate_rule({**PERCENTS["rule"], "percent": case["percent"]})
+    assert exc.value.errors == case["errors"]
