@@ -307,6 +307,7 @@ local function utf8_ok(s, i, j)
     end
     return true
 end
+_M.utf8_ok = utf8_ok -- for rulegate.schema_fast
 
 
 local STR_WIDTH = { [0xd9] = 1, [0xda] = 2, [0xdb] = 4 }

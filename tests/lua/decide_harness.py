@@ -138,11 +138,19 @@ class DecideHarness(NginxLauncher):
 
     def check(self, rules: list[dict]) -> list[str | None]:
         """Return the Lua schema's verdict per rule: None (accepted) or the error."""
-        return self._post("/check", {"rules": [encode_rule(r) for r in rules]})["errors"]
+        return self.check_raw([encode_rule(r) for r in rules])
 
     def check_raw(self, raws: list[bytes]) -> list[str | None]:
-        """Return the Lua schema's verdict per stored rule given as its bytes (as check)."""
-        return self._post("/check", {"rules": raws})["errors"]
+        """Return the Lua schema's verdict per stored rule given as its bytes (as check); fail when
+        rulegate.schema_fast was sure of a rule the full check refuses."""
+        return self.check_both(raws)[0]
+
+    def check_both(self, raws: list[bytes]) -> tuple[list[str | None], list[bool]]:
+        """Return check_raw's verdicts and, per rule, whether rulegate.schema_fast was sure of it."""
+        res = self._post("/check", {"rules": raws})
+        unsound = [e for e in res["errors"] if e and e.startswith("schema_fast accepted")]
+        assert not unsound, unsound[:5]
+        return res["errors"], res["fast"]
 
     def batch(self, rules: list[dict], revision: int, requests: list[RawRequest]) -> list[dict[str, Any]]:
         """Return the Lua router's decisions (to_dict shape); raise when Lua refuses a rule, or when the rules placed

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rulegate.schema import validate_rule
+from rulegate.schema import encode_rule, validate_rule
 from tests.strategies import rule_inputs
 
 from .decide_harness import DecideHarness, RawRequest, python_decisions
@@ -43,7 +43,12 @@ def requests_for(rules: list[dict], data: st.DataObject) -> list[RawRequest]:
 def test_lua_accepts_and_agrees_on_every_valid_rule_set(harness: DecideHarness, rules, data) -> None:
     """No canonical rule is refused by lua/rulegate/schema.lua, and the router decides as the evaluator."""
     canon = [validate_rule(r) for r in rules]
-    assert harness.check(canon) == [None] * len(canon)
+    errors, fast = harness.check_both([encode_rule(r) for r in canon])
+    assert errors == [None] * len(canon)
+    # the pool's one-pass check is sure of every split without a ramp (rulegate/schema_fast.lua)
+    unsure = [r for r, sure in zip(canon, fast)
+              if not sure and r["kind"] == "split" and not any("ramp" in p for p in r["policies"])]
+    assert not unsure, unsure[:3]
     requests = requests_for(canon, data)
     assert harness.batch(canon, 7, requests) == python_decisions(canon, 7, requests)
 
@@ -329,3 +334,106 @@ def test_percent_vectors(harness: DecideHarness) -> None:
     refused = [{**validate_rule(percents["rule"]), "percent": c["percent"]} for c in percents["refused"]]
     assert harness.check(accepted) == [None] * len(accepted)
     assert harness.check(refused) == [f"{next(iter(c['errors']))} is invalid" for c in percents["refused"]]
+
+
+# A split with every field a split may have and a policy of every type but a ramp (rulegate/schema_fast.lua is
+# sure of no ramp): the base of the one-pass check's probes below.
+_RICH_SPLIT: dict[str, Any] = {
+    "id": "rich-1.a_b", "kind": "split", "description": "line one\nline two", "enabled": True,
+    "updated_at": 1_700_000_000, "updated_by": "ops@example.com",
+    "route": {"host": "*.shop.example.com", "path": "/api/v1", "methods": ["GET", "POST"]},
+    "key": {"source": "header", "name": "X-Uid"}, "default": "stable", "window": {"start": 10, "end": 2**40},
+    "policies": [
+        {"type": "uid_range", "ranges": [[0, 99], [2**53 - 1, 2**53 - 1]], "upstream": "canary"},
+        {"type": "uid_suffix", "suffixes": ["1", "07"], "upstream": "grey:8080"},
+        {"type": "ip_cidr", "cidrs": ["10.0.0.0/8", "2001:db8::/32"], "upstream": "internal"},
+        {"type": "header", "name": "x-env", "values": ["blue", "", "é"], "upstream": "blue"},
+        {"type": "cookie", "name": "ab_group", "values": ["b"], "upstream": "b"},
+        {"type": "arg", "name": "v", "values": ["2"], "upstream": "v2"},
+        {"type": "percent", "buckets": [{"upstream": "p1", "weight": 9999}, {"upstream": "p2", "weight": 1}],
+         "salt": "s"},
+    ],
+}
+
+
+def _replaced(rule: dict, path: tuple, value: Any) -> dict:
+    """A deep copy of rule with the field at path (keys and list indexes) set to value (_DROP: removed)."""
+    import copy
+
+    out = copy.deepcopy(rule)
+    at = out
+    for step in path[:-1]:
+        at = at[step]
+    if value is _DROP:
+        del at[path[-1]]
+    else:
+        at[path[-1]] = value
+    return out
+
+
+_DROP = object()
+_P = "policies"
+# (path, value): each makes the rich split one Python refuses; the one-pass check must not be sure of any of them
+_SPLIT_REFUSALS: list[tuple[tuple, Any]] = [
+    *((("id",), v) for v in ["", "A1", "_a", "-a", "a" * 65, "a b", "a/b", "é"]),
+    *((("route", "host"), v) for v in ["", ".a.com", "-a.com", "a.com-", "a..com", "*.", "a" * 254, "a_b.com",
+                                      "*.*.a.com", "a.com:80", "*a.com"]),
+    *((("route", "path"), v) for v in ["", "a", "/a b", "/a?b", "/a#b", "/" + "a" * 512, "/é"]),
+    *((("route", "methods"), v) for v in [[], ["GET", "GET"], ["get"], ["GET", "HEAD", "POST", "PUT", "PATCH",
+                                                                        "DELETE", "OPTIONS", "TRACE"], ["TRACE"]]),
+    (("route", "extra"), "x"), (("route", "host"), _DROP), (("route", "path"), _DROP),
+    *((("key",), v) for v in [{"source": "ip", "name": "x"}, {"source": "header"}, {"source": "header", "name": "x_y"},
+                              {"source": "cookie", "name": "a b"}, {"source": "request"}, {"source": "query"},
+                              {"source": "header", "name": "x" * 129}, {"source": "arg", "name": ""}, {},
+                              {"source": "header", "name": "x", "extra": 1}]),
+    *((("window",), v) for v in [{}, {"start": 2**40 + 1}, {"end": 2**40 + 1}, {"start": 5, "end": 5},
+                                 {"start": 6, "end": 5}, {"start": -1}, {"start": 1, "extra": 2}]),
+    *((("updated_at",), v) for v in [2**40 + 1, 2**53 + 5, -1]),
+    *((("updated_by",), v) for v in ["x" * 129, "a\nb", "a\rb", "a\0b", 5]),
+    *((("description",), v) for v in ["x" * 1025, "a\0b", 7]),
+    (("enabled",), 1), (("kind",), "degrade"), (("extra",), 1),
+    *((("default",), v) for v in ["", "a b", "x" * 129, "a/b", 5]),
+    *(((field,), _DROP) for field in ["id", "kind", "route", "key", "policies", "default"]),
+    ((_P,), [{"type": "uid_suffix", "suffixes": ["1"], "upstream": "u"}] * 33),
+    *(((_P, 0, "ranges"), v) for v in [[[5, 1]], [[0, 2**53]], [[1]], [], [[1, 2, 3]], [[-1, 2]]]),
+    *(((_P, 1, "suffixes"), v) for v in [["x" * 33], [], [""], ["a b"], ["1"] * 257]),
+    *(((_P, 2, "cidrs"), v) for v in [["10.0.0.1/8"], ["bad"], ["10.0.0.0/33"], [], ["10.0.0.0/8/8"]]),
+    *(((_P, 3, "name"), v) for v in ["x_y", "", "a b", "x" * 129]),
+    *(((_P, 3, "values"), v) for v in [["a\nb"], ["x" * 1025], [], ["a\0b"]]),
+    *(((_P, 4, "name"), v) for v in ["a b", "", "a;b"]),
+    *(((_P, 6, "buckets"), v) for v in [[{"upstream": "p", "weight": 0}], [{"upstream": "p", "weight": 10001}],
+                                       [{"upstream": "p", "weight": 6000}, {"upstream": "q", "weight": 5000}], [],
+                                       [{"upstream": "p"}], [{"upstream": "p", "weight": 1, "x": 1}],
+                                       [{"upstream": "a b", "weight": 1}]]),
+    ((_P, 6, "salt"), "x" * 65), ((_P, 6, "upstream"), "u"), ((_P, 0, "upstream"), _DROP),
+    ((_P, 0, "type"), "uid_ranges"), ((_P, 1, "cidrs"), ["10.0.0.0/8"]), ((_P, 5, "values"), _DROP),
+]
+
+
+def test_the_one_pass_check_is_sure_only_of_rules_nginx_accepts(harness: DecideHarness) -> None:
+    """rulegate/schema_fast.lua (the pool's check of a full load, without decoding) is sure of a rich split of every
+    policy type and of its variants, and of none of ~150 canonical-order spellings of that split with one field
+    wrong, each refused by Python and by nginx's full check (the harness fails on a rule it is sure of that the
+    full check refuses; the acceptance tests above hold it to every generated rule and ~16,000 mutants)."""
+    import msgpack
+
+    from rulegate.errors import CorruptDataError
+    from rulegate.schema import _sorted, decode_rule
+
+    goods = [_RICH_SPLIT, _replaced(_RICH_SPLIT, ("key",), {"source": "ip"}),
+             _replaced(_RICH_SPLIT, ("key",), {"source": "cookie", "name": "sid"}),
+             _replaced(_RICH_SPLIT, ("window",), {"start": 5}), _replaced(_RICH_SPLIT, ("route", "methods"), _DROP),
+             _replaced(_RICH_SPLIT, (_P,), []), _replaced(_RICH_SPLIT, ("enabled",), False)]
+    raws = [encode_rule(validate_rule(r)) for r in goods]
+    assert all(decode_rule(raw) for raw in raws)
+    errors, fast = harness.check_both(raws)
+    assert errors == [None] * len(raws) and fast == [True] * len(raws)
+
+    bad = [msgpack.packb(_sorted(_replaced(_RICH_SPLIT, path, value)), use_bin_type=True)
+           for path, value in _SPLIT_REFUSALS]
+    for raw, (path, value) in zip(bad, _SPLIT_REFUSALS):
+        with pytest.raises(CorruptDataError):
+            decode_rule(raw)
+    errors, fast = harness.check_both(bad)
+    assert [(p, e) for (p, _v), e in zip(_SPLIT_REFUSALS, errors) if e is None] == []
+    assert not any(fast)

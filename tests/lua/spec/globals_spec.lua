@@ -2,6 +2,9 @@
 local MODULES = {
     "rulegate.crc16", "rulegate.iputil", "rulegate.slots", "rulegate.cluster", "rulegate.schema", "rulegate.router",
     "rulegate.snapshot", "rulegate.payload", "rulegate.sync", "rulegate.mpdecode", "rulegate.digest", "rulegate",
+    "rulegate.rule_check", "rulegate.schema_fast", "rulegate.breaker", "rulegate.crc32", "rulegate.exposure",
+    "rulegate.loop_lag", "rulegate.metrics", "rulegate.node", "rulegate.outcomes", "rulegate.request",
+    "rulegate.resp",
 }
 
 return function(t)
