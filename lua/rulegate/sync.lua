@@ -10,6 +10,7 @@ local cluster = require("rulegate.cluster")
 local resp = require("rulegate.resp")
 local rule_check = require("rulegate.rule_check")
 local router = require("rulegate.router")
+local split_ok = require("rulegate.schema_fast").split_ok
 local snapshot = require("rulegate.snapshot")
 local payload = require("rulegate.payload")
 local digest = require("rulegate.digest")
@@ -271,9 +272,11 @@ local decode_one = rule_check.decode
 -- item: router.items of the set this worker serves; an item's sig is the SHA-1
 -- of the bytes it was compiled from) when there is one; else, when checked
 -- (see CHECKED_BY: this gateway's syncing worker checked and compiled these
--- bytes) or pending (a full load whose chunks are checked in the thread pool),
--- placed pending (router.add_pending: compiled by the first request of its
--- route); else decoded, checked (unless checked) and compiled. A full reload of a namespace
+-- bytes), pending (a full load whose chunks are checked in the thread pool) or
+-- a split rule schema_fast.split_ok is sure of (stored canonically: checked in
+-- one pass of its bytes), placed pending (router.add_pending: compiled by the
+-- first request of its route); else decoded, checked (unless checked) and
+-- compiled. A full reload of a namespace
 -- whose rules did not change (a new generation, a digest mismatch, a worker
 -- catching up) decodes and compiles none of them. first, last: the rule's
 -- bytes are value:sub(first, last) (value a payload chunk, not cut when the
@@ -287,7 +290,7 @@ local function load_rule(rs, routes, reuse, id, value, checked, pending, first, 
         router.add_compiled(rs, item)
         return sig
     end
-    if checked or pending then -- placed, compiled by the route's first request
+    if checked or pending or split_ok(value, first, last, id) then -- placed, compiled by the route's first request
         local rid, host, path, kind, enabled = mpdecode.route_of(value, first, last)
         if host and enabled ~= false then
             if rid ~= id then

@@ -87,10 +87,19 @@ return function(t)
         t.eq(pending_count(pooled.rs), 30)
         pooled.writer:abort()
         local here = assert(load(conf(nil), rules))
-        t.eq(pending_count(here.rs), 0)
+        t.eq(pending_count(here.rs), 30, "checked here in one pass of their bytes (schema_fast): placed pending")
         here.writer:abort()
         t.eq({ pooled.digest, pooled.rs.count }, { here.digest, here.rs.count })
         t.eq(decisions(pooled.rs, 30), decisions(here.rs, 30))
+        -- the same rules in lua-MessagePack's order: decoded, checked and compiled here, decided alike
+        local other = {}
+        for i, pair in ipairs(rules) do
+            other[i] = { pair[1], mp.pack(mp.unpack(pair[2])) }
+        end
+        local compiled = assert(load(conf(nil), other))
+        t.eq(pending_count(compiled.rs), 0)
+        compiled.writer:abort()
+        t.eq(decisions(compiled.rs, 30), decisions(here.rs, 30))
     end) end)
 
     t.it("a chunk whose every rule is served with the same bytes is not checked again",
