@@ -636,7 +636,7 @@ function _M.state()
         worker_deltas = shm:get(K.worker_deltas) or 0, worker_compiles = shm:get(K.worker_compiles) or 0,
         master_compiles = shm:get(K.master_compiles) or 0,
         checkpoints = shm:get(K.checkpoints) or 0, payload_pending = shm:get(K.pending) or 0,
-        pool_checks = shm:get(K.pool_checks) or 0,
+        pool_checks = shm:get(K.pool_checks) or 0, pool_one_pass = shm:get(K.pool_one_pass) or 0,
         heartbeat_error = shm:get(K.hb_error) or cjson.null,
         listener = shm:get(K.sub_lock) or cjson.null,
         listener_error = shm:get(K.sub_error) or cjson.null,

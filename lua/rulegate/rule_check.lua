@@ -26,6 +26,7 @@ local split_ok = schema_fast.split_ok
 local _M = { _VERSION = "0.1.0" }
 
 local MAX_ENCODED_RULE = 96 * 1024
+local ONE_PASS = "sync:pool_one_pass" -- rules chunk() found good in one pass of their bytes (a status counter)
 
 
 -- The rule stored as value, decoded and checked: its stored form first
@@ -127,11 +128,12 @@ function _M.chunk(dict_name, key)
         return -1, "payload chunk " .. tostring(key) .. " is not in the shared dict"
     end
     local rs = router.new_set(0)
-    local n, why = 0, nil
+    local n, why, sure = 0, nil, 0
     -- each rule read in place in the chunk (no string of its bytes: snapshot.each_rule_at)
     local ok, err = snapshot.each_rule_at(chunk, function(id, s, i, j)
         n = n + 1
         if split_ok(s, i, j, id) then -- sure it passes: not decoded, compiled by its route's first request
+            sure = sure + 1
             return true
         end
         local rule, derr = _M.decode(id, s, false, i, j)
@@ -146,6 +148,9 @@ function _M.chunk(dict_name, key)
         why = derr
         return nil, derr
     end)
+    if sure > 0 then
+        dict:incr(ONE_PASS, sure, 0) -- sync.lua K.pool_one_pass
+    end
     if ok then
         return 0
     end

@@ -80,6 +80,7 @@ local K = {
     payload_at = "rs:payload_at", pending = "rs:pending",
     checkpoints = "sync:checkpoints",
     pool_checks = "sync:pool_checks", -- payload chunks a full load had checked in the thread pool
+    pool_one_pass = "sync:pool_one_pass", -- rules of those the pool checked in one pass of their bytes (schema_fast)
     -- "stats:<pid>": a worker's cluster-client counters; stats_pids: the pids that
     -- wrote them (space-separated, newest last), so reading them needs no get_keys
     stats_pids = "stats:pids",
