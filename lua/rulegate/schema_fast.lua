@@ -148,11 +148,11 @@ local function array_at(s, p, e)
 end
 
 
--- The entry count of the fixmap at p; nil otherwise.
+-- The entry count of the fixmap at p and the index of its first key; nil otherwise.
 local function fixmap_at(s, p)
     local b = byte(s, p)
     if b and b >= 0x80 and b <= 0x8f then
-        return b - 0x80
+        return b - 0x80, p + 1
     end
     return nil
 end
@@ -168,6 +168,17 @@ local function key_at(s, p, e, keys)
     end
     local last = p + b - 0xa0
     return keys[sub(s, p + 1, last)], last + 1
+end
+
+
+-- key_at's number and value index when the key's number is above prev (the
+-- key before it in the map: canonical order, none twice); nil otherwise.
+local function next_key(s, p, e, keys, prev)
+    local code, q = key_at(s, p, e, keys)
+    if code and code > prev then
+        return code, q
+    end
+    return nil
 end
 
 
@@ -250,19 +261,15 @@ end
 
 -- The index after the route map at p (schema.lua check_route); nil when not sure.
 local function route_at(s, p, e)
-    local n = fixmap_at(s, p)
-    if not n then
-        return nil
-    end
-    p = p + 1
-    local prev, seen = 0, 0
-    for _ = 1, n do
-        local code
-        code, p = key_at(s, p, e, ROUTE)
-        if not code or code <= prev then
+    local n
+    n, p = fixmap_at(s, p)
+    local code, seen = 0, 0
+    for _ = 1, n or 0 do
+        code, p = next_key(s, p, e, ROUTE, code)
+        if not code then
             return nil
         end
-        prev, seen = code, seen + code
+        seen = seen + code
         if code == 1 then -- host
             local f, l = str_at(s, p, e)
             if not f or not host_ok(s, f, l) then
@@ -292,26 +299,20 @@ local function route_at(s, p, e)
             p = l + 1
         end
     end
-    return (seen == 4 or seen == 6) and p or nil -- host and path, methods or not
+    return (seen == 4 or seen == 6) and p or nil -- host and path, methods or not (nil: not a fixmap)
 end
 
 
 -- The index after a split's key map at p (schema.lua check_key); nil when not sure.
 local function key_map_at(s, p, e)
-    local n = fixmap_at(s, p)
-    if not n then
-        return nil
-    end
-    p = p + 1
-    local prev = 0
-    local nf, nl, source
-    for _ = 1, n do
-        local code
-        code, p = key_at(s, p, e, KEY)
-        if not code or code <= prev then
+    local n
+    n, p = fixmap_at(s, p)
+    local code, nf, nl, source = 0, nil, nil, nil
+    for _ = 1, n or 0 do
+        code, p = next_key(s, p, e, KEY, code)
+        if not code then
             return nil
         end
-        prev = code
         local f, l = str_at(s, p, e)
         if not f then
             return nil
@@ -341,20 +342,17 @@ end
 
 -- The index after a window map at p (schema.lua check_window); nil when not sure.
 local function window_at(s, p, e)
-    local n = fixmap_at(s, p)
+    local n
+    n, p = fixmap_at(s, p)
     if not n or n == 0 then
         return nil
     end
-    p = p + 1
-    local prev = 0
-    local stop, start
+    local code, stop, start = 0, nil, nil
     for _ = 1, n do
-        local code
-        code, p = key_at(s, p, e, WINDOW)
-        if not code or code <= prev then
+        code, p = next_key(s, p, e, WINDOW, code)
+        if not code then
             return nil
         end
-        prev = code
         local v
         v, p = uint_at(s, p, e)
         if not v or v > MAX_TIME then
@@ -447,20 +445,15 @@ end
 
 -- The index after a policy map at p (schema.lua policy_problem); nil when not sure.
 local function policy_at(s, p, e)
-    local n = fixmap_at(s, p)
-    if not n then
-        return nil
-    end
-    p = p + 1
-    local prev, seen = 0, 0
-    local ptype, header_name
-    for _ = 1, n do
-        local code
-        code, p = key_at(s, p, e, POLICY)
-        if not code or code <= prev then
+    local n
+    n, p = fixmap_at(s, p)
+    local code, seen, ptype, header_name = 0, 0, nil, nil
+    for _ = 1, n or 0 do
+        code, p = next_key(s, p, e, POLICY, code)
+        if not code then
             return nil
         end
-        prev, seen = code, bor(seen, lshift(1, code))
+        seen = bor(seen, lshift(1, code))
         if code == 1 then -- buckets: 1..100, weights 1..10000 in all at most 10000
             bucket_total = 0
             p = items_at(s, p, e, 100, bucket_item)
@@ -533,19 +526,16 @@ function _M.split_ok(s, i, j, id)
     if j - i + 1 > MAX_ENCODED_RULE or type(id) ~= "string" then
         return false
     end
-    local n = fixmap_at(s, i)
+    local n, p = fixmap_at(s, i)
     if not n then
         return false
     end
-    local p, e = i + 1, j
-    local prev, seen = 0, 0
+    local e, code, seen = j, 0, 0
     for _ = 1, n do
-        local code
-        code, p = key_at(s, p, e, TOP)
-        if not code or code <= prev then
+        code, p = next_key(s, p, e, TOP, code)
+        if not code then
             return false
         end
-        prev = code
         if code == 1 then -- default
             seen = seen + 1
             p = chars_at(s, p, e, UPSTREAM_BYTES, 128)

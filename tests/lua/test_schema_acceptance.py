@@ -437,3 +437,24 @@ def test_the_one_pass_check_is_sure_only_of_rules_nginx_accepts(harness: DecideH
     errors, fast = harness.check_both(bad)
     assert [(p, e) for (p, _v), e in zip(_SPLIT_REFUSALS, errors) if e is None] == []
     assert not any(fast)
+
+    # keys repeated in one map (no dict spells them: the bytes by hand): a key counted twice must not stand in for
+    # one that is missing
+    def fixmap(*pairs: tuple[str, Any]) -> bytes:
+        return bytes([0x80 + len(pairs)]) + b"".join(msgpack.packb(k) + (v if isinstance(v, bytes) else
+                                                                        msgpack.packb(v)) for k, v in pairs)
+
+    rule = _sorted(validate_rule(_RICH_SPLIT))
+    policies, key = msgpack.packb(rule["policies"]), msgpack.packb(rule["key"])
+    no_path = fixmap(*[("host", "a.example.com")] * 4)
+    repeated = [
+        fixmap(("default", "stable"), ("default", "stable"), ("default", "stable"), ("key", key),
+               ("kind", "split"), ("policies", policies), ("route", msgpack.packb(rule["route"]))),  # no id
+        fixmap(("default", "stable"), ("id", "rich-1.a_b"), ("key", key), ("kind", "split"),
+               ("policies", policies), ("route", no_path)),  # a route without its path
+    ]
+    errors, fast = harness.check_both(repeated)
+    assert None not in errors and not any(fast)
+    for raw in repeated:
+        with pytest.raises(CorruptDataError):
+            decode_rule(raw)
