@@ -5,7 +5,7 @@
 -- chunks() in one of nginx's worker threads (ngx.run_worker_thread), which makes
 -- the same check and compile there, off the event loop that serves requests,
 -- while the worker places the rules by route (docs/design.md, "Pending rules");
--- there a split rule stored canonically is checked in one pass of its bytes
+-- there a rule stored canonically is checked in one pass of its bytes
 -- (rulegate.schema_fast), neither decoded nor compiled.
 --
 -- Loaded in a worker thread's Lua VM too: nothing here may touch an ngx API a
@@ -21,7 +21,7 @@ local snapshot = require("rulegate.snapshot")
 local pcall = pcall
 local tostring = tostring
 local type = type
-local split_ok = schema_fast.split_ok
+local is_sure = schema_fast.sure
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -116,11 +116,11 @@ end
 
 -- Check every rule of the payload chunk under key in shared dict dict_name
 -- (a run of snapshot.pack_rule pairs, as payload.writer stores them): decode,
--- check and compile each as a full load does; a split rule
--- schema_fast.split_ok is sure of is neither decoded nor compiled here (its
--- route's first request compiles it, in each worker, as every pending rule). 0 when all pass; else the
--- position in the chunk of the first that fails (-1: the chunk is not in the
--- dict or is not a chunk) and why, in a full load's words.
+-- check and compile each as a full load does; a rule schema_fast.sure is
+-- sure of is neither decoded nor compiled here (its route's first request
+-- compiles it, in each worker, as every pending rule). 0 when all pass; else
+-- the position in the chunk of the first that fails (-1: the chunk is not in
+-- the dict or is not a chunk) and why, in a full load's words.
 function _M.chunk(dict_name, key)
     local dict = ngx.shared[dict_name]
     local chunk = dict and dict:get(key)
@@ -132,7 +132,7 @@ function _M.chunk(dict_name, key)
     -- each rule read in place in the chunk (no string of its bytes: snapshot.each_rule_at)
     local ok, err = snapshot.each_rule_at(chunk, function(id, s, i, j)
         n = n + 1
-        if split_ok(s, i, j, id) then -- sure it passes: not decoded, compiled by its route's first request
+        if is_sure(s, i, j, id) then -- sure it passes: not decoded, compiled by its route's first request
             sure = sure + 1
             return true
         end

@@ -192,10 +192,10 @@ local MAX_HEADERS = 32
 -- For rulegate.schema_fast, which checks the same fields in a rule's stored
 -- bytes (read only: each is the set its comment above names).
 _M.BYTES = { name = NAME_BYTES, host = HOST_BYTES, id_first = ID_FIRST, id = ID_BYTES, path = PATH_BYTES,
-             token = TOKEN_BYTES }
+             token = TOKEN_BYTES, value = VALUE_BYTES }
 _M.class = class
 _M.METHODS, _M.KEY_SOURCES = METHODS, KEY_SOURCES
-_M.MAX_UID, _M.MAX_TIME, _M.MAX_TEXT = MAX_UID, MAX_TIME, MAX_TEXT
+_M.MAX_UID, _M.MAX_TIME, _M.MAX_TEXT, _M.MAX_BODY_BYTES = MAX_UID, MAX_TIME, MAX_TEXT, MAX_BODY_BYTES
 
 
 -- true when every byte of s from index i on is in set

@@ -1,9 +1,9 @@
--- A one-pass check of a split rule's stored bytes, read in place: the cold
--- path of the syncing worker's full load, in nginx's thread pool
--- (rule_check.chunk). rule_check.check_stored decodes a rule into tables,
--- walks its bytes for the stored form, then checks the tables, and the pool
--- compiles each rule to prove it compiles; for 10,000 rules that is ~15
--- objects a rule made and collected (bench/REPORT.md). split_ok reads the
+-- A one-pass check of a rule's stored bytes, read in place: the cold path of
+-- a full load (rule_check.chunk in nginx's thread pool; sync.lua's loads
+-- checked in the event loop). rule_check.check_stored decodes a rule into
+-- tables, walks its bytes for the stored form, then checks the tables, and
+-- the pool compiles each rule to prove it compiles; for 10,000 rules that is
+-- ~15 objects a rule made and collected (bench/REPORT.md). sure() reads the
 -- msgpack itself and makes nothing (a key's name is an interned string that
 -- exists already).
 --
@@ -11,15 +11,16 @@
 -- whose id is the hash field's; false means "not sure", never "refused", and
 -- the caller then makes the full check, whose verdict and words are the only
 -- ones a gateway gives (as rulegate/schema_fast.py does for the Python
--- gateways). It is sure only of a split rule (docs/rules.md) in canonical
--- order (keys sorted, as ruleadmin stores them: none repeated), its ints
--- unsigned, its maps fixmaps, without a ramp; anything else is "not sure": a
--- degrade rule, a ramp, a float, a foreign spelling. tests/lua hold it to
--- check_stored on every rule and mutant the acceptance tests make.
+-- gateways). It is sure only of a rule in canonical order (keys sorted, as
+-- ruleadmin stores them: none repeated), its ints unsigned, its floats
+-- float 64, its maps fixmaps, and neither a ramp, a breaker, a scope nor a
+-- static response's own headers; anything else is "not sure". tests/lua hold
+-- it to check_stored on every rule and mutant the acceptance tests make.
 --
 -- A rule it is sure of is compiled by its route's first request (as every
--- other worker compiles the payload's pending rules): a split's compile only
--- copies the fields this checks (router.lua compile_split).
+-- other worker compiles the payload's pending rules): a rule's compile only
+-- copies and arranges the fields this checks (router.lua compile_split,
+-- compile_degrade).
 local bit = require("bit")
 local mpdecode = require("rulegate.mpdecode")
 local iputil = require("rulegate.iputil")
@@ -30,6 +31,8 @@ local sub = string.sub
 local band = bit.band
 local bor = bit.bor
 local lshift = bit.lshift
+local floor = math.floor
+local ldexp = math.ldexp
 local utf8_ok = mpdecode.utf8_ok
 local parse_cidr = iputil.parse_cidr
 
@@ -37,18 +40,21 @@ local _M = { _VERSION = "0.1.0" }
 
 local MAX_ENCODED_RULE = 96 * 1024 -- rule_check.lua, rulegate/schema.py
 local MAX_UID, MAX_TIME, MAX_TEXT = schema.MAX_UID, schema.MAX_TIME, schema.MAX_TEXT
+local MAX_BODY_BYTES = schema.MAX_BODY_BYTES
 local B = schema.BYTES
 local NAME_BYTES, HOST_BYTES, ID_FIRST, ID_BYTES = B.name, B.host, B.id_first, B.id
-local PATH_BYTES, TOKEN_BYTES = B.path, B.token
+local PATH_BYTES, TOKEN_BYTES, VALUE_BYTES = B.path, B.token, B.value
 local UPSTREAM_BYTES = schema.class("azAZ09", "_.:-") -- schema.lua upstream(): Lua's %w and _ . : -
 local PRINTABLE = schema.class("!~") -- printable ASCII without space
 local KEY_SOURCES = schema.KEY_SOURCES
+local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+local BODILESS = { [204] = true, [205] = true, [304] = true }
 
 -- Each map's keys in canonical (byte) order, numbered: a key's number must be
 -- above the one before it.
 local TOP = {
-    default = 1, description = 2, enabled = 3, id = 4, key = 5, kind = 6, policies = 7, route = 8,
-    updated_at = 9, updated_by = 10, window = 11,
+    action = 1, breaker = 2, default = 3, description = 4, enabled = 5, id = 6, key = 7, kind = 8, percent = 9,
+    policies = 10, route = 11, salt = 12, scope = 13, updated_at = 14, updated_by = 15, window = 16,
 }
 local ROUTE = { host = 1, methods = 2, path = 3 }
 local KEY = { name = 1, source = 2 }
@@ -58,25 +64,54 @@ local POLICY = {
     buckets = 1, cidrs = 2, name = 3, ramp = 4, ranges = 5, salt = 6, suffixes = 7, type = 8, upstream = 9,
     values = 10,
 }
-local function mask(...)
-    local m = 0
-    for _, name in ipairs({ ... }) do
-        m = bor(m, lshift(1, POLICY[name]))
+local ACTION = {
+    body = 1, content_type = 2, headers = 3, location = 4, retry_after = 5, status = 6, type = 7, upstream = 8,
+}
+
+
+-- {the mask of the fields an object may have, that of those it must have}:
+-- bit n for the key numbered n in keys.
+local function masks(keys, allowed, required)
+    local out = { 0, 0 }
+    for k, names in ipairs({ allowed, required }) do
+        for _, name in ipairs(names) do
+            out[k] = bor(out[k], lshift(1, keys[name]))
+        end
     end
-    return m
+    return out
 end
--- by policy type: {the fields it may have, those it must have} as masks (schema.lua POLICY_FIELDS; a ramp is
--- never sure, so percent's "ramp" is left out)
+
+-- by kind (schema.lua RULE_FIELDS, RULE_REQUIRED; a breaker or a scope is never sure: left out of degrade's)
+local KIND_MASKS = {
+    split = masks(TOP, { "key", "policies", "default", "window", "id", "kind", "route", "enabled", "description",
+                         "updated_by", "updated_at" }, { "id", "kind", "route", "key", "policies", "default" }),
+    degrade = masks(TOP, { "action", "percent", "window", "key", "salt", "id", "kind", "route", "enabled",
+                           "description", "updated_by", "updated_at" }, { "id", "kind", "route", "action" }),
+}
+-- by policy type (schema.lua POLICY_FIELDS, POLICY_REQUIRED; a ramp is never sure: left out of percent's)
+local LISTED = { "type", "name", "values", "upstream" }
 local POLICY_MASKS = {
-    uid_range = { mask("type", "ranges", "upstream"), mask("type", "ranges", "upstream") },
-    uid_suffix = { mask("type", "suffixes", "upstream"), mask("type", "suffixes", "upstream") },
-    ip_cidr = { mask("type", "cidrs", "upstream"), mask("type", "cidrs", "upstream") },
-    header = { mask("type", "name", "values", "upstream"), mask("type", "name", "values", "upstream") },
-    cookie = { mask("type", "name", "values", "upstream"), mask("type", "name", "values", "upstream") },
-    arg = { mask("type", "name", "values", "upstream"), mask("type", "name", "values", "upstream") },
-    percent = { mask("type", "buckets", "salt"), mask("type", "buckets") },
+    uid_range = masks(POLICY, { "type", "ranges", "upstream" }, { "type", "ranges", "upstream" }),
+    uid_suffix = masks(POLICY, { "type", "suffixes", "upstream" }, { "type", "suffixes", "upstream" }),
+    ip_cidr = masks(POLICY, { "type", "cidrs", "upstream" }, { "type", "cidrs", "upstream" }),
+    header = masks(POLICY, LISTED, LISTED), cookie = masks(POLICY, LISTED, LISTED), arg = masks(POLICY, LISTED, LISTED),
+    percent = masks(POLICY, { "type", "buckets", "salt" }, { "type", "buckets" }),
+}
+-- by action type (schema.lua ACTION_FIELDS, ACTION_REQUIRED)
+local ACTION_MASKS = {
+    static = masks(ACTION, { "type", "status", "content_type", "headers", "body" }, { "type", "status" }),
+    redirect = masks(ACTION, { "type", "location", "status" }, { "type", "location" }),
+    upstream = masks(ACTION, { "type", "upstream" }, { "type", "upstream" }),
+    reject = masks(ACTION, { "type", "status", "retry_after" }, { "type" }),
 }
 local METHOD_BIT = { GET = 1, HEAD = 2, POST = 4, PUT = 8, PATCH = 16, DELETE = 32, OPTIONS = 64 }
+
+
+-- true when the fields seen (a mask) are among those m (masks()) allows and
+-- hold those it requires; m nil: an unknown type.
+local function fits(m, seen)
+    return m ~= nil and band(seen, m[1]) == seen and band(seen, m[2]) == m[2]
+end
 
 
 -- The first and last index of the str at p (fixstr, str 8 or str 16) ending
@@ -303,7 +338,8 @@ local function route_at(s, p, e)
 end
 
 
--- The index after a split's key map at p (schema.lua check_key); nil when not sure.
+-- The index after a key map at p (schema.lua check_key, source "request" taken:
+-- a degrade rule's) and whether its source is "request"; nil when not sure.
 local function key_map_at(s, p, e)
     local n
     n, p = fixmap_at(s, p)
@@ -320,8 +356,8 @@ local function key_map_at(s, p, e)
         if code == 1 then
             nf, nl = f, l
         else
-            source = l - f < 6 and sub(s, f, l) -- at most "header": a known name, or short
-            if not KEY_SOURCES[source] then
+            source = l - f < 7 and sub(s, f, l) -- at most "request": a known name, or short
+            if not KEY_SOURCES[source] and source ~= "request" then
                 return nil
             end
         end
@@ -330,8 +366,11 @@ local function key_map_at(s, p, e)
     if not source then
         return nil
     end
-    if source == "ip" then
-        return not nf and p or nil
+    if source == "ip" or source == "request" then
+        if nf then
+            return nil
+        end
+        return p, source == "request"
     end
     if not nf or nl < nf or nl - nf >= 128 then
         return nil
@@ -492,12 +531,127 @@ local function policy_at(s, p, e)
             return nil
         end
     end
-    local masks = POLICY_MASKS[ptype]
-    if not masks or band(seen, masks[1]) ~= seen or band(seen, masks[2]) ~= masks[2] then
+    if not fits(POLICY_MASKS[ptype], seen) then
         return nil
     end
     if ptype == "header" and not header_name then
         return nil
+    end
+    return p
+end
+
+
+-- The number at p when it is a float 64 (IEEE 754, big-endian: decoded
+-- exactly, as mpdecode does), and the index after it; nil for anything else
+-- (NaN and the infinities too).
+local function float64_at(s, p, e)
+    if byte(s, p) ~= 0xcb or p + 8 > e then
+        return nil
+    end
+    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, p + 1, p + 8)
+    local exp = (b1 % 0x80) * 0x10 + floor(b2 / 0x10)
+    if exp == 0x7ff then
+        return nil
+    end
+    local mant = (((((b2 % 0x10) * 0x100 + b3) * 0x100 + b4) * 0x100 + b5) * 0x100 + b6) * 0x10000 + b7 * 0x100 + b8
+    local v = exp == 0 and ldexp(mant, -1074) or ldexp(mant + 0x10000000000000, exp - 1075)
+    return b1 >= 0x80 and -v or v, p + 9
+end
+
+
+-- A response header's value (schema.lua header_value): 1..max bytes of
+-- printable ASCII or tab, not starting or ending with a space or a tab
+local function header_value_ok(s, f, l, max)
+    if l < f or l - f >= max or not all_in(s, VALUE_BYTES, f, l) then
+        return false
+    end
+    local first, last = byte(s, f), byte(s, l)
+    return first ~= 32 and first ~= 9 and last ~= 32 and last ~= 9
+end
+
+
+-- A redirect's location (schema.lua location): 1..2048 bytes of printable
+-- ASCII without space, an absolute http(s) URL or a path
+local function location_ok(s, f, l)
+    if l < f or l - f >= 2048 or not all_in(s, PRINTABLE, f, l) then
+        return false
+    end
+    -- (sub() of 7 or 8 bytes that are not the prefix makes a string: only for an absolute URL's location)
+    return byte(s, f) == 47 or sub(s, f, f + 6) == "http://" or sub(s, f, f + 7) == "https://"
+end
+
+
+-- action map fields by number (ACTION), read by action_at
+local act = {}
+
+-- The index after a degrade rule's action map at p (schema.lua check_action;
+-- a static response's headers only when none: `{}`, as ruleadmin fills them
+-- in); nil when not sure.
+local function action_at(s, p, e)
+    local n
+    n, p = fixmap_at(s, p)
+    local code, seen = 0, 0
+    for k = 1, 8 do
+        act[k] = nil
+    end
+    for _ = 1, n or 0 do
+        code, p = next_key(s, p, e, ACTION, code)
+        if not code then
+            return nil
+        end
+        seen = bor(seen, lshift(1, code))
+        if code == 3 then -- headers: none
+            if byte(s, p) ~= 0x80 then
+                return nil
+            end
+            act[3], p = true, p + 1
+        elseif code == 5 or code == 6 then -- retry_after, status
+            act[code], p = uint_at(s, p, e)
+        else -- body, content_type, location, type, upstream: (first, last) in act[code], act[code + 8]
+            local f, l = str_at(s, p, e)
+            if not f then
+                return nil
+            end
+            act[code], act[code + 8], p = f, l, l + 1
+        end
+        if not act[code] then
+            return nil
+        end
+    end
+    local f, l = act[7], act[15]
+    local atype = f and l - f < 8 and sub(s, f, l) -- at most "redirect"
+    if not fits(ACTION_MASKS[atype], seen) then
+        return nil
+    end
+    local status = act[6]
+    if atype == "static" then
+        if status < 200 or status > 599 then
+            return nil
+        end
+        local body, ctype = act[1], act[2]
+        if BODILESS[status] then
+            if ctype or body and act[9] >= body then -- no type, no body but ""
+                return nil
+            end
+        elseif ctype and not header_value_ok(s, ctype, act[10], 128) then
+            return nil
+        end
+        if body and (act[9] - body >= MAX_BODY_BYTES or not text_ok(s, body, act[9], MAX_BODY_BYTES * 4, true)) then
+            return nil
+        end
+    elseif atype == "redirect" then
+        if status and not REDIRECT[status] or not location_ok(s, act[4], act[12]) then
+            return nil
+        end
+    elseif atype == "upstream" then
+        local uf, ul = act[8], act[16]
+        if ul < uf or ul - uf >= 128 or not all_in(s, UPSTREAM_BYTES, uf, ul) then
+            return nil
+        end
+    else -- reject
+        if status and (status < 400 or status > 599) or act[5] and act[5] > 86400 then
+            return nil
+        end
     end
     return p
 end
@@ -518,9 +672,9 @@ end
 
 
 -- true when rule_check.check_stored(s, i, j) accepts the bytes s:sub(i, j)
--- (all of s without i) as a split rule whose id is id; false: not sure (the
--- full check decides).
-function _M.split_ok(s, i, j, id)
+-- (all of s without i) as a rule whose id is id; false: not sure (the full
+-- check decides).
+function _M.sure(s, i, j, id)
     i = i or 1
     j = j or #s
     if j - i + 1 > MAX_ENCODED_RULE or type(id) ~= "string" then
@@ -530,38 +684,45 @@ function _M.split_ok(s, i, j, id)
     if not n then
         return false
     end
-    local e, code, seen = j, 0, 0
+    local e, code, seen, kind, request = j, 0, 0, nil, false
     for _ = 1, n do
         code, p = next_key(s, p, e, TOP, code)
         if not code then
             return false
         end
-        if code == 1 then -- default
-            seen = seen + 1
+        seen = bor(seen, lshift(1, code))
+        if code == 1 then -- action
+            p = action_at(s, p, e)
+        elseif code == 3 then -- default
             p = chars_at(s, p, e, UPSTREAM_BYTES, 128)
-        elseif code == 2 then -- description
+        elseif code == 4 then -- description
             p = text_at(s, p, e, MAX_TEXT, true)
-        elseif code == 3 then -- enabled
+        elseif code == 5 then -- enabled
             local b = byte(s, p)
             p = (b == 0xc2 or b == 0xc3) and p + 1 or nil
-        elseif code == 4 then -- id: [a-z0-9][a-z0-9_.-]*, at most 64 bytes; the hash field's
+        elseif code == 6 then -- id: [a-z0-9][a-z0-9_.-]*, at most 64 bytes; the hash field's
             local f, l = str_at(s, p, e)
             if not f or l < f or l - f >= 64 or not ID_FIRST[byte(s, f)] or not all_in(s, ID_BYTES, f + 1, l)
                 or not same_id(s, f, l, id) then
                 return false
             end
-            seen, p = seen + 2, l + 1
-        elseif code == 5 then -- key
-            seen = seen + 4
-            p = key_map_at(s, p, e)
-        elseif code == 6 then -- kind
+            p = l + 1
+        elseif code == 7 then -- key
+            p, request = key_map_at(s, p, e)
+        elseif code == 8 then -- kind
             local f, l = str_at(s, p, e)
-            if not f or l - f ~= 4 or sub(s, f, l) ~= "split" then
+            kind = f and l - f < 7 and sub(s, f, l) -- at most "degrade"
+            p = f and l + 1
+        elseif code == 9 then -- percent: 0 .. 100, at most 2 decimals (schema.lua decimal)
+            local v, q = uint_at(s, p, e)
+            if not v then
+                v, q = float64_at(s, p, e)
+            end
+            if not v or v < 0 or v > 100 or floor(v * 100 + 0.5) / 100 ~= v then
                 return false
             end
-            seen, p = seen + 8, l + 1
-        elseif code == 7 then -- policies: at most 32
-            seen = seen + 16
+            p = q
+        elseif code == 10 then -- policies: at most 32
             local count, q = array_at(s, p, e)
             if not count or count > 32 then
                 return false
@@ -573,26 +734,34 @@ function _M.split_ok(s, i, j, id)
                 end
             end
             p = q
-        elseif code == 8 then -- route
-            seen = seen + 32
+        elseif code == 11 then -- route
             p = route_at(s, p, e)
-        elseif code == 9 then -- updated_at
+        elseif code == 12 then -- salt
+            p = text_at(s, p, e, 64)
+        elseif code == 14 then -- updated_at
             local v
             v, p = uint_at(s, p, e)
             if not v or v > MAX_TIME then
                 return false
             end
-        elseif code == 10 then -- updated_by
+        elseif code == 15 then -- updated_by
             p = text_at(s, p, e, 128)
-        else -- window
+        elseif code == 16 then -- window
             p = window_at(s, p, e)
+        else -- a breaker (2), a scope (13): not sure
+            return false
         end
         if not p then
             return false
         end
     end
-    return seen == 63 and p == j + 1 -- default, id, key, kind, policies, route; no byte after
+    if not fits(KIND_MASKS[kind], seen) then
+        return false
+    end
+    if request and kind ~= "degrade" then -- a split's key has no source "request"
+        return false
+    end
+    return p == j + 1 -- no byte after
 end
-
 
 return _M

@@ -10,7 +10,7 @@ local cluster = require("rulegate.cluster")
 local resp = require("rulegate.resp")
 local rule_check = require("rulegate.rule_check")
 local router = require("rulegate.router")
-local split_ok = require("rulegate.schema_fast").split_ok
+local is_sure = require("rulegate.schema_fast").sure
 local snapshot = require("rulegate.snapshot")
 local payload = require("rulegate.payload")
 local digest = require("rulegate.digest")
@@ -274,7 +274,7 @@ local decode_one = rule_check.decode
 -- of the bytes it was compiled from) when there is one; else, when checked
 -- (see CHECKED_BY: this gateway's syncing worker checked and compiled these
 -- bytes), pending (a full load whose chunks are checked in the thread pool) or
--- a split rule schema_fast.split_ok is sure of (stored canonically: checked in
+-- a rule schema_fast.sure is sure of (stored canonically: checked in
 -- one pass of its bytes), placed pending (router.add_pending: compiled by the
 -- first request of its route); else decoded, checked (unless checked) and
 -- compiled. A full reload of a namespace
@@ -291,7 +291,7 @@ local function load_rule(rs, routes, reuse, id, value, checked, pending, first, 
         router.add_compiled(rs, item)
         return sig
     end
-    if checked or pending or split_ok(value, first, last, id) then -- placed, compiled by the route's first request
+    if checked or pending or is_sure(value, first, last, id) then -- placed, compiled by the route's first request
         local rid, host, path, kind, enabled = mpdecode.route_of(value, first, last)
         if host and enabled ~= false then
             if rid ~= id then

@@ -28,7 +28,7 @@ local function body()
 end
 
 
--- The id schema_fast.split_ok is given for raw: the hash field a gateway
+-- The id schema_fast.sure is given for raw: the hash field a gateway
 -- reads it under, here the id it holds ("" when it holds none).
 local function stored_id(raw)
     local ok, rule = pcall(mpdecode.unpack, raw)
@@ -44,7 +44,7 @@ local function decode(raw_rules)
     for i, raw in ipairs(raw_rules) do
         local rule, err = rule_check.check_stored(raw) -- as a gateway reads a stored rule (rule_check.decode)
         local good = rule ~= nil
-        fast[i] = schema_fast.split_ok(raw, 1, #raw, stored_id(raw))
+        fast[i] = schema_fast.sure(raw, 1, #raw, stored_id(raw))
         if fast[i] and not good then
             err = "schema_fast accepted a rule check_stored refuses: " .. err
         end
