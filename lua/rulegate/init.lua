@@ -641,7 +641,8 @@ function _M.state()
         listener = shm:get(K.sub_lock) or cjson.null,
         listener_error = shm:get(K.sub_error) or cjson.null,
         listener_subscriptions = shm:get(K.subscriptions) or 0, listener_failures = shm:get(K.sub_failures) or 0,
-        worker = { pid = ngx.worker.pid(), revision = rs and rs.revision or cjson.null },
+        worker = { pid = ngx.worker.pid(), revision = rs and rs.revision or cjson.null,
+                   compile_failures = router.compile_failures },
         cluster_stats = stats,
         exposure = conf.exposure and exposure.totals(shm) or cjson.null,
         breakers = breaker.snapshot_all(ngx.now()), -- this worker's (the one answering)

@@ -654,20 +654,63 @@ local function compile_pending(item)
 end
 
 
+-- A pending item whose compile fails: a rule this gateway's check passed
+-- that the router cannot compile (a bug: the acceptance tests compile every
+-- rule the check accepts), or bytes that no longer match their index entry.
+-- Said by on_compile_failure(rule id, error) (at ERR, once per item) and
+-- counted (compile_failures: /rulegate/status, this worker's); its route
+-- leaves it out, so its other rules still apply and no request fails for it.
+_M.compile_failures = 0
+function _M.on_compile_failure(rule_id, err)
+    ngx.log(ngx.ERR, "rulegate: rule ", tostring(rule_id), " does not compile; its route leaves it out: ",
+            tostring(err))
+end
+
+
+-- list (an array: a route's degrades, or the route itself for its splits)
+-- without the items of set gone, in place
+local function drop_items(list, gone)
+    local n, j = #list, 0
+    for i = 1, n do
+        local item = list[i]
+        if not gone[item] then
+            j = j + 1
+            list[j] = item
+        end
+    end
+    for i = n, j + 1, -1 do
+        list[i] = nil
+    end
+end
+
+
 -- Compile a route's pending items in place and set its accepted methods;
 -- pause, when given, is called before each item is looked at (a request
 -- served meanwhile may compile an item this route shares with its set).
 local function compile_route(route, pause)
     local list = route.degrades
     for _ = 1, 2 do
+        local gone
         for i = 1, #list do
             if pause then
                 pause()
             end
             local item = list[i]
             if is_pending(item) then
-                compile_pending(item)
+                local ok, err = pcall(compile_pending, item)
+                if not ok then
+                    gone = gone or {}
+                    gone[item] = true
+                    if not item.failed then -- an item shared by several sets is said once
+                        item.failed = true
+                        _M.compile_failures = _M.compile_failures + 1
+                        pcall(_M.on_compile_failure, item.rule_id, err)
+                    end
+                end
             end
+        end
+        if gone then
+            drop_items(list, gone)
         end
         list = route -- its splits
     end
