@@ -345,9 +345,12 @@ end
 -- for it in first_set()), a smaller one compiled here.
 -- inline: compile here whatever the size: true (init_worker: nothing is served
 -- yet) or a pause (sync.pauser: a timer that needs the set now yields).
+-- A worker with no set yet looks at the dict on every request: another worker
+-- may have published the first one within the same millisecond (a request it
+-- answered with the rules, then one here without them).
 local function ruleset(inline)
     local t = now()
-    if t == checked_at then
+    if t == checked_at and current.rs ~= nil then -- a set is served: the dict looked at once a millisecond
         return current.rs
     end
     checked_at = t
