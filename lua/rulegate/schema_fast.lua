@@ -88,6 +88,7 @@ local KIND_MASKS = {
     degrade = masks(TOP, { "action", "percent", "window", "key", "salt", "id", "kind", "route", "enabled",
                            "description", "updated_by", "updated_at" }, { "id", "kind", "route", "action" }),
 }
+local ROUTE_MASKS = masks(ROUTE, { "host", "methods", "path" }, { "host", "path" }) -- schema.lua ROUTE_FIELDS
 -- by policy type (schema.lua POLICY_FIELDS, POLICY_REQUIRED; a ramp is never sure: left out of percent's)
 local LISTED = { "type", "name", "values", "upstream" }
 local POLICY_MASKS = {
@@ -207,11 +208,12 @@ end
 
 
 -- key_at's number and value index when the key's number is above prev (the
--- key before it in the map: canonical order, none twice); nil otherwise.
-local function next_key(s, p, e, keys, prev)
+-- key before it in the map: canonical order, none twice), and the mask of the
+-- keys seen with it added; nil otherwise.
+local function next_key(s, p, e, keys, prev, seen)
     local code, q = key_at(s, p, e, keys)
     if code and code > prev then
-        return code, q
+        return code, q, bor(seen, lshift(1, code))
     end
     return nil
 end
@@ -300,11 +302,10 @@ local function route_at(s, p, e)
     n, p = fixmap_at(s, p)
     local code, seen = 0, 0
     for _ = 1, n or 0 do
-        code, p = next_key(s, p, e, ROUTE, code)
+        code, p, seen = next_key(s, p, e, ROUTE, code, seen)
         if not code then
             return nil
         end
-        seen = seen + code
         if code == 1 then -- host
             local f, l = str_at(s, p, e)
             if not f or not host_ok(s, f, l) then
@@ -334,7 +335,7 @@ local function route_at(s, p, e)
             p = l + 1
         end
     end
-    return (seen == 4 or seen == 6) and p or nil -- host and path, methods or not (nil: not a fixmap)
+    return fits(ROUTE_MASKS, seen) and p or nil -- (nil: not a fixmap)
 end
 
 
@@ -345,7 +346,7 @@ local function key_map_at(s, p, e)
     n, p = fixmap_at(s, p)
     local code, nf, nl, source = 0, nil, nil, nil
     for _ = 1, n or 0 do
-        code, p = next_key(s, p, e, KEY, code)
+        code, p = next_key(s, p, e, KEY, code, 0)
         if not code then
             return nil
         end
@@ -388,7 +389,7 @@ local function window_at(s, p, e)
     end
     local code, stop, start = 0, nil, nil
     for _ = 1, n do
-        code, p = next_key(s, p, e, WINDOW, code)
+        code, p = next_key(s, p, e, WINDOW, code, 0)
         if not code then
             return nil
         end
@@ -488,11 +489,10 @@ local function policy_at(s, p, e)
     n, p = fixmap_at(s, p)
     local code, seen, ptype, header_name = 0, 0, nil, nil
     for _ = 1, n or 0 do
-        code, p = next_key(s, p, e, POLICY, code)
+        code, p, seen = next_key(s, p, e, POLICY, code, seen)
         if not code then
             return nil
         end
-        seen = bor(seen, lshift(1, code))
         if code == 1 then -- buckets: 1..100, weights 1..10000 in all at most 10000
             bucket_total = 0
             p = items_at(s, p, e, 100, bucket_item)
@@ -595,11 +595,10 @@ local function action_at(s, p, e)
         act[k] = nil
     end
     for _ = 1, n or 0 do
-        code, p = next_key(s, p, e, ACTION, code)
+        code, p, seen = next_key(s, p, e, ACTION, code, seen)
         if not code then
             return nil
         end
-        seen = bor(seen, lshift(1, code))
         if code == 3 then -- headers: none
             if byte(s, p) ~= 0x80 then
                 return nil
@@ -686,11 +685,10 @@ function _M.sure(s, i, j, id)
     end
     local e, code, seen, kind, request = j, 0, 0, nil, false
     for _ = 1, n do
-        code, p = next_key(s, p, e, TOP, code)
+        code, p, seen = next_key(s, p, e, TOP, code, seen)
         if not code then
             return false
         end
-        seen = bor(seen, lshift(1, code))
         if code == 1 then -- action
             p = action_at(s, p, e)
         elseif code == 3 then -- default
