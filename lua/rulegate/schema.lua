@@ -104,6 +104,23 @@ function object_problem(t, path, allowed, required)
 end
 
 
+-- The first problem of an object whose field `tag` (a rule's kind, a policy's
+-- or an action's type) picks the fields it may and must have (fields[tag],
+-- required[tag]), as a path relative to it: "" (not an object), "." .. tag
+-- (an unknown one), "." .. the field obj() names; nil when none.
+local function tagged_problem(t, tag, fields, required)
+    if not is_map(t) then
+        return ""
+    end
+    local allowed = fields[t[tag]]
+    if not allowed then
+        return "." .. tag
+    end
+    local bad = obj(t, allowed, required[t[tag]])
+    return bad and "." .. bad
+end
+
+
 local COMMON = { "id", "kind", "route", "enabled", "description", "updated_by", "updated_at" }
 local RULE_FIELDS = {
     split = fields("key", "policies", "default", "window", unpack(COMMON)),
@@ -446,18 +463,11 @@ end
 
 -- nil, or the field of policy p that is not as stored, within p ("": p).
 local function policy_problem(p)
-    if not is_map(p) then
-        return ""
+    local bad = tagged_problem(p, "type", POLICY_FIELDS, POLICY_REQUIRED)
+    if bad then
+        return bad
     end
     local t = p.type
-    local allowed = POLICY_FIELDS[t]
-    if not allowed then
-        return ".type"
-    end
-    local bad = obj(p, allowed, POLICY_REQUIRED[t])
-    if bad then
-        return "." .. bad
-    end
     if t == "percent" then
         return percent_problem(p)
     end
@@ -553,18 +563,11 @@ end
 
 
 local function check_action(a)
-    if not is_map(a) then
-        return "action"
+    local bad = tagged_problem(a, "type", ACTION_FIELDS, ACTION_REQUIRED)
+    if bad then
+        return "action" .. bad
     end
     local t = a.type
-    local allowed = ACTION_FIELDS[t]
-    if not allowed then
-        return "action.type"
-    end
-    local bad = obj(a, allowed, ACTION_REQUIRED[t])
-    if bad then
-        return "action." .. bad
-    end
     if t == "static" then
         return check_static(a)
     elseif t == "redirect" then
@@ -755,18 +758,11 @@ end
 -- kind, unknown and missing fields, the id, the route, the common fields, then
 -- the kind's.
 local function check(rule)
-    if not is_map(rule) then
-        return "<root>"
+    local bad = tagged_problem(rule, "kind", RULE_FIELDS, RULE_REQUIRED)
+    if bad then
+        return bad == "" and "<root>" or sub(bad, 2)
     end
     local kind = rule.kind
-    local allowed = RULE_FIELDS[kind]
-    if not allowed then
-        return "kind"
-    end
-    local bad = obj(rule, allowed, RULE_REQUIRED[kind])
-    if bad then
-        return bad
-    end
     local id = rule.id -- [a-z0-9][a-z0-9_.-]*
     if not str(id) or #id > 64 or not ID_FIRST[byte(id, 1)] or not all_in(id, ID_BYTES, 2) then
         return "id"
